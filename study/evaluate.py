@@ -1,0 +1,74 @@
+"""``python -m study.evaluate``: zero-shot evaluation of a model on a task, per language and per family."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from study.cache import write_json_atomic
+from study.errors import StudyError, run_cli
+from study.evaluation import evaluate
+from study.languages import get_language
+from study.models import checkpoint_spec, get_spec, load_model, load_tokenizer
+from study.tasks import TASKS, get_task
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m study.evaluate", description=__doc__)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="registry key (bare encoder: retrieval tasks only) or local directory")
+    source.add_argument("--checkpoint", help="a fine-tuned model directory written by study.train")
+    parser.add_argument("--task", required=True, help=f"one of: {', '.join(TASKS)}")
+    parser.add_argument("--languages", help="comma-separated ISO 639-1 codes (default: all of the task's)")
+    parser.add_argument("--data-dir", default=os.environ.get("STUDY_DATA_DIR"),
+                        help="directory with the tasks' original files (default $STUDY_DATA_DIR; else the hub)")
+    parser.add_argument("--json", type=Path, help="write the result as JSON here")
+    parser.add_argument("--layer", type=int, help="hidden layer to pool for retrieval (default: last)")
+    parser.add_argument("--max-length", type=int, default=128, help="max tokens per input (QA: 384 is usual)")
+    return parser.parse_args(argv)
+
+
+def print_table(result: dict) -> None:
+    metric = result["metric"]
+    print(f"{result['task']} ({result['suite']}), {result['model']}, metric {metric}")
+    print(f"{'language':<10}{'family':<24}{metric:>10}")
+    for lang, score in sorted(result["per_language"].items(), key=lambda kv: -kv[1]):
+        print(f"{lang:<10}{get_language(lang).family:<24}{score:>10.4f}")
+    print(f"\n{'family':<34}{metric:>10}")
+    for family, score in sorted(result["per_family"].items(), key=lambda kv: -kv[1]):
+        print(f"{family:<34}{score:>10.4f}")
+    print(f"\n{'average':<34}{result['average']:>10.4f}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    task = get_task(args.task)
+    languages = task.check_languages(args.languages.split(",") if args.languages else None)
+    if args.checkpoint:
+        spec = checkpoint_spec(args.checkpoint)
+        model = load_model(spec, task.head or "base", path=args.checkpoint)
+    else:
+        spec = get_spec(args.model)
+        if task.needs_training:
+            raise StudyError(f"task {task.name!r} needs a fine-tuned {task.head} head: pass --checkpoint DIR "
+                             f"(from python -m study.train); a bare --model evaluates retrieval tasks only")
+        model = load_model(spec, "base")
+    tokenizer = load_tokenizer(spec) if not args.checkpoint else _checkpoint_tokenizer(args.checkpoint)
+    result = evaluate(task, model, tokenizer, languages, model_name=spec.name, data_dir=args.data_dir,
+                      layer=args.layer, prefix=spec.text_prefix, max_length=args.max_length)
+    result["model_offline_stand_in"] = spec.offline_stand_in
+    print_table(result)
+    if args.json:
+        write_json_atomic(args.json, result)
+    return 0
+
+
+def _checkpoint_tokenizer(path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,146 @@
+"""Zero-shot evaluation of a model on a task's languages: predictions -> metrics -> per-language / per-family.
+
+Retrieval tasks run on a bare encoder (mean-pooled hidden states of a chosen layer, cosine similarity); the other
+kinds need a model with a fine-tuned head of the right type.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from study import metrics
+from study import tasks as T
+from study.data.features import encode_records
+from study.data.sources import Bitext, RankingSet, load_split
+from study.languages import group_means
+from study.objective import IGNORE_INDEX, masked_mean
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+MAX_ANSWER_TOKENS = 30
+
+
+def _batches(dataset, batch_size: int, tokenizer):
+    for start in range(0, len(dataset), batch_size):
+        rows = dataset[start:start + batch_size]
+        inputs = {k: rows[k] for k in MODEL_INPUTS if k in rows}
+        yield rows, tokenizer.pad(inputs, return_tensors="pt")
+
+
+@torch.no_grad()
+def sentence_embeddings(model, tokenizer, texts: list[str], *, layer: int | None = None, prefix: str = "",
+                        batch_size: int = 64, max_length: int = 128) -> np.ndarray:
+    """L2-normalised mean-pooled embeddings of ``layer`` (None = last layer) of a bare or headed encoder."""
+    encoder = model.base_model
+    out = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer([prefix + t for t in texts[start:start + batch_size]], padding=True, truncation=True,
+                          max_length=max_length, return_tensors="pt")
+        result = encoder(**batch, output_hidden_states=layer is not None)
+        hidden = result.last_hidden_state if layer is None else result.hidden_states[layer]
+        out.append(torch.nn.functional.normalize(masked_mean(hidden, batch["attention_mask"]), dim=-1))
+    return torch.cat(out).numpy()
+
+
+def _retrieval(task: T.TaskSpec, data, model, tokenizer, layer, prefix, max_length) -> tuple[float, dict]:
+    embed = lambda texts: sentence_embeddings(model, tokenizer, texts, layer=layer, prefix=prefix,
+                                              max_length=max_length)
+    if isinstance(data, Bitext):
+        both = metrics.nearest_neighbour_accuracy(embed(data.source) @ embed(data.english).T)
+        return both["xx_to_en"], {"en_to_xx": both["en_to_xx"], "examples": len(data.source)}
+    assert isinstance(data, RankingSet)
+    scores = embed(data.questions) @ embed(data.candidates).T
+    return metrics.mean_average_precision_at_k(scores, data.relevant, k=20), {"examples": len(data.questions)}
+
+
+@torch.no_grad()
+def _supervised(task: T.TaskSpec, records: list[dict], model, tokenizer, max_length: int, key: str,
+                batch_size: int = 32) -> tuple[float, dict]:
+    features = encode_records(task, records, tokenizer, max_length, key)
+    if task.kind == T.QA:
+        return _qa_scores(features, records, model, tokenizer, batch_size)
+    predictions, gold = [], []
+    for rows, inputs in _batches(features, batch_size, tokenizer):
+        if task.kind == T.MULTIPLE_CHOICE:
+            inputs = _pad_choices(rows, tokenizer)
+        logits = model(**inputs).logits
+        if task.kind == T.TAGGING:
+            for row_logits, labels in zip(logits.argmax(-1).tolist(), rows["labels"]):
+                keep = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
+                predictions.append([task.labels[row_logits[i]] for i in keep])
+                gold.append([task.labels[labels[i]] for i in keep])
+        else:
+            predictions += logits.argmax(-1).tolist()
+            gold += rows["labels"]
+    if task.kind == T.TAGGING:
+        if task.name == "udpos":  # POS tags: every token its own entity (see metrics.pos_tags_as_entities)
+            gold = [metrics.pos_tags_as_entities(s) for s in gold]
+            predictions = [metrics.pos_tags_as_entities(s) for s in predictions]
+        return metrics.tagging_f1(gold, predictions), {"examples": len(gold)}
+    extra = {"examples": len(gold)}
+    if task.suite == "pocket":  # the label prior is skewed: report a class-balanced view beside accuracy
+        from sklearn.metrics import f1_score
+
+        extra["macro_f1"] = float(f1_score(gold, predictions, average="macro"))
+    return metrics.accuracy(gold, predictions), extra
+
+
+def _pad_choices(rows, tokenizer) -> dict[str, torch.Tensor]:
+    """(B, C, L) inputs for a multiple-choice head from rows of per-choice token lists."""
+    n_choices = len(rows["input_ids"][0])
+    flat = {k: [seq for choices in rows[k] for seq in choices] for k in MODEL_INPUTS if k in rows}
+    padded = tokenizer.pad(flat, return_tensors="pt")
+    return {k: v.view(-1, n_choices, v.shape[-1]) for k, v in padded.items()}
+
+
+def _qa_scores(features, records, model, tokenizer, batch_size) -> tuple[float, dict]:
+    best: dict[str, tuple[float, str]] = {}
+    context_of = {r["id"]: r["context"] for r in records}
+    for rows, inputs in _batches(features, batch_size, tokenizer):
+        out = model(**inputs)
+        for start_logits, end_logits, offsets, example_id in zip(out.start_logits.tolist(), out.end_logits.tolist(),
+                                                                 rows["offset_mapping"], rows["example_id"]):
+            valid = [i for i, o in enumerate(offsets) if o is not None]
+            top_starts = sorted(valid, key=lambda i: -start_logits[i])[:20]
+            top_ends = sorted(valid, key=lambda i: -end_logits[i])[:20]
+            for s in top_starts:
+                for e in top_ends:
+                    if s <= e < s + MAX_ANSWER_TOKENS:
+                        score = start_logits[s] + end_logits[e]
+                        if example_id not in best or score > best[example_id][0]:
+                            best[example_id] = (score, context_of[example_id][offsets[s][0]:offsets[e][1]])
+    predictions = {qid: text for qid, (_, text) in best.items()}
+    scores = metrics.squad_scores(predictions, {r["id"]: r["answers"]["text"] for r in records})
+    return scores[metrics.QA_METRIC], {"f1": scores["f1"], "exact_match": scores["exact_match"],
+                                       "examples": len(records)}
+
+
+def evaluate(task: T.TaskSpec, model, tokenizer, languages: tuple[str, ...], *, model_name: str,
+             data_dir=None, layer: int | None = None, prefix: str = "", max_length: int = 128,
+             log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> dict:
+    """Evaluate every language; returns the JSON-ready result with per-language, per-family and average."""
+    model.eval()
+    per_language, extras = {}, {}
+    for lang in languages:
+        started = time.perf_counter()
+        data = load_split(task, "test", lang, data_dir)
+        if task.needs_training:
+            score, extra = _supervised(task, data, model, tokenizer, max_length, f"test-{lang}")
+        else:
+            score, extra = _retrieval(task, data, model, tokenizer, layer, prefix, max_length)
+        per_language[lang], extras[lang] = score, extra
+        log(f"[evaluate] {task.name} {lang}: {task.metric} {score:.4f} "
+            f"({extra['examples']} examples, {time.perf_counter() - started:.1f} s)")
+    return {
+        "task": task.name, "suite": task.suite, "model": model_name, "metric": task.metric,
+        "per_language": per_language,
+        "per_family": group_means(per_language, "family"),
+        "per_script": group_means(per_language, "script"),
+        "average": statistics.fmean(per_language.values()),
+        "details": extras,
+    }

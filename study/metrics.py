@@ -1,0 +1,104 @@
+"""Task metrics and the XTREME-R aggregate. Pure functions over predictions; no models, no I/O.
+
+Libraries where a maintained one installs offline: scikit-learn (accuracy), seqeval (entity-level F1, as XTREME-R's
+tagging tasks use). The SQuAD v1.1 answer F1/EM and LAReQA's mAP@k are written out below from their official
+scripts, since neither script ships in any package that installs without the hub (``evaluate`` fetches its metric
+code from the hub; torchmetrics' retrieval AP drops candidates with a non-positive score, which cosine scores have).
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import statistics
+import string
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+QA_METRIC = "f1_em"  # XTREME-R scores QA tasks by (F1 + EM) / 2
+
+
+def accuracy(labels: Sequence, predictions: Sequence) -> float:
+    from sklearn.metrics import accuracy_score
+
+    return float(accuracy_score(labels, predictions))
+
+
+def tagging_f1(labels: Sequence[Sequence[str]], predictions: Sequence[Sequence[str]]) -> float:
+    """seqeval's entity-level micro F1 (BIO tags for NER; POS tags count as single-token entities)."""
+    from seqeval.metrics import f1_score
+
+    return float(f1_score([list(s) for s in labels], [list(s) for s in predictions]))
+
+
+def pos_tags_as_entities(tags: Sequence[str]) -> list[str]:
+    """XTREME's UD-POS evaluation runs seqeval on plain POS tags; prefixing B- makes each token its own entity,
+    which is what seqeval does with tags lacking a prefix, without its warning."""
+    return [f"B-{t}" for t in tags]
+
+
+# --- SQuAD v1.1 official evaluation (rajpurkar.github.io/SQuAD-explorer, evaluate-v1.1.py) --------------------
+
+
+def normalize_answer(text: str) -> str:
+    """Lower text and remove punctuation, articles and extra whitespace."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _answer_f1(prediction: str, truth: str) -> float:
+    pred_tokens, truth_tokens = normalize_answer(prediction).split(), normalize_answer(truth).split()
+    common = collections.Counter(pred_tokens) & collections.Counter(truth_tokens)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_tokens), same / len(truth_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_scores(predictions: Mapping[str, str], answers: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """{'f1', 'exact_match', 'f1_em'} in [0, 1]: max over the gold answers, mean over questions."""
+    f1 = em = 0.0
+    for qid, truths in answers.items():
+        prediction = predictions.get(qid, "")
+        f1 += max(_answer_f1(prediction, t) for t in truths)
+        em += max(float(normalize_answer(prediction) == normalize_answer(t)) for t in truths)
+    n = max(len(answers), 1)
+    return {"f1": f1 / n, "exact_match": em / n, QA_METRIC: (f1 + em) / (2 * n)}
+
+
+# --- retrieval ------------------------------------------------------------------------------------------------
+
+
+def average_precision_at_k(relevant: Iterable[int], ranked: Sequence[int], k: int = 20) -> float:
+    """LAReQA's AP@k: precision at each hit within the top k, divided by min(#relevant, k)."""
+    relevant = set(relevant)
+    hits, score = 0, 0.0
+    for rank, candidate in enumerate(ranked[:k], start=1):
+        if candidate in relevant:
+            hits += 1
+            score += hits / rank
+    return score / min(len(relevant), k) if relevant else 0.0
+
+
+def mean_average_precision_at_k(scores: np.ndarray, relevant: Sequence[Iterable[int]], k: int = 20) -> float:
+    """mAP@k for a (queries x candidates) score matrix and the relevant candidate ids of each query."""
+    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return statistics.fmean(average_precision_at_k(r, row.tolist(), k) for r, row in zip(relevant, ranked))
+
+
+def nearest_neighbour_accuracy(similarity: np.ndarray) -> dict[str, float]:
+    """Tatoeba: row i of a (source x English) similarity matrix should retrieve column i, and vice versa."""
+    gold = np.arange(similarity.shape[0])
+    return {"xx_to_en": float((similarity.argmax(axis=1) == gold).mean()),
+            "en_to_xx": float((similarity.argmax(axis=0) == gold).mean())}
+
+
+# --- aggregation ----------------------------------------------------------------------------------------------
+
+
+def xtreme_r_average(per_task: Mapping[str, Mapping[str, float]]) -> float:
+    """Mean over languages within each task, then over tasks (QA tasks already scored by (F1+EM)/2)."""
+    return statistics.fmean(statistics.fmean(scores.values()) for scores in per_task.values())

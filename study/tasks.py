@@ -1,0 +1,123 @@
+"""The task registry: the ten XTREME-R tasks and the offline pocket tasks, as data.
+
+Languages are exactly ``XTREME_R_TASK2LANGS`` of google-research/xtreme ``evaluate.py`` (commit 838c13b), see
+``../shared/docs/xtreme_r.md`` §1; LAReQA uses the XQuAD-R languages. Loading lives in ``study.data``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from study.errors import StudyError
+from study.languages import get_language
+
+# Task kinds decide the head, the batch format and the metric.
+CLASSIFICATION = "classification"  # sentence or sentence-pair classification
+MULTIPLE_CHOICE = "multiple-choice"
+TAGGING = "tagging"
+QA = "qa"
+BITEXT_RETRIEVAL = "bitext-retrieval"  # Tatoeba-style: find the translation
+QA_RETRIEVAL = "qa-retrieval"  # LAReQA / Mewsli-X: rank candidates, mAP@20
+
+HEAD_FOR_KIND = {CLASSIFICATION: "sequence", MULTIPLE_CHOICE: "multiple-choice", TAGGING: "token", QA: "qa",
+                 BITEXT_RETRIEVAL: None, QA_RETRIEVAL: None}
+RETRIEVAL_KINDS = (BITEXT_RETRIEVAL, QA_RETRIEVAL)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    kind: str
+    metric: str  # accuracy | f1 | f1_em | map@20
+    languages: tuple[str, ...]  # target languages (English included where XTREME-R lists it)
+    train_source: str  # the English training data, in words
+    suite: str = "xtreme-r"  # or "pocket" (never presented as XTREME-R)
+    labels: tuple[str, ...] = ()  # class names for classification / tagging
+    hub: dict = field(default_factory=dict, compare=False)  # how study.data loads it from the hub
+
+    @property
+    def head(self) -> str | None:
+        return HEAD_FOR_KIND[self.kind]
+
+    @property
+    def needs_training(self) -> bool:
+        return self.kind not in RETRIEVAL_KINDS
+
+    def check_languages(self, languages: list[str] | None) -> tuple[str, ...]:
+        """Validate a --languages selection (None = all of the task's languages)."""
+        if not languages:
+            return self.languages
+        for code in languages:
+            get_language(code)  # unknown code -> clear error
+            if code not in self.languages:
+                raise StudyError(f"task {self.name!r} has no language {code!r}: it covers {' '.join(self.languages)}")
+        return tuple(languages)
+
+
+_UPOS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT",
+         "SCONJ", "SYM", "VERB", "X")
+POCKET_TOPICS = ("ai", "botprofile", "conversations", "emotion", "food", "greetings", "health", "history", "humor",
+                 "literature", "money", "movies", "politics", "psychology", "science", "sports", "trivia")
+_NER = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
+
+TASKS: dict[str, TaskSpec] = {t.name: t for t in (
+    TaskSpec("xnli", CLASSIFICATION, "accuracy",
+             tuple("ar bg de el en es fr hi ru sw th tr ur vi zh".split()), "MultiNLI (English train)",
+             labels=("entailment", "neutral", "contradiction"),
+             hub={"train": ("facebook/xnli", "en", "train"), "dev": ("facebook/xnli", "en", "validation"),
+                  "test": ("facebook/xnli", "{lang}", "test")}),
+    TaskSpec("xcopa", MULTIPLE_CHOICE, "accuracy", tuple("et ht id it qu sw ta th tr vi zh".split()),
+             "COPA (English train; XTREME trains SIQa first)",
+             hub={"train": ("aps/super_glue", "copa", "train"), "dev": ("aps/super_glue", "copa", "validation"),
+                  "test": ("cambridgeltl/xcopa", "{lang}", "test")}),
+    TaskSpec("udpos", TAGGING, "f1",
+             tuple("af ar bg de el en es et eu fa fi fr he hi hu id it ja kk ko mr nl pt ru ta te th tl tr ur vi "
+                   "yo zh lt pl uk wo ro".split()), "English UD treebanks (train)", labels=_UPOS,
+             hub={"train": ("google/xtreme", "udpos.English", "train"),
+                  "dev": ("google/xtreme", "udpos.English", "validation"),
+                  "test": ("izhx/xtreme-r-udpos", "{lang}", "test")}),
+    TaskSpec("panx", TAGGING, "f1",
+             tuple("ar he vi id jv ms tl eu ml ta te af nl en de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw "
+                   "yo my zh kk tr et fi hu qu pl uk az lt pa gu ro".split()), "English WikiANN (train)",
+             labels=_NER,
+             hub={"train": ("unimelb-nlp/wikiann", "en", "train"), "dev": ("unimelb-nlp/wikiann", "en", "validation"),
+                  "test": ("unimelb-nlp/wikiann", "{lang}", "test")}),
+    TaskSpec("xquad", QA, "f1_em", tuple("en es de el ru tr ar vi th zh hi ro".split()), "SQuAD v1.1 (train)",
+             hub={"train": ("rajpurkar/squad", None, "train"), "dev": ("rajpurkar/squad", None, "validation"),
+                  "test": ("google/xquad", "xquad.{lang}", "validation")}),
+    TaskSpec("mlqa", QA, "f1_em", tuple("en es de ar hi vi zh".split()), "SQuAD v1.1 (train)",
+             hub={"train": ("rajpurkar/squad", None, "train"), "dev": ("rajpurkar/squad", None, "validation"),
+                  "test": ("facebook/mlqa", "mlqa.{lang}.{lang}", "test")}),
+    TaskSpec("tydiqa", QA, "f1_em", tuple("en ar bn fi id ko ru sw te".split()), "SQuAD v1.1 (train)",
+             hub={"train": ("rajpurkar/squad", None, "train"), "dev": ("rajpurkar/squad", None, "validation"),
+                  "test": ("juletxara/tydiqa_xtreme", "{lang}", "validation")}),
+    TaskSpec("mewslix", QA_RETRIEVAL, "map@20", tuple("ar de en es fa ja pl ro ta tr uk".split()),
+             "English Wikipedia mention-entity pairs", hub={"test": ("izhx/mewsli-x", "{lang}", "test")}),
+    TaskSpec("lareqa", QA_RETRIEVAL, "map@20", tuple("ar de el en es hi ru th tr vi zh".split()),
+             "SQuAD v1.1 (train)", hub={"test": ("google-research-datasets/xquad_r", "{lang}", "validation")}),
+    TaskSpec("tatoeba", BITEXT_RETRIEVAL, "accuracy",
+             tuple("ar he vi id jv tl eu ml ta te af nl de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw zh kk "
+                   "tr et fi hu az lt pl uk ro".split()), "none (bare encoder; XTREME uses a SQuAD-tuned one)",
+             hub={"test": ("mteb/tatoeba-bitext-mining", "{iso3}-eng", "test")}),
+    # Offline pocket tasks, built from registry packages (study.data.pocket); languages are those the sources have.
+    # (languages: those the sources have after cleaning; a test checks them against the built data)
+    TaskSpec("pocket-topic", CLASSIFICATION, "accuracy",
+             tuple("en bn de es fa fr he id it ja ko nl pt tr uk zh".split()),
+             "chatterbot-corpus English conversations (train split)", suite="pocket", labels=POCKET_TOPICS),
+    TaskSpec("pocket-retrieval", BITEXT_RETRIEVAL, "accuracy",
+             tuple("af ar az be bg bn ca cs cy da de el es et eu fa fi fr ga gl he hi hr hu hy id is it ja ka kk ko "
+                   "lt lv mk ml mn mr ms nb ne nl pa pl pt ro ru sk sl sq sv sw te th tr uk ur vi zh".split()),
+             "none (bare encoder)", suite="pocket"),
+)}
+
+
+def get_task(name: str) -> TaskSpec:
+    if name not in TASKS:
+        raise StudyError(f"unknown task {name!r}: choose one of {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def tasks_of_suite(suite: str) -> list[TaskSpec]:
+    if suite not in ("xtreme-r", "pocket"):
+        raise StudyError(f"unknown suite {suite!r}: choose xtreme-r or pocket")
+    return [t for t in TASKS.values() if t.suite == suite]
