@@ -18,6 +18,7 @@ from study import metrics
 from study import tasks as T
 from study.data.features import encode_records
 from study.data.sources import Bitext, RankingSet, load_split
+from study.errors import StudyError
 from study.languages import group_means
 from study.objective import IGNORE_INDEX, masked_mean
 
@@ -26,10 +27,13 @@ MAX_ANSWER_TOKENS = 30
 
 
 def _batches(dataset, batch_size: int, tokenizer):
+    """(rows, padded model inputs); multiple-choice rows are (B, C, L) and padded per choice."""
     for start in range(0, len(dataset), batch_size):
         rows = dataset[start:start + batch_size]
-        inputs = {k: rows[k] for k in MODEL_INPUTS if k in rows}
-        yield rows, tokenizer.pad(inputs, return_tensors="pt")
+        if rows["input_ids"] and isinstance(rows["input_ids"][0][0], list):
+            yield rows, _pad_choices(rows, tokenizer)
+        else:
+            yield rows, tokenizer.pad({k: rows[k] for k in MODEL_INPUTS if k in rows}, return_tensors="pt")
 
 
 @torch.no_grad()
@@ -65,9 +69,11 @@ def _supervised(task: T.TaskSpec, records: list[dict], model, tokenizer, max_len
     if task.kind == T.QA:
         return _qa_scores(features, records, model, tokenizer, batch_size)
     predictions, gold = [], []
+    n_labels = getattr(model.config, "num_labels", None)
+    if task.labels and n_labels != len(task.labels):
+        raise StudyError(f"the model's head has {n_labels} labels but task {task.name!r} has {len(task.labels)}: "
+                         f"use a checkpoint fine-tuned on {task.name}")
     for rows, inputs in _batches(features, batch_size, tokenizer):
-        if task.kind == T.MULTIPLE_CHOICE:
-            inputs = _pad_choices(rows, tokenizer)
         logits = model(**inputs).logits
         if task.kind == T.TAGGING:
             for row_logits, labels in zip(logits.argmax(-1).tolist(), rows["labels"]):

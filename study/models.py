@@ -118,7 +118,7 @@ def load_model(spec: ModelSpec, head: str = "base", num_labels: int = 2, path: s
     }
     if head not in classes:
         raise StudyError(f"unknown head {head!r}: choose one of {', '.join(HEADS)}")
-    kwargs = {"num_labels": num_labels} if head in ("sequence", "token") else {}
+    kwargs = {"num_labels": num_labels} if head in ("sequence", "token") and path is None else {}
     previous = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # "newly initialised head weights" is expected, not news
     transformers.logging.disable_progress_bar()

@@ -132,6 +132,7 @@ def encode_records(task: T.TaskSpec, records: list[dict], tokenizer, max_length:
     try:
         return raw.map(ENCODERS[task.kind](task, tokenizer, max_length), batched=True,
                        remove_columns=raw.column_names,
-                       cache_file_name=str(path), load_from_cache_file=True, desc=f"tokenising {task.name}")
+                       cache_file_name=str(path), load_from_cache_file=True, desc=f"tokenising {task.name}",
+                       new_fingerprint=key)  # our key: spares datasets from pickling the tokenizer to hash it
     finally:
         datasets.enable_progress_bars()

@@ -139,6 +139,12 @@ def pocket_topic() -> PocketTopic:
         return sorted(result, key=lambda item: (item.label, item.text))
 
     splits = {split: items("en", lambda t, i, s=split: _split_of(t, i) == s) for split, _ in SPLIT_FRACTIONS}
+    seen_earlier: set[str] = set()
+    for split, _ in SPLIT_FRACTIONS:  # an utterance repeated in several conversations stays in its first split
+        kept = [item for item in splits[split] if item.text not in seen_earlier]
+        dropped["English text already in an earlier split"] += len(splits[split]) - len(kept)
+        splits[split] = kept
+        seen_earlier |= {item.text for item in kept}
     targets = {}
     for code in sorted(files):
         if code == "en":

@@ -1,0 +1,160 @@
+"""Task registry, local-format loaders on the real files in ../shared/data, pocket suite, tokenisation."""
+
+import gzip
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import SHARED_DATA
+from study import tasks as T
+from study.data.features import encode_records
+from study.data.pocket import pocket_retrieval, pocket_topic
+from study.data.sources import Bitext, RankingSet, load_split
+from study.errors import StudyError
+
+DOC = SHARED_DATA.parent / "docs" / "xtreme_r.md"
+needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real test data not found at {SHARED_DATA}")
+
+
+@pytest.mark.skipif(not DOC.is_file(), reason=f"{DOC} not found")
+def test_task_languages_are_exactly_the_reference_lists():
+    rows = re.findall(r"^\| \d+ \| .*?\(`(\w+)`\) \|.*?\|.*?\| \d+ \| (.*?) \|$", DOC.read_text(), re.M)
+    assert len(rows) == 10
+    for key, languages in rows:
+        languages = re.sub(r"\(.*?\)|[*]", "", languages.split(":", 1)[-1])  # lareqa: "XQuAD-R languages: ..."
+        expected = set(languages.split())
+        assert set(T.TASKS[key].languages) == expected, key
+        assert len(T.TASKS[key].languages) == len(expected)
+
+
+def test_every_task_has_kind_metric_head_and_training_source():
+    for task in T.TASKS.values():
+        assert task.metric in ("accuracy", "f1", "f1_em", "map@20") and task.train_source
+        assert (task.head is None) == (task.kind in T.RETRIEVAL_KINDS)
+
+
+def _lines(path):
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return handle.read().splitlines()
+
+
+@needs_data
+def test_local_loaders_count_what_the_files_hold():
+    tatoeba = load_split(T.TASKS["tatoeba"], "test", "fa", SHARED_DATA)  # LASER's pes code
+    assert isinstance(tatoeba, Bitext) and len(tatoeba.source) == len(
+        _lines(SHARED_DATA / "tatoeba/v1/tatoeba.pes-eng.pes"))
+    xcopa = load_split(T.TASKS["xcopa"], "test", "sw", SHARED_DATA)
+    assert len(xcopa) == len(_lines(SHARED_DATA / "xcopa/data/sw/test.sw.jsonl")) == 500
+    assert xcopa[0]["choices"] and xcopa[0]["label"] in (0, 1)
+    xquad = load_split(T.TASKS["xquad"], "test", "de", SHARED_DATA)
+    assert len(xquad) == 1190 and all(r["context"][s:].startswith(t) for r in xquad[:50]
+                                      for s, t in zip(r["answers"]["answer_start"], r["answers"]["text"]))
+    udpos = load_split(T.TASKS["udpos"], "test", "de", SHARED_DATA)
+    sent_ids = [l for l in _lines(SHARED_DATA / "udpos/UD_German-PUD/de_pud-ud-test.conllu.gz")
+                if l.startswith("# sent_id")]
+    assert len(udpos) == len(sent_ids) == 1000 and all(len(r["tokens"]) == len(r["tags"]) for r in udpos)
+    lareqa = load_split(T.TASKS["lareqa"], "test", "de", SHARED_DATA)
+    assert isinstance(lareqa, RankingSet) and len(lareqa.questions) == 1190
+    assert all(len(r) == 11 for r in lareqa.relevant)  # one answer sentence per XQuAD-R language
+
+
+@needs_data
+def test_english_train_and_dev_for_tagging():
+    train = load_split(T.TASKS["udpos"], "train", "en", SHARED_DATA)
+    assert len(train) == 3457  # UD English-LinES train
+    assert set(t for r in train for t in r["tags"]) <= set(T.TASKS["udpos"].labels)
+
+
+def test_malformed_files_name_file_and_line(tmp_path):
+    (tmp_path / "xcopa/data/sw").mkdir(parents=True)
+    (tmp_path / "xcopa/data/sw/test.sw.jsonl").write_text('{"premise": "a"}\n{broken\n')
+    with pytest.raises(StudyError, match=r"test.sw.jsonl, line 2"):
+        load_split(T.TASKS["xcopa"], "test", "sw", tmp_path)
+    (tmp_path / "udpos/UD_X").mkdir(parents=True)
+    (tmp_path / "udpos/UD_X/de_x-ud-test.conllu").write_text("# c\n1\tDer\tder\tDET\n")
+    with pytest.raises(StudyError, match=r"de_x-ud-test.conllu, line 2: expected 10"):
+        load_split(T.TASKS["udpos"], "test", "de", tmp_path)
+    with pytest.raises(StudyError, match=r"missing data file .*xquad.de.json"):
+        load_split(T.TASKS["xquad"], "test", "de", tmp_path)
+
+
+def test_unknown_task_language_and_split_errors(tmp_path):
+    with pytest.raises(StudyError, match="unknown task 'xnl'"):
+        T.get_task("xnl")
+    with pytest.raises(StudyError, match="task 'xcopa' has no language 'de'"):
+        load_split(T.TASKS["xcopa"], "test", "de", tmp_path)
+    with pytest.raises(StudyError, match="unknown language code 'zz'"):
+        T.TASKS["xnli"].check_languages(["zz"])
+    with pytest.raises(StudyError, match="English only"):
+        load_split(T.TASKS["xnli"], "train", "de", tmp_path)
+
+
+def test_unreachable_hub_is_one_line_error(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(StudyError, match=r"facebook/xnli \(de\).*HF_HUB_OFFLINE is set.*--data-dir"):
+        load_split(T.TASKS["xnli"], "test", "de")
+
+
+def test_pocket_topic_is_clean_deterministic_and_zero_shot():
+    data = pocket_topic()
+    assert data.topics == T.POCKET_TOPICS
+    assert set(data.targets) | {"en"} == set(T.TASKS["pocket-topic"].languages)
+    assert "en" not in data.targets and "sv" not in data.targets  # Swedish: untranslated and too small
+    english = {i.text.casefold() for split in data.splits.values() for i in split}
+    for items in data.targets.values():
+        assert len(items) >= 100 and len({i.label for i in items}) >= 3
+        assert not english & {i.text.casefold() for i in items}
+    train, dev, test = ({i.text for i in data.splits[s]} for s in ("train", "dev", "test"))
+    assert not train & dev and not train & test and not dev & test
+    assert all(i.language == "en" for i in data.splits["train"])
+    rebuilt = subprocess.run([sys.executable, "-c", "from study.data.pocket import pocket_topic as p; d = p(); "
+                              "print(sum(hash((i.text, i.label)) for s in d.splits.values() for i in s))"],
+                             capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+    again = subprocess.run(rebuilt.args, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+    assert rebuilt.stdout == again.stdout and rebuilt.stdout.strip()
+
+
+def test_pocket_retrieval_has_30_plus_clean_languages():
+    pairs = pocket_retrieval()
+    assert len(pairs) >= 30 and set(pairs) == set(T.TASKS["pocket-retrieval"].languages)
+    for lang, rows in pairs.items():
+        assert len({t for t, _ in rows}) == len(rows) == len({e for _, e in rows})
+        assert not any("%" in t or "{" in e for t, e in rows)
+
+
+@needs_data
+def test_tagging_labels_sit_on_first_subtoken(tiny):
+    from study.models import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny)
+    records = [{"tokens": ["Unbelievably", "good", "."], "tags": ["ADV", "ADJ", "PUNCT"]}]
+    row = encode_records(T.TASKS["udpos"], records, tokenizer, 32, "unit")[0]
+    labelled = [(tokenizer.convert_ids_to_tokens(i), l) for i, l in zip(row["input_ids"], row["labels"])]
+    assert [l for _, l in labelled if l != -100] == [T.TASKS["udpos"].labels.index(t) for t in records[0]["tags"]]
+    assert labelled[1][1] != -100 and labelled[2][1] == -100  # "▁Un" "bel..." : only the first piece
+
+
+@needs_data
+def test_qa_spans_map_back_to_the_answer_and_cache_is_reused(tiny):
+    from study.models import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny)
+    records = load_split(T.TASKS["xquad"], "test", "en", SHARED_DATA)[:40]
+    features = encode_records(T.TASKS["xquad"], records, tokenizer, 256, "unit")
+    answer = {r["id"]: r["answers"]["text"][0] for r in records}
+    found = [f for f in features if f["start_positions"] > 0]
+    assert len(found) >= 30
+    for f in found:
+        start, end = f["offset_mapping"][f["start_positions"]][0], f["offset_mapping"][f["end_positions"]][1]
+        context = next(r["context"] for r in records if r["id"] == f["example_id"])
+        span = context[start:end]  # sub-word pieces may carry adjacent punctuation, e.g. "(118)"
+        assert answer[f["example_id"]] in span and len(span) <= len(answer[f["example_id"]]) + 3
+    again = encode_records(T.TASKS["xquad"], records, tokenizer, 256, "unit")
+    assert again.cache_files == features.cache_files and again.cache_files
