@@ -42,14 +42,34 @@ def vme_forward(model: nn.Module, capture: VMECapture, x: Mapping[str, Tensor], 
     size = x["input_ids"].shape[0]
     outputs = model(**{k: torch.cat([x[k], xt[k]]) for k in x})
     logits_x, logits_xt = _split(head_logits(outputs), size)
-    emb_x, emb_xt = _split(capture.embeddings, size)
-    att_x, att_xt = _split(capture.attention, size)
-    stream_x = StreamOutputs(task_cross_entropy(logits_x, labels_x), emb_x, att_x, x["attention_mask"])
-    stream_xt = StreamOutputs(task_cross_entropy(logits_xt, labels_xt), emb_xt, att_xt, xt["attention_mask"])
+    # the encoder sees (rows, L): a multiple-choice batch (B, C, L) runs as B*C rows
+    length = x["input_ids"].shape[-1]
+    mask_x, mask_xt = x["attention_mask"].reshape(-1, length), xt["attention_mask"].reshape(-1, length)
+    emb_x, emb_xt = _split(capture.embeddings, mask_x.shape[0])
+    att_x, att_xt = _split(capture.attention, mask_x.shape[0])
+    stream_x = StreamOutputs(task_cross_entropy(logits_x, labels_x), emb_x, att_x, mask_x)
+    stream_xt = StreamOutputs(task_cross_entropy(logits_xt, labels_xt), emb_xt, att_xt, mask_xt)
     return vme_loss(stream_x, stream_xt, weights, ap_mask=ap_mask)
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
+def split_batch(stream: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], Labels]:
+    """Model inputs and labels of one collated stream (QA labels are start/end positions)."""
+    inputs = {k: v for k, v in stream.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    if "start_positions" in stream:
+        return inputs, (stream["start_positions"], stream["end_positions"])
+    return inputs, stream["labels"]
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0,
+                   head_lr: float | None = None) -> torch.optim.AdamW:
     """AdamW with the fused kernel: same update rule, but on CPU the 250k-row embedding update drops from
-    ~1-3 s to ~0.1 s per step (measured in ../shared/docs/pocket_suite.md and benchmarks/vme_overhead.py)."""
-    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    ~1-3 s to ~0.1 s per step (measured in ../shared/docs/pocket_suite.md and benchmarks/vme_overhead.py).
+
+    The task head (everything outside the encoder) may get its own learning rate: a fresh head needs a larger
+    one than the pretrained encoder."""
+    encoder = {id(p) for p in model.base_model.parameters()}
+    head = [p for p in model.parameters() if id(p) not in encoder]
+    groups = [{"params": [p for p in model.parameters() if id(p) in encoder], "lr": lr}]
+    if head:
+        groups.append({"params": head, "lr": head_lr or lr})
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=True)

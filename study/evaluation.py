@@ -63,8 +63,9 @@ def _retrieval(task: T.TaskSpec, data, model, tokenizer, layer, prefix, max_leng
 
 
 @torch.no_grad()
-def _supervised(task: T.TaskSpec, records: list[dict], model, tokenizer, max_length: int, key: str,
-                batch_size: int = 32) -> tuple[float, dict]:
+def score_supervised(task: T.TaskSpec, records: list[dict], model, tokenizer, max_length: int, key: str,
+                     batch_size: int = 32) -> tuple[float, dict]:
+    """Score a model with a task head on records of one language: (metric value, details)."""
     features = encode_records(task, records, tokenizer, max_length, key)
     if task.kind == T.QA:
         return _qa_scores(features, records, model, tokenizer, batch_size)
@@ -136,7 +137,7 @@ def evaluate(task: T.TaskSpec, model, tokenizer, languages: tuple[str, ...], *, 
         started = time.perf_counter()
         data = load_split(task, "test", lang, data_dir)
         if task.needs_training:
-            score, extra = _supervised(task, data, model, tokenizer, max_length, f"test-{lang}")
+            score, extra = score_supervised(task, data, model, tokenizer, max_length, f"test-{lang}")
         else:
             score, extra = _retrieval(task, data, model, tokenizer, layer, prefix, max_length)
         per_language[lang], extras[lang] = score, extra

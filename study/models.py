@@ -10,6 +10,7 @@ expect. Two offline entries exist so that the tool runs with no hub access, and 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -119,11 +120,20 @@ def load_model(spec: ModelSpec, head: str = "base", num_labels: int = 2, path: s
     if head not in classes:
         raise StudyError(f"unknown head {head!r}: choose one of {', '.join(HEADS)}")
     kwargs = {"num_labels": num_labels} if head in ("sequence", "token") and path is None else {}
+    with quiet_transformers():  # "newly initialised head weights" is expected, not news
+        return classes[head].from_pretrained(path or model_path(spec), **kwargs)
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """No warnings below error level and no per-shard progress bars while loading or saving."""
+    import transformers
+
     previous = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()  # "newly initialised head weights" is expected, not news
+    transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     try:
-        return classes[head].from_pretrained(path or model_path(spec), **kwargs)
+        yield
     finally:
         transformers.logging.set_verbosity(previous)
         transformers.logging.enable_progress_bar()
@@ -142,7 +152,8 @@ def save_model_dir(model, tokenizer, spec: ModelSpec, out: str | Path, **extra) 
     import json
 
     out = Path(out)
-    model.save_pretrained(out)
+    with quiet_transformers():
+        model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / CHECKPOINT_META).write_text(json.dumps({"model_key": spec.key, **extra}, indent=1))
 

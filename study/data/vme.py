@@ -1,0 +1,95 @@
+"""Training pairs (x, x̃) for the VME objective: English examples and their synonym-substituted virtual copies.
+
+Each English example appears ``k`` times, each time with a different virtual copy (as in the reference code).
+Both streams are tokenised separately (and cached); a QA context that splits into several windows is paired window
+by window. The collate function pads both streams of a batch to one common length so the model can run them in a
+single pass.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from study import tasks as T
+from study.augment import Synonyms, virtual_copies
+from study.data.features import encode_records
+from study.objective import IGNORE_INDEX
+
+PAIR_FIELDS = ("input_ids", "attention_mask", "labels", "start_positions", "end_positions")
+
+
+def virtual_record(task: T.TaskSpec, record: dict, synonyms: Synonyms, rng: random.Random) -> dict:
+    """One synonym-substituted copy of a record; labels stay valid (words 1:1, QA answers protected)."""
+    text = lambda s: synonyms.substitute_text(s, rng)[0] if s else s
+    if task.kind == T.CLASSIFICATION:
+        return {**record, "text_a": text(record["text_a"]), "text_b": text(record["text_b"])}
+    if task.kind == T.MULTIPLE_CHOICE:
+        return {**record, "premise": text(record["premise"]), "choices": [text(c) for c in record["choices"]]}
+    if task.kind == T.TAGGING:
+        return {**record, "tokens": synonyms.substitute_words(record["tokens"], rng)}
+    answers = record["answers"]
+    spans = [(s, s + len(t)) for s, t in zip(answers["answer_start"], answers["text"])]
+    context, moved = synonyms.substitute_text(record["context"], rng, protected=spans)
+    return {**record, "question": text(record["question"]), "context": context,
+            "answers": {"text": answers["text"], "answer_start": [s for s, _ in moved]}}
+
+
+def build_pairs(task: T.TaskSpec, records: list[dict], synonyms: Synonyms, tokenizer, *, k: int, seed: int,
+                max_length: int) -> tuple[list[dict], dict]:
+    """Tokenised (x, x̃) pairs and statistics (how many copies actually changed)."""
+    originals, virtuals = [], []
+    for index, record in enumerate(records):
+        copies = virtual_copies(lambda rng, r=record: virtual_record(task, r, synonyms, rng), k, seed, index)
+        for number, copy in enumerate(copies):
+            row_id = {"id": f"{index}:{number}"} if task.kind == T.QA else {}  # pairs QA windows per row
+            originals.append({**record, **row_id})
+            virtuals.append({**copy, **row_id})
+    changed = sum(repr(o) != repr(v) for o, v in zip(originals, virtuals))
+    x = encode_records(task, originals, tokenizer, max_length, f"train-x-k{k}-s{seed}")
+    xt = encode_records(task, virtuals, tokenizer, max_length, f"train-xt-k{k}-s{seed}-{synonyms.source}")
+    columns = [c for c in PAIR_FIELDS if c in x.column_names]
+    if task.kind == T.QA:
+        pairs = [{"x": a, "xt": b} for a_rows, b_rows in zip(_windows(x, columns), _windows(xt, columns))
+                 for a, b in zip(a_rows, b_rows)]  # a window without a partner is dropped
+    else:
+        pairs = [{"x": {c: a[c] for c in columns}, "xt": {c: b[c] for c in columns}} for a, b in zip(x, xt)]
+    stats = {"examples": len(records), "virtual_copies": len(virtuals), "pairs": len(pairs),
+             "changed_fraction": changed / max(len(virtuals), 1), "synonyms": synonyms.source}
+    return pairs, stats
+
+
+def _windows(features, columns) -> list[list[dict]]:
+    """QA windows grouped by source row, in row order (``datasets.map`` keeps the order)."""
+    groups: dict[str, list[dict]] = {}
+    for row in features:
+        groups.setdefault(row["example_id"], []).append({c: row[c] for c in columns})
+    return list(groups.values())
+
+
+def _pad(values: list, length: int, fill) -> list:
+    if values and isinstance(values[0], list):  # multiple choice: (choices, tokens)
+        return [_pad(v, length, fill) for v in values]
+    return values + [fill] * (length - len(values))
+
+
+def _length(values: list) -> int:
+    return max(len(v) for v in values) if values and isinstance(values[0], list) else len(values)
+
+
+def collate_pairs(pad_id: int):
+    """Pad x and x̃ of a batch to one common length (for the one-pass [x; x̃] forward)."""
+
+    fills = {"input_ids": pad_id, "attention_mask": 0, "labels": IGNORE_INDEX}
+
+    def collate(batch: list[dict]) -> dict:
+        length = max(_length(item[s]["input_ids"]) for item in batch for s in ("x", "xt"))
+        out = {}
+        for stream in ("x", "xt"):
+            rows = [item[stream] for item in batch]
+            out[stream] = {field: torch.tensor([_pad(r[field], length, fills[field]) if isinstance(r[field], list)
+                                                else r[field] for r in rows]) for field in rows[0]}
+        return out
+
+    return collate

@@ -1,0 +1,452 @@
+"""VME fine-tuning under Ray Train: ``train_fn_per_worker`` (DDP), its driver, and ``python -m study.train``.
+
+Zero-shot protocol: the English dev set is the only signal for checkpoint selection (and for Tune); target-language
+test sets are evaluated at the same points and reported, never used to choose anything.
+
+Determinism and resume: the data order comes from a seeded ``DistributedSampler`` (epoch-dependent) and every
+optimizer step re-seeds the torch generator from (seed, rank, step), so a run restored from a checkpoint continues
+at the same step with the same batches and the same dropout draws as a run that never stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from study.config import TrainConfig
+from study.errors import StudyError, run_cli
+
+TRAIN_STATE = "train_state.pt"
+MODEL_DIR = "model"
+FAIL_AT_STEP_ENV = "STUDY_FAIL_AT_STEP"  # test hook: the worker process dies once after this optimizer step
+FAIL_MARKER_ENV = "STUDY_FAIL_MARKER"  # file that records that the failure already happened
+
+
+def selection_key(metric: str) -> str:
+    """The one metric used to select checkpoints (and that Tune optimises): English dev."""
+    return f"dev_en/{metric}"
+
+
+# --- validation on the driver, before any worker starts ---------------------------------------------------------
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Everything that can be checked without a worker: task/model fit, ap_layer depth, checkpoint origin."""
+    import json
+
+    from transformers import AutoConfig
+
+    from study.models import CHECKPOINT_META, get_spec, model_path
+    from study.tasks import get_task
+
+    task, spec = get_task(cfg.task), get_spec(cfg.model)
+    if not task.needs_training:
+        raise StudyError(f"task {task.name!r} is a retrieval task with no English training data: fine-tune on a "
+                         f"task with a head (e.g. xnli, pocket-topic) and evaluate retrieval with study.evaluate")
+    task.check_languages(list(cfg.languages) if cfg.languages else None)
+    depth = AutoConfig.from_pretrained(model_path(spec)).num_hidden_layers
+    if cfg.ap_layer >= depth:
+        raise StudyError(f"ap_layer={cfg.ap_layer} is out of range for {spec.key}: choose 0..{depth - 1}")
+    if cfg.init_checkpoint:
+        meta = Path(cfg.init_checkpoint) / CHECKPOINT_META
+        if not meta.is_file():
+            raise StudyError(f"init_checkpoint {cfg.init_checkpoint} is not a study model directory ({meta.name} "
+                             "missing)")
+        origin = json.loads(meta.read_text())["model_key"]
+        if origin != spec.key:
+            raise StudyError(f"init_checkpoint {cfg.init_checkpoint} was trained from model {origin!r}, "
+                             f"not {spec.key!r}: use a checkpoint of the same model")
+
+
+# --- [1] Ray Train worker code ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    micro_in_epoch: int = 0  # micro-batches of this epoch already consumed
+    window: dict = field(default_factory=lambda: {"n": 0})  # loss sums since the last report
+
+
+def train_fn_per_worker(train_loop_config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    cfg = TrainConfig.from_dict(train_loop_config)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(max(1, int(os.environ.get("STUDY_TORCH_THREADS", 1))))
+    run = _Run(cfg, rank, world, ray.train.torch.get_device())
+    run.restore(ray.train.get_checkpoint())
+    run.train(report=_ray_report(run))
+
+
+def _ray_report(run: _Run):
+    import ray.train
+
+    def report(metrics: dict, checkpoint_dir: str | None) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    return report
+
+
+class _Run:
+    """One worker's view of a fine-tuning run (model, data, optimizer), independent of how it is launched."""
+
+    def __init__(self, cfg: TrainConfig, rank: int, world: int, device: torch.device):
+        from study.augment import load_synonyms
+        from study.capture import VMECapture
+        from study.data.sources import load_split
+        from study.data.vme import build_pairs, collate_pairs
+        from study.engine import make_optimizer
+        from study.models import get_spec, load_model, load_tokenizer
+        from study.tasks import get_task
+
+        self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
+        self.task, self.spec = get_task(cfg.task), get_spec(cfg.model)
+        self.tokenizer = load_tokenizer(self.spec)
+        records = subsample(load_split(self.task, "train", "en", cfg.data_dir), cfg.max_train_examples, cfg.seed)
+        self.pairs, self.data_stats = build_pairs(self.task, records, load_synonyms(cfg.synonyms), self.tokenizer,
+                                                  k=cfg.k_copies, seed=cfg.seed, max_length=cfg.max_length)
+        self.dev = subsample(load_split(self.task, "dev", "en", cfg.data_dir), cfg.max_eval_examples, cfg.seed)
+        self.languages = cfg.languages or self.task.languages
+        torch.manual_seed(cfg.seed)  # the head's initialisation
+        self.model = load_model(self.spec, self.task.head, num_labels=max(len(self.task.labels), 2),
+                                path=cfg.init_checkpoint).to(device)
+        self.capture = VMECapture(self.model, cfg.ap_layer) if cfg.objective == "vme" else None
+        self.sampler = torch.utils.data.DistributedSampler(self.pairs, num_replicas=world, rank=rank, shuffle=True,
+                                                           seed=cfg.seed, drop_last=world > 1)
+        self.loader = torch.utils.data.DataLoader(self.pairs, batch_size=cfg.batch_size, sampler=self.sampler,
+                                                  collate_fn=collate_pairs(self.tokenizer.pad_token_id))
+        self.total_steps = self._total_steps()
+        self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, head_lr=cfg.head_lr)
+        from transformers import get_linear_schedule_with_warmup
+
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, int(cfg.warmup_ratio * self.total_steps),
+                                                         self.total_steps)
+        self.ddp = self._wrap()
+        self.progress = Progress()
+        self.bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    def _wrap(self):
+        if self.world == 1:
+            return self.model
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(self.model, move_to_device=False)
+
+    def _total_steps(self) -> int:
+        per_epoch = len(self.loader) // self.cfg.grad_accum
+        if per_epoch == 0:
+            raise StudyError(f"{len(self.pairs)} training pairs give no full optimizer step with batch "
+                             f"{self.cfg.batch_size} x {self.world} workers x grad_accum {self.cfg.grad_accum}")
+        total = per_epoch * self.cfg.epochs
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
+
+    # -- checkpoints --
+
+    def restore(self, checkpoint) -> None:
+        if checkpoint is None:
+            return
+        with checkpoint.as_directory() as directory:
+            state = torch.load(Path(directory) / TRAIN_STATE, map_location=self.device, weights_only=False)
+            self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = Progress(**state["progress"])
+
+    def _save(self, directory: str) -> None:
+        from dataclasses import asdict
+
+        from study.models import save_model_dir
+
+        save_model_dir(self.model, self.tokenizer, self.spec, Path(directory) / MODEL_DIR, task=self.task.name,
+                       init_checkpoint=self.cfg.init_checkpoint)
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(), "progress": asdict(self.progress),
+                    "rng": {"seed": self.cfg.seed, "derivation": "torch.manual_seed(hash of seed, rank, step)"}},
+                   Path(directory) / TRAIN_STATE)
+
+    # -- training --
+
+    def _step_seed(self, micro: int) -> int:
+        return hash((self.cfg.seed, self.rank, self.progress.epoch, micro)) % (2**31)
+
+    def _loss(self, batch):
+        from study.engine import split_batch, vme_forward
+        from study.objective import task_cross_entropy
+
+        x_inputs, labels_x = split_batch({k: v.to(self.device) for k, v in batch["x"].items()})
+        xt_inputs, labels_xt = split_batch({k: v.to(self.device) for k, v in batch["xt"].items()})
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        with autocast:
+            if self.capture is None:  # plain fine-tuning on x only: the matched baseline
+                from study.engine import head_logits
+
+                loss = task_cross_entropy(head_logits(self.ddp(**x_inputs)), labels_x)
+                return loss, {"total": loss.item(), "task": loss.item()}
+            terms = vme_forward(self.ddp, self.capture, x_inputs, xt_inputs, labels_x, labels_xt, self.cfg.weights,
+                                self.cfg.ap_mask)
+        return terms.total, terms.detached()
+
+    def train(self, report) -> None:
+        cfg, progress = self.cfg, self.progress
+        log_started, examples = time.perf_counter(), 0
+        for epoch in range(progress.epoch, cfg.epochs):
+            progress.epoch = epoch
+            self.sampler.set_epoch(epoch)
+            batches = itertools.islice(enumerate(self.loader), progress.micro_in_epoch, None)  # resume mid-epoch
+            for micro, batch in batches:
+                torch.manual_seed(self._step_seed(micro))
+                sync = micro % cfg.grad_accum == cfg.grad_accum - 1
+                context = self.ddp.no_sync() if (self.world > 1 and not sync) else contextlib.nullcontext()
+                with context:
+                    loss, terms = self._loss(batch)
+                    (loss / cfg.grad_accum).backward()
+                self._accumulate(terms)
+                examples += batch["x"]["input_ids"].shape[0] * self.world
+                progress.micro_in_epoch = micro + 1
+                if not sync:
+                    continue
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                progress.step += 1
+                _maybe_fail(progress.step)
+                if progress.step % cfg.log_every == 0 and self.rank == 0:
+                    rate = examples / (time.perf_counter() - log_started)
+                    self._log(f"step {progress.step}/{self.total_steps} epoch {epoch} "
+                              + " ".join(f"{k} {v / progress.window['n']:.4f}" for k, v in progress.window.items()
+                                         if k != "n") + f" | {rate:.1f} examples/s")
+                    log_started, examples = time.perf_counter(), 0
+                done = progress.step >= self.total_steps
+                if done or (cfg.eval_every and progress.step % cfg.eval_every == 0):
+                    self._evaluate_and_report(report)
+                if done:
+                    return
+            progress.micro_in_epoch = 0
+            if not cfg.eval_every:
+                progress.epoch = epoch + 1
+                self._evaluate_and_report(report)
+
+    def _accumulate(self, terms: dict) -> None:
+        window = self.progress.window
+        window["n"] += 1
+        for name, value in terms.items():
+            window[name] = window.get(name, 0.0) + value
+
+    def _log(self, line: str) -> None:
+        print(f"[train] {line}", file=sys.stderr, flush=True)
+
+    # -- evaluation and reporting --
+
+    def _evaluate_and_report(self, report) -> None:
+        metrics = self._evaluate() if self.rank == 0 else None
+        if self.world > 1:
+            holder = [metrics]
+            torch.distributed.broadcast_object_list(holder, src=0)
+            metrics = holder[0]
+        self.progress.window = {"n": 0}
+        if self.rank != 0:
+            report(metrics, None)
+            return
+        with tempfile.TemporaryDirectory(prefix="study-ckpt-") as directory:
+            self._save(directory)
+            report(metrics, directory)
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict:
+        from study.data.sources import load_split
+        from study.evaluation import score_supervised
+        from study.languages import group_means
+
+        started = time.perf_counter()
+        self.model.eval()
+        metric = self.task.metric
+        dev, dev_extra = score_supervised(self.task, self.dev, self.model, self.tokenizer, self.cfg.max_length,
+                                          "dev-en")
+        tests = {}
+        for lang in self.languages:
+            records = subsample(load_split(self.task, "test", lang, self.cfg.data_dir), self.cfg.max_eval_examples,
+                                self.cfg.seed)
+            tests[lang], _ = score_supervised(self.task, records, self.model, self.tokenizer, self.cfg.max_length,
+                                              f"test-{lang}")
+        self.model.train()
+        targets = {lang: s for lang, s in tests.items() if lang != "en"}
+        english = tests.get("en", dev)
+        window = self.progress.window
+        metrics = {selection_key(metric): dev, "step": self.progress.step, "epoch": self.progress.epoch,
+                   f"test/{metric}/avg": statistics.fmean(targets.values()) if targets else float("nan"),
+                   f"gap_to_en/{metric}": english - statistics.fmean(targets.values()) if targets else 0.0,
+                   "eval_seconds": time.perf_counter() - started}
+        metrics.update({f"test/{metric}/{lang}": s for lang, s in tests.items()})
+        for by in ("family", "script"):
+            metrics.update({f"{by}/{metric}/{g}": s for g, s in group_means(targets or tests, by).items()})
+        metrics.update({f"loss/{k}": v / window["n"] for k, v in window.items() if k != "n" and window["n"]})
+        if "macro_f1" in dev_extra:
+            metrics["dev_en/macro_f1"] = dev_extra["macro_f1"]
+        self._log(f"eval step {self.progress.step}: dev_en {metric} {dev:.4f}, target avg "
+                  f"{metrics[f'test/{metric}/avg']:.4f} ({len(tests)} languages, {metrics['eval_seconds']:.0f} s)")
+        return metrics
+
+
+def subsample(records: list, limit: int | None, seed: int) -> list:
+    """A seeded random subset in the original order (data files are often sorted by label)."""
+    if limit is None or limit >= len(records):
+        return records
+    keep = sorted(random.Random(seed).sample(range(len(records)), limit))
+    return [records[i] for i in keep]
+
+
+def _maybe_fail(step: int) -> None:
+    """Test hook: kill this worker process once, right after optimizer step $STUDY_FAIL_AT_STEP."""
+    target, marker = os.environ.get(FAIL_AT_STEP_ENV), os.environ.get(FAIL_MARKER_ENV)
+    if target and marker and step == int(target) and not os.path.exists(marker):
+        Path(marker).write_text(f"failed after step {step}\n")
+        os._exit(1)
+
+
+# --- [2] the driver: one Ray Train run ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """How a run is spread: worker count and, without GPUs, the CPU share each worker asks Ray for."""
+
+    workers: int = 1
+    gpus_per_worker: int = 0
+    cpus_per_worker: float = 0.5
+
+    def ray_config(self):
+        import ray.train
+
+        if self.workers < 1:
+            raise StudyError(f"--workers {self.workers} is invalid: it must be >= 1")
+        resources = {"CPU": self.cpus_per_worker}
+        if self.gpus_per_worker:
+            resources["GPU"] = self.gpus_per_worker
+        return ray.train.ScalingConfig(num_workers=self.workers, use_gpu=self.gpus_per_worker > 0,
+                                       resources_per_worker=resources)
+
+
+def worker_env(threads: int) -> dict:
+    """Environment for workers: torch threads, and the test hooks when set."""
+    # Train V2 patches print() into its logger, which shows every line twice and breaks libraries that capture
+    # stdout (dill, under datasets, then dumps bytecode); plain prints go to the driver through Ray's log stream.
+    env = {"STUDY_TORCH_THREADS": str(threads), "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+    env.update({k: v for k, v in os.environ.items()
+                if k in (FAIL_AT_STEP_ENV, FAIL_MARKER_ENV, "STUDY_CACHE_DIR", "HF_HOME", "HF_HUB_OFFLINE")})
+    return env
+
+
+def build_trainer(cfg: TrainConfig, scaling: Scaling, storage: str, name: str, callbacks=(), max_failures: int = 2):
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from study.tasks import get_task
+
+    threads = max(1, (os.cpu_count() or 1) // scaling.workers)
+    return TorchTrainer(
+        train_fn_per_worker, train_loop_config=cfg.to_dict(), scaling_config=scaling.ray_config(),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=storage, callbacks=list(callbacks),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute=selection_key(get_task(cfg.task).metric),
+                checkpoint_score_order="max"),
+            worker_runtime_env={"env_vars": worker_env(threads)}))
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """A local Ray instance bound to 127.0.0.1 (or the cluster in $RAY_ADDRESS)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
+                 log_to_driver=True, configure_logging=False)
+
+
+# --- CLI: python -m study.train -------------------------------------------------------------------------------
+
+
+def parse_args(argv):
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(prog="python -m study.train", description="One VME fine-tuning run "
+                                     "(a Ray Train TorchTrainer, no Tune), for debugging and single experiments.")
+    parser.add_argument("--model", default=defaults.model, help="registry key or local directory")
+    parser.add_argument("--task", default=defaults.task)
+    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP ranks)")
+    parser.add_argument("--gpus-per-worker", type=int, default=0)
+    parser.add_argument("--cpus-per-worker", type=float, default=0.5, help="CPU share per worker without GPUs")
+    parser.add_argument("--storage", default=str(Path("runs").resolve()), help="checkpoint storage (dir or s3://)")
+    parser.add_argument("--name", help="run name (default: model-task-seed-time); reuse a name to resume it")
+    parser.add_argument("--languages", help="comma-separated target languages (default: all of the task's)")
+    for option in ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "head_lr", "weight_decay",
+                   "warmup_ratio", "max_grad_norm", "max_length", "seed", "objective", "w_task", "w_robust",
+                   "alpha", "beta", "ap_layer", "ap_mask", "k_copies", "synonyms", "eval_every",
+                   "max_train_examples", "max_eval_examples", "log_every", "data_dir", "init_checkpoint"):
+        default = getattr(defaults, option)
+        kind = type(default) if default is not None else (float if option == "head_lr" else
+                                                          str if option in ("data_dir", "init_checkpoint") else int)
+        parser.add_argument(f"--{option.replace('_', '-')}", type=kind, default=default)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    options = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+    options["languages"] = tuple(args.languages.split(",")) if args.languages else None
+    cfg = TrainConfig.from_dict(options)
+    validate(cfg)
+    scaling = Scaling(args.workers, args.gpus_per_worker, args.cpus_per_worker)
+    name = args.name or f"{Path(cfg.model).name}-{cfg.task}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    init_ray()
+    result = build_trainer(cfg, scaling, args.storage, name).fit()
+    if result.error:
+        raise StudyError(f"training failed: {result.error}")
+    print_summary(cfg, result)
+    return 0
+
+
+def print_summary(cfg: TrainConfig, result) -> None:
+    from study.languages import get_language
+    from study.tasks import get_task
+
+    metric = get_task(cfg.task).metric
+    checkpoint, best = max(result.best_checkpoints, key=lambda pair: pair[1][selection_key(metric)])
+    print(f"\nselected on English dev: step {best['step']}, dev_en/{metric} {best[selection_key(metric)]:.4f}")
+    print(f"{'language':<10}{'family':<24}{metric:>10}")
+    for key, value in sorted(best.items()):
+        if key.startswith(f"test/{metric}/") and key.split("/")[-1] != "avg":
+            lang = key.split("/")[-1]
+            print(f"{lang:<10}{get_language(lang).family:<24}{value:>10.4f}")
+    print(f"\n{'family':<34}{metric:>10}")
+    for key, value in sorted(best.items()):
+        if key.startswith(f"family/{metric}/"):
+            print(f"{key.split('/')[-1]:<34}{value:>10.4f}")
+    print(f"\ntarget average {best[f'test/{metric}/avg']:.4f}, gap to English {best[f'gap_to_en/{metric}']:.4f}")
+    print(f"checkpoint: {checkpoint.path}/{MODEL_DIR}  (python -m study.evaluate --checkpoint ... --task {cfg.task})")
+
+
+if __name__ == "__main__":
+    run_cli(main)
