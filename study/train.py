@@ -38,6 +38,12 @@ def selection_key(metric: str) -> str:
     return f"dev_en/{metric}"
 
 
+def select_best(reports: list[dict], metric: str) -> dict:
+    """The report selected for a run: best English dev score, the earliest step on ties (no test data used)."""
+    key = selection_key(metric)
+    return max(reports, key=lambda report: (report[key], -report["step"]))
+
+
 # --- validation on the driver, before any worker starts ---------------------------------------------------------
 
 
@@ -80,6 +86,8 @@ class Progress:
     epoch: int = 0
     micro_in_epoch: int = 0  # micro-batches of this epoch already consumed
     window: dict = field(default_factory=lambda: {"n": 0})  # loss sums since the last report
+    train_seconds: float = 0.0  # time in training steps since the last report (evaluation excluded)
+    train_examples: int = 0
 
 
 def train_fn_per_worker(train_loop_config: dict) -> None:
@@ -212,6 +220,7 @@ class _Run:
             self.sampler.set_epoch(epoch)
             batches = itertools.islice(enumerate(self.loader), progress.micro_in_epoch, None)  # resume mid-epoch
             for micro, batch in batches:
+                step_started = time.perf_counter()
                 torch.manual_seed(self._step_seed(micro))
                 sync = micro % cfg.grad_accum == cfg.grad_accum - 1
                 context = self.ddp.no_sync() if (self.world > 1 and not sync) else contextlib.nullcontext()
@@ -221,13 +230,16 @@ class _Run:
                 self._accumulate(terms)
                 examples += batch["x"]["input_ids"].shape[0] * self.world
                 progress.micro_in_epoch = micro + 1
+                if sync:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    progress.step += 1
+                progress.train_seconds += time.perf_counter() - step_started
+                progress.train_examples += batch["x"]["input_ids"].shape[0] * self.world
                 if not sync:
                     continue
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                progress.step += 1
                 _maybe_fail(progress.step)
                 if progress.step % cfg.log_every == 0 and self.rank == 0:
                     rate = examples / (time.perf_counter() - log_started)
@@ -263,6 +275,7 @@ class _Run:
             torch.distributed.broadcast_object_list(holder, src=0)
             metrics = holder[0]
         self.progress.window = {"n": 0}
+        self.progress.train_seconds, self.progress.train_examples = 0.0, 0
         if self.rank != 0:
             report(metrics, None)
             return
@@ -294,7 +307,8 @@ class _Run:
         metrics = {selection_key(metric): dev, "step": self.progress.step, "epoch": self.progress.epoch,
                    f"test/{metric}/avg": statistics.fmean(targets.values()) if targets else float("nan"),
                    f"gap_to_en/{metric}": english - statistics.fmean(targets.values()) if targets else 0.0,
-                   "eval_seconds": time.perf_counter() - started}
+                   "eval_seconds": time.perf_counter() - started,
+                   "train/examples_per_s": self.progress.train_examples / max(self.progress.train_seconds, 1e-9)}
         metrics.update({f"test/{metric}/{lang}": s for lang, s in tests.items()})
         for by in ("family", "script"):
             metrics.update({f"{by}/{metric}/{g}": s for g, s in group_means(targets or tests, by).items()})
@@ -433,7 +447,8 @@ def print_summary(cfg: TrainConfig, result) -> None:
     from study.tasks import get_task
 
     metric = get_task(cfg.task).metric
-    checkpoint, best = max(result.best_checkpoints, key=lambda pair: pair[1][selection_key(metric)])
+    best = select_best([m for _, m in result.best_checkpoints], metric)
+    checkpoint = next(c for c, m in result.best_checkpoints if m is best)
     print(f"\nselected on English dev: step {best['step']}, dev_en/{metric} {best[selection_key(metric)]:.4f}")
     print(f"{'language':<10}{'family':<24}{metric:>10}")
     for key, value in sorted(best.items()):

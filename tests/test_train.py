@@ -1,0 +1,140 @@
+"""Fine-tuning under Ray Train: DDP on CPU, dev-only selection, fault tolerance and exact resume."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from study.config import TrainConfig
+from study.errors import StudyError
+from study.train import Scaling, build_trainer, selection_key, validate
+
+pytestmark = pytest.mark.slow
+
+TOY = dict(model="tiny", task="pocket-topic", ap_layer=5, batch_size=8, max_length=32, max_eval_examples=24,
+           languages=("en", "de", "ja", "uk"))
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def _fit(tmp_path, name, workers=2, **options):
+    cfg = TrainConfig(**{**TOY, **options})
+    validate(cfg)
+    result = build_trainer(cfg, Scaling(workers=workers, cpus_per_worker=0.5), str(tmp_path), name).fit()
+    assert result.error is None, result.error
+    return result
+
+
+def test_two_worker_ddp_run_learns_and_reports_every_language_and_family(ray_local, tmp_path):
+    result = _fit(tmp_path, "learn", max_train_examples=32, epochs=20, lr=2e-3, head_lr=1e-2, eval_every=10,
+                  max_steps=30)
+    reports = sorted((m for _, m in result.best_checkpoints), key=lambda m: m["step"])
+    first, last = reports[0], result.metrics  # the earliest kept checkpoint, and the final report
+    assert last["step"] == 30 and last["train/examples_per_s"] > 0
+    assert result.metrics["loss/task"] < 0.85 * 2.833  # ln(17): the untrained head's cross-entropy
+    assert last["loss/task"] <= first["loss/task"], (first["loss/task"], last["loss/task"])
+    for lang in TOY["languages"]:
+        assert f"test/accuracy/{lang}" in last
+    for family in ("Indo-European", "Japonic"):
+        assert f"family/accuracy/{family}" in last
+    assert {"dev_en/accuracy", "loss/ep", "loss/ap", "loss/robust", "gap_to_en/accuracy", "test/accuracy/avg",
+            "script/accuracy/Cyrillic"} <= set(last)
+    model_dir = result.checkpoint.path + "/model"
+    assert os.path.isfile(model_dir + "/config.json") and os.path.isfile(model_dir + "/study_model.json")
+
+
+def test_fault_tolerance_and_exact_resume(ray_local, tmp_path, monkeypatch):
+    options = dict(max_train_examples=48, epochs=2, eval_every=2, max_steps=6, lr=5e-4)
+    clean = _fit(tmp_path, "clean", **options)
+    marker = tmp_path / "failed-once"
+    monkeypatch.setenv("STUDY_FAIL_AT_STEP", "3")
+    monkeypatch.setenv("STUDY_FAIL_MARKER", str(marker))
+    crashed = _fit(tmp_path, "crashed", **options)
+    assert marker.exists()  # a worker process really died after step 3 and the run restarted from step 2
+    assert crashed.metrics["step"] == clean.metrics["step"] == 6
+    by_step = lambda r: {m["step"]: m for _, m in r.best_checkpoints}
+    for step, metrics in by_step(clean).items():
+        other = by_step(crashed)[step]
+        for key in ("loss/total", "loss/ep", "loss/ap", "dev_en/accuracy", "test/accuracy/de"):
+            assert other[key] == pytest.approx(metrics[key], rel=1e-4, abs=1e-6), (step, key)
+
+
+def test_selection_ignores_corrupted_target_labels(monkeypatch):
+    """Two in-process runs that differ only in corrupted target-language test labels select the same step."""
+    import torch
+
+    from study.data import sources
+    from study.train import _Run, select_best
+
+    def run(corrupt: bool) -> list[dict]:
+        original = sources.load_split
+
+        def load(task, split, language="en", data_dir=None):
+            records = original(task, split, language, data_dir)
+            if corrupt and split == "test" and language != "en":
+                return [{**r, "label": (r["label"] + 1) % len(task.labels)} for r in records]
+            return records
+
+        monkeypatch.setattr(sources, "load_split", load)
+        reports = []
+        cfg = TrainConfig(**{**TOY, "max_train_examples": 32, "eval_every": 2, "max_steps": 8, "lr": 2e-3,
+                             "head_lr": 1e-2, "languages": ("de", "ja")})
+        _Run(cfg, 0, 1, torch.device("cpu")).train(lambda metrics, _: reports.append(metrics))
+        return reports
+
+    clean, corrupted = run(False), run(True)
+    assert [r["test/accuracy/de"] for r in clean] != [r["test/accuracy/de"] for r in corrupted]
+    assert [r["dev_en/accuracy"] for r in clean] == [r["dev_en/accuracy"] for r in corrupted]
+    assert select_best(clean, "accuracy")["step"] == select_best(corrupted, "accuracy")["step"]
+
+
+def test_selection_key_is_english_dev_only():
+    cfg = TrainConfig(**TOY)
+    trainer = build_trainer(cfg, Scaling(), "/tmp", "unused")
+    config = trainer.run_config.checkpoint_config
+    assert config.checkpoint_score_attribute == selection_key("accuracy") == "dev_en/accuracy"
+    assert config.checkpoint_score_order == "max"
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(batch_size=0), "batch_size=0"), (dict(epochs=-1), "epochs=-1"), (dict(lr=0.0), "lr=0.0"),
+    (dict(alpha=-0.1), "alpha=-0.1"), (dict(objective="ear"), "objective='ear'"),
+    (dict(ap_mask="rows"), "ap_mask='rows'"),
+])
+def test_bad_config_values_are_rejected(options, message):
+    with pytest.raises(StudyError, match=message.replace("(", r"\(")):
+        TrainConfig(**{**TOY, **options})
+    with pytest.raises(StudyError, match="unknown training option"):
+        TrainConfig.from_dict({"learning_rate": 1e-3})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ap-layer", "6"], "ap_layer=6 is out of range for tiny: choose 0..5"),
+    (["--task", "tatoeba"], "retrieval task"),
+    (["--batch-size", "0"], "batch_size=0"),
+    (["--languages", "de,xx"], "unknown language code 'xx'"),
+])
+def test_cli_bad_input_fails_before_any_worker(args, message, tmp_path):
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "study.train", "--model", "tiny", "--storage", str(tmp_path),
+                             *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "TrainController" not in result.stderr and not list(tmp_path.iterdir())
+
+
+def test_init_checkpoint_from_another_model_is_rejected(tmp_path, tiny):
+    from study.models import get_spec, load_model, load_tokenizer, save_model_dir
+
+    e5_like = get_spec("e5-small")
+    save_model_dir(load_model(tiny), load_tokenizer(tiny), e5_like, tmp_path)  # claims to come from e5-small
+    with pytest.raises(StudyError, match="trained from model 'e5-small', not 'tiny'"):
+        validate(TrainConfig(**{**TOY, "init_checkpoint": str(tmp_path)}))
