@@ -1,0 +1,194 @@
+"""Search spaces as YAML (``search_spaces/<model>.yaml``), validated on load, turned into an Optuna
+define-by-run function for Ray Tune's ``OptunaSearch``.
+
+Format::
+
+    model: mbert                   # registry key the space is for
+    task: xnli                     # default task (``--task`` overrides)
+    seed: 0                        # TPE sampler seed
+    params:                        # searched, in this order
+      alpha: {type: float, low: 1.0e-2, high: 1.0, log: true}
+      ap_mask: {type: categorical, choices: [none, padding]}
+      modality: {type: categorical, choices: [none]}
+      intermediate_steps: {type: int, low: 100, high: 1000, when: {modality: [text, multimodal]}}
+    presets:                       # fixed training settings per --preset
+      smoke: {epochs: 1, max_steps: 30}
+      paper: {epochs: 1, batch_size: 8, grad_accum: 4}
+
+``when`` makes a parameter conditional: it is sampled only when an earlier parameter has one of the listed values
+(define-by-run), so a trial never carries parameters of a branch it did not take. Write floats as ``1.0e-5``:
+YAML reads ``1e-5`` as a string.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from study.config import TrainConfig
+from study.errors import StudyError
+
+MODALITIES = ("none", "text", "multimodal")
+IMPLEMENTED_MODALITIES = ("none",)  # the intermediate stage (text / multimodal) is not built yet
+STAGE_PARAMS = {"modality", "intermediate_steps", "intermediate_lr", "vision_lr", "vision_trainable"}
+TRAIN_PARAMS = {f.name for f in fields(TrainConfig)} - {"model", "task", "data_dir", "languages", "init_checkpoint"}
+PRESETS = ("smoke", "paper")
+_SPEC_KEYS = {"float": {"type", "low", "high", "log", "when"}, "int": {"type", "low", "high", "log", "step", "when"},
+              "categorical": {"type", "choices", "when"}}
+_TOP_KEYS = {"model", "task", "seed", "params", "presets"}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: int | None = None
+    choices: tuple = ()
+    when: tuple[tuple[str, tuple], ...] = ()  # ((parent, allowed values), ...)
+
+    def active(self, sampled: dict) -> bool:
+        return all(sampled.get(parent) in allowed for parent, allowed in self.when)
+
+    def suggest(self, trial):
+        if self.type == "float":
+            return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+        if self.type == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=self.step or 1, log=self.log)
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    path: Path
+    model: str
+    task: str
+    seed: int
+    params: tuple[Param, ...]
+    presets: dict
+    sha256: str
+
+    def define_by_run(self, trial) -> None:
+        """Optuna define-by-run: suggest each active parameter in file order; returns no constants."""
+        sampled: dict = {}
+        for param in self.params:
+            if param.active(sampled):
+                sampled[param.name] = param.suggest(trial)
+
+    def preset(self, name: str) -> dict:
+        if name not in self.presets:
+            raise StudyError(f"{self.path}: no preset {name!r}; it defines {', '.join(self.presets) or 'none'}")
+        return dict(self.presets[name])
+
+
+def _fail(path: Path, key: str, problem: str, fix: str):
+    raise StudyError(f"{path}: {key}: {problem}; fix: {fix}")
+
+
+def _number(path, key, value, what):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _fail(path, key, f"{what} must be a number, got {value!r}",
+              "write numbers like 1.0e-5 (YAML reads 1e-5 as a string)")
+    return value
+
+
+def _parse_param(path: Path, name: str, spec, earlier: dict[str, Param]) -> Param:
+    key = f"params.{name}"
+    if name not in TRAIN_PARAMS | STAGE_PARAMS:
+        _fail(path, key, "unknown parameter", f"use one of {', '.join(sorted(TRAIN_PARAMS | STAGE_PARAMS))}")
+    if not isinstance(spec, dict) or spec.get("type") not in _SPEC_KEYS:
+        _fail(path, key, f"needs a mapping with type float, int or categorical, got {spec!r}",
+              "e.g. {type: float, low: 1.0e-5, high: 1.0e-4, log: true}")
+    kind = spec["type"]
+    extra = set(spec) - _SPEC_KEYS[kind]
+    if extra:
+        _fail(path, key, f"unknown field(s) {', '.join(sorted(extra))} for type {kind}",
+              f"allowed: {', '.join(sorted(_SPEC_KEYS[kind]))}")
+    when = []
+    for parent, allowed in (spec.get("when") or {}).items():
+        if parent not in earlier or earlier[parent].type != "categorical":
+            _fail(path, f"{key}.when", f"{parent!r} is not an earlier categorical parameter",
+                  "condition on a categorical parameter listed above this one")
+        allowed = tuple(allowed if isinstance(allowed, list) else [allowed])
+        if not set(allowed) <= set(MODALITIES if parent == "modality" else earlier[parent].choices):
+            _fail(path, f"{key}.when.{parent}", f"values {list(allowed)} are not choices of {parent}",
+                  f"use values from {list(earlier[parent].choices)}")
+        when.append((parent, allowed))
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            _fail(path, f"{key}.choices", f"must be a non-empty list, got {choices!r}", "e.g. choices: [none, padding]")
+        if name == "modality":
+            unknown = set(choices) - set(MODALITIES)
+            if unknown:
+                _fail(path, f"{key}.choices", f"unknown modality {sorted(unknown)}", f"use {list(MODALITIES)}")
+            missing = set(choices) - set(IMPLEMENTED_MODALITIES)
+            if missing:
+                _fail(path, f"{key}.choices", f"modality {sorted(missing)} needs the intermediate stage, which is not "
+                      "built yet", f"use {list(IMPLEMENTED_MODALITIES)}")
+        return Param(name, kind, choices=tuple(choices), when=tuple(when))
+    low, high = (_number(path, f"{key}.{b}", spec.get(b), b) for b in ("low", "high"))
+    log = bool(spec.get("log", False))
+    if not low < high:
+        _fail(path, key, f"low ({low}) must be below high ({high})", "swap or widen the range")
+    if log and low <= 0:
+        _fail(path, f"{key}.low", f"a log-scaled range needs low > 0, got {low}", "use a positive low or log: false")
+    if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
+        _fail(path, key, f"an int range needs whole numbers, got {low}..{high}", "use whole bounds or type: float")
+    if name in TRAIN_PARAMS:  # both bounds must be values a training run accepts
+        cast = float if kind == "float" else int
+        for bound in (low, high):
+            try:
+                TrainConfig.from_dict({name: cast(bound)})
+            except StudyError as err:
+                _fail(path, key, f"the range is not valid for training ({err})", "narrow the range")
+    return Param(name, kind, low=low, high=high, log=log, step=spec.get("step"), when=tuple(when))
+
+
+def load_search_space(path: str | Path) -> SearchSpace:
+    """Read and validate a search-space YAML; any problem names the file, the key and the fix."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        data = yaml.safe_load(raw)
+    except FileNotFoundError:
+        raise StudyError(f"search space {path} does not exist") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        raise StudyError(f"{path}: {where}: not valid YAML ({getattr(err, 'problem', err)}); fix the syntax") from None
+    if not isinstance(data, dict):
+        _fail(path, "(top level)", "must be a mapping", "see search_spaces/tiny.yaml for the format")
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        _fail(path, ", ".join(sorted(unknown)), "unknown top-level key(s)", f"allowed: {', '.join(sorted(_TOP_KEYS))}")
+    for key in ("model", "task", "params"):
+        if key not in data:
+            _fail(path, key, "missing", "every search space names its model, default task and params")
+    if not isinstance(data["params"], dict) or not data["params"]:
+        _fail(path, "params", "must be a non-empty mapping", "declare at least one searched parameter")
+    params: dict[str, Param] = {}
+    for name, spec in data["params"].items():
+        params[name] = _parse_param(path, name, spec, params)
+    presets = data.get("presets") or {}
+    for preset, values in presets.items():
+        if preset not in PRESETS:
+            _fail(path, f"presets.{preset}", "unknown preset", f"use {', '.join(PRESETS)}")
+        overlap = set(values or {}) & set(params)
+        if overlap:
+            _fail(path, f"presets.{preset}", f"fixes searched parameter(s) {', '.join(sorted(overlap))}",
+                  "remove them from the preset or from params")
+        try:
+            TrainConfig.from_dict(values or {})
+        except StudyError as err:
+            _fail(path, f"presets.{preset}", str(err), "use TrainConfig options with valid values")
+    seed = data.get("seed", 0)
+    if not isinstance(seed, int):
+        _fail(path, "seed", f"must be an integer, got {seed!r}", "e.g. seed: 0")
+    return SearchSpace(path, str(data["model"]), str(data["task"]), seed, tuple(params.values()),
+                       {k: dict(v or {}) for k, v in presets.items()}, hashlib.sha256(raw).hexdigest())
