@@ -50,7 +50,7 @@ _TABLE = [
     Language("en", "eng", "English", _IE, "Germanic", "Latin"),
     Language("es", "spa", "Spanish", _IE, "Romance", "Latin"),
     Language("et", "est", "Estonian", _UR, "Finnic", "Latin"),
-    Language("eu", "eus", "Basque", "Basque (isolate)", "Basque (isolate)", "Latin"),
+    Language("eu", "eus", "Basque", "Basque", "Basque (isolate)", "Latin"),
     Language("fa", "fas", "Persian", _IE, "Iranian", "Arabic"),
     Language("fi", "fin", "Finnish", _UR, "Finnic", "Latin"),
     Language("fr", "fra", "French", _IE, "Romance", "Latin"),
@@ -61,7 +61,7 @@ _TABLE = [
     Language("hu", "hun", "Hungarian", _UR, "Ugric", "Latin"),
     Language("id", "ind", "Indonesian", _AN, "Malayo-Polynesian", "Latin"),
     Language("it", "ita", "Italian", _IE, "Romance", "Latin"),
-    Language("ja", "jpn", "Japanese", "Japonic", "Japonic", "Kanji+kana"),
+    Language("ja", "jpn", "Japanese", "Japonic", "Japonic", "Japanese"),  # kanji + kana
     Language("jv", "jav", "Javanese", _AN, "Malayo-Polynesian", "Latin"),
     Language("ka", "kat", "Georgian", "Kartvelian", "Kartvelian", "Georgian"),
     Language("kk", "kaz", "Kazakh", _TU, "Kipchak", "Cyrillic"),

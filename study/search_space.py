@@ -192,3 +192,11 @@ def load_search_space(path: str | Path) -> SearchSpace:
         _fail(path, "seed", f"must be an integer, got {seed!r}", "e.g. seed: 0")
     return SearchSpace(path, str(data["model"]), str(data["task"]), seed, tuple(params.values()),
                        {k: dict(v or {}) for k, v in presets.items()}, hashlib.sha256(raw).hexdigest())
+
+
+def split_trial_config(config: dict) -> tuple[dict, dict]:
+    """A trial's config -> (training options: base merged with searched ones, intermediate-stage options)."""
+    train = {**config["base"], **{k: v for k, v in config.items() if k in TRAIN_PARAMS}}
+    stage = {k: v for k, v in config.items() if k in STAGE_PARAMS}
+    stage.setdefault("modality", "none")
+    return train, stage

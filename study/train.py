@@ -346,6 +346,7 @@ class Scaling:
     workers: int = 1
     gpus_per_worker: int = 0
     cpus_per_worker: float = 0.5
+    threads: int = 0  # torch threads per worker (0: the machine's cores / workers)
 
     def ray_config(self):
         import ray.train
@@ -375,7 +376,7 @@ def build_trainer(cfg: TrainConfig, scaling: Scaling, storage: str, name: str, c
 
     from study.tasks import get_task
 
-    threads = max(1, (os.cpu_count() or 1) // scaling.workers)
+    threads = scaling.threads or max(1, (os.cpu_count() or 1) // scaling.workers)
     return TorchTrainer(
         train_fn_per_worker, train_loop_config=cfg.to_dict(), scaling_config=scaling.ray_config(),
         run_config=ray.train.RunConfig(

@@ -1,0 +1,260 @@
+"""``python -m study.tune --model mbert``: a Ray Tune + Optuna study over the VME objective, one Ray Train run per
+trial, every trial in MLflow, resumable.
+
+Layers (as in Ray's Train-in-Tune guide): ``train_fn_per_worker`` (study.train) runs on every worker;
+``train_driver_fn`` below is the Tune trial, building a ``TorchTrainer`` with a stable run name and
+``TuneReportCallback``; the ``Tuner`` wraps the driver with OptunaSearch (TPE, define-by-run from the YAML search
+space), ASHA on the English-dev metric, ``max_concurrent_trials`` from the cluster's resources, and the MLflow
+callback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+from study.config import TrainConfig
+from study.errors import StudyError, run_cli
+from study.search_space import SearchSpace, load_search_space, split_trial_config
+from study.train import Scaling, build_trainer, init_ray, selection_key, validate
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+DEFAULT_TRIALS = {"smoke": 4, "paper": 20}
+SUITE_TASK = {"pocket": "pocket-topic", "xtreme-r": "xnli"}
+DRIVER_CPU = 0.1  # the trial driver only waits on its TorchTrainer
+
+
+# --- [2] the Tune trial: one Ray Train run ----------------------------------------------------------------------
+
+
+def train_driver_fn(config: dict) -> None:
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    train, stage = split_trial_config(config)
+    if stage["modality"] != "none":
+        raise StudyError(f"modality {stage['modality']!r} needs the intermediate stage, which is not built yet")
+    trial_id = ray.tune.get_context().get_trial_id()
+    trainer = build_trainer(TrainConfig.from_dict(train), Scaling(**config["scaling"]), config["storage"],
+                            name=f"{config['study']}-trial-{trial_id}",  # stable across restarts: no timestamps
+                            callbacks=[TuneReportCallback()])
+    trainer.fit()
+
+
+# --- [3] the study -------------------------------------------------------------------------------------------
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m study.tune", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="e5-small", help="registry key; the search space is "
+                        "search_spaces/<model>.yaml (default e5-small, the offline stand-in)")
+    parser.add_argument("--search-space", type=Path, help="a search-space YAML (default: by model)")
+    parser.add_argument("--task", help="XTREME-R or pocket task (default: the search space's)")
+    parser.add_argument("--suite", choices=tuple(SUITE_TASK), help="pocket or xtreme-r (default: the task's)")
+    parser.add_argument("--preset", choices=("smoke", "paper"), help="smoke = minutes on a laptop CPU, paper = the "
+                        "reference scale (default: smoke for offline stand-ins, paper otherwise)")
+    parser.add_argument("--trials", type=int, help="Optuna trials (default: smoke 4, paper 20)")
+    parser.add_argument("--seeds", type=int, default=0, help="extra runs of the best config with new seeds")
+    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial")
+    parser.add_argument("--gpus-per-worker", type=int, default=0)
+    parser.add_argument("--max-concurrent", type=int, help="concurrent trials (default: from cluster resources)")
+    parser.add_argument("--data-dir", default=os.environ.get("STUDY_DATA_DIR"), help="original task files")
+    parser.add_argument("--storage", default=str(Path("runs").resolve()), help="Ray storage: dir or s3://...")
+    parser.add_argument("--name", help="study name (default: study-<model>-<task>-<preset>)")
+    parser.add_argument("--mlflow-uri", help="tracking URI (default: sqlite:///<cwd>/mlflow.db, no server needed)")
+    parser.add_argument("--experiment", help="MLflow experiment (default: vme-<suite>; compare models in one)")
+    parser.add_argument("--resume", action="store_true", help="continue the study of this name after a crash")
+    return parser.parse_args(argv)
+
+
+def resolve(args) -> dict:
+    """Validate everything before Ray or MLflow are touched; returns the study's settings."""
+    from study.models import get_spec, model_path
+    from study.tasks import get_task
+
+    space_path = args.search_space or SPACES_DIR / f"{args.model}.yaml"
+    if not space_path.is_file():
+        raise StudyError(f"no search space for model {args.model!r} at {space_path}: pass --search-space FILE "
+                         f"(available: {', '.join(sorted(p.stem for p in SPACES_DIR.glob('*.yaml')))})")
+    space = load_search_space(space_path)
+    spec = get_spec(args.model)
+    model_path(spec)  # hub models fail here, fast and in one line, when unreachable
+    task_name = args.task or (SUITE_TASK[args.suite] if args.suite and get_task(space.task).suite != args.suite
+                              else space.task)
+    task = get_task(task_name)
+    if args.suite and task.suite != args.suite:
+        raise StudyError(f"task {task.name!r} belongs to the {task.suite} suite, not {args.suite}")
+    preset = args.preset or ("smoke" if spec.offline_stand_in else "paper")
+    base = TrainConfig.from_dict({**space.preset(preset), "model": args.model, "task": task.name,
+                                  "data_dir": args.data_dir})
+    validate(base)
+    trials = args.trials or DEFAULT_TRIALS[preset]
+    if trials < 1 or args.seeds < 0:
+        raise StudyError(f"--trials {trials} and --seeds {args.seeds} must be >= 1 and >= 0")
+    storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
+    name = args.name or f"study-{Path(args.model).name}-{task.name}-{preset}"
+    study_dir = Path(storage) / name
+    if "://" not in storage and study_dir.exists() and not args.resume:
+        raise StudyError(f"study {name!r} already exists in {storage}: pass --resume to continue it, or --name for a "
+                         "new one")
+    if args.resume and "://" not in storage and not study_dir.exists():
+        raise StudyError(f"nothing to resume: no study {name!r} in {storage}")
+    uri = args.mlflow_uri or f"sqlite:///{Path('mlflow.db').resolve()}"
+    from study.tracking import check_server
+
+    check_server(uri)
+    return {"space": space, "spec": spec, "task": task, "preset": preset, "base": base, "trials": trials,
+            "storage": storage, "name": name, "uri": uri, "experiment": args.experiment or f"vme-{task.suite}"}
+
+
+def concurrency(workers: int, gpus_per_worker: int, requested: int | None) -> tuple[int, int]:
+    """(max concurrent trials, torch threads per worker) from the cluster's resources."""
+    import ray
+
+    total = ray.cluster_resources()
+    if gpus_per_worker:
+        fit = int(total.get("GPU", 0) // (workers * gpus_per_worker))
+        if fit < 1:
+            raise StudyError(f"a trial needs {workers * gpus_per_worker} GPUs but the cluster has "
+                             f"{total.get('GPU', 0):g}")
+    else:
+        fit = max(1, int(total.get("CPU", 1) // workers))  # about one core per CPU worker
+    trials = min(fit, requested) if requested else fit
+    threads = max(1, int(total.get("CPU", 1) // (trials * workers))) if not gpus_per_worker else 4
+    return trials, threads
+
+
+def provenance(settings: dict) -> tuple[dict, dict]:
+    """Params and tags of the study's parent run: what ran, on which code and packages."""
+    spec, space = settings["spec"], settings["space"]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=SPACES_DIR.parent, timeout=10).stdout.strip() or "unknown"
+    except OSError:
+        commit = "unknown"
+    params = {**spec.as_params(), "task": settings["task"].name, "suite": settings["task"].suite,
+              "preset": settings["preset"], "trials": settings["trials"], "search_space": str(space.path),
+              "search_space_sha256": space.sha256, "git_commit": commit,
+              **{f"base.{k}": v for k, v in settings["base"].to_dict().items()},
+              **{f"version.{p}": version(p) for p in ("ray", "torch", "transformers", "optuna", "mlflow", "datasets")}}
+    tags = {"model": spec.key, "model_name": spec.name, "offline_stand_in": str(spec.offline_stand_in),
+            "task": settings["task"].name, "suite": settings["task"].suite, "preset": settings["preset"],
+            "selection": "English dev only"}
+    return params, tags
+
+
+class DefineByRun:
+    """Optuna define-by-run for OptunaSearch: the YAML's suggestions, plus constants that ride along.
+    A class, not a closure, because Tune pickles the searcher with the study state (for --resume)."""
+
+    def __init__(self, space: SearchSpace, constants: dict):
+        self.space, self.constants = space, constants
+
+    def __call__(self, trial) -> dict:
+        self.space.define_by_run(trial)  # no computation here: Optuna warns above 1 s
+        return self.constants
+
+
+def build_tuner(settings: dict, scaling: Scaling, max_concurrent: int, callback, trainable):
+    import optuna
+    import ray.tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    space: SearchSpace = settings["space"]
+    metric = selection_key(settings["task"].metric)
+    constants = {"base": settings["base"].to_dict(), "scaling": scaling.__dict__, "storage": settings["storage"],
+                 "study": settings["name"]}
+
+    searcher = OptunaSearch(space=DefineByRun(space, constants), metric=metric, mode="max", sampler=optuna.samplers.TPESampler(
+        seed=space.seed, multivariate=True, constant_liar=True))
+    return ray.tune.Tuner(
+        trainable,
+        tune_config=ray.tune.TuneConfig(
+            metric=metric, mode="max", search_alg=searcher, num_samples=settings["trials"],
+            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=100, grace_period=1, reduction_factor=2),
+            max_concurrent_trials=max_concurrent),
+        run_config=ray.tune.RunConfig(
+            name=settings["name"], storage_path=settings["storage"], callbacks=[callback],
+            failure_config=ray.tune.FailureConfig(max_failures=0),  # worker failures are retried by Ray Train
+            verbose=1))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    settings = resolve(args)
+    import ray
+
+    init_ray()
+    try:
+        return _run(args, settings)
+    finally:
+        ray.shutdown()
+
+
+def _run(args, settings) -> int:
+    import ray.tune
+
+    from study.tracking import MLflowTrialCallback, end_parent_run, per_language_csv, start_parent_run
+
+    max_concurrent, threads = concurrency(args.workers, args.gpus_per_worker, args.max_concurrent)
+    scaling = Scaling(args.workers, args.gpus_per_worker, cpus_per_worker=0.5, threads=threads)
+    params, tags = provenance(settings)
+    parent = start_parent_run(settings["uri"], settings["experiment"], settings["name"], params, tags,
+                              [settings["space"].path])
+    metric = settings["task"].metric
+    callback = MLflowTrialCallback(settings["uri"], settings["experiment"], parent, tags, selection_key(metric),
+                                   metric)
+    trainable = ray.tune.with_resources(train_driver_fn, {"CPU": DRIVER_CPU})
+    study_path = str(Path(settings["storage"]) / settings["name"]) if "://" not in settings["storage"] else \
+        f"{settings['storage'].rstrip('/')}/{settings['name']}"
+    print(f"[study] {settings['name']}: {settings['trials']} trials of {settings['spec'].name} on "
+          f"{settings['task'].name} ({settings['task'].suite}, preset {settings['preset']}), {args.workers} worker(s) "
+          f"per trial, {max_concurrent} concurrent; MLflow {settings['uri']} experiment {settings['experiment']}",
+          file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    if args.resume:
+        tuner = ray.tune.Tuner.restore(study_path, trainable=trainable, resume_errored=False)
+    else:
+        tuner = build_tuner(settings, scaling, max_concurrent, callback, trainable)
+    results = tuner.fit()
+    key = selection_key(metric)
+    finished = [r for r in results if r.error is None and r.metrics and key in r.metrics]
+    if not finished:
+        end_parent_run(settings["uri"], parent, {"failed_trials": len(results)}, None)
+        raise StudyError(f"no trial of study {settings['name']!r} finished; see the errors above")
+    best = results.get_best_result(metric=key, mode="max", scope="all")
+    best_report = best.metrics_dataframe.loc[best.metrics_dataframe[key].idxmax()].to_dict() \
+        if best.metrics_dataframe is not None and key in best.metrics_dataframe else best.metrics
+    summary = {f"best/{k}": v for k, v in best_report.items() if isinstance(v, (int, float)) and "/" in k}
+    summary.update({"trials_finished": len(finished), "trials_failed": len(results) - len(finished),
+                    "study_seconds": time.perf_counter() - started})
+    end_parent_run(settings["uri"], parent, summary, per_language_csv(best_report, metric))
+    print_summary(settings, best.config, best_report, parent)
+    return 0
+
+
+def print_summary(settings: dict, config: dict, report: dict, parent_run: str) -> None:
+    metric = settings["task"].metric
+    train, stage = split_trial_config(config)
+    searched = {p.name: {**train, **stage}.get(p.name) for p in settings["space"].params}
+    print(f"\nbest configuration (selected on English dev {selection_key(metric)} = "
+          f"{report[selection_key(metric)]:.4f}):")
+    for name, value in searched.items():
+        print(f"  {name} = {value}")
+    print(f"\n{'family':<34}{metric:>10}")
+    for key, value in sorted(report.items()):
+        if key.startswith(f"family/{metric}/"):
+            print(f"{key.split('/')[-1]:<34}{value:>10.4f}")
+    print(f"\ntarget average {report.get(f'test/{metric}/avg', float('nan')):.4f}")
+    print(f"MLflow: experiment {settings['experiment']!r}, study run {parent_run}; browse with\n"
+          f"  mlflow ui --backend-store-uri {settings['uri']} --host 127.0.0.1")
+
+
+if __name__ == "__main__":
+    run_cli(main)
