@@ -148,7 +148,7 @@ class MLflowTrialCallback(Callback):
             self.client.update_run(run_id, status="RUNNING")
         else:
             config = trial.config
-            tags = {**self.tags, PARENT_TAG: self.parent_run_id, "trial_id": trial.trial_id,
+            tags = {"run_kind": "trial", **self.tags, PARENT_TAG: self.parent_run_id, "trial_id": trial.trial_id,
                     "trial_name": str(trial), "modality": str(config.get("modality", "none"))}
             run_id = self.client.create_run(exp_id, run_name=str(trial), tags=tags).info.run_id
             from mlflow.entities import Param

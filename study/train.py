@@ -31,6 +31,7 @@ TRAIN_STATE = "train_state.pt"
 MODEL_DIR = "model"
 FAIL_AT_STEP_ENV = "STUDY_FAIL_AT_STEP"  # test hook: the worker process dies once after this optimizer step
 FAIL_MARKER_ENV = "STUDY_FAIL_MARKER"  # file that records that the failure already happened
+NAN_MARKER_ENV = "STUDY_NAN_MARKER"  # test hook: the first run to reach step 1 gets a NaN loss, on every attempt
 
 
 def selection_key(metric: str) -> str:
@@ -98,7 +99,7 @@ def train_fn_per_worker(train_loop_config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(max(1, int(os.environ.get("STUDY_TORCH_THREADS", 1))))
-    run = _Run(cfg, rank, world, ray.train.torch.get_device())
+    run = _Run(cfg, rank, world, ray.train.torch.get_device(), run_name=context.get_experiment_name())
     run.restore(ray.train.get_checkpoint())
     run.train(report=_ray_report(run))
 
@@ -116,7 +117,7 @@ def _ray_report(run: _Run):
 class _Run:
     """One worker's view of a fine-tuning run (model, data, optimizer), independent of how it is launched."""
 
-    def __init__(self, cfg: TrainConfig, rank: int, world: int, device: torch.device):
+    def __init__(self, cfg: TrainConfig, rank: int, world: int, device: torch.device, run_name: str = "local"):
         from study.augment import load_synonyms
         from study.capture import VMECapture
         from study.data.sources import load_split
@@ -125,7 +126,7 @@ class _Run:
         from study.models import get_spec, load_model, load_tokenizer
         from study.tasks import get_task
 
-        self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
+        self.cfg, self.rank, self.world, self.device, self.run_name = cfg, rank, world, device, run_name
         self.task, self.spec = get_task(cfg.task), get_spec(cfg.model)
         self.tokenizer = load_tokenizer(self.spec)
         records = subsample(load_split(self.task, "train", "en", cfg.data_dir), cfg.max_train_examples, cfg.seed)
@@ -226,6 +227,9 @@ class _Run:
                 context = self.ddp.no_sync() if (self.world > 1 and not sync) else contextlib.nullcontext()
                 with context:
                     loss, terms = self._loss(batch)
+                    if _forced_nan(self.run_name) or not torch.isfinite(loss):
+                        raise StudyError(f"the loss became non-finite at step {progress.step + 1} "
+                                         f"(terms: {terms}); this run stops")
                     (loss / cfg.grad_accum).backward()
                 self._accumulate(terms)
                 examples += batch["x"]["input_ids"].shape[0] * self.world
@@ -328,6 +332,19 @@ def subsample(records: list, limit: int | None, seed: int) -> list:
     return [records[i] for i in keep]
 
 
+def _forced_nan(run_name: str) -> bool:
+    """Test hook: the first run that asks claims the marker file and has a non-finite loss on every attempt."""
+    marker = os.environ.get(NAN_MARKER_ENV)
+    if not marker:
+        return False
+    try:
+        with open(marker, "x") as handle:  # atomic claim: exactly one run gets the NaN
+            handle.write(run_name)
+    except FileExistsError:
+        pass
+    return Path(marker).read_text() == run_name
+
+
 def _maybe_fail(step: int) -> None:
     """Test hook: kill this worker process once, right after optimizer step $STUDY_FAIL_AT_STEP."""
     target, marker = os.environ.get(FAIL_AT_STEP_ENV), os.environ.get(FAIL_MARKER_ENV)
@@ -366,7 +383,8 @@ def worker_env(threads: int) -> dict:
     # stdout (dill, under datasets, then dumps bytecode); plain prints go to the driver through Ray's log stream.
     env = {"STUDY_TORCH_THREADS": str(threads), "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
     env.update({k: v for k, v in os.environ.items()
-                if k in (FAIL_AT_STEP_ENV, FAIL_MARKER_ENV, "STUDY_CACHE_DIR", "HF_HOME", "HF_HUB_OFFLINE")})
+                if k in (FAIL_AT_STEP_ENV, FAIL_MARKER_ENV, NAN_MARKER_ENV, "STUDY_CACHE_DIR", "HF_HOME",
+                         "HF_HUB_OFFLINE")})
     return env
 
 

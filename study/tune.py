@@ -77,13 +77,13 @@ def resolve(args) -> dict:
     from study.models import get_spec, model_path
     from study.tasks import get_task
 
+    spec = get_spec(args.model)
+    model_path(spec)  # hub models fail here, fast and in one line, when unreachable
     space_path = args.search_space or SPACES_DIR / f"{args.model}.yaml"
     if not space_path.is_file():
         raise StudyError(f"no search space for model {args.model!r} at {space_path}: pass --search-space FILE "
                          f"(available: {', '.join(sorted(p.stem for p in SPACES_DIR.glob('*.yaml')))})")
     space = load_search_space(space_path)
-    spec = get_spec(args.model)
-    model_path(spec)  # hub models fail here, fast and in one line, when unreachable
     task_name = args.task or (SUITE_TASK[args.suite] if args.suite and get_task(space.task).suite != args.suite
                               else space.task)
     task = get_task(task_name)
@@ -229,14 +229,50 @@ def _run(args, settings) -> int:
         end_parent_run(settings["uri"], parent, {"failed_trials": len(results)}, None)
         raise StudyError(f"no trial of study {settings['name']!r} finished; see the errors above")
     best = results.get_best_result(metric=key, mode="max", scope="all")
-    best_report = best.metrics_dataframe.loc[best.metrics_dataframe[key].idxmax()].to_dict() \
-        if best.metrics_dataframe is not None and key in best.metrics_dataframe else best.metrics
+    best_report = selected_report(best, key)
     summary = {f"best/{k}": v for k, v in best_report.items() if isinstance(v, (int, float)) and "/" in k}
-    summary.update({"trials_finished": len(finished), "trials_failed": len(results) - len(finished),
-                    "study_seconds": time.perf_counter() - started})
+    summary.update({"trials_finished": len(finished), "trials_failed": len(results) - len(finished)})
+    if args.seeds:
+        summary.update(_repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent, study_path))
+    summary["study_seconds"] = time.perf_counter() - started
     end_parent_run(settings["uri"], parent, summary, per_language_csv(best_report, metric))
     print_summary(settings, best.config, best_report, parent)
     return 0
+
+
+def selected_report(result, key: str) -> dict:
+    """The report of a trial that English dev selects (its best step, not necessarily its last)."""
+    frame = result.metrics_dataframe
+    if frame is None or key not in frame:
+        return result.metrics
+    return frame.loc[frame[key].idxmax()].to_dict()
+
+
+def _repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent, study_path) -> dict:
+    """Re-run the best configuration with --seeds new seeds (for confidence intervals); nested in MLflow too."""
+    import statistics
+
+    import ray.tune
+
+    key = selection_key(settings["task"].metric)
+    base_seed = best.config["base"]["seed"]
+    seeds = [base_seed + i for i in range(1, args.seeds + 1)]
+    path = f"{study_path}-seeds"
+    callback.tags = {**callback.tags, "run_kind": "seed-repeat", "repeat_of": Path(best.path).name}
+    if args.resume and Path(path).exists():
+        tuner = ray.tune.Tuner.restore(path, trainable=trainable)
+    else:
+        config = {**best.config, "base": {**best.config["base"], "seed": ray.tune.grid_search(seeds)}}
+        tuner = ray.tune.Tuner(trainable, param_space=config, tune_config=ray.tune.TuneConfig(
+            metric=key, mode="max", max_concurrent_trials=max_concurrent), run_config=ray.tune.RunConfig(
+            name=Path(path).name, storage_path=settings["storage"], callbacks=[callback], verbose=1))
+    repeats = [selected_report(r, key) for r in tuner.fit() if r.error is None and r.metrics]
+    target = f"test/{settings['task'].metric}/avg"
+    values = [r[target] for r in repeats if target in r]
+    print(f"[study] best configuration over {len(values)} extra seeds: {target} "
+          f"{statistics.fmean(values):.4f} ± {statistics.pstdev(values):.4f}", file=sys.stderr)
+    return {"seeds_finished": len(values), f"seeds/{target}/mean": statistics.fmean(values) if values else float("nan"),
+            f"seeds/{target}/std": statistics.pstdev(values) if values else float("nan")}
 
 
 def print_summary(settings: dict, config: dict, report: dict, parent_run: str) -> None:

@@ -1,0 +1,216 @@
+"""The study: YAML search spaces, a real smoke study against a real MLflow server, NaN trials, kill and resume."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from study.errors import StudyError
+from study.search_space import load_search_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- search spaces ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["mbert", "xlmr", "e5-small", "tiny"])
+def test_shipped_search_spaces_load_and_sample(model):
+    space = load_search_space(ROOT / "search_spaces" / f"{model}.yaml")
+    assert space.model == model
+    names = {p.name for p in space.params}
+    assert {"alpha", "beta", "w_robust", "ap_layer", "ap_mask", "lr", "modality"} <= names
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    trial = study.ask()
+    space.define_by_run(trial)
+    assert set(trial.params) == names and trial.params["modality"] == "none"
+    assert {"smoke", "paper"} <= set(space.presets)
+
+
+CONDITIONAL = """
+model: tiny
+task: pocket-topic
+params:
+  objective: {type: categorical, choices: [vme, plain]}
+  alpha: {type: float, low: 1.0e-2, high: 1.0, log: true, when: {objective: vme}}
+  modality: {type: categorical, choices: [none]}
+  intermediate_steps: {type: int, low: 100, high: 1000, when: {modality: [text, multimodal]}}
+  vision_lr: {type: float, low: 1.0e-5, high: 1.0e-3, log: true, when: {modality: [multimodal]}}
+"""
+
+
+def test_define_by_run_samples_only_the_branch_taken(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(CONDITIONAL)
+    space = load_search_space(path)
+    plain = optuna.trial.FixedTrial({"objective": "plain", "modality": "none"})
+    space.define_by_run(plain)
+    assert set(plain.params) == {"objective", "modality"}  # no VME weight, no multimodal-only parameter
+    vme = optuna.trial.FixedTrial({"objective": "vme", "alpha": 0.1, "modality": "none"})
+    space.define_by_run(vme)
+    assert set(vme.params) == {"objective", "alpha", "modality"}
+
+
+@pytest.mark.parametrize("body, message", [
+    ("model: tiny\ntask: pocket-topic\nparams:\n  alpha: {type: float, low: 1e-2, high: 1.0}\n",
+     r"params.alpha.low: low must be a number, got '1e-2'; fix: write numbers like 1.0e-5"),
+    ("model: tiny\ntask: pocket-topic\nparams:\n  alfa: {type: float, low: 0.1, high: 1.0}\n",
+     r"params.alfa: unknown parameter; fix: use one of"),
+    ("model: tiny\ntask: pocket-topic\nparams:\n  lr: {type: float, low: 0.1, high: 0.01}\n",
+     r"params.lr: low \(0.1\) must be below high"),
+    ("model: tiny\ntask: pocket-topic\nparams:\n  lr: {type: uniform, low: 0.1, high: 0.2}\n",
+     r"params.lr: needs a mapping with type float, int or categorical"),
+    ("model: tiny\ntask: pocket-topic\nparams:\n  modality: {type: categorical, choices: [none, video]}\n",
+     r"params.modality.choices: unknown modality \['video'\]"),
+    ("model: tiny\ntask: pocket-topic\nparams:\n  alpha: {type: float, low: -1.0, high: 1.0}\n",
+     r"params.alpha: the range is not valid for training"),
+    ("model: tiny\ntask: pocket-topic\nparams: {alpha: {type: float, low: 0.1, high: 1.0}}\nsmoke: {}\n",
+     r"smoke: unknown top-level key"),
+    ("model: tiny\ntask: [unclosed\n", r"line \d+: not valid YAML"),
+])
+def test_bad_search_space_names_file_key_and_fix(tmp_path, body, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(body)
+    with pytest.raises(StudyError, match=message) as info:
+        load_search_space(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+# --- the study end to end (slow) ---------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` with a SQLite backend on 127.0.0.1, stopped after the tests."""
+    import urllib.request
+
+    root = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--workers", "1",
+                               "--artifacts-destination", str(root / "artifacts")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(uri + "/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        os.killpg(server.pid, signal.SIGTERM)
+        pytest.fail("mlflow server did not start")
+    yield uri
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+def _study(*args, env=None, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "study.tune", "--model", "tiny", *args], cwd=kwargs.get("cwd"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})}, start_new_session=True)
+
+
+def _runs(uri, experiment):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    parents = [r for r in runs if r.data.tags.get("run_kind") == "study"]
+    trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
+    return client, parents, trials
+
+
+@pytest.mark.slow
+def test_smoke_study_records_every_trial_in_mlflow(mlflow_server, tmp_path):
+    process = _study("--trials", "3", "--workers", "2", "--storage", str(tmp_path), "--mlflow-uri", mlflow_server,
+                     "--experiment", "e2e")
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output[-3000:]
+    assert "best configuration (selected on English dev" in output and "mlflow ui" in output
+    client, parents, trials = _runs(mlflow_server, "e2e")
+    assert len(parents) == 1 and len(trials) == 3
+    parent = parents[0]
+    assert parent.data.params["model_offline_stand_in"] == "True" and parent.data.params["preset"] == "smoke"
+    assert parent.data.params["search_space_sha256"] and parent.info.status == "FINISHED"
+    for run in trials:
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.info.status == "FINISHED"
+        assert {"modality", "alpha", "beta", "w_robust", "ap_layer", "lr"} <= set(run.data.params)
+        assert run.data.params["scaling.workers"] == "2"
+        for lang in ("en", "de", "ja", "uk"):
+            assert f"test/accuracy/{lang}" in run.data.metrics
+        for family in ("Indo-European", "Japonic"):
+            assert f"family/accuracy/{family}" in run.data.metrics
+        assert {"dev_en/accuracy", "loss/ep", "loss/ap"} <= set(run.data.metrics)
+        assert len(client.get_metric_history(run.info.run_id, "dev_en/accuracy")) == 3  # a step series
+        assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["per_language.csv"]
+
+
+@pytest.mark.slow
+def test_nan_trial_is_failed_and_the_study_continues(mlflow_server, tmp_path):
+    process = _study("--trials", "3", "--storage", str(tmp_path), "--mlflow-uri", mlflow_server,
+                     "--experiment", "nan", "--max-concurrent", "1", env={"STUDY_NAN_MARKER": str(tmp_path / "nan")})
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output[-3000:]
+    _, _, trials = _runs(mlflow_server, "nan")
+    assert sorted(r.info.status for r in trials) == ["FAILED", "FINISHED", "FINISHED"]
+    assert "loss became non-finite" in output
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_without_duplicate_runs(mlflow_server, tmp_path):
+    args = ("--trials", "3", "--storage", str(tmp_path), "--mlflow-uri", mlflow_server, "--experiment", "resume",
+            "--max-concurrent", "1")
+    process = _study(*args)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        _, _, trials = _runs(mlflow_server, "resume")
+        if any(r.info.status == "FINISHED" for r in trials):
+            break
+        time.sleep(2)
+    os.killpg(process.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+    process.wait()
+    _, _, before = _runs(mlflow_server, "resume")
+    assert 1 <= len(before) < 3 or any(r.info.status != "FINISHED" for r in before)
+    resumed = _study(*args, "--resume")
+    output, _ = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, output[-3000:]
+    _, parents, trials = _runs(mlflow_server, "resume")
+    assert len(parents) == 1 and len(trials) == 3
+    assert all(r.info.status == "FINISHED" for r in trials)
+    assert len({r.data.tags["trial_id"] for r in trials}) == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--search-space", "BAD"], "not valid YAML"),
+    (["--model", "roberta"], "unknown model 'roberta'"),
+    (["--mlflow-uri", "http://127.0.0.1:9"], "MLflow tracking server http://127.0.0.1:9 is unreachable"),
+    (["--model", "mbert"], "use --model e5-small"),
+])
+def test_bad_input_exits_2_before_ray_or_mlflow(args, message, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: tiny\nparams: [unclosed\n")
+    args = [str(bad) if a == "BAD" else a for a in args]
+    db = tmp_path / "mlflow.db"
+    if "--mlflow-uri" not in args:
+        args += ["--mlflow-uri", f"sqlite:///{db}"]
+    process = subprocess.run([sys.executable, "-m", "study.tune", *args, "--storage", str(tmp_path / "runs")],
+                             capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert process.returncode == 2, process.stderr
+    assert message in process.stderr and len(process.stderr.strip().splitlines()) == 1, process.stderr
+    assert not db.exists() and not (tmp_path / "runs").exists()  # no MLflow run, no Ray storage
+    assert "Ray" not in process.stderr
