@@ -92,6 +92,7 @@ class Progress:
 
 
 def train_fn_per_worker(train_loop_config: dict) -> None:
+    started = time.time()  # when the worker group began running user code: start-up ends here
     import ray.train
     import ray.train.torch
 
@@ -99,7 +100,8 @@ def train_fn_per_worker(train_loop_config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(max(1, int(os.environ.get("STUDY_TORCH_THREADS", 1))))
-    run = _Run(cfg, rank, world, ray.train.torch.get_device(), run_name=context.get_experiment_name())
+    run = _Run(cfg, rank, world, ray.train.torch.get_device(), run_name=context.get_experiment_name(),
+               started=started)
     run.restore(ray.train.get_checkpoint())
     run.train(report=_ray_report(run))
 
@@ -117,7 +119,8 @@ def _ray_report(run: _Run):
 class _Run:
     """One worker's view of a fine-tuning run (model, data, optimizer), independent of how it is launched."""
 
-    def __init__(self, cfg: TrainConfig, rank: int, world: int, device: torch.device, run_name: str = "local"):
+    def __init__(self, cfg: TrainConfig, rank: int, world: int, device: torch.device, run_name: str = "local",
+                 started: float | None = None):
         from study.augment import load_synonyms
         from study.capture import VMECapture
         from study.data.sources import load_split
@@ -127,6 +130,7 @@ class _Run:
         from study.tasks import get_task
 
         self.cfg, self.rank, self.world, self.device, self.run_name = cfg, rank, world, device, run_name
+        self.started = started or time.time()
         self.task, self.spec = get_task(cfg.task), get_spec(cfg.model)
         self.tokenizer = load_tokenizer(self.spec)
         records = subsample(load_split(self.task, "train", "en", cfg.data_dir), cfg.max_train_examples, cfg.seed)
@@ -312,7 +316,8 @@ class _Run:
                    f"test/{metric}/avg": statistics.fmean(targets.values()) if targets else float("nan"),
                    f"gap_to_en/{metric}": english - statistics.fmean(targets.values()) if targets else 0.0,
                    "eval_seconds": time.perf_counter() - started,
-                   "train/examples_per_s": self.progress.train_examples / max(self.progress.train_seconds, 1e-9)}
+                   "train/examples_per_s": self.progress.train_examples / max(self.progress.train_seconds, 1e-9),
+                   "time/worker_start_unix": self.started, "time/worker_seconds": time.time() - self.started}
         metrics.update({f"test/{metric}/{lang}": s for lang, s in tests.items()})
         for by in ("family", "script"):
             metrics.update({f"{by}/{metric}/{g}": s for g, s in group_means(targets or tests, by).items()})
@@ -474,12 +479,18 @@ def print_summary(cfg: TrainConfig, result) -> None:
         if key.startswith(f"test/{metric}/") and key.split("/")[-1] != "avg":
             lang = key.split("/")[-1]
             print(f"{lang:<10}{get_language(lang).family:<24}{value:>10.4f}")
+    print_report_families(best, metric)
+    print(f"checkpoint: {checkpoint.path}/{MODEL_DIR}  (python -m study.evaluate --checkpoint ... --task {cfg.task})")
+
+
+def print_report_families(report: dict, metric: str) -> None:
+    """The per-family means of a report, then the target average and the gap to English."""
     print(f"\n{'family':<34}{metric:>10}")
-    for key, value in sorted(best.items()):
+    for key, value in sorted(report.items()):
         if key.startswith(f"family/{metric}/"):
             print(f"{key.split('/')[-1]:<34}{value:>10.4f}")
-    print(f"\ntarget average {best[f'test/{metric}/avg']:.4f}, gap to English {best[f'gap_to_en/{metric}']:.4f}")
-    print(f"checkpoint: {checkpoint.path}/{MODEL_DIR}  (python -m study.evaluate --checkpoint ... --task {cfg.task})")
+    print(f"\ntarget average {report.get(f'test/{metric}/avg', float('nan')):.4f}, gap to English "
+          f"{report.get(f'gap_to_en/{metric}', float('nan')):.4f}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 from study.config import TrainConfig
 from study.errors import StudyError, run_cli
 from study.search_space import SearchSpace, load_search_space, split_trial_config
-from study.train import Scaling, build_trainer, init_ray, selection_key, validate
+from study.train import Scaling, build_trainer, init_ray, print_report_families, selection_key, validate
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 DEFAULT_TRIALS = {"smoke": 4, "paper": 20}
@@ -65,7 +65,8 @@ def parse_args(argv):
     parser.add_argument("--max-concurrent", type=int, help="concurrent trials (default: from cluster resources)")
     parser.add_argument("--data-dir", default=os.environ.get("STUDY_DATA_DIR"), help="original task files")
     parser.add_argument("--storage", default=str(Path("runs").resolve()), help="Ray storage: dir or s3://...")
-    parser.add_argument("--name", help="study name (default: study-<model>-<task>-<preset>)")
+    parser.add_argument("--name", help="study name (default: study-<model>-<task>-<preset>-<time>; with --resume: "
+                        "the newest such study)")
     parser.add_argument("--mlflow-uri", help="tracking URI (default: sqlite:///<cwd>/mlflow.db, no server needed)")
     parser.add_argument("--experiment", help="MLflow experiment (default: vme-<suite>; compare models in one)")
     parser.add_argument("--resume", action="store_true", help="continue the study of this name after a crash")
@@ -97,11 +98,11 @@ def resolve(args) -> dict:
     if trials < 1 or args.seeds < 0:
         raise StudyError(f"--trials {trials} and --seeds {args.seeds} must be >= 1 and >= 0")
     storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
-    name = args.name or f"study-{Path(args.model).name}-{task.name}-{preset}"
+    name = args.name or _default_name(args, storage, f"study-{Path(args.model).name}-{task.name}-{preset}")
     study_dir = Path(storage) / name
     if "://" not in storage and study_dir.exists() and not args.resume:
-        raise StudyError(f"study {name!r} already exists in {storage}: pass --resume to continue it, or --name for a "
-                         "new one")
+        raise StudyError(f"study {name!r} already exists in {storage}: pass --resume to continue it, or another "
+                         "--name")
     if args.resume and "://" not in storage and not study_dir.exists():
         raise StudyError(f"nothing to resume: no study {name!r} in {storage}")
     uri = args.mlflow_uri or f"sqlite:///{Path('mlflow.db').resolve()}"
@@ -110,6 +111,17 @@ def resolve(args) -> dict:
     check_server(uri)
     return {"space": space, "spec": spec, "task": task, "preset": preset, "base": base, "trials": trials,
             "storage": storage, "name": name, "uri": uri, "experiment": args.experiment or f"vme-{task.suite}"}
+
+
+def _default_name(args, storage: str, prefix: str) -> str:
+    """A new study gets a timestamped name; --resume without --name takes the newest study with the prefix."""
+    if not args.resume:
+        return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    candidates = sorted(p.name for p in Path(storage).glob(f"{prefix}-*") if p.is_dir()
+                        and not p.name.endswith("-seeds")) if "://" not in storage else []
+    if not candidates:
+        raise StudyError(f"nothing to resume: no study {prefix}-* in {storage} (pass --name for a specific one)")
+    return candidates[-1]
 
 
 def concurrency(workers: int, gpus_per_worker: int, requested: int | None) -> tuple[int, int]:
@@ -283,11 +295,7 @@ def print_summary(settings: dict, config: dict, report: dict, parent_run: str) -
           f"{report[selection_key(metric)]:.4f}):")
     for name, value in searched.items():
         print(f"  {name} = {value}")
-    print(f"\n{'family':<34}{metric:>10}")
-    for key, value in sorted(report.items()):
-        if key.startswith(f"family/{metric}/"):
-            print(f"{key.split('/')[-1]:<34}{value:>10.4f}")
-    print(f"\ntarget average {report.get(f'test/{metric}/avg', float('nan')):.4f}")
+    print_report_families(report, metric)
     print(f"MLflow: experiment {settings['experiment']!r}, study run {parent_run}; browse with\n"
           f"  mlflow ui --backend-store-uri {settings['uri']} --host 127.0.0.1")
 
