@@ -24,12 +24,18 @@ class Timing(Callback):
     def __init__(self):
         self.started: dict[str, float] = {}
         self.last: dict[str, dict] = {}
+        self.last_result_at: dict[str, float] = {}
+        self.completed: dict[str, float] = {}
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started[trial.trial_id] = time.time()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.last[trial.trial_id] = result
+        self.last_result_at[trial.trial_id] = time.time()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.completed[trial.trial_id] = time.time()
 
 
 def main() -> None:
@@ -63,11 +69,12 @@ def main() -> None:
     rows = []
     for trial_id, result in timing.last.items():
         startup = result["time/worker_start_unix"] - timing.started[trial_id]
-        rows.append((trial_id, startup, result["time/worker_seconds"]))
+        teardown = timing.completed.get(trial_id, float("nan")) - timing.last_result_at[trial_id]
+        rows.append((trial_id, startup, result["time/worker_seconds"], teardown))
     print(f"model {args.model}, {len(rows)} trials, {max_concurrent} concurrent, smoke preset")
-    print(f"{'trial':<12}{'start-up s':>12}{'in-worker s':>13}")
-    for trial_id, startup, worker in rows:
-        print(f"{trial_id:<12}{startup:>12.1f}{worker:>13.1f}")
+    print(f"{'trial':<12}{'start-up s':>12}{'in-worker s':>13}{'last report -> trial done s':>29}")
+    for trial_id, startup, worker, teardown in rows:
+        print(f"{trial_id:<12}{startup:>12.1f}{worker:>13.1f}{teardown:>29.1f}")
     in_worker = sum(r[2] for r in rows)
     print(f"study wall time (Tuner.fit):        {study_seconds:8.1f} s")
     print(f"summed in-worker time:              {in_worker:8.1f} s")
