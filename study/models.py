@@ -104,10 +104,12 @@ def load_tokenizer(spec: ModelSpec):
     return AutoTokenizer.from_pretrained(model_path(spec))
 
 
-def load_model(spec: ModelSpec, head: str = "base", num_labels: int = 2, path: str | None = None):
+def load_model(spec: ModelSpec, head: str = "base", num_labels: int | None = None, path: str | None = None):
     """The encoder with a ``transformers`` head: base (no head), sequence, token, qa or multiple-choice.
 
-    ``path`` loads a saved checkpoint of this model (e.g. a fine-tuned one) instead of the registry weights."""
+    ``path`` loads a saved directory of this model (a fine-tuned model, or the intermediate stage's encoder)
+    instead of the registry weights; ``num_labels`` (classification/tagging heads) is kept from a saved head
+    unless given."""
     import transformers
 
     classes = {
@@ -119,7 +121,7 @@ def load_model(spec: ModelSpec, head: str = "base", num_labels: int = 2, path: s
     }
     if head not in classes:
         raise StudyError(f"unknown head {head!r}: choose one of {', '.join(HEADS)}")
-    kwargs = {"num_labels": num_labels} if head in ("sequence", "token") and path is None else {}
+    kwargs = {"num_labels": num_labels} if head in ("sequence", "token") and num_labels else {}
     with quiet_transformers():  # "newly initialised head weights" is expected, not news
         return classes[head].from_pretrained(path or model_path(spec), **kwargs)
 

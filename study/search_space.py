@@ -30,8 +30,7 @@ from study.config import TrainConfig
 from study.errors import StudyError
 
 MODALITIES = ("none", "text", "multimodal")
-IMPLEMENTED_MODALITIES = ("none",)  # the intermediate stage (text / multimodal) is not built yet
-STAGE_PARAMS = {"modality", "intermediate_steps", "intermediate_lr", "vision_lr", "vision_trainable"}
+STAGE_PARAMS = {"modality", "intermediate_steps", "intermediate_lr", "vision_lr"}  # see study.intermediate
 TRAIN_PARAMS = {f.name for f in fields(TrainConfig)} - {"model", "task", "data_dir", "languages", "init_checkpoint"}
 PRESETS = ("smoke", "paper")
 _SPEC_KEYS = {"float": {"type", "low", "high", "log", "when"}, "int": {"type", "low", "high", "log", "step", "when"},
@@ -125,10 +124,6 @@ def _parse_param(path: Path, name: str, spec, earlier: dict[str, Param]) -> Para
             unknown = set(choices) - set(MODALITIES)
             if unknown:
                 _fail(path, f"{key}.choices", f"unknown modality {sorted(unknown)}", f"use {list(MODALITIES)}")
-            missing = set(choices) - set(IMPLEMENTED_MODALITIES)
-            if missing:
-                _fail(path, f"{key}.choices", f"modality {sorted(missing)} needs the intermediate stage, which is not "
-                      "built yet", f"use {list(IMPLEMENTED_MODALITIES)}")
         return Param(name, kind, choices=tuple(choices), when=tuple(when))
     low, high = (_number(path, f"{key}.{b}", spec.get(b), b) for b in ("low", "high"))
     log = bool(spec.get("log", False))

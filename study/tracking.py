@@ -195,3 +195,33 @@ class MLflowTrialCallback(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._finish(trial, "FAILED")
+
+
+def log_stage(uri: str, experiment: str, trial_id: str, directory: Path, meta: dict, cache_hit: bool) -> None:
+    """Record a trial's intermediate stage in its MLflow run: loss series, probe, counts, checkpoint, metadata."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp_id = experiment_id(uri, experiment)
+    for _ in range(30):  # the Tune callback creates the run when the trial starts; wait for it briefly
+        runs = client.search_runs([exp_id], f"tags.trial_id = '{trial_id}'")
+        if runs:
+            break
+        time.sleep(1)
+    else:
+        raise StudyError(f"no MLflow run for trial {trial_id} to record the intermediate stage in")
+    run_id = runs[0].info.run_id
+    now = int(time.time() * 1000)
+    metrics = [Metric("intermediate/loss", loss, now, step) for step, loss in enumerate(meta["losses"], start=1)]
+    metrics += [Metric(safe_key(f"intermediate/probe/{lang}"), score, now, 0)
+                for lang, score in meta.get("probe", {}).items()]
+    for start in range(0, len(metrics), 500):
+        client.log_batch(run_id, metrics=metrics[start:start + 500])
+    skipped = meta["examples"]["skipped"]
+    params = {"intermediate.checkpoint": str(directory), "intermediate.cache_hit": cache_hit,
+              "intermediate.vision_tower": meta["vision_tower"] or "none (text)", "intermediate.data": meta["data"],
+              "intermediate.train_examples": meta["examples"]["train"],
+              **{f"intermediate.skipped.{safe_key(k)}": v for k, v in skipped.items()}}
+    client.log_batch(run_id, params=[Param(safe_key(k), str(v)) for k, v in params.items()])
+    client.log_artifact(run_id, str(directory / "stage.json"))

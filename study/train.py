@@ -140,7 +140,7 @@ class _Run:
         self.languages = cfg.languages or self.task.languages
         torch.manual_seed(cfg.seed)  # the head's initialisation
         self.model = load_model(self.spec, self.task.head, num_labels=max(len(self.task.labels), 2),
-                                path=cfg.init_checkpoint).to(device)
+                                path=cfg.init_checkpoint).to(device)  # an intermediate encoder gets a fresh head
         self.capture = VMECapture(self.model, cfg.ap_layer) if cfg.objective == "vme" else None
         self.sampler = torch.utils.data.DistributedSampler(self.pairs, num_replicas=world, rank=rank, shuffle=True,
                                                            seed=cfg.seed, drop_last=world > 1)

@@ -37,10 +37,17 @@ def train_driver_fn(config: dict) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     train, stage = split_trial_config(config)
-    if stage["modality"] != "none":
-        raise StudyError(f"modality {stage['modality']!r} needs the intermediate stage, which is not built yet")
     trial_id = ray.tune.get_context().get_trial_id()
-    trainer = build_trainer(TrainConfig.from_dict(train), Scaling(**config["scaling"]), config["storage"],
+    scaling = Scaling(**config["scaling"])
+    if stage["modality"] != "none":  # the intermediate stage first (cached across trials), then fine-tuning from it
+        from study.intermediate import run_stage, stage_config
+        from study.tracking import log_stage
+
+        directory, meta, cache_hit = run_stage(stage_config(train["model"], train["seed"], stage), scaling,
+                                               config["storage"])
+        log_stage(config["mlflow"]["uri"], config["mlflow"]["experiment"], trial_id, directory, meta, cache_hit)
+        train["init_checkpoint"] = str(directory)
+    trainer = build_trainer(TrainConfig.from_dict(train), scaling, config["storage"],
                             name=f"{config['study']}-trial-{trial_id}",  # stable across restarts: no timestamps
                             callbacks=[TuneReportCallback()])
     trainer.fit()
@@ -181,10 +188,12 @@ def build_tuner(settings: dict, scaling: Scaling, max_concurrent: int, callback,
     space: SearchSpace = settings["space"]
     metric = selection_key(settings["task"].metric)
     constants = {"base": settings["base"].to_dict(), "scaling": scaling.__dict__, "storage": settings["storage"],
-                 "study": settings["name"]}
+                 "study": settings["name"], "mlflow": {"uri": settings["uri"], "experiment": settings["experiment"]}}
 
-    searcher = OptunaSearch(space=DefineByRun(space, constants), metric=metric, mode="max", sampler=optuna.samplers.TPESampler(
-        seed=space.seed, multivariate=True, constant_liar=True))
+    modality = next((p for p in space.params if p.name == "modality"), None)
+    first = [{"modality": m} for m in modality.choices] if modality else None  # every modality in the first trials
+    searcher = OptunaSearch(space=DefineByRun(space, constants), metric=metric, mode="max", points_to_evaluate=first,
+                            sampler=optuna.samplers.TPESampler(seed=space.seed, multivariate=True, constant_liar=True))
     return ray.tune.Tuner(
         trainable,
         tune_config=ray.tune.TuneConfig(

@@ -158,3 +158,20 @@ def test_qa_spans_map_back_to_the_answer_and_cache_is_reused(tiny):
         assert answer[f["example_id"]] in span and len(span) <= len(answer[f["example_id"]]) + 3
     again = encode_records(T.TASKS["xquad"], records, tokenizer, 256, "unit")
     assert again.cache_files == features.cache_files and again.cache_files
+
+
+def test_mewslix_reader_ranks_entities_by_mention_sentence(tmp_path):
+    root = tmp_path / "mewslix"
+    root.mkdir()
+    entities = [{"entity_id": "Q1", "description": "Skala Richter ..."}, {"entity_id": "Q2", "description": "Paris"}]
+    text = "Primera frase. Un sismo de 6,8 en la escala de Richter. Otra."
+    start = text.index("escala")
+    article = {"context": {"language": "es", "text": text, "sentence_spans": [[0, 14], [15, 55], [56, 61]]},
+               "mentions": [{"entity_id": "Q1", "mention_span": {"start": start, "end": start + 17}}]}
+    other = {"context": {"language": "de", "text": "x", "sentence_spans": [[0, 1]]},
+             "mentions": [{"entity_id": "Q2", "mention_span": {"start": 0, "end": 1}}]}
+    (root / "candidate_set_entities.jsonl").write_text("\n".join(json.dumps(e) for e in entities))
+    (root / "wikinews_mentions-test.jsonl").write_text(json.dumps(article) + "\n" + json.dumps(other) + "\n")
+    ranking = load_split(T.TASKS["mewslix"], "test", "es", tmp_path)
+    assert ranking.questions == ["Un sismo de 6,8 en la escala de Richter."] and ranking.relevant == [[0]]
+    assert ranking.candidates == ["Skala Richter ...", "Paris"]

@@ -26,11 +26,18 @@ def test_shipped_search_spaces_load_and_sample(model):
     assert space.model == model
     names = {p.name for p in space.params}
     assert {"alpha", "beta", "w_robust", "ap_layer", "ap_mask", "lr", "modality"} <= names
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
-    trial = study.ask()
-    space.define_by_run(trial)
-    assert set(trial.params) == names and trial.params["modality"] == "none"
     assert {"smoke", "paper"} <= set(space.presets)
+    by_modality = {}
+    for modality in ("none", "text", "multimodal"):
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+        study.enqueue_trial({"modality": modality})
+        trial = study.ask()
+        space.define_by_run(trial)
+        by_modality[modality] = set(trial.params)
+    stage_only = {"intermediate_steps", "vision_lr"}
+    assert not by_modality["none"] & stage_only  # define-by-run: no parameters of a branch not taken
+    assert "intermediate_steps" in by_modality["text"] and "vision_lr" not in by_modality["text"]
+    assert stage_only <= by_modality["multimodal"]
 
 
 CONDITIONAL = """
@@ -156,7 +163,16 @@ def test_smoke_study_records_every_trial_in_mlflow(mlflow_server, tmp_path):
             assert f"family/accuracy/{family}" in run.data.metrics
         assert {"dev_en/accuracy", "loss/ep", "loss/ap"} <= set(run.data.metrics)
         assert len(client.get_metric_history(run.info.run_id, "dev_en/accuracy")) == 3  # a step series
-        assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["per_language.csv"]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        modality = run.data.params["modality"]
+        if modality == "none":
+            assert artifacts == {"per_language.csv"} and "intermediate_steps" not in run.data.params
+        else:  # the stage's parameters, loss series, checkpoint and metadata are part of the trial's run
+            assert artifacts == {"per_language.csv", "stage.json"}
+            assert {"intermediate_steps", "intermediate.checkpoint", "intermediate.cache_hit"} <= set(run.data.params)
+            assert client.get_metric_history(run.info.run_id, "intermediate/loss")
+            assert ("vision_lr" in run.data.params) == (modality == "multimodal")
+    assert sorted(r.data.params["modality"] for r in trials) == ["multimodal", "none", "text"]
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ repositories ship them (this is how ``../shared/data`` is laid out):
     lareqa/xquad-r/{lang}.json[.gz]                  google-research-datasets/lareqa
     udpos/UD_*/{lang}_*-ud-{train,dev,test}.conllu[.gz]   UniversalDependencies (UPOS = column 4)
     xnli/XNLI-1.0/xnli.{dev,test}.tsv, xnli/multinli.train.en.tsv (XNLI-MT)
+    mewslix/{candidate_set_entities,wikinews_mentions-test}.jsonl   the dataset's get-mewsli-x.sh output
     panx/{lang}/{train,dev,test}                     "token<TAB>tag" lines, blank line between sentences
 
 Schemas: classification {text_a, text_b, label}; multiple-choice {premise, question, choices, label};
@@ -190,6 +191,8 @@ def _local(task: T.TaskSpec, split: str, lang: str, root: Path):
         return _squad_records(_read_json(path), path)
     if name == "lareqa":
         return _lareqa_ranking(root, lang)
+    if name == "mewslix":
+        return _mewslix_ranking(root / "mewslix", lang)
     if name == "udpos":
         return [r for f in _udpos_file(root, lang, split) for r in _conllu_records(f)]
     if name == "panx":
@@ -235,6 +238,32 @@ def _lareqa_ranking(root: Path, language: str) -> RankingSet:
         candidates.extend(lang_candidates)
     qids = sorted(own_questions)
     return RankingSet([own_questions[q] for q in qids], [answer_ids[q] for q in qids], candidates)
+
+
+def _mewslix_ranking(root: Path, language: str) -> RankingSet:
+    """Mewsli-X (google-research dense_representations_for_entity_retrieval/mel): each WikiNews mention of one
+    language, as the sentence that contains it, ranks the candidate entities' descriptions (any language);
+    its gold entity is relevant."""
+    entities = _read_jsonl(root / "candidate_set_entities.jsonl")
+    try:
+        position = {e["entity_id"]: i for i, e in enumerate(entities)}
+        candidates = [e["description"] for e in entities]
+        questions, relevant = [], []
+        for article in _read_jsonl(root / "wikinews_mentions-test.jsonl"):
+            context = article["context"]
+            if context["language"] != language:
+                continue
+            if not context["text"]:
+                raise StudyError(f"{root}/wikinews_mentions-test.jsonl has empty article texts: run the dataset's "
+                                 "get-mewsli-x.sh, which fills them from the WikiNews dumps")
+            for mention in article["mentions"]:
+                start = mention["mention_span"]["start"]
+                span = next(((s, e) for s, e in context["sentence_spans"] if s <= start < e), (0, len(context["text"])))
+                questions.append(context["text"][span[0]:span[1]])
+                relevant.append([position[mention["entity_id"]]])
+    except KeyError as err:
+        raise StudyError(f"{root}: not in Mewsli-X format (missing {err})") from None
+    return RankingSet(questions, relevant, candidates)
 
 
 # --- hub ------------------------------------------------------------------------------------------------------

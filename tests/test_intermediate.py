@@ -1,0 +1,91 @@
+"""The intermediate stage: matched text vs multimodal contrastive training, caching, hand-off to fine-tuning."""
+
+import json
+
+import pytest
+import torch
+
+from study import intermediate as stage
+from study.config import TrainConfig
+from study.errors import StudyError
+from study.train import Scaling, validate
+
+
+def _run(tmp_path, modality, steps=8, **options):
+    cfg = stage.StageConfig(model="tiny", modality=modality, steps=steps, batch_size=8, **options)
+    out = tmp_path / modality
+    meta = stage.run_stage_worker(cfg, out, 0, 1, torch.device("cpu"), report=lambda metrics: None)
+    return out, meta
+
+
+def test_offline_data_is_real_emoji_with_two_captions():
+    items, skipped = stage.emoji_dataset()
+    assert len(items) > 500 and {i.split for i in items} == {"train", "test"}
+    assert all(i.caption and i.second_caption and i.caption.lower() != i.second_caption.lower() for i in items)
+    image = stage.render(items[0].char)
+    assert image.shape == (3, 32, 32) and image.std() > 0.05
+    assert skipped["no second caption"] > 0  # counted, not silently dropped
+
+
+def test_modalities_see_the_same_captions_in_the_same_order(tmp_path):
+    _, text = _run(tmp_path, "text")
+    _, multimodal = _run(tmp_path, "multimodal")
+    assert text["caption_order"] == multimodal["caption_order"] and text["steps"] == multimodal["steps"] == 8
+    assert multimodal["vision_tower"].endswith("trained from scratch)") and text["vision_tower"] is None
+    assert set(multimodal["probe"]) >= {"en", "de", "ja", "ar"} and text["probe"] == {}
+
+
+@pytest.mark.parametrize("modality", ["text", "multimodal"])
+def test_contrastive_loss_decreases(tmp_path, modality):
+    _, meta = _run(tmp_path, modality, steps=40, lr=1e-3, head_lr=1e-3, vision_lr=3e-3)
+    losses = meta["losses"]
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10, losses
+
+
+def test_stage_checkpoint_starts_the_fine_tuning(tmp_path):
+    out, _ = _run(tmp_path, "multimodal")
+    assert json.loads((out / "study_model.json").read_text())["intermediate"] == "multimodal"
+    cfg = TrainConfig(model="tiny", task="pocket-topic", init_checkpoint=str(out), max_train_examples=16,
+                      batch_size=8, max_length=32)
+    validate(cfg)
+    from study.models import get_spec, load_model
+    from study.train import _Run
+
+    run = _Run(cfg, 0, 1, torch.device("cpu"))
+    saved = load_model(get_spec("tiny"), "base", path=str(out))
+    assert torch.equal(run.model.base_model.embeddings.word_embeddings.weight,
+                       saved.embeddings.word_embeddings.weight)
+
+
+def test_nothing_usable_is_a_clear_error(monkeypatch):
+    stage.emoji_dataset.cache_clear()
+    monkeypatch.setattr(stage, "render", lambda char: torch.ones(3, 32, 32))  # every glyph missing: blank images
+    try:
+        with pytest.raises(StudyError, match="no usable captioned images"):
+            stage.emoji_dataset()
+    finally:
+        stage.emoji_dataset.cache_clear()
+
+
+def test_bad_stage_config():
+    with pytest.raises(StudyError, match="modality 'audio'"):
+        stage.StageConfig(model="tiny", modality="audio")
+    with pytest.raises(StudyError, match="needs negatives"):
+        stage.StageConfig(model="tiny", modality="text", batch_size=1)
+
+
+@pytest.mark.slow
+def test_stage_under_ray_is_cached_across_trials(tmp_path, monkeypatch):
+    import ray
+
+    monkeypatch.setenv("STUDY_CACHE_DIR", str(tmp_path / "cache"))
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False)
+    try:
+        cfg = stage.StageConfig(model="tiny", modality="text", steps=6, batch_size=8)
+        first = stage.run_stage(cfg, Scaling(workers=2), str(tmp_path / "runs"))
+        modified = (first[0] / "stage.json").stat().st_mtime
+        second = stage.run_stage(cfg, Scaling(workers=2), str(tmp_path / "runs"))
+    finally:
+        ray.shutdown()
+    assert first[2] is False and second[2] is True and first[0] == second[0]
+    assert (second[0] / "stage.json").stat().st_mtime == modified and second[1]["steps"] == 6
