@@ -242,7 +242,9 @@ def run_stage_worker(cfg: StageConfig, out: Path, rank: int, world: int, device,
     if world > 1:
         import ray.train.torch
 
-        ddp = ray.train.torch.prepare_model(model, move_to_device=False)
+        # the backbone's pooler is not used by the mean-pooled embeddings (but kept for the fine-tuning heads)
+        ddp = ray.train.torch.prepare_model(model, move_to_device=False,
+                                            parallel_strategy_kwargs={"find_unused_parameters": True})
     optimizer = make_optimizer(model.backbone, cfg.lr)  # the backbone; heads and vision below
     optimizer.add_param_group({"params": list(model.text_head.parameters()), "lr": cfg.head_lr})
     if model.vision is not None:
