@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -24,3 +26,20 @@ def write_json_atomic(path: Path, data) -> None:
     except BaseException:
         os.unlink(scratch)
         raise
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path):
+    """A scratch folder beside ``target`` that becomes ``target`` only if the block succeeds (another process
+    that finished the same directory first wins); a failure leaves nothing behind."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        yield scratch
+        try:
+            scratch.rename(target)
+        except OSError:
+            if not target.exists():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -23,8 +23,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -34,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study.cache import cache_dir
+from study.cache import atomic_directory, cache_dir
 from study.errors import StudyError
+from study.search_space import MODALITIES
 
-MODALITIES = ("none", "text", "multimodal")
 PROBE_LANGUAGES = ("es", "ja", "ko", "pt", "it", "fr", "de", "fa", "id", "zh", "ru", "tr", "ar")
 IMAGE_SIZE = 32
 EMBED_DIM = 128
@@ -121,7 +119,7 @@ def emoji_dataset() -> tuple[tuple[CaptionedImage, ...], dict]:
 
 @lru_cache(maxsize=4096)
 def _render_cached(char: str) -> bytes:
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     font = _font(IMAGE_SIZE * 3 // 4)
     image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), "white")
@@ -285,18 +283,9 @@ def _write_stage(backbone, tokenizer, spec, out: Path, meta: dict) -> None:
     """Write the encoder directory atomically (temporary folder, then rename)."""
     from study.models import save_model_dir
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with atomic_directory(out) as scratch:
         save_model_dir(backbone, tokenizer, spec, scratch, intermediate=meta["config"]["modality"])
         (scratch / STAGE_META).write_text(json.dumps(meta, indent=1))
-        try:
-            scratch.rename(out)
-        except OSError:  # another trial wrote the same stage first
-            if not (out / STAGE_META).is_file():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @torch.no_grad()

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
-import shutil
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from study.cache import cache_dir
+from study.cache import atomic_directory, cache_dir
 from study.errors import StudyError
 from study.hub import hf_home, hub_unreachable_reason
 
@@ -200,17 +197,8 @@ def _ensure_built(name: str, build) -> Path:
     target = cache_dir() / name
     if (target / "config.json").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
+    with atomic_directory(target) as scratch:
         build(scratch)
-        try:
-            scratch.rename(target)
-        except OSError:  # another process finished first
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return target
 
 

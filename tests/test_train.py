@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -124,7 +123,6 @@ def test_bad_config_values_are_rejected(options, message):
     (["--languages", "de,xx"], "unknown language code 'xx'"),
 ])
 def test_cli_bad_input_fails_before_any_worker(args, message, tmp_path):
-    started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "study.train", "--model", "tiny", "--storage", str(tmp_path),
                              *args], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and message in result.stderr, result.stderr
