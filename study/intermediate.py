@@ -40,6 +40,7 @@ PROBE_LANGUAGES = ("es", "ja", "ko", "pt", "it", "fr", "de", "fa", "id", "zh", "
 IMAGE_SIZE = 32
 EMBED_DIM = 128
 STAGE_META = "stage.json"
+STAGE_FORMAT = 1  # bump when the stage's training changes, so cached stages of older code are not reused
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ class StageConfig:
             raise StudyError("intermediate batch_size must be >= 2: the contrastive loss needs negatives")
 
     def key(self, data_fingerprint: str) -> str:
-        return hashlib.sha256(json.dumps([asdict(self), data_fingerprint], sort_keys=True).encode()).hexdigest()[:16]
+        content = [asdict(self), data_fingerprint, STAGE_FORMAT]
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
