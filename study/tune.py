@@ -199,7 +199,7 @@ def build_tuner(settings: dict, scaling: Scaling, max_concurrent: int, callback,
         tune_config=ray.tune.TuneConfig(
             metric=metric, mode="max", search_alg=searcher, num_samples=settings["trials"],
             scheduler=ASHAScheduler(time_attr="training_iteration", max_t=100, grace_period=1, reduction_factor=2),
-            max_concurrent_trials=max_concurrent, reuse_actors=True),  # no new driver process per trial
+            max_concurrent_trials=max_concurrent),
         run_config=ray.tune.RunConfig(
             name=settings["name"], storage_path=settings["storage"], callbacks=[callback],
             failure_config=ray.tune.FailureConfig(max_failures=0),  # worker failures are retried by Ray Train
