@@ -124,8 +124,9 @@ def _default_name(args, storage: str, prefix: str) -> str:
     """A new study gets a timestamped name; --resume without --name takes the newest study with the prefix."""
     if not args.resume:
         return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-    candidates = sorted(p.name for p in Path(storage).glob(f"{prefix}-*") if p.is_dir()
-                        and not p.name.endswith("-seeds")) if "://" not in storage else []
+    # a study directory holds the Tuner's state; its trials' Train runs (<study>-trial-<id>) do not
+    candidates = sorted(p.parent.name for p in Path(storage).glob(f"{prefix}-*/tuner.pkl")
+                        if not p.parent.name.endswith("-seeds")) if "://" not in storage else []
     if not candidates:
         raise StudyError(f"nothing to resume: no study {prefix}-* in {storage} (pass --name for a specific one)")
     return candidates[-1]

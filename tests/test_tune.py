@@ -230,3 +230,18 @@ def test_bad_input_exits_2_before_ray_or_mlflow(args, message, tmp_path):
     assert message in process.stderr and len(process.stderr.strip().splitlines()) == 1, process.stderr
     assert not db.exists() and not (tmp_path / "runs").exists()  # no MLflow run, no Ray storage
     assert "Ray" not in process.stderr
+
+
+def test_resume_without_name_takes_the_newest_study_not_a_trial_run(tmp_path):
+    from argparse import Namespace
+
+    from study.tune import _default_name
+
+    for name in ("study-m-t-smoke-20260101-000000", "study-m-t-smoke-20260102-000000"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "tuner.pkl").write_bytes(b"")
+    (tmp_path / "study-m-t-smoke-20260102-000000-trial-abc").mkdir()  # a trial's Train run: no Tuner state
+    assert _default_name(Namespace(resume=True), str(tmp_path), "study-m-t-smoke") == "study-m-t-smoke-20260102-000000"
+    with pytest.raises(StudyError, match="nothing to resume"):
+        _default_name(Namespace(resume=True), str(tmp_path), "study-other")
+    assert _default_name(Namespace(resume=False), str(tmp_path), "study-m").startswith("study-m-20")
