@@ -143,8 +143,8 @@ def _runs(uri, experiment):
 
 @pytest.mark.slow
 def test_smoke_study_records_every_trial_in_mlflow(mlflow_server, tmp_path):
-    process = _study("--trials", "3", "--workers", "2", "--storage", str(tmp_path), "--mlflow-uri", mlflow_server,
-                     "--experiment", "e2e")
+    process = _study("--trials", "3", "--workers", "2", "--seeds", "2", "--storage", str(tmp_path), "--mlflow-uri",
+                     mlflow_server, "--experiment", "e2e")
     output, _ = process.communicate(timeout=900)
     assert process.returncode == 0, output[-3000:]
     assert "best configuration (selected on English dev" in output and "mlflow ui" in output
@@ -173,6 +173,10 @@ def test_smoke_study_records_every_trial_in_mlflow(mlflow_server, tmp_path):
             assert client.get_metric_history(run.info.run_id, "intermediate/loss")
             assert ("vision_lr" in run.data.params) == (modality == "multimodal")
     assert sorted(r.data.params["modality"] for r in trials) == ["multimodal", "none", "text"]
+    repeats = [r for r in client.search_runs([parent.info.experiment_id], "tags.run_kind = 'seed-repeat'")]
+    assert len(repeats) == 2 and {r.data.params["seed"] for r in repeats} == {"8", "9"}  # best config, new seeds
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in repeats)
+    assert "seeds_finished" in client.get_run(parent.info.run_id).data.metrics
 
 
 @pytest.mark.slow
