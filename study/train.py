@@ -4,8 +4,8 @@ Zero-shot protocol: the English dev set is the only signal for checkpoint select
 test sets are evaluated at the same points and reported, never used to choose anything.
 
 Determinism and resume: the data order comes from a seeded ``DistributedSampler`` (epoch-dependent) and every
-optimizer step re-seeds the torch generator from (seed, rank, step), so a run restored from a checkpoint continues
-at the same step with the same batches and the same dropout draws as a run that never stopped.
+micro-batch re-seeds the torch generator from (seed, rank, epoch, batch), so a run restored from a checkpoint
+continues at the same step with the same batches and the same dropout draws as a run that never stopped.
 """
 
 from __future__ import annotations
@@ -192,7 +192,8 @@ class _Run:
                        init_checkpoint=self.cfg.init_checkpoint)
         torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(), "progress": asdict(self.progress),
-                    "rng": {"seed": self.cfg.seed, "derivation": "torch.manual_seed(hash of seed, rank, step)"}},
+                    "rng": {"seed": self.cfg.seed,
+                            "derivation": "torch.manual_seed(hash of seed, rank, epoch, batch)"}},
                    Path(directory) / TRAIN_STATE)
 
     # -- training --

@@ -65,7 +65,8 @@ def _tagging(task, tokenizer, max_length):
                 else:
                     tag = tags[word]
                     if tag not in label_of:
-                        raise StudyError(f"task {task.name!r}: unknown tag {tag!r}; known tags: {' '.join(task.labels)}")
+                        raise StudyError(f"task {task.name!r}: unknown tag {tag!r}; known tags: "
+                                         f"{' '.join(task.labels)}")
                     row_labels.append(label_of[tag])
                 previous = word
             labels.append(row_labels)

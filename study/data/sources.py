@@ -171,7 +171,8 @@ def _local(task: T.TaskSpec, split: str, lang: str, root: Path):
     if name == "tatoeba":
         code = TATOEBA_CODES.get(lang, get_language(lang).iso3)
         base = root / "tatoeba" / "v1" / f"tatoeba.{code}-eng"
-        with _open_text(base.with_name(base.name + f".{code}")) as src, _open_text(base.with_name(base.name + ".eng")) as eng:
+        with _open_text(base.with_name(f"{base.name}.{code}")) as src, \
+                _open_text(base.with_name(f"{base.name}.eng")) as eng:
             source, english = src.read().splitlines(), eng.read().splitlines()
         if len(source) != len(english):
             raise StudyError(f"{base}.{code} has {len(source)} lines but {base}.eng has {len(english)}")
