@@ -171,8 +171,8 @@ def main() -> None:
     x, xt, labels = make_batches(spec, args.batch, args.length)
     variants = build_variants(spec, args.ap_layer, VMEWeights(), x, xt, labels, not args.no_attention_dropout)
     dropout = "off" if args.no_attention_dropout else "on"
-    print(f"model {spec.name}, batch {args.batch} x {args.length}, {args.threads} threads, attention dropout {dropout}, "
-          f"{args.steps} timed steps per variant (+1 warm-up), interleaved")
+    print(f"model {spec.name}, batch {args.batch} x {args.length}, {args.threads} threads, attention dropout "
+          f"{dropout}, {args.steps} timed steps per variant (+1 warm-up), interleaved")
     times: dict[str, list[float]] = {name: [] for name in variants}
     saved: dict[str, int] = {}
     for round_ in range(args.steps + 1):
