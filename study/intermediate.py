@@ -328,6 +328,9 @@ def run_stage(cfg: StageConfig, scaling, storage: str) -> tuple[Path, dict, bool
 
     from study.train import worker_env
 
+    from study.models import get_spec, model_path
+
+    model_path(get_spec(cfg.model))  # build an offline model here, once, before the workers load it
     items, _ = emoji_dataset()
     key = cfg.key(data_fingerprint(items))
     out = cache_dir() / "intermediate" / f"{cfg.model}-{cfg.modality}-{key}"

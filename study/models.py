@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from study.cache import atomic_directory, cache_dir
+from study.cache import atomic_directory, build_lock, cache_dir
 from study.errors import StudyError
 from study.hub import hf_home, hub_unreachable_reason
 
@@ -197,8 +197,10 @@ def _ensure_built(name: str, build) -> Path:
     target = cache_dir() / name
     if (target / "config.json").is_file():
         return target
-    with atomic_directory(target) as scratch:
-        build(scratch)
+    with build_lock(target):  # workers of one run may all find the cache empty; one builds, the others wait
+        if not (target / "config.json").is_file():
+            with atomic_directory(target) as scratch:
+                build(scratch)
     return target
 
 
