@@ -253,7 +253,7 @@ def run_stage_worker(cfg: StageConfig, out: Path, rank: int, world: int, device,
         optimizer.add_param_group({"params": list(model.vision.parameters()), "lr": cfg.vision_lr})
     order = batch_order(len(train), cfg.steps, cfg.batch_size, cfg.seed)
     captions_seen = hashlib.sha256()
-    losses, window = [], []
+    losses, reported = [], 0
     started = time.perf_counter()
     for step, indices in enumerate(order, start=1):
         batch = [train[i] for i in indices][rank::world]
@@ -266,10 +266,9 @@ def run_stage_worker(cfg: StageConfig, out: Path, rank: int, world: int, device,
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        window.append(loss.item())
-        if step % 20 == 0 or step == cfg.steps:
-            report({"intermediate/loss": sum(window) / len(window), "intermediate/step": step})
-            window = []
+        if step % 20 == 0 or step == cfg.steps:  # mean loss since the previous report
+            report({"intermediate/loss": sum(losses[reported:]) / (step - reported), "intermediate/step": step})
+            reported = step
     meta = {"config": asdict(cfg), "losses": losses, "steps": len(losses), "caption_order": captions_seen.hexdigest(),
             "examples": {"train": len(train), "test": len(items) - len(train), "skipped": skipped},
             "vision_tower": "SmallVisionEncoder (3-layer CNN, trained from scratch)" if model.vision else None,

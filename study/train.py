@@ -202,7 +202,7 @@ class _Run:
         return hash((self.cfg.seed, self.rank, self.progress.epoch, micro)) % (2**31)
 
     def _loss(self, batch):
-        from study.engine import split_batch, vme_forward
+        from study.engine import head_logits, split_batch, vme_forward
         from study.objective import task_cross_entropy
 
         x_inputs, labels_x = split_batch({k: v.to(self.device) for k, v in batch["x"].items()})
@@ -210,8 +210,6 @@ class _Run:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with autocast:
             if self.capture is None:  # plain fine-tuning on x only: the matched baseline
-                from study.engine import head_logits
-
                 loss = task_cross_entropy(head_logits(self.ddp(**x_inputs)), labels_x)
                 return loss, {"total": loss.item(), "task": loss.item()}
             terms = vme_forward(self.ddp, self.capture, x_inputs, xt_inputs, labels_x, labels_xt, self.cfg.weights,
@@ -237,7 +235,8 @@ class _Run:
                                          f"(terms: {terms}); this run stops")
                     (loss / cfg.grad_accum).backward()
                 self._accumulate(terms)
-                examples += batch["x"]["input_ids"].shape[0] * self.world
+                batch_examples = batch["x"]["input_ids"].shape[0] * self.world
+                examples += batch_examples
                 progress.micro_in_epoch = micro + 1
                 if sync:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
@@ -246,7 +245,7 @@ class _Run:
                     self.optimizer.zero_grad(set_to_none=True)
                     progress.step += 1
                 progress.train_seconds += time.perf_counter() - step_started
-                progress.train_examples += batch["x"]["input_ids"].shape[0] * self.world
+                progress.train_examples += batch_examples
                 if not sync:
                     continue
                 _maybe_fail(progress.step)
