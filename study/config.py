@@ -13,6 +13,9 @@ from study.errors import StudyError
 from study.objective import AP_MASK_MODES, VMEWeights
 
 OBJECTIVES = ("vme", "plain")  # plain = cross-entropy on x only: the matched-budget baseline
+# fast: one pass over [x; x̃], one captured attention layer, fused AdamW, trimmed vocabulary (study.engine, study.trim)
+# reference: the authors' way (two eager passes with every attention map, foreach AdamW, full vocabulary)
+IMPLEMENTATIONS = ("fast", "reference")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class TrainConfig:
     ap_mask: str = "none"
     k_copies: int = 1  # virtual copies x̃ per English example
     synonyms: str = "roget"  # "roget" or a neighbour JSON file
+    implementation: str = "fast"  # see IMPLEMENTATIONS; both give the same updates within fp32 tolerance
     # evaluation and debugging
     eval_every: int = 0  # optimizer steps between evaluations (0: once per epoch)
     max_train_examples: int | None = None
@@ -70,6 +74,9 @@ class TrainConfig:
             raise StudyError(f"eval_every={self.eval_every} and ap_layer={self.ap_layer} must be >= 0")
         if self.objective not in OBJECTIVES:
             raise StudyError(f"objective={self.objective!r} is invalid: choose one of {', '.join(OBJECTIVES)}")
+        if self.implementation not in IMPLEMENTATIONS:
+            raise StudyError(f"implementation={self.implementation!r} is invalid: choose one of "
+                             f"{', '.join(IMPLEMENTATIONS)}")
         if self.ap_mask not in AP_MASK_MODES:
             raise StudyError(f"ap_mask={self.ap_mask!r} is invalid: choose one of {', '.join(AP_MASK_MODES)}")
         self.weights  # validates the loss weights

@@ -52,6 +52,20 @@ def vme_forward(model: nn.Module, capture: VMECapture, x: Mapping[str, Tensor], 
     return vme_loss(stream_x, stream_xt, weights, ap_mask=ap_mask)
 
 
+def reference_vme_forward(model: nn.Module, x: Mapping[str, Tensor], xt: Mapping[str, Tensor], labels_x: Labels,
+                          labels_xt: Labels, weights: VMEWeights, ap_layer: int, ap_mask: str = "none") -> VMELoss:
+    """The authors' formulation (``--implementation reference``): two separate passes of a model in eager attention,
+    each returning every layer's attention map and hidden state; the objective takes layer 0's hidden states (the
+    embedding output) and ``ap_layer``'s attention. Slower, same loss as ``vme_forward``."""
+    streams = []
+    for inputs, labels in ((x, labels_x), (xt, labels_xt)):
+        out = model(**inputs, output_attentions=True, output_hidden_states=True)
+        mask = inputs["attention_mask"].reshape(-1, inputs["input_ids"].shape[-1])
+        streams.append(StreamOutputs(task_cross_entropy(head_logits(out), labels), out.hidden_states[0],
+                                     out.attentions[ap_layer], mask))
+    return vme_loss(*streams, weights, ap_mask=ap_mask)
+
+
 def split_batch(stream: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], Labels]:
     """Model inputs and labels of one collated stream (QA labels are start/end positions)."""
     inputs = {k: v for k, v in stream.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
@@ -61,15 +75,15 @@ def split_batch(stream: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], Labels
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0,
-                   head_lr: float | None = None) -> torch.optim.AdamW:
+                   head_lr: float | None = None, fused: bool = True) -> torch.optim.AdamW:
     """AdamW with the fused kernel: same update rule, but on CPU the 250k-row embedding update drops from
     ~1-3 s to ~0.1 s per step (measured in ../shared/docs/pocket_suite.md and benchmarks/vme_overhead.py).
 
     The task head (everything outside the encoder) may get its own learning rate: a fresh head needs a larger
-    one than the pretrained encoder."""
+    one than the pretrained encoder. ``fused=False`` is torch's default (foreach) kernel, the reference path's."""
     encoder = {id(p) for p in model.base_model.parameters()}
     head = [p for p in model.parameters() if id(p) not in encoder]
     groups = [{"params": [p for p in model.parameters() if id(p) in encoder], "lr": lr}]
     if head:
         groups.append({"params": head, "lr": head_lr or lr})
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=True)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused or None)

