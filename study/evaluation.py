@@ -88,8 +88,9 @@ def score_supervised(task: T.TaskSpec, records: list[dict], model, tokenizer, ma
         if task.name == "udpos":  # POS tags: every token its own entity (see metrics.pos_tags_as_entities)
             gold = [metrics.pos_tags_as_entities(s) for s in gold]
             predictions = [metrics.pos_tags_as_entities(s) for s in predictions]
-        return metrics.tagging_f1(gold, predictions), {"examples": len(gold)}
-    extra = {"examples": len(gold)}
+        return metrics.tagging_f1(gold, predictions), {"examples": len(gold),
+                                                       "units": metrics.tagging_units(gold, predictions)}
+    extra = {"examples": len(gold), "units": [[float(p == g), 1.0] for p, g in zip(predictions, gold)]}
     if task.suite == "pocket":  # the label prior is skewed: report a class-balanced view beside accuracy
         from sklearn.metrics import f1_score
 
@@ -122,9 +123,11 @@ def _qa_scores(features, records, model, tokenizer, batch_size) -> tuple[float, 
                         if example_id not in best or score > best[example_id][0]:
                             best[example_id] = (score, context_of[example_id][offsets[s][0]:offsets[e][1]])
     predictions = {qid: text for qid, (_, text) in best.items()}
-    scores = metrics.squad_scores(predictions, {r["id"]: r["answers"]["text"] for r in records})
+    answers = {r["id"]: r["answers"]["text"] for r in records}
+    scores = metrics.squad_scores(predictions, answers)
+    units = [[(f1 + em) / 2, 1.0] for f1, em in metrics.squad_question_scores(predictions, answers).values()]
     return scores[metrics.QA_METRIC], {"f1": scores["f1"], "exact_match": scores["exact_match"],
-                                       "examples": len(records)}
+                                       "examples": len(records), "units": units}
 
 
 def evaluate(task: T.TaskSpec, model, tokenizer, languages: tuple[str, ...], *, model_name: str,

@@ -58,15 +58,38 @@ def _answer_f1(prediction: str, truth: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def squad_scores(predictions: Mapping[str, str], answers: Mapping[str, Sequence[str]]) -> dict[str, float]:
-    """{'f1', 'exact_match', 'f1_em'} in [0, 1]: max over the gold answers, mean over questions."""
-    f1 = em = 0.0
+def squad_question_scores(predictions: Mapping[str, str],
+                          answers: Mapping[str, Sequence[str]]) -> dict[str, tuple[float, float]]:
+    """Per question: (F1, exact match), each the max over the gold answers (a missing prediction scores 0)."""
+    scores = {}
     for qid, truths in answers.items():
         prediction = predictions.get(qid, "")
-        f1 += max(_answer_f1(prediction, t) for t in truths)
-        em += max(float(normalize_answer(prediction) == normalize_answer(t)) for t in truths)
+        scores[qid] = (max(_answer_f1(prediction, t) for t in truths),
+                       max(float(normalize_answer(prediction) == normalize_answer(t)) for t in truths))
+    return scores
+
+
+def squad_scores(predictions: Mapping[str, str], answers: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """{'f1', 'exact_match', 'f1_em'} in [0, 1]: max over the gold answers, mean over questions."""
+    per_question = squad_question_scores(predictions, answers).values()
     n = max(len(answers), 1)
+    f1, em = sum(f for f, _ in per_question), sum(e for _, e in per_question)
     return {"f1": f1 / n, "exact_match": em / n, QA_METRIC: (f1 + em) / (2 * n)}
+
+
+# --- bootstrap units: score = sum(numerators) / sum(denominators), resampled by example ---------------------------
+
+
+def tagging_units(labels: Sequence[Sequence[str]], predictions: Sequence[Sequence[str]]) -> list[list[float]]:
+    """Per sentence (2 * true positives, predicted + gold entities): their sums' ratio is seqeval's micro F1."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    units = []
+    for gold, predicted in zip(labels, predictions):
+        gold_entities, predicted_entities = set(get_entities(list(gold))), set(get_entities(list(predicted)))
+        units.append([2.0 * len(gold_entities & predicted_entities), float(len(gold_entities) +
+                                                                         len(predicted_entities))])
+    return units
 
 
 # --- retrieval ------------------------------------------------------------------------------------------------

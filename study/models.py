@@ -62,6 +62,9 @@ REGISTRY: dict[str, ModelSpec] = {
                   "package's Q4_0 file; a stand-in for mBERT/XLM-R when the hub is unreachable", text_prefix="query: "),
         ModelSpec("tiny", "tiny random XLM-R [offline stand-in, untrained]", "random init (seed 0)", "xlm-roberta",
                   True, "6-layer XLM-R architecture, hidden 32, random weights, real XLM-R tokenizer; plumbing tests"),
+        ModelSpec("tiny-bert", "tiny random BERT [offline stand-in, untrained]", "random init (seed 1)", "bert",
+                  True, "6-layer BERT architecture, hidden 32, random weights, XLM-R tokenizer; the second model of "
+                  "plumbing tests that compare models (as mBERT vs XLM-R)"),
     )
 }
 
@@ -90,6 +93,8 @@ def model_path(spec: ModelSpec) -> str:
         return str(_ensure_built("e5-small", _build_e5_small))
     if spec.key == "tiny":
         return str(_ensure_built("tiny-xlmr", _build_tiny))
+    if spec.key == "tiny-bert":
+        return str(_ensure_built("tiny-bert", _build_tiny_bert))
     if spec.key in REGISTRY:
         return _resolve_hub(spec)
     return spec.source
@@ -220,15 +225,27 @@ def xlmr_tokenizer():
 
 
 def _build_tiny(out: Path) -> None:
-    import torch
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
+    _build_random(out, XLMRobertaConfig, XLMRobertaModel, seed=0)
+
+
+def _build_tiny_bert(out: Path) -> None:
+    from transformers import BertConfig, BertModel
+
+    _build_random(out, BertConfig, BertModel, seed=1)
+
+
+def _build_random(out: Path, config_class, model_class, seed: int) -> None:
+    """A 6-layer, hidden-32 random model of an architecture with the real XLM-R tokenizer."""
+    import torch
+
     tokenizer = xlmr_tokenizer()
-    config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=6, num_attention_heads=4,
-                              intermediate_size=64, max_position_embeddings=514, pad_token_id=tokenizer.pad_token_id,
-                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(0)
-    XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(out)
+    config = config_class(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=6, num_attention_heads=4,
+                          intermediate_size=64, max_position_embeddings=514, pad_token_id=tokenizer.pad_token_id,
+                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    model_class(config, add_pooling_layer=False).save_pretrained(out)
     tokenizer.save_pretrained(out)
 
 

@@ -197,21 +197,38 @@ class MLflowTrialCallback(Callback):
         self._finish(trial, "FAILED")
 
 
+def trial_run_id(client, uri: str, experiment: str, trial_id: str) -> str:
+    """The MLflow run of a trial, from inside the trial (the Tune callback creates it when the trial starts)."""
+    exp_id = experiment_id(uri, experiment)
+    for _ in range(30):
+        runs = client.search_runs([exp_id], f"tags.trial_id = '{trial_id}'")
+        if runs:
+            return runs[0].info.run_id
+        time.sleep(1)
+    raise StudyError(f"no MLflow run for trial {trial_id} to record its results in")
+
+
+def log_selected_examples(uri: str, experiment: str, trial_id: str, checkpoint) -> None:
+    """Attach the per-example scores of a trial's selected checkpoint (English dev) to its run, for the report's
+    bootstrap; the report reads them from MLflow, never from Ray's storage."""
+    from mlflow.tracking import MlflowClient
+
+    from study.train import EXAMPLES_FILE
+
+    client = MlflowClient(uri)
+    with checkpoint.as_directory() as directory:
+        path = Path(directory) / EXAMPLES_FILE
+        if path.is_file():
+            client.log_artifact(trial_run_id(client, uri, experiment, trial_id), str(path))
+
+
 def log_stage(uri: str, experiment: str, trial_id: str, directory: Path, meta: dict, cache_hit: bool) -> None:
     """Record a trial's intermediate stage in its MLflow run: loss series, probe, counts, checkpoint, metadata."""
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
-    exp_id = experiment_id(uri, experiment)
-    for _ in range(30):  # the Tune callback creates the run when the trial starts; wait for it briefly
-        runs = client.search_runs([exp_id], f"tags.trial_id = '{trial_id}'")
-        if runs:
-            break
-        time.sleep(1)
-    else:
-        raise StudyError(f"no MLflow run for trial {trial_id} to record the intermediate stage in")
-    run_id = runs[0].info.run_id
+    run_id = trial_run_id(client, uri, experiment, trial_id)
     now = int(time.time() * 1000)
     metrics = [Metric("intermediate/loss", loss, now, step) for step, loss in enumerate(meta["losses"], start=1)]
     metrics += [Metric(safe_key(f"intermediate/probe/{lang}"), score, now, 0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import os
 import random
 import statistics
@@ -27,6 +28,7 @@ import torch
 from study.config import TrainConfig
 from study.errors import StudyError, run_cli
 
+EXAMPLES_FILE = "per_example.json"
 TRAIN_STATE = "train_state.pt"
 MODEL_DIR = "model"
 FAIL_AT_STEP_ENV = "STUDY_FAIL_AT_STEP"  # test hook: the worker process dies once after this optimizer step
@@ -208,6 +210,9 @@ class _Run:
                     "rng": {"seed": self.cfg.seed,
                             "derivation": "torch.manual_seed(hash of seed, rank, epoch, batch)"}},
                    Path(directory) / TRAIN_STATE)
+        # what the report bootstraps over: per example (numerator, denominator) of the metric, per language
+        (Path(directory) / EXAMPLES_FILE).write_text(json.dumps({"step": self.progress.step,
+                                                                "metric": self.task.metric, "units": self.units}))
 
     # -- training --
 
@@ -319,12 +324,13 @@ class _Run:
         metric = self.task.metric
         dev, dev_extra = score_supervised(self.task, self.dev, self.model, self.tokenizer, self.cfg.max_length,
                                           "dev-en")
-        tests = {}
+        tests, self.units = {}, {"dev_en": dev_extra["units"]}
         for lang in self.languages:
             records = subsample(load_split(self.task, "test", lang, self.cfg.data_dir), self.cfg.max_eval_examples,
                                 self.cfg.seed)
-            tests[lang], _ = score_supervised(self.task, records, self.model, self.tokenizer, self.cfg.max_length,
-                                              f"test-{lang}")
+            tests[lang], extra = score_supervised(self.task, records, self.model, self.tokenizer,
+                                                  self.cfg.max_length, f"test-{lang}")
+            self.units[lang] = extra["units"]
         self.model.train()
         targets = {lang: s for lang, s in tests.items() if lang != "en"}
         english = tests.get("en", dev)

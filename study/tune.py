@@ -52,7 +52,15 @@ def train_driver_fn(config: dict) -> None:
     trainer = build_trainer(TrainConfig.from_dict(train), scaling, config["storage"],
                             name=f"{config['study']}-trial-{trial_id}",  # stable across restarts: no timestamps
                             callbacks=[TuneReportCallback()])
-    trainer.fit()
+    result = trainer.fit()
+    if result.best_checkpoints:  # the selected checkpoint's per-example scores, for the report's bootstrap
+        from study.tasks import get_task
+        from study.tracking import log_selected_examples
+        from study.train import select_best
+
+        selected = select_best([m for _, m in result.best_checkpoints], get_task(train["task"]).metric)
+        checkpoint = next(c for c, m in result.best_checkpoints if m is selected)
+        log_selected_examples(config["mlflow"]["uri"], config["mlflow"]["experiment"], trial_id, checkpoint)
 
 
 # --- [3] the study -------------------------------------------------------------------------------------------
@@ -79,6 +87,9 @@ def parse_args(argv):
     parser.add_argument("--mlflow-uri", help="tracking URI (default: sqlite:///<cwd>/mlflow.db, no server needed)")
     parser.add_argument("--experiment", help="MLflow experiment (default: vme-<suite>; compare models in one)")
     parser.add_argument("--resume", action="store_true", help="continue the study of this name after a crash")
+    parser.add_argument("--implementation", choices=("fast", "reference"), default="fast",
+                        help="training step: fast (one pass, one captured layer, fused AdamW, trimmed vocabulary) or "
+                        "reference (the authors' two eager passes), for comparison; same results within fp32")
     parser.add_argument("--intermediate-data", help="image-caption data of the intermediate stage: emoji (offline), "
                         "a hub dataset id or local dataset directory, or a folder with captions.jsonl/tsv (default: "
                         f"emoji for offline stand-ins, {FLICKR30K} otherwise)")
@@ -107,7 +118,7 @@ def resolve(args) -> dict:
         raise StudyError(f"task {task.name!r} belongs to the {task.suite} suite, not {args.suite}")
     preset = args.preset or ("smoke" if spec.offline_stand_in else "paper")
     base = TrainConfig.from_dict({**space.preset(preset), "model": args.model, "task": task.name,
-                                  "data_dir": args.data_dir})
+                                  "data_dir": args.data_dir, "implementation": args.implementation})
     validate(base)
     trials = args.trials or DEFAULT_TRIALS[preset]
     if trials < 1 or args.seeds < 0:
@@ -188,6 +199,7 @@ def provenance(settings: dict) -> tuple[dict, dict]:
     params = {**spec.as_params(), "task": settings["task"].name, "suite": settings["task"].suite,
               "preset": settings["preset"], "trials": settings["trials"], "search_space": str(space.path),
               "search_space_sha256": space.sha256, "git_commit": commit,
+              "searched": ",".join(p.name for p in space.params),
               **{f"base.{k}": v for k, v in settings["base"].to_dict().items()},
               **{f"intermediate.{k}": v for k, v in settings["stage"].items()},
               **{f"version.{p}": version(p) for p in ("ray", "torch", "transformers", "optuna", "mlflow", "datasets")}}

@@ -23,3 +23,14 @@ def test_vme_overhead_benchmark_prints_both_ratios():
 def test_tokenize_benchmark_prints_throughput_and_cached_load():
     out = _run("tokenize_throughput.py")
     assert "pairs/s" in out and "second load (cached)" in out
+
+
+def test_vme_vs_reference_benchmark_prints_speed_memory_and_exactness():
+    out = _run("vme_vs_reference.py", "--model", "tiny", "--steps", "1", "--batch", "4", "--length", "32",
+               "--check-steps", "1")
+    assert "speed-up of this project's step (fast) over the reference" in out
+    for variant in ("fast-full", "fast"):
+        line = next(line for line in out.splitlines() if line.startswith(f"{variant} vs reference"))
+        weight_diff = float(line.rsplit(" ", 1)[-1])
+        assert weight_diff < 1e-5, line  # exact within fp32 tolerance, not merely printed
+    assert "step memory" in out and out.count(" MiB") == 3

@@ -89,3 +89,10 @@ def test_fast_training_step_equals_the_reference_step(ap_mask):
         fast = runs["fast"].model.state_dict()
     for name, value in runs["reference"].model.state_dict().items():
         torch.testing.assert_close(fast[name], value, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_unknown_implementation_is_a_clear_error():
+    from study.errors import StudyError
+
+    with pytest.raises(StudyError, match="implementation='eager' is invalid: choose one of fast, reference"):
+        TrainConfig(implementation="eager")
