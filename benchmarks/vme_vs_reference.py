@@ -12,8 +12,9 @@ probabilities), the fused AdamW kernel, and the embedding matrix trimmed to the 
 
 Printed, from one run: examples/s (median of interleaved timed steps, dropout on as in training), the speed-up over
 the reference, peak memory per variant (CPU: the peak resident memory two training steps add in a child process
-that runs only that variant; CUDA: ``max_memory_allocated``), and the max absolute difference of the loss terms and of every weight after ``--check-steps``
-steps from the same initialisation (dropout off there: the two formulations draw different dropout masks by design).
+that runs only that variant; CUDA: ``max_memory_allocated``), and the max absolute difference of the loss terms and
+of every weight after ``--check-steps`` steps from the same initialisation (dropout off there: the two formulations
+draw different dropout masks by design).
 It asserts nothing: compare the ratios of one run.
 
     python benchmarks/vme_vs_reference.py                       # e5-small, batch 16 x 128, 2 threads, CPU

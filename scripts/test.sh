@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Install the project with its test extra into ./.venv and run the whole test suite.
+# Install the project with its test extra into ./.venv (and headless Chromium for the browser test), then run the
+# whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/install_browser.sh
 . scripts/venv.sh test
 python -m pytest -q "$@"

@@ -30,7 +30,8 @@ from study.config import TrainConfig
 from study.errors import StudyError
 
 MODALITIES = ("none", "text", "multimodal")
-STAGE_PARAMS = {"modality", "intermediate_steps", "intermediate_lr", "vision_lr", "vision_train"}  # see study.intermediate
+# see study.intermediate
+STAGE_PARAMS = {"modality", "intermediate_steps", "intermediate_lr", "vision_lr", "vision_train"}
 TRAIN_PARAMS = {f.name for f in fields(TrainConfig)} - {"model", "task", "data_dir", "languages", "init_checkpoint"}
 PRESETS = ("smoke", "paper")
 _SPEC_KEYS = {"float": {"type", "low", "high", "log", "when"}, "int": {"type", "low", "high", "log", "step", "when"},

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
+import os
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +25,10 @@ from ray.tune import Callback
 from study.errors import StudyError
 from study.search_space import split_trial_config
 
+# A study must notice an MLflow outage in seconds, not after MLflow's default ~2 minutes of retries per request
+# (its writes are buffered meanwhile, see MLflowWriter); users can still override both.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 _UNSAFE = re.compile(r"[^\w\-./ ]")
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -112,83 +119,240 @@ def flatten(config: dict, prefix: str = "") -> dict:
     return flat
 
 
-class MLflowTrialCallback(Callback):
-    """Tune callback: a nested MLflow run per trial with every parameter, every metric as a step series, the
-    per-language table of its selected report as a CSV artifact, and FAILED status for failed trials."""
+# --- the outbox: what trial processes hand to the tracking side, in the study's Ray storage --------------------
 
-    def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, tags: dict, selection_key: str,
-                 metric: str):
-        self.tracking_uri, self.experiment, self.parent_run_id = tracking_uri, experiment, parent_run_id
-        self.tags, self.selection_key, self.metric = tags, selection_key, metric
+
+def _storage_fs(storage: str):
+    """(pyarrow filesystem, root path) of a Ray storage location: a directory or a URI such as s3://bucket/dir."""
+    import pyarrow.fs
+
+    if "://" in storage:
+        return pyarrow.fs.FileSystem.from_uri(storage)
+    return pyarrow.fs.LocalFileSystem(), str(Path(storage).resolve())
+
+
+def outbox_put(storage: str, study: str, trial_id: str, name: str, data: bytes) -> None:
+    """Leave a file for the trial's MLflow run. Trial processes never talk to MLflow: the study driver's callback
+    is its only writer, so an unreachable server cannot fail a trial and nothing is written twice."""
+    fs, root = _storage_fs(storage)
+    directory = f"{root}/{study}/mlflow-outbox/{trial_id}"
+    fs.create_dir(directory, recursive=True)
+    with fs.open_output_stream(f"{directory}/{name}.tmp") as out:
+        out.write(data)
+    fs.move(f"{directory}/{name}.tmp", f"{directory}/{name}")
+
+
+def outbox_take(storage: str, study: str, trial_id: str) -> dict[str, bytes]:
+    import pyarrow.fs
+
+    fs, root = _storage_fs(storage)
+    directory = f"{root}/{study}/mlflow-outbox/{trial_id}"
+    if fs.get_file_info(directory).type != pyarrow.fs.FileType.Directory:
+        return {}
+    items = {}
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(directory)):
+        if info.type == pyarrow.fs.FileType.File and not info.base_name.endswith(".tmp"):
+            with fs.open_input_stream(info.path) as handle:
+                items[info.base_name] = handle.read()
+    return items
+
+
+def stage_record(directory: Path, meta: dict, cache_hit: bool) -> bytes:
+    return json.dumps({"directory": str(directory), "meta": meta, "cache_hit": cache_hit}).encode()
+
+
+# --- buffered writes: MLflow down for a while loses nothing ----------------------------------------------------
+
+
+class MLflowWriter:
+    """Applies MLflow writes in order; while the server is unreachable they wait in a buffer that is also saved to
+    the study's storage (``mlflow-outbox/pending.pkl``), so a later call, the end of the study or a ``--resume``
+    after a crash writes them. Runs are found by their ``trial_id`` tag, so every write is safe to repeat."""
+
+    def __init__(self, uri: str, experiment: str, parent_run_id: str, storage: str, study: str):
+        self.uri, self.experiment, self.parent_run_id = uri, experiment, parent_run_id
+        self.storage, self.study = storage, study
         self._runs: dict[str, str] = {}
-        self._best: dict[str, dict] = {}
         self._client = None
+        self._down_since: float | None = None
+        self.pending: list[tuple] = self._load()
+        self._saved = bool(self.pending)
 
     def __getstate__(self):  # the Tuner pickles its callbacks with the experiment state
-        state = dict(self.__dict__)
-        state["_client"] = None
-        return state
+        return {**self.__dict__, "_client": None}
+
+    def __setstate__(self, state):  # a restored study: the buffer on disk is newer than the pickled one
+        self.__dict__.update(state)
+        self.pending = self._load()
+        self._saved = bool(self.pending)
 
     @property
     def client(self):
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
-            self._client = MlflowClient(self.tracking_uri)
+            self._client = MlflowClient(self.uri)
         return self._client
 
-    def _run_id(self, trial) -> str:
-        if trial.trial_id in self._runs:
-            return self._runs[trial.trial_id]
-        exp_id = experiment_id(self.tracking_uri, self.experiment)
-        found = self.client.search_runs([exp_id], f"tags.trial_id = '{trial.trial_id}' and "
-                                                  f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'")
-        if found:  # a resumed study: continue the trial's existing run
-            run_id = found[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
-        else:
-            config = trial.config
-            tags = {"run_kind": "trial", **self.tags, PARENT_TAG: self.parent_run_id, "trial_id": trial.trial_id,
-                    "trial_name": str(trial), "modality": str(config.get("modality", "none"))}
-            run_id = self.client.create_run(exp_id, run_name=str(trial), tags=tags).info.run_id
-            from mlflow.entities import Param
+    def _pending_path(self) -> tuple:
+        fs, root = _storage_fs(self.storage)
+        return fs, f"{root}/{self.study}/mlflow-outbox/pending.pkl"
 
-            train, stage = split_trial_config(config)  # the effective values, not base + overrides
-            values = {**train, **stage, **flatten(config.get("scaling", {}), "scaling.")}
-            params = [Param(safe_key(k), str(v)[:6000]) for k, v in values.items()]
-            for start in range(0, len(params), 100):
-                self.client.log_batch(run_id, params=params[start:start + 100])
-        self._runs[trial.trial_id] = run_id
-        return run_id
+    def _load(self) -> list[tuple]:
+        import pickle
+
+        import pyarrow.fs
+
+        fs, path = self._pending_path()
+        if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+            return []
+        with fs.open_input_stream(path) as handle:
+            return pickle.loads(handle.read())
+
+    def _save(self) -> None:
+        import pickle
+
+        import pyarrow.fs
+
+        fs, path = self._pending_path()
+        if not self.pending:
+            if fs.get_file_info(path).type == pyarrow.fs.FileType.File:
+                fs.delete_file(path)
+            return
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path + ".tmp") as out:
+            out.write(pickle.dumps(self.pending))
+        fs.move(path + ".tmp", path)
+
+    def send(self, trial_id: str, op: str, payload) -> None:
+        self.pending.append((trial_id, op, payload))
+        self.flush()
+
+    def flush(self) -> bool:
+        """Write what is buffered; False (and the rest kept, also on disk) when the server does not answer."""
+        from mlflow.exceptions import MlflowException
+
+        while self.pending:
+            try:
+                self._apply(*self.pending[0])
+            except (MlflowException, OSError, StudyError) as err:
+                if self._down_since is None:
+                    self._down_since = time.time()
+                    print(f"[mlflow] {self.uri} is not answering ({err.__class__.__name__}); keeping the records "
+                          "to write later", file=sys.stderr, flush=True)
+                self._save()
+                self._saved = True
+                return False
+            self.pending.pop(0)
+        if self._down_since is not None:
+            print(f"[mlflow] {self.uri} answers again: buffered records written", file=sys.stderr, flush=True)
+            self._down_since = None
+        if self._saved:  # the buffer on disk is stale now
+            self._save()
+            self._saved = False
+        return True
+
+    def run_id(self, trial_id: str) -> str:
+        if trial_id not in self._runs:
+            found = self.client.search_runs([experiment_id(self.uri, self.experiment)],
+                                            f"tags.trial_id = '{trial_id}' and "
+                                            f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'")
+            if not found:
+                raise StudyError(f"no MLflow run yet for trial {trial_id}")
+            self._runs[trial_id] = found[0].info.run_id
+        return self._runs[trial_id]
+
+    def _apply(self, trial_id: str, op: str, payload) -> None:
+        from mlflow.entities import Metric, Param
+
+        if op == "create":
+            try:
+                run_id = self.run_id(trial_id)  # a resumed study, or a retried create: continue that run
+                self.client.update_run(run_id, status="RUNNING")
+            except StudyError:
+                exp_id = experiment_id(self.uri, self.experiment)
+                run_id = self.client.create_run(exp_id, run_name=payload["name"], tags=payload["tags"]).info.run_id
+                self._runs[trial_id] = run_id
+                params = [Param(safe_key(k), str(v)[:6000]) for k, v in payload["params"].items()]
+                for start in range(0, len(params), 100):
+                    self.client.log_batch(run_id, params=params[start:start + 100])
+            return
+        run_id = self.run_id(trial_id)
+        if op == "metrics":
+            metrics = [Metric(key, value, timestamp, step) for key, value, timestamp, step in payload]
+            for start in range(0, len(metrics), 500):
+                self.client.log_batch(run_id, metrics=metrics[start:start + 500])
+        elif op == "params":
+            existing = self.client.get_run(run_id).data.params
+            params = [Param(safe_key(k), str(v)[:6000]) for k, v in payload.items() if safe_key(k) not in existing]
+            if params:
+                self.client.log_batch(run_id, params=params)
+        elif op == "artifact":
+            with tempfile.TemporaryDirectory() as directory:
+                path = Path(directory) / payload["name"]
+                path.write_bytes(payload["data"])
+                self.client.log_artifact(run_id, str(path))
+        elif op == "tag":
+            self.client.set_tag(run_id, *payload)
+        elif op == "terminate":
+            self.client.set_terminated(run_id, status=payload)
+
+
+class MLflowTrialCallback(Callback):
+    """Tune callback: a nested MLflow run per trial with every parameter, every metric as a step series, the
+    per-language table of its selected report, what the trial left in its outbox (intermediate stage, per-example
+    scores), and FAILED status for failed trials. Writes go through ``MLflowWriter``: nothing is lost while the
+    server is down."""
+
+    def __init__(self, writer: MLflowWriter, tags: dict, selection_key: str, metric: str):
+        self.writer, self.tags, self.selection_key, self.metric = writer, tags, selection_key, metric
+        self._started: set[str] = set()
+        self._best: dict[str, dict] = {}
+
+    def _ensure_run(self, trial) -> None:
+        if trial.trial_id in self._started:
+            return
+        config = trial.config
+        tags = {"run_kind": "trial", **self.tags, PARENT_TAG: self.writer.parent_run_id, "trial_id": trial.trial_id,
+                "trial_name": str(trial), "modality": str(config.get("modality", "none"))}
+        train, stage = split_trial_config(config)  # the effective values, not base + overrides
+        params = {**train, **stage, **flatten(config.get("scaling", {}), "scaling.")}
+        self.writer.send(trial.trial_id, "create", {"name": str(trial), "tags": tags, "params": params})
+        self._started.add(trial.trial_id)
+
+    def setup(self, **info):
+        self.writer.flush()  # records a crashed or interrupted study left behind
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._run_id(trial)
+        self._ensure_run(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        from mlflow.entities import Metric
-
+        self._ensure_run(trial)
         step = int(result.get("step", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
-        metrics = [Metric(safe_key(k), float(v), now, step) for k, v in result.items()
+        metrics = [(safe_key(k), float(v), now, step) for k, v in result.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                    and ("/" in k or k in ("step", "epoch", "eval_seconds"))]
-        run_id = self._run_id(trial)
-        for start in range(0, len(metrics), 500):
-            self.client.log_batch(run_id, metrics=metrics[start:start + 500])
+        self.writer.send(trial.trial_id, "metrics", metrics)
         best = self._best.get(trial.trial_id)
         if self.selection_key in result and (best is None or result[self.selection_key] > best[self.selection_key]):
             self._best[trial.trial_id] = {k: v for k, v in result.items() if isinstance(v, (int, float))}
 
     def _finish(self, trial, status: str) -> None:
-        run_id = self._run_id(trial)
-        best = self._best.get(trial.trial_id)
+        self._ensure_run(trial)
+        trial_id = trial.trial_id
+        best = self._best.get(trial_id)
         if best:
-            with tempfile.TemporaryDirectory() as directory:
-                path = Path(directory) / "per_language.csv"
-                path.write_text(per_language_csv(best, self.metric))
-                self.client.log_artifact(run_id, str(path))
-            self.client.set_tag(run_id, "selected_step", str(int(best.get("step", 0))))
-        self.client.set_terminated(run_id, status=status)
+            self.writer.send(trial_id, "artifact", {"name": "per_language.csv",
+                                                    "data": per_language_csv(best, self.metric).encode()})
+            self.writer.send(trial_id, "tag", ("selected_step", str(int(best.get("step", 0)))))
+        for name, data in sorted(outbox_take(self.writer.storage, self.writer.study, trial_id).items()):
+            if name == STAGE_RECORD:
+                for op, payload in stage_writes(json.loads(data)):
+                    self.writer.send(trial_id, op, payload)
+            else:
+                self.writer.send(trial_id, "artifact", {"name": name, "data": data})
+        self.writer.send(trial_id, "terminate", status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finish(trial, "FINISHED")
@@ -196,49 +360,23 @@ class MLflowTrialCallback(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._finish(trial, "FAILED")
 
-
-def trial_run_id(client, uri: str, experiment: str, trial_id: str) -> str:
-    """The MLflow run of a trial, from inside the trial (the Tune callback creates it when the trial starts)."""
-    exp_id = experiment_id(uri, experiment)
-    for _ in range(30):
-        runs = client.search_runs([exp_id], f"tags.trial_id = '{trial_id}'")
-        if runs:
-            return runs[0].info.run_id
-        time.sleep(1)
-    raise StudyError(f"no MLflow run for trial {trial_id} to record its results in")
+    def on_experiment_end(self, trials, **info):
+        self.writer.flush()
 
 
-def log_selected_examples(uri: str, experiment: str, trial_id: str, checkpoint) -> None:
-    """Attach the per-example scores of a trial's selected checkpoint (English dev) to its run, for the report's
-    bootstrap; the report reads them from MLflow, never from Ray's storage."""
-    from mlflow.tracking import MlflowClient
-
-    from study.train import EXAMPLES_FILE
-
-    client = MlflowClient(uri)
-    with checkpoint.as_directory() as directory:
-        path = Path(directory) / EXAMPLES_FILE
-        if path.is_file():
-            client.log_artifact(trial_run_id(client, uri, experiment, trial_id), str(path))
+STAGE_RECORD = "intermediate_stage.json"
 
 
-def log_stage(uri: str, experiment: str, trial_id: str, directory: Path, meta: dict, cache_hit: bool) -> None:
-    """Record a trial's intermediate stage in its MLflow run: loss series, probe, counts, checkpoint, metadata."""
-    from mlflow.entities import Metric, Param
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    run_id = trial_run_id(client, uri, experiment, trial_id)
-    now = int(time.time() * 1000)
-    metrics = [Metric("intermediate/loss", loss, now, step) for step, loss in enumerate(meta["losses"], start=1)]
-    metrics += [Metric(safe_key(f"intermediate/probe/{lang}"), score, now, 0)
+def stage_writes(record: dict) -> list[tuple[str, object]]:
+    """The MLflow writes of a trial's intermediate stage: loss series, probe, parameters, counts, stage.json."""
+    meta, now = record["meta"], int(time.time() * 1000)
+    metrics = [("intermediate/loss", loss, now, step) for step, loss in enumerate(meta["losses"], start=1)]
+    metrics += [(safe_key(f"intermediate/probe/{lang}"), score, now, 0)
                 for lang, score in meta.get("probe", {}).items()]
-    for start in range(0, len(metrics), 500):
-        client.log_batch(run_id, metrics=metrics[start:start + 500])
     skipped = meta["examples"]["skipped"]
-    params = {"intermediate.checkpoint": str(directory), "intermediate.cache_hit": cache_hit,
+    params = {"intermediate.checkpoint": record["directory"], "intermediate.cache_hit": record["cache_hit"],
               "intermediate.vision_tower": meta["vision_tower"] or "none (text)", "intermediate.data": meta["data"],
               "intermediate.train_examples": meta["examples"]["train"],
               **{f"intermediate.skipped.{safe_key(k)}": v for k, v in skipped.items()}}
-    client.log_batch(run_id, params=[Param(safe_key(k), str(v)) for k, v in params.items()])
-    client.log_artifact(run_id, str(directory / "stage.json"))
+    return [("metrics", metrics), ("params", params),
+            ("artifact", {"name": "stage.json", "data": json.dumps(meta, indent=1).encode()})]

@@ -434,8 +434,12 @@ def build_trainer(cfg: TrainConfig, scaling: Scaling, storage: str, name: str, c
             worker_runtime_env={"env_vars": worker_env(threads)}))
 
 
-def init_ray(num_cpus: int | None = None) -> None:
-    """A local Ray instance bound to 127.0.0.1 (or the cluster in $RAY_ADDRESS)."""
+DRIVER_RESOURCE = "study_driver"  # head-only on a cluster: trial drivers never land on (spot) GPU workers
+
+
+def init_ray(num_cpus: int | None = None, dashboard: bool = False) -> None:
+    """The cluster in $RAY_ADDRESS, or a local Ray instance bound to 127.0.0.1 (its dashboard too, when asked for)
+    with Ray's token authentication as Ray sets it up (on by default for local clusters since Ray 2.59)."""
     import ray
 
     if ray.is_initialized():
@@ -443,8 +447,24 @@ def init_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=True, configure_logging=False)
+        ray.init(num_cpus=num_cpus or os.cpu_count(), resources={DRIVER_RESOURCE: 1000}, include_dashboard=dashboard,
+                 dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", log_to_driver=True,
+                 configure_logging=False)
+
+
+def check_cluster(storage: str) -> None:
+    """Fail fast on a cluster that cannot run a study: no head resource for trial drivers, or checkpoints on a
+    local path that other nodes cannot see (Ray requires shared storage on multi-node clusters)."""
+    import ray
+
+    if not ray.cluster_resources().get(DRIVER_RESOURCE):
+        raise StudyError(f"the Ray cluster has no {DRIVER_RESOURCE!r} resource for trial drivers: start its head "
+                         f"with ray start --head --resources='{{\"{DRIVER_RESOURCE}\": 64}}' (see cluster.yaml)")
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1 and "://" not in storage:
+        raise StudyError(f"--storage {storage} is a local path but the Ray cluster has {len(nodes)} nodes: use "
+                         "shared storage (s3://bucket/dir, gs://..., or file:///path on a file system every node "
+                         "mounts)")
 
 
 # --- CLI: python -m study.train -------------------------------------------------------------------------------
@@ -459,7 +479,8 @@ def parse_args(argv):
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP ranks)")
     parser.add_argument("--gpus-per-worker", type=int, default=0)
     parser.add_argument("--cpus-per-worker", type=float, default=0.5, help="CPU share per worker without GPUs")
-    parser.add_argument("--storage", default=str(Path("runs").resolve()), help="checkpoint storage (dir or s3://)")
+    parser.add_argument("--storage", default=os.environ.get("STUDY_STORAGE", str(Path("runs").resolve())),
+                        help="checkpoint storage: dir or s3://... (default $STUDY_STORAGE or ./runs)")
     parser.add_argument("--name", help="run name (default: model-task-seed-time); reuse a name to resume it")
     parser.add_argument("--languages", help="comma-separated target languages (default: all of the task's)")
     for option in ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "head_lr", "weight_decay",

@@ -23,7 +23,8 @@ from study.data.captions import EMOJI, FLICKR30K
 from study.errors import StudyError, run_cli
 from study.intermediate import CLIP_TOWER, SCRATCH
 from study.search_space import SearchSpace, load_search_space, split_trial_config
-from study.train import Scaling, build_trainer, init_ray, print_report_families, selection_key, validate
+from study.train import (DRIVER_RESOURCE, Scaling, build_trainer, check_cluster, init_ray, print_report_families,
+                         selection_key, validate)
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 DEFAULT_TRIALS = {"smoke": 4, "paper": 20}
@@ -38,16 +39,18 @@ def train_driver_fn(config: dict) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from study.tracking import outbox_put
+
     train, stage = split_trial_config(config)
     trial_id = ray.tune.get_context().get_trial_id()
     scaling = Scaling(**config["scaling"])
     if stage["modality"] != "none":  # the intermediate stage first (cached across trials), then fine-tuning from it
         from study.intermediate import run_stage, stage_config
-        from study.tracking import log_stage
+        from study.tracking import STAGE_RECORD, stage_record
 
         directory, meta, cache_hit = run_stage(stage_config(train["model"], train["seed"], stage, config.get("stage")),
                                                scaling, config["storage"])
-        log_stage(config["mlflow"]["uri"], config["mlflow"]["experiment"], trial_id, directory, meta, cache_hit)
+        outbox_put(config["storage"], config["study"], trial_id, STAGE_RECORD, stage_record(directory, meta, cache_hit))
         train["init_checkpoint"] = str(directory)
     trainer = build_trainer(TrainConfig.from_dict(train), scaling, config["storage"],
                             name=f"{config['study']}-trial-{trial_id}",  # stable across restarts: no timestamps
@@ -55,12 +58,14 @@ def train_driver_fn(config: dict) -> None:
     result = trainer.fit()
     if result.best_checkpoints:  # the selected checkpoint's per-example scores, for the report's bootstrap
         from study.tasks import get_task
-        from study.tracking import log_selected_examples
-        from study.train import select_best
+        from study.train import EXAMPLES_FILE, select_best
 
         selected = select_best([m for _, m in result.best_checkpoints], get_task(train["task"]).metric)
         checkpoint = next(c for c, m in result.best_checkpoints if m is selected)
-        log_selected_examples(config["mlflow"]["uri"], config["mlflow"]["experiment"], trial_id, checkpoint)
+        with checkpoint.as_directory() as saved:
+            if (Path(saved) / EXAMPLES_FILE).is_file():
+                outbox_put(config["storage"], config["study"], trial_id, EXAMPLES_FILE,
+                           (Path(saved) / EXAMPLES_FILE).read_bytes())
 
 
 # --- [3] the study -------------------------------------------------------------------------------------------
@@ -79,9 +84,13 @@ def parse_args(argv):
     parser.add_argument("--seeds", type=int, default=0, help="extra runs of the best config with new seeds")
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial")
     parser.add_argument("--gpus-per-worker", type=int, default=0)
+    parser.add_argument("--cpus-per-worker", type=float, default=0.5, help="CPU share per worker without GPUs")
+    parser.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (bound to 127.0.0.1) with "
+                        "a local Ray instance")
     parser.add_argument("--max-concurrent", type=int, help="concurrent trials (default: from cluster resources)")
     parser.add_argument("--data-dir", default=os.environ.get("STUDY_DATA_DIR"), help="original task files")
-    parser.add_argument("--storage", default=str(Path("runs").resolve()), help="Ray storage: dir or s3://...")
+    parser.add_argument("--storage", default=os.environ.get("STUDY_STORAGE", str(Path("runs").resolve())),
+                        help="Ray storage: dir, s3://... or file:///shared/dir (default $STUDY_STORAGE or ./runs)")
     parser.add_argument("--name", help="study name (default: study-<model>-<task>-<preset>-<time>; with --resume: "
                         "the newest such study)")
     parser.add_argument("--mlflow-uri", help="tracking URI (default: sqlite:///<cwd>/mlflow.db, no server needed)")
@@ -254,8 +263,9 @@ def main(argv=None) -> int:
     settings = resolve(args)
     import ray
 
-    init_ray()
+    init_ray(dashboard=args.dashboard)
     try:
+        check_cluster(settings["storage"])
         return _run(args, settings)
     finally:
         ray.shutdown()
@@ -264,17 +274,17 @@ def main(argv=None) -> int:
 def _run(args, settings) -> int:
     import ray.tune
 
-    from study.tracking import MLflowTrialCallback, end_parent_run, per_language_csv, start_parent_run
+    from study.tracking import MLflowTrialCallback, MLflowWriter, end_parent_run, per_language_csv, start_parent_run
 
     max_concurrent, threads = concurrency(args.workers, args.gpus_per_worker, args.max_concurrent)
-    scaling = Scaling(args.workers, args.gpus_per_worker, cpus_per_worker=0.5, threads=threads)
+    scaling = Scaling(args.workers, args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker, threads=threads)
     params, tags = provenance(settings)
     parent = start_parent_run(settings["uri"], settings["experiment"], settings["name"], params, tags,
                               [settings["space"].path])
     metric = settings["task"].metric
-    callback = MLflowTrialCallback(settings["uri"], settings["experiment"], parent, tags, selection_key(metric),
-                                   metric)
-    trainable = ray.tune.with_resources(train_driver_fn, {"CPU": DRIVER_CPU})
+    callback = MLflowTrialCallback(MLflowWriter(settings["uri"], settings["experiment"], parent, settings["storage"],
+                                                settings["name"]), tags, selection_key(metric), metric)
+    trainable = ray.tune.with_resources(train_driver_fn, {"CPU": DRIVER_CPU, DRIVER_RESOURCE: 1})
     study_path = str(Path(settings["storage"]) / settings["name"]) if "://" not in settings["storage"] else \
         f"{settings['storage'].rstrip('/')}/{settings['name']}"
     print(f"[study] {settings['name']}: {settings['trials']} trials of {settings['spec'].name} on "
@@ -287,6 +297,7 @@ def _run(args, settings) -> int:
     else:
         tuner = build_tuner(settings, scaling, max_concurrent, callback, trainable)
     results = tuner.fit()
+    flush_tracking(settings, parent)
     key = selection_key(metric)
     finished = [r for r in results if r.error is None and r.metrics and key in r.metrics]
     if not finished:
@@ -299,9 +310,25 @@ def _run(args, settings) -> int:
     if args.seeds:
         summary.update(_repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent, study_path))
     summary["study_seconds"] = time.perf_counter() - started
+    flush_tracking(settings, parent)
     end_parent_run(settings["uri"], parent, summary, per_language_csv(best_report, metric))
     print_summary(settings, best.config, best_report, parent)
     return 0
+
+
+def flush_tracking(settings: dict, parent: str, attempts: int = 6, wait_s: float = 5.0) -> None:
+    """Write what the MLflow callback had to keep while the server was down; if it stays down, stop cleanly: the
+    records wait in the study's storage and ``--resume`` writes them (no trial runs again)."""
+    from study.tracking import MLflowWriter
+
+    writer = MLflowWriter(settings["uri"], settings["experiment"], parent, settings["storage"], settings["name"])
+    for attempt in range(attempts):
+        if writer.flush():
+            return
+        time.sleep(wait_s * (attempt < attempts - 1))
+    raise StudyError(f"MLflow {settings['uri']} is unreachable: {len(writer.pending)} record(s) of study "
+                     f"{settings['name']!r} are kept in its storage; start the server again and run the same "
+                     "command with --resume to write them")
 
 
 def selected_report(result, key: str) -> dict:

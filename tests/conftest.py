@@ -29,3 +29,59 @@ def synonym_file():
     if not path.is_file():
         pytest.skip(f"reference synonym file not found at {path} (set STUDY_SHARED_DATA)")
     return path
+
+
+def start_mlflow_server(root: Path, port: int):
+    """A real `mlflow server` with a SQLite backend on 127.0.0.1; returns (process, uri) once it answers."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--workers", "1",
+                               "--artifacts-destination", str(root / "artifacts")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(uri + "/health", timeout=1)
+            return server, uri
+        except OSError:
+            time.sleep(0.5)
+    os.killpg(server.pid, signal.SIGTERM)
+    pytest.fail("mlflow server did not start")
+
+
+def stop(process) -> None:
+    import signal
+
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    from helpers import free_port
+
+    server, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow"), free_port())
+    yield uri
+    stop(server)
+
+
+@pytest.fixture(scope="session")
+def smoke_experiment(mlflow_server, tmp_path_factory):
+    """Two real smoke studies in one experiment, modalities searched: tiny (an XLM-R architecture; 2 workers per
+    trial, 2 seed repeats of the best configuration) and tiny-bert (a BERT architecture). Tests of the study and of
+    the report read the same experiment."""
+    from helpers import start_study
+
+    storage = tmp_path_factory.mktemp("studies")
+    outputs = {}
+    for model, extra in (("tiny", ["--workers", "2", "--seeds", "2"]), ("tiny-bert", [])):
+        process = start_study("--trials", "3", *extra, "--storage", str(storage), "--mlflow-uri", mlflow_server,
+                              "--experiment", "e2e", model=model)
+        outputs[model], _ = process.communicate(timeout=900)
+        assert process.returncode == 0, outputs[model][-3000:]
+    return {"uri": mlflow_server, "experiment": "e2e", "outputs": outputs, "storage": storage}

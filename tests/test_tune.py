@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -10,6 +9,8 @@ from pathlib import Path
 
 import optuna
 import pytest
+
+from helpers import start_study, study_runs
 
 from study.errors import StudyError
 from study.search_space import load_search_space
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # --- search spaces ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", ["mbert", "xlmr", "e5-small", "tiny"])
+@pytest.mark.parametrize("model", ["mbert", "xlmr", "e5-small", "tiny", "tiny-bert"])
 def test_shipped_search_spaces_load_and_sample(model):
     space = load_search_space(ROOT / "search_spaces" / f"{model}.yaml")
     assert space.model == model
@@ -95,63 +96,11 @@ def test_bad_search_space_names_file_key_and_fix(tmp_path, body, message):
 # --- the study end to end (slow) ---------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` with a SQLite backend on 127.0.0.1, stopped after the tests."""
-    import urllib.request
-
-    root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                               "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--workers", "1",
-                               "--artifacts-destination", str(root / "artifacts")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(uri + "/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        os.killpg(server.pid, signal.SIGTERM)
-        pytest.fail("mlflow server did not start")
-    yield uri
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
-
-
-def _study(*args, env=None, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "study.tune", "--model", "tiny", *args], cwd=kwargs.get("cwd"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})}, start_new_session=True)
-
-
-def _runs(uri, experiment):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id]) if exp else []
-    parents = [r for r in runs if r.data.tags.get("run_kind") == "study"]
-    trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
-    return client, parents, trials
-
-
 @pytest.mark.slow
-def test_smoke_study_records_every_trial_in_mlflow(mlflow_server, tmp_path):
-    process = _study("--trials", "3", "--workers", "2", "--seeds", "2", "--storage", str(tmp_path), "--mlflow-uri",
-                     mlflow_server, "--experiment", "e2e")
-    output, _ = process.communicate(timeout=900)
-    assert process.returncode == 0, output[-3000:]
+def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
+    output = smoke_experiment["outputs"]["tiny"]
     assert "best configuration (selected on English dev" in output and "mlflow ui" in output
-    client, parents, trials = _runs(mlflow_server, "e2e")
+    client, parents, trials = study_runs(smoke_experiment["uri"], "e2e", model="tiny")
     assert len(parents) == 1 and len(trials) == 3
     parent = parents[0]
     assert parent.data.params["model_offline_stand_in"] == "True" and parent.data.params["preset"] == "smoke"
@@ -184,11 +133,11 @@ def test_smoke_study_records_every_trial_in_mlflow(mlflow_server, tmp_path):
 
 @pytest.mark.slow
 def test_nan_trial_is_failed_and_the_study_continues(mlflow_server, tmp_path):
-    process = _study("--trials", "3", "--storage", str(tmp_path), "--mlflow-uri", mlflow_server,
+    process = start_study("--trials", "3", "--storage", str(tmp_path), "--mlflow-uri", mlflow_server,
                      "--experiment", "nan", "--max-concurrent", "1", env={"STUDY_NAN_MARKER": str(tmp_path / "nan")})
     output, _ = process.communicate(timeout=900)
     assert process.returncode == 0, output[-3000:]
-    _, _, trials = _runs(mlflow_server, "nan")
+    _, _, trials = study_runs(mlflow_server, "nan")
     assert sorted(r.info.status for r in trials) == ["FAILED", "FINISHED", "FINISHED"]
     assert "loss became non-finite" in output
 
@@ -197,21 +146,21 @@ def test_nan_trial_is_failed_and_the_study_continues(mlflow_server, tmp_path):
 def test_killed_driver_resumes_without_duplicate_runs(mlflow_server, tmp_path):
     args = ("--trials", "3", "--storage", str(tmp_path), "--mlflow-uri", mlflow_server, "--experiment", "resume",
             "--max-concurrent", "1")
-    process = _study(*args)
+    process = start_study(*args)
     deadline = time.time() + 600
     while time.time() < deadline:
-        _, _, trials = _runs(mlflow_server, "resume")
+        _, _, trials = study_runs(mlflow_server, "resume")
         if any(r.info.status == "FINISHED" for r in trials):
             break
         time.sleep(2)
     os.killpg(process.pid, signal.SIGKILL)  # the driver and the Ray processes it started
     process.wait()
-    _, _, before = _runs(mlflow_server, "resume")
+    _, _, before = study_runs(mlflow_server, "resume")
     assert 1 <= len(before) < 3 or any(r.info.status != "FINISHED" for r in before)
-    resumed = _study(*args, "--resume")
+    resumed = start_study(*args, "--resume")
     output, _ = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, output[-3000:]
-    _, parents, trials = _runs(mlflow_server, "resume")
+    _, parents, trials = study_runs(mlflow_server, "resume")
     assert len(parents) == 1 and len(trials) == 3
     assert all(r.info.status == "FINISHED" for r in trials)
     assert len({r.data.tags["trial_id"] for r in trials}) == 3

@@ -1,0 +1,189 @@
+"""`python -m study.report`: bootstrap statistics on hand-made numbers, the report of two real smoke studies read
+from MLflow, a headless-Chromium look at the MLflow UI, and clear errors for experiments with nothing to report."""
+
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from study.analysis import Side, difference_by_group, fit_line, units_score
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("STUDY_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+
+
+# --- statistics -------------------------------------------------------------------------------------------------
+
+
+def test_units_give_the_metric_and_tagging_f1_exactly():
+    from study import metrics
+
+    assert units_score([[1, 1], [0, 1], [1, 1], [1, 1]]) == 0.75
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG"]]
+    predicted = [["B-PER", "I-PER", "O", "O"], ["B-ORG", "B-ORG"]]
+    assert units_score(metrics.tagging_units(gold, predicted)) == pytest.approx(metrics.tagging_f1(gold, predicted))
+
+
+def _side(rng, accuracy_by_lang, n=200, seeds=1):
+    return Side([{lang: [[float(rng.random() < p), 1.0] for _ in range(n)] for lang, p in accuracy_by_lang.items()}
+                 for _ in range(seeds)])
+
+
+def test_bootstrap_interval_covers_the_difference_and_shrinks_with_data():
+    rng = np.random.default_rng(1)
+    langs = {"de": 0.8, "fr": 0.7, "ja": 0.6}
+    a, b = _side(rng, langs, n=400), _side(rng, {k: v - 0.2 for k, v in langs.items()}, n=400)
+    wide = difference_by_group(a, b, "family")
+    assert set(wide) == {"Indo-European", "Japonic"}
+    for interval in wide.values():
+        assert interval.low <= interval.estimate <= interval.high
+        assert interval.low < 0.2 < interval.high + 0.1 and interval.low > 0  # a real 0.2 gap, clearly above 0
+    small = difference_by_group(_side(rng, langs, n=40), _side(rng, langs, n=40), "family")
+    assert (small["Japonic"].high - small["Japonic"].low) > (wide["Japonic"].high - wide["Japonic"].low)
+
+
+def test_seed_repeats_widen_the_interval_and_tiny_groups_say_so():
+    rng = np.random.default_rng(2)
+    one = _side(rng, {"de": 0.7}, n=300)
+    # three seeds whose scores really differ: the seed level adds variance
+    seeds = Side([{"de": [[float(rng.random() < p), 1.0] for _ in range(300)]} for p in (0.55, 0.7, 0.85)])
+    base = _side(rng, {"de": 0.5}, n=300)
+    assert (difference_by_group(seeds, base)["Indo-European"].high - difference_by_group(seeds, base)[
+        "Indo-European"].low) > (difference_by_group(one, base)["Indo-European"].high
+                                 - difference_by_group(one, base)["Indo-European"].low)
+    tiny = difference_by_group(_side(rng, {"ja": 0.5}, n=4), _side(rng, {"ja": 0.5}, n=4))["Japonic"]
+    assert not tiny.has_interval and tiny.note.startswith("too little data")
+
+
+def test_line_fit_recovers_slope_and_refuses_too_few_points():
+    fit = fit_line([0.1, 0.2, 0.3, 0.4], [0.15, 0.25, 0.35, 0.45])
+    assert fit.slope == pytest.approx(1.0) and fit.intercept == pytest.approx(0.05) and fit.r2 == pytest.approx(1.0)
+    assert fit_line([0.1, 0.2], [1, 2]) is None and fit_line([0.3, 0.3, 0.3], [1, 2, 3]) is None
+
+
+# --- the report of real studies -------------------------------------------------------------------------------
+
+
+def _report(uri, experiment, out, **kwargs):
+    return subprocess.run([sys.executable, "-m", "study.report", "--experiment", experiment, "--mlflow-uri", uri,
+                           "--out", str(out)], capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def _csv(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def report(smoke_experiment, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "out"
+    result = _report(smoke_experiment["uri"], smoke_experiment["experiment"], out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_report_has_a_row_per_family_and_intervals_around_estimates(report):
+    languages = _csv(report / "per_language.csv")
+    models = {r["model"] for r in languages}
+    assert models == {"tiny random XLM-R [offline stand-in, untrained]",
+                      "tiny random BERT [offline stand-in, untrained]"}
+    families = {m: {r["family"] for r in languages if r["model"] == m and r["language"] != "en"} for m in models}
+    by_family = _csv(report / "by_family.csv")
+    for model in models:
+        assert {r["family"] for r in by_family if r["model"] == model} == families[model]
+    shared = set.intersection(*families.values())
+    comparison = _csv(report / "model_comparison.csv")
+    assert {r["family"] for r in comparison} == shared and len(comparison) == len(shared)
+    modality = _csv(report / "modality_effect.csv")
+    for model in models:
+        for contrast in ("multimodal - none", "text - none", "multimodal - text"):
+            rows = [r for r in modality if r["contrast"] == f"{model}: {contrast}"]
+            assert {r["family"] for r in rows} == families[model], (model, contrast)
+    with_interval = [r for r in comparison + modality if r["low"]]
+    assert with_interval  # per-example scores were logged, so intervals exist
+    for row in with_interval:
+        assert float(row["low"]) <= float(row["difference"]) <= float(row["high"]), row
+    fits = _csv(report / "gap_vs_distance.csv")
+    assert {r["distance"] for r in fits} >= {"syntactic", "genetic", "geographic"}
+
+
+@pytest.mark.slow
+def test_report_html_is_honest_and_references_only_existing_files(report):
+    page = (report / "report.html").read_text(encoding="utf-8")
+    for fact in ("OFFLINE STAND-IN", "English dev only", "pocket", "smoke", "Model comparison per family",
+                 "Modality effect per family", "typological distance", "parameter importance"):
+        assert fact in page, fact
+    referenced = set(re.findall(r'(?:src|href)="([^"]+)"', page))
+    assert referenced and all((report / name).is_file() for name in referenced), referenced
+    assert {"family_scores.png", "optimisation_history.png", "loss_weights.png"} <= referenced
+
+
+@pytest.mark.slow
+def test_report_files_are_artifacts_of_a_report_run(report, smoke_experiment):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(smoke_experiment["uri"])
+    experiment = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([experiment.experiment_id], "tags.run_kind = 'report'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    logged = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    assert logged == {p.name for p in report.iterdir()}
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.fail("headless Chromium is not installed: run `bash scripts/install_browser.sh` (scripts/test.sh does)")
+
+
+def _browse(url: str, screenshot: Path) -> str:
+    """The page's DOM after its scripts ran (MLflow's UI is a single-page app), and a screenshot of it."""
+    common = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--virtual-time-budget=20000", "--window-size=1400,1000"]
+    subprocess.run([*common, f"--screenshot={screenshot}", url], capture_output=True, timeout=120, check=True)
+    dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True)
+    return dom.stdout
+
+
+@pytest.mark.slow
+def test_mlflow_ui_shows_the_runs_and_the_report_in_headless_chromium(report, smoke_experiment):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(smoke_experiment["uri"])
+    experiment = client.get_experiment_by_name("e2e")
+    report_run = client.search_runs([experiment.experiment_id], "tags.run_kind = 'report'")[0]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    base = f"{smoke_experiment['uri']}/#/experiments/{experiment.experiment_id}"
+    page = _browse(base, ARTIFACTS / "mlflow_experiment.png")
+    studies = client.search_runs([experiment.experiment_id], "tags.run_kind = 'study'")
+    for name in ["report", *(r.info.run_name for r in studies)]:
+        assert name in page, name
+    artifacts = _browse(f"{base}/runs/{report_run.info.run_id}/artifacts", ARTIFACTS / "mlflow_report_run.png")
+    assert "report.html" in artifacts and "family_scores.png" in artifacts
+    assert (ARTIFACTS / "mlflow_experiment.png").stat().st_size > 10_000  # a rendered page, not a blank one
+
+
+def test_nothing_to_report_is_a_clear_error(tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = mlflow.tracking.MlflowClient(uri)
+    unrelated = client.create_experiment("unrelated")
+    run = client.create_run(unrelated, run_name="someone else's run")
+    client.log_metric(run.info.run_id, "loss", 1.0)
+    client.set_terminated(run.info.run_id)
+    for experiment, message in (("unrelated", "has no finished study trials (1 finished runs, none made by "
+                                              "python -m study.tune)"),
+                                ("missing", "no MLflow experiment named 'missing'")):
+        result = _report(uri, experiment, tmp_path / "out")
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert not (tmp_path / "out").exists()
