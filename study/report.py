@@ -200,7 +200,7 @@ def _difference_rows(a: Side, b: Side, by: str, label: str, a_trial: TrialRun, b
     if not a.runs or not b.runs:  # no per-example data: point estimates only
         a_groups, b_groups = group_scores(a_trial.scores, by), group_scores(b_trial.scores, by)
         return [{"contrast": label, by: g, "difference": a_groups[g] - b_groups[g], "low": None, "high": None,
-                 "note": "no interval: the trials logged no per-example scores"}
+                 "note": "no interval: a trial has no per-example scores (e.g. ASHA stopped it early)"}
                 for g in sorted(set(a_groups) & set(b_groups))]
     intervals: dict[str, Interval] = difference_by_group(a, b, by)
     return [{"contrast": label, by: g, "difference": i.estimate, "low": i.low, "high": i.high, "note": i.note}
@@ -234,10 +234,12 @@ def importance_rows(study: Study) -> list[dict]:
     for model in study.models():
         trials = [t for t in study.trials if t.kind == "trial" and t.model == model]
         names = _searched(study, model)
-        if len(trials) < 3:
+        if len(trials) < 3 or len({t.dev for t in trials}) < 2:
+            why = f"{len(trials)} trials" if len(trials) < 3 else "every trial has the same English dev score"
             rows.append({"model": trials[0].model_name, "parameter": "all", "importance": None,
-                         "note": f"too little data ({len(trials)} trials)"})
+                         "note": f"too little data ({why})"})
             continue
+        names = [n for n in names if all(n in t.params for t in trials)]  # conditional ones: not comparable
         frozen = []
         for number, trial in enumerate(sorted(trials, key=lambda t: t.start)):
             values = {n: _parse(trial.params[n]) for n in names if n in trial.params}

@@ -164,6 +164,9 @@ def stage_record(directory: Path, meta: dict, cache_hit: bool) -> bytes:
 # --- buffered writes: MLflow down for a while loses nothing ----------------------------------------------------
 
 
+RETRY_EVERY_S = 20.0  # while MLflow is down, try again at most this often
+
+
 class MLflowWriter:
     """Applies MLflow writes in order; while the server is unreachable they wait in a buffer that is also saved to
     the study's storage (``mlflow-outbox/pending.pkl``), so a later call, the end of the study or a ``--resume``
@@ -175,6 +178,7 @@ class MLflowWriter:
         self._runs: dict[str, str] = {}
         self._client = None
         self._down_since: float | None = None
+        self._last_try = 0.0
         self.pending: list[tuple] = self._load()
         self._saved = bool(self.pending)
 
@@ -183,6 +187,7 @@ class MLflowWriter:
 
     def __setstate__(self, state):  # a restored study: the buffer on disk is newer than the pickled one
         self.__dict__.update(state)
+        self._down_since, self._last_try = None, 0.0
         self.pending = self._load()
         self._saved = bool(self.pending)
 
@@ -232,6 +237,11 @@ class MLflowWriter:
         """Write what is buffered; False (and the rest kept, also on disk) when the server does not answer."""
         from mlflow.exceptions import MlflowException
 
+        if self._down_since is not None and time.time() - self._last_try < RETRY_EVERY_S:
+            self._save()  # still down, most likely: keep the new record and return at once (callbacks stay fast)
+            self._saved = True
+            return False
+        self._last_try = time.time()
         while self.pending:
             try:
                 self._apply(*self.pending[0])
@@ -308,6 +318,7 @@ class MLflowTrialCallback(Callback):
         self.writer, self.tags, self.selection_key, self.metric = writer, tags, selection_key, metric
         self._started: set[str] = set()
         self._best: dict[str, dict] = {}
+        self._nodes: dict[str, list[str]] = {}
 
     def _ensure_run(self, trial) -> None:
         if trial.trial_id in self._started:
@@ -334,6 +345,10 @@ class MLflowTrialCallback(Callback):
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                    and ("/" in k or k in ("step", "epoch", "eval_seconds"))]
         self.writer.send(trial.trial_id, "metrics", metrics)
+        nodes = self._nodes.setdefault(trial.trial_id, [])
+        if result.get("node_id") and result["node_id"] not in nodes[-1:]:  # where it trained, moves included
+            nodes.append(result["node_id"])
+            self.writer.send(trial.trial_id, "tag", ("nodes", ",".join(nodes)))
         best = self._best.get(trial.trial_id)
         if self.selection_key in result and (best is None or result[self.selection_key] > best[self.selection_key]):
             self._best[trial.trial_id] = {k: v for k, v in result.items() if isinstance(v, (int, float))}

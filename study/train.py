@@ -33,6 +33,7 @@ TRAIN_STATE = "train_state.pt"
 MODEL_DIR = "model"
 FAIL_AT_STEP_ENV = "STUDY_FAIL_AT_STEP"  # test hook: the worker process dies once after this optimizer step
 FAIL_MARKER_ENV = "STUDY_FAIL_MARKER"  # file that records that the failure already happened
+STEP_DELAY_ENV = "STUDY_STEP_DELAY_S"  # test hook: seconds to sleep after each optimizer step (fault-test windows)
 NAN_MARKER_ENV = "STUDY_NAN_MARKER"  # test hook: the first run to reach step 1 gets a NaN loss, on every attempt
 
 
@@ -113,7 +114,8 @@ def _ray_report(run: _Run):
 
     def report(metrics: dict, checkpoint_dir: str | None) -> None:
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
+        # which node trained it: on a cluster, where a trial ran and where it went after a node was lost
+        ray.train.report({**metrics, "node_id": ray.get_runtime_context().get_node_id()}, checkpoint=checkpoint)
 
     return report
 
@@ -199,7 +201,6 @@ class _Run:
         from dataclasses import asdict
 
         from study.models import save_model_dir
-
         from study.trim import untrimmed
 
         with untrimmed(self.model):  # a full-vocabulary transformers model, whatever was trained
@@ -374,7 +375,9 @@ def _forced_nan(run_name: str) -> bool:
 
 
 def _maybe_fail(step: int) -> None:
-    """Test hook: kill this worker process once, right after optimizer step $STUDY_FAIL_AT_STEP."""
+    """Test hooks: kill this worker process once, right after optimizer step $STUDY_FAIL_AT_STEP; sleep
+    $STUDY_STEP_DELAY_S after every step."""
+    time.sleep(float(os.environ.get(STEP_DELAY_ENV, 0)))
     target, marker = os.environ.get(FAIL_AT_STEP_ENV), os.environ.get(FAIL_MARKER_ENV)
     if target and marker and step == int(target) and not os.path.exists(marker):
         Path(marker).write_text(f"failed after step {step}\n")
@@ -411,8 +414,8 @@ def worker_env(threads: int) -> dict:
     # stdout (dill, under datasets, then dumps bytecode); plain prints go to the driver through Ray's log stream.
     env = {"STUDY_TORCH_THREADS": str(threads), "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
     env.update({k: v for k, v in os.environ.items()
-                if k in (FAIL_AT_STEP_ENV, FAIL_MARKER_ENV, NAN_MARKER_ENV, "STUDY_CACHE_DIR", "HF_HOME",
-                         "HF_HUB_OFFLINE")})
+                if k in (FAIL_AT_STEP_ENV, FAIL_MARKER_ENV, NAN_MARKER_ENV, STEP_DELAY_ENV, "STUDY_CACHE_DIR",
+                         "HF_HOME", "HF_HUB_OFFLINE")})
     return env
 
 

@@ -23,8 +23,16 @@ from study.data.captions import EMOJI, FLICKR30K
 from study.errors import StudyError, run_cli
 from study.intermediate import CLIP_TOWER, SCRATCH
 from study.search_space import SearchSpace, load_search_space, split_trial_config
-from study.train import (DRIVER_RESOURCE, Scaling, build_trainer, check_cluster, init_ray, print_report_families,
-                         selection_key, validate)
+from study.train import (
+    DRIVER_RESOURCE,
+    Scaling,
+    build_trainer,
+    check_cluster,
+    init_ray,
+    print_report_families,
+    selection_key,
+    validate,
+)
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 DEFAULT_TRIALS = {"smoke": 4, "paper": 20}
@@ -321,8 +329,8 @@ def flush_tracking(settings: dict, parent: str, attempts: int = 6, wait_s: float
     records wait in the study's storage and ``--resume`` writes them (no trial runs again)."""
     from study.tracking import MLflowWriter
 
-    writer = MLflowWriter(settings["uri"], settings["experiment"], parent, settings["storage"], settings["name"])
     for attempt in range(attempts):
+        writer = MLflowWriter(settings["uri"], settings["experiment"], parent, settings["storage"], settings["name"])
         if writer.flush():
             return
         time.sleep(wait_s * (attempt < attempts - 1))

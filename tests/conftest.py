@@ -31,39 +31,9 @@ def synonym_file():
     return path
 
 
-def start_mlflow_server(root: Path, port: int):
-    """A real `mlflow server` with a SQLite backend on 127.0.0.1; returns (process, uri) once it answers."""
-    import signal
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                               "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--workers", "1",
-                               "--artifacts-destination", str(root / "artifacts")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(uri + "/health", timeout=1)
-            return server, uri
-        except OSError:
-            time.sleep(0.5)
-    os.killpg(server.pid, signal.SIGTERM)
-    pytest.fail("mlflow server did not start")
-
-
-def stop(process) -> None:
-    import signal
-
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=30)
-
-
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
-    from helpers import free_port
+    from helpers import free_port, start_mlflow_server, stop
 
     server, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow"), free_port())
     yield uri

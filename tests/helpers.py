@@ -1,9 +1,13 @@
 """Helpers of the end-to-end tests: free ports, study subprocesses, MLflow queries."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 
 def free_port() -> int:
@@ -30,3 +34,28 @@ def study_runs(uri, experiment, model=None):
     parents = [r for r in runs if r.data.tags.get("run_kind") == "study"]
     trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
     return client, parents, trials
+
+
+def start_mlflow_server(root: Path, port: int):
+    """A real `mlflow server` with a SQLite backend on 127.0.0.1; returns (process, uri) once it answers."""
+    import time
+    import urllib.request
+
+    from study.serve_mlflow import server_command
+
+    server = subprocess.Popen(server_command("127.0.0.1", port, f"sqlite:///{root}/mlflow.db", str(root / "artifacts")),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(uri + "/health", timeout=1)
+            return server, uri
+        except OSError:
+            time.sleep(0.5)
+    os.killpg(server.pid, signal.SIGTERM)
+    pytest.fail("mlflow server did not start")
+
+
+def stop(process) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)

@@ -162,7 +162,7 @@ def test_mlflow_ui_shows_the_runs_and_the_report_in_headless_chromium(report, sm
     report_run = client.search_runs([experiment.experiment_id], "tags.run_kind = 'report'")[0]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     base = f"{smoke_experiment['uri']}/#/experiments/{experiment.experiment_id}"
-    page = _browse(base, ARTIFACTS / "mlflow_experiment.png")
+    page = _browse(f"{base}/runs", ARTIFACTS / "mlflow_experiment.png")  # the experiment's runs table
     studies = client.search_runs([experiment.experiment_id], "tags.run_kind = 'study'")
     for name in ["report", *(r.info.run_name for r in studies)]:
         assert name in page, name

@@ -117,10 +117,12 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
         assert len(client.get_metric_history(run.info.run_id, "dev_en/accuracy")) == 3  # a step series
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         modality = run.data.params["modality"]
+        # the selected report per language, and per example (for the report's bootstrap intervals)
         if modality == "none":
-            assert artifacts == {"per_language.csv"} and "intermediate_steps" not in run.data.params
+            assert artifacts == {"per_language.csv", "per_example.json"}
+            assert "intermediate_steps" not in run.data.params
         else:  # the stage's parameters, loss series, checkpoint and metadata are part of the trial's run
-            assert artifacts == {"per_language.csv", "stage.json"}
+            assert artifacts == {"per_language.csv", "per_example.json", "stage.json"}
             assert {"intermediate_steps", "intermediate.checkpoint", "intermediate.cache_hit"} <= set(run.data.params)
             assert client.get_metric_history(run.info.run_id, "intermediate/loss")
             assert ("vision_lr" in run.data.params) == (modality == "multimodal")

@@ -1,0 +1,229 @@
+"""Cluster and reliability: cluster.yaml against Ray's own validator, services bound to 127.0.0.1 with Ray's token
+auth on, a smoke study on a real local multi-node Ray cluster that loses a worker node mid-trial, and an MLflow
+server that goes away during a study."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import free_port, start_mlflow_server, start_study, stop, study_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+LOOPBACK = "0100007F"  # 127.0.0.1 as /proc/net/tcp writes it
+
+
+def _cluster_config() -> dict:
+    return yaml.safe_load((ROOT / "cluster.yaml").read_text())
+
+
+def _pins() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = dict(re.match(r"([\w\-]+)(?:\[[^\]]*\])?==([\w.]+)", d).groups() for d in project["dependencies"]
+                if "==" in d)
+    return {**pins, "requires-python": project["requires-python"]}
+
+
+def test_cluster_yaml_passes_the_pinned_ray_autoscaler_validator():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    validate_config(prepare_config(_cluster_config()))  # raises on any schema error
+
+
+def test_cluster_installs_this_project_at_the_pinned_versions():
+    config, pins = _cluster_config(), _pins()
+    for image in (config["docker"]["head_image"], config["docker"]["worker_image"]):
+        ray_version, python = re.match(r"rayproject/ray:([\d.]+)-py3(\d+)-", image).groups()
+        assert ray_version == pins["ray"], image  # the image's Ray is the Ray the project pins
+        assert int(python) >= int(pins["requires-python"].split(".")[1]), image
+    mounted = {target: source for target, source in config["file_mounts"].items()}
+    installs = [c for c in config["setup_commands"] if "pip install" in c]
+    assert len(installs) == 1 and re.search(r'pip install .*-e "?(/home/ray/study)"?', installs[0])
+    assert mounted["/home/ray/study"] == "."  # this checkout, so the pins of this pyproject.toml
+
+
+def _exports(config) -> dict[str, str]:
+    text = "\n".join(config["setup_commands"])
+    return dict(re.findall(r"export (\w+)=(\S+?)'?(?:\s|$)", text))
+
+
+def test_cluster_storage_is_shared_when_workers_exist_and_has_no_credentials():
+    config = _cluster_config()
+    workers = sum(t.get("max_workers", 0) for t in config["available_node_types"].values())
+    assert workers > 0
+    exports = _exports(config)
+    assert exports["STUDY_STORAGE"].startswith("s3://")  # Ray checkpoints: every node sees them
+    shared = "/mnt/shared"
+    assert any(f"-v {shared}:{shared}" in option for option in config["docker"]["run_options"])
+    assert any(shared in command and "mount" in command for command in config["initialization_commands"])
+    for name in ("STUDY_CACHE_DIR", "HF_HOME", "RAY_AUTH_TOKEN_PATH"):
+        assert exports[name].startswith(shared + "/"), name
+    head = "\n".join(config["head_start_ray_commands"])
+    assert "--artifacts-destination s3://" in head and f"sqlite:///{shared}/" in head
+    text = (ROOT / "cluster.yaml").read_text().lower()
+    for secret in ("aws_access_key_id", "aws_secret_access_key", "ssh_private_key", "password", "token=",
+                   "mlflow_tracking_token"):
+        assert secret not in text, secret
+
+
+def test_cluster_services_bind_loopback_and_ray_uses_token_auth():
+    config = _cluster_config()
+    head = " ".join(config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head and "study.serve_mlflow --host 127.0.0.1" in head
+    for command in config["head_start_ray_commands"][1:] + config["worker_start_ray_commands"][1:]:
+        if "ray start" in command:
+            assert "RAY_AUTH_MODE=token" in command, command
+    assert _exports(config)["RAY_AUTH_MODE"] == "token"
+    assert config["available_node_types"][config["head_node_type"]]["resources"]["study_driver"] > 0
+
+
+def _listening(port: int) -> set[str]:
+    """Local addresses (hex, as in /proc/net/tcp[6]) with a socket listening on port."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.split(":")
+            if state == "0A" and int(port_hex, 16) == port:  # 0A = LISTEN
+                found.add(address)
+    return found
+
+
+def test_mlflow_server_binds_127_0_0_1_and_refuses_a_public_address_unless_asked(tmp_path):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "study.serve_mlflow", "--port", str(port), "--backend-store-uri",
+                               f"sqlite:///{tmp_path}/mlflow.db", "--artifacts-destination", str(tmp_path / "a")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for _ in range(120):
+            if _listening(port):
+                break
+            time.sleep(0.5)
+        assert _listening(port) == {LOOPBACK}
+    finally:
+        stop(server)
+    public = subprocess.run([sys.executable, "-m", "study.serve_mlflow", "--host", "0.0.0.0", "--port", str(port)],
+                            capture_output=True, text=True, timeout=60)
+    assert public.returncode == 2 and "--allow-remote" in public.stderr
+
+
+def test_ray_dashboard_binds_127_0_0_1_and_token_auth_is_on(tmp_path):
+    probe = """
+import json, ray
+from ray._private.worker import get_dashboard_url
+from ray._raylet import AuthenticationMode, get_authentication_mode
+from study.train import init_ray
+init_ray(num_cpus=1, dashboard=True)
+print(json.dumps({"dashboard": get_dashboard_url(), "token": get_authentication_mode() == AuthenticationMode.TOKEN}))
+import time, urllib.request
+for _ in range(60):
+    try:
+        urllib.request.urlopen("http://" + get_dashboard_url(), timeout=1); break
+    except OSError:
+        time.sleep(0.5)
+print("ready", flush=True)
+input()
+ray.shutdown()
+"""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    process = subprocess.Popen([sys.executable, "-c", probe], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
+    try:
+        facts = json.loads(process.stdout.readline())
+        assert process.stdout.readline().strip() == "ready"
+        host, port = facts["dashboard"].rsplit(":", 1)
+        assert host == "127.0.0.1" and _listening(int(port)) == {LOOPBACK}
+        assert facts["token"] is True  # Ray's token authentication is on for the cluster the project starts
+    finally:
+        process.communicate("\n", timeout=60)
+
+
+def _trial_nodes(uri: str, experiment: str) -> dict[str, list[str]]:
+    """Trial run -> the Ray nodes it trained on, in order (the study tags every trial run with them)."""
+    _, _, trials = study_runs(uri, experiment)
+    return {r.info.run_id: r.data.tags["nodes"].split(",") for r in trials if r.data.tags.get("nodes")}
+
+
+@pytest.mark.slow
+def test_multi_node_study_spreads_trials_and_recovers_from_a_lost_node(mlflow_server, tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"study_driver": 4},
+                                                             "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(3)]  # each holds one 1-CPU Train worker
+    cluster.wait_for_nodes()
+    storage = tmp_path / "shared"
+    try:
+        process = start_study("--trials", "2", "--max-concurrent", "2", "--cpus-per-worker", "1", "--storage",
+                              f"file://{storage}", "--mlflow-uri", mlflow_server, "--experiment", "multinode",
+                              "--search-space", str(ROOT / "search_spaces" / "tiny.yaml"),
+                              env={"RAY_ADDRESS": cluster.address, "STUDY_STEP_DELAY_S": "2"})
+        deadline, killed = time.time() + 600, None
+        while time.time() < deadline and killed is None:  # both trials running, one reported: take its node away
+            nodes = _trial_nodes(mlflow_server, "multinode")
+            if len(nodes) == 2:
+                victim_id = next(iter(nodes.values()))[-1]
+                killed = next(n for n in workers if n.node_id == victim_id)
+                cluster.remove_node(killed, allow_graceful=False)  # its raylet and every process on it die
+            time.sleep(1)
+        assert killed is not None, "the trials never reported"
+        output, _ = process.communicate(timeout=900)
+    finally:
+        cluster.shutdown()
+    assert process.returncode == 0, output[-3000:]
+    nodes = _trial_nodes(mlflow_server, "multinode")
+    first_nodes = {reports[0] for reports in nodes.values()}
+    assert len(first_nodes) == 2 and killed.node_id in first_nodes  # the two trials ran on two worker nodes
+    moved = [reports for reports in nodes.values() if reports[0] == killed.node_id]
+    assert len(moved) == 1 and moved[0][-1] != killed.node_id  # that trial finished on another node
+    _, parents, trials = study_runs(mlflow_server, "multinode")
+    assert len(parents) == 1 and len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
+    for run in trials:  # resumed from its last checkpoint: steps continue, none repeats, none is missing
+        from mlflow.tracking import MlflowClient
+
+        steps = [m.step for m in MlflowClient(mlflow_server).get_metric_history(run.info.run_id, "dev_en/accuracy")]
+        assert steps == sorted(set(steps)) and steps[-1] == 6, steps
+    assert list(storage.glob("study-*-trial-*/checkpoint_*")), "checkpoints are in the shared storage"
+
+
+@pytest.mark.slow
+def test_mlflow_outage_loses_nothing_and_resume_writes_the_rest(tmp_path):
+    port, root = free_port(), tmp_path / "mlflow"
+    root.mkdir()
+    server, uri = start_mlflow_server(root, port)
+    args = ("--trials", "3", "--max-concurrent", "1", "--storage", str(tmp_path / "runs"), "--mlflow-uri", uri,
+            "--experiment", "outage", "--name", "outage-study")
+    process = start_study(*args, env={"STUDY_STEP_DELAY_S": "0.5"})
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and not study_runs(uri, "outage")[2]:
+            time.sleep(1)  # the first trial's run exists: the server goes away mid-study
+        stop(server)
+        output, _ = process.communicate(timeout=900)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 2, output[-3000:]
+    assert "is not answering" in output and "run the same command with --resume" in output
+    assert list((tmp_path / "runs" / "outage-study" / "mlflow-outbox").glob("pending.pkl"))
+    server, uri = start_mlflow_server(root, port)  # the same store, back again
+    try:
+        resumed = start_study(*args, "--resume")
+        output, _ = resumed.communicate(timeout=900)
+        assert resumed.returncode == 0, output[-3000:]
+        client, parents, trials = study_runs(uri, "outage")
+        assert len(parents) == 1 and len(trials) == 3 and len({r.data.tags["trial_id"] for r in trials}) == 3
+        for run in trials:
+            assert run.info.status == "FINISHED"
+            assert client.get_metric_history(run.info.run_id, "dev_en/accuracy")  # results written, not lost
+            assert "per_language.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert not list((tmp_path / "runs" / "outage-study" / "mlflow-outbox").glob("pending.pkl"))
+    finally:
+        stop(server)
