@@ -226,6 +226,16 @@ def distance_rows(study: Study) -> tuple[list[dict], list[dict]]:
     return points, fits
 
 
+def best_distance_rows(fits: list[dict]) -> list[dict]:
+    """Per model, the distance whose line explains the gap best (highest r²)."""
+    rows = []
+    for model in sorted({f["model"] for f in fits}):
+        fitted = [f for f in fits if f["model"] == model and f["r2"] is not None]
+        if fitted:
+            rows.append(max(fitted, key=lambda f: f["r2"]))
+    return rows
+
+
 def importance_rows(study: Study) -> list[dict]:
     """Optuna's fANOVA importance of each searched parameter for English dev, per model."""
     import optuna
@@ -510,6 +520,7 @@ def build_report(study: Study, out: Path) -> list[str]:
         ("Modality effect per family", image("modality") + _table(
             _interval_rows(modality), ["contrast", "family", "difference", "95% interval"])),
         ("Transfer gap vs typological distance to English (URIEL+)", image("distance") + _table(
+            best_distance_rows(fits), ["model", "distance", "r2", "slope", "n"]) + _table(
             fits, ["model", "distance", "slope", "intercept", "r2", "n", "note"])),
         ("The search: parameter importance and optimisation history", image("importance") + image("history")
          + _table(importance, ["model", "parameter", "importance", "note"])),

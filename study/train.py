@@ -158,7 +158,8 @@ class _Run:
         self.sampler = torch.utils.data.DistributedSampler(self.pairs, num_replicas=world, rank=rank, shuffle=True,
                                                            seed=cfg.seed, drop_last=world > 1)
         self.loader = torch.utils.data.DataLoader(self.pairs, batch_size=cfg.batch_size, sampler=self.sampler,
-                                                  collate_fn=collate_pairs(self.tokenizer.pad_token_id))
+                                                  collate_fn=collate_pairs(self.tokenizer.pad_token_id),
+                                                  pin_memory=device.type == "cuda")  # faster host-to-GPU copies
         self.total_steps = self._total_steps()
         self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, head_lr=cfg.head_lr,
                                         fused=not self.reference)
