@@ -20,6 +20,7 @@ import argparse
 import html
 import json
 import math
+import re
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -342,13 +343,14 @@ def difference_figure(rows: list[dict], by: str, name: str, title: str, out: Pat
         return None
 
     def draw(plt):
-        figure, axis = plt.subplots(figsize=(7, 0.35 * len(usable) + 1.5))
+        figure, axis = plt.subplots(figsize=(11, 0.35 * len(usable) + 1.5))
         for y, row in enumerate(usable):
             axis.plot(row["difference"], y, "o", color="C0")
             if row["low"] is not None:
                 axis.plot([row["low"], row["high"]], [y, y], "-", color="C0")
         axis.axvline(0, color="grey", lw=0.8)
-        axis.set_yticks(range(len(usable)), [f"{r['contrast']} | {r[by]}" for r in usable], fontsize=7)
+        short = [re.sub(r" \[[^\]]*\]", "", f"{r['contrast']} | {r[by]}") for r in usable]  # tables: full names
+        axis.set_yticks(range(len(usable)), short, fontsize=7)
         axis.set_title(title, fontsize=9)
         return figure
 
@@ -480,9 +482,14 @@ def header(study: Study) -> dict:
     seeds = {model: len(study.seeds_of(study.best(model))) for model in study.models()}
     task = parents[0].data.params.get("task", "?") if parents else "?"
     return {"experiment": study.experiment, "task": task, "suite": ", ".join(suites), "preset": ", ".join(presets),
-            "models": models, "trials": counts, "seeds": seeds, "metric": study.metric,
+            "models": "; ".join(models), "trials": _per_model(counts), "seeds": _per_model(seeds),
+            "metric": study.metric,
             "selection": "English dev only: every configuration, checkpoint and early stop was chosen on the English "
                          "dev set; target-language test scores were never used to choose anything"}
+
+
+def _per_model(values: dict) -> str:
+    return ", ".join(f"{model}: {value}" for model, value in values.items())
 
 
 def build_report(study: Study, out: Path) -> list[str]:
@@ -506,8 +513,11 @@ def build_report(study: Study, out: Path) -> list[str]:
                "distance": distance_figure(points, fits, out), "history": history_figure(study, out),
                "importance": importance_figure(importance, out), "weights": loss_weight_figure(study, out)}
     files += [f for f in figures.values() if f]
-    image = lambda key: f'<img src="{figures[key]}" alt="{key}">' if figures[key] else \
-        "<p><em>too little data for this figure</em></p>"
+
+    def image(key: str) -> str:
+        return f'<img src="{figures[key]}" alt="{key}">' if figures[key] else \
+            "<p><em>too little data for this figure</em></p>"
+
     sections = [
         ("Per language (configuration selected on English dev)",
          _table(languages, ["model", "language", "name", "family", "branch", "script", "score", "seeds",
@@ -519,9 +529,10 @@ def build_report(study: Study, out: Path) -> list[str]:
             _interval_rows(comparison), ["contrast", "family", "difference", "95% interval"])),
         ("Modality effect per family", image("modality") + _table(
             _interval_rows(modality), ["contrast", "family", "difference", "95% interval"])),
-        ("Transfer gap vs typological distance to English (URIEL+)", image("distance") + _table(
-            best_distance_rows(fits), ["model", "distance", "r2", "slope", "n"]) + _table(
-            fits, ["model", "distance", "slope", "intercept", "r2", "n", "note"])),
+        ("Transfer gap vs typological distance to English (URIEL+)",
+         image("distance") + "<p>Best-fitting distance per model (highest r²):</p>"
+         + _table(best_distance_rows(fits), ["model", "distance", "r2", "slope", "n"])
+         + _table(fits, ["model", "distance", "slope", "intercept", "r2", "n", "note"])),
         ("The search: parameter importance and optimisation history", image("importance") + image("history")
          + _table(importance, ["model", "parameter", "importance", "note"])),
         ("VME loss weights vs English dev and target scores", image("weights")),
@@ -546,8 +557,9 @@ def log_report(study: Study, out: Path, info: dict) -> str:
     run = client.create_run(experiment_id, run_name="report", tags={"run_kind": "report", "metric": study.metric})
     for key in ("task", "suite", "preset"):
         client.log_param(run.info.run_id, key, str(info[key]))
-    client.log_param(run.info.run_id, "models", "; ".join(info["models"])[:6000])
-    client.log_param(run.info.run_id, "trials", json.dumps(info["trials"]))
+    client.log_param(run.info.run_id, "models", info["models"][:6000])
+    client.log_param(run.info.run_id, "trials", info["trials"])
+    client.log_param(run.info.run_id, "seeds", info["seeds"])
     client.log_artifacts(run.info.run_id, str(out))
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id

@@ -118,7 +118,8 @@ def test_report_has_a_row_per_family_and_intervals_around_estimates(report):
 def test_report_html_is_honest_and_references_only_existing_files(report):
     page = (report / "report.html").read_text(encoding="utf-8")
     for fact in ("OFFLINE STAND-IN", "English dev only", "pocket", "smoke", "Model comparison per family",
-                 "Modality effect per family", "typological distance", "parameter importance"):
+                 "Modality effect per family", "typological distance", "Best-fitting distance per model",
+                 "parameter importance"):
         assert fact in page, fact
     referenced = set(re.findall(r'(?:src|href)="([^"]+)"', page))
     assert referenced and all((report / name).is_file() for name in referenced), referenced
