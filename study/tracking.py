@@ -23,6 +23,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from study.errors import StudyError
+from study.outbox import outbox_take, storage_fs
 from study.search_space import split_trial_config
 
 # A study must notice an MLflow outage in seconds, not after MLflow's default ~2 minutes of retries per request
@@ -119,44 +120,6 @@ def flatten(config: dict, prefix: str = "") -> dict:
     return flat
 
 
-# --- the outbox: what trial processes hand to the tracking side, in the study's Ray storage --------------------
-
-
-def _storage_fs(storage: str):
-    """(pyarrow filesystem, root path) of a Ray storage location: a directory or a URI such as s3://bucket/dir."""
-    import pyarrow.fs
-
-    if "://" in storage:
-        return pyarrow.fs.FileSystem.from_uri(storage)
-    return pyarrow.fs.LocalFileSystem(), str(Path(storage).resolve())
-
-
-def outbox_put(storage: str, study: str, trial_id: str, name: str, data: bytes) -> None:
-    """Leave a file for the trial's MLflow run. Trial processes never talk to MLflow: the study driver's callback
-    is its only writer, so an unreachable server cannot fail a trial and nothing is written twice."""
-    fs, root = _storage_fs(storage)
-    directory = f"{root}/{study}/mlflow-outbox/{trial_id}"
-    fs.create_dir(directory, recursive=True)
-    with fs.open_output_stream(f"{directory}/{name}.tmp") as out:
-        out.write(data)
-    fs.move(f"{directory}/{name}.tmp", f"{directory}/{name}")
-
-
-def outbox_take(storage: str, study: str, trial_id: str) -> dict[str, bytes]:
-    import pyarrow.fs
-
-    fs, root = _storage_fs(storage)
-    directory = f"{root}/{study}/mlflow-outbox/{trial_id}"
-    if fs.get_file_info(directory).type != pyarrow.fs.FileType.Directory:
-        return {}
-    items = {}
-    for info in fs.get_file_info(pyarrow.fs.FileSelector(directory)):
-        if info.type == pyarrow.fs.FileType.File and not info.base_name.endswith(".tmp"):
-            with fs.open_input_stream(info.path) as handle:
-                items[info.base_name] = handle.read()
-    return items
-
-
 def stage_record(directory: Path, meta: dict, cache_hit: bool) -> bytes:
     return json.dumps({"directory": str(directory), "meta": meta, "cache_hit": cache_hit}).encode()
 
@@ -200,7 +163,7 @@ class MLflowWriter:
         return self._client
 
     def _pending_path(self) -> tuple:
-        fs, root = _storage_fs(self.storage)
+        fs, root = storage_fs(self.storage)
         return fs, f"{root}/{self.study}/mlflow-outbox/pending.pkl"
 
     def _load(self) -> list[tuple]:

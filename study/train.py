@@ -92,6 +92,7 @@ class Progress:
     window: dict = field(default_factory=lambda: {"n": 0})  # loss sums since the last report
     train_seconds: float = 0.0  # time in training steps since the last report (evaluation excluded)
     train_examples: int = 0
+    best_dev: float = float("-inf")  # English dev of the best evaluation so far (its examples are in the outbox)
 
 
 def train_fn_per_worker(train_loop_config: dict) -> None:
@@ -213,8 +214,10 @@ class _Run:
                             "derivation": "torch.manual_seed(hash of seed, rank, epoch, batch)"}},
                    Path(directory) / TRAIN_STATE)
         # what the report bootstraps over: per example (numerator, denominator) of the metric, per language
-        (Path(directory) / EXAMPLES_FILE).write_text(json.dumps({"step": self.progress.step,
-                                                                "metric": self.task.metric, "units": self.units}))
+        (Path(directory) / EXAMPLES_FILE).write_bytes(self._examples_json())
+
+    def _examples_json(self) -> bytes:
+        return json.dumps({"step": self.progress.step, "metric": self.task.metric, "units": self.units}).encode()
 
     # -- training --
 
@@ -308,6 +311,12 @@ class _Run:
             metrics = holder[0]
         self.progress.window = {"n": 0}
         self.progress.train_seconds, self.progress.train_examples = 0.0, 0
+        if self.rank == 0 and metrics[selection_key(self.task.metric)] > self.progress.best_dev:
+            from study.outbox import put_from_worker
+
+            # what English dev selects so far: the report bootstraps these examples even if the trial is stopped
+            self.progress.best_dev = metrics[selection_key(self.task.metric)]
+            put_from_worker(EXAMPLES_FILE, self._examples_json())
         if self.rank != 0:
             report(metrics, None)
             return
@@ -420,7 +429,8 @@ def worker_env(threads: int) -> dict:
     return env
 
 
-def build_trainer(cfg: TrainConfig, scaling: Scaling, storage: str, name: str, callbacks=(), max_failures: int = 2):
+def build_trainer(cfg: TrainConfig, scaling: Scaling, storage: str, name: str, callbacks=(), max_failures: int = 2,
+                  env: dict | None = None):
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -435,7 +445,7 @@ def build_trainer(cfg: TrainConfig, scaling: Scaling, storage: str, name: str, c
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute=selection_key(get_task(cfg.task).metric),
                 checkpoint_score_order="max"),
-            worker_runtime_env={"env_vars": worker_env(threads)}))
+            worker_runtime_env={"env_vars": {**worker_env(threads), **(env or {})}}))
 
 
 DRIVER_RESOURCE = "study_driver"  # head-only on a cluster: trial drivers never land on (spot) GPU workers

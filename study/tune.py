@@ -47,10 +47,11 @@ def train_driver_fn(config: dict) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from study.tracking import outbox_put
+    from study.outbox import OUTBOX_ENV, outbox_location, put
 
     train, stage = split_trial_config(config)
     trial_id = ray.tune.get_context().get_trial_id()
+    outbox = outbox_location(config["storage"], config["study"], trial_id)  # what the MLflow callback will log
     scaling = Scaling(**config["scaling"])
     if stage["modality"] != "none":  # the intermediate stage first (cached across trials), then fine-tuning from it
         from study.intermediate import run_stage, stage_config
@@ -58,22 +59,12 @@ def train_driver_fn(config: dict) -> None:
 
         directory, meta, cache_hit = run_stage(stage_config(train["model"], train["seed"], stage, config.get("stage")),
                                                scaling, config["storage"])
-        outbox_put(config["storage"], config["study"], trial_id, STAGE_RECORD, stage_record(directory, meta, cache_hit))
+        put(outbox, STAGE_RECORD, stage_record(directory, meta, cache_hit))
         train["init_checkpoint"] = str(directory)
     trainer = build_trainer(TrainConfig.from_dict(train), scaling, config["storage"],
                             name=f"{config['study']}-trial-{trial_id}",  # stable across restarts: no timestamps
-                            callbacks=[TuneReportCallback()])
-    result = trainer.fit()
-    if result.best_checkpoints:  # the selected checkpoint's per-example scores, for the report's bootstrap
-        from study.tasks import get_task
-        from study.train import EXAMPLES_FILE, select_best
-
-        selected = select_best([m for _, m in result.best_checkpoints], get_task(train["task"]).metric)
-        checkpoint = next(c for c, m in result.best_checkpoints if m is selected)
-        with checkpoint.as_directory() as saved:
-            if (Path(saved) / EXAMPLES_FILE).is_file():
-                outbox_put(config["storage"], config["study"], trial_id, EXAMPLES_FILE,
-                           (Path(saved) / EXAMPLES_FILE).read_bytes())
+                            callbacks=[TuneReportCallback()], env={OUTBOX_ENV: outbox})
+    trainer.fit()
 
 
 # --- [3] the study -------------------------------------------------------------------------------------------

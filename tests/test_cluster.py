@@ -227,3 +227,12 @@ def test_mlflow_outage_loses_nothing_and_resume_writes_the_rest(tmp_path):
         assert not list((tmp_path / "runs" / "outage-study" / "mlflow-outbox").glob("pending.pkl"))
     finally:
         stop(server)
+
+
+def test_outbox_round_trip_on_a_directory_and_a_uri(tmp_path):
+    from study.outbox import outbox_location, outbox_take, put
+
+    for storage in (str(tmp_path / "plain"), f"file://{tmp_path}/uri"):
+        put(outbox_location(storage, "study-x", "trial-1"), "per_example.json", b'{"units": {}}')
+        assert outbox_take(storage, "study-x", "trial-1") == {"per_example.json": b'{"units": {}}'}
+        assert outbox_take(storage, "study-x", "trial-2") == {}  # nothing left: nothing to log

@@ -1,0 +1,60 @@
+"""The outbox: files trial processes hand to the study's MLflow callback, in the study's Ray storage.
+
+Trial drivers and training workers never talk to MLflow: they leave what their run needs here (the intermediate
+stage's record, the per-example scores of the best English-dev evaluation so far), and the Tune callback on the
+study driver — MLflow's only writer — logs it when the trial ends, whatever ended it (finished, stopped early by
+ASHA, failed). Storage may be a directory or a URI (s3://, gs://, file://), so every node can write it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+OUTBOX_ENV = "STUDY_OUTBOX"  # set for a trial's training workers: where rank 0 leaves its per-example scores
+
+
+def storage_fs(storage: str):
+    """(pyarrow filesystem, root path) of a Ray storage location: a directory or a URI such as s3://bucket/dir."""
+    import pyarrow.fs
+
+    if "://" in storage:
+        return pyarrow.fs.FileSystem.from_uri(storage)
+    return pyarrow.fs.LocalFileSystem(), str(Path(storage).resolve())
+
+
+def outbox_location(storage: str, study: str, trial_id: str) -> str:
+    """The trial's outbox as a URI or absolute path (what ``put`` takes)."""
+    fs, root = storage_fs(storage)
+    return f"{storage.split('://', 1)[0]}://{root}/{study}/mlflow-outbox/{trial_id}" if "://" in storage \
+        else f"{root}/{study}/mlflow-outbox/{trial_id}"
+
+
+def put(location: str, name: str, data: bytes) -> None:
+    """Write one file into an outbox (written to a temporary name, then moved: never half-written)."""
+    fs, directory = storage_fs(location)
+    fs.create_dir(directory, recursive=True)
+    with fs.open_output_stream(f"{directory}/{name}.tmp") as out:
+        out.write(data)
+    fs.move(f"{directory}/{name}.tmp", f"{directory}/{name}")
+
+
+def put_from_worker(name: str, data: bytes) -> None:
+    """From a training worker: write into the outbox its trial set in the environment (nothing without one)."""
+    if os.environ.get(OUTBOX_ENV):
+        put(os.environ[OUTBOX_ENV], name, data)
+
+
+def outbox_take(storage: str, study: str, trial_id: str) -> dict[str, bytes]:
+    """Every finished file in a trial's outbox."""
+    import pyarrow.fs
+
+    fs, directory = storage_fs(outbox_location(storage, study, trial_id))
+    if fs.get_file_info(directory).type != pyarrow.fs.FileType.Directory:
+        return {}
+    items = {}
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(directory)):
+        if info.type == pyarrow.fs.FileType.File and not info.base_name.endswith(".tmp"):
+            with fs.open_input_stream(info.path) as handle:
+                items[info.base_name] = handle.read()
+    return items
