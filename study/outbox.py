@@ -23,11 +23,15 @@ def storage_fs(storage: str):
     return pyarrow.fs.LocalFileSystem(), str(Path(storage).resolve())
 
 
-def outbox_location(storage: str, study: str, trial_id: str) -> str:
-    """The trial's outbox as a URI or absolute path (what ``put`` takes)."""
-    fs, root = storage_fs(storage)
-    return f"{storage.split('://', 1)[0]}://{root}/{study}/mlflow-outbox/{trial_id}" if "://" in storage \
-        else f"{root}/{study}/mlflow-outbox/{trial_id}"
+def storage_join(storage: str, *parts: str) -> str:
+    """A path inside Ray storage, as a URI for URI storage (s3://..., file://...) or an absolute path otherwise."""
+    base = storage.rstrip("/") if "://" in storage else str(Path(storage).resolve())
+    return "/".join((base, *parts))
+
+
+def outbox_location(storage: str, study: str, trial_id: str = "") -> str:
+    """The study's outbox, or one trial's (what ``put`` takes)."""
+    return storage_join(storage, study, "mlflow-outbox", *([trial_id] if trial_id else []))
 
 
 def put(location: str, name: str, data: bytes) -> None:
@@ -43,6 +47,25 @@ def put_from_worker(name: str, data: bytes) -> None:
     """From a training worker: write into the outbox its trial set in the environment (nothing without one)."""
     if os.environ.get(OUTBOX_ENV):
         put(os.environ[OUTBOX_ENV], name, data)
+
+
+def get(location: str, name: str) -> bytes | None:
+    """One file of an outbox, or None."""
+    import pyarrow.fs
+
+    fs, directory = storage_fs(location)
+    if fs.get_file_info(f"{directory}/{name}").type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(f"{directory}/{name}") as handle:
+        return handle.read()
+
+
+def delete(location: str, name: str) -> None:
+    import pyarrow.fs
+
+    fs, directory = storage_fs(location)
+    if fs.get_file_info(f"{directory}/{name}").type == pyarrow.fs.FileType.File:
+        fs.delete_file(f"{directory}/{name}")
 
 
 def outbox_take(storage: str, study: str, trial_id: str) -> dict[str, bytes]:

@@ -115,19 +115,19 @@ def _trial(client, run, metric: str) -> TrialRun | None:
         return None
     tags, params = run.data.tags, run.data.params
     selected = max(history, key=lambda m: (m.value, -m.step))  # as in training: best dev, earliest on ties
-    prefix = f"test/{metric}/"
-    scores = {}
-    for key in run.data.metrics:
-        if key.startswith(prefix) and key != prefix + "avg":
-            values = [m for m in client.get_metric_history(run.info.run_id, key) if m.step == selected.step]
-            if values:
-                scores[key[len(prefix):]] = values[-1].value
-    units = None
+    units, scores = None, {}
     if any(a.path == EXAMPLES_ARTIFACT for a in client.list_artifacts(run.info.run_id)):
         with tempfile.TemporaryDirectory() as scratch:
             data = json.loads(Path(client.download_artifacts(run.info.run_id, EXAMPLES_ARTIFACT, scratch)).read_text())
         units = {k: v for k, v in data["units"].items() if k != "dev_en"}
         scores = {lang: units_score(u) for lang, u in units.items()}
+    else:  # no per-example scores: the logged test metrics at the selected step (one query per language)
+        prefix = f"test/{metric}/"
+        for key in run.data.metrics:
+            if key.startswith(prefix) and key != prefix + "avg":
+                values = [m for m in client.get_metric_history(run.info.run_id, key) if m.step == selected.step]
+                if values:
+                    scores[key[len(prefix):]] = values[-1].value
     return TrialRun(run.info.run_id, tags["run_kind"], tags.get("mlflow.parentRunId", ""), tags.get("model", "?"),
                     tags.get("model_name", tags.get("model", "?")), tags.get("offline_stand_in") == "True",
                     params.get("modality", "none"), dict(params), selected.value, run.info.start_time or 0,

@@ -23,7 +23,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from study.errors import StudyError
-from study.outbox import outbox_take, storage_fs
+from study.outbox import delete, get, outbox_location, outbox_take, put
 from study.search_space import split_trial_config
 
 # A study must notice an MLflow outage in seconds, not after MLflow's default ~2 minutes of retries per request
@@ -128,6 +128,7 @@ def stage_record(directory: Path, meta: dict, cache_hit: bool) -> bytes:
 
 
 RETRY_EVERY_S = 20.0  # while MLflow is down, try again at most this often
+PENDING_FILE = "pending.pkl"  # the buffer, in the study's outbox
 
 
 class MLflowWriter:
@@ -162,35 +163,19 @@ class MLflowWriter:
             self._client = MlflowClient(self.uri)
         return self._client
 
-    def _pending_path(self) -> tuple:
-        fs, root = storage_fs(self.storage)
-        return fs, f"{root}/{self.study}/mlflow-outbox/pending.pkl"
-
     def _load(self) -> list[tuple]:
         import pickle
 
-        import pyarrow.fs
-
-        fs, path = self._pending_path()
-        if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
-            return []
-        with fs.open_input_stream(path) as handle:
-            return pickle.loads(handle.read())
+        data = get(outbox_location(self.storage, self.study), PENDING_FILE)
+        return pickle.loads(data) if data else []
 
     def _save(self) -> None:
         import pickle
 
-        import pyarrow.fs
-
-        fs, path = self._pending_path()
-        if not self.pending:
-            if fs.get_file_info(path).type == pyarrow.fs.FileType.File:
-                fs.delete_file(path)
-            return
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        with fs.open_output_stream(path + ".tmp") as out:
-            out.write(pickle.dumps(self.pending))
-        fs.move(path + ".tmp", path)
+        if self.pending:
+            put(outbox_location(self.storage, self.study), PENDING_FILE, pickle.dumps(self.pending))
+        else:
+            delete(outbox_location(self.storage, self.study), PENDING_FILE)
 
     def send(self, trial_id: str, op: str, payload) -> None:
         self.pending.append((trial_id, op, payload))

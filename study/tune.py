@@ -273,6 +273,7 @@ def main(argv=None) -> int:
 def _run(args, settings) -> int:
     import ray.tune
 
+    from study.outbox import storage_join
     from study.tracking import MLflowTrialCallback, MLflowWriter, end_parent_run, per_language_csv, start_parent_run
 
     max_concurrent, threads = concurrency(args.workers, args.gpus_per_worker, args.max_concurrent)
@@ -284,8 +285,7 @@ def _run(args, settings) -> int:
     callback = MLflowTrialCallback(MLflowWriter(settings["uri"], settings["experiment"], parent, settings["storage"],
                                                 settings["name"]), tags, selection_key(metric), metric)
     trainable = ray.tune.with_resources(train_driver_fn, {"CPU": DRIVER_CPU, DRIVER_RESOURCE: 1})
-    study_path = str(Path(settings["storage"]) / settings["name"]) if "://" not in settings["storage"] else \
-        f"{settings['storage'].rstrip('/')}/{settings['name']}"
+    study_path = storage_join(settings["storage"], settings["name"])
     print(f"[study] {settings['name']}: {settings['trials']} trials of {settings['spec'].name} on "
           f"{settings['task'].name} ({settings['task'].suite}, preset {settings['preset']}), {args.workers} worker(s) "
           f"per trial, {max_concurrent} concurrent; MLflow {settings['uri']} experiment {settings['experiment']}",

@@ -264,7 +264,7 @@ def folder_captions(folder: str, min_side: int, max_images: int = MAX_IMAGES) ->
             continue
         items.append(CaptionedImage(str(path), *pair, _split_of(image)))
     _usable_or_fail(folder, items, skipped)
-    stamp = "".join(f"{Path(i.image).stat().st_size}:{Path(i.image).stat().st_mtime_ns}" for i in items)
+    stamp = "".join(f"{stat.st_size}:{stat.st_mtime_ns}" for stat in (Path(i.image).stat() for i in items))
 
     def load(key: str, size: int):
         from PIL import Image
