@@ -145,9 +145,13 @@ ray.shutdown()
         process.communicate("\n", timeout=60)
 
 
-def _trial_nodes(uri: str, experiment: str) -> dict[str, list[str]]:
-    """Trial run -> the Ray nodes it trained on, in order (the study tags every trial run with them)."""
-    _, _, trials = study_runs(uri, experiment)
+def _trial_nodes(uri: str, experiment: str, early_only: bool = False) -> dict[str, list[str]]:
+    """Trial run -> the Ray nodes it trained on, in order (the study tags every trial run with them); with
+    early_only, only runs still RUNNING after their first evaluation (most of their training still ahead)."""
+    client, _, trials = study_runs(uri, experiment)
+    if early_only:
+        trials = [r for r in trials if r.info.status == "RUNNING"
+                  and len(client.get_metric_history(r.info.run_id, "dev_en/accuracy")) == 1]
     return {r.info.run_id: r.data.tags["nodes"].split(",") for r in trials if r.data.tags.get("nodes")}
 
 
@@ -167,9 +171,9 @@ def test_multi_node_study_spreads_trials_and_recovers_from_a_lost_node(mlflow_se
                               env={"RAY_ADDRESS": cluster.address, "STUDY_STEP_DELAY_S": "2"})
         deadline, killed = time.time() + 600, None
         while time.time() < deadline and killed is None:  # both trials running, one reported: take its node away
-            nodes = _trial_nodes(mlflow_server, "multinode")
-            if len(nodes) == 2:
-                victim_id = next(iter(nodes.values()))[-1]
+            early = _trial_nodes(mlflow_server, "multinode", early_only=True)
+            if len(_trial_nodes(mlflow_server, "multinode")) == 2 and early:  # both placed; one has far to go
+                victim_id = next(iter(early.values()))[-1]
                 killed = next(n for n in workers if n.node_id == victim_id)
                 cluster.remove_node(killed, allow_graceful=False)  # its raylet and every process on it die
             time.sleep(1)
