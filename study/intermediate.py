@@ -43,7 +43,7 @@ VISION_TRAIN = ("frozen", "last", "full")
 SCRATCH_IMAGE_SIZE = 32
 EMBED_DIM = 128
 STAGE_META = "stage.json"
-STAGE_FORMAT = 2  # bump when the stage's training changes, so cached stages of older code are not reused
+STAGE_FORMAT = 3  # bump when the stage's training changes, so cached stages of older code are not reused
 
 
 @dataclass(frozen=True)
@@ -263,6 +263,7 @@ def run_stage_worker(cfg: StageConfig, out: Path, rank: int, world: int, device,
     captions_seen = hashlib.sha256()
     losses, reported = [], 0
     started = time.perf_counter()
+    model.train()  # from_pretrained returns the backbone in eval mode: dropout must be on while training
     for step, indices in enumerate(order, start=1):
         batch = [train[i] for i in indices][rank::world]
         captions_seen.update("\n".join(b.caption for b in batch).encode())

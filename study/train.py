@@ -170,6 +170,7 @@ class _Run:
                                                          self.total_steps)
         self.ddp = self._wrap()
         self.progress = Progress()
+        self.resumed_from_step = 0  # the checkpoint's step when this worker group restored one (after a failure)
         self.bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
 
     def _wrap(self):
@@ -198,6 +199,7 @@ class _Run:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.progress = Progress(**state["progress"])
+        self.resumed_from_step = self.progress.step
 
     def _save(self, directory: str) -> None:
         from dataclasses import asdict
@@ -245,6 +247,7 @@ class _Run:
 
     def train(self, report) -> None:
         cfg, progress = self.cfg, self.progress
+        self.model.train()  # from_pretrained returns the model in eval mode: dropout must be on from the first step
         log_started, examples = time.perf_counter(), 0
         for epoch in range(progress.epoch, cfg.epochs):
             progress.epoch = epoch
@@ -351,7 +354,8 @@ class _Run:
                    f"gap_to_en/{metric}": english - statistics.fmean(targets.values()) if targets else 0.0,
                    "eval_seconds": time.perf_counter() - started,
                    "train/examples_per_s": self.progress.train_examples / max(self.progress.train_seconds, 1e-9),
-                   "time/worker_start_unix": self.started, "time/worker_seconds": time.time() - self.started}
+                   "time/worker_start_unix": self.started, "time/worker_seconds": time.time() - self.started,
+                   "train/resumed_from_step": self.resumed_from_step}
         metrics.update({f"test/{metric}/{lang}": s for lang, s in tests.items()})
         for by in ("family", "script"):
             metrics.update({f"{by}/{metric}/{g}": s for g, s in group_means(targets or tests, by).items()})

@@ -37,6 +37,19 @@ def test_modalities_see_the_same_captions_in_the_same_order(tmp_path):
     assert set(multimodal["probe"]) >= {"en", "de", "ja", "ar"} and text["probe"] == {}
 
 
+def test_stage_trains_with_dropout_on(tmp_path, monkeypatch):
+    """from_pretrained hands the backbone over in eval mode; every stage step must run in train mode."""
+    modes, forward = [], stage.ContrastiveModel.forward
+
+    def recording(self, captions, partner):
+        modes.append({m.training for m in self.modules()})
+        return forward(self, captions, partner)
+
+    monkeypatch.setattr(stage.ContrastiveModel, "forward", recording)
+    _run(tmp_path, "multimodal", steps=3)
+    assert modes == [{True}] * 3
+
+
 @pytest.mark.parametrize("modality", ["text", "multimodal"])
 def test_contrastive_loss_decreases(tmp_path, modality):
     _, meta = _run(tmp_path, modality, steps=40, lr=1e-3, head_lr=1e-3, vision_lr=3e-3)

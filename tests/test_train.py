@@ -20,9 +20,11 @@ TOY = dict(model="tiny", task="pocket-topic", ap_layer=5, batch_size=8, max_leng
 def ray_local():
     import ray
 
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"  # read by the Train controller (inherits this env)
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False)
     yield
     ray.shutdown()
+    del os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]
 
 
 def _fit(tmp_path, name, workers=2, **options):
@@ -57,14 +59,55 @@ def test_fault_tolerance_and_exact_resume(ray_local, tmp_path, monkeypatch):
     marker = tmp_path / "failed-once"
     monkeypatch.setenv("STUDY_FAIL_AT_STEP", "3")
     monkeypatch.setenv("STUDY_FAIL_MARKER", str(marker))
+    # Ray's controller collects reports every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (0.2 s in this Ray, see ray_local):
+    # a worker that died sooner after the step-2 report would restart from scratch, not from the checkpoint
+    monkeypatch.setenv("STUDY_STEP_DELAY_S", "1.0")
     crashed = _fit(tmp_path, "crashed", **options)
-    assert marker.exists()  # a worker process really died after step 3 and the run restarted from step 2
-    assert crashed.metrics["step"] == clean.metrics["step"] == 6
+    assert marker.exists()  # a worker process really died after step 3 ...
+    assert crashed.metrics["train/resumed_from_step"] == 2 and clean.metrics["train/resumed_from_step"] == 0
+    assert crashed.metrics["step"] == clean.metrics["step"] == 6  # ... and the run went on from step 2
     by_step = lambda r: {m["step"]: m for _, m in r.best_checkpoints}
     for step, metrics in by_step(clean).items():
         other = by_step(crashed)[step]
         for key in ("loss/total", "loss/ep", "loss/ap", "dev_en/accuracy", "test/accuracy/de"):
             assert other[key] == pytest.approx(metrics[key], rel=1e-4, abs=1e-6), (step, key)
+
+
+def test_resume_from_a_checkpoint_continues_exactly_with_dropout_on(tmp_path):
+    """In-process: a new run restored from the step-2 checkpoint reports the same losses and scores as the run that
+    went on; every training step runs in train mode (dropout on), before and after the first evaluation."""
+    import shutil
+
+    import ray.train
+    import torch
+
+    from study.train import _Run
+
+    cfg = TrainConfig(**{**TOY, "max_train_examples": 48, "epochs": 2, "eval_every": 2, "max_steps": 6, "lr": 5e-4})
+    saved = tmp_path / "step-2"
+
+    def run(restore_from=None):
+        instance, reports, modes = _Run(cfg, 0, 1, torch.device("cpu")), [], []
+        loss = instance._loss
+        instance._loss = lambda batch: (modes.append(instance.model.training), loss(batch))[1]
+        if restore_from:
+            instance.restore(ray.train.Checkpoint.from_directory(str(restore_from)))
+
+        def report(metrics, directory):
+            reports.append(metrics)
+            if metrics["step"] == 2 and not restore_from:
+                shutil.copytree(directory, saved)
+        instance.train(report)
+        return reports, modes
+
+    (first, *rest), modes = run()
+    resumed, resumed_modes = run(restore_from=saved)
+    assert all(modes) and all(resumed_modes) and len(modes) == 6 and len(resumed_modes) == 4
+    assert [m["step"] for m in resumed] == [m["step"] for m in rest] == [4, 6]
+    for went_on, restored in zip(rest, resumed):
+        for key in ("loss/total", "loss/task", "loss/ep", "loss/ap", "dev_en/accuracy", "test/accuracy/de"):
+            assert restored[key] == pytest.approx(went_on[key], rel=1e-6, abs=1e-7), (went_on["step"], key)
+    assert first["train/resumed_from_step"] == 0 and resumed[0]["train/resumed_from_step"] == 2
 
 
 def test_selection_ignores_corrupted_target_labels(monkeypatch):
