@@ -103,7 +103,7 @@ def train_fn_per_worker(train_loop_config: dict) -> None:
     cfg = TrainConfig.from_dict(train_loop_config)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    torch.set_num_threads(max(1, int(os.environ.get("STUDY_TORCH_THREADS", 1))))
+    torch.set_num_threads(max(1, int(os.environ.get("STUDY_TORCH_THREADS", "1"))))
     run = _Run(cfg, rank, world, ray.train.torch.get_device(), run_name=context.get_experiment_name(),
                started=started)
     run.restore(ray.train.get_checkpoint())
@@ -201,7 +201,7 @@ class _Run:
         self.progress = Progress(**state["progress"])
         self.resumed_from_step = self.progress.step
 
-    def _save(self, directory: str) -> None:
+    def _save(self, directory: str, examples: bytes) -> None:
         from dataclasses import asdict
 
         from study.models import save_model_dir
@@ -215,10 +215,10 @@ class _Run:
                     "rng": {"seed": self.cfg.seed,
                             "derivation": "torch.manual_seed(hash of seed, rank, epoch, batch)"}},
                    Path(directory) / TRAIN_STATE)
-        # what the report bootstraps over: per example (numerator, denominator) of the metric, per language
-        (Path(directory) / EXAMPLES_FILE).write_bytes(self._examples_json())
+        (Path(directory) / EXAMPLES_FILE).write_bytes(examples)
 
     def _examples_json(self) -> bytes:
+        """What the report bootstraps over: per example (numerator, denominator) of the metric, per language."""
         return json.dumps({"step": self.progress.step, "metric": self.task.metric, "units": self.units}).encode()
 
     # -- training --
@@ -314,17 +314,18 @@ class _Run:
             metrics = holder[0]
         self.progress.window = {"n": 0}
         self.progress.train_seconds, self.progress.train_examples = 0.0, 0
-        if self.rank == 0 and metrics[selection_key(self.task.metric)] > self.progress.best_dev:
+        if self.rank != 0:
+            report(metrics, None)
+            return
+        examples = self._examples_json()  # serialised once: for the outbox and for the checkpoint
+        if metrics[selection_key(self.task.metric)] > self.progress.best_dev:
             from study.outbox import put_from_worker
 
             # what English dev selects so far: the report bootstraps these examples even if the trial is stopped
             self.progress.best_dev = metrics[selection_key(self.task.metric)]
-            put_from_worker(EXAMPLES_FILE, self._examples_json())
-        if self.rank != 0:
-            report(metrics, None)
-            return
+            put_from_worker(EXAMPLES_FILE, examples)
         with tempfile.TemporaryDirectory(prefix="study-ckpt-") as directory:
-            self._save(directory)
+            self._save(directory, examples)
             report(metrics, directory)
 
     @torch.no_grad()
@@ -391,7 +392,7 @@ def _forced_nan(run_name: str) -> bool:
 def _maybe_fail(step: int) -> None:
     """Test hooks: kill this worker process once, right after optimizer step $STUDY_FAIL_AT_STEP; sleep
     $STUDY_STEP_DELAY_S after every step."""
-    time.sleep(float(os.environ.get(STEP_DELAY_ENV, 0)))
+    time.sleep(float(os.environ.get(STEP_DELAY_ENV, "0")))
     target, marker = os.environ.get(FAIL_AT_STEP_ENV), os.environ.get(FAIL_MARKER_ENV)
     if target and marker and step == int(target) and not os.path.exists(marker):
         Path(marker).write_text(f"failed after step {step}\n")
