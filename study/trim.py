@@ -91,3 +91,18 @@ def untrimmed(model: nn.Module):
         yield model
     finally:
         model.set_input_embeddings(trimmed)
+
+
+def full_gradients(model: nn.Module) -> dict[str, Tensor]:
+    """Every parameter's gradient by its full-model name (zeros where there is none); a trimmed embedding's rows are
+    written into a full-vocabulary zero matrix, so the gradients of a trimmed and an untrimmed model compare
+    elementwise (rows outside the kept ids get no gradient in the full model either)."""
+    grads = {n: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+             for n, p in model.named_parameters()}
+    embedding = model.get_input_embeddings()
+    if isinstance(embedding, TrimmedEmbedding):
+        name = next(n for n, p in model.named_parameters() if p is embedding.weight)
+        full = torch.zeros_like(embedding.full_weight, dtype=grads[name].dtype, device=grads[name].device)
+        full[embedding.kept_ids.to(full.device)] = grads[name]
+        grads[name] = full
+    return grads

@@ -1,5 +1,6 @@
-"""Helpers of the end-to-end tests: free ports, study subprocesses, MLflow queries."""
+"""Helpers of the end-to-end tests: free ports, study subprocesses, MLflow queries, observable trial states."""
 
+import json
 import os
 import signal
 import socket
@@ -59,3 +60,29 @@ def start_mlflow_server(root: Path, port: int):
 def stop(process) -> None:
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=30)
+
+
+def registered_checkpoints(storage, trial_id: str) -> int:
+    """How many checkpoints Ray Train's controller has registered for a trial: the checkpoint manager writes its
+    snapshot to the run's storage when it registers one (before any callback hears of the report), so a worker lost
+    after this point resumes from the newest of them, not from scratch."""
+    for path in Path(storage).glob(f"*-trial-{trial_id}/checkpoint_manager_snapshot.json"):
+        try:
+            return len(json.loads(path.read_text())["checkpoint_results"])
+        except (OSError, ValueError, KeyError):
+            return 0  # being written
+    return 0
+
+
+def trials_past_first_report(uri, experiment, storage, metric="dev_en/accuracy", reports=None):
+    """Trial runs still RUNNING that have reported ``metric`` (exactly ``reports`` times when given) and whose
+    checkpoint Ray Train has registered: a trial interrupted now has mid-trial state to resume from."""
+    client, _, trials = study_runs(uri, experiment)
+    found = []
+    for run in trials:
+        if run.info.status != "RUNNING" or "trial_id" not in run.data.tags:
+            continue
+        count = len(client.get_metric_history(run.info.run_id, metric))
+        if count and reports in (None, count) and registered_checkpoints(storage, run.data.tags["trial_id"]):
+            found.append(run)
+    return found

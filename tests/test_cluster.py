@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import free_port, start_mlflow_server, start_study, stop, study_runs
+from helpers import free_port, start_mlflow_server, start_study, stop, study_runs, trials_past_first_report
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = "0100007F"  # 127.0.0.1 as /proc/net/tcp writes it
@@ -145,18 +145,17 @@ ray.shutdown()
         process.communicate("\n", timeout=60)
 
 
-def _trial_nodes(uri: str, experiment: str, early_only: bool = False) -> dict[str, list[str]]:
-    """Trial run -> the Ray nodes it trained on, in order (the study tags every trial run with them); with
-    early_only, only runs still RUNNING after their first evaluation (most of their training still ahead)."""
-    client, _, trials = study_runs(uri, experiment)
-    if early_only:
-        trials = [r for r in trials if r.info.status == "RUNNING"
-                  and len(client.get_metric_history(r.info.run_id, "dev_en/accuracy")) == 1]
+def _trial_nodes(uri: str, experiment: str) -> dict[str, list[str]]:
+    """Trial run -> the Ray nodes it trained on, in order (the study tags every trial run with them)."""
+    _, _, trials = study_runs(uri, experiment)
     return {r.info.run_id: r.data.tags["nodes"].split(",") for r in trials if r.data.tags.get("nodes")}
 
 
 @pytest.mark.slow
 def test_multi_node_study_spreads_trials_and_recovers_from_a_lost_node(mlflow_server, tmp_path):
+    """Kills the worker node of a trial that is past its first report (still RUNNING, one report, its checkpoint
+    registered by Ray Train): the trial must resume from that checkpoint on the spare node. The test waits on those
+    states, not on time; a 2 s step delay leaves most of the trial ahead when they hold."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"study_driver": 4},
@@ -169,15 +168,16 @@ def test_multi_node_study_spreads_trials_and_recovers_from_a_lost_node(mlflow_se
                               f"file://{storage}", "--mlflow-uri", mlflow_server, "--experiment", "multinode",
                               "--search-space", str(ROOT / "search_spaces" / "tiny.yaml"),
                               env={"RAY_ADDRESS": cluster.address, "STUDY_STEP_DELAY_S": "2"})
-        deadline, killed = time.time() + 600, None
-        while time.time() < deadline and killed is None:  # both trials running, one reported: take its node away
-            early = _trial_nodes(mlflow_server, "multinode", early_only=True)
-            if len(_trial_nodes(mlflow_server, "multinode")) == 2 and early:  # both placed; one has far to go
-                victim_id = next(iter(early.values()))[-1]
-                killed = next(n for n in workers if n.node_id == victim_id)
+        deadline, killed, victim = time.time() + 600, None, None
+        while time.time() < deadline and killed is None and process.poll() is None:
+            early = trials_past_first_report(mlflow_server, "multinode", storage, reports=1)
+            nodes = _trial_nodes(mlflow_server, "multinode")
+            if len(nodes) == 2 and early:  # both placed; one has a registered checkpoint and far to go
+                victim = early[0].info.run_id
+                killed = next(n for n in workers if n.node_id == nodes[victim][-1])
                 cluster.remove_node(killed, allow_graceful=False)  # its raylet and every process on it die
-            time.sleep(1)
-        assert killed is not None, "the trials never reported"
+            time.sleep(0.5)
+        assert killed is not None, "no trial was found running past its first report on a worker node"
         output, _ = process.communicate(timeout=900)
     finally:
         cluster.shutdown()
@@ -185,15 +185,17 @@ def test_multi_node_study_spreads_trials_and_recovers_from_a_lost_node(mlflow_se
     nodes = _trial_nodes(mlflow_server, "multinode")
     first_nodes = {reports[0] for reports in nodes.values()}
     assert len(first_nodes) == 2 and killed.node_id in first_nodes  # the two trials ran on two worker nodes
-    moved = [reports for reports in nodes.values() if reports[0] == killed.node_id]
-    assert len(moved) == 1 and moved[0][-1] != killed.node_id  # that trial finished on another node
+    assert nodes[victim][0] == killed.node_id and nodes[victim][-1] != killed.node_id  # finished on another node
     _, parents, trials = study_runs(mlflow_server, "multinode")
     assert len(parents) == 1 and len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
-    for run in trials:  # resumed from its last checkpoint: steps continue, none repeats, none is missing
-        from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient
 
-        steps = [m.step for m in MlflowClient(mlflow_server).get_metric_history(run.info.run_id, "dev_en/accuracy")]
+    client = MlflowClient(mlflow_server)
+    for run in trials:  # resumed from its last checkpoint: steps continue, none repeats, none is missing
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "dev_en/accuracy")]
         assert steps == sorted(set(steps)) and steps[-1] == 6, steps
+    resumed_from = [m.value for m in client.get_metric_history(victim, "train/resumed_from_step")]
+    assert max(resumed_from) >= 2, resumed_from  # restored the registered checkpoint, not a fresh start
     assert list(storage.glob("study-*-trial-*/checkpoint_*")), "checkpoints are in the shared storage"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from helpers import start_study, study_runs
+from helpers import start_study, study_runs, trials_past_first_report
 
 from study.errors import StudyError
 from study.search_space import load_search_space
@@ -146,19 +146,25 @@ def test_nan_trial_is_failed_and_the_study_continues(mlflow_server, tmp_path):
 
 @pytest.mark.slow
 def test_killed_driver_resumes_without_duplicate_runs(mlflow_server, tmp_path):
+    """SIGKILL of the study driver while a trial is mid-way (one finished, the next past its first report with a
+    checkpoint registered), then --resume: no trial runs twice in MLflow and the interrupted one resumes from its
+    checkpoint. The test waits on those states, not on time; a 2 s step delay keeps the window open for seconds."""
     args = ("--trials", "3", "--storage", str(tmp_path), "--mlflow-uri", mlflow_server, "--experiment", "resume",
             "--max-concurrent", "1")
-    process = start_study(*args)
-    deadline = time.time() + 600
-    while time.time() < deadline:
+    process = start_study(*args, env={"STUDY_STEP_DELAY_S": "2"})
+    deadline, interrupted = time.time() + 600, []
+    while time.time() < deadline and not interrupted and process.poll() is None:
         _, _, trials = study_runs(mlflow_server, "resume")
         if any(r.info.status == "FINISHED" for r in trials):
-            break
-        time.sleep(2)
+            interrupted = trials_past_first_report(mlflow_server, "resume", tmp_path, reports=1)
+        time.sleep(0.5)
     os.killpg(process.pid, signal.SIGKILL)  # the driver and the Ray processes it started
     process.wait()
-    _, _, before = study_runs(mlflow_server, "resume")
-    assert 1 <= len(before) < 3 or any(r.info.status != "FINISHED" for r in before)
+    assert interrupted, "no trial was found running past its first report after another had finished"
+    client, _, before = study_runs(mlflow_server, "resume")
+    victim = client.get_run(interrupted[0].info.run_id)
+    assert victim.info.status == "RUNNING", "the kill landed after the trial had finished: nothing was interrupted"
+    assert len(before) < 3 or any(r.info.status != "FINISHED" for r in before)
     resumed = start_study(*args, "--resume")
     output, _ = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, output[-3000:]
@@ -166,6 +172,10 @@ def test_killed_driver_resumes_without_duplicate_runs(mlflow_server, tmp_path):
     assert len(parents) == 1 and len(trials) == 3
     assert all(r.info.status == "FINISHED" for r in trials)
     assert len({r.data.tags["trial_id"] for r in trials}) == 3
+    steps = [m.step for m in client.get_metric_history(victim.info.run_id, "dev_en/accuracy")]
+    assert steps == sorted(set(steps)) and steps[-1] == 6, steps  # went on from its checkpoint, no step twice
+    resumed_from = [m.value for m in client.get_metric_history(victim.info.run_id, "train/resumed_from_step")]
+    assert max(resumed_from) >= 2, resumed_from  # the resumed trial restored its checkpoint, not a fresh start
 
 
 @pytest.mark.parametrize("args, message", [
