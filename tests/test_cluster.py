@@ -152,12 +152,18 @@ def _trial_nodes(uri: str, experiment: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
-def test_multi_node_study_spreads_trials_and_recovers_from_a_lost_node(mlflow_server, tmp_path):
-    """Kills the worker node of a trial that is past its first report (still RUNNING, one report, its checkpoint
-    registered by Ray Train): the trial must resume from that checkpoint on the spare node. The test waits on those
-    states, not on time; a 2 s step delay leaves most of the trial ahead when they hold."""
+def test_multi_node_study_spreads_trials_and_recovers_from_a_lost_node(mlflow_server, tmp_path, monkeypatch):
+    """Two trials train at the same time on two worker nodes; the node of one that is past its first report (RUNNING,
+    one report, its checkpoint registered by Ray Train) is killed, and that trial must resume from the checkpoint on
+    the spare node. The test waits on those states, not on time."""
     from ray.cluster_utils import Cluster
 
+    # Trial drivers build the workers' environment on the cluster's nodes, which inherit this process's environment
+    # (not the study's): a 2 s step delay there keeps most of a trial ahead of it when the states above hold.
+    monkeypatch.setenv("STUDY_STEP_DELAY_S", "2")
+    space = yaml.safe_load((ROOT / "search_spaces" / "tiny.yaml").read_text())
+    space["params"]["modality"]["choices"] = ["none"]  # no intermediate stage: both trials start training at once
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))  # order: conditions come first
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"study_driver": 4},
                                                              "include_dashboard": False})
     workers = [cluster.add_node(num_cpus=1) for _ in range(3)]  # each holds one 1-CPU Train worker
@@ -166,18 +172,20 @@ def test_multi_node_study_spreads_trials_and_recovers_from_a_lost_node(mlflow_se
     try:
         process = start_study("--trials", "2", "--max-concurrent", "2", "--cpus-per-worker", "1", "--storage",
                               f"file://{storage}", "--mlflow-uri", mlflow_server, "--experiment", "multinode",
-                              "--search-space", str(ROOT / "search_spaces" / "tiny.yaml"),
-                              env={"RAY_ADDRESS": cluster.address, "STUDY_STEP_DELAY_S": "2"})
+                              "--search-space", str(tmp_path / "space.yaml"), env={"RAY_ADDRESS": cluster.address})
         deadline, killed, victim = time.time() + 600, None, None
         while time.time() < deadline and killed is None and process.poll() is None:
-            early = trials_past_first_report(mlflow_server, "multinode", storage, reports=1)
-            nodes = _trial_nodes(mlflow_server, "multinode")
-            if len(nodes) == 2 and early:  # both placed; one has a registered checkpoint and far to go
-                victim = early[0].info.run_id
-                killed = next(n for n in workers if n.node_id == nodes[victim][-1])
+            running = trials_past_first_report(mlflow_server, "multinode", storage)  # each holds a worker node now
+            early = {r.info.run_id for r in trials_past_first_report(mlflow_server, "multinode", storage, reports=1)}
+            victims = [r for r in running if r.info.run_id in early and r.data.tags.get("nodes")]
+            if len(running) == 2 and victims:  # both training at once; one has a registered checkpoint, far to go
+                victim = victims[0].info.run_id
+                killed = next(n for n in workers if n.node_id == victims[0].data.tags["nodes"])
                 cluster.remove_node(killed, allow_graceful=False)  # its raylet and every process on it die
             time.sleep(0.5)
-        assert killed is not None, "no trial was found running past its first report on a worker node"
+        if killed is None:
+            pytest.fail("the two trials were never found training at the same time past a first report; the study "
+                        f"said: {process.communicate(timeout=900)[0][-3000:] if process.poll() is not None else '…'}")
         output, _ = process.communicate(timeout=900)
     finally:
         cluster.shutdown()
