@@ -39,18 +39,25 @@ def safe_key(key: str) -> str:
     return _UNSAFE.sub("_", key)
 
 
-def check_server(uri: str) -> None:
-    """Fail fast (one line) when an http(s) tracking server does not answer."""
+def check_server(uri: str, attempts: int = 3, timeout_s: float = 10.0) -> None:
+    """Fail fast (one line) when an http(s) tracking server does not answer. A refused connection or an unknown
+    host fails at once; a server that accepted the connection but is slow to answer (a loaded machine) gets
+    ``attempts`` tries of ``timeout_s`` seconds each before the study gives up."""
     if not uri.startswith(("http://", "https://")):
         return
     import urllib.request
 
-    try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
-    except OSError as err:
-        raise StudyError(f"MLflow tracking server {uri} is unreachable ({getattr(err, 'reason', err)}); start it "
-                         f"(mlflow server --host 127.0.0.1 --port 5000) or omit --mlflow-uri for the local store")\
-            from None
+    for attempt in range(attempts):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).read()
+            return
+        except OSError as err:
+            slow = isinstance(err, TimeoutError) or isinstance(getattr(err, "reason", None), TimeoutError)
+            if slow and attempt + 1 < attempts:
+                continue
+            raise StudyError(f"MLflow tracking server {uri} is unreachable ({getattr(err, 'reason', err)}); start "
+                             f"it (mlflow server --host 127.0.0.1 --port 5000) or omit --mlflow-uri for the local "
+                             f"store") from None
 
 
 def experiment_id(uri: str, name: str) -> str:

@@ -158,6 +158,8 @@ def test_killed_driver_resumes_without_duplicate_runs(mlflow_server, tmp_path):
         if any(r.info.status == "FINISHED" for r in trials):
             interrupted = trials_past_first_report(mlflow_server, "resume", tmp_path, reports=1)
         time.sleep(0.5)
+    if process.poll() is not None:
+        pytest.fail(f"the study ended before a trial could be interrupted: {process.communicate()[0][-3000:]}")
     os.killpg(process.pid, signal.SIGKILL)  # the driver and the Ray processes it started
     process.wait()
     assert interrupted, "no trial was found running past its first report after another had finished"
@@ -224,3 +226,40 @@ def test_resume_without_name_takes_the_newest_study_not_a_trial_run(tmp_path):
     with pytest.raises(StudyError, match="nothing to resume"):
         _default_name(Namespace(resume=True), str(tmp_path), "study-other")
     assert _default_name(Namespace(resume=False), str(tmp_path), "study-m").startswith("study-m-20")
+
+
+def test_mlflow_check_waits_for_a_slow_server_and_fails_at_once_on_a_refused_one():
+    """A loaded machine's MLflow server may take longer than one probe to answer: the check tries again on a timeout,
+    but a refused connection (nothing listens) is a one-line error at once."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from helpers import free_port
+
+    from study.tracking import check_server
+
+    calls = []
+
+    class SlowFirstAnswer(BaseHTTPRequestHandler):
+        def do_GET(self):
+            calls.append(self.path)
+            if len(calls) == 1:
+                time.sleep(1.0)  # longer than the probe's timeout below
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowFirstAnswer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        check_server(f"http://127.0.0.1:{server.server_address[1]}", attempts=3, timeout_s=0.3)
+        assert calls[:2] == ["/health", "/health"]  # timed out once, answered on the second try
+    finally:
+        server.shutdown()
+    started = time.time()
+    with pytest.raises(StudyError, match="is unreachable"):
+        check_server(f"http://127.0.0.1:{free_port()}", attempts=3, timeout_s=5)
+    assert time.time() - started < 2  # refused: no retry
