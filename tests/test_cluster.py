@@ -250,3 +250,23 @@ def test_outbox_round_trip_on_a_directory_and_a_uri(tmp_path):
         put(outbox_location(storage, "study-x", "trial-1"), "per_example.json", b'{"units": {}}')
         assert outbox_take(storage, "study-x", "trial-1") == {"per_example.json": b'{"units": {}}'}
         assert outbox_take(storage, "study-x", "trial-2") == {}  # nothing left: nothing to log
+
+
+def test_local_study_ray_never_joins_another_cluster_on_the_machine():
+    """Without $RAY_ADDRESS the study starts a Ray instance of its own, even when another process has a cluster
+    running on this machine (Ray's default would join the one in /tmp/ray/ray_current_cluster: seen when two test
+    suites ran side by side, a study joined the other suite's test cluster and stopped)."""
+    from ray.cluster_utils import Cluster
+
+    other = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    other_address = other.address
+    probe = ("import ray; from study.train import init_ray; init_ray(num_cpus=1); "
+             "print(ray.get_runtime_context().gcs_address); ray.shutdown()")
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    finally:
+        other.shutdown()
+    assert result.returncode == 0, result.stderr[-2000:]
+    own = result.stdout.strip().splitlines()[-1]
+    assert own and own != other_address, (own, other_address)

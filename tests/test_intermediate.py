@@ -100,7 +100,8 @@ def test_stage_under_ray_is_cached_across_trials(tmp_path, monkeypatch):
     import ray
 
     monkeypatch.setenv("STUDY_CACHE_DIR", str(tmp_path / "cache"))
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             configure_logging=False)
     try:
         cfg = stage.StageConfig(model="tiny", modality="text", steps=6, batch_size=8)
         first = stage.run_stage(cfg, Scaling(workers=2), str(tmp_path / "runs"))

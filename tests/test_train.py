@@ -21,7 +21,8 @@ def ray_local():
     import ray
 
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"  # read by the Train controller (inherits this env)
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             configure_logging=False)
     yield
     ray.shutdown()
     del os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]
