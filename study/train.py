@@ -469,9 +469,8 @@ def init_ray(num_cpus: int | None = None, dashboard: bool = False) -> None:
         # address="local": a new instance of our own, never a cluster some other process started on this machine
         # (without it, Ray joins the one named in /tmp/ray/ray_current_cluster)
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), resources={DRIVER_RESOURCE: 1000},
-                 include_dashboard=dashboard,
-                 dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", log_to_driver=True,
-                 configure_logging=False)
+                 include_dashboard=dashboard, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
+                 log_to_driver=True, configure_logging=False)
 
 
 def check_cluster(storage: str) -> None:
