@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 
+from study.protocol import DEFAULT_MODALITY
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,10 +39,10 @@ def main() -> None:
     experiment = client.get_experiment_by_name("bench").experiment_id
     rows, hits, stages = [], 0, 0
     for run in client.search_runs([experiment], "tags.run_kind = 'trial'", order_by=["start_time ASC"]):
-        modality = run.data.params.get("modality", "none")
+        modality = run.data.params.get("modality", DEFAULT_MODALITY)
         finetune = run.data.metrics.get("time/worker_seconds", float("nan"))
         stage_seconds = 0.0
-        if modality != "none":
+        if modality != DEFAULT_MODALITY:
             stages += 1
             hit = run.data.params["intermediate.cache_hit"] == "True"
             hits += hit

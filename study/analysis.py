@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from study.languages import group_of
+from study.protocol import is_target, target_group_means
 
 Units = Sequence[Sequence[float]]  # per example: (numerator, denominator)
 MIN_EXAMPLES = 10  # fewer test examples in a language (or group) than this: no interval, "too little data"
@@ -44,15 +45,6 @@ class Interval:
         return self.low is not None
 
 
-def group_scores(scores: Mapping[str, float], by: str) -> dict[str, float]:
-    """Mean over the languages of each group (languages weigh equally), English excluded (it is the source)."""
-    groups: dict[str, list[float]] = {}
-    for lang, score in scores.items():
-        if lang != "en":
-            groups.setdefault(group_of(lang, by), []).append(score)
-    return {group: float(np.mean(values)) for group, values in sorted(groups.items())}
-
-
 class Side:
     """One configuration's test results: per seed (run), per language, per-example units."""
 
@@ -70,7 +62,7 @@ class Side:
         seeds = rng.integers(0, len(per_run), size=(draws, len(per_run)))  # which seeds each draw averages
         out = {}
         for group in groups:
-            langs = [lang for lang in self.languages if lang != "en" and group_of(lang, by) == group]
+            langs = [lang for lang in self.languages if is_target(lang) and group_of(lang, by) == group]
             if not langs:
                 continue
             per_lang = np.stack([np.stack([per_run[s][lang] for s in range(len(per_run))]) for lang in langs])
@@ -80,7 +72,7 @@ class Side:
         return out
 
     def examples_in(self, by: str, group: str) -> int:
-        return min((sum(len(run[lang]) for lang in self.languages if lang != "en" and group_of(lang, by) == group)
+        return min((sum(len(run[lang]) for lang in self.languages if is_target(lang) and group_of(lang, by) == group)
                     for run in self.runs), default=0)
 
 
@@ -89,7 +81,7 @@ def difference_by_group(a: Side, b: Side, by: str = "family", draws: int = 2000,
     """a - b per group: the point estimate from the observed scores and a 95 % percentile bootstrap interval
     (a and b resampled independently: their test subsets and seeds need not be paired)."""
     rng = np.random.default_rng(seed)
-    a_groups, b_groups = group_scores(a.scores(), by), group_scores(b.scores(), by)
+    a_groups, b_groups = target_group_means(a.scores(), by), target_group_means(b.scores(), by)
     shared = sorted(set(a_groups) & set(b_groups))
     enough = [g for g in shared if min(a.examples_in(by, g), b.examples_in(by, g)) >= MIN_EXAMPLES]
     a_draws, b_draws = a.group_draws(by, enough, draws, rng), b.group_draws(by, enough, draws, rng)

@@ -19,8 +19,8 @@ from study import tasks as T
 from study.data.features import encode_records
 from study.data.sources import Bitext, RankingSet, load_split
 from study.errors import StudyError
-from study.languages import group_means
 from study.objective import IGNORE_INDEX, masked_mean
+from study.protocol import SOURCE_LANGUAGE, target_group_means, target_mean
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 MAX_ANSWER_TOKENS = 30
@@ -133,7 +133,8 @@ def _qa_scores(features, records, model, tokenizer, batch_size) -> tuple[float, 
 def evaluate(task: T.TaskSpec, model, tokenizer, languages: tuple[str, ...], *, model_name: str,
              data_dir=None, layer: int | None = None, prefix: str = "", max_length: int = 128,
              log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> dict:
-    """Evaluate every language; returns the JSON-ready result with per-language, per-family and average."""
+    """Evaluate every language; the JSON-ready result: task, suite, model, metric, ``details`` per language and the
+    scores of ``summarise_languages``."""
     model.eval()
     per_language, extras = {}, {}
     for lang in languages:
@@ -146,11 +147,17 @@ def evaluate(task: T.TaskSpec, model, tokenizer, languages: tuple[str, ...], *, 
         per_language[lang], extras[lang] = score, extra
         log(f"[evaluate] {task.name} {lang}: {task.metric} {score:.4f} "
             f"({extra['examples']} examples, {time.perf_counter() - started:.1f} s)")
-    return {
-        "task": task.name, "suite": task.suite, "model": model_name, "metric": task.metric,
-        "per_language": per_language,
-        "per_family": group_means(per_language, "family"),
-        "per_script": group_means(per_language, "script"),
-        "average": statistics.fmean(per_language.values()),
-        "details": extras,
-    }
+    return {"task": task.name, "suite": task.suite, "model": model_name, "metric": task.metric,
+            **summarise_languages(per_language), "details": extras}
+
+
+def summarise_languages(per_language: dict[str, float]) -> dict:
+    """``per_language``; ``per_family``, ``per_script`` and ``target_average`` over the non-English languages (the
+    English rule of ``study.protocol``, as in training and the report); ``english``, the English score or None; and
+    ``average``, the plain mean over every evaluated language, English included."""
+    return {"per_language": per_language,
+            "per_family": target_group_means(per_language, "family"),
+            "per_script": target_group_means(per_language, "script"),
+            "target_average": target_mean(per_language),
+            "english": per_language.get(SOURCE_LANGUAGE),
+            "average": statistics.fmean(per_language.values())}

@@ -35,7 +35,7 @@ from torch import nn
 from study.cache import atomic_directory, cache_dir
 from study.data.captions import EMOJI, CaptionSet, caption_set
 from study.errors import StudyError
-from study.search_space import MODALITIES
+from study.protocol import STAGE_MODALITIES
 
 SCRATCH = "scratch"
 CLIP_TOWER = "openai/clip-vit-base-patch32"  # the real path's default vision tower
@@ -62,7 +62,7 @@ class StageConfig:
     vision_train: str = "full"  # frozen | last | full (a scratch tower is always trained in full)
 
     def __post_init__(self) -> None:
-        if self.modality not in MODALITIES[1:]:
+        if self.modality not in STAGE_MODALITIES:
             raise StudyError(f"intermediate modality {self.modality!r} is invalid: choose text or multimodal")
         for name in ("steps", "batch_size", "max_length"):
             if getattr(self, name) < 1:

@@ -26,19 +26,36 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from study.analysis import Interval, Side, difference_by_group, fit_line, group_scores, units_score
+from study.analysis import Interval, Side, difference_by_group, fit_line, units_score
 from study.errors import StudyError, run_cli
 from study.languages import DISTANCE_KINDS, GROUPINGS, distances_to_english, get_language
+from study.protocol import (
+    DEFAULT_MODALITY,
+    ENGLISH_DEV,
+    EXAMPLES_ARTIFACT,
+    MODALITY_CONTRASTS,
+    REPORT_RUN,
+    RUN_KIND_TAG,
+    SEED_REPEAT_RUN,
+    STUDY_RUN,
+    TRIAL_RUN,
+    english_reference,
+    is_target,
+    language_key,
+    language_scores,
+    select,
+    selection_key,
+    target_group_means,
+    target_mean,
+)
 
 LOSS_WEIGHTS = ("alpha", "beta", "w_robust")
-MODALITY_CONTRASTS = (("multimodal", "none"), ("text", "none"), ("multimodal", "text"))
-EXAMPLES_ARTIFACT = "per_example.json"
 
 
 @dataclass
 class TrialRun:
     run_id: str
-    kind: str  # trial or seed-repeat
+    kind: str  # TRIAL_RUN or SEED_REPEAT_RUN
     study_run: str
     model: str
     model_name: str
@@ -52,8 +69,7 @@ class TrialRun:
 
     @property
     def target_mean(self) -> float:
-        targets = [v for k, v in self.scores.items() if k != "en"]
-        return sum(targets) / len(targets) if targets else math.nan
+        return target_mean(self.scores)
 
 
 @dataclass
@@ -68,14 +84,14 @@ class Study:
         return sorted({t.model for t in self.trials})
 
     def best(self, model: str, modality: str | None = None) -> TrialRun | None:
-        """The configuration English dev selects (never a test score)."""
-        pool = [t for t in self.trials if t.kind == "trial" and t.model == model
+        """The configuration English dev selects (never a test score); the earlier trial on ties."""
+        pool = [t for t in self.trials if t.kind == TRIAL_RUN and t.model == model
                 and (modality is None or t.modality == modality)]
-        return max(pool, key=lambda t: t.dev) if pool else None
+        return select(pool, score=lambda t: t.dev, order=lambda t: t.start) if pool else None
 
     def seeds_of(self, best: TrialRun) -> list[TrialRun]:
         """The best configuration's own run and its seed repeats (same study)."""
-        return [best] + [t for t in self.trials if t.kind == "seed-repeat" and t.study_run == best.study_run]
+        return [best] + [t for t in self.trials if t.kind == SEED_REPEAT_RUN and t.study_run == best.study_run]
 
 
 # --- reading MLflow -----------------------------------------------------------------------------------------------
@@ -90,8 +106,8 @@ def load_study(uri: str, experiment: str) -> Study:
         names = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
         raise StudyError(f"no MLflow experiment named {experiment!r} at {uri} (experiments there: {names})")
     runs = client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'", max_results=50000)
-    studies = [r for r in runs if r.data.tags.get("run_kind") == "study"]
-    candidates = [r for r in runs if r.data.tags.get("run_kind") in ("trial", "seed-repeat")]
+    studies = [r for r in runs if r.data.tags.get(RUN_KIND_TAG) == STUDY_RUN]
+    candidates = [r for r in runs if r.data.tags.get(RUN_KIND_TAG) in (TRIAL_RUN, SEED_REPEAT_RUN)]
     if not candidates:
         raise StudyError(f"experiment {experiment!r} at {uri} has no finished study trials ({len(runs)} finished "
                          "runs, none made by python -m study.tune): run a study first, or pass its --experiment")
@@ -108,60 +124,67 @@ def load_study(uri: str, experiment: str) -> Study:
 
 
 def _trial(client, run, metric: str) -> TrialRun | None:
-    from study.train import selection_key
-
     history = client.get_metric_history(run.info.run_id, selection_key(metric))
     if not history:
         return None
     tags, params = run.data.tags, run.data.params
-    selected = max(history, key=lambda m: (m.value, -m.step))  # as in training: best dev, earliest on ties
+    selected = select(history, score=lambda m: m.value, order=lambda m: m.step)
     units, scores = None, {}
     if any(a.path == EXAMPLES_ARTIFACT for a in client.list_artifacts(run.info.run_id)):
         with tempfile.TemporaryDirectory() as scratch:
             data = json.loads(Path(client.download_artifacts(run.info.run_id, EXAMPLES_ARTIFACT, scratch)).read_text())
-        units = {k: v for k, v in data["units"].items() if k != "dev_en"}
+        units = {k: v for k, v in data["units"].items() if k != ENGLISH_DEV}
         scores = {lang: units_score(u) for lang, u in units.items()}
     else:  # no per-example scores: the logged test metrics at the selected step (one query per language)
-        prefix = f"test/{metric}/"
-        for key in run.data.metrics:
-            if key.startswith(prefix) and key != prefix + "avg":
-                values = [m for m in client.get_metric_history(run.info.run_id, key) if m.step == selected.step]
-                if values:
-                    scores[key[len(prefix):]] = values[-1].value
-    return TrialRun(run.info.run_id, tags["run_kind"], tags.get("mlflow.parentRunId", ""), tags.get("model", "?"),
+        for lang in language_scores(run.data.metrics, metric):
+            history = client.get_metric_history(run.info.run_id, language_key(metric, lang))
+            values = [m for m in history if m.step == selected.step]
+            if values:
+                scores[lang] = values[-1].value
+    return TrialRun(run.info.run_id, tags[RUN_KIND_TAG], tags.get("mlflow.parentRunId", ""), tags.get("model", "?"),
                     tags.get("model_name", tags.get("model", "?")), tags.get("offline_stand_in") == "True",
-                    params.get("modality", "none"), dict(params), selected.value, run.info.start_time or 0,
+                    params.get("modality", DEFAULT_MODALITY), dict(params), selected.value, run.info.start_time or 0,
                     scores, units)
 
 
 # --- tables -------------------------------------------------------------------------------------------------------
 
 
+def english_score(runs: list[TrialRun]) -> float:
+    """The English reference of a configuration's gaps: over its seeds, the mean of each run's English test score
+    (English dev where English was not tested; ``protocol.english_reference``)."""
+    return sum(english_reference(r.scores, r.dev) for r in runs) / len(runs)
+
+
 def per_language_rows(study: Study) -> list[dict]:
+    """Per model, the selected configuration's score per language, averaged over its seeds, with the gap to
+    English (``english_score``) for every target language."""
     rows = []
     for model in study.models():
         best = study.best(model)
         runs = study.seeds_of(best)
-        english = best.scores.get("en")
+        english = english_score(runs)
         for lang in sorted(best.scores):
             info = get_language(lang)
             values = [r.scores[lang] for r in runs if lang in r.scores]
             score = sum(values) / len(values)
             rows.append({"model": best.model_name, "language": lang, "name": info.name, "family": info.family,
                          "branch": info.branch, "script": info.script, "score": score, "seeds": len(values),
-                         "gap_to_en": (english - score) if english is not None and lang != "en" else None})
+                         "gap_to_en": english - score if is_target(lang) else None})
     return rows
 
 
 def group_rows(study: Study, by: str) -> list[dict]:
+    """Per model, the selected configuration's mean over each group's target languages (seed-averaged), with the
+    gap to English."""
     rows = []
     for model in study.models():
         best = study.best(model)
-        scores = Side([r.units for r in study.seeds_of(best) if r.units]).scores() or best.scores
-        english = scores.get("en")
-        for group, value in group_scores(scores, by).items():
-            rows.append({"model": best.model_name, by: group, "score": value,
-                         "gap_to_en": english - value if english is not None else None})
+        runs = study.seeds_of(best)
+        scores = Side([r.units for r in runs if r.units]).scores() or best.scores
+        english = english_score(runs)
+        for group, value in target_group_means(scores, by).items():
+            rows.append({"model": best.model_name, by: group, "score": value, "gap_to_en": english - value})
     return rows
 
 
@@ -199,7 +222,7 @@ def modality_rows(study: Study, by: str = "family") -> list[dict]:
 
 def _difference_rows(a: Side, b: Side, by: str, label: str, a_trial: TrialRun, b_trial: TrialRun) -> list[dict]:
     if not a.runs or not b.runs:  # no per-example data: point estimates only
-        a_groups, b_groups = group_scores(a_trial.scores, by), group_scores(b_trial.scores, by)
+        a_groups, b_groups = target_group_means(a_trial.scores, by), target_group_means(b_trial.scores, by)
         return [{"contrast": label, by: g, "difference": a_groups[g] - b_groups[g], "low": None, "high": None,
                  "note": "no interval: a trial has no per-example scores (e.g. ASHA stopped it early)"}
                 for g in sorted(set(a_groups) & set(b_groups))]
@@ -554,7 +577,8 @@ def log_report(study: Study, out: Path, info: dict) -> str:
 
     client = MlflowClient(study.uri)
     experiment_id = client.get_experiment_by_name(study.experiment).experiment_id
-    run = client.create_run(experiment_id, run_name="report", tags={"run_kind": "report", "metric": study.metric})
+    run = client.create_run(experiment_id, run_name="report", tags={RUN_KIND_TAG: REPORT_RUN,
+                                                                                   "metric": study.metric})
     for key in ("task", "suite", "preset"):
         client.log_param(run.info.run_id, key, str(info[key]))
     client.log_param(run.info.run_id, "models", info["models"][:6000])

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from study.config import TrainConfig
 from study.errors import StudyError
+from study.protocol import DEFAULT_MODALITY, MODALITIES
 
-MODALITIES = ("none", "text", "multimodal")
 # see study.intermediate
 STAGE_PARAMS = {"modality", "intermediate_steps", "intermediate_lr", "vision_lr", "vision_train"}
 TRAIN_PARAMS = {f.name for f in fields(TrainConfig)} - {"model", "task", "data_dir", "languages", "init_checkpoint"}
@@ -194,5 +194,5 @@ def split_trial_config(config: dict) -> tuple[dict, dict]:
     """A trial's config -> (training options: base merged with searched ones, intermediate-stage options)."""
     train = {**config["base"], **{k: v for k, v in config.items() if k in TRAIN_PARAMS}}
     stage = {k: v for k, v in config.items() if k in STAGE_PARAMS}
-    stage.setdefault("modality", "none")
+    stage.setdefault("modality", DEFAULT_MODALITY)
     return train, stage

@@ -24,6 +24,17 @@ from ray.tune import Callback
 
 from study.errors import StudyError
 from study.outbox import delete, get, outbox_location, outbox_take, put
+from study.protocol import (
+    BEST_PER_LANGUAGE_ARTIFACT,
+    DEFAULT_MODALITY,
+    PER_LANGUAGE_ARTIFACT,
+    RUN_KIND_TAG,
+    SELECTED_STEP_TAG,
+    STUDY_RUN,
+    TRIAL_RUN,
+    improves,
+    language_scores,
+)
 from study.search_space import split_trial_config
 
 # A study must notice an MLflow outage in seconds, not after MLflow's default ~2 minutes of retries per request
@@ -75,11 +86,12 @@ def start_parent_run(uri: str, experiment: str, study_name: str, params: dict, t
 
     client = MlflowClient(uri)
     exp_id = experiment_id(uri, experiment)
-    found = client.search_runs([exp_id], f"tags.study_name = '{study_name}' and tags.run_kind = 'study'")
+    found = client.search_runs([exp_id], f"tags.study_name = '{study_name}' and tags.{RUN_KIND_TAG} = '{STUDY_RUN}'")
     if found:
         client.update_run(found[0].info.run_id, status="RUNNING")
         return found[0].info.run_id
-    run = client.create_run(exp_id, run_name=study_name, tags={**tags, "study_name": study_name, "run_kind": "study"})
+    run = client.create_run(exp_id, run_name=study_name, tags={**tags, "study_name": study_name,
+                                                                          RUN_KIND_TAG: STUDY_RUN})
     for key, value in params.items():
         client.log_param(run.info.run_id, safe_key(key), str(value)[:6000])
     for path in artifacts:
@@ -96,7 +108,7 @@ def end_parent_run(uri: str, run_id: str, summary: dict, table_csv: str | None) 
             client.log_metric(run_id, safe_key(key), float(value))
     if table_csv:
         with tempfile.TemporaryDirectory() as directory:
-            path = Path(directory) / "best_per_language.csv"
+            path = Path(directory) / BEST_PER_LANGUAGE_ARTIFACT
             path.write_text(table_csv)
             client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, status="FINISHED")
@@ -109,11 +121,9 @@ def per_language_csv(result: dict, metric: str) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["language", "name", "family", "branch", "script", metric])
-    prefix = f"test/{metric}/"
-    for key, value in sorted(result.items()):
-        if key.startswith(prefix) and key != prefix + "avg":
-            lang = get_language(key[len(prefix):])
-            writer.writerow([lang.code, lang.name, lang.family, lang.branch, lang.script, f"{value:.6f}"])
+    for code, value in sorted(language_scores(result, metric).items()):
+        lang = get_language(code)
+        writer.writerow([lang.code, lang.name, lang.family, lang.branch, lang.script, f"{value:.6f}"])
     return out.getvalue()
 
 
@@ -279,8 +289,9 @@ class MLflowTrialCallback(Callback):
         if trial.trial_id in self._started:
             return
         config = trial.config
-        tags = {"run_kind": "trial", **self.tags, PARENT_TAG: self.writer.parent_run_id, "trial_id": trial.trial_id,
-                "trial_name": str(trial), "modality": str(config.get("modality", "none"))}
+        tags = {RUN_KIND_TAG: TRIAL_RUN, **self.tags, PARENT_TAG: self.writer.parent_run_id,
+                "trial_id": trial.trial_id, "trial_name": str(trial),
+                "modality": str(config.get("modality", DEFAULT_MODALITY))}
         train, stage = split_trial_config(config)  # the effective values, not base + overrides
         params = {**train, **stage, **flatten(config.get("scaling", {}), "scaling.")}
         self.writer.send(trial.trial_id, "create", {"name": str(trial), "tags": tags, "params": params})
@@ -305,7 +316,8 @@ class MLflowTrialCallback(Callback):
             nodes.append(result["node_id"])
             self.writer.send(trial.trial_id, "tag", ("nodes", ",".join(nodes)))
         best = self._best.get(trial.trial_id)
-        if self.selection_key in result and (best is None or result[self.selection_key] > best[self.selection_key]):
+        if self.selection_key in result and improves(result[self.selection_key],
+                                                     best[self.selection_key] if best else None):
             self._best[trial.trial_id] = {k: v for k, v in result.items() if isinstance(v, (int, float))}
 
     def _finish(self, trial, status: str) -> None:
@@ -313,9 +325,9 @@ class MLflowTrialCallback(Callback):
         trial_id = trial.trial_id
         best = self._best.get(trial_id)
         if best:
-            self.writer.send(trial_id, "artifact", {"name": "per_language.csv",
+            self.writer.send(trial_id, "artifact", {"name": PER_LANGUAGE_ARTIFACT,
                                                     "data": per_language_csv(best, self.metric).encode()})
-            self.writer.send(trial_id, "tag", ("selected_step", str(int(best.get("step", 0)))))
+            self.writer.send(trial_id, "tag", (SELECTED_STEP_TAG, str(int(best.get("step", 0)))))
         for name, data in sorted(outbox_take(self.writer.storage, self.writer.study, trial_id).items()):
             if name == STAGE_RECORD:
                 for op, payload in stage_writes(json.loads(data)):

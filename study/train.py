@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -27,25 +26,25 @@ import torch
 
 from study.config import TrainConfig
 from study.errors import StudyError, run_cli
+from study.protocol import (
+    ENGLISH_DEV,
+    EXAMPLES_ARTIFACT,
+    evaluation_metrics,
+    gap_key,
+    group_scores_of,
+    improves,
+    language_scores,
+    select_best,
+    selection_key,
+    target_average_key,
+)
 
-EXAMPLES_FILE = "per_example.json"
 TRAIN_STATE = "train_state.pt"
 MODEL_DIR = "model"
 FAIL_AT_STEP_ENV = "STUDY_FAIL_AT_STEP"  # test hook: the worker process dies once after this optimizer step
 FAIL_MARKER_ENV = "STUDY_FAIL_MARKER"  # file that records that the failure already happened
 STEP_DELAY_ENV = "STUDY_STEP_DELAY_S"  # test hook: seconds to sleep after each optimizer step (fault-test windows)
 NAN_MARKER_ENV = "STUDY_NAN_MARKER"  # test hook: the first run to reach step 1 gets a NaN loss, on every attempt
-
-
-def selection_key(metric: str) -> str:
-    """The one metric used to select checkpoints (and that Tune optimises): English dev."""
-    return f"dev_en/{metric}"
-
-
-def select_best(reports: list[dict], metric: str) -> dict:
-    """The report selected for a run: best English dev score, the earliest step on ties (no test data used)."""
-    key = selection_key(metric)
-    return max(reports, key=lambda report: (report[key], -report["step"]))
 
 
 # --- validation on the driver, before any worker starts ---------------------------------------------------------
@@ -215,7 +214,7 @@ class _Run:
                     "rng": {"seed": self.cfg.seed,
                             "derivation": "torch.manual_seed(hash of seed, rank, epoch, batch)"}},
                    Path(directory) / TRAIN_STATE)
-        (Path(directory) / EXAMPLES_FILE).write_bytes(examples)
+        (Path(directory) / EXAMPLES_ARTIFACT).write_bytes(examples)
 
     def _examples_json(self) -> bytes:
         """What the report bootstraps over: per example (numerator, denominator) of the metric, per language."""
@@ -318,12 +317,12 @@ class _Run:
             report(metrics, None)
             return
         examples = self._examples_json()  # serialised once: for the outbox and for the checkpoint
-        if metrics[selection_key(self.task.metric)] > self.progress.best_dev:
+        if improves(metrics[selection_key(self.task.metric)], self.progress.best_dev):
             from study.outbox import put_from_worker
 
             # what English dev selects so far: the report bootstraps these examples even if the trial is stopped
             self.progress.best_dev = metrics[selection_key(self.task.metric)]
-            put_from_worker(EXAMPLES_FILE, examples)
+            put_from_worker(EXAMPLES_ARTIFACT, examples)
         with tempfile.TemporaryDirectory(prefix="study-ckpt-") as directory:
             self._save(directory, examples)
             report(metrics, directory)
@@ -332,14 +331,13 @@ class _Run:
     def _evaluate(self) -> dict:
         from study.data.sources import load_split
         from study.evaluation import score_supervised
-        from study.languages import group_means
 
         started = time.perf_counter()
         self.model.eval()
         metric = self.task.metric
         dev, dev_extra = score_supervised(self.task, self.dev, self.model, self.tokenizer, self.cfg.max_length,
                                           "dev-en")
-        tests, self.units = {}, {"dev_en": dev_extra["units"]}
+        tests, self.units = {}, {ENGLISH_DEV: dev_extra["units"]}
         for lang in self.languages:
             records = subsample(load_split(self.task, "test", lang, self.cfg.data_dir), self.cfg.max_eval_examples,
                                 self.cfg.seed)
@@ -347,24 +345,19 @@ class _Run:
                                                   self.cfg.max_length, f"test-{lang}")
             self.units[lang] = extra["units"]
         self.model.train()
-        targets = {lang: s for lang, s in tests.items() if lang != "en"}
-        english = tests.get("en", dev)
         window = self.progress.window
         metrics = {selection_key(metric): dev, "step": self.progress.step, "epoch": self.progress.epoch,
-                   f"test/{metric}/avg": statistics.fmean(targets.values()) if targets else float("nan"),
-                   f"gap_to_en/{metric}": english - statistics.fmean(targets.values()) if targets else 0.0,
+                   **evaluation_metrics(metric, tests, english_dev=dev),
                    "eval_seconds": time.perf_counter() - started,
                    "train/examples_per_s": self.progress.train_examples / max(self.progress.train_seconds, 1e-9),
                    "time/worker_start_unix": self.started, "time/worker_seconds": time.time() - self.started,
                    "train/resumed_from_step": self.resumed_from_step}
-        metrics.update({f"test/{metric}/{lang}": s for lang, s in tests.items()})
-        for by in ("family", "script"):
-            metrics.update({f"{by}/{metric}/{g}": s for g, s in group_means(targets or tests, by).items()})
         metrics.update({f"loss/{k}": v / window["n"] for k, v in window.items() if k != "n" and window["n"]})
         if "macro_f1" in dev_extra:
-            metrics["dev_en/macro_f1"] = dev_extra["macro_f1"]
+            metrics[f"{ENGLISH_DEV}/macro_f1"] = dev_extra["macro_f1"]
         self._log(f"eval step {self.progress.step}: dev_en {metric} {dev:.4f}, target avg "
-                  f"{metrics[f'test/{metric}/avg']:.4f} ({len(tests)} languages, {metrics['eval_seconds']:.0f} s)")
+                  f"{metrics[target_average_key(metric)]:.4f} ({len(tests)} languages, "
+                  f"{metrics['eval_seconds']:.0f} s)")
         return metrics
 
 
@@ -538,12 +531,10 @@ def print_summary(cfg: TrainConfig, result) -> None:
     metric = get_task(cfg.task).metric
     best = select_best([m for _, m in result.best_checkpoints], metric)
     checkpoint = next(c for c, m in result.best_checkpoints if m is best)
-    print(f"\nselected on English dev: step {best['step']}, dev_en/{metric} {best[selection_key(metric)]:.4f}")
+    print(f"\nselected on English dev: step {best['step']}, {selection_key(metric)} {best[selection_key(metric)]:.4f}")
     print(f"{'language':<10}{'family':<24}{metric:>10}")
-    for key, value in sorted(best.items()):
-        if key.startswith(f"test/{metric}/") and key.split("/")[-1] != "avg":
-            lang = key.split("/")[-1]
-            print(f"{lang:<10}{get_language(lang).family:<24}{value:>10.4f}")
+    for lang, value in sorted(language_scores(best, metric).items()):
+        print(f"{lang:<10}{get_language(lang).family:<24}{value:>10.4f}")
     print_report_families(best, metric)
     print(f"checkpoint: {checkpoint.path}/{MODEL_DIR}  (python -m study.evaluate --checkpoint ... --task {cfg.task})")
 
@@ -551,11 +542,10 @@ def print_summary(cfg: TrainConfig, result) -> None:
 def print_report_families(report: dict, metric: str) -> None:
     """The per-family means of a report, then the target average and the gap to English."""
     print(f"\n{'family':<34}{metric:>10}")
-    for key, value in sorted(report.items()):
-        if key.startswith(f"family/{metric}/"):
-            print(f"{key.split('/')[-1]:<34}{value:>10.4f}")
-    print(f"\ntarget average {report.get(f'test/{metric}/avg', float('nan')):.4f}, gap to English "
-          f"{report.get(f'gap_to_en/{metric}', float('nan')):.4f}")
+    for family, value in sorted(group_scores_of(report, "family", metric).items()):
+        print(f"{family:<34}{value:>10.4f}")
+    print(f"\ntarget average {report.get(target_average_key(metric), float('nan')):.4f}, gap to English "
+          f"{report.get(gap_key(metric), float('nan')):.4f}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,15 @@ from study.config import TrainConfig
 from study.data.captions import EMOJI, FLICKR30K
 from study.errors import StudyError, run_cli
 from study.intermediate import CLIP_TOWER, SCRATCH
+from study.protocol import (
+    DEFAULT_MODALITY,
+    RUN_KIND_TAG,
+    SEED_REPEAT_RUN,
+    select,
+    select_best,
+    selection_key,
+    target_average_key,
+)
 from study.search_space import SearchSpace, load_search_space, split_trial_config
 from study.train import (
     DRIVER_RESOURCE,
@@ -30,7 +39,6 @@ from study.train import (
     check_cluster,
     init_ray,
     print_report_families,
-    selection_key,
     validate,
 )
 
@@ -53,7 +61,7 @@ def train_driver_fn(config: dict) -> None:
     trial_id = ray.tune.get_context().get_trial_id()
     outbox = outbox_location(config["storage"], config["study"], trial_id)  # what the MLflow callback will log
     scaling = Scaling(**config["scaling"])
-    if stage["modality"] != "none":  # the intermediate stage first (cached across trials), then fine-tuning from it
+    if stage["modality"] != DEFAULT_MODALITY:  # the intermediate stage first (cached across trials), then fine-tuning
         from study.intermediate import run_stage, stage_config
         from study.tracking import STAGE_RECORD, stage_record
 
@@ -154,7 +162,7 @@ def resolve_stage(args, spec, space: SearchSpace) -> dict:
     stage = {"data": args.intermediate_data or (EMOJI if spec.offline_stand_in else FLICKR30K),
              "vision_tower": args.vision_tower or (SCRATCH if spec.offline_stand_in else CLIP_TOWER)}
     params = {p.name: p for p in space.params}
-    if "modality" not in params or set(params["modality"].choices) == {"none"}:
+    if "modality" not in params or set(params["modality"].choices) == {DEFAULT_MODALITY}:
         return stage
     from study.intermediate import StageConfig, stage_data
 
@@ -302,8 +310,7 @@ def _run(args, settings) -> int:
     if not finished:
         end_parent_run(settings["uri"], parent, {"failed_trials": len(results)}, None)
         raise StudyError(f"no trial of study {settings['name']!r} finished; see the errors above")
-    best = results.get_best_result(metric=key, mode="max", scope="all")
-    best_report = selected_report(best, key)
+    best, best_report = best_trial(finished, metric)
     summary = {f"best/{k}": v for k, v in best_report.items() if isinstance(v, (int, float)) and "/" in k}
     summary.update({"trials_finished": len(finished), "trials_failed": len(results) - len(finished)})
     if args.seeds:
@@ -330,12 +337,20 @@ def flush_tracking(settings: dict, parent: str, attempts: int = 6, wait_s: float
                      "command with --resume to write them")
 
 
-def selected_report(result, key: str) -> dict:
+def best_trial(finished: list, metric: str) -> tuple:
+    """(result, selected report) of the trial English dev selects among finished Tune results (in trial order):
+    the best selected English dev score, the earlier trial on ties."""
+    reports = [selected_report(r, metric) for r in finished]
+    position = select(range(len(finished)), score=lambda i: reports[i][selection_key(metric)], order=lambda i: i)
+    return finished[position], reports[position]
+
+
+def selected_report(result, metric: str) -> dict:
     """The report of a trial that English dev selects (its best step, not necessarily its last)."""
     frame = result.metrics_dataframe
-    if frame is None or key not in frame:
+    if frame is None or selection_key(metric) not in frame:
         return result.metrics
-    return frame.loc[frame[key].idxmax()].to_dict()
+    return dict(select_best(frame.to_dict("records"), metric))
 
 
 def _repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent, study_path) -> dict:
@@ -348,7 +363,7 @@ def _repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent
     base_seed = best.config["base"]["seed"]
     seeds = [base_seed + i for i in range(1, args.seeds + 1)]
     path = f"{study_path}-seeds"
-    callback.tags = {**callback.tags, "run_kind": "seed-repeat", "repeat_of": Path(best.path).name}
+    callback.tags = {**callback.tags, RUN_KIND_TAG: SEED_REPEAT_RUN, "repeat_of": Path(best.path).name}
     if args.resume and Path(path).exists():
         tuner = ray.tune.Tuner.restore(path, trainable=trainable)
     else:
@@ -356,8 +371,8 @@ def _repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent
         tuner = ray.tune.Tuner(trainable, param_space=config, tune_config=ray.tune.TuneConfig(
             metric=key, mode="max", max_concurrent_trials=max_concurrent), run_config=ray.tune.RunConfig(
             name=Path(path).name, storage_path=settings["storage"], callbacks=[callback], verbose=1))
-    repeats = [selected_report(r, key) for r in tuner.fit() if r.error is None and r.metrics]
-    target = f"test/{settings['task'].metric}/avg"
+    repeats = [selected_report(r, settings["task"].metric) for r in tuner.fit() if r.error is None and r.metrics]
+    target = target_average_key(settings["task"].metric)
     values = [r[target] for r in repeats if target in r]
     print(f"[study] best configuration over {len(values)} extra seeds: {target} "
           f"{statistics.fmean(values):.4f} ± {statistics.pstdev(values):.4f}", file=sys.stderr)

@@ -8,7 +8,8 @@ import pytest
 
 from study.config import TrainConfig
 from study.errors import StudyError
-from study.train import Scaling, build_trainer, selection_key, validate
+from study.protocol import selection_key
+from study.train import Scaling, build_trainer, validate
 
 pytestmark = pytest.mark.slow
 
@@ -116,7 +117,8 @@ def test_selection_ignores_corrupted_target_labels(monkeypatch):
     import torch
 
     from study.data import sources
-    from study.train import _Run, select_best
+    from study.protocol import select_best
+    from study.train import _Run
 
     def run(corrupt: bool) -> list[dict]:
         original = sources.load_split

@@ -1,0 +1,152 @@
+"""The run's contract: metric keys, the selection rule, the English rule, artifact names, run tags and modalities.
+
+Every module that writes or reads a study's numbers — the training worker, ``study.train``, the Tune driver, the MLflow
+callback, ``study.evaluate`` and the report — takes these from here, so that one rule cannot drift into two. No Ray,
+no MLflow, no I/O.
+
+The rules, in one place:
+
+* **Selection** (zero-shot protocol): a run's step is chosen on the English dev score alone, the earliest step on
+  ties; across trials, the best selected dev score, the earlier trial on ties. Test scores never choose anything.
+* **English** is the source language. The target average and every group (family, branch, script) mean are taken
+  over the non-English languages only, languages weighing equally; English is reported on its own row and as the
+  reference of the gap to English (its test score, or its dev score when English is not among the tested languages).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
+
+SOURCE_LANGUAGE = "en"  # the only training and selection language
+
+# --- metric keys: "<namespace>/<metric>/<name>" ---------------------------------------------------------------------
+
+TARGET_AVERAGE = "avg"  # the name of the target average inside the test namespace: test/<metric>/avg
+GROUPINGS_REPORTED = ("family", "script")  # the group means every evaluation report carries
+
+
+ENGLISH_DEV = "dev_en"  # the namespace of English dev scores, and the English dev entry of the per-example units
+
+
+def selection_key(metric: str) -> str:
+    """``dev_en/<metric>``: the English dev score, the only number that selects checkpoints, trials and stops."""
+    return f"{ENGLISH_DEV}/{metric}"
+
+
+def language_key(metric: str, language: str) -> str:
+    """``test/<metric>/<language>``: one target (or English) test score."""
+    return f"test/{metric}/{language}"
+
+
+def target_average_key(metric: str) -> str:
+    """``test/<metric>/avg``: the mean over the non-English test languages."""
+    return language_key(metric, TARGET_AVERAGE)
+
+
+def gap_key(metric: str) -> str:
+    """``gap_to_en/<metric>``: the English reference score minus the target average."""
+    return f"gap_to_en/{metric}"
+
+
+def group_key(by: str, metric: str, group: str) -> str:
+    """``<by>/<metric>/<group>``, e.g. ``family/accuracy/Indo-European``: a mean over a group's target languages."""
+    return f"{by}/{metric}/{group}"
+
+
+def language_scores(report: Mapping[str, object], metric: str) -> dict[str, float]:
+    """{language: score} of the ``test/<metric>/<language>`` keys of a report (the target average left out)."""
+    prefix = language_key(metric, "")
+    return {key[len(prefix):]: float(value) for key, value in report.items()
+            if key.startswith(prefix) and key != target_average_key(metric)}
+
+
+def group_scores_of(report: Mapping[str, object], by: str, metric: str) -> dict[str, float]:
+    """{group: score} of the ``<by>/<metric>/<group>`` keys of a report."""
+    prefix = group_key(by, metric, "")
+    return {key[len(prefix):]: float(value) for key, value in report.items() if key.startswith(prefix)}
+
+
+# --- the English rule -----------------------------------------------------------------------------------------------
+
+
+def is_target(language: str) -> bool:
+    """Whether a language counts as a zero-shot target (every language but English)."""
+    return language != SOURCE_LANGUAGE
+
+
+def target_scores(scores: Mapping[str, float]) -> dict[str, float]:
+    """The zero-shot targets of a {language: score} result: English removed."""
+    return {lang: score for lang, score in scores.items() if is_target(lang)}
+
+
+def target_mean(scores: Mapping[str, float]) -> float:
+    """Mean over the non-English languages (each weighs equally); NaN when there are none."""
+    targets = target_scores(scores)
+    return statistics.fmean(targets.values()) if targets else math.nan
+
+
+def target_group_means(scores: Mapping[str, float], by: str) -> dict[str, float]:
+    """{group: mean over the group's non-English languages} for by = family, branch or script; a group with English
+    alone has no entry. Raises StudyError for an unknown grouping or language."""
+    from study.languages import group_means
+
+    return group_means(target_scores(scores), by)
+
+
+def english_reference(tests: Mapping[str, float], english_dev: float) -> float:
+    """The English score the gap is measured from: English test when tested, else English dev."""
+    return tests.get(SOURCE_LANGUAGE, english_dev)
+
+
+def evaluation_metrics(metric: str, tests: Mapping[str, float], english_dev: float) -> dict[str, float]:
+    """The score keys of one evaluation: per-language tests, the target average, the gap to English and the family
+    and script means (``<by>/<metric>/<group>``). The gap is NaN-free: 0.0 when no target was tested."""
+    average = target_mean(tests)
+    out = {target_average_key(metric): average,
+           gap_key(metric): english_reference(tests, english_dev) - average if not math.isnan(average) else 0.0}
+    out.update({language_key(metric, lang): score for lang, score in tests.items()})
+    for by in GROUPINGS_REPORTED:
+        out.update({group_key(by, metric, group): score for group, score in target_group_means(tests, by).items()})
+    return out
+
+
+# --- the selection rule ---------------------------------------------------------------------------------------------
+
+Item = TypeVar("Item")
+
+
+def select(items: Iterable[Item], score: Callable[[Item], float], order: Callable[[Item], float]) -> Item:
+    """The item with the highest ``score``; on ties, the lowest ``order`` (the earliest step or trial).
+    Raises ValueError when there is nothing to select from."""
+    return max(items, key=lambda item: (score(item), -order(item)))
+
+
+def select_best(reports: Sequence[Mapping], metric: str) -> Mapping:
+    """The report English dev selects from one run's reports (each with the selection key and ``step``)."""
+    key = selection_key(metric)
+    return select(reports, score=lambda report: report[key], order=lambda report: report["step"])
+
+
+def improves(candidate_dev: float, best_dev: float | None) -> bool:
+    """Whether a new report replaces the run's best so far. Reports arrive in step order, so a strict improvement
+    keeps the earliest step on ties: folding ``improves`` over a run equals ``select_best``."""
+    return best_dev is None or candidate_dev > best_dev
+
+
+# --- artifacts, tags, modalities ------------------------------------------------------------------------------------
+
+EXAMPLES_ARTIFACT = "per_example.json"  # per-example units of the selected evaluation (what the report resamples)
+PER_LANGUAGE_ARTIFACT = "per_language.csv"  # a trial's selected per-language scores
+BEST_PER_LANGUAGE_ARTIFACT = "best_per_language.csv"  # the study's best trial, on its parent run
+
+RUN_KIND_TAG = "run_kind"
+STUDY_RUN, TRIAL_RUN, SEED_REPEAT_RUN, REPORT_RUN = "study", "trial", "seed-repeat", "report"
+SELECTED_STEP_TAG = "selected_step"
+
+DEFAULT_MODALITY = "none"  # no intermediate stage: fine-tuning starts from the pretrained encoder
+STAGE_MODALITIES = ("text", "multimodal")  # an intermediate stage on text only, or on image+text
+MODALITIES = (DEFAULT_MODALITY, *STAGE_MODALITIES)
+MODALITY_CONTRASTS = (("multimodal", DEFAULT_MODALITY), ("text", DEFAULT_MODALITY), ("multimodal", "text"))

@@ -1,0 +1,284 @@
+"""The run's contract (study/protocol.py) and that every consumer follows it: on hand-made reports where English dev
+and the test sets disagree, the worker, study.train, the Tune driver, the MLflow callback and the report all pick the
+step (and trial) English dev picks; the English rule gives the same family means in study.evaluate, the worker and
+the report; the report's tables on hand-made trials match values computed by hand."""
+
+import json
+import math
+import re
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from study import protocol
+from study.protocol import (
+    EXAMPLES_ARTIFACT,
+    SELECTED_STEP_TAG,
+    evaluation_metrics,
+    group_key,
+    group_scores_of,
+    improves,
+    language_key,
+    language_scores,
+    select_best,
+    selection_key,
+    target_average_key,
+    target_group_means,
+    target_mean,
+)
+
+METRIC = "accuracy"
+DEV = selection_key(METRIC)
+
+
+def _report(step: int, dev: float, tests: dict[str, float]) -> dict:
+    return {"step": step, DEV: dev, **evaluation_metrics(METRIC, tests, english_dev=dev)}
+
+
+# English dev ties at steps 2 and 3 (the earlier, step 2, is selected); every test language prefers step 4.
+REPORTS = [
+    _report(1, 0.50, {"en": 0.60, "de": 0.40, "ja": 0.30}),
+    _report(2, 0.70, {"en": 0.70, "de": 0.50, "ja": 0.40}),
+    _report(3, 0.70, {"en": 0.75, "de": 0.55, "ja": 0.45}),
+    _report(4, 0.60, {"en": 0.90, "de": 0.80, "ja": 0.70}),
+]
+SELECTED = REPORTS[1]
+
+
+# --- the rules --------------------------------------------------------------------------------------------------
+
+
+def test_select_best_takes_english_dev_and_the_earliest_step_on_ties():
+    assert select_best(REPORTS, METRIC) is SELECTED
+    assert select_best(list(reversed(REPORTS)), METRIC) is SELECTED  # the order given does not matter
+    with pytest.raises(ValueError):
+        select_best([], METRIC)
+
+
+@pytest.mark.parametrize("devs", [[0.5, 0.7, 0.7, 0.6], [0.1, 0.1, 0.1], [0.9, 0.2, 0.9], [0.3, 0.4, 0.5, 0.5]])
+def test_improves_folded_over_a_run_equals_select_best(devs):
+    reports = [{"step": step, DEV: dev} for step, dev in enumerate(devs, start=1)]
+    best = None
+    for report in reports:
+        if improves(report[DEV], best[DEV] if best else None):
+            best = report
+    assert best is select_best(reports, METRIC)
+
+
+def test_metric_keys_round_trip():
+    tests = {"en": 0.9, "de": 0.5, "nl": 0.7, "ja": 0.3}
+    report = evaluation_metrics(METRIC, tests, english_dev=0.8)
+    assert language_scores(report, METRIC) == tests
+    assert language_key(METRIC, "de") == "test/accuracy/de" and target_average_key(METRIC) == "test/accuracy/avg"
+    assert selection_key(METRIC) == "dev_en/accuracy" and group_key("family", METRIC, "Japonic") == \
+        "family/accuracy/Japonic"
+    for by in protocol.GROUPINGS_REPORTED:
+        assert group_scores_of(report, by, METRIC) == target_group_means(tests, by)
+
+
+def test_english_is_the_source_never_a_target():
+    tests = {"en": 0.9, "de": 0.5, "nl": 0.7, "ja": 0.3}
+    # by hand: targets de, nl, ja; Indo-European = (0.5 + 0.7) / 2, English excluded
+    assert target_mean(tests) == pytest.approx(0.5)
+    assert target_group_means(tests, "family") == pytest.approx({"Indo-European": 0.6, "Japonic": 0.3})
+    report = evaluation_metrics(METRIC, tests, english_dev=0.8)
+    assert report["test/accuracy/avg"] == pytest.approx(0.5)
+    assert report["gap_to_en/accuracy"] == pytest.approx(0.4)  # English test, not English dev
+    assert report["family/accuracy/Indo-European"] == pytest.approx(0.6)
+    # English untested: the gap is measured from English dev; English alone has no target mean and no groups
+    assert evaluation_metrics(METRIC, {"de": 0.5}, english_dev=0.8)["gap_to_en/accuracy"] == pytest.approx(0.3)
+    alone = evaluation_metrics(METRIC, {"en": 0.9}, english_dev=0.8)
+    assert math.isnan(alone["test/accuracy/avg"]) and not group_scores_of(alone, "family", METRIC)
+
+
+def test_the_english_rule_is_the_same_in_evaluate_worker_and_report():
+    from study.evaluation import summarise_languages
+    from study.report import Study, TrialRun, group_rows
+
+    tests = {"en": 0.9, "de": 0.5, "nl": 0.7, "ja": 0.3}
+    evaluate = summarise_languages(tests)
+    worker = evaluation_metrics(METRIC, tests, english_dev=0.8)
+    trial = TrialRun("r", protocol.TRIAL_RUN, "s", "m", "M", False, "none", {}, 0.8, 0, dict(tests))
+    report = {row["family"]: row["score"] for row in group_rows(Study("e", "u", METRIC, [], [trial]), "family")}
+    assert evaluate["per_family"] == group_scores_of(worker, "family", METRIC) == report
+    assert evaluate["per_script"] == group_scores_of(worker, "script", METRIC)
+    assert evaluate["target_average"] == worker["test/accuracy/avg"] == trial.target_mean
+    assert evaluate["english"] == 0.9 and evaluate["average"] == pytest.approx(0.6)  # all four, English included
+
+
+# --- every consumer picks the English-dev step ------------------------------------------------------------------
+
+
+def test_the_worker_keeps_the_examples_of_the_english_dev_step(tmp_path, monkeypatch):
+    """The per-example scores the report resamples are those of the step English dev selects."""
+    from study.outbox import OUTBOX_ENV, get
+    from study.train import Progress, _Run
+
+    monkeypatch.setenv(OUTBOX_ENV, str(tmp_path))
+    run = object.__new__(_Run)  # the reporting logic alone: no model, no data
+    run.rank, run.world, run.progress = 0, 1, Progress()
+    run.task = SimpleNamespace(metric=METRIC)
+    run._save = lambda directory, examples: None
+    reported = []
+    for metrics in REPORTS:
+        run._evaluate = lambda metrics=metrics: dict(metrics)
+        run._examples_json = lambda step=metrics["step"]: json.dumps({"step": step}).encode()
+        run._evaluate_and_report(lambda metrics, checkpoint: reported.append(metrics["step"]))
+    assert reported == [1, 2, 3, 4]
+    assert json.loads(get(str(tmp_path), EXAMPLES_ARTIFACT)) == {"step": 2}
+
+
+def test_study_train_prints_the_english_dev_step(capsys):
+    from study.config import TrainConfig
+    from study.train import print_summary
+
+    result = SimpleNamespace(best_checkpoints=[(SimpleNamespace(path=f"/ckpt/{r['step']}"), r) for r in REPORTS])
+    print_summary(TrainConfig(task="pocket-topic"), result)
+    out = capsys.readouterr().out
+    assert "selected on English dev: step 2, dev_en/accuracy 0.7000" in out and "/ckpt/2/model" in out
+    assert re.search(r"^de\s+Indo-European\s+0\.5000$", out, re.M)  # the step-2 test score, not step 4's 0.8
+    assert "target average 0.4500, gap to English 0.2500" in out
+
+
+def _tune_result(reports: list[dict]):
+    return SimpleNamespace(metrics_dataframe=pd.DataFrame(reports), metrics=reports[-1])
+
+
+def test_the_tune_driver_selects_the_english_dev_step_and_the_earlier_trial_on_ties():
+    from study.tune import best_trial, selected_report
+
+    assert selected_report(_tune_result(REPORTS), METRIC)["step"] == 2
+    later_tie = _tune_result([_report(1, 0.70, {"de": 0.99})])  # same dev as the first trial, better test
+    worse = _tune_result([_report(1, 0.60, {"de": 1.0})])
+    first = _tune_result(REPORTS)
+    best, report = best_trial([worse, first, later_tie], METRIC)
+    assert best is first and report["step"] == 2 and report["test/accuracy/de"] == 0.5
+
+
+class _Writer:
+    def __init__(self, storage):
+        self.parent_run_id, self.storage, self.study, self.sent = "parent", str(storage), "study-x", []
+
+    def send(self, trial_id, op, payload):
+        self.sent.append((op, payload))
+
+    def flush(self):
+        return True
+
+
+def test_the_mlflow_callback_logs_the_english_dev_step(tmp_path):
+    from study.tracking import MLflowTrialCallback
+
+    writer = _Writer(tmp_path)
+    callback = MLflowTrialCallback(writer, {}, DEV, METRIC)
+    trial = SimpleNamespace(trial_id="t1", config={"base": {}})
+    for report in REPORTS:
+        callback.on_trial_result(0, [], trial, dict(report))
+    callback.on_trial_complete(0, [], trial)
+    tags = dict(payload for op, payload in writer.sent if op == "tag")
+    table = next(p["data"].decode() for op, p in writer.sent if op == "artifact")
+    assert tags[SELECTED_STEP_TAG] == "2"
+    assert "de,German,Indo-European,Germanic,Latin,0.500000" in table and "ja,Japanese" in table
+
+
+class _Metric(SimpleNamespace):
+    pass
+
+
+def test_the_report_reads_the_english_dev_step_from_mlflow():
+    from study.report import _trial
+
+    histories = {}
+    for report in REPORTS:
+        for key, value in report.items():
+            if "/" in key:
+                histories.setdefault(key, []).append(_Metric(key=key, value=value, step=report["step"]))
+    client = SimpleNamespace(get_metric_history=lambda run_id, key: histories.get(key, []),
+                             list_artifacts=lambda run_id: [])
+    run = SimpleNamespace(info=SimpleNamespace(run_id="r", start_time=1),
+                          data=SimpleNamespace(tags={protocol.RUN_KIND_TAG: protocol.TRIAL_RUN}, params={},
+                                               metrics={k: v[-1].value for k, v in histories.items()}))
+    trial = _trial(client, run, METRIC)
+    assert trial.dev == 0.70 and trial.scores == {"en": 0.70, "de": 0.50, "ja": 0.40}
+
+
+# --- the report's tables, golden ----------------------------------------------------------------------------------
+
+
+def _units(scores: dict[str, float]) -> dict[str, list]:
+    return {lang: [[score, 1.0]] * 10 for lang, score in scores.items()}  # 10 equal examples: exact dyadic means
+
+
+def _trial_run(run_id, kind, study_run, model, name, modality, dev, start, scores):
+    from study.report import TrialRun
+
+    return TrialRun(run_id, kind, study_run, model, name, False, modality, {}, dev, start, dict(scores),
+                    _units(scores))
+
+
+@pytest.fixture
+def golden_study():
+    """Two models, each selected configuration with one seed repeat; a text-stage trial for mBERT; trials whose
+    test scores are better than the selected ones but whose English dev is lower (or tied and later)."""
+    from study.report import Study
+
+    trial, repeat = protocol.TRIAL_RUN, protocol.SEED_REPEAT_RUN
+    mbert, xlmr = ("mbert", "mBERT"), ("xlmr", "XLM-R")
+    runs = [
+        _trial_run("t1", trial, "S1", *mbert, "none", 0.60, 1, {"en": 1.0, "de": 0.75, "nl": 0.5, "ja": 0.25}),
+        _trial_run("r1", repeat, "S1", *mbert, "none", 0.55, 5, {"en": 0.5, "de": 0.5, "nl": 0.25, "ja": 0.25}),
+        _trial_run("t2", trial, "S1", *mbert, "text", 0.50, 2, {"en": 1.0, "de": 1.0, "nl": 1.0, "ja": 1.0}),
+        _trial_run("t3", trial, "S2", *xlmr, "none", 0.70, 3, {"en": 1.0, "de": 1.0, "nl": 0.75, "ja": 0.5}),
+        _trial_run("t4", trial, "S2", *xlmr, "none", 0.70, 4, {"en": 1.0, "de": 1.0, "nl": 1.0, "ja": 1.0}),
+        _trial_run("r3", repeat, "S2", *xlmr, "none", 0.65, 6, {"en": 1.0, "de": 0.75, "nl": 0.75, "ja": 0.5}),
+    ]
+    return Study("golden", "uri", METRIC, [], runs)
+
+
+def test_golden_report_tables(golden_study):
+    from study.report import comparison_rows, group_rows, modality_rows, per_language_rows
+
+    assert golden_study.best("mbert").run_id == "t1" and golden_study.best("xlmr").run_id == "t3"  # t4: tie, later
+    # per language: mean over the selected configuration and its seed repeat; gap from the seed-mean English
+    rows = {(r["model"], r["language"]): (r["score"], r["gap_to_en"], r["seeds"])
+            for r in per_language_rows(golden_study)}
+    assert rows == {
+        ("mBERT", "de"): (0.625, 0.125, 2), ("mBERT", "en"): (0.75, None, 2), ("mBERT", "ja"): (0.25, 0.5, 2),
+        ("mBERT", "nl"): (0.375, 0.375, 2),
+        ("XLM-R", "de"): (0.875, 0.125, 2), ("XLM-R", "en"): (1.0, None, 2), ("XLM-R", "ja"): (0.5, 0.5, 2),
+        ("XLM-R", "nl"): (0.75, 0.25, 2)}
+    families = {(r["model"], r["family"]): (r["score"], r["gap_to_en"]) for r in group_rows(golden_study, "family")}
+    assert families == {("mBERT", "Indo-European"): (0.5, 0.25), ("mBERT", "Japonic"): (0.25, 0.5),
+                        ("XLM-R", "Indo-European"): (0.8125, 0.1875), ("XLM-R", "Japonic"): (0.5, 0.5)}
+    # XLM-R - mBERT over two seeds each: every example of a language scores alike, so a bootstrap draw's value is
+    # fixed by which seeds it picks; the 2.5 / 97.5 percentiles are the extreme picks (each has probability 1/16):
+    # Indo-European: XLM-R seeds 0.875 / 0.75, mBERT seeds 0.625 / 0.375 -> [0.75 - 0.625, 0.875 - 0.375]
+    comparison = {r["family"]: (r["contrast"], r["difference"], r["low"], r["high"], r["note"])
+                  for r in comparison_rows(golden_study)}
+    assert comparison == {"Indo-European": ("XLM-R - mBERT", 0.3125, 0.125, 0.5, "2 vs 2 seeds"),
+                          "Japonic": ("XLM-R - mBERT", 0.25, 0.25, 0.25, "2 vs 2 seeds")}
+    # modality contrasts use the selected trial of each modality, one seed: text (t2) - none (t1)
+    modality = {(r["contrast"], r["family"]): (r["difference"], r["low"], r["high"], r["note"])
+                for r in modality_rows(golden_study)}
+    assert modality == {
+        ("mBERT: multimodal - none", "all"): (None, None, None, "too little data (no finished multimodal trial)"),
+        ("mBERT: text - none", "Indo-European"): (0.375, 0.375, 0.375, "1 vs 1 seeds"),
+        ("mBERT: text - none", "Japonic"): (0.75, 0.75, 0.75, "1 vs 1 seeds"),
+        ("mBERT: multimodal - text", "all"): (None, None, None, "too little data (no finished multimodal trial)"),
+        ("XLM-R: multimodal - none", "all"): (None, None, None, "too little data (no finished multimodal trial)"),
+        ("XLM-R: text - none", "all"): (None, None, None, "too little data (no finished text trial)"),
+        ("XLM-R: multimodal - text", "all"): (None, None, None, "too little data (no finished multimodal trial)")}
+
+
+# --- layering -----------------------------------------------------------------------------------------------------
+
+
+def test_the_math_and_the_contract_load_neither_ray_nor_mlflow():
+    code = ("import sys; import study.objective, study.metrics, study.capture, study.engine, study.trim, "
+            "study.protocol, study.exactness, study.analysis; "
+            "print(sorted(m for m in ('ray', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
