@@ -49,7 +49,7 @@ def main() -> None:
     import ray
     import ray.tune
 
-    from study.train import Scaling, init_ray
+    from study.ray_setup import Scaling, init_ray
     from study.tune import build_tuner, concurrency, parse_args, resolve, train_driver_fn
 
     storage = tempfile.mkdtemp(prefix="study-bench-")

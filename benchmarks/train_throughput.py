@@ -17,7 +17,8 @@ import time
 import torch
 
 from study.config import TrainConfig
-from study.train import Scaling, _Run, build_trainer, init_ray
+from study.ray_setup import Scaling, init_ray
+from study.train import _Run, build_trainer
 
 
 def main() -> None:

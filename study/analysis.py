@@ -21,6 +21,7 @@ MIN_EXAMPLES = 10  # fewer test examples in a language (or group) than this: no 
 
 
 def units_score(units: Units) -> float:
+    """sum(numerators) / sum(denominators) of one language's per-example units; 0.0 when the denominators sum to 0."""
     array = np.asarray(units, dtype=float).reshape(-1, 2)
     return float(array[:, 0].sum() / array[:, 1].sum()) if array[:, 1].sum() else 0.0
 
@@ -35,6 +36,8 @@ def _bootstrap_language(units: Units, draws: int, rng: np.random.Generator) -> n
 
 @dataclass(frozen=True)
 class Interval:
+    """A point estimate with its 95 % bootstrap interval (or none, with the reason in ``note``)."""
+
     estimate: float
     low: float | None  # None: too little data for an interval
     high: float | None
@@ -42,6 +45,7 @@ class Interval:
 
     @property
     def has_interval(self) -> bool:
+        """False when there was too little data for an interval."""
         return self.low is not None
 
 
@@ -72,6 +76,7 @@ class Side:
         return out
 
     def examples_in(self, by: str, group: str) -> int:
+        """Test examples in the group's target languages, the fewest over seeds (0 with no runs)."""
         return min((sum(len(run[lang]) for lang in self.languages if is_target(lang) and group_of(lang, by) == group)
                     for run in self.runs), default=0)
 
@@ -101,6 +106,8 @@ def difference_by_group(a: Side, b: Side, by: str = "family", draws: int = 2000,
 
 @dataclass(frozen=True)
 class LineFit:
+    """A least-squares line y = slope * x + intercept, its R² and the number of points ``n``."""
+
     slope: float
     intercept: float
     r2: float

@@ -42,6 +42,7 @@ AttentionInterface.register(CAPTURE_ATTENTION, _capturing_attention)
 
 
 def check_ap_layer(model: nn.Module, ap_layer: int) -> None:
+    """Raise StudyError unless ``ap_layer`` indexes one of the model's encoder layers (0..depth - 1)."""
     depth = len(encoder_layers(model))
     if not 0 <= ap_layer < depth:
         raise StudyError(f"ap_layer={ap_layer} is out of range for this model: choose 0..{depth - 1} "
@@ -66,6 +67,7 @@ class VMECapture:
 
     @property
     def attention(self) -> Tensor:
+        """(B, H, L, L) attention probabilities of ``ap_layer`` from the last forward pass."""
         return self._attention_module.captured_attention
 
     def remove(self) -> None:

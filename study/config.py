@@ -7,7 +7,7 @@ of deep inside a remote worker.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from study.errors import StudyError
 from study.objective import AP_MASK_MODES, VMEWeights
@@ -18,42 +18,55 @@ OBJECTIVES = ("vme", "plain")  # plain = cross-entropy on x only: the matched-bu
 IMPLEMENTATIONS = ("fast", "reference")
 
 
+def _option(default, help: str):
+    """A config field whose ``help`` is also its command-line help (``study.train``)."""
+    return field(default=default, metadata={"help": help})
+
+
+def cli_type(config_field) -> type:
+    """The argparse type of a field: its annotation without ``| None`` (``tuple`` fields excepted)."""
+    annotation = str(config_field.type).split(" | ")[0]
+    return {"int": int, "float": float, "str": str}[annotation]
+
+
 @dataclass(frozen=True)
 class TrainConfig:
+    """The options of one fine-tuning run; invalid values raise StudyError on construction."""
+
     # what to train
-    model: str = "e5-small"  # registry key or local transformers directory
-    task: str = "pocket-topic"
-    data_dir: str | None = None  # original task files (None: hub, or packages for pocket tasks)
-    languages: tuple[str, ...] | None = None  # target languages to evaluate (None: all of the task's)
-    init_checkpoint: str | None = None  # encoder to start from (the intermediate stage's output)
+    model: str = _option("e5-small", "registry key or local transformers directory")
+    task: str = _option("pocket-topic", "task to fine-tune and evaluate (see study.tasks)")
+    data_dir: str | None = _option(None, "original task files (unset: the hub, or the packages for pocket tasks)")
+    languages: tuple[str, ...] | None = _option(None, "target languages to evaluate (unset: all of the task's)")
+    init_checkpoint: str | None = _option(None, "encoder directory to start from (the intermediate stage's output)")
     # optimisation
-    epochs: int = 2
-    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
-    batch_size: int = 16  # examples per worker per micro-batch (each example is an x / x̃ pair)
-    grad_accum: int = 1
-    lr: float = 3e-5
-    head_lr: float | None = None  # learning rate of the task head (None: lr)
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    max_grad_norm: float = 1.0
-    max_length: int = 128
-    seed: int = 7
+    epochs: int = _option(2, "passes over the English training pairs")
+    max_steps: int | None = _option(None, "stop after this many optimizer steps (smoke runs)")
+    batch_size: int = _option(16, "examples per worker per micro-batch (each example is an x / x̃ pair)")
+    grad_accum: int = _option(1, "micro-batches per optimizer step")
+    lr: float = _option(3e-5, "AdamW learning rate of the encoder")
+    head_lr: float | None = _option(None, "learning rate of the task head (unset: lr)")
+    weight_decay: float = _option(0.0, "AdamW weight decay (0 keeps vocabulary trimming exact)")
+    warmup_ratio: float = _option(0.0, "share of the steps with linear warm-up")
+    max_grad_norm: float = _option(1.0, "gradient clipping norm")
+    max_length: int = _option(128, "max tokens per input")
+    seed: int = _option(7, "seed of the data order, dropout, head initialisation and subsets")
     # the VME objective
-    objective: str = "vme"
-    w_task: float = 1.0
-    w_robust: float = 1.0
-    alpha: float = 0.1
-    beta: float = 1.0
-    ap_layer: int = 5
-    ap_mask: str = "none"
-    k_copies: int = 1  # virtual copies x̃ per English example
-    synonyms: str = "roget"  # "roget" or a neighbour JSON file
-    implementation: str = "fast"  # see IMPLEMENTATIONS; both give the same updates within fp32 tolerance
+    objective: str = _option("vme", f"one of {', '.join(OBJECTIVES)} (plain: cross-entropy on x only)")
+    w_task: float = _option(1.0, "weight of the task loss")
+    w_robust: float = _option(1.0, "weight of the robust target (task loss on x̃)")
+    alpha: float = _option(0.1, "weight of Embedding-Push")
+    beta: float = _option(1.0, "weight of Attention-Pull")
+    ap_layer: int = _option(5, "layer whose attention maps Attention-Pull compares")
+    ap_mask: str = _option("none", f"one of {', '.join(AP_MASK_MODES)} (none: the reference's full padded maps)")
+    k_copies: int = _option(1, "virtual copies x̃ per English example")
+    synonyms: str = _option("roget", "synonym source: roget or a neighbour JSON file")
+    implementation: str = _option("fast", f"one of {', '.join(IMPLEMENTATIONS)}; same updates within fp32 tolerance")
     # evaluation and debugging
-    eval_every: int = 0  # optimizer steps between evaluations (0: once per epoch)
-    max_train_examples: int | None = None
-    max_eval_examples: int | None = None  # per language
-    log_every: int = 10  # optimizer steps per progress line
+    eval_every: int = _option(0, "optimizer steps between evaluations (0: once per epoch)")
+    max_train_examples: int | None = _option(None, "seeded subset of the English training set")
+    max_eval_examples: int | None = _option(None, "seeded subset of each dev / test language")
+    log_every: int = _option(10, "optimizer steps per progress line")
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "grad_accum", "max_length", "k_copies", "log_every")
@@ -83,6 +96,7 @@ class TrainConfig:
 
     @property
     def weights(self) -> VMEWeights:
+        """The VME loss weights (w_task, w_robust, alpha, beta); StudyError when VMEWeights rejects them."""
         try:
             return VMEWeights(task=self.w_task, robust=self.w_robust, alpha=self.alpha, beta=self.beta)
         except ValueError as err:
@@ -90,6 +104,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
+        """The config of a plain dict (e.g. from Ray); StudyError naming any unknown key; ``languages`` -> tuple."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -100,4 +115,5 @@ class TrainConfig:
         return cls(**values)
 
     def to_dict(self) -> dict:
+        """All fields as a plain dict, the inverse of ``from_dict``."""
         return asdict(self)

@@ -15,6 +15,7 @@ from study.tasks import TASKS, get_task
 
 
 def parse_args(argv):
+    """The command line: --model or --checkpoint (one is required), --task, and optional languages and output."""
     parser = argparse.ArgumentParser(prog="python -m study.evaluate", description=__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="registry key (bare encoder: retrieval tasks only) or local directory")
@@ -30,6 +31,7 @@ def parse_args(argv):
 
 
 def print_table(result: dict) -> None:
+    """Print per-language and per-family scores, best first, then the average."""
     metric = result["metric"]
     print(f"{result['task']} ({result['suite']}), {result['model']}, metric {metric}")
     print(f"{'language':<10}{'family':<24}{metric:>10}")
@@ -42,6 +44,8 @@ def print_table(result: dict) -> None:
 
 
 def main(argv=None) -> int:
+    """Evaluate, print the table and optionally write JSON; StudyError when a bare --model meets a task that needs
+    a fine-tuned head."""
     args = parse_args(argv)
     task = get_task(args.task)
     languages = task.check_languages(args.languages.split(",") if args.languages else None)

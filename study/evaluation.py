@@ -17,7 +17,7 @@ import torch
 from study import metrics
 from study import tasks as T
 from study.data.features import encode_records
-from study.data.sources import Bitext, RankingSet, load_split
+from study.data.sources import Bitext, RankingSet, load_split, subsample
 from study.errors import StudyError
 from study.objective import IGNORE_INDEX, masked_mean
 from study.protocol import SOURCE_LANGUAGE, target_group_means, target_mean
@@ -130,25 +130,39 @@ def _qa_scores(features, records, model, tokenizer, batch_size) -> tuple[float, 
                                        "examples": len(records), "units": units}
 
 
-def evaluate(task: T.TaskSpec, model, tokenizer, languages: tuple[str, ...], *, model_name: str,
-             data_dir=None, layer: int | None = None, prefix: str = "", max_length: int = 128,
-             log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> dict:
-    """Evaluate every language; the JSON-ready result: task, suite, model, metric, ``details`` per language and the
-    scores of ``summarise_languages``."""
+def evaluate_languages(task: T.TaskSpec, model, tokenizer, languages: tuple[str, ...], *, data_dir=None,
+                       max_length: int = 128, limit: int | None = None, seed: int = 0, layer: int | None = None,
+                       prefix: str = "", log: Callable[[str], None] | None = None) -> dict[str, tuple[float, dict]]:
+    """{language: (score, details)} on each language's test split — every example, or a seeded subset of ``limit``
+    (``subsample``). One loop for the training worker and ``study.evaluate``. Supervised tasks need a model with
+    the task's head; retrieval tasks use ``layer`` (None: last) and ``prefix``. ``log`` gets one line per language."""
     model.eval()
-    per_language, extras = {}, {}
+    results = {}
     for lang in languages:
         started = time.perf_counter()
         data = load_split(task, "test", lang, data_dir)
         if task.needs_training:
-            score, extra = score_supervised(task, data, model, tokenizer, max_length, f"test-{lang}")
+            score, extra = score_supervised(task, subsample(data, limit, seed), model, tokenizer, max_length,
+                                            f"test-{lang}")
         else:
             score, extra = _retrieval(task, data, model, tokenizer, layer, prefix, max_length)
-        per_language[lang], extras[lang] = score, extra
-        log(f"[evaluate] {task.name} {lang}: {task.metric} {score:.4f} "
-            f"({extra['examples']} examples, {time.perf_counter() - started:.1f} s)")
+        results[lang] = score, extra
+        if log:
+            log(f"[evaluate] {task.name} {lang}: {task.metric} {score:.4f} "
+                f"({extra['examples']} examples, {time.perf_counter() - started:.1f} s)")
+    return results
+
+
+def evaluate(task: T.TaskSpec, model, tokenizer, languages: tuple[str, ...], *, model_name: str,
+             data_dir=None, layer: int | None = None, prefix: str = "", max_length: int = 128,
+             log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> dict:
+    """Evaluate every language on its whole test split; the JSON-ready result: task, suite, model, metric,
+    ``details`` per language and the scores of ``summarise_languages``."""
+    results = evaluate_languages(task, model, tokenizer, languages, data_dir=data_dir, max_length=max_length,
+                                 layer=layer, prefix=prefix, log=log)
+    per_language = {lang: score for lang, (score, _) in results.items()}
     return {"task": task.name, "suite": task.suite, "model": model_name, "metric": task.metric,
-            **summarise_languages(per_language), "details": extras}
+            **summarise_languages(per_language), "details": {lang: extra for lang, (_, extra) in results.items()}}
 
 
 def summarise_languages(per_language: dict[str, float]) -> dict:

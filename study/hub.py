@@ -23,6 +23,7 @@ def hub_unreachable_reason() -> str | None:
 
 
 def hf_home() -> str:
+    """The Hugging Face cache directory: $HF_HOME, else huggingface_hub's default."""
     from huggingface_hub import constants
 
     return os.environ.get("HF_HOME", constants.HF_HOME)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -48,6 +47,8 @@ STAGE_FORMAT = 3  # bump when the stage's training changes, so cached stages of 
 
 @dataclass(frozen=True)
 class StageConfig:
+    """The options of one intermediate stage; invalid combinations raise StudyError on construction."""
+
     model: str
     modality: str
     steps: int = 200
@@ -76,6 +77,7 @@ class StageConfig:
                              f"trained in full (pass --vision-tower {CLIP_TOWER}, or do not search vision_train)")
 
     def key(self, data_fingerprint: str) -> str:
+        """16 hex digits of SHA-256 over the config, the data fingerprint and STAGE_FORMAT: the stage's cache key."""
         content = [asdict(self), data_fingerprint, STAGE_FORMAT]
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -106,6 +108,7 @@ class SmallVisionEncoder(nn.Module):
             nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, dim)
+        """(B, dim) embeddings of (B, 3, H, W) images: three stride-2 convolutions, then global average pooling."""
         return self.net(images)
 
 
@@ -135,14 +138,17 @@ class VisionTower(nn.Module):
 
     @property
     def description(self) -> str:
+        """What the tower is and how it is trained, for MLflow and stage.json."""
         if self.name == SCRATCH:
             return "SmallVisionEncoder (3-layer CNN, trained from scratch)"
         return f"{self.name} (pretrained CLIP vision model, {self.train_mode})"
 
     def trainable_parameters(self) -> list[nn.Parameter]:
+        """The encoder's parameters that require gradients (none when frozen)."""
         return [p for p in self.encoder.parameters() if p.requires_grad]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) in [0, 1] -> (B, dim)
+        """(B, dim) embeddings of (B, 3, S, S) images in [0, 1], normalised by the tower's mean and std."""
         pixels = (images - self.mean) / self.std
         if self.name == SCRATCH:
             return self.encoder(pixels)
@@ -182,12 +188,14 @@ class ContrastiveModel(nn.Module):
         self.image_head = nn.Linear(vision.dim, EMBED_DIM) if vision is not None else None
 
     def embed_text(self, inputs: dict) -> torch.Tensor:
+        """(B, EMBED_DIM): the backbone's last hidden states mean-pooled over the attention mask, then the text head."""
         from study.objective import masked_mean
 
         hidden = self.backbone(**inputs).last_hidden_state
         return self.text_head(masked_mean(hidden, inputs["attention_mask"]))
 
     def embed_image(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, EMBED_DIM): the vision tower's (B, dim) output through the image head (multimodal only)."""
         return self.image_head(self.vision(images))
 
     def forward(self, captions: dict, partner) -> torch.Tensor:
@@ -205,11 +213,14 @@ def min_image_side(image_size: int) -> int:
 
 
 def stage_fn_per_worker(config: dict) -> None:
+    """Ray Train entry point: ``config`` is {"stage": StageConfig fields, "out": directory}; runs run_stage_worker."""
     import ray.train
     import ray.train.torch
 
+    from study.ray_setup import set_worker_threads
+
     context = ray.train.get_context()
-    torch.set_num_threads(max(1, int(os.environ.get("STUDY_TORCH_THREADS", 1))))
+    set_worker_threads()
     run_stage_worker(StageConfig(**config["stage"]), Path(config["out"]), context.get_world_rank(),
                      context.get_world_size(), ray.train.torch.get_device(),
                      report=lambda metrics: ray.train.report(metrics))
@@ -330,23 +341,16 @@ def stage_config(model: str, seed: int, stage: dict, fixed: dict | None = None) 
 
 def run_stage(cfg: StageConfig, scaling, storage: str) -> tuple[Path, dict, bool]:
     """The stage's encoder directory, its metadata and whether it came from the cache (trials share stages)."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
     from study.models import get_spec, model_path
-    from study.train import worker_env
+    from study.ray_setup import torch_trainer
 
     model_path(get_spec(cfg.model))  # build an offline model here, once, before the workers load it
     key = cfg.key(stage_data(cfg).fingerprint)
     out = cache_dir() / "intermediate" / f"{cfg.model}-{cfg.modality}-{key}"
     if (out / STAGE_META).is_file():
         return out, json.loads((out / STAGE_META).read_text()), True
-    threads = scaling.threads or max(1, (os.cpu_count() or 1) // scaling.workers)
-    result = TorchTrainer(
-        stage_fn_per_worker, train_loop_config={"stage": asdict(cfg), "out": str(out)},
-        scaling_config=scaling.ray_config(),
-        run_config=ray.train.RunConfig(name=f"intermediate-{out.name}", storage_path=storage,
-                                       worker_runtime_env={"env_vars": worker_env(threads)})).fit()
+    result = torch_trainer(stage_fn_per_worker, {"stage": asdict(cfg), "out": str(out)}, scaling, storage,
+                           f"intermediate-{out.name}").fit()
     if result.error or not (out / STAGE_META).is_file():
         raise StudyError(f"the intermediate stage {out.name} failed: {result.error}")
     return out, json.loads((out / STAGE_META).read_text()), False

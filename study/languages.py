@@ -28,6 +28,8 @@ GROUPINGS = ("family", "branch", "script")
 
 @dataclass(frozen=True)
 class Language:
+    """One language of the study with its family, branch and script."""
+
     code: str  # ISO 639-1 (the code the tasks use)
     iso3: str  # ISO 639-3 (macrolanguage where one exists), the URIEL+ key
     name: str
@@ -128,6 +130,7 @@ def get_language(code: str) -> Language:
 
 
 def group_of(code: str, by: str) -> str:
+    """The language's family, branch or script (``by``); StudyError for another grouping or an unknown code."""
     if by not in GROUPINGS:
         raise StudyError(f"cannot group by {by!r}: choose one of {', '.join(GROUPINGS)}")
     return getattr(get_language(code), by)

@@ -20,6 +20,7 @@ QA_METRIC = "f1_em"  # XTREME-R scores QA tasks by (F1 + EM) / 2
 
 
 def accuracy(labels: Sequence, predictions: Sequence) -> float:
+    """Fraction of predictions equal to their label, in [0, 1] (scikit-learn's accuracy_score)."""
     from sklearn.metrics import accuracy_score
 
     return float(accuracy_score(labels, predictions))

@@ -101,6 +101,7 @@ def model_path(spec: ModelSpec) -> str:
 
 
 def load_tokenizer(spec: ModelSpec):
+    """The model's ``transformers`` tokenizer, from the registry weights' directory or hub id (``model_path``)."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_path(spec))

@@ -60,6 +60,7 @@ class VMELoss:
     ap: Tensor
 
     def detached(self) -> dict[str, float]:
+        """The five values as Python floats, for logging."""
         return {name: float(getattr(self, name).detach()) for name in ("total", "task", "robust", "ep", "ap")}
 
 

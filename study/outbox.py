@@ -61,6 +61,7 @@ def get(location: str, name: str) -> bytes | None:
 
 
 def delete(location: str, name: str) -> None:
+    """Remove one file of an outbox, if it is there."""
     import pyarrow.fs
 
     fs, directory = storage_fs(location)

@@ -36,11 +36,13 @@ TRAIN_PARAMS = {f.name for f in fields(TrainConfig)} - {"model", "task", "data_d
 PRESETS = ("smoke", "paper")
 _SPEC_KEYS = {"float": {"type", "low", "high", "log", "when"}, "int": {"type", "low", "high", "log", "step", "when"},
               "categorical": {"type", "choices", "when"}}
-_TOP_KEYS = {"model", "task", "seed", "params", "presets"}
+_TOP_KEYS = {"include", "model", "task", "seed", "params", "presets"}
 
 
 @dataclass(frozen=True)
 class Param:
+    """One searched parameter of a search-space file: its distribution and the condition (``when``) it is sampled on."""
+
     name: str
     type: str
     low: float | None = None
@@ -51,9 +53,11 @@ class Param:
     when: tuple[tuple[str, tuple], ...] = ()  # ((parent, allowed values), ...)
 
     def active(self, sampled: dict) -> bool:
+        """True when every ``when`` parent has been sampled with one of its allowed values."""
         return all(sampled.get(parent) in allowed for parent, allowed in self.when)
 
     def suggest(self, trial):
+        """Sample the parameter from an Optuna trial (suggest_float, suggest_int or suggest_categorical)."""
         if self.type == "float":
             return trial.suggest_float(self.name, self.low, self.high, log=self.log)
         if self.type == "int":
@@ -63,6 +67,8 @@ class Param:
 
 @dataclass(frozen=True)
 class SearchSpace:
+    """A validated search-space file; ``files`` are it and the file it includes, ``sha256`` is of their bytes."""
+
     path: Path
     model: str
     task: str
@@ -70,6 +76,7 @@ class SearchSpace:
     params: tuple[Param, ...]
     presets: dict
     sha256: str
+    files: tuple[Path, ...] = ()
 
     def define_by_run(self, trial) -> None:
         """Optuna define-by-run: suggest each active parameter in file order; returns no constants."""
@@ -79,12 +86,13 @@ class SearchSpace:
                 sampled[param.name] = param.suggest(trial)
 
     def preset(self, name: str) -> dict:
+        """A copy of the preset's fixed training settings; StudyError when the file does not define it."""
         if name not in self.presets:
             raise StudyError(f"{self.path}: no preset {name!r}; it defines {', '.join(self.presets) or 'none'}")
         return dict(self.presets[name])
 
 
-def _fail(path: Path, key: str, problem: str, fix: str):
+def _fail(path: Path | str, key: str, problem: str, fix: str):
     raise StudyError(f"{path}: {key}: {problem}; fix: {fix}")
 
 
@@ -95,7 +103,7 @@ def _number(path, key, value, what):
     return value
 
 
-def _parse_param(path: Path, name: str, spec, earlier: dict[str, Param]) -> Param:
+def _parse_param(path: Path | str, name: str, spec, earlier: dict[str, Param]) -> Param:
     key = f"params.{name}"
     if name not in TRAIN_PARAMS | STAGE_PARAMS:
         _fail(path, key, "unknown parameter", f"use one of {', '.join(sorted(TRAIN_PARAMS | STAGE_PARAMS))}")
@@ -144,50 +152,90 @@ def _parse_param(path: Path, name: str, spec, earlier: dict[str, Param]) -> Para
     return Param(name, kind, low=low, high=high, log=log, step=spec.get("step"), when=tuple(when))
 
 
-def load_search_space(path: str | Path) -> SearchSpace:
-    """Read and validate a search-space YAML; any problem names the file, the key and the fix."""
+def _read_yaml(path: Path) -> tuple[bytes, object]:
+    """(bytes, parsed YAML) of a file; StudyError naming the file (and the line of a syntax error)."""
     import yaml
 
-    path = Path(path)
     try:
         raw = path.read_bytes()
-        data = yaml.safe_load(raw)
+        return raw, yaml.safe_load(raw)
     except FileNotFoundError:
         raise StudyError(f"search space {path} does not exist") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "?"
         raise StudyError(f"{path}: {where}: not valid YAML ({getattr(err, 'problem', err)}); fix the syntax") from None
+
+
+def _merged(base, override):
+    """Two mappings merged (``override`` wins); anything else: ``override``."""
+    return {**base, **override} if isinstance(base, dict) and isinstance(override, dict) else override
+
+
+def _with_include(path: Path, data: dict) -> tuple[dict, Path | None, bytes]:
+    """``data`` merged over the file its ``include:`` names (relative to ``path``): top-level keys of ``data`` win,
+    ``params`` and ``presets`` are merged entry by entry (a parameter keeps the included file's position). Returns
+    (merged, included path, included bytes); one level only."""
+    if "include" not in data:
+        return data, None, b""
+    base_path = path.parent / str(data["include"])
+    raw, base = _read_yaml(base_path)
+    if not isinstance(base, dict) or "include" in base:
+        _fail(base_path, "(top level)", "an included file must be a mapping without include of its own",
+              "include a complete base file (see search_spaces/xtreme-r-base.yaml)")
+    merged = {**base, **{k: v for k, v in data.items() if k != "include"}}
+    if "params" in data and "params" in base:
+        merged["params"] = _merged(base["params"], data["params"])
+    if isinstance(base.get("presets"), dict) and isinstance(data.get("presets"), dict):
+        ours, theirs = data["presets"], base["presets"]
+        merged["presets"] = {name: _merged(theirs.get(name), ours[name]) if name in ours else theirs[name]
+                             for name in {**theirs, **ours}}
+    return merged, base_path, raw
+
+
+def load_search_space(path: str | Path) -> SearchSpace:
+    """Read and validate a search-space YAML (and the file its ``include:`` names); any problem names the file,
+    the key and the fix."""
+    path = Path(path)
+    raw, data = _read_yaml(path)
+    if isinstance(data, dict):
+        data, base_path, base_raw = _with_include(path, data)
+        if base_path is not None:
+            raw += base_raw
+    else:
+        base_path = None
+    shown = f"{path} (including {base_path})" if base_path else path  # where an error's key may come from
     if not isinstance(data, dict):
-        _fail(path, "(top level)", "must be a mapping", "see search_spaces/tiny.yaml for the format")
+        _fail(shown, "(top level)", "must be a mapping", "see search_spaces/tiny.yaml for the format")
     unknown = set(data) - _TOP_KEYS
     if unknown:
-        _fail(path, ", ".join(sorted(unknown)), "unknown top-level key(s)", f"allowed: {', '.join(sorted(_TOP_KEYS))}")
+        _fail(shown, ", ".join(sorted(unknown)), "unknown top-level key(s)", f"allowed: {', '.join(sorted(_TOP_KEYS))}")
     for key in ("model", "task", "params"):
         if key not in data:
-            _fail(path, key, "missing", "every search space names its model, default task and params")
+            _fail(shown, key, "missing", "every search space names its model, default task and params")
     if not isinstance(data["params"], dict) or not data["params"]:
-        _fail(path, "params", "must be a non-empty mapping", "declare at least one searched parameter")
+        _fail(shown, "params", "must be a non-empty mapping", "declare at least one searched parameter")
     params: dict[str, Param] = {}
     for name, spec in data["params"].items():
-        params[name] = _parse_param(path, name, spec, params)
+        params[name] = _parse_param(shown, name, spec, params)
     presets = data.get("presets") or {}
     for preset, values in presets.items():
         if preset not in PRESETS:
-            _fail(path, f"presets.{preset}", "unknown preset", f"use {', '.join(PRESETS)}")
+            _fail(shown, f"presets.{preset}", "unknown preset", f"use {', '.join(PRESETS)}")
         overlap = set(values or {}) & set(params)
         if overlap:
-            _fail(path, f"presets.{preset}", f"fixes searched parameter(s) {', '.join(sorted(overlap))}",
+            _fail(shown, f"presets.{preset}", f"fixes searched parameter(s) {', '.join(sorted(overlap))}",
                   "remove them from the preset or from params")
         try:
             TrainConfig.from_dict(values or {})
         except StudyError as err:
-            _fail(path, f"presets.{preset}", str(err), "use TrainConfig options with valid values")
+            _fail(shown, f"presets.{preset}", str(err), "use TrainConfig options with valid values")
     seed = data.get("seed", 0)
     if not isinstance(seed, int):
-        _fail(path, "seed", f"must be an integer, got {seed!r}", "e.g. seed: 0")
+        _fail(shown, "seed", f"must be an integer, got {seed!r}", "e.g. seed: 0")
     return SearchSpace(path, str(data["model"]), str(data["task"]), seed, tuple(params.values()),
-                       {k: dict(v or {}) for k, v in presets.items()}, hashlib.sha256(raw).hexdigest())
+                       {k: dict(v or {}) for k, v in presets.items()}, hashlib.sha256(raw).hexdigest(),
+                       (path, base_path) if base_path else (path,))
 
 
 def split_trial_config(config: dict) -> tuple[dict, dict]:

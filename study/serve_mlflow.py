@@ -16,11 +16,13 @@ from study.errors import StudyError, run_cli
 
 
 def server_command(host: str, port: int, backend: str, artifacts: str, workers: int = 1) -> list[str]:
+    """The argv of ``mlflow server`` run by this Python interpreter."""
     return [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--backend-store-uri",
             backend, "--artifacts-destination", artifacts, "--workers", str(workers)]
 
 
 def check_host(host: str, allow_remote: bool) -> None:
+    """StudyError when ``host`` is not a loopback address (or ``localhost``) and ``allow_remote`` is not set."""
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -31,6 +33,7 @@ def check_host(host: str, allow_remote: bool) -> None:
 
 
 def main(argv=None) -> int:
+    """Parse the options, check the host, then replace this process with the MLflow server (does not return)."""
     parser = argparse.ArgumentParser(prog="python -m study.serve_mlflow", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5000)

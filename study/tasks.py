@@ -26,6 +26,8 @@ RETRIEVAL_KINDS = (BITEXT_RETRIEVAL, QA_RETRIEVAL)
 
 @dataclass(frozen=True)
 class TaskSpec:
+    """One task of the registry: its kind, metric, target languages and where its data comes from."""
+
     name: str
     kind: str
     metric: str  # accuracy | f1 | f1_em | map@20
@@ -37,10 +39,12 @@ class TaskSpec:
 
     @property
     def head(self) -> str | None:
+        """The ``load_model`` head of the task's kind; None for retrieval (a bare encoder)."""
         return HEAD_FOR_KIND[self.kind]
 
     @property
     def needs_training(self) -> bool:
+        """False for retrieval tasks, which evaluate a bare encoder; True otherwise (fine-tuned head)."""
         return self.kind not in RETRIEVAL_KINDS
 
     def check_languages(self, languages: list[str] | None) -> tuple[str, ...]:
@@ -112,12 +116,14 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
 
 
 def get_task(name: str) -> TaskSpec:
+    """The registry's task of that name; StudyError for an unknown name."""
     if name not in TASKS:
         raise StudyError(f"unknown task {name!r}: choose one of {', '.join(TASKS)}")
     return TASKS[name]
 
 
 def tasks_of_suite(suite: str) -> list[TaskSpec]:
+    """The tasks of ``xtreme-r`` or ``pocket``, in registry order; StudyError for another suite."""
     if suite not in ("xtreme-r", "pocket"):
         raise StudyError(f"unknown suite {suite!r}: choose xtreme-r or pocket")
     return [t for t in TASKS.values() if t.suite == suite]

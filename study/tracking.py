@@ -1,5 +1,5 @@
-"""MLflow tracking of a study: one parent run per study, one nested run per Tune trial. The only module that
-imports mlflow.
+"""MLflow tracking of a study: one parent run per study, one nested run per Tune trial; the study's only MLflow
+writer (clients and shared helpers come from ``study.mlflow_store``).
 
 The Tune callback talks to MLflow through ``MlflowClient`` from the Tune driver process (workers never need
 MLflow). Each trial run is found again by its ``trial_id`` tag, so a study resumed after the driver was killed
@@ -13,8 +13,6 @@ import csv
 import io
 import json
 import math
-import os
-import re
 import sys
 import tempfile
 import time
@@ -23,6 +21,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from study.errors import StudyError
+from study.mlflow_store import PARENT_TAG, client, experiment_id, safe_key
 from study.outbox import delete, get, outbox_location, outbox_take, put
 from study.protocol import (
     BEST_PER_LANGUAGE_ARTIFACT,
@@ -37,81 +36,38 @@ from study.protocol import (
 )
 from study.search_space import split_trial_config
 
-# A study must notice an MLflow outage in seconds, not after MLflow's default ~2 minutes of retries per request
-# (its writes are buffered meanwhile, see MLflowWriter); users can still override both.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-_UNSAFE = re.compile(r"[^\w\-./ ]")
-PARENT_TAG = "mlflow.parentRunId"
-
-
-def safe_key(key: str) -> str:
-    """MLflow accepts letters, digits and _ - . / space in metric and param names."""
-    return _UNSAFE.sub("_", key)
-
-
-def check_server(uri: str, attempts: int = 3, timeout_s: float = 10.0) -> None:
-    """Fail fast (one line) when an http(s) tracking server does not answer. A refused connection or an unknown
-    host fails at once; a server that accepted the connection but is slow to answer (a loaded machine) gets
-    ``attempts`` tries of ``timeout_s`` seconds each before the study gives up."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    import urllib.request
-
-    for attempt in range(attempts):
-        try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).read()
-            return
-        except OSError as err:
-            slow = isinstance(err, TimeoutError) or isinstance(getattr(err, "reason", None), TimeoutError)
-            if slow and attempt + 1 < attempts:
-                continue
-            raise StudyError(f"MLflow tracking server {uri} is unreachable ({getattr(err, 'reason', err)}); start "
-                             f"it (mlflow server --host 127.0.0.1 --port 5000) or omit --mlflow-uri for the local "
-                             f"store") from None
-
-
-def experiment_id(uri: str, name: str) -> str:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
-
 
 def start_parent_run(uri: str, experiment: str, study_name: str, params: dict, tags: dict,
                      artifacts: list[Path]) -> str:
     """Create the study's parent run (or return the one a resumed study already has)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
+    mlflow = client(uri, fail_fast=True)
     exp_id = experiment_id(uri, experiment)
-    found = client.search_runs([exp_id], f"tags.study_name = '{study_name}' and tags.{RUN_KIND_TAG} = '{STUDY_RUN}'")
+    found = mlflow.search_runs([exp_id], f"tags.study_name = '{study_name}' and tags.{RUN_KIND_TAG} = '{STUDY_RUN}'")
     if found:
-        client.update_run(found[0].info.run_id, status="RUNNING")
+        mlflow.update_run(found[0].info.run_id, status="RUNNING")
         return found[0].info.run_id
-    run = client.create_run(exp_id, run_name=study_name, tags={**tags, "study_name": study_name,
+    run = mlflow.create_run(exp_id, run_name=study_name, tags={**tags, "study_name": study_name,
                                                                           RUN_KIND_TAG: STUDY_RUN})
     for key, value in params.items():
-        client.log_param(run.info.run_id, safe_key(key), str(value)[:6000])
+        mlflow.log_param(run.info.run_id, safe_key(key), str(value)[:6000])
     for path in artifacts:
-        client.log_artifact(run.info.run_id, str(path))
+        mlflow.log_artifact(run.info.run_id, str(path))
     return run.info.run_id
 
 
 def end_parent_run(uri: str, run_id: str, summary: dict, table_csv: str | None) -> None:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
+    """Log the study's summary metrics (finite numbers only) and its best per-language table, and mark the
+    parent run FINISHED."""
+    mlflow = client(uri, fail_fast=True)
     for key, value in summary.items():
         if isinstance(value, (int, float)) and math.isfinite(value):
-            client.log_metric(run_id, safe_key(key), float(value))
+            mlflow.log_metric(run_id, safe_key(key), float(value))
     if table_csv:
         with tempfile.TemporaryDirectory() as directory:
             path = Path(directory) / BEST_PER_LANGUAGE_ARTIFACT
             path.write_text(table_csv)
-            client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id, status="FINISHED")
+            mlflow.log_artifact(run_id, str(path))
+    mlflow.set_terminated(run_id, status="FINISHED")
 
 
 def per_language_csv(result: dict, metric: str) -> str:
@@ -128,6 +84,7 @@ def per_language_csv(result: dict, metric: str) -> str:
 
 
 def flatten(config: dict, prefix: str = "") -> dict:
+    """A nested dict as one level with dotted keys: ``{'a': {'b': 1}}`` -> ``{'a.b': 1}``."""
     flat = {}
     for key, value in config.items():
         if isinstance(value, dict):
@@ -138,6 +95,8 @@ def flatten(config: dict, prefix: str = "") -> dict:
 
 
 def stage_record(directory: Path, meta: dict, cache_hit: bool) -> bytes:
+    """What a trial driver leaves in its outbox about its intermediate stage (directory, metadata, cache hit),
+    for ``stage_writes``."""
     return json.dumps({"directory": str(directory), "meta": meta, "cache_hit": cache_hit}).encode()
 
 
@@ -174,10 +133,9 @@ class MLflowWriter:
 
     @property
     def client(self):
+        """The MLflow client, made on first use with the writer's short timeouts (not pickled)."""
         if self._client is None:
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(self.uri)
+            self._client = client(self.uri, fail_fast=True)
         return self._client
 
     def _load(self) -> list[tuple]:
@@ -195,6 +153,7 @@ class MLflowWriter:
             delete(outbox_location(self.storage, self.study), PENDING_FILE)
 
     def send(self, trial_id: str, op: str, payload) -> None:
+        """Queue one write (op: create, params, metrics, artifact, tag, terminate) and try to flush the queue."""
         self.pending.append((trial_id, op, payload))
         self.flush()
 
@@ -228,6 +187,7 @@ class MLflowWriter:
         return True
 
     def run_id(self, trial_id: str) -> str:
+        """The MLflow run of a trial, found by its ``trial_id`` and parent tags (so a resumed study reuses it)."""
         if trial_id not in self._runs:
             found = self.client.search_runs([experiment_id(self.uri, self.experiment)],
                                             f"tags.trial_id = '{trial_id}' and "
@@ -298,12 +258,16 @@ class MLflowTrialCallback(Callback):
         self._started.add(trial.trial_id)
 
     def setup(self, **info):
+        """Write what a crashed or interrupted study left in the buffer."""
         self.writer.flush()  # records a crashed or interrupted study left behind
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        """Create (or find) the trial's nested run."""
         self._ensure_run(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        """Log every finite metric at the trial's optimizer step, the nodes it trained on, and keep the report
+        English dev selects so far (``protocol.improves``)."""
         self._ensure_run(trial)
         step = int(result.get("step", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
@@ -337,12 +301,15 @@ class MLflowTrialCallback(Callback):
         self.writer.send(trial_id, "terminate", status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        """Log the selected report's table, the outbox's files, and mark the run FINISHED."""
         self._finish(trial, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        """As ``on_trial_complete``, with status FAILED."""
         self._finish(trial, "FAILED")
 
     def on_experiment_end(self, trials, **info):
+        """Write whatever is still buffered."""
         self.writer.flush()
 
 

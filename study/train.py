@@ -15,7 +15,6 @@ import contextlib
 import itertools
 import json
 import os
-import random
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from study import fault_hooks
 from study.config import TrainConfig
 from study.errors import StudyError, run_cli
 from study.protocol import (
@@ -38,13 +38,10 @@ from study.protocol import (
     selection_key,
     target_average_key,
 )
+from study.ray_setup import Scaling, init_ray, set_worker_threads, torch_trainer
 
 TRAIN_STATE = "train_state.pt"
 MODEL_DIR = "model"
-FAIL_AT_STEP_ENV = "STUDY_FAIL_AT_STEP"  # test hook: the worker process dies once after this optimizer step
-FAIL_MARKER_ENV = "STUDY_FAIL_MARKER"  # file that records that the failure already happened
-STEP_DELAY_ENV = "STUDY_STEP_DELAY_S"  # test hook: seconds to sleep after each optimizer step (fault-test windows)
-NAN_MARKER_ENV = "STUDY_NAN_MARKER"  # test hook: the first run to reach step 1 gets a NaN loss, on every attempt
 
 
 # --- validation on the driver, before any worker starts ---------------------------------------------------------
@@ -95,6 +92,9 @@ class Progress:
 
 
 def train_fn_per_worker(train_loop_config: dict) -> None:
+    """Ray Train's per-worker function: one DDP rank of a fine-tuning run on ``train_loop_config`` (a
+    ``TrainConfig`` dict), restored from Ray's latest checkpoint when there is one; reports English dev and
+    test scores with a checkpoint at every evaluation."""
     started = time.time()  # when the worker group began running user code: start-up ends here
     import ray.train
     import ray.train.torch
@@ -102,7 +102,7 @@ def train_fn_per_worker(train_loop_config: dict) -> None:
     cfg = TrainConfig.from_dict(train_loop_config)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    torch.set_num_threads(max(1, int(os.environ.get("STUDY_TORCH_THREADS", "1"))))
+    set_worker_threads()
     run = _Run(cfg, rank, world, ray.train.torch.get_device(), run_name=context.get_experiment_name(),
                started=started)
     run.restore(ray.train.get_checkpoint())
@@ -127,7 +127,7 @@ class _Run:
                  started: float | None = None):
         from study.augment import load_synonyms
         from study.capture import VMECapture
-        from study.data.sources import load_split
+        from study.data.sources import load_split, subsample
         from study.data.vme import build_pairs, collate_pairs
         from study.engine import make_optimizer
         from study.models import get_spec, load_model, load_tokenizer
@@ -226,7 +226,12 @@ class _Run:
         return hash((self.cfg.seed, self.rank, self.progress.epoch, micro)) % (2**31)
 
     def _loss(self, batch):
-        from study.engine import head_logits, reference_vme_forward, split_batch, vme_forward
+        from study.engine import (
+            head_logits,
+            reference_vme_forward,
+            split_batch,
+            vme_forward,
+        )
         from study.objective import task_cross_entropy
 
         x_inputs, labels_x = split_batch({k: v.to(self.device) for k, v in batch["x"].items()})
@@ -259,7 +264,7 @@ class _Run:
                 context = self.ddp.no_sync() if (self.world > 1 and not sync) else contextlib.nullcontext()
                 with context:
                     loss, terms = self._loss(batch)
-                    if _forced_nan(self.run_name) or not torch.isfinite(loss):
+                    if fault_hooks.forced_nan(self.run_name) or not torch.isfinite(loss):
                         raise StudyError(f"the loss became non-finite at step {progress.step + 1} "
                                          f"(terms: {terms}); this run stops")
                     (loss / cfg.grad_accum).backward()
@@ -277,7 +282,7 @@ class _Run:
                 progress.train_examples += batch_examples
                 if not sync:
                     continue
-                _maybe_fail(progress.step)
+                fault_hooks.after_step(progress.step)
                 if progress.step % cfg.log_every == 0 and self.rank == 0:
                     rate = examples / (time.perf_counter() - log_started)
                     self._log(f"step {progress.step}/{self.total_steps} epoch {epoch} "
@@ -329,21 +334,18 @@ class _Run:
 
     @torch.no_grad()
     def _evaluate(self) -> dict:
-        from study.data.sources import load_split
-        from study.evaluation import score_supervised
+        from study.evaluation import evaluate_languages, score_supervised
 
         started = time.perf_counter()
         self.model.eval()
         metric = self.task.metric
         dev, dev_extra = score_supervised(self.task, self.dev, self.model, self.tokenizer, self.cfg.max_length,
                                           "dev-en")
-        tests, self.units = {}, {ENGLISH_DEV: dev_extra["units"]}
-        for lang in self.languages:
-            records = subsample(load_split(self.task, "test", lang, self.cfg.data_dir), self.cfg.max_eval_examples,
-                                self.cfg.seed)
-            tests[lang], extra = score_supervised(self.task, records, self.model, self.tokenizer,
-                                                  self.cfg.max_length, f"test-{lang}")
-            self.units[lang] = extra["units"]
+        results = evaluate_languages(self.task, self.model, self.tokenizer, self.languages,
+                                     data_dir=self.cfg.data_dir, max_length=self.cfg.max_length,
+                                     limit=self.cfg.max_eval_examples, seed=self.cfg.seed, log=None)
+        tests = {lang: score for lang, (score, _) in results.items()}
+        self.units = {ENGLISH_DEV: dev_extra["units"], **{lang: extra["units"] for lang, (_, extra) in results.items()}}
         self.model.train()
         window = self.progress.window
         metrics = {selection_key(metric): dev, "step": self.progress.step, "epoch": self.progress.epoch,
@@ -361,158 +363,56 @@ class _Run:
         return metrics
 
 
-def subsample(records: list, limit: int | None, seed: int) -> list:
-    """A seeded random subset in the original order (data files are often sorted by label)."""
-    if limit is None or limit >= len(records):
-        return records
-    keep = sorted(random.Random(seed).sample(range(len(records)), limit))
-    return [records[i] for i in keep]
-
-
-def _forced_nan(run_name: str) -> bool:
-    """Test hook: the first run that asks claims the marker file and has a non-finite loss on every attempt."""
-    marker = os.environ.get(NAN_MARKER_ENV)
-    if not marker:
-        return False
-    try:
-        with open(marker, "x") as handle:  # atomic claim: exactly one run gets the NaN
-            handle.write(run_name)
-    except FileExistsError:
-        pass
-    return Path(marker).read_text() == run_name
-
-
-def _maybe_fail(step: int) -> None:
-    """Test hooks: kill this worker process once, right after optimizer step $STUDY_FAIL_AT_STEP; sleep
-    $STUDY_STEP_DELAY_S after every step."""
-    time.sleep(float(os.environ.get(STEP_DELAY_ENV, "0")))
-    target, marker = os.environ.get(FAIL_AT_STEP_ENV), os.environ.get(FAIL_MARKER_ENV)
-    if target and marker and step == int(target) and not os.path.exists(marker):
-        Path(marker).write_text(f"failed after step {step}\n")
-        os._exit(1)
-
-
 # --- [2] the driver: one Ray Train run ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Scaling:
-    """How a run is spread: worker count and, without GPUs, the CPU share each worker asks Ray for."""
-
-    workers: int = 1
-    gpus_per_worker: int = 0
-    cpus_per_worker: float = 0.5
-    threads: int = 0  # torch threads per worker (0: the machine's cores / workers)
-
-    def ray_config(self):
-        import ray.train
-
-        if self.workers < 1:
-            raise StudyError(f"--workers {self.workers} is invalid: it must be >= 1")
-        resources = {"CPU": self.cpus_per_worker}
-        if self.gpus_per_worker:
-            resources["GPU"] = self.gpus_per_worker
-        return ray.train.ScalingConfig(num_workers=self.workers, use_gpu=self.gpus_per_worker > 0,
-                                       resources_per_worker=resources)
-
-
-def worker_env(threads: int) -> dict:
-    """Environment for workers: torch threads, and the test hooks when set."""
-    # Train V2 patches print() into its logger, which shows every line twice and breaks libraries that capture
-    # stdout (dill, under datasets, then dumps bytecode); plain prints go to the driver through Ray's log stream.
-    env = {"STUDY_TORCH_THREADS": str(threads), "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
-    env.update({k: v for k, v in os.environ.items()
-                if k in (FAIL_AT_STEP_ENV, FAIL_MARKER_ENV, NAN_MARKER_ENV, STEP_DELAY_ENV, "STUDY_CACHE_DIR",
-                         "HF_HOME", "HF_HUB_OFFLINE")})
-    return env
 
 
 def build_trainer(cfg: TrainConfig, scaling: Scaling, storage: str, name: str, callbacks=(), max_failures: int = 2,
                   env: dict | None = None):
+    """The ``TorchTrainer`` of one fine-tuning run: ``train_fn_per_worker`` on ``cfg``, keeping the two checkpoints
+    with the best English dev score, restarted from the last one up to ``max_failures`` times."""
     import ray.train
-    from ray.train.torch import TorchTrainer
 
     from study.tasks import get_task
 
-    threads = scaling.threads or max(1, (os.cpu_count() or 1) // scaling.workers)
-    return TorchTrainer(
-        train_fn_per_worker, train_loop_config=cfg.to_dict(), scaling_config=scaling.ray_config(),
-        run_config=ray.train.RunConfig(
-            name=name, storage_path=storage, callbacks=list(callbacks),
-            failure_config=ray.train.FailureConfig(max_failures=max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=2, checkpoint_score_attribute=selection_key(get_task(cfg.task).metric),
-                checkpoint_score_order="max"),
-            worker_runtime_env={"env_vars": {**worker_env(threads), **(env or {})}}))
-
-
-DRIVER_RESOURCE = "study_driver"  # head-only on a cluster: trial drivers never land on (spot) GPU workers
-
-
-def init_ray(num_cpus: int | None = None, dashboard: bool = False) -> None:
-    """The cluster in $RAY_ADDRESS, or a local Ray instance bound to 127.0.0.1 (its dashboard too, when asked for)
-    with Ray's token authentication as Ray sets it up (on by default for local clusters since Ray 2.59)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
-    else:
-        # address="local": a new instance of our own, never a cluster some other process started on this machine
-        # (without it, Ray joins the one named in /tmp/ray/ray_current_cluster)
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), resources={DRIVER_RESOURCE: 1000},
-                 include_dashboard=dashboard, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
-                 log_to_driver=True, configure_logging=False)
-
-
-def check_cluster(storage: str) -> None:
-    """Fail fast on a cluster that cannot run a study: no head resource for trial drivers, or checkpoints on a
-    local path that other nodes cannot see (Ray requires shared storage on multi-node clusters)."""
-    import ray
-
-    if not ray.cluster_resources().get(DRIVER_RESOURCE):
-        raise StudyError(f"the Ray cluster has no {DRIVER_RESOURCE!r} resource for trial drivers: start its head "
-                         f"with ray start --head --resources='{{\"{DRIVER_RESOURCE}\": 64}}' (see cluster.yaml)")
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) > 1 and "://" not in storage:
-        raise StudyError(f"--storage {storage} is a local path but the Ray cluster has {len(nodes)} nodes: use "
-                         "shared storage (s3://bucket/dir, gs://..., or file:///path on a file system every node "
-                         "mounts)")
+    checkpoints = ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_order="max",
+                                             checkpoint_score_attribute=selection_key(get_task(cfg.task).metric))
+    return torch_trainer(train_fn_per_worker, cfg.to_dict(), scaling, storage, name, callbacks=callbacks,
+                         max_failures=max_failures, checkpoint_config=checkpoints, env=env)
 
 
 # --- CLI: python -m study.train -------------------------------------------------------------------------------
 
 
-def parse_args(argv):
-    defaults = TrainConfig()
+def build_parser() -> argparse.ArgumentParser:
+    """The ``study.train`` flags: how the run is spread and stored, then every ``TrainConfig`` field with the
+    field's own help text and default."""
+    from dataclasses import fields
+
+    from study.config import cli_type
+
     parser = argparse.ArgumentParser(prog="python -m study.train", description="One VME fine-tuning run "
                                      "(a Ray Train TorchTrainer, no Tune), for debugging and single experiments.")
-    parser.add_argument("--model", default=defaults.model, help="registry key or local directory")
-    parser.add_argument("--task", default=defaults.task)
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP ranks)")
-    parser.add_argument("--gpus-per-worker", type=int, default=0)
+    parser.add_argument("--gpus-per-worker", type=int, default=0, help="GPUs per worker (0: CPU workers)")
     parser.add_argument("--cpus-per-worker", type=float, default=0.5, help="CPU share per worker without GPUs")
     parser.add_argument("--storage", default=os.environ.get("STUDY_STORAGE", str(Path("runs").resolve())),
                         help="checkpoint storage: dir or s3://... (default $STUDY_STORAGE or ./runs)")
     parser.add_argument("--name", help="run name (default: model-task-seed-time); reuse a name to resume it")
-    parser.add_argument("--languages", help="comma-separated target languages (default: all of the task's)")
-    for option in ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "head_lr", "weight_decay",
-                   "warmup_ratio", "max_grad_norm", "max_length", "seed", "objective", "w_task", "w_robust",
-                   "alpha", "beta", "ap_layer", "ap_mask", "k_copies", "synonyms", "implementation", "eval_every",
-                   "max_train_examples", "max_eval_examples", "log_every", "data_dir", "init_checkpoint"):
-        default = getattr(defaults, option)
-        kind = type(default) if default is not None else (float if option == "head_lr" else
-                                                          str if option in ("data_dir", "init_checkpoint") else int)
-        parser.add_argument(f"--{option.replace('_', '-')}", type=kind, default=default)
-    return parser.parse_args(argv)
+    for option in fields(TrainConfig):
+        flag, help_text = f"--{option.name.replace('_', '-')}", option.metadata["help"]
+        if option.name == "languages":
+            parser.add_argument(flag, type=lambda text: tuple(text.split(",")), help=f"{help_text}; comma-separated")
+        else:
+            parser.add_argument(flag, type=cli_type(option), default=option.default,
+                                help=f"{help_text} (default: {option.default})")
+    return parser
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    options = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
-    options["languages"] = tuple(args.languages.split(",")) if args.languages else None
-    cfg = TrainConfig.from_dict(options)
+    """``python -m study.train``: validate the options, run one ``TorchTrainer`` and print the step English dev
+    selects with its per-language and per-family scores."""
+    args = build_parser().parse_args(argv)
+    cfg = TrainConfig.from_dict({k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
     validate(cfg)
     scaling = Scaling(args.workers, args.gpus_per_worker, args.cpus_per_worker)
     name = args.name or f"{Path(cfg.model).name}-{cfg.task}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -525,6 +425,8 @@ def main(argv=None) -> int:
 
 
 def print_summary(cfg: TrainConfig, result) -> None:
+    """Print the step English dev selects (``protocol.select_best`` over the kept checkpoints), its
+    per-language and per-family scores, and the checkpoint's model directory."""
     from study.languages import get_language
     from study.tasks import get_task
 

@@ -38,6 +38,7 @@ class TrimmedEmbedding(nn.Module):
         self._padding_row = int(self._lookup[full.padding_idx]) if full.padding_idx is not None else -1
 
     def forward(self, input_ids: Tensor) -> Tensor:
+        """(..., embedding_dim) rows of ``input_ids``: trained rows for kept ids, the original rows for the others."""
         if self._lookup.device != input_ids.device:  # a plain attribute: moved here, once, not by .to()
             self._lookup = self._lookup.to(input_ids.device)
         local = self._lookup[input_ids]
@@ -59,6 +60,7 @@ class TrimmedEmbedding(nn.Module):
         return full
 
     def extra_repr(self) -> str:
+        """Rows trained out of the vocabulary and the dimension, for ``print(model)``."""
         return f"{len(self.kept_ids)} of {self.num_embeddings} rows trained, dim {self.embedding_dim}"
 
 

@@ -31,16 +31,9 @@ from study.protocol import (
     selection_key,
     target_average_key,
 )
+from study.ray_setup import DRIVER_RESOURCE, Scaling, check_cluster, init_ray
 from study.search_space import SearchSpace, load_search_space, split_trial_config
-from study.train import (
-    DRIVER_RESOURCE,
-    Scaling,
-    build_trainer,
-    check_cluster,
-    init_ray,
-    print_report_families,
-    validate,
-)
+from study.train import build_trainer, print_report_families, validate
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 DEFAULT_TRIALS = {"smoke": 4, "paper": 20}
@@ -52,6 +45,9 @@ DRIVER_CPU = 0.1  # the trial driver only waits on its TorchTrainer
 
 
 def train_driver_fn(config: dict) -> None:
+    """The Tune trial: the intermediate stage when the trial's modality asks for one (cached across trials,
+    recorded in the outbox), then one Ray Train fine-tuning run named by the trial id (stable across restarts)
+    whose reports reach Tune through ``TuneReportCallback``."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -79,6 +75,7 @@ def train_driver_fn(config: dict) -> None:
 
 
 def parse_args(argv):
+    """The ``study.tune`` flags."""
     parser = argparse.ArgumentParser(prog="python -m study.tune", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="e5-small", help="registry key; the search space is "
                         "search_spaces/<model>.yaml (default e5-small, the offline stand-in)")
@@ -148,7 +145,7 @@ def resolve(args) -> dict:
     if args.resume and "://" not in storage and not study_dir.exists():
         raise StudyError(f"nothing to resume: no study {name!r} in {storage}")
     uri = args.mlflow_uri or f"sqlite:///{Path('mlflow.db').resolve()}"
-    from study.tracking import check_server
+    from study.mlflow_store import check_server
 
     check_server(uri)
     stage = resolve_stage(args, spec, space)
@@ -238,6 +235,8 @@ class DefineByRun:
 
 
 def build_tuner(settings: dict, scaling: Scaling, max_concurrent: int, callback, trainable):
+    """The study's ``Tuner``: Optuna TPE (seeded, define-by-run; every modality among the first trials), ASHA
+    on English dev, the MLflow callback, at most ``max_concurrent`` trials at once."""
     import optuna
     import ray.tune
     from ray.tune.schedulers import ASHAScheduler
@@ -266,6 +265,8 @@ def build_tuner(settings: dict, scaling: Scaling, max_concurrent: int, callback,
 
 
 def main(argv=None) -> int:
+    """``python -m study.tune``: run (or ``--resume``) a study, select its best trial on English dev, optionally
+    repeat it with new seeds, and record everything in MLflow."""
     args = parse_args(argv)
     settings = resolve(args)
     import ray
@@ -288,7 +289,7 @@ def _run(args, settings) -> int:
     scaling = Scaling(args.workers, args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker, threads=threads)
     params, tags = provenance(settings)
     parent = start_parent_run(settings["uri"], settings["experiment"], settings["name"], params, tags,
-                              [settings["space"].path])
+                              list(settings["space"].files))
     metric = settings["task"].metric
     callback = MLflowTrialCallback(MLflowWriter(settings["uri"], settings["experiment"], parent, settings["storage"],
                                                 settings["name"]), tags, selection_key(metric), metric)
@@ -381,6 +382,7 @@ def _repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent
 
 
 def print_summary(settings: dict, config: dict, report: dict, parent_run: str) -> None:
+    """Print the selected configuration's searched values, its family means and how to browse MLflow."""
     metric = settings["task"].metric
     train, stage = split_trial_config(config)
     searched = {p.name: {**train, **stage}.get(p.name) for p in settings["space"].params}

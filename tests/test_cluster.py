@@ -119,7 +119,7 @@ def test_ray_dashboard_binds_127_0_0_1_and_token_auth_is_on(tmp_path):
 import json, ray
 from ray._private.worker import get_dashboard_url
 from ray._raylet import AuthenticationMode, get_authentication_mode
-from study.train import init_ray
+from study.ray_setup import init_ray
 init_ray(num_cpus=1, dashboard=True)
 print(json.dumps({"dashboard": get_dashboard_url(), "token": get_authentication_mode() == AuthenticationMode.TOKEN}))
 import time, urllib.request
@@ -260,7 +260,7 @@ def test_local_study_ray_never_joins_another_cluster_on_the_machine():
 
     other = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     other_address = other.address
-    probe = ("import ray; from study.train import init_ray; init_ray(num_cpus=1); "
+    probe = ("import ray; from study.ray_setup import init_ray; init_ray(num_cpus=1); "
              "print(ray.get_runtime_context().gcs_address); ray.shutdown()")
     try:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}

@@ -9,7 +9,8 @@ from study import intermediate as stage
 from study.data import captions
 from study.config import TrainConfig
 from study.errors import StudyError
-from study.train import Scaling, validate
+from study.ray_setup import Scaling
+from study.train import validate
 
 
 def _run(tmp_path, modality, steps=8, **options):

@@ -5,6 +5,7 @@ the report; the report's tables on hand-made trials match values computed by han
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -96,7 +97,8 @@ def test_english_is_the_source_never_a_target():
 
 def test_the_english_rule_is_the_same_in_evaluate_worker_and_report():
     from study.evaluation import summarise_languages
-    from study.report import Study, TrialRun, group_rows
+    from study.report.load import Study, TrialRun
+    from study.report.tables import group_rows
 
     tests = {"en": 0.9, "de": 0.5, "nl": 0.7, "ja": 0.3}
     evaluate = summarise_languages(tests)
@@ -189,7 +191,7 @@ class _Metric(SimpleNamespace):
 
 
 def test_the_report_reads_the_english_dev_step_from_mlflow():
-    from study.report import _trial
+    from study.report.load import _trial
 
     histories = {}
     for report in REPORTS:
@@ -213,7 +215,7 @@ def _units(scores: dict[str, float]) -> dict[str, list]:
 
 
 def _trial_run(run_id, kind, study_run, model, name, modality, dev, start, scores):
-    from study.report import TrialRun
+    from study.report.load import TrialRun
 
     return TrialRun(run_id, kind, study_run, model, name, False, modality, {}, dev, start, dict(scores),
                     _units(scores))
@@ -223,7 +225,7 @@ def _trial_run(run_id, kind, study_run, model, name, modality, dev, start, score
 def golden_study():
     """Two models, each selected configuration with one seed repeat; a text-stage trial for mBERT; trials whose
     test scores are better than the selected ones but whose English dev is lower (or tied and later)."""
-    from study.report import Study
+    from study.report.load import Study
 
     trial, repeat = protocol.TRIAL_RUN, protocol.SEED_REPEAT_RUN
     mbert, xlmr = ("mbert", "mBERT"), ("xlmr", "XLM-R")
@@ -239,7 +241,12 @@ def golden_study():
 
 
 def test_golden_report_tables(golden_study):
-    from study.report import comparison_rows, group_rows, modality_rows, per_language_rows
+    from study.report.tables import (
+        comparison_rows,
+        group_rows,
+        modality_rows,
+        per_language_rows,
+    )
 
     assert golden_study.best("mbert").run_id == "t1" and golden_study.best("xlmr").run_id == "t3"  # t4: tie, later
     # per language: mean over the selected configuration and its seed repeat; gap from the seed-mean English
@@ -282,3 +289,15 @@ def test_the_math_and_the_contract_load_neither_ray_nor_mlflow():
             "print(sorted(m for m in ('ray', 'mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_report_and_the_mlflow_helpers_load_neither_ray_nor_the_training_loop_nor_mlflow_settings():
+    """The report reads MLflow only: importing it starts no Ray, loads no training code and changes no MLflow
+    client setting (the study writer's short timeouts are set when the writer makes its client)."""
+    code = ("import os, sys; import study.report.page, study.report.__main__, study.mlflow_store; "
+            "print(sorted(m for m in ('ray', 'torch', 'study.train', 'study.tracking') if m in sys.modules), "
+            "sorted(k for k in os.environ if k.startswith('MLFLOW_HTTP')))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
+                         env=env)
+    assert out.stdout.strip() == "[] []"

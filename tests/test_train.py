@@ -9,7 +9,8 @@ import pytest
 from study.config import TrainConfig
 from study.errors import StudyError
 from study.protocol import selection_key
-from study.train import Scaling, build_trainer, validate
+from study.ray_setup import Scaling
+from study.train import build_trainer, validate
 
 pytestmark = pytest.mark.slow
 
@@ -116,6 +117,7 @@ def test_selection_ignores_corrupted_target_labels(monkeypatch):
     """Two in-process runs that differ only in corrupted target-language test labels select the same step."""
     import torch
 
+    from study import evaluation
     from study.data import sources
     from study.protocol import select_best
     from study.train import _Run
@@ -130,6 +132,7 @@ def test_selection_ignores_corrupted_target_labels(monkeypatch):
             return records
 
         monkeypatch.setattr(sources, "load_split", load)
+        monkeypatch.setattr(evaluation, "load_split", load)  # where the worker's per-language test loop looks it up
         reports = []
         cfg = TrainConfig(**{**TOY, "max_train_examples": 32, "eval_every": 2, "max_steps": 8, "lr": 2e-3,
                              "head_lr": 1e-2, "languages": ("de", "ja")})

@@ -93,6 +93,52 @@ def test_bad_search_space_names_file_key_and_fix(tmp_path, body, message):
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
+BASE = """task: pocket-topic
+seed: 3
+params:
+  alpha: {type: float, low: 0.01, high: 1.0, log: true}
+  beta: {type: float, low: 0.1, high: 10.0, log: true}
+presets:
+  smoke: {epochs: 1, max_steps: 6}
+  paper: {epochs: 2}
+"""
+
+
+def test_include_merges_a_base_space_entry_by_entry(tmp_path):
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "child.yaml").write_text("include: base.yaml\nmodel: tiny\nparams:\n"
+                                         "  beta: {type: float, low: 0.5, high: 2.0}\n"
+                                         "  lr: {type: float, low: 1.0e-5, high: 1.0e-4, log: true}\n"
+                                         "presets:\n  smoke: {max_steps: 3}\n")
+    space = load_search_space(tmp_path / "child.yaml")
+    assert (space.model, space.task, space.seed) == ("tiny", "pocket-topic", 3)
+    assert [(p.name, p.low, p.high) for p in space.params] == [("alpha", 0.01, 1.0), ("beta", 0.5, 2.0),
+                                                               ("lr", 1.0e-5, 1.0e-4)]
+    assert space.presets == {"smoke": {"epochs": 1, "max_steps": 3}, "paper": {"epochs": 2}}
+    assert space.files == (tmp_path / "child.yaml", tmp_path / "base.yaml")
+    (tmp_path / "base.yaml").write_text(BASE.replace("seed: 3", "seed: 4"))
+    assert load_search_space(tmp_path / "child.yaml").sha256 != space.sha256  # provenance covers the base too
+
+
+@pytest.mark.parametrize("child, base, message", [
+    ("include: missing.yaml\nmodel: tiny\n", None, r"search space .*missing.yaml does not exist"),
+    ("include: base.yaml\nmodel: tiny\n", "include: other.yaml\n", r"base.yaml: \(top level\): an included file"),
+    ("include: base.yaml\nmodel: tiny\n", BASE.replace("high: 10.0", "high: 0.01"),
+     r"child.yaml \(including .*base.yaml\): params.beta: low"),
+])
+def test_bad_include_names_the_file(tmp_path, child, base, message):
+    (tmp_path / "child.yaml").write_text(child)
+    if base is not None:
+        (tmp_path / "base.yaml").write_text(base)
+    with pytest.raises(StudyError, match=message):
+        load_search_space(tmp_path / "child.yaml")
+
+
+def test_the_hub_models_share_one_space():
+    mbert, xlmr = (load_search_space(ROOT / "search_spaces" / f"{m}.yaml") for m in ("mbert", "xlmr"))
+    assert (mbert.params, mbert.presets, mbert.task, mbert.seed) == (xlmr.params, xlmr.presets, xlmr.task, xlmr.seed)
+
+
 # --- the study end to end (slow) ---------------------------------------------------------------------------------
 
 
@@ -236,7 +282,7 @@ def test_mlflow_check_waits_for_a_slow_server_and_fails_at_once_on_a_refused_one
 
     from helpers import free_port
 
-    from study.tracking import check_server
+    from study.mlflow_store import check_server
 
     calls = []
 

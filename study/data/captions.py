@@ -42,6 +42,8 @@ MAX_IMAGES = 10_000  # a dataset's first rows that are checked and used: the sta
 
 @dataclass(frozen=True)
 class CaptionedImage:
+    """One image with its two English captions and its split."""
+
     image: str  # emoji character, image file path, or dataset row index
     caption: str
     second_caption: str
@@ -50,6 +52,8 @@ class CaptionedImage:
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: the image cache is keyed by it
 class CaptionSet:
+    """The captioned images of one source, what was skipped (reason -> count) and how to load images."""
+
     description: str  # what the data is, for MLflow and stage.json
     items: tuple[CaptionedImage, ...]
     skipped: dict[str, int]
@@ -60,10 +64,12 @@ class CaptionSet:
 
     @property
     def train(self) -> list[CaptionedImage]:
+        """The items of the train split."""
         return [i for i in self.items if i.split == "train"]
 
     @property
     def test(self) -> list[CaptionedImage]:
+        """The held-out items (about 1 in 5, by hash of the image key), used by the probe."""
         return [i for i in self.items if i.split == "test"]
 
     def image_tensor(self, item: CaptionedImage, size: int) -> torch.Tensor:
@@ -71,6 +77,7 @@ class CaptionSet:
         return _to_tensor(_image_bytes(self, item.image, size), size)
 
     def caption(self, item: CaptionedImage, language: str) -> str | None:
+        """The item's first caption in ``language``: English always; others via ``caption_in``, else None."""
         if language == "en":
             return item.caption
         return self.caption_in(item, language) if self.caption_in else None
@@ -250,6 +257,8 @@ def _two_captions(texts) -> tuple[str, str] | None:
 
 @lru_cache(maxsize=4)
 def folder_captions(folder: str, min_side: int, max_images: int = MAX_IMAGES) -> CaptionSet:
+    """The first ``max_images`` images listed in a folder's captions.jsonl or captions.tsv; StudyError if none
+    usable (fewer than two training images)."""
     root = Path(folder)
     items, skipped = [], Counter()
     for image, texts in list(_read_caption_file(root).items())[:max_images]:

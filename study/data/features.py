@@ -24,6 +24,7 @@ def _fingerprint(*parts) -> str:
 
 
 def tokenizer_id(tokenizer) -> str:
+    """Name or path, vocabulary size and class of a tokenizer: its part of the feature cache key."""
     return f"{tokenizer.name_or_path}|{len(tokenizer)}|{type(tokenizer).__name__}"
 
 

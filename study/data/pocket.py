@@ -91,6 +91,8 @@ def _read_topic_file(path: Path) -> list[list[str]]:
 
 @dataclass(frozen=True)
 class TopicItem:
+    """One utterance of pocket-topic with its topic index (into ``PocketTopic.topics``) and language code."""
+
     text: str
     label: int
     language: str
@@ -98,6 +100,8 @@ class TopicItem:
 
 @dataclass(frozen=True)
 class PocketTopic:
+    """The assembled pocket-topic task: topic names, English splits, target test sets and drop counts."""
+
     topics: tuple[str, ...]
     splits: dict  # {"train": [TopicItem], "dev": [...], "test": [...]} English
     targets: dict  # {language: [TopicItem]} zero-shot test sets
@@ -106,6 +110,7 @@ class PocketTopic:
 
 @lru_cache(maxsize=1)
 def pocket_topic() -> PocketTopic:
+    """Build pocket-topic from ``chatterbot-corpus`` with the cleaning of the module docstring (cached per process)."""
     root = _package_dir("chatterbot_corpus") / "data"
     files: dict[str, dict[str, list[list[str]]]] = defaultdict(dict)  # language -> topic -> conversations
     for folder, code in CHATTERBOT_LANGUAGES.items():

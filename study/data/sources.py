@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -341,3 +342,11 @@ def _pocket(task: T.TaskSpec, split: str, language: str):
     data = pocket_topic()
     items = data.splits[split] if language == "en" else data.targets[language]
     return [{"text_a": item.text, "text_b": None, "label": item.label} for item in items]
+
+
+def subsample(records: list, limit: int | None, seed: int) -> list:
+    """A seeded random subset in the original order (data files are often sorted by label)."""
+    if limit is None or limit >= len(records):
+        return records
+    keep = sorted(random.Random(seed).sample(range(len(records)), limit))
+    return [records[i] for i in keep]

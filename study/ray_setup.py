@@ -1,0 +1,105 @@
+"""Ray plumbing shared by fine-tuning and the intermediate stage: how a run is spread (``Scaling``), what workers'
+environment carries, one ``TorchTrainer`` factory, and starting or checking the Ray cluster."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from study.errors import StudyError
+from study.fault_hooks import HOOK_ENVS
+
+DRIVER_RESOURCE = "study_driver"  # head-only on a cluster: trial drivers never land on (spot) GPU workers
+THREADS_ENV = "STUDY_TORCH_THREADS"  # torch threads of each worker process
+FORWARDED_ENV = (*HOOK_ENVS, "STUDY_CACHE_DIR", "HF_HOME", "HF_HUB_OFFLINE")  # passed on to workers when set
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """How a run is spread: worker count and, without GPUs, the CPU share each worker asks Ray for."""
+
+    workers: int = 1
+    gpus_per_worker: int = 0
+    cpus_per_worker: float = 0.5
+    threads: int = 0  # torch threads per worker (0: the machine's cores / workers)
+
+    def ray_config(self):
+        """Ray Train's ``ScalingConfig``; StudyError for fewer than one worker."""
+        import ray.train
+
+        if self.workers < 1:
+            raise StudyError(f"--workers {self.workers} is invalid: it must be >= 1")
+        resources = {"CPU": self.cpus_per_worker}
+        if self.gpus_per_worker:
+            resources["GPU"] = self.gpus_per_worker
+        return ray.train.ScalingConfig(num_workers=self.workers, use_gpu=self.gpus_per_worker > 0,
+                                       resources_per_worker=resources)
+
+    def worker_threads(self) -> int:
+        """Torch threads per worker: ``threads``, or this machine's cores shared among the workers."""
+        return self.threads or max(1, (os.cpu_count() or 1) // self.workers)
+
+
+def worker_env(threads: int) -> dict:
+    """Environment for workers: torch threads, and (when set here) the cache, hub and test-hook variables."""
+    # Train V2 patches print() into its logger, which shows every line twice and breaks libraries that capture
+    # stdout (dill, under datasets, then dumps bytecode); plain prints go to the driver through Ray's log stream.
+    env = {THREADS_ENV: str(threads), "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+    env.update({k: v for k, v in os.environ.items() if k in FORWARDED_ENV})
+    return env
+
+
+def set_worker_threads() -> None:
+    """In a worker: use the torch thread count its environment names (1 when unset)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(os.environ.get(THREADS_ENV, "1"))))
+
+
+def torch_trainer(fn: Callable[[dict], None], loop_config: dict, scaling: Scaling, storage: str, name: str, *,
+                  callbacks: Sequence = (), max_failures: int = 0, checkpoint_config=None, env: dict | None = None):
+    """A Ray Train ``TorchTrainer`` running ``fn(loop_config)`` on every worker, its run ``name`` under ``storage``
+    (a directory or a URI), restarted from its last checkpoint up to ``max_failures`` times."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    return TorchTrainer(
+        fn, train_loop_config=loop_config, scaling_config=scaling.ray_config(),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=storage, callbacks=list(callbacks),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=checkpoint_config or ray.train.CheckpointConfig(),
+            worker_runtime_env={"env_vars": {**worker_env(scaling.worker_threads()), **(env or {})}}))
+
+
+def init_ray(num_cpus: int | None = None, dashboard: bool = False) -> None:
+    """The cluster in $RAY_ADDRESS, or a local Ray instance bound to 127.0.0.1 (its dashboard too, when asked for)
+    with Ray's token authentication as Ray sets it up (on by default for local clusters since Ray 2.59)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+    else:
+        # address="local": a new instance of our own, never a cluster some other process started on this machine
+        # (without it, Ray joins the one named in /tmp/ray/ray_current_cluster)
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), resources={DRIVER_RESOURCE: 1000},
+                 include_dashboard=dashboard, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
+                 log_to_driver=True, configure_logging=False)
+
+
+def check_cluster(storage: str) -> None:
+    """Fail fast on a cluster that cannot run a study: no head resource for trial drivers, or checkpoints on a
+    local path that other nodes cannot see (Ray requires shared storage on multi-node clusters)."""
+    import ray
+
+    if not ray.cluster_resources().get(DRIVER_RESOURCE):
+        raise StudyError(f"the Ray cluster has no {DRIVER_RESOURCE!r} resource for trial drivers: start its head "
+                         f"with ray start --head --resources='{{\"{DRIVER_RESOURCE}\": 64}}' (see cluster.yaml)")
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1 and "://" not in storage:
+        raise StudyError(f"--storage {storage} is a local path but the Ray cluster has {len(nodes)} nodes: use "
+                         "shared storage (s3://bucket/dir, gs://..., or file:///path on a file system every node "
+                         "mounts)")

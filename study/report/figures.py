@@ -1,0 +1,149 @@
+"""The report's figures: one function per PNG, each returning the file name it wrote (None: too little data)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from study.languages import DISTANCE_KINDS
+from study.report.load import Study
+
+LOSS_WEIGHTS = ("alpha", "beta", "w_robust")
+
+
+def _figure(path: Path, draw) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure = draw(plt)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path.name
+
+
+def family_figure(rows: list[dict], metric: str, out: Path) -> str:
+    """Bar chart of each model's mean zero-shot score per family (the ``group_rows`` by family)."""
+    def draw(plt):
+        models = sorted({r["model"] for r in rows})
+        families = sorted({r["family"] for r in rows})
+        figure, axis = plt.subplots(figsize=(max(6, 0.9 * len(families) + 2), 4))
+        width = 0.8 / len(models)
+        for i, model in enumerate(models):
+            values = {r["family"]: r["score"] for r in rows if r["model"] == model}
+            axis.bar([f + i * width for f in range(len(families))], [values.get(f, 0) for f in families], width,
+                     label=model)
+        axis.set_xticks([f + 0.4 - width / 2 for f in range(len(families))], families, rotation=30, ha="right")
+        axis.set_ylabel(f"zero-shot {metric}")
+        axis.legend(fontsize=7)
+        return figure
+
+    return _figure(out / "family_scores.png", draw)
+
+
+def difference_figure(rows: list[dict], by: str, name: str, title: str, out: Path) -> str | None:
+    """Point estimates with their 95 % intervals of contrast rows (model or modality differences), one line
+    per contrast and group; None when no row has a difference."""
+    usable = [r for r in rows if r["difference"] is not None]
+    if not usable:
+        return None
+
+    def draw(plt):
+        figure, axis = plt.subplots(figsize=(11, 0.35 * len(usable) + 1.5))
+        for y, row in enumerate(usable):
+            axis.plot(row["difference"], y, "o", color="C0")
+            if row["low"] is not None:
+                axis.plot([row["low"], row["high"]], [y, y], "-", color="C0")
+        axis.axvline(0, color="grey", lw=0.8)
+        short = [re.sub(r" \[[^\]]*\]", "", f"{r['contrast']} | {r[by]}") for r in usable]  # tables: full names
+        axis.set_yticks(range(len(usable)), short, fontsize=7)
+        axis.set_title(title, fontsize=9)
+        return figure
+
+    return _figure(out / name, draw)
+
+
+def distance_figure(points: list[dict], fits: list[dict], out: Path) -> str | None:
+    """Gap to English against each URIEL+ distance (one panel per kind), with each model's fitted line;
+    None without points."""
+    if not points:
+        return None
+
+    def draw(plt):
+        figure, axes = plt.subplots(2, 3, figsize=(12, 7))
+        for axis, kind in zip(axes.flat, DISTANCE_KINDS):
+            for i, model in enumerate(sorted({p["model"] for p in points})):
+                mine = [p for p in points if p["model"] == model and p[f"{kind}_distance"] is not None]
+                axis.scatter([p[f"{kind}_distance"] for p in mine], [p["gap_to_en"] for p in mine], s=14,
+                             color=f"C{i}", label=model)
+                fit = next(f for f in fits if f["model"] == model and f["distance"] == kind)
+                if fit["slope"] is not None:
+                    xs = [min(p[f"{kind}_distance"] for p in mine), max(p[f"{kind}_distance"] for p in mine)]
+                    axis.plot(xs, [fit["slope"] * x + fit["intercept"] for x in xs], color=f"C{i}",
+                              label=f"fit r²={fit['r2']:.2f}")
+            axis.set_xlabel(f"{kind} distance to English")
+            axis.set_ylabel("gap to English")
+            axis.legend(fontsize=6)
+        return figure
+
+    return _figure(out / "gap_vs_distance.png", draw)
+
+
+def history_figure(study: Study, out: Path) -> str:
+    """Each trial's English dev score in start order, with the best so far as a line, per model."""
+    def draw(plt):
+        figure, axis = plt.subplots(figsize=(7, 4))
+        for i, model in enumerate(study.models()):
+            trials = study.trials_of(model)
+            values = [t.dev for t in trials]
+            axis.plot(range(1, len(values) + 1), values, "o", color=f"C{i}", label=f"{trials[0].model_name}")
+            axis.plot(range(1, len(values) + 1), [max(values[:k + 1]) for k in range(len(values))], "-",
+                      color=f"C{i}", alpha=0.6)
+        axis.set_xlabel("trial (start order)")
+        axis.set_ylabel(f"English dev {study.metric}")
+        axis.set_title("optimisation history (line: best so far)", fontsize=9)
+        axis.legend(fontsize=7)
+        return figure
+
+    return _figure(out / "optimisation_history.png", draw)
+
+
+def importance_figure(rows: list[dict], out: Path) -> str | None:
+    """Horizontal bars of the fANOVA importance rows; None when no importance was computable."""
+    usable = [r for r in rows if r["importance"] is not None]
+    if not usable:
+        return None
+
+    def draw(plt):
+        figure, axis = plt.subplots(figsize=(7, 0.3 * len(usable) + 1.5))
+        axis.barh(range(len(usable)), [r["importance"] for r in usable])
+        axis.set_yticks(range(len(usable)), [f"{r['model']}: {r['parameter']}" for r in usable], fontsize=7)
+        axis.set_xlabel("fANOVA importance for English dev")
+        return figure
+
+    return _figure(out / "parameter_importance.png", draw)
+
+
+def loss_weight_figure(study: Study, out: Path) -> str:
+    """Each VME loss weight against English dev (top row) and the target mean (bottom row), per trial."""
+    def draw(plt):
+        figure, axes = plt.subplots(2, len(LOSS_WEIGHTS), figsize=(12, 6))
+        for column, weight in enumerate(LOSS_WEIGHTS):
+            for i, model in enumerate(study.models()):
+                trials = [t for t in study.trials_of(model) if weight in t.params]
+                xs = [float(t.params[weight]) for t in trials]
+                axes[0, column].scatter(xs, [t.dev for t in trials], color=f"C{i}", s=14, label=model)
+                axes[1, column].scatter(xs, [t.target_mean for t in trials], color=f"C{i}", s=14, label=model)
+            axes[0, column].set_ylabel(f"English dev {study.metric}")
+            axes[1, column].set_ylabel(f"target mean {study.metric}")
+            for row in (0, 1):
+                axes[row, column].set_xlabel(weight)
+                if weight in ("alpha", "beta"):
+                    axes[row, column].set_xscale("log")
+            axes[0, column].legend(fontsize=6)
+        return figure
+
+    return _figure(out / "loss_weights.png", draw)
+

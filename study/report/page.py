@@ -1,0 +1,134 @@
+"""The report's page: CSV files, ``report.html`` with its tables and figures, and the ``report`` run in MLflow."""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+from study.languages import GROUPINGS
+from study.mlflow_store import client
+from study.protocol import REPORT_RUN, RUN_KIND_TAG
+from study.report.figures import (
+    difference_figure,
+    distance_figure,
+    family_figure,
+    history_figure,
+    importance_figure,
+    loss_weight_figure,
+)
+from study.report.load import Study
+from study.report.tables import (
+    best_distance_rows,
+    comparison_rows,
+    distance_rows,
+    group_rows,
+    header,
+    importance_rows,
+    modality_rows,
+    per_language_rows,
+)
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return html.escape(str(value))
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    if not rows:
+        return "<p><em>too little data: no rows</em></p>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _interval_rows(rows: list[dict]) -> list[dict]:
+    return [{**r, "95% interval": f"[{r['low']:.4f}, {r['high']:.4f}]" if r["low"] is not None else r["note"]}
+            for r in rows]
+
+
+def _write_csv(path: Path, rows: list[dict]) -> str:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["empty"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path.name
+
+
+def build_report(study: Study, out: Path) -> list[str]:
+    """Write tables, CSVs, figures and report.html into out; returns the file names written."""
+    out.mkdir(parents=True, exist_ok=True)
+    info = header(study)
+    languages = per_language_rows(study)
+    groups = {by: group_rows(study, by) for by in GROUPINGS}
+    comparison, modality = comparison_rows(study), modality_rows(study)
+    points, fits = distance_rows(study)
+    importance = importance_rows(study)
+    files = [_write_csv(out / "per_language.csv", languages), _write_csv(out / "model_comparison.csv", comparison),
+             _write_csv(out / "modality_effect.csv", modality), _write_csv(out / "gap_vs_distance.csv", fits),
+             _write_csv(out / "parameter_importance.csv", importance),
+             *[_write_csv(out / f"by_{by}.csv", rows) for by, rows in groups.items()]]
+    figures = {"family": family_figure(groups["family"], study.metric, out),
+               "comparison": difference_figure(comparison, "family", "model_comparison.png",
+                                               "model difference per family (95 % bootstrap interval)", out),
+               "modality": difference_figure(modality, "family", "modality_effect.png",
+                                             "modality effect per family (95 % bootstrap interval)", out),
+               "distance": distance_figure(points, fits, out), "history": history_figure(study, out),
+               "importance": importance_figure(importance, out), "weights": loss_weight_figure(study, out)}
+    files += [f for f in figures.values() if f]
+
+    def image(key: str) -> str:
+        return f'<img src="{figures[key]}" alt="{key}">' if figures[key] else \
+            "<p><em>too little data for this figure</em></p>"
+
+    sections = [
+        ("Per language (configuration selected on English dev)",
+         _table(languages, ["model", "language", "name", "family", "branch", "script", "score", "seeds",
+                            "gap_to_en"])),
+        ("Per family", image("family") + _table(groups["family"], ["model", "family", "score", "gap_to_en"])),
+        ("Per branch", _table(groups["branch"], ["model", "branch", "score", "gap_to_en"])),
+        ("Per script", _table(groups["script"], ["model", "script", "score", "gap_to_en"])),
+        ("Model comparison per family", image("comparison") + _table(
+            _interval_rows(comparison), ["contrast", "family", "difference", "95% interval"])),
+        ("Modality effect per family", image("modality") + _table(
+            _interval_rows(modality), ["contrast", "family", "difference", "95% interval"])),
+        ("Transfer gap vs typological distance to English (URIEL+)",
+         image("distance") + "<p>Best-fitting distance per model (highest r²):</p>"
+         + _table(best_distance_rows(fits), ["model", "distance", "r2", "slope", "n"])
+         + _table(fits, ["model", "distance", "slope", "intercept", "r2", "n", "note"])),
+        ("The search: parameter importance and optimisation history", image("importance") + image("history")
+         + _table(importance, ["model", "parameter", "importance", "note"])),
+        ("VME loss weights vs English dev and target scores", image("weights")),
+    ]
+    body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
+    facts = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in info.items())
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>VME study report: {html.escape(study.experiment)}"
+            "</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
+            "collapse;font-size:13px;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:"
+            f"100%}}</style></head><body><h1>Zero-shot cross-lingual transfer: {html.escape(study.experiment)}</h1>"
+            f"<ul>{facts}</ul>{body}</body></html>")
+    (out / "report.html").write_text(page, encoding="utf-8")
+    return ["report.html", *files]
+
+
+def log_report(study: Study, out: Path, info: dict) -> str:
+    """A ``report`` run in the experiment holding every file, so people browsing MLflow find it."""
+    mlflow = client(study.uri)
+    experiment_id = mlflow.get_experiment_by_name(study.experiment).experiment_id
+    run = mlflow.create_run(experiment_id, run_name="report", tags={RUN_KIND_TAG: REPORT_RUN,
+                                                                                   "metric": study.metric})
+    for key in ("task", "suite", "preset"):
+        mlflow.log_param(run.info.run_id, key, str(info[key]))
+    mlflow.log_param(run.info.run_id, "models", info["models"][:6000])
+    mlflow.log_param(run.info.run_id, "trials", info["trials"])
+    mlflow.log_param(run.info.run_id, "seeds", info["seeds"])
+    mlflow.log_artifacts(run.info.run_id, str(out))
+    mlflow.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+

@@ -1,0 +1,211 @@
+"""The report's tables as lists of row dicts, computed from a ``Study``: per language, per group, model and
+modality contrasts with bootstrap intervals, gap vs typological distance, parameter importance, and the header."""
+
+from __future__ import annotations
+
+from study.analysis import Interval, Side, difference_by_group, fit_line
+from study.languages import DISTANCE_KINDS, distances_to_english, get_language
+from study.protocol import MODALITY_CONTRASTS, english_reference, is_target, target_group_means
+from study.report.load import Study, TrialRun
+
+
+def english_score(runs: list[TrialRun]) -> float:
+    """The English reference of a configuration's gaps: over its seeds, the mean of each run's English test score
+    (English dev where English was not tested; ``protocol.english_reference``)."""
+    return sum(english_reference(r.scores, r.dev) for r in runs) / len(runs)
+
+
+def per_language_rows(study: Study) -> list[dict]:
+    """Per model, the selected configuration's score per language, averaged over its seeds, with the gap to
+    English (``english_score``) for every target language."""
+    rows = []
+    for model in study.models():
+        best = study.best(model)
+        runs = study.seeds_of(best)
+        english = english_score(runs)
+        for lang in sorted(best.scores):
+            info = get_language(lang)
+            values = [r.scores[lang] for r in runs if lang in r.scores]
+            score = sum(values) / len(values)
+            rows.append({"model": best.model_name, "language": lang, "name": info.name, "family": info.family,
+                         "branch": info.branch, "script": info.script, "score": score, "seeds": len(values),
+                         "gap_to_en": english - score if is_target(lang) else None})
+    return rows
+
+
+def group_rows(study: Study, by: str) -> list[dict]:
+    """Per model, the selected configuration's mean over each group's target languages (seed-averaged), with the
+    gap to English."""
+    rows = []
+    for model in study.models():
+        best = study.best(model)
+        runs = study.seeds_of(best)
+        scores = Side([r.units for r in runs if r.units]).scores() or best.scores
+        english = english_score(runs)
+        for group, value in target_group_means(scores, by).items():
+            rows.append({"model": best.model_name, by: group, "score": value, "gap_to_en": english - value})
+    return rows
+
+
+def _side(study: Study, best: TrialRun | None, seeds: bool) -> Side | None:
+    if best is None:
+        return None
+    runs = study.seeds_of(best) if seeds else [best]
+    return Side([r.units for r in runs if r.units])
+
+
+def comparison_rows(study: Study, by: str = "family") -> list[dict]:
+    """Every pair of models, the later name minus the earlier (so 'xlmr - mbert' for the paper's pair)."""
+    rows, models = [], study.models()
+    for i, first in enumerate(models):
+        for second in models[i + 1:]:
+            a, b = study.best(second), study.best(first)
+            rows += _difference_rows(_side(study, a, True), _side(study, b, True), by,
+                                     f"{a.model_name} - {b.model_name}", a, b)
+    return rows
+
+
+def modality_rows(study: Study, by: str = "family") -> list[dict]:
+    """Per model, each modality contrast (multimodal - none, text - none, multimodal - text) per group: the
+    selected trial of each modality, one seed each; a missing modality gives one 'too little data' row."""
+    rows = []
+    for model in study.models():
+        for left, right in MODALITY_CONTRASTS:
+            a, b = study.best(model, left), study.best(model, right)
+            label = f"{study.best(model).model_name}: {left} - {right}"
+            if a is None or b is None:
+                rows.append({"contrast": label, by: "all", "difference": None, "low": None, "high": None,
+                             "note": f"too little data (no finished {left if a is None else right} trial)"})
+                continue
+            rows += _difference_rows(_side(study, a, False), _side(study, b, False), by, label, a, b)
+    return rows
+
+
+def _difference_rows(a: Side, b: Side, by: str, label: str, a_trial: TrialRun, b_trial: TrialRun) -> list[dict]:
+    if not a.runs or not b.runs:  # no per-example data: point estimates only
+        a_groups, b_groups = target_group_means(a_trial.scores, by), target_group_means(b_trial.scores, by)
+        return [{"contrast": label, by: g, "difference": a_groups[g] - b_groups[g], "low": None, "high": None,
+                 "note": "no interval: a trial has no per-example scores (e.g. ASHA stopped it early)"}
+                for g in sorted(set(a_groups) & set(b_groups))]
+    intervals: dict[str, Interval] = difference_by_group(a, b, by)
+    return [{"contrast": label, by: g, "difference": i.estimate, "low": i.low, "high": i.high, "note": i.note}
+            for g, i in intervals.items()]
+
+
+def distance_rows(study: Study) -> tuple[list[dict], list[dict]]:
+    """(points: model, language, gap, distances), (fits: model, distance kind, slope, intercept, r2, n)."""
+    table = distances_to_english()
+    points, fits = [], []
+    for row in per_language_rows(study):
+        if row["gap_to_en"] is None:
+            continue
+        points.append({**row, **{f"{k}_distance": table.get(row["language"], {}).get(k) for k in DISTANCE_KINDS}})
+    for model in sorted({p["model"] for p in points}):
+        mine = [p for p in points if p["model"] == model]
+        for kind in DISTANCE_KINDS:
+            pairs = [(p[f"{kind}_distance"], p["gap_to_en"]) for p in mine if p[f"{kind}_distance"] is not None]
+            fit = fit_line([x for x, _ in pairs], [y for _, y in pairs])
+            fits.append({"model": model, "distance": kind, "slope": fit.slope if fit else None,
+                         "intercept": fit.intercept if fit else None, "r2": fit.r2 if fit else None,
+                         "n": len(pairs), "note": "" if fit else f"too little data ({len(pairs)} languages)"})
+    return points, fits
+
+
+def best_distance_rows(fits: list[dict]) -> list[dict]:
+    """Per model, the distance whose line explains the gap best (highest r²)."""
+    rows = []
+    for model in sorted({f["model"] for f in fits}):
+        fitted = [f for f in fits if f["model"] == model and f["r2"] is not None]
+        if fitted:
+            rows.append(max(fitted, key=lambda f: f["r2"]))
+    return rows
+
+
+def importance_rows(study: Study) -> list[dict]:
+    """Optuna's fANOVA importance of each searched parameter for English dev, per model."""
+    import optuna
+
+    rows = []
+    for model in study.models():
+        trials = study.trials_of(model)
+        names = _searched(study, model)
+        if len(trials) < 3 or len({t.dev for t in trials}) < 2:
+            why = f"{len(trials)} trials" if len(trials) < 3 else "every trial has the same English dev score"
+            rows.append({"model": trials[0].model_name, "parameter": "all", "importance": None,
+                         "note": f"too little data ({why})"})
+            continue
+        names = [n for n in names if all(n in t.params for t in trials)]  # conditional ones: not comparable
+        frozen = []
+        for number, trial in enumerate(sorted(trials, key=lambda t: t.start)):
+            values = {n: _parse(trial.params[n]) for n in names if n in trial.params}
+            distributions = {n: _distribution(n, [_parse(t.params[n]) for t in trials if n in t.params])
+                             for n in values}
+            frozen.append(optuna.trial.create_trial(params=values, distributions=distributions, value=trial.dev))
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study_ = optuna.create_study(direction="maximize")
+        study_.add_trials(frozen)
+        try:
+            importances = optuna.importance.get_param_importances(study_)
+        except (RuntimeError, ValueError) as err:
+            rows.append({"model": trials[0].model_name, "parameter": "all", "importance": None,
+                         "note": f"not computable: {err}"})
+            continue
+        rows += [{"model": trials[0].model_name, "parameter": n, "importance": v, "note": ""}
+                 for n, v in importances.items()]
+    return rows
+
+
+def _searched(study: Study, model: str) -> list[str]:
+    for parent in study.studies:
+        if parent.data.tags.get("model") == model and parent.data.params.get("searched"):
+            return parent.data.params["searched"].split(",")
+    varying = set()
+    trials = study.trials_of(model)
+    for name in set().union(*(t.params for t in trials)):
+        if len({t.params.get(name) for t in trials}) > 1 and not name.startswith(("scaling.", "intermediate.")):
+            varying.add(name)
+    return sorted(varying)
+
+
+def _parse(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _distribution(name: str, values: list):
+    import optuna.distributions as D
+
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) and len(set(values)) > 1:
+        low, high = min(values), max(values)
+        if all(isinstance(v, int) for v in values):
+            return D.IntDistribution(int(low), int(high))
+        return D.FloatDistribution(float(low), float(high))
+    return D.CategoricalDistribution(sorted(set(values), key=str))
+
+
+def header(study: Study) -> dict:
+    """What the reader must know before reading any number."""
+    parents = study.studies
+    suites = sorted({p.data.params.get("suite", "?") for p in parents}) or ["?"]
+    presets = sorted({p.data.params.get("preset", "?") for p in parents}) or ["?"]
+    models = []
+    for model in study.models():
+        trial = study.best(model)
+        models.append(f"{trial.model_name}" + (" — OFFLINE STAND-IN, not the paper's model" if trial.stand_in else ""))
+    counts = {model: len(study.trials_of(model)) for model in study.models()}
+    seeds = {model: len(study.seeds_of(study.best(model))) for model in study.models()}
+    task = parents[0].data.params.get("task", "?") if parents else "?"
+    return {"experiment": study.experiment, "task": task, "suite": ", ".join(suites), "preset": ", ".join(presets),
+            "models": "; ".join(models), "trials": _per_model(counts), "seeds": _per_model(seeds),
+            "metric": study.metric,
+            "selection": "English dev only: every configuration, checkpoint and early stop was chosen on the English "
+                         "dev set; target-language test scores were never used to choose anything"}
+
+
+def _per_model(values: dict) -> str:
+    return ", ".join(f"{model}: {value}" for model, value in values.items())
+
