@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.cache import atomic_directory, cache_dir
-from study.data.captions import EMOJI, CaptionSet, caption_set
+from study.data.captions import EMOJI, FLICKR30K, CaptionSet, caption_set
 from study.errors import StudyError
 from study.protocol import STAGE_MODALITIES
 
@@ -337,6 +337,13 @@ def stage_config(model: str, seed: int, stage: dict, fixed: dict | None = None) 
                        lr=float(stage.get("intermediate_lr", defaults.lr)),
                        vision_lr=float(stage.get("vision_lr", defaults.vision_lr)),
                        vision_train=str(stage.get("vision_train", defaults.vision_train)), **(fixed or {}))
+
+
+def stage_sources(offline_stand_in: bool, data: str | None = None, vision_tower: str | None = None) -> dict:
+    """The stage's fixed image-caption data and vision tower: the given ones, else the offline emoji set and a
+    scratch vision tower for offline stand-in models, Flickr30k and CLIP otherwise."""
+    return {"data": data or (EMOJI if offline_stand_in else FLICKR30K),
+            "vision_tower": vision_tower or (SCRATCH if offline_stand_in else CLIP_TOWER)}
 
 
 def run_stage(cfg: StageConfig, scaling, storage: str) -> tuple[Path, dict, bool]:

@@ -27,8 +27,11 @@ from study import fault_hooks
 from study.config import TrainConfig
 from study.errors import StudyError, run_cli
 from study.protocol import (
+    DEFAULT_MODALITY,
     ENGLISH_DEV,
     EXAMPLES_ARTIFACT,
+    MODALITIES,
+    STAGE_MODALITIES,
     evaluation_metrics,
     gap_key,
     group_scores_of,
@@ -380,6 +383,23 @@ def build_trainer(cfg: TrainConfig, scaling: Scaling, storage: str, name: str, c
                          max_failures=max_failures, checkpoint_config=checkpoints, env=env)
 
 
+def run_pipeline(cfg: TrainConfig, stage, scaling: Scaling, storage: str, name: str, *, callbacks=(),
+                 env: dict | None = None, on_stage=None):
+    """One configuration end to end, as a Tune trial runs it and as ``python -m study.train`` runs it alone: the
+    intermediate stage when ``stage`` (an ``intermediate.StageConfig``) is given — cached across runs, then
+    ``on_stage(directory, meta, cache_hit)`` — and fine-tuning from its encoder. Returns Ray Train's Result."""
+    if stage is not None:
+        from dataclasses import replace
+
+        from study.intermediate import run_stage
+
+        directory, meta, cache_hit = run_stage(stage, scaling, storage)
+        if on_stage:
+            on_stage(directory, meta, cache_hit)
+        cfg = replace(cfg, init_checkpoint=str(directory))
+    return build_trainer(cfg, scaling, storage, name, callbacks=callbacks, env=env).fit()
+
+
 # --- CLI: python -m study.train -------------------------------------------------------------------------------
 
 
@@ -389,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dataclasses import fields
 
     from study.config import cli_type
+    from study.intermediate import VISION_TRAIN, StageConfig
 
     parser = argparse.ArgumentParser(prog="python -m study.train", description="One VME fine-tuning run "
                                      "(a Ray Train TorchTrainer, no Tune), for debugging and single experiments.")
@@ -398,6 +419,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--storage", default=os.environ.get("STUDY_STORAGE", str(Path("runs").resolve())),
                         help="checkpoint storage: dir or s3://... (default $STUDY_STORAGE or ./runs)")
     parser.add_argument("--name", help="run name (default: model-task-seed-time); reuse a name to resume it")
+    stage = parser.add_argument_group("intermediate stage (as a study trial runs it; default: none)")
+    stage.add_argument("--modality", choices=MODALITIES, default=DEFAULT_MODALITY,
+                       help="none, or an English image-caption stage before fine-tuning: text (a second caption) or "
+                       "multimodal (the image)")
+    defaults = StageConfig(model="unused", modality=STAGE_MODALITIES[0])
+    stage.add_argument("--intermediate-steps", type=int, help=f"stage steps (default {defaults.steps})")
+    stage.add_argument("--intermediate-lr", type=float, help=f"stage backbone learning rate (default {defaults.lr})")
+    stage.add_argument("--vision-train", choices=VISION_TRAIN, help="multimodal: which part of a pretrained vision "
+                       f"tower trains (default {defaults.vision_train})")
+    stage.add_argument("--vision-lr", type=float,
+                       help=f"multimodal: vision learning rate (default {defaults.vision_lr})")
+    stage.add_argument("--intermediate-data", help="image-caption data (default: emoji for offline stand-ins, "
+                       "Flickr30k otherwise)")
+    stage.add_argument("--vision-tower", help="multimodal: scratch or a CLIP vision model (default: scratch for "
+                       "offline stand-ins, CLIP otherwise)")
     for option in fields(TrainConfig):
         flag, help_text = f"--{option.name.replace('_', '-')}", option.metadata["help"]
         if option.name == "languages":
@@ -414,14 +450,39 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cfg = TrainConfig.from_dict({k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
     validate(cfg)
+    stage = _stage_of(args, cfg)
     scaling = Scaling(args.workers, args.gpus_per_worker, args.cpus_per_worker)
     name = args.name or f"{Path(cfg.model).name}-{cfg.task}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     init_ray()
-    result = build_trainer(cfg, scaling, args.storage, name).fit()
+
+    def print_stage(directory, meta, cache_hit) -> None:
+        print(f"[train] intermediate stage ({stage.modality}): {directory}"
+              f"{' (cached)' if cache_hit else ''}; fine-tuning starts from it", file=sys.stderr, flush=True)
+
+    result = run_pipeline(cfg, stage, scaling, args.storage, name, on_stage=print_stage)
     if result.error:
         raise StudyError(f"training failed: {result.error}")
     print_summary(cfg, result)
     return 0
+
+
+def _stage_of(args, cfg: TrainConfig):
+    """The ``StageConfig`` the stage flags ask for (None for ``--modality none``), checked with its data before Ray
+    starts, as ``study.tune`` builds a trial's stage."""
+    if args.modality == DEFAULT_MODALITY:
+        return None
+    if cfg.init_checkpoint:
+        raise StudyError("--init-checkpoint and --modality both choose the encoder to start from: pass one of them")
+    from study.intermediate import stage_config, stage_data, stage_sources
+    from study.models import get_spec
+
+    searched = {"modality": args.modality, **{name: getattr(args, name) for name in
+                                              ("intermediate_steps", "intermediate_lr", "vision_train", "vision_lr")
+                                              if getattr(args, name) is not None}}
+    stage = stage_config(cfg.model, cfg.seed, searched,
+                         stage_sources(get_spec(cfg.model).offline_stand_in, args.intermediate_data, args.vision_tower))
+    stage_data(stage)
+    return stage
 
 
 def print_summary(cfg: TrainConfig, result) -> None:

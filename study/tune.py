@@ -19,9 +19,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 from study.config import TrainConfig
-from study.data.captions import EMOJI, FLICKR30K
+from study.data.captions import FLICKR30K
 from study.errors import StudyError, run_cli
-from study.intermediate import CLIP_TOWER, SCRATCH
+from study.intermediate import CLIP_TOWER, stage_sources
 from study.protocol import (
     DEFAULT_MODALITY,
     RUN_KIND_TAG,
@@ -33,7 +33,7 @@ from study.protocol import (
 )
 from study.ray_setup import DRIVER_RESOURCE, Scaling, check_cluster, init_ray
 from study.search_space import SearchSpace, load_search_space, split_trial_config
-from study.train import build_trainer, print_report_families, validate
+from study.train import print_report_families, run_pipeline, validate
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 DEFAULT_TRIALS = {"smoke": 4, "paper": 20}
@@ -56,19 +56,20 @@ def train_driver_fn(config: dict) -> None:
     train, stage = split_trial_config(config)
     trial_id = ray.tune.get_context().get_trial_id()
     outbox = outbox_location(config["storage"], config["study"], trial_id)  # what the MLflow callback will log
-    scaling = Scaling(**config["scaling"])
-    if stage["modality"] != DEFAULT_MODALITY:  # the intermediate stage first (cached across trials), then fine-tuning
-        from study.intermediate import run_stage, stage_config
+
+    def record_stage(directory, meta, cache_hit) -> None:
         from study.tracking import STAGE_RECORD, stage_record
 
-        directory, meta, cache_hit = run_stage(stage_config(train["model"], train["seed"], stage, config.get("stage")),
-                                               scaling, config["storage"])
         put(outbox, STAGE_RECORD, stage_record(directory, meta, cache_hit))
-        train["init_checkpoint"] = str(directory)
-    trainer = build_trainer(TrainConfig.from_dict(train), scaling, config["storage"],
-                            name=f"{config['study']}-trial-{trial_id}",  # stable across restarts: no timestamps
-                            callbacks=[TuneReportCallback()], env={OUTBOX_ENV: outbox})
-    trainer.fit()
+
+    stage_cfg = None
+    if stage["modality"] != DEFAULT_MODALITY:
+        from study.intermediate import stage_config
+
+        stage_cfg = stage_config(train["model"], train["seed"], stage, config.get("stage"))
+    run_pipeline(TrainConfig.from_dict(train), stage_cfg, Scaling(**config["scaling"]), config["storage"],
+                 name=f"{config['study']}-trial-{trial_id}",  # stable across restarts: no timestamps
+                 callbacks=[TuneReportCallback()], env={OUTBOX_ENV: outbox}, on_stage=record_stage)
 
 
 # --- [3] the study -------------------------------------------------------------------------------------------
@@ -156,8 +157,7 @@ def resolve(args) -> dict:
 
 def resolve_stage(args, spec, space: SearchSpace) -> dict:
     """The intermediate stage's fixed data and vision tower; their data is checked now when a stage can run."""
-    stage = {"data": args.intermediate_data or (EMOJI if spec.offline_stand_in else FLICKR30K),
-             "vision_tower": args.vision_tower or (SCRATCH if spec.offline_stand_in else CLIP_TOWER)}
+    stage = stage_sources(spec.offline_stand_in, args.intermediate_data, args.vision_tower)
     params = {p.name: p for p in space.params}
     if "modality" not in params or set(params["modality"].choices) == {DEFAULT_MODALITY}:
         return stage

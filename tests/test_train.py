@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -170,12 +171,36 @@ def test_bad_config_values_are_rejected(options, message):
     (["--task", "tatoeba"], "retrieval task"),
     (["--batch-size", "0"], "batch_size=0"),
     (["--languages", "de,xx"], "unknown language code 'xx'"),
+    (["--modality", "multimodal", "--vision-train", "frozen"], "needs a pretrained vision tower"),
 ])
 def test_cli_bad_input_fails_before_any_worker(args, message, tmp_path):
     result = subprocess.run([sys.executable, "-m", "study.train", "--model", "tiny", "--storage", str(tmp_path),
                              *args], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "TrainController" not in result.stderr and not list(tmp_path.iterdir())
+
+
+def test_cli_runs_a_trials_pipeline_stage_then_fine_tuning(tmp_path):
+    """``study.train --modality text`` runs what a study trial runs: the (cached) stage, then fine-tuning from it."""
+    import json
+    import re
+
+    def train(name):
+        result = subprocess.run(
+            [sys.executable, "-m", "study.train", "--model", "tiny", "--task", "pocket-topic", "--modality", "text",
+             "--intermediate-steps", "4", "--max-steps", "2", "--batch-size", "8", "--max-length", "32",
+             "--max-train-examples", "32", "--max-eval-examples", "16", "--languages", "en,de", "--head-lr", "1e-2",
+             "--storage", str(tmp_path / "runs"), "--name", name], capture_output=True, text=True, timeout=600,
+            env={**os.environ, "STUDY_CACHE_DIR": str(tmp_path / "cache")})
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    first, second = train("staged"), train("staged-again")
+    stage_dir = re.search(r"intermediate stage \(text\): (\S+);", first.stderr).group(1)
+    assert "(cached)" not in first.stderr and f"intermediate stage (text): {stage_dir} (cached)" in second.stderr
+    assert "selected on English dev: step" in first.stdout
+    model_dir = re.search(r"checkpoint: (\S+)", first.stdout).group(1)
+    assert json.loads((Path(model_dir) / "study_model.json").read_text())["init_checkpoint"] == stage_dir
 
 
 def test_init_checkpoint_from_another_model_is_rejected(tmp_path, tiny):
