@@ -18,7 +18,7 @@ import torch
 
 from study.config import TrainConfig
 from study.ray_setup import Scaling, init_ray
-from study.train import _Run, build_trainer
+from study.train import FineTuneRun, build_trainer
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     torch.set_num_threads(cores)
     started = time.perf_counter()
     reports = []
-    _Run(cfg, 0, 1, torch.device("cpu")).train(lambda metrics, _: reports.append(metrics))
+    FineTuneRun(cfg, 0, 1, torch.device("cpu")).train(lambda metrics, _: reports.append(metrics))
     rows.append(("plain PyTorch, 1 process", reports[-1]["train/examples_per_s"], time.perf_counter() - started))
 
     init_ray(num_cpus=cores)

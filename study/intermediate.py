@@ -34,14 +34,14 @@ from torch import nn
 from study.cache import atomic_directory, cache_dir
 from study.data.captions import EMOJI, FLICKR30K, CaptionSet, caption_set
 from study.errors import StudyError
-from study.protocol import STAGE_MODALITIES
+from study.protocol import STAGE_ARTIFACT, STAGE_MODALITIES, StageResult
 
 SCRATCH = "scratch"
 CLIP_TOWER = "openai/clip-vit-base-patch32"  # the real path's default vision tower
 VISION_TRAIN = ("frozen", "last", "full")
 SCRATCH_IMAGE_SIZE = 32
 EMBED_DIM = 128
-STAGE_META = "stage.json"
+STAGE_META = STAGE_ARTIFACT  # in the stage's directory, and logged under the same name
 STAGE_FORMAT = 3  # bump when the stage's training changes, so cached stages of older code are not reused
 
 
@@ -346,8 +346,9 @@ def stage_sources(offline_stand_in: bool, data: str | None = None, vision_tower:
             "vision_tower": vision_tower or (SCRATCH if offline_stand_in else CLIP_TOWER)}
 
 
-def run_stage(cfg: StageConfig, scaling, storage: str) -> tuple[Path, dict, bool]:
-    """The stage's encoder directory, its metadata and whether it came from the cache (trials share stages)."""
+def run_stage(cfg: StageConfig, scaling, storage: str) -> StageResult:
+    """Run the stage as a Ray Train run, or take it from the cache (trials share stages): its encoder directory,
+    metadata and whether it was cached. StudyError when the run fails."""
     from study.models import get_spec, model_path
     from study.ray_setup import torch_trainer
 
@@ -355,9 +356,9 @@ def run_stage(cfg: StageConfig, scaling, storage: str) -> tuple[Path, dict, bool
     key = cfg.key(stage_data(cfg).fingerprint)
     out = cache_dir() / "intermediate" / f"{cfg.model}-{cfg.modality}-{key}"
     if (out / STAGE_META).is_file():
-        return out, json.loads((out / STAGE_META).read_text()), True
+        return StageResult(str(out), json.loads((out / STAGE_META).read_text()), True)
     result = torch_trainer(stage_fn_per_worker, {"stage": asdict(cfg), "out": str(out)}, scaling, storage,
                            f"intermediate-{out.name}").fit()
     if result.error or not (out / STAGE_META).is_file():
         raise StudyError(f"the intermediate stage {out.name} failed: {result.error}")
-    return out, json.loads((out / STAGE_META).read_text()), False
+    return StageResult(str(out), json.loads((out / STAGE_META).read_text()), False)

@@ -15,9 +15,11 @@ The rules, in one place:
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 SOURCE_LANGUAGE = "en"  # the only training and selection language
@@ -141,6 +143,28 @@ def improves(candidate_dev: float, best_dev: float | None) -> bool:
 EXAMPLES_ARTIFACT = "per_example.json"  # per-example units of the selected evaluation (what the report resamples)
 PER_LANGUAGE_ARTIFACT = "per_language.csv"  # a trial's selected per-language scores
 BEST_PER_LANGUAGE_ARTIFACT = "best_per_language.csv"  # the study's best trial, on its parent run
+STAGE_ARTIFACT = "stage.json"  # a trial's intermediate stage: its metadata (losses, probe, data, vision tower)
+STAGE_RECORD = "intermediate_stage.json"  # what a trial driver leaves in its outbox about its stage (StageResult)
+
+@dataclass(frozen=True)
+class StageResult:
+    """What an intermediate stage gave a trial: its encoder directory, its metadata (``stage.json``: losses, probe
+    scores, data, vision tower, example counts) and whether it came from the cache. Crosses from the trial driver
+    to the MLflow callback as JSON (``to_json`` / ``from_json``)."""
+
+    directory: str
+    meta: dict
+    cache_hit: bool
+
+    def to_json(self) -> bytes:
+        """UTF-8 JSON of the three fields."""
+        return json.dumps({"directory": self.directory, "meta": self.meta, "cache_hit": self.cache_hit}).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> StageResult:
+        """The inverse of ``to_json``."""
+        return cls(**json.loads(data))
+
 
 RUN_KIND_TAG = "run_kind"
 STUDY_RUN, TRIAL_RUN, SEED_REPEAT_RUN, REPORT_RUN = "study", "trial", "seed-repeat", "report"

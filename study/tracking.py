@@ -29,8 +29,11 @@ from study.protocol import (
     PER_LANGUAGE_ARTIFACT,
     RUN_KIND_TAG,
     SELECTED_STEP_TAG,
+    STAGE_ARTIFACT,
+    STAGE_RECORD,
     STUDY_RUN,
     TRIAL_RUN,
+    StageResult,
     improves,
     language_scores,
 )
@@ -92,12 +95,6 @@ def flatten(config: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def stage_record(directory: Path, meta: dict, cache_hit: bool) -> bytes:
-    """What a trial driver leaves in its outbox about its intermediate stage (directory, metadata, cache hit),
-    for ``stage_writes``."""
-    return json.dumps({"directory": str(directory), "meta": meta, "cache_hit": cache_hit}).encode()
 
 
 # --- buffered writes: MLflow down for a while loses nothing ----------------------------------------------------
@@ -294,7 +291,7 @@ class MLflowTrialCallback(Callback):
             self.writer.send(trial_id, "tag", (SELECTED_STEP_TAG, str(int(best.get("step", 0)))))
         for name, data in sorted(outbox_take(self.writer.storage, self.writer.study, trial_id).items()):
             if name == STAGE_RECORD:
-                for op, payload in stage_writes(json.loads(data)):
+                for op, payload in stage_writes(StageResult.from_json(data)):
                     self.writer.send(trial_id, op, payload)
             else:
                 self.writer.send(trial_id, "artifact", {"name": name, "data": data})
@@ -313,19 +310,16 @@ class MLflowTrialCallback(Callback):
         self.writer.flush()
 
 
-STAGE_RECORD = "intermediate_stage.json"
-
-
-def stage_writes(record: dict) -> list[tuple[str, object]]:
+def stage_writes(stage: StageResult) -> list[tuple[str, object]]:
     """The MLflow writes of a trial's intermediate stage: loss series, probe, parameters, counts, stage.json."""
-    meta, now = record["meta"], int(time.time() * 1000)
+    meta, now = stage.meta, int(time.time() * 1000)
     metrics = [("intermediate/loss", loss, now, step) for step, loss in enumerate(meta["losses"], start=1)]
     metrics += [(safe_key(f"intermediate/probe/{lang}"), score, now, 0)
                 for lang, score in meta.get("probe", {}).items()]
     skipped = meta["examples"]["skipped"]
-    params = {"intermediate.checkpoint": record["directory"], "intermediate.cache_hit": record["cache_hit"],
+    params = {"intermediate.checkpoint": stage.directory, "intermediate.cache_hit": stage.cache_hit,
               "intermediate.vision_tower": meta["vision_tower"] or "none (text)", "intermediate.data": meta["data"],
               "intermediate.train_examples": meta["examples"]["train"],
               **{f"intermediate.skipped.{safe_key(k)}": v for k, v in skipped.items()}}
     return [("metrics", metrics), ("params", params),
-            ("artifact", {"name": "stage.json", "data": json.dumps(meta, indent=1).encode()})]
+            ("artifact", {"name": STAGE_ARTIFACT, "data": json.dumps(meta, indent=1).encode()})]

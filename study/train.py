@@ -106,13 +106,13 @@ def train_fn_per_worker(train_loop_config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     set_worker_threads()
-    run = _Run(cfg, rank, world, ray.train.torch.get_device(), run_name=context.get_experiment_name(),
+    run = FineTuneRun(cfg, rank, world, ray.train.torch.get_device(), run_name=context.get_experiment_name(),
                started=started)
     run.restore(ray.train.get_checkpoint())
     run.train(report=_ray_report(run))
 
 
-def _ray_report(run: _Run):
+def _ray_report(run: FineTuneRun):
     import ray.train
 
     def report(metrics: dict, checkpoint_dir: str | None) -> None:
@@ -123,8 +123,11 @@ def _ray_report(run: _Run):
     return report
 
 
-class _Run:
-    """One worker's view of a fine-tuning run (model, data, optimizer), independent of how it is launched."""
+class FineTuneRun:
+    """One worker's view of a fine-tuning run, independent of how it is launched (Ray Train, a test, a benchmark):
+    construction builds it (data pairs, model, optimizer, schedule), ``restore`` resumes from a checkpoint,
+    ``train(report)`` runs it, calling ``report(metrics, checkpoint_dir)`` at every evaluation, and
+    ``save_checkpoint`` writes what ``restore`` reads."""
 
     def __init__(self, cfg: TrainConfig, rank: int, world: int, device: torch.device, run_name: str = "local",
                  started: float | None = None):
@@ -193,6 +196,8 @@ class _Run:
     # -- checkpoints --
 
     def restore(self, checkpoint) -> None:
+        """Continue from a Ray ``Checkpoint`` written by ``save_checkpoint`` (None: start fresh): weights, optimizer,
+        schedule and the position in the data, so the run goes on exactly as if it had not stopped."""
         if checkpoint is None:
             return
         with checkpoint.as_directory() as directory:
@@ -203,7 +208,9 @@ class _Run:
         self.progress = Progress(**state["progress"])
         self.resumed_from_step = self.progress.step
 
-    def _save(self, directory: str, examples: bytes) -> None:
+    def save_checkpoint(self, directory: str, examples: bytes) -> None:
+        """Write a restorable checkpoint into ``directory``: the model as a full transformers directory (``model/``),
+        ``train_state.pt`` (model, optimizer, scheduler, progress) and the evaluation's per-example units."""
         from dataclasses import asdict
 
         from study.models import save_model_dir
@@ -253,6 +260,8 @@ class _Run:
         return terms.total, terms.detached()
 
     def train(self, report) -> None:
+        """Train to the end, evaluating every ``eval_every`` steps (or each epoch) and at the last step; every
+        evaluation calls ``report(metrics, checkpoint_dir)`` (rank 0 passes a directory, other ranks None)."""
         cfg, progress = self.cfg, self.progress
         self.model.train()  # from_pretrained returns the model in eval mode: dropout must be on from the first step
         log_started, examples = time.perf_counter(), 0
@@ -332,7 +341,7 @@ class _Run:
             self.progress.best_dev = metrics[selection_key(self.task.metric)]
             put_from_worker(EXAMPLES_ARTIFACT, examples)
         with tempfile.TemporaryDirectory(prefix="study-ckpt-") as directory:
-            self._save(directory, examples)
+            self.save_checkpoint(directory, examples)
             report(metrics, directory)
 
     @torch.no_grad()
@@ -387,16 +396,16 @@ def run_pipeline(cfg: TrainConfig, stage, scaling: Scaling, storage: str, name: 
                  env: dict | None = None, on_stage=None):
     """One configuration end to end, as a Tune trial runs it and as ``python -m study.train`` runs it alone: the
     intermediate stage when ``stage`` (an ``intermediate.StageConfig``) is given — cached across runs, then
-    ``on_stage(directory, meta, cache_hit)`` — and fine-tuning from its encoder. Returns Ray Train's Result."""
+    ``on_stage(StageResult)`` — and fine-tuning from its encoder. Returns Ray Train's Result."""
     if stage is not None:
         from dataclasses import replace
 
         from study.intermediate import run_stage
 
-        directory, meta, cache_hit = run_stage(stage, scaling, storage)
+        result = run_stage(stage, scaling, storage)
         if on_stage:
-            on_stage(directory, meta, cache_hit)
-        cfg = replace(cfg, init_checkpoint=str(directory))
+            on_stage(result)
+        cfg = replace(cfg, init_checkpoint=result.directory)
     return build_trainer(cfg, scaling, storage, name, callbacks=callbacks, env=env).fit()
 
 
@@ -455,9 +464,9 @@ def main(argv=None) -> int:
     name = args.name or f"{Path(cfg.model).name}-{cfg.task}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     init_ray()
 
-    def print_stage(directory, meta, cache_hit) -> None:
-        print(f"[train] intermediate stage ({stage.modality}): {directory}"
-              f"{' (cached)' if cache_hit else ''}; fine-tuning starts from it", file=sys.stderr, flush=True)
+    def print_stage(result) -> None:
+        print(f"[train] intermediate stage ({stage.modality}): {result.directory}"
+              f"{' (cached)' if result.cache_hit else ''}; fine-tuning starts from it", file=sys.stderr, flush=True)
 
     result = run_pipeline(cfg, stage, scaling, args.storage, name, on_stage=print_stage)
     if result.error:

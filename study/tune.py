@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from study.protocol import (
     DEFAULT_MODALITY,
     RUN_KIND_TAG,
     SEED_REPEAT_RUN,
+    STAGE_RECORD,
     select,
     select_best,
     selection_key,
@@ -57,10 +59,8 @@ def train_driver_fn(config: dict) -> None:
     trial_id = ray.tune.get_context().get_trial_id()
     outbox = outbox_location(config["storage"], config["study"], trial_id)  # what the MLflow callback will log
 
-    def record_stage(directory, meta, cache_hit) -> None:
-        from study.tracking import STAGE_RECORD, stage_record
-
-        put(outbox, STAGE_RECORD, stage_record(directory, meta, cache_hit))
+    def record_stage(result) -> None:  # the MLflow callback logs it when the trial ends
+        put(outbox, STAGE_RECORD, result.to_json())
 
     stage_cfg = None
     if stage["modality"] != DEFAULT_MODALITY:
@@ -113,7 +113,24 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def resolve(args) -> dict:
+@dataclass(frozen=True)
+class StudySettings:
+    """A study's settings, resolved and validated from the command line before Ray or MLflow are touched."""
+
+    space: SearchSpace
+    spec: object  # the model's registry entry (study.models)
+    task: object  # its task (study.tasks.TaskSpec)
+    preset: str  # smoke | paper
+    base: TrainConfig  # the preset's fixed training options; trials override the searched ones
+    trials: int
+    storage: str  # Ray storage: an absolute directory or a URI
+    name: str  # the study's name (its directory in storage, its MLflow parent run)
+    uri: str  # MLflow tracking URI
+    experiment: str  # MLflow experiment
+    stage: dict  # the intermediate stage's fixed data and vision tower (intermediate.stage_sources)
+
+
+def resolve(args) -> StudySettings:
     """Validate everything before Ray or MLflow are touched; returns the study's settings."""
     from study.models import get_spec, model_path
     from study.tasks import get_task
@@ -150,9 +167,8 @@ def resolve(args) -> dict:
 
     check_server(uri)
     stage = resolve_stage(args, spec, space)
-    return {"space": space, "spec": spec, "task": task, "preset": preset, "base": base, "trials": trials,
-            "storage": storage, "name": name, "uri": uri, "experiment": args.experiment or f"vme-{task.suite}",
-            "stage": stage}
+    return StudySettings(space, spec, task, preset, base, trials, storage, name, uri,
+                         args.experiment or f"vme-{task.suite}", stage)
 
 
 def resolve_stage(args, spec, space: SearchSpace) -> dict:
@@ -201,23 +217,23 @@ def concurrency(workers: int, gpus_per_worker: int, requested: int | None) -> tu
     return trials, threads
 
 
-def provenance(settings: dict) -> tuple[dict, dict]:
+def provenance(settings: StudySettings) -> tuple[dict, dict]:
     """Params and tags of the study's parent run: what ran, on which code and packages."""
-    spec, space = settings["spec"], settings["space"]
+    spec, space = settings.spec, settings.space
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 cwd=SPACES_DIR.parent, timeout=10).stdout.strip() or "unknown"
     except OSError:
         commit = "unknown"
-    params = {**spec.as_params(), "task": settings["task"].name, "suite": settings["task"].suite,
-              "preset": settings["preset"], "trials": settings["trials"], "search_space": str(space.path),
+    params = {**spec.as_params(), "task": settings.task.name, "suite": settings.task.suite,
+              "preset": settings.preset, "trials": settings.trials, "search_space": str(space.path),
               "search_space_sha256": space.sha256, "git_commit": commit,
               "searched": ",".join(p.name for p in space.params),
-              **{f"base.{k}": v for k, v in settings["base"].to_dict().items()},
-              **{f"intermediate.{k}": v for k, v in settings["stage"].items()},
+              **{f"base.{k}": v for k, v in settings.base.to_dict().items()},
+              **{f"intermediate.{k}": v for k, v in settings.stage.items()},
               **{f"version.{p}": version(p) for p in ("ray", "torch", "transformers", "optuna", "mlflow", "datasets")}}
     tags = {"model": spec.key, "model_name": spec.name, "offline_stand_in": str(spec.offline_stand_in),
-            "task": settings["task"].name, "suite": settings["task"].suite, "preset": settings["preset"],
+            "task": settings.task.name, "suite": settings.task.suite, "preset": settings.preset,
             "selection": "English dev only"}
     return params, tags
 
@@ -234,7 +250,7 @@ class DefineByRun:
         return self.constants
 
 
-def build_tuner(settings: dict, scaling: Scaling, max_concurrent: int, callback, trainable):
+def build_tuner(settings: StudySettings, scaling: Scaling, max_concurrent: int, callback, trainable):
     """The study's ``Tuner``: Optuna TPE (seeded, define-by-run; every modality among the first trials), ASHA
     on English dev, the MLflow callback, at most ``max_concurrent`` trials at once."""
     import optuna
@@ -242,11 +258,11 @@ def build_tuner(settings: dict, scaling: Scaling, max_concurrent: int, callback,
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    space: SearchSpace = settings["space"]
-    metric = selection_key(settings["task"].metric)
-    constants = {"base": settings["base"].to_dict(), "stage": settings["stage"], "scaling": scaling.__dict__,
-                 "storage": settings["storage"],
-                 "study": settings["name"], "mlflow": {"uri": settings["uri"], "experiment": settings["experiment"]}}
+    space: SearchSpace = settings.space
+    metric = selection_key(settings.task.metric)
+    constants = {"base": settings.base.to_dict(), "stage": settings.stage, "scaling": scaling.__dict__,
+                 "storage": settings.storage,
+                 "study": settings.name, "mlflow": {"uri": settings.uri, "experiment": settings.experiment}}
 
     modality = next((p for p in space.params if p.name == "modality"), None)
     first = [{"modality": m} for m in modality.choices] if modality else None  # every modality in the first trials
@@ -255,11 +271,11 @@ def build_tuner(settings: dict, scaling: Scaling, max_concurrent: int, callback,
     return ray.tune.Tuner(
         trainable,
         tune_config=ray.tune.TuneConfig(
-            metric=metric, mode="max", search_alg=searcher, num_samples=settings["trials"],
+            metric=metric, mode="max", search_alg=searcher, num_samples=settings.trials,
             scheduler=ASHAScheduler(time_attr="training_iteration", max_t=100, grace_period=1, reduction_factor=2),
             max_concurrent_trials=max_concurrent),
         run_config=ray.tune.RunConfig(
-            name=settings["name"], storage_path=settings["storage"], callbacks=[callback],
+            name=settings.name, storage_path=settings.storage, callbacks=[callback],
             failure_config=ray.tune.FailureConfig(max_failures=0),  # worker failures are retried by Ray Train
             verbose=1))
 
@@ -273,13 +289,13 @@ def main(argv=None) -> int:
 
     init_ray(dashboard=args.dashboard)
     try:
-        check_cluster(settings["storage"])
+        check_cluster(settings.storage)
         return _run(args, settings)
     finally:
         ray.shutdown()
 
 
-def _run(args, settings) -> int:
+def _run(args, settings: StudySettings) -> int:
     import ray.tune
 
     from study.outbox import storage_join
@@ -288,16 +304,16 @@ def _run(args, settings) -> int:
     max_concurrent, threads = concurrency(args.workers, args.gpus_per_worker, args.max_concurrent)
     scaling = Scaling(args.workers, args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker, threads=threads)
     params, tags = provenance(settings)
-    parent = start_parent_run(settings["uri"], settings["experiment"], settings["name"], params, tags,
-                              list(settings["space"].files))
-    metric = settings["task"].metric
-    callback = MLflowTrialCallback(MLflowWriter(settings["uri"], settings["experiment"], parent, settings["storage"],
-                                                settings["name"]), tags, selection_key(metric), metric)
+    parent = start_parent_run(settings.uri, settings.experiment, settings.name, params, tags,
+                              list(settings.space.files))
+    metric = settings.task.metric
+    callback = MLflowTrialCallback(MLflowWriter(settings.uri, settings.experiment, parent, settings.storage,
+                                                settings.name), tags, selection_key(metric), metric)
     trainable = ray.tune.with_resources(train_driver_fn, {"CPU": DRIVER_CPU, DRIVER_RESOURCE: 1})
-    study_path = storage_join(settings["storage"], settings["name"])
-    print(f"[study] {settings['name']}: {settings['trials']} trials of {settings['spec'].name} on "
-          f"{settings['task'].name} ({settings['task'].suite}, preset {settings['preset']}), {args.workers} worker(s) "
-          f"per trial, {max_concurrent} concurrent; MLflow {settings['uri']} experiment {settings['experiment']}",
+    study_path = storage_join(settings.storage, settings.name)
+    print(f"[study] {settings.name}: {settings.trials} trials of {settings.spec.name} on "
+          f"{settings.task.name} ({settings.task.suite}, preset {settings.preset}), {args.workers} worker(s) "
+          f"per trial, {max_concurrent} concurrent; MLflow {settings.uri} experiment {settings.experiment}",
           file=sys.stderr, flush=True)
     started = time.perf_counter()
     if args.resume:
@@ -309,8 +325,8 @@ def _run(args, settings) -> int:
     key = selection_key(metric)
     finished = [r for r in results if r.error is None and r.metrics and key in r.metrics]
     if not finished:
-        end_parent_run(settings["uri"], parent, {"failed_trials": len(results)}, None)
-        raise StudyError(f"no trial of study {settings['name']!r} finished; see the errors above")
+        end_parent_run(settings.uri, parent, {"failed_trials": len(results)}, None)
+        raise StudyError(f"no trial of study {settings.name!r} finished; see the errors above")
     best, best_report = best_trial(finished, metric)
     summary = {f"best/{k}": v for k, v in best_report.items() if isinstance(v, (int, float)) and "/" in k}
     summary.update({"trials_finished": len(finished), "trials_failed": len(results) - len(finished)})
@@ -318,23 +334,23 @@ def _run(args, settings) -> int:
         summary.update(_repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent, study_path))
     summary["study_seconds"] = time.perf_counter() - started
     flush_tracking(settings, parent)
-    end_parent_run(settings["uri"], parent, summary, per_language_csv(best_report, metric))
+    end_parent_run(settings.uri, parent, summary, per_language_csv(best_report, metric))
     print_summary(settings, best.config, best_report, parent)
     return 0
 
 
-def flush_tracking(settings: dict, parent: str, attempts: int = 6, wait_s: float = 5.0) -> None:
+def flush_tracking(settings: StudySettings, parent: str, attempts: int = 6, wait_s: float = 5.0) -> None:
     """Write what the MLflow callback had to keep while the server was down; if it stays down, stop cleanly: the
     records wait in the study's storage and ``--resume`` writes them (no trial runs again)."""
     from study.tracking import MLflowWriter
 
     for attempt in range(attempts):
-        writer = MLflowWriter(settings["uri"], settings["experiment"], parent, settings["storage"], settings["name"])
+        writer = MLflowWriter(settings.uri, settings.experiment, parent, settings.storage, settings.name)
         if writer.flush():
             return
         time.sleep(wait_s * (attempt < attempts - 1))
-    raise StudyError(f"MLflow {settings['uri']} is unreachable: {len(writer.pending)} record(s) of study "
-                     f"{settings['name']!r} are kept in its storage; start the server again and run the same "
+    raise StudyError(f"MLflow {settings.uri} is unreachable: {len(writer.pending)} record(s) of study "
+                     f"{settings.name!r} are kept in its storage; start the server again and run the same "
                      "command with --resume to write them")
 
 
@@ -360,7 +376,7 @@ def _repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent
 
     import ray.tune
 
-    key = selection_key(settings["task"].metric)
+    key = selection_key(settings.task.metric)
     base_seed = best.config["base"]["seed"]
     seeds = [base_seed + i for i in range(1, args.seeds + 1)]
     path = f"{study_path}-seeds"
@@ -371,9 +387,9 @@ def _repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent
         config = {**best.config, "base": {**best.config["base"], "seed": ray.tune.grid_search(seeds)}}
         tuner = ray.tune.Tuner(trainable, param_space=config, tune_config=ray.tune.TuneConfig(
             metric=key, mode="max", max_concurrent_trials=max_concurrent), run_config=ray.tune.RunConfig(
-            name=Path(path).name, storage_path=settings["storage"], callbacks=[callback], verbose=1))
-    repeats = [selected_report(r, settings["task"].metric) for r in tuner.fit() if r.error is None and r.metrics]
-    target = target_average_key(settings["task"].metric)
+            name=Path(path).name, storage_path=settings.storage, callbacks=[callback], verbose=1))
+    repeats = [selected_report(r, settings.task.metric) for r in tuner.fit() if r.error is None and r.metrics]
+    target = target_average_key(settings.task.metric)
     values = [r[target] for r in repeats if target in r]
     print(f"[study] best configuration over {len(values)} extra seeds: {target} "
           f"{statistics.fmean(values):.4f} ± {statistics.pstdev(values):.4f}", file=sys.stderr)
@@ -381,18 +397,18 @@ def _repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent
             f"seeds/{target}/std": statistics.pstdev(values) if values else float("nan")}
 
 
-def print_summary(settings: dict, config: dict, report: dict, parent_run: str) -> None:
+def print_summary(settings: StudySettings, config: dict, report: dict, parent_run: str) -> None:
     """Print the selected configuration's searched values, its family means and how to browse MLflow."""
-    metric = settings["task"].metric
+    metric = settings.task.metric
     train, stage = split_trial_config(config)
-    searched = {p.name: {**train, **stage}.get(p.name) for p in settings["space"].params}
+    searched = {p.name: {**train, **stage}.get(p.name) for p in settings.space.params}
     print(f"\nbest configuration (selected on English dev {selection_key(metric)} = "
           f"{report[selection_key(metric)]:.4f}):")
     for name, value in searched.items():
         print(f"  {name} = {value}")
     print_report_families(report, metric)
-    print(f"MLflow: experiment {settings['experiment']!r}, study run {parent_run}; browse with\n"
-          f"  mlflow ui --backend-store-uri {settings['uri']} --host 127.0.0.1")
+    print(f"MLflow: experiment {settings.experiment!r}, study run {parent_run}; browse with\n"
+          f"  mlflow ui --backend-store-uri {settings.uri} --host 127.0.0.1")
 
 
 if __name__ == "__main__":

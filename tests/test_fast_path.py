@@ -14,7 +14,7 @@ from study.config import TrainConfig
 from study.engine import make_optimizer
 from study.exactness import compare_weights, determined_share, gradient_excess, undetermined
 from study.models import checkpoint_spec, get_spec, load_model, load_tokenizer, save_model_dir
-from study.train import _Run
+from study.train import FineTuneRun
 from study.trim import TrimmedEmbedding, full_gradients, trim_vocabulary, untrimmed, used_token_ids
 
 TEXTS = ["The cat sat on the mat.", "Where is the station, please?"]
@@ -86,7 +86,7 @@ def test_fast_training_step_equals_the_reference_step(ap_mask):
     two paths draw different dropout masks by design)."""
     options = dict(model="tiny", task="pocket-topic", batch_size=8, max_length=32, max_train_examples=16, lr=1e-3,
                    head_lr=1e-2, ap_mask=ap_mask, alpha=0.5, beta=5.0, w_robust=0.7)
-    runs = {impl: _Run(TrainConfig(**options, implementation=impl), 0, 1, torch.device("cpu"))
+    runs = {impl: FineTuneRun(TrainConfig(**options, implementation=impl), 0, 1, torch.device("cpu"))
             for impl in ("fast", "reference")}
     assert isinstance(runs["fast"].model.get_input_embeddings(), TrimmedEmbedding)
     assert runs["reference"].model.config._attn_implementation == "eager" and runs["reference"].capture is None

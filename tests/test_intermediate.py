@@ -1,13 +1,14 @@
 """The intermediate stage: matched text vs multimodal contrastive training, caching, hand-off to fine-tuning."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from study import intermediate as stage
-from study.data import captions
 from study.config import TrainConfig
+from study.data import captions
 from study.errors import StudyError
 from study.ray_setup import Scaling
 from study.train import validate
@@ -65,9 +66,9 @@ def test_stage_checkpoint_starts_the_fine_tuning(tmp_path):
                       batch_size=8, max_length=32)
     validate(cfg)
     from study.models import get_spec, load_model
-    from study.train import _Run
+    from study.train import FineTuneRun
 
-    run = _Run(cfg, 0, 1, torch.device("cpu"))
+    run = FineTuneRun(cfg, 0, 1, torch.device("cpu"))
     saved = load_model(get_spec("tiny"), "base", path=str(out))
     from study.trim import untrimmed
 
@@ -106,9 +107,9 @@ def test_stage_under_ray_is_cached_across_trials(tmp_path, monkeypatch):
     try:
         cfg = stage.StageConfig(model="tiny", modality="text", steps=6, batch_size=8)
         first = stage.run_stage(cfg, Scaling(workers=2), str(tmp_path / "runs"))
-        modified = (first[0] / "stage.json").stat().st_mtime
+        modified = (Path(first.directory) / "stage.json").stat().st_mtime
         second = stage.run_stage(cfg, Scaling(workers=2), str(tmp_path / "runs"))
     finally:
         ray.shutdown()
-    assert first[2] is False and second[2] is True and first[0] == second[0]
-    assert (second[0] / "stage.json").stat().st_mtime == modified and second[1]["steps"] == 6
+    assert first.cache_hit is False and second.cache_hit is True and first.directory == second.directory
+    assert (Path(second.directory) / "stage.json").stat().st_mtime == modified and second.meta["steps"] == 6

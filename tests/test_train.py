@@ -85,13 +85,13 @@ def test_resume_from_a_checkpoint_continues_exactly_with_dropout_on(tmp_path):
     import ray.train
     import torch
 
-    from study.train import _Run
+    from study.train import FineTuneRun
 
     cfg = TrainConfig(**{**TOY, "max_train_examples": 48, "epochs": 2, "eval_every": 2, "max_steps": 6, "lr": 5e-4})
     saved = tmp_path / "step-2"
 
     def run(restore_from=None):
-        instance, reports, modes = _Run(cfg, 0, 1, torch.device("cpu")), [], []
+        instance, reports, modes = FineTuneRun(cfg, 0, 1, torch.device("cpu")), [], []
         loss = instance._loss
         instance._loss = lambda batch: (modes.append(instance.model.training), loss(batch))[1]
         if restore_from:
@@ -121,7 +121,7 @@ def test_selection_ignores_corrupted_target_labels(monkeypatch):
     from study import evaluation
     from study.data import sources
     from study.protocol import select_best
-    from study.train import _Run
+    from study.train import FineTuneRun
 
     def run(corrupt: bool) -> list[dict]:
         original = sources.load_split
@@ -137,7 +137,7 @@ def test_selection_ignores_corrupted_target_labels(monkeypatch):
         reports = []
         cfg = TrainConfig(**{**TOY, "max_train_examples": 32, "eval_every": 2, "max_steps": 8, "lr": 2e-3,
                              "head_lr": 1e-2, "languages": ("de", "ja")})
-        _Run(cfg, 0, 1, torch.device("cpu")).train(lambda metrics, _: reports.append(metrics))
+        FineTuneRun(cfg, 0, 1, torch.device("cpu")).train(lambda metrics, _: reports.append(metrics))
         return reports
 
     clean, corrupted = run(False), run(True)
