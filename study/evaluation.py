@@ -65,37 +65,48 @@ def _retrieval(task: T.TaskSpec, data, model, tokenizer, layer, prefix, max_leng
 @torch.no_grad()
 def score_supervised(task: T.TaskSpec, records: list[dict], model, tokenizer, max_length: int, key: str,
                      batch_size: int = 32) -> tuple[float, dict]:
-    """Score a model with a task head on records of one language: (metric value, details)."""
+    """Score a model with a task head on records of one language: (metric value, details with ``examples`` and the
+    per-example ``units`` the report resamples). The scorer is the task kind's (``SCORERS``)."""
     features = encode_records(task, records, tokenizer, max_length, key)
-    if task.kind == T.QA:
-        return _qa_scores(features, records, model, tokenizer, batch_size)
-    predictions, gold = [], []
+    return SCORERS[task.kind](task, features, records, model, tokenizer, batch_size)
+
+
+def _check_head(task: T.TaskSpec, model) -> None:
     n_labels = getattr(model.config, "num_labels", None)
     if task.labels and n_labels != len(task.labels):
         raise StudyError(f"the model's head has {n_labels} labels but task {task.name!r} has {len(task.labels)}: "
                          f"use a checkpoint fine-tuned on {task.name}")
+
+
+def _label_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_size) -> tuple[float, dict]:
+    """Classification and multiple choice: accuracy; units (correct, 1); pocket tasks add macro-F1."""
+    _check_head(task, model)
+    predictions, gold = [], []
     for rows, inputs in _batches(features, batch_size, tokenizer):
-        logits = model(**inputs).logits
-        if task.kind == T.TAGGING:
-            for row_logits, labels in zip(logits.argmax(-1).tolist(), rows["labels"]):
-                keep = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
-                predictions.append([task.labels[row_logits[i]] for i in keep])
-                gold.append([task.labels[labels[i]] for i in keep])
-        else:
-            predictions += logits.argmax(-1).tolist()
-            gold += rows["labels"]
-    if task.kind == T.TAGGING:
-        if task.name == "udpos":  # POS tags: every token its own entity (see metrics.pos_tags_as_entities)
-            gold = [metrics.pos_tags_as_entities(s) for s in gold]
-            predictions = [metrics.pos_tags_as_entities(s) for s in predictions]
-        return metrics.tagging_f1(gold, predictions), {"examples": len(gold),
-                                                       "units": metrics.tagging_units(gold, predictions)}
+        predictions += model(**inputs).logits.argmax(-1).tolist()
+        gold += rows["labels"]
     extra = {"examples": len(gold), "units": [[float(p == g), 1.0] for p, g in zip(predictions, gold)]}
     if task.suite == "pocket":  # the label prior is skewed: report a class-balanced view beside accuracy
         from sklearn.metrics import f1_score
 
         extra["macro_f1"] = float(f1_score(gold, predictions, average="macro"))
     return metrics.accuracy(gold, predictions), extra
+
+
+def _tag_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_size) -> tuple[float, dict]:
+    """Tagging: entity-level F1 (seqeval) over each word's first sub-token; units from ``metrics.tagging_units``."""
+    _check_head(task, model)
+    predictions, gold = [], []
+    for rows, inputs in _batches(features, batch_size, tokenizer):
+        for row_logits, labels in zip(model(**inputs).logits.argmax(-1).tolist(), rows["labels"]):
+            keep = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
+            predictions.append([task.labels[row_logits[i]] for i in keep])
+            gold.append([task.labels[labels[i]] for i in keep])
+    if task.name == "udpos":  # POS tags: every token its own entity (see metrics.pos_tags_as_entities)
+        gold = [metrics.pos_tags_as_entities(s) for s in gold]
+        predictions = [metrics.pos_tags_as_entities(s) for s in predictions]
+    return metrics.tagging_f1(gold, predictions), {"examples": len(gold),
+                                                   "units": metrics.tagging_units(gold, predictions)}
 
 
 def _pad_choices(rows, tokenizer) -> dict[str, torch.Tensor]:
@@ -106,7 +117,9 @@ def _pad_choices(rows, tokenizer) -> dict[str, torch.Tensor]:
     return {k: v.view(-1, n_choices, v.shape[-1]) for k, v in padded.items()}
 
 
-def _qa_scores(features, records, model, tokenizer, batch_size) -> tuple[float, dict]:
+def _qa_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_size) -> tuple[float, dict]:
+    """QA: the best span of at most MAX_ANSWER_TOKENS over the 20 best starts and ends per window, then SQuAD v1.1
+    F1 and EM per question; the score is (F1 + EM) / 2."""
     best: dict[str, tuple[float, str]] = {}
     context_of = {r["id"]: r["context"] for r in records}
     for rows, inputs in _batches(features, batch_size, tokenizer):
@@ -128,6 +141,10 @@ def _qa_scores(features, records, model, tokenizer, batch_size) -> tuple[float, 
     units = [[(f1 + em) / 2, 1.0] for f1, em in metrics.squad_question_scores(predictions, answers).values()]
     return scores[metrics.QA_METRIC], {"f1": scores["f1"], "exact_match": scores["exact_match"],
                                        "examples": len(records), "units": units}
+
+
+# {task kind: scorer(task, features, records, model, tokenizer, batch_size) -> (score, details)}
+SCORERS = {T.CLASSIFICATION: _label_scores, T.MULTIPLE_CHOICE: _label_scores, T.TAGGING: _tag_scores, T.QA: _qa_scores}
 
 
 def evaluate_languages(task: T.TaskSpec, model, tokenizer, languages: tuple[str, ...], *, data_dir=None,

@@ -20,6 +20,25 @@ DOC = SHARED_DATA.parent / "docs" / "xtreme_r.md"
 needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real test data not found at {SHARED_DATA}")
 
 
+def test_every_task_kind_has_its_behaviour_in_each_table():
+    """Per-kind behaviour lives in tables, one per layer: a task whose kind lacks an entry would fail deep inside a
+    run; here it fails at once."""
+    from study.data.features import ENCODERS
+    from study.data.sources import HUB_NORMALISERS, LOCAL_READERS
+    from study.data.vme import VIRTUAL_COPIERS
+    from study.evaluation import SCORERS
+
+    for task in T.TASKS.values():
+        if task.needs_training:
+            assert task.head and task.kind in ENCODERS and task.kind in VIRTUAL_COPIERS and task.kind in SCORERS
+        else:
+            assert task.head is None and task.kind not in SCORERS
+        if task.suite == "xtreme-r":
+            assert task.name in LOCAL_READERS, task.name
+        if task.hub and task.kind not in T.RETRIEVAL_KINDS:
+            assert task.kind in HUB_NORMALISERS, task.name
+
+
 @pytest.mark.skipif(not DOC.is_file(), reason=f"{DOC} not found")
 def test_task_languages_are_exactly_the_reference_lists():
     rows = re.findall(r"^\| \d+ \| .*?\(`(\w+)`\) \|.*?\|.*?\| \d+ \| (.*?) \|$", DOC.read_text(), re.M)

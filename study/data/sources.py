@@ -166,44 +166,58 @@ def _xnli_records(path: Path, language: str | None) -> list[dict]:
 # --- local directory ------------------------------------------------------------------------------------------
 
 
+def _tatoeba_local(task: T.TaskSpec, split: str, lang: str, root: Path) -> Bitext:
+    code = TATOEBA_CODES.get(lang, get_language(lang).iso3)
+    base = root / "tatoeba" / "v1" / f"tatoeba.{code}-eng"
+    with _open_text(base.with_name(f"{base.name}.{code}")) as src, \
+            _open_text(base.with_name(f"{base.name}.eng")) as eng:
+        source, english = src.read().splitlines(), eng.read().splitlines()
+    if len(source) != len(english):
+        raise StudyError(f"{base}.{code} has {len(source)} lines but {base}.eng has {len(english)}")
+    return Bitext(source, english)
+
+
+def _xcopa_local(task: T.TaskSpec, split: str, lang: str, root: Path) -> list[dict]:
+    path = root / "copa" / f"{'train' if split == 'train' else 'val'}.jsonl" if lang == "en" and split != "test" \
+        else root / "xcopa" / "data" / lang / f"{'val' if split == 'dev' else 'test'}.{lang}.jsonl"
+    return [{"premise": r["premise"], "question": r["question"], "choices": [r["choice1"], r["choice2"]],
+             "label": int(r["label"])} for r in _read_jsonl(path)]
+
+
+QA_TEST_FILES = {"xquad": "xquad/xquad.{lang}.json", "mlqa": "mlqa/test/test-context-{lang}-question-{lang}.json",
+                 "tydiqa": "tydiqa/tydiqa-goldp-dev-{lang}.json"}  # under --data-dir; train/dev: SQuAD v1.1
+
+
+def _qa_local(task: T.TaskSpec, split: str, lang: str, root: Path) -> list[dict]:
+    path = root / "squad" / f"{split}-v1.1.json" if split in ("train", "dev") \
+        else root / QA_TEST_FILES[task.name].format(lang=lang)
+    return _squad_records(_read_json(path), path)
+
+
+def _xnli_local(task: T.TaskSpec, split: str, lang: str, root: Path) -> list[dict]:
+    if split == "train":
+        return _xnli_records(root / "xnli" / "multinli.train.en.tsv", None)
+    return _xnli_records(root / "xnli" / "XNLI-1.0" / f"xnli.{split}.tsv", lang)
+
+
+# {task: reader(task, split, language, root)}: one split from the original files under --data-dir
+LOCAL_READERS = {
+    "tatoeba": _tatoeba_local,
+    "xcopa": _xcopa_local,
+    "xquad": _qa_local, "mlqa": _qa_local, "tydiqa": _qa_local,
+    "lareqa": lambda task, split, lang, root: _lareqa_ranking(root, lang),
+    "mewslix": lambda task, split, lang, root: _mewslix_ranking(root / "mewslix", lang),
+    "udpos": lambda task, split, lang, root: [r for f in _udpos_file(root, lang, split) for r in _conllu_records(f)],
+    "panx": lambda task, split, lang, root: _conll_records(root / "panx" / lang / split),
+    "xnli": _xnli_local,
+}
+
+
 def _local(task: T.TaskSpec, split: str, lang: str, root: Path):
     """Records (or a Bitext / RankingSet) of one split from the original files under ``root``."""
-    name = task.name
-    if name == "tatoeba":
-        code = TATOEBA_CODES.get(lang, get_language(lang).iso3)
-        base = root / "tatoeba" / "v1" / f"tatoeba.{code}-eng"
-        with _open_text(base.with_name(f"{base.name}.{code}")) as src, \
-                _open_text(base.with_name(f"{base.name}.eng")) as eng:
-            source, english = src.read().splitlines(), eng.read().splitlines()
-        if len(source) != len(english):
-            raise StudyError(f"{base}.{code} has {len(source)} lines but {base}.eng has {len(english)}")
-        return Bitext(source, english)
-    if name == "xcopa":
-        path = root / "copa" / f"{'train' if split == 'train' else 'val'}.jsonl" if lang == "en" and split != "test" \
-            else root / "xcopa" / "data" / lang / f"{'val' if split == 'dev' else 'test'}.{lang}.jsonl"
-        return [{"premise": r["premise"], "question": r["question"], "choices": [r["choice1"], r["choice2"]],
-                 "label": int(r["label"])} for r in _read_jsonl(path)]
-    if task.kind == T.QA:
-        if split in ("train", "dev"):
-            path = root / "squad" / f"{split}-v1.1.json"
-        else:
-            path = {"xquad": root / "xquad" / f"xquad.{lang}.json",
-                    "mlqa": root / "mlqa" / "test" / f"test-context-{lang}-question-{lang}.json",
-                    "tydiqa": root / "tydiqa" / f"tydiqa-goldp-dev-{lang}.json"}[name]
-        return _squad_records(_read_json(path), path)
-    if name == "lareqa":
-        return _lareqa_ranking(root, lang)
-    if name == "mewslix":
-        return _mewslix_ranking(root / "mewslix", lang)
-    if name == "udpos":
-        return [r for f in _udpos_file(root, lang, split) for r in _conllu_records(f)]
-    if name == "panx":
-        return _conll_records(root / "panx" / lang / split)
-    if name == "xnli":
-        if split == "train":
-            return _xnli_records(root / "xnli" / "multinli.train.en.tsv", None)
-        return _xnli_records(root / "xnli" / "XNLI-1.0" / f"xnli.{split}.tsv", lang)
-    raise StudyError(f"task {name!r} has no local-file reader: load it from the hub (omit --data-dir)")
+    if task.name not in LOCAL_READERS:
+        raise StudyError(f"task {task.name!r} has no local-file reader: load it from the hub (omit --data-dir)")
+    return LOCAL_READERS[task.name](task, split, lang, root)
 
 
 def _xquad_r_language(data: dict, path: Path) -> tuple[list[str], dict[str, tuple[str, int]]]:
@@ -287,22 +301,29 @@ def _hub(task: T.TaskSpec, split: str, lang: str):
     return _normalise_hub(task, rows)
 
 
+def _tags_hub(rows) -> list[dict]:
+    names = rows.features[_tag_column(rows)].feature.names
+    return [{"tokens": r["tokens"], "tags": [names[t] for t in r[_tag_column(rows)]]} for r in rows]
+
+
+# {task kind: normaliser(hub rows) -> the kind's schema}
+HUB_NORMALISERS = {
+    T.CLASSIFICATION: lambda rows: [{"text_a": r["premise"], "text_b": r["hypothesis"], "label": r["label"]}
+                                    for r in rows],
+    T.MULTIPLE_CHOICE: lambda rows: [{"premise": r["premise"], "question": r["question"],
+                                      "choices": [r["choice1"], r["choice2"]], "label": r["label"]} for r in rows],
+    T.TAGGING: _tags_hub,
+    T.QA: lambda rows: [{"id": r["id"], "context": r["context"], "question": r["question"],
+                         "answers": {"text": r["answers"]["text"], "answer_start": r["answers"]["answer_start"]}}
+                        for r in rows],
+    T.BITEXT_RETRIEVAL: lambda rows: Bitext([r["sentence1"] for r in rows], [r["sentence2"] for r in rows]),
+}
+
+
 def _normalise_hub(task: T.TaskSpec, rows):
-    if task.kind == T.CLASSIFICATION:
-        return [{"text_a": r["premise"], "text_b": r["hypothesis"], "label": r["label"]} for r in rows]
-    if task.kind == T.MULTIPLE_CHOICE:
-        return [{"premise": r["premise"], "question": r["question"], "choices": [r["choice1"], r["choice2"]],
-                 "label": r["label"]} for r in rows]
-    if task.kind == T.TAGGING:
-        names = rows.features[_tag_column(rows)].feature.names
-        return [{"tokens": r["tokens"], "tags": [names[t] for t in r[_tag_column(rows)]]} for r in rows]
-    if task.kind == T.QA:
-        return [{"id": r["id"], "context": r["context"], "question": r["question"],
-                 "answers": {"text": r["answers"]["text"], "answer_start": r["answers"]["answer_start"]}}
-                for r in rows]
-    if task.kind == T.BITEXT_RETRIEVAL:
-        return Bitext([r["sentence1"] for r in rows], [r["sentence2"] for r in rows])
-    raise StudyError(f"loading {task.name!r} from the hub is not supported yet: use --data-dir")
+    if task.kind not in HUB_NORMALISERS:
+        raise StudyError(f"loading {task.name!r} from the hub is not supported yet: use --data-dir")
+    return HUB_NORMALISERS[task.kind](rows)
 
 
 def _tag_column(rows) -> str:

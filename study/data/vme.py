@@ -20,20 +20,33 @@ from study.objective import IGNORE_INDEX
 PAIR_FIELDS = ("input_ids", "attention_mask", "labels", "start_positions", "end_positions")
 
 
-def virtual_record(task: T.TaskSpec, record: dict, synonyms: Synonyms, rng: random.Random) -> dict:
-    """One synonym-substituted copy of a record; labels stay valid (words 1:1, QA answers protected)."""
-    text = lambda s: synonyms.substitute_text(s, rng)[0] if s else s
-    if task.kind == T.CLASSIFICATION:
-        return {**record, "text_a": text(record["text_a"]), "text_b": text(record["text_b"])}
-    if task.kind == T.MULTIPLE_CHOICE:
-        return {**record, "premise": text(record["premise"]), "choices": [text(c) for c in record["choices"]]}
-    if task.kind == T.TAGGING:
-        return {**record, "tokens": synonyms.substitute_words(record["tokens"], rng)}
+def _qa_copy(record: dict, synonyms: Synonyms, rng: random.Random) -> dict:
+    """QA: the question and the context substituted, the answer spans protected and moved with the text."""
     answers = record["answers"]
     spans = [(s, s + len(t)) for s, t in zip(answers["answer_start"], answers["text"])]
     context, moved = synonyms.substitute_text(record["context"], rng, protected=spans)
-    return {**record, "question": text(record["question"]), "context": context,
+    return {**record, "question": _text(record["question"], synonyms, rng), "context": context,
             "answers": {"text": answers["text"], "answer_start": [s for s, _ in moved]}}
+
+
+def _text(text: str, synonyms: Synonyms, rng: random.Random) -> str:
+    return synonyms.substitute_text(text, rng)[0] if text else text
+
+
+# {task kind: copier(record, synonyms, rng) -> its virtual copy}
+VIRTUAL_COPIERS = {
+    T.CLASSIFICATION: lambda r, syn, rng: {**r, "text_a": _text(r["text_a"], syn, rng),
+                                           "text_b": _text(r["text_b"], syn, rng)},
+    T.MULTIPLE_CHOICE: lambda r, syn, rng: {**r, "premise": _text(r["premise"], syn, rng),
+                                            "choices": [_text(c, syn, rng) for c in r["choices"]]},
+    T.TAGGING: lambda r, syn, rng: {**r, "tokens": syn.substitute_words(r["tokens"], rng)},
+    T.QA: _qa_copy,
+}
+
+
+def virtual_record(task: T.TaskSpec, record: dict, synonyms: Synonyms, rng: random.Random) -> dict:
+    """One synonym-substituted copy of a record; labels stay valid (words 1:1, QA answers protected)."""
+    return VIRTUAL_COPIERS[task.kind](record, synonyms, rng)
 
 
 def build_pairs(task: T.TaskSpec, records: list[dict], synonyms: Synonyms, tokenizer, *, k: int, seed: int,
