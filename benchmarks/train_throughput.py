@@ -18,7 +18,7 @@ import torch
 
 from study.config import TrainConfig
 from study.ray_setup import Scaling, init_ray
-from study.train import FineTuneRun, build_trainer
+from study.worker import FineTuneRun, build_trainer
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """``python -m study.tune --model mbert``: a Ray Tune + Optuna study over the VME objective, one Ray Train run per
 trial, every trial in MLflow, resumable.
 
-Layers (as in Ray's Train-in-Tune guide): ``train_fn_per_worker`` (study.train) runs on every worker;
+Layers (as in Ray's Train-in-Tune guide): ``train_fn_per_worker`` (study.worker) runs on every worker;
 ``train_driver_fn`` below is the Tune trial, building a ``TorchTrainer`` with a stable run name and
 ``TuneReportCallback``; the ``Tuner`` wraps the driver with OptunaSearch (TPE, define-by-run from the YAML search
 space), ASHA on the English-dev metric, ``max_concurrent_trials`` from the cluster's resources, and the MLflow
@@ -35,7 +35,8 @@ from study.protocol import (
 )
 from study.ray_setup import DRIVER_RESOURCE, Scaling, check_cluster, init_ray
 from study.search_space import SearchSpace, load_search_space, split_trial_config
-from study.train import print_report_families, run_pipeline, validate
+from study.train import print_report_families
+from study.worker import run_pipeline, validate
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 DEFAULT_TRIALS = {"smoke": 4, "paper": 20}

@@ -12,10 +12,27 @@ import torch
 
 from study.config import TrainConfig
 from study.engine import make_optimizer
-from study.exactness import compare_weights, determined_share, gradient_excess, undetermined
-from study.models import checkpoint_spec, get_spec, load_model, load_tokenizer, save_model_dir
-from study.train import FineTuneRun
-from study.trim import TrimmedEmbedding, full_gradients, trim_vocabulary, untrimmed, used_token_ids
+from study.exactness import (
+    compare_weights,
+    determined_share,
+    gradient_excess,
+    undetermined,
+)
+from study.models import (
+    checkpoint_spec,
+    get_spec,
+    load_model,
+    load_tokenizer,
+    save_model_dir,
+)
+from study.trim import (
+    TrimmedEmbedding,
+    full_gradients,
+    trim_vocabulary,
+    untrimmed,
+    used_token_ids,
+)
+from study.worker import FineTuneRun
 
 TEXTS = ["The cat sat on the mat.", "Where is the station, please?"]
 UNSEEN = ["Völlig unbekannte Wörter erscheinen hier.", "Где находится вокзал?"]

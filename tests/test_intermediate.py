@@ -11,7 +11,7 @@ from study.config import TrainConfig
 from study.data import captions
 from study.errors import StudyError
 from study.ray_setup import Scaling
-from study.train import validate
+from study.worker import validate
 
 
 def _run(tmp_path, modality, steps=8, **options):
@@ -66,7 +66,7 @@ def test_stage_checkpoint_starts_the_fine_tuning(tmp_path):
                       batch_size=8, max_length=32)
     validate(cfg)
     from study.models import get_spec, load_model
-    from study.train import FineTuneRun
+    from study.worker import FineTuneRun
 
     run = FineTuneRun(cfg, 0, 1, torch.device("cpu"))
     saved = load_model(get_spec("tiny"), "base", path=str(out))

@@ -117,7 +117,7 @@ def test_the_english_rule_is_the_same_in_evaluate_worker_and_report():
 def test_the_worker_keeps_the_examples_of_the_english_dev_step(tmp_path, monkeypatch):
     """The per-example scores the report resamples are those of the step English dev selects."""
     from study.outbox import OUTBOX_ENV, get
-    from study.train import FineTuneRun, Progress
+    from study.worker import FineTuneRun, Progress
 
     monkeypatch.setenv(OUTBOX_ENV, str(tmp_path))
     run = object.__new__(FineTuneRun)  # the reporting logic alone: no model, no data
@@ -295,7 +295,8 @@ def test_the_report_and_the_mlflow_helpers_load_neither_ray_nor_the_training_loo
     """The report reads MLflow only: importing it starts no Ray, loads no training code and changes no MLflow
     client setting (the study writer's short timeouts are set when the writer makes its client)."""
     code = ("import os, sys; import study.report.page, study.report.__main__, study.mlflow_store; "
-            "print(sorted(m for m in ('ray', 'torch', 'study.train', 'study.tracking') if m in sys.modules), "
+            "loaded = ('ray', 'torch', 'study.train', 'study.worker', 'study.tracking'); "
+            "print(sorted(m for m in loaded if m in sys.modules), "
             "sorted(k for k in os.environ if k.startswith('MLFLOW_HTTP')))")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,

@@ -11,7 +11,7 @@ from study.config import TrainConfig
 from study.errors import StudyError
 from study.protocol import selection_key
 from study.ray_setup import Scaling
-from study.train import build_trainer, validate
+from study.worker import build_trainer, validate
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +85,7 @@ def test_resume_from_a_checkpoint_continues_exactly_with_dropout_on(tmp_path):
     import ray.train
     import torch
 
-    from study.train import FineTuneRun
+    from study.worker import FineTuneRun
 
     cfg = TrainConfig(**{**TOY, "max_train_examples": 48, "epochs": 2, "eval_every": 2, "max_steps": 6, "lr": 5e-4})
     saved = tmp_path / "step-2"
@@ -121,7 +121,7 @@ def test_selection_ignores_corrupted_target_labels(monkeypatch):
     from study import evaluation
     from study.data import sources
     from study.protocol import select_best
-    from study.train import FineTuneRun
+    from study.worker import FineTuneRun
 
     def run(corrupt: bool) -> list[dict]:
         original = sources.load_split
