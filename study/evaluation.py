@@ -94,7 +94,8 @@ def _label_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_s
 
 
 def _tag_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_size) -> tuple[float, dict]:
-    """Tagging: entity-level F1 (seqeval) over each word's first sub-token; units from ``metrics.tagging_units``."""
+    """Tagging: XTREME-R's seqeval F1 on the tags as given (BIO for PAN-X, raw UPOS for UD-POS) over each word's
+    first sub-token; units from ``metrics.tagging_units``; UD-POS adds ``token_accuracy`` beside it."""
     _check_head(task, model)
     predictions, gold = [], []
     for rows, inputs in _batches(features, batch_size, tokenizer):
@@ -102,11 +103,10 @@ def _tag_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_siz
             keep = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
             predictions.append([task.labels[row_logits[i]] for i in keep])
             gold.append([task.labels[labels[i]] for i in keep])
-    if task.name == "udpos":  # POS tags: every token its own entity (see metrics.pos_tags_as_entities)
-        gold = [metrics.pos_tags_as_entities(s) for s in gold]
-        predictions = [metrics.pos_tags_as_entities(s) for s in predictions]
-    return metrics.tagging_f1(gold, predictions), {"examples": len(gold),
-                                                   "units": metrics.tagging_units(gold, predictions)}
+    extra = {"examples": len(gold), "units": metrics.tagging_units(gold, predictions)}
+    if task.name == "udpos":
+        extra["token_accuracy"] = metrics.token_accuracy(gold, predictions)
+    return metrics.tagging_f1(gold, predictions), extra
 
 
 def _pad_choices(rows, tokenizer) -> dict[str, torch.Tensor]:

@@ -1,17 +1,20 @@
 """Task metrics and the XTREME-R aggregate. Pure functions over predictions; no models, no I/O.
 
-Libraries where a maintained one installs offline: scikit-learn (accuracy), seqeval (entity-level F1, as XTREME-R's
-tagging tasks use). The SQuAD v1.1 answer F1/EM and LAReQA's mAP@k are written out below from their official
-scripts, since neither script ships in any package that installs without the hub (``evaluate`` fetches its metric
-code from the hub; torchmetrics' retrieval AP drops candidates with a non-positive score, which cosine scores have).
+Libraries where a maintained one installs offline: scikit-learn (accuracy), seqeval (chunk-level F1, as XTREME-R's
+tagging tasks use, on BIO tags for PAN-X and raw UPOS tags for UD-POS). The SQuAD v1.1 answer F1/EM and LAReQA's
+mAP@k are written out below from their official scripts, since neither script ships in any package that installs
+without the hub (``evaluate`` fetches its metric code from the hub; torchmetrics' retrieval AP drops candidates
+with a non-positive score, which cosine scores have).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import re
 import statistics
 import string
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -27,16 +30,29 @@ def accuracy(labels: Sequence, predictions: Sequence) -> float:
 
 
 def tagging_f1(labels: Sequence[Sequence[str]], predictions: Sequence[Sequence[str]]) -> float:
-    """seqeval's entity-level micro F1 (BIO tags for NER; POS tags count as single-token entities)."""
+    """seqeval's micro F1 (its default, non-strict chunking) on the tags as given, as XTREME-R's ``evaluate.py``
+    scores both tagging tasks: BIO tags for PAN-X; the raw UPOS tags for UD-POS, where seqeval reads a tag's first
+    letter as its chunk prefix and the rest as its type, so a run of equal tags is one chunk (gold NOUN NOUN VERB
+    PUNCT vs predicted NOUN VERB VERB PUNCT: F1 1/3, not the token accuracy 3/4)."""
     from seqeval.metrics import f1_score
 
-    return float(f1_score([list(s) for s in labels], [list(s) for s in predictions]))
+    with _raw_tags_allowed():
+        return float(f1_score([list(s) for s in labels], [list(s) for s in predictions]))
 
 
-def pos_tags_as_entities(tags: Sequence[str]) -> list[str]:
-    """XTREME's UD-POS evaluation runs seqeval on plain POS tags; prefixing B- makes each token its own entity,
-    which is what seqeval does with tags lacking a prefix, without its warning."""
-    return [f"B-{t}" for t in tags]
+@contextlib.contextmanager
+def _raw_tags_allowed():
+    """seqeval warns once per tag that raw UPOS tags are 'not NE tags'; XTREME-R's rule uses them on purpose."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".* seems not to be NE tag", category=UserWarning)
+        yield
+
+
+def token_accuracy(labels: Sequence[Sequence[str]], predictions: Sequence[Sequence[str]]) -> float:
+    """Share of tokens whose predicted tag equals the gold tag, over all sentences (UD-POS's usual accuracy; not
+    XTREME-R's UD-POS metric, which is ``tagging_f1`` on the raw tags)."""
+    pairs = [(g, p) for gold, predicted in zip(labels, predictions) for g, p in zip(gold, predicted)]
+    return sum(g == p for g, p in pairs) / len(pairs) if pairs else 0.0
 
 
 # --- SQuAD v1.1 official evaluation (rajpurkar.github.io/SQuAD-explorer, evaluate-v1.1.py) --------------------
@@ -87,7 +103,8 @@ def tagging_units(labels: Sequence[Sequence[str]], predictions: Sequence[Sequenc
 
     units = []
     for gold, predicted in zip(labels, predictions):
-        gold_entities, predicted_entities = set(get_entities(list(gold))), set(get_entities(list(predicted)))
+        with _raw_tags_allowed():
+            gold_entities, predicted_entities = set(get_entities(list(gold))), set(get_entities(list(predicted)))
         units.append([2.0 * len(gold_entities & predicted_entities), float(len(gold_entities) +
                                                                          len(predicted_entities))])
     return units

@@ -17,10 +17,21 @@ def test_seqeval_is_entity_level():
     assert metrics.tagging_f1(gold, [["B-PER", "B-PER", "O", "B-LOC"]]) == pytest.approx(0.4)
 
 
-def test_pos_tags_score_per_token():
-    gold = [metrics.pos_tags_as_entities(["NOUN", "NOUN", "VERB", "ADP"])]
-    pred = [metrics.pos_tags_as_entities(["NOUN", "ADJ", "VERB", "ADP"])]
-    assert metrics.tagging_f1(gold, pred) == pytest.approx(0.75)  # 3 of 4 tokens
+@pytest.mark.parametrize("gold, predicted, f1, accuracy", [
+    # XTREME-R's rule (evaluate.py: seqeval f1_score on the raw UPOS tags). seqeval reads a tag's first letter as
+    # its chunk prefix and the rest as its type: NOUN -> (N, OUN); a run of equal types is one chunk.
+    # gold chunks OUN[0-1] ERB[2] UNCT[3]; predicted OUN[0] ERB[1-2] UNCT[3]: 1 match -> P = R = 1/3 -> F1 1/3
+    (["NOUN", "NOUN", "VERB", "PUNCT"], ["NOUN", "VERB", "VERB", "PUNCT"], 1 / 3, 3 / 4),
+    # gold OUN[0-1] ERB[2] DP[3]; predicted OUN[0] DJ[1] ERB[2] DP[3]: 2 matches -> P = 2/4, R = 2/3 -> F1 4/7
+    (["NOUN", "NOUN", "VERB", "ADP"], ["NOUN", "ADJ", "VERB", "ADP"], 4 / 7, 3 / 4),
+    # ADP and ADV share the prefix A but not the type (DP, DV): gold has 2 chunks, predicted ADP ADP has 1 -> F1 0
+    (["ADP", "ADV"], ["ADP", "ADP"], 0.0, 1 / 2),
+])
+def test_pos_tags_score_by_xtreme_rs_rule_and_token_accuracy_beside_it(gold, predicted, f1, accuracy):
+    assert metrics.tagging_f1([gold], [predicted]) == pytest.approx(f1)
+    (numerator, denominator), = metrics.tagging_units([gold], [predicted])
+    assert numerator / denominator == pytest.approx(f1)  # the report's bootstrap units give the same number
+    assert metrics.token_accuracy([gold], [predicted]) == pytest.approx(accuracy)
 
 
 def test_squad_normalisation_and_scores():
