@@ -77,10 +77,15 @@ def _answer_f1(prediction: str, truth: str) -> float:
 
 def squad_question_scores(predictions: Mapping[str, str],
                           answers: Mapping[str, Sequence[str]]) -> dict[str, tuple[float, float]]:
-    """Per question: (F1, exact match), each the max over the gold answers (a missing prediction scores 0)."""
+    """Per question: (F1, exact match), each the max over the gold answers. A question without a prediction scores
+    (0, 0), as in the official script (which counts it and adds nothing), also when its gold answer normalises to
+    an empty string."""
     scores = {}
     for qid, truths in answers.items():
-        prediction = predictions.get(qid, "")
+        if qid not in predictions:
+            scores[qid] = (0.0, 0.0)
+            continue
+        prediction = predictions[qid]
         scores[qid] = (max(_answer_f1(prediction, t) for t in truths),
                        max(float(normalize_answer(prediction) == normalize_answer(t)) for t in truths))
     return scores

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -100,6 +101,48 @@ def test_malformed_files_name_file_and_line(tmp_path):
         load_split(T.TASKS["udpos"], "test", "de", tmp_path)
     with pytest.raises(StudyError, match=r"missing data file .*xquad.de.json"):
         load_split(T.TASKS["xquad"], "test", "de", tmp_path)
+
+
+SQUAD_ONE = {"data": [{"paragraphs": [{"context": "Paris is big.", "qas": [
+    {"id": "q1", "question": "Which?", "answers": [{"text": "Paris", "answer_start": 0}]}]}]}]}
+
+
+def test_release_files_are_read_as_released(tmp_path):
+    """#16 items 10, 11, 13: the files as the benchmarks ship them."""
+    # XNLI-MT's English training file spells the label "contradictory"
+    (tmp_path / "xnli").mkdir()
+    (tmp_path / "xnli/multinli.train.en.tsv").write_text(
+        "premise\thypo\tlabel\nA man.\tNo one.\tcontradictory\nA man.\tA person.\tentailment\n")
+    rows = load_split(T.TASKS["xnli"], "train", "en", tmp_path)
+    labels = T.TASKS["xnli"].labels
+    assert [labels[r["label"]] for r in rows] == ["contradiction", "entailment"]
+    # PAN-X: only the "<lang>:" prefix of the language being read is removed
+    (tmp_path / "panx/de").mkdir(parents=True)
+    (tmp_path / "panx/de/test").write_text("de:Um\tO\nde:10:30\tO\nde::\tO\nde:Re:\tO\nde:Berlin\tB-LOC\n\n"
+                                           "10:30\tO\n:\tO\nRe:\tO\n")
+    sentences = load_split(T.TASKS["panx"], "test", "de", tmp_path)
+    assert [r["tokens"] for r in sentences] == [["Um", "10:30", ":", "Re:", "Berlin"], ["10:30", ":", "Re:"]]
+    # TyDiQA-GoldP: the upstream file names (language names, v1.1 folder) as well as ISO codes
+    (tmp_path / "tydiqa/tydiqa-goldp-v1.1-dev").mkdir(parents=True)
+    (tmp_path / "tydiqa/tydiqa-goldp-v1.1-dev/tydiqa-goldp-dev-arabic.json").write_text(json.dumps(SQUAD_ONE))
+    assert [r["id"] for r in load_split(T.TASKS["tydiqa"], "test", "ar", tmp_path)] == ["q1"]
+    (tmp_path / "tydiqa/tydiqa-goldp-dev-sw.json").write_text(json.dumps(SQUAD_ONE))
+    assert len(load_split(T.TASKS["tydiqa"], "test", "sw", tmp_path)) == 1
+    with pytest.raises(StudyError, match=r"expected one of tydiqa/tydiqa-goldp-dev-fi.json, .*finnish.json"):
+        load_split(T.TASKS["tydiqa"], "test", "fi", tmp_path)
+
+
+def test_lareqa_answer_at_a_sentence_break_belongs_to_the_sentence_starting_there():
+    """#16 item 12: sentences are half-open [start, end), as XTREME's LAReQA code reads them."""
+    from study.data.sources import _xquad_r_language
+
+    context = "他出生于巴黎。他的专利很多。"
+    data = {"data": [{"paragraphs": [{"context": context, "sentences": ["他出生于巴黎。", "他的专利很多。"],
+                                      "sentence_breaks": [[0, 7], [7, 14]],
+                                      "qas": [{"id": "q", "question": "专利?",
+                                               "answers": [{"text": "他的专利很多", "answer_start": 7}]}]}]}]}
+    candidates, questions = _xquad_r_language(data, Path("zh.json"))
+    assert questions["q"] == ("专利?", 1) and candidates[1].startswith("他的专利")
 
 
 def test_unknown_task_language_and_split_errors(tmp_path):

@@ -44,6 +44,14 @@ def test_squad_normalisation_and_scores():
     assert scores["f1_em"] == pytest.approx((scores["f1"] + scores["exact_match"]) / 2)
 
 
+def test_a_question_without_a_prediction_scores_zero():
+    # official SQuAD v1.1 rule: the question counts in the mean and adds nothing; before, a missing prediction
+    # became "" and matched a gold answer that normalises to "" (here ".") with EM 1
+    answers = {"q1": ["."], "q2": ["Paris"]}
+    assert metrics.squad_question_scores({"q2": "paris"}, answers) == {"q1": (0.0, 0.0), "q2": (1.0, 1.0)}
+    assert metrics.squad_scores({"q2": "paris"}, answers)["exact_match"] == pytest.approx(0.5)
+
+
 def test_average_precision_at_k():
     # hits at ranks 1 and 3 of 2 relevant: (1/1 + 2/3) / 2
     assert metrics.average_precision_at_k({7, 9}, [7, 1, 9, 4], k=20) == pytest.approx((1 + 2 / 3) / 2)

@@ -118,8 +118,9 @@ def _conllu_records(path: Path) -> list[dict]:
     return records
 
 
-def _conll_records(path: Path) -> list[dict]:
-    """"token<TAB>tag" lines (PAN-X), tokens optionally prefixed "lang:"."""
+def _conll_records(path: Path, language: str) -> list[dict]:
+    """"token<TAB>tag" lines (PAN-X). XTREME's files prefix every token with its language ("de:Berlin"); only that
+    prefix is removed, so tokens such as "10:30", ":" or "Re:" stay as they are."""
     records, tokens, tags = [], [], []
     with _open_text(path) as handle:
         for number, line in enumerate(handle, start=1):
@@ -132,7 +133,7 @@ def _conll_records(path: Path) -> list[dict]:
             parts = line.split("\t")
             if len(parts) < 2:
                 raise StudyError(f"malformed tagging line in {path}, line {number}: expected token<TAB>tag")
-            token = parts[0].split(":", 1)[1] if ":" in parts[0][:4] else parts[0]
+            token = parts[0].removeprefix(f"{language}:")
             tokens.append(token)
             tags.append(parts[-1])
     if tokens:
@@ -147,6 +148,9 @@ def _udpos_file(data_dir: Path, lang: str, split: str) -> list[Path]:
     return [f.with_suffix("") if f.suffix == ".gz" else f for f in files]
 
 
+XNLI_LABEL_ALIASES = {"contradictory": "contradiction"}  # the XNLI-MT English training file's spelling
+
+
 def _xnli_records(path: Path, language: str | None) -> list[dict]:
     labels = {name: i for i, name in enumerate(T.TASKS["xnli"].labels)}
     with _open_text(path) as handle:
@@ -156,6 +160,7 @@ def _xnli_records(path: Path, language: str | None) -> list[dict]:
             if language and row.get("language") != language:
                 continue
             label = row.get("gold_label") or row.get("label")
+            label = XNLI_LABEL_ALIASES.get(label, label)
             if label not in labels:
                 raise StudyError(f"bad label {label!r} in {path}, line {number}: expected one of {list(labels)}")
             rows.append({"text_a": row.get("sentence1") or row.get("premise"),
@@ -184,13 +189,25 @@ def _xcopa_local(task: T.TaskSpec, split: str, lang: str, root: Path) -> list[di
              "label": int(r["label"])} for r in _read_jsonl(path)]
 
 
-QA_TEST_FILES = {"xquad": "xquad/xquad.{lang}.json", "mlqa": "mlqa/test/test-context-{lang}-question-{lang}.json",
-                 "tydiqa": "tydiqa/tydiqa-goldp-dev-{lang}.json"}  # under --data-dir; train/dev: SQuAD v1.1
+# under --data-dir, the first that exists; {name}: the language's English name in lower case (TyDiQA's upstream files)
+QA_TEST_FILES = {"xquad": ("xquad/xquad.{lang}.json",),
+                 "mlqa": ("mlqa/test/test-context-{lang}-question-{lang}.json",),
+                 "tydiqa": ("tydiqa/tydiqa-goldp-dev-{lang}.json",
+                            "tydiqa/tydiqa-goldp-v1.1-dev/tydiqa-goldp-dev-{name}.json",
+                            "tydiqa/tydiqa-goldp-dev-{name}.json")}
 
 
 def _qa_local(task: T.TaskSpec, split: str, lang: str, root: Path) -> list[dict]:
-    path = root / "squad" / f"{split}-v1.1.json" if split in ("train", "dev") \
-        else root / QA_TEST_FILES[task.name].format(lang=lang)
+    if split in ("train", "dev"):  # SQuAD v1.1
+        path = root / "squad" / f"{split}-v1.1.json"
+    else:
+        name = get_language(lang).name.lower()
+        names = [pattern.format(lang=lang, name=name) for pattern in QA_TEST_FILES[task.name]]
+        found = [root / n for n in names if (root / n).is_file() or (root / f"{n}.gz").is_file()]
+        if not found:
+            raise StudyError(f"missing data file for {task.name} {lang} under {root}: expected one of "
+                             f"{', '.join(names)} (or .gz); see the --data-dir layout in the README")
+        path = found[0]
     return _squad_records(_read_json(path), path)
 
 
@@ -208,7 +225,7 @@ LOCAL_READERS = {
     "lareqa": lambda task, split, lang, root: _lareqa_ranking(root, lang),
     "mewslix": lambda task, split, lang, root: _mewslix_ranking(root / "mewslix", lang),
     "udpos": lambda task, split, lang, root: [r for f in _udpos_file(root, lang, split) for r in _conllu_records(f)],
-    "panx": lambda task, split, lang, root: _conll_records(root / "panx" / lang / split),
+    "panx": lambda task, split, lang, root: _conll_records(root / "panx" / lang / split, lang),
     "xnli": _xnli_local,
 }
 
@@ -231,7 +248,9 @@ def _xquad_r_language(data: dict, path: Path) -> tuple[list[str], dict[str, tupl
                 breaks = paragraph["sentence_breaks"]
                 for qa in paragraph["qas"]:
                     start = qa["answers"][0]["answer_start"]
-                    index = next((i for i, (s, e) in enumerate(breaks) if s <= start <= e), len(breaks) - 1)
+                    # half-open [start, end) sentences, as XTREME's LAReQA code: an answer at a break belongs to
+                    # the sentence that starts there
+                    index = next((i for i, (s, e) in enumerate(breaks) if s <= start < e), len(breaks) - 1)
                     questions[qa["id"]] = (qa["question"], offset + index)
     except (KeyError, TypeError, IndexError) as err:
         raise StudyError(f"{path} is not in XQuAD-R format (missing {err})") from None
