@@ -48,6 +48,12 @@ def target_average_key(metric: str) -> str:
     return language_key(metric, TARGET_AVERAGE)
 
 
+def all_languages_key(metric: str) -> str:
+    """``all_languages/<metric>``: the mean over every tested language, English included — XTREME-R's per-task
+    averaging, hence its task score when every language of an XTREME-R task is tested under its protocol."""
+    return f"all_languages/{metric}"
+
+
 def gap_key(metric: str) -> str:
     """``gap_to_en/<metric>``: the English reference score minus the target average."""
     return f"gap_to_en/{metric}"
@@ -104,10 +110,12 @@ def english_reference(tests: Mapping[str, float], english_dev: float) -> float:
 
 
 def evaluation_metrics(metric: str, tests: Mapping[str, float], english_dev: float) -> dict[str, float]:
-    """The score keys of one evaluation: per-language tests, the target average, the gap to English and the family
-    and script means (``<by>/<metric>/<group>``). The gap is NaN-free: 0.0 when no target was tested."""
+    """The score keys of one evaluation: per-language tests, the target average, the mean over all tested languages
+    (English included), the gap to English and the family and script means (``<by>/<metric>/<group>``). The gap is
+    NaN-free: 0.0 when no target was tested."""
     average = target_mean(tests)
     out = {target_average_key(metric): average,
+           all_languages_key(metric): statistics.fmean(tests.values()) if tests else math.nan,
            gap_key(metric): english_reference(tests, english_dev) - average if not math.isnan(average) else 0.0}
     out.update({language_key(metric, lang): score for lang, score in tests.items()})
     for by in GROUPINGS_REPORTED:

@@ -87,6 +87,7 @@ def test_english_is_the_source_never_a_target():
     assert target_group_means(tests, "family") == pytest.approx({"Indo-European": 0.6, "Japonic": 0.3})
     report = evaluation_metrics(METRIC, tests, english_dev=0.8)
     assert report["test/accuracy/avg"] == pytest.approx(0.5)
+    assert report["all_languages/accuracy"] == pytest.approx(0.6)  # XTREME-R's per-task mean: English included
     assert report["gap_to_en/accuracy"] == pytest.approx(0.4)  # English test, not English dev
     assert report["family/accuracy/Indo-European"] == pytest.approx(0.6)
     # English untested: the gap is measured from English dev; English alone has no target mean and no groups
