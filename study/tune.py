@@ -262,8 +262,7 @@ def build_tuner(settings: StudySettings, scaling: Scaling, max_concurrent: int, 
     space: SearchSpace = settings.space
     metric = selection_key(settings.task.metric)
     constants = {"base": settings.base.to_dict(), "stage": settings.stage, "scaling": scaling.__dict__,
-                 "storage": settings.storage,
-                 "study": settings.name, "mlflow": {"uri": settings.uri, "experiment": settings.experiment}}
+                 "storage": settings.storage, "study": settings.name}
 
     modality = next((p for p in space.params if p.name == "modality"), None)
     first = [{"modality": m} for m in modality.choices] if modality else None  # every modality in the first trials
