@@ -6,7 +6,6 @@ kinds need a model with a fine-tuned head of the right type.
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from study.data.features import encode_records
 from study.data.sources import Bitext, RankingSet, load_split, subsample
 from study.errors import StudyError
 from study.objective import IGNORE_INDEX, masked_mean
-from study.protocol import SOURCE_LANGUAGE, target_group_means, target_mean
+from study.protocol import SOURCE_LANGUAGE, all_languages_mean, target_group_means, target_mean
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 MAX_ANSWER_TOKENS = 30
@@ -191,4 +190,4 @@ def summarise_languages(per_language: dict[str, float]) -> dict:
             "per_script": target_group_means(per_language, "script"),
             "target_average": target_mean(per_language),
             "english": per_language.get(SOURCE_LANGUAGE),
-            "average": statistics.fmean(per_language.values())}
+            "average": all_languages_mean(per_language)}

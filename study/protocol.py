@@ -19,18 +19,16 @@ import json
 import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TypeVar
 
 SOURCE_LANGUAGE = "en"  # the only training and selection language
 
 # --- metric keys: "<namespace>/<metric>/<name>" ---------------------------------------------------------------------
 
+ENGLISH_DEV = "dev_en"  # the namespace of English dev scores, and the English dev entry of the per-example units
 TARGET_AVERAGE = "avg"  # the name of the target average inside the test namespace: test/<metric>/avg
 GROUPINGS_REPORTED = ("family", "script")  # the group means every evaluation report carries
-
-
-ENGLISH_DEV = "dev_en"  # the namespace of English dev scores, and the English dev entry of the per-example units
 
 
 def selection_key(metric: str) -> str:
@@ -96,6 +94,11 @@ def target_mean(scores: Mapping[str, float]) -> float:
     return statistics.fmean(targets.values()) if targets else math.nan
 
 
+def all_languages_mean(scores: Mapping[str, float]) -> float:
+    """Mean over every language, English included (XTREME-R's per-task averaging); NaN when there are none."""
+    return statistics.fmean(scores.values()) if scores else math.nan
+
+
 def target_group_means(scores: Mapping[str, float], by: str) -> dict[str, float]:
     """{group: mean over the group's non-English languages} for by = family, branch or script; a group with English
     alone has no entry. Raises StudyError for an unknown grouping or language."""
@@ -115,7 +118,7 @@ def evaluation_metrics(metric: str, tests: Mapping[str, float], english_dev: flo
     NaN-free: 0.0 when no target was tested."""
     average = target_mean(tests)
     out = {target_average_key(metric): average,
-           all_languages_key(metric): statistics.fmean(tests.values()) if tests else math.nan,
+           all_languages_key(metric): all_languages_mean(tests),
            gap_key(metric): english_reference(tests, english_dev) - average if not math.isnan(average) else 0.0}
     out.update({language_key(metric, lang): score for lang, score in tests.items()})
     for by in GROUPINGS_REPORTED:
@@ -154,6 +157,7 @@ BEST_PER_LANGUAGE_ARTIFACT = "best_per_language.csv"  # the study's best trial, 
 STAGE_ARTIFACT = "stage.json"  # a trial's intermediate stage: its metadata (losses, probe, data, vision tower)
 STAGE_RECORD = "intermediate_stage.json"  # what a trial driver leaves in its outbox about its stage (StageResult)
 
+
 @dataclass(frozen=True)
 class StageResult:
     """What an intermediate stage gave a trial: its encoder directory, its metadata (``stage.json``: losses, probe
@@ -166,7 +170,7 @@ class StageResult:
 
     def to_json(self) -> bytes:
         """UTF-8 JSON of the three fields."""
-        return json.dumps({"directory": self.directory, "meta": self.meta, "cache_hit": self.cache_hit}).encode()
+        return json.dumps(asdict(self)).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> StageResult:

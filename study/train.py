@@ -14,7 +14,6 @@ from study.errors import StudyError, run_cli
 from study.protocol import (
     DEFAULT_MODALITY,
     MODALITIES,
-    STAGE_MODALITIES,
     gap_key,
     group_scores_of,
     language_scores,
@@ -48,13 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("--modality", choices=MODALITIES, default=DEFAULT_MODALITY,
                        help="none, or an English image-caption stage before fine-tuning: text (a second caption) or "
                        "multimodal (the image)")
-    defaults = StageConfig(model="unused", modality=STAGE_MODALITIES[0])
-    stage.add_argument("--intermediate-steps", type=int, help=f"stage steps (default {defaults.steps})")
-    stage.add_argument("--intermediate-lr", type=float, help=f"stage backbone learning rate (default {defaults.lr})")
+    defaults = {f.name: f.default for f in fields(StageConfig)}
+    stage.add_argument("--intermediate-steps", type=int, help=f"stage steps (default {defaults['steps']})")
+    stage.add_argument("--intermediate-lr", type=float, help=f"stage backbone learning rate (default {defaults['lr']})")
     stage.add_argument("--vision-train", choices=VISION_TRAIN, help="multimodal: which part of a pretrained vision "
-                       f"tower trains (default {defaults.vision_train})")
+                       f"tower trains (default {defaults['vision_train']})")
     stage.add_argument("--vision-lr", type=float,
-                       help=f"multimodal: vision learning rate (default {defaults.vision_lr})")
+                       help=f"multimodal: vision learning rate (default {defaults['vision_lr']})")
     stage.add_argument("--intermediate-data", help="image-caption data (default: emoji for offline stand-ins, "
                        "Flickr30k otherwise)")
     stage.add_argument("--vision-tower", help="multimodal: scratch or a CLIP vision model (default: scratch for "
@@ -100,10 +99,9 @@ def _stage_of(args, cfg: TrainConfig):
         raise StudyError("--init-checkpoint and --modality both choose the encoder to start from: pass one of them")
     from study.intermediate import stage_config, stage_data, stage_sources
     from study.models import get_spec
+    from study.search_space import STAGE_PARAMS
 
-    searched = {"modality": args.modality, **{name: getattr(args, name) for name in
-                                              ("intermediate_steps", "intermediate_lr", "vision_train", "vision_lr")
-                                              if getattr(args, name) is not None}}
+    searched = {name: getattr(args, name) for name in STAGE_PARAMS if getattr(args, name) is not None}
     stage = stage_config(cfg.model, cfg.seed, searched,
                          stage_sources(get_spec(cfg.model).offline_stand_in, args.intermediate_data, args.vision_tower))
     stage_data(stage)

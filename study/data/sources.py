@@ -56,13 +56,17 @@ class RankingSet:
 # --- file helpers ---------------------------------------------------------------------------------------------
 
 
+def _on_disk(path: Path) -> Path | None:
+    """``path``, or else ``path.gz``, whichever is a file; None when neither is."""
+    return next((c for c in (path, path.with_name(path.name + ".gz")) if c.is_file()), None)
+
+
 def _open_text(path: Path):
     """Open ``path`` or ``path.gz`` as UTF-8 text; a missing file is a clear error."""
-    for candidate in (path, path.with_name(path.name + ".gz")):
-        if candidate.is_file():
-            return gzip.open(candidate, "rt", encoding="utf-8") if candidate.suffix == ".gz" else \
-                open(candidate, encoding="utf-8")
-    raise StudyError(f"missing data file {path} (or {path.name}.gz); see the --data-dir layout in the README")
+    found = _on_disk(path)
+    if found is None:
+        raise StudyError(f"missing data file {path} (or {path.name}.gz); see the --data-dir layout in the README")
+    return gzip.open(found, "rt", encoding="utf-8") if found.suffix == ".gz" else open(found, encoding="utf-8")
 
 
 def _read_json(path: Path):
@@ -203,7 +207,7 @@ def _qa_local(task: T.TaskSpec, split: str, lang: str, root: Path) -> list[dict]
     else:
         name = get_language(lang).name.lower()
         names = [pattern.format(lang=lang, name=name) for pattern in QA_TEST_FILES[task.name]]
-        found = [root / n for n in names if (root / n).is_file() or (root / f"{n}.gz").is_file()]
+        found = [root / n for n in names if _on_disk(root / n)]
         if not found:
             raise StudyError(f"missing data file for {task.name} {lang} under {root}: expected one of "
                              f"{', '.join(names)} (or .gz); see the --data-dir layout in the README")
