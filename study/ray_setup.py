@@ -8,11 +8,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from study.errors import StudyError
-from study.fault_hooks import HOOK_ENVS
 
 DRIVER_RESOURCE = "study_driver"  # head-only on a cluster: trial drivers never land on (spot) GPU workers
 THREADS_ENV = "STUDY_TORCH_THREADS"  # torch threads of each worker process
-FORWARDED_ENV = (*HOOK_ENVS, "STUDY_CACHE_DIR", "HF_HOME", "HF_HUB_OFFLINE")  # passed on to workers when set
+FORWARDED_ENV = ("STUDY_CACHE_DIR", "HF_HOME", "HF_HUB_OFFLINE")  # passed on to workers when set
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class Scaling:
 
 
 def worker_env(threads: int) -> dict:
-    """Environment for workers: torch threads, and (when set here) the cache, hub and test-hook variables."""
+    """Environment for workers: torch threads, and (when set here) the cache and hub variables."""
     # Train V2 patches print() into its logger, which shows every line twice and breaks libraries that capture
     # stdout (dill, under datasets, then dumps bytecode); plain prints go to the driver through Ray's log stream.
     env = {THREADS_ENV: str(threads), "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}

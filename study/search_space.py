@@ -28,7 +28,8 @@ from pathlib import Path
 
 from study.config import TrainConfig
 from study.errors import StudyError
-from study.protocol import DEFAULT_MODALITY, MODALITIES
+from study.protocol import MODALITIES
+from study.trial import STAGE_SECTION, TRAIN_SECTION
 
 # see study.intermediate
 STAGE_PARAMS = {"modality", "intermediate_steps", "intermediate_lr", "vision_lr", "vision_train"}
@@ -56,13 +57,19 @@ class Param:
         """True when every ``when`` parent has been sampled with one of its allowed values."""
         return all(sampled.get(parent) in allowed for parent, allowed in self.when)
 
+    @property
+    def tune_name(self) -> str:
+        """The name Optuna gives it: ``<section>/<name>``, which puts the value in its section of the trial config
+        (``study.trial``)."""
+        return f"{STAGE_SECTION if self.name in STAGE_PARAMS else TRAIN_SECTION}/{self.name}"
+
     def suggest(self, trial):
         """Sample the parameter from an Optuna trial (suggest_float, suggest_int or suggest_categorical)."""
         if self.type == "float":
-            return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+            return trial.suggest_float(self.tune_name, self.low, self.high, log=self.log)
         if self.type == "int":
-            return trial.suggest_int(self.name, int(self.low), int(self.high), step=self.step or 1, log=self.log)
-        return trial.suggest_categorical(self.name, list(self.choices))
+            return trial.suggest_int(self.tune_name, int(self.low), int(self.high), step=self.step or 1, log=self.log)
+        return trial.suggest_categorical(self.tune_name, list(self.choices))
 
 
 @dataclass(frozen=True)
@@ -78,12 +85,14 @@ class SearchSpace:
     sha256: str
     files: tuple[Path, ...] = ()
 
-    def define_by_run(self, trial) -> None:
-        """Optuna define-by-run: suggest each active parameter in file order; returns no constants."""
+    def define_by_run(self, trial) -> dict:
+        """Optuna define-by-run: suggest each active parameter in file order (Optuna names them ``tune_name``);
+        returns the sampled values by their search-space names."""
         sampled: dict = {}
         for param in self.params:
             if param.active(sampled):
                 sampled[param.name] = param.suggest(trial)
+        return sampled
 
     def preset(self, name: str) -> dict:
         """A copy of the preset's fixed training settings; StudyError when the file does not define it."""
@@ -236,11 +245,3 @@ def load_search_space(path: str | Path) -> SearchSpace:
     return SearchSpace(path, str(data["model"]), str(data["task"]), seed, tuple(params.values()),
                        {k: dict(v or {}) for k, v in presets.items()}, hashlib.sha256(raw).hexdigest(),
                        (path, base_path) if base_path else (path,))
-
-
-def split_trial_config(config: dict) -> tuple[dict, dict]:
-    """A trial's config -> (training options: base merged with searched ones, intermediate-stage options)."""
-    train = {**config["base"], **{k: v for k, v in config.items() if k in TRAIN_PARAMS}}
-    stage = {k: v for k, v in config.items() if k in STAGE_PARAMS}
-    stage.setdefault("modality", DEFAULT_MODALITY)
-    return train, stage

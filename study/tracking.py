@@ -25,7 +25,6 @@ from study.mlflow_store import PARENT_TAG, client, experiment_id, safe_key
 from study.outbox import delete, get, outbox_location, outbox_take, put
 from study.protocol import (
     BEST_PER_LANGUAGE_ARTIFACT,
-    DEFAULT_MODALITY,
     PER_LANGUAGE_ARTIFACT,
     RUN_KIND_TAG,
     SELECTED_STEP_TAG,
@@ -37,7 +36,7 @@ from study.protocol import (
     improves,
     language_scores,
 )
-from study.search_space import split_trial_config
+from study.trial import TrialConfig
 
 
 def start_parent_run(uri: str, experiment: str, study_name: str, params: dict, tags: dict,
@@ -84,17 +83,6 @@ def per_language_csv(result: dict, metric: str) -> str:
         lang = get_language(code)
         writer.writerow([lang.code, lang.name, lang.family, lang.branch, lang.script, f"{value:.6f}"])
     return out.getvalue()
-
-
-def flatten(config: dict, prefix: str = "") -> dict:
-    """A nested dict as one level with dotted keys: ``{'a': {'b': 1}}`` -> ``{'a.b': 1}``."""
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 # --- buffered writes: MLflow down for a while loses nothing ----------------------------------------------------
@@ -245,12 +233,10 @@ class MLflowTrialCallback(Callback):
     def _ensure_run(self, trial) -> None:
         if trial.trial_id in self._started:
             return
-        config = trial.config
+        config = TrialConfig.from_tune(trial.config)
         tags = {RUN_KIND_TAG: TRIAL_RUN, **self.tags, PARENT_TAG: self.writer.parent_run_id,
-                "trial_id": trial.trial_id, "trial_name": str(trial),
-                "modality": str(config.get("modality", DEFAULT_MODALITY))}
-        train, stage = split_trial_config(config)  # the effective values, not base + overrides
-        params = {**train, **stage, **flatten(config.get("scaling", {}), "scaling.")}
+                "trial_id": trial.trial_id, "trial_name": str(trial), "modality": config.modality}
+        params = config.params()  # the effective values, not base + overrides
         self.writer.send(trial.trial_id, "create", {"name": str(trial), "tags": tags, "params": params})
         self._started.add(trial.trial_id)
 

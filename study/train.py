@@ -11,6 +11,7 @@ from pathlib import Path
 
 from study.config import TrainConfig
 from study.errors import StudyError, run_cli
+from study.fault_hooks import FaultHooks
 from study.protocol import (
     DEFAULT_MODALITY,
     MODALITIES,
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             parser.add_argument(flag, type=cli_type(option), default=option.default,
                                 help=f"{help_text} (default: {option.default})")
+    FaultHooks.add_flag(parser)
     return parser
 
 
@@ -83,7 +85,7 @@ def main(argv=None) -> int:
         print(f"[train] intermediate stage ({stage.modality}): {result.directory}"
               f"{' (cached)' if result.cache_hit else ''}; fine-tuning starts from it", file=sys.stderr, flush=True)
 
-    result = run_pipeline(cfg, stage, scaling, args.storage, name, on_stage=print_stage)
+    result = run_pipeline(cfg, stage, scaling, args.storage, name, on_stage=print_stage, faults=args.inject_faults)
     if result.error:
         raise StudyError(f"training failed: {result.error}")
     print_summary(cfg, result)

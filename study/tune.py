@@ -22,6 +22,7 @@ from pathlib import Path
 from study.config import TrainConfig
 from study.data.captions import FLICKR30K
 from study.errors import StudyError, run_cli
+from study.fault_hooks import FaultHooks
 from study.intermediate import CLIP_TOWER, stage_sources
 from study.protocol import (
     DEFAULT_MODALITY,
@@ -34,8 +35,9 @@ from study.protocol import (
     target_average_key,
 )
 from study.ray_setup import DRIVER_RESOURCE, Scaling, check_cluster, init_ray
-from study.search_space import SearchSpace, load_search_space, split_trial_config
+from study.search_space import SearchSpace, load_search_space
 from study.train import print_report_families
+from study.trial import TrialConfig, tune_constants, with_seed
 from study.worker import run_pipeline, validate
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -56,21 +58,17 @@ def train_driver_fn(config: dict) -> None:
 
     from study.outbox import OUTBOX_ENV, outbox_location, put
 
-    train, stage = split_trial_config(config)
+    trial = TrialConfig.from_tune(config)
     trial_id = ray.tune.get_context().get_trial_id()
-    outbox = outbox_location(config["storage"], config["study"], trial_id)  # what the MLflow callback will log
+    outbox = outbox_location(trial.storage, trial.study, trial_id)  # what the MLflow callback will log
 
     def record_stage(result) -> None:  # the MLflow callback logs it when the trial ends
         put(outbox, STAGE_RECORD, result.to_json())
 
-    stage_cfg = None
-    if stage["modality"] != DEFAULT_MODALITY:
-        from study.intermediate import stage_config
-
-        stage_cfg = stage_config(train["model"], train["seed"], stage, config.get("stage"))
-    run_pipeline(TrainConfig.from_dict(train), stage_cfg, Scaling(**config["scaling"]), config["storage"],
-                 name=f"{config['study']}-trial-{trial_id}",  # stable across restarts: no timestamps
-                 callbacks=[TuneReportCallback()], env={OUTBOX_ENV: outbox}, on_stage=record_stage)
+    run_pipeline(trial.train, trial.stage_config(), trial.scaling, trial.storage,
+                 name=f"{trial.study}-trial-{trial_id}",  # stable across restarts: no timestamps
+                 callbacks=[TuneReportCallback()], env={OUTBOX_ENV: outbox}, on_stage=record_stage,
+                 faults=trial.faults)
 
 
 # --- [3] the study -------------------------------------------------------------------------------------------
@@ -111,6 +109,7 @@ def parse_args(argv):
     parser.add_argument("--vision-tower", help="multimodal stage's vision tower: scratch (a small CNN trained from "
                         f"scratch) or a CLIP vision model id/directory (default: scratch for offline stand-ins, "
                         f"{CLIP_TOWER} otherwise)")
+    FaultHooks.add_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -129,6 +128,7 @@ class StudySettings:
     uri: str  # MLflow tracking URI
     experiment: str  # MLflow experiment
     stage: dict  # the intermediate stage's fixed data and vision tower (intermediate.stage_sources)
+    faults: FaultHooks = FaultHooks()  # the tests' fault injection (--inject-faults); none otherwise
 
 
 def resolve(args) -> StudySettings:
@@ -169,7 +169,7 @@ def resolve(args) -> StudySettings:
     check_server(uri)
     stage = resolve_stage(args, spec, space)
     return StudySettings(space, spec, task, preset, base, trials, storage, name, uri,
-                         args.experiment or f"vme-{task.suite}", stage)
+                         args.experiment or f"vme-{task.suite}", stage, args.inject_faults)
 
 
 def resolve_stage(args, spec, space: SearchSpace) -> dict:
@@ -261,11 +261,12 @@ def build_tuner(settings: StudySettings, scaling: Scaling, max_concurrent: int, 
 
     space: SearchSpace = settings.space
     metric = selection_key(settings.task.metric)
-    constants = {"base": settings.base.to_dict(), "stage": settings.stage, "scaling": scaling.__dict__,
-                 "storage": settings.storage, "study": settings.name}
+    constants = tune_constants(settings.base, settings.stage, scaling, settings.storage, settings.name,
+                               settings.faults)
 
     modality = next((p for p in space.params if p.name == "modality"), None)
-    first = [{"modality": m} for m in modality.choices] if modality else None  # every modality in the first trials
+    # every modality among the first trials
+    first = [{modality.tune_name: m} for m in modality.choices] if modality else None
     searcher = OptunaSearch(space=DefineByRun(space, constants), metric=metric, mode="max", points_to_evaluate=first,
                             sampler=optuna.samplers.TPESampler(seed=space.seed, multivariate=True, constant_liar=True))
     return ray.tune.Tuner(
@@ -328,7 +329,8 @@ def _run(args, settings: StudySettings) -> int:
         end_parent_run(settings.uri, parent, {"failed_trials": len(results)}, None)
         raise StudyError(f"no trial of study {settings.name!r} finished; see the errors above")
     best, best_report = best_trial(finished, metric)
-    summary = {f"best/{k}": v for k, v in best_report.items() if isinstance(v, (int, float)) and "/" in k}
+    summary = {f"best/{k}": v for k, v in best_report.items()  # metrics only: Tune adds the config as config/...
+               if isinstance(v, (int, float)) and "/" in k and not k.startswith("config/")}
     summary.update({"trials_finished": len(finished), "trials_failed": len(results) - len(finished)})
     if args.seeds:
         summary.update(_repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent, study_path))
@@ -377,17 +379,18 @@ def _repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent
     import ray.tune
 
     key = selection_key(settings.task.metric)
-    base_seed = best.config["base"]["seed"]
+    base_seed = TrialConfig.from_tune(best.config).train.seed
     seeds = [base_seed + i for i in range(1, args.seeds + 1)]
     path = f"{study_path}-seeds"
     callback.tags = {**callback.tags, RUN_KIND_TAG: SEED_REPEAT_RUN, "repeat_of": Path(best.path).name}
     if args.resume and Path(path).exists():
         tuner = ray.tune.Tuner.restore(path, trainable=trainable)
     else:
-        config = {**best.config, "base": {**best.config["base"], "seed": ray.tune.grid_search(seeds)}}
-        tuner = ray.tune.Tuner(trainable, param_space=config, tune_config=ray.tune.TuneConfig(
-            metric=key, mode="max", max_concurrent_trials=max_concurrent), run_config=ray.tune.RunConfig(
-            name=Path(path).name, storage_path=settings.storage, callbacks=[callback], verbose=1))
+        tuner = ray.tune.Tuner(
+            trainable, param_space=with_seed(best.config, ray.tune.grid_search(seeds)),
+            tune_config=ray.tune.TuneConfig(metric=key, mode="max", max_concurrent_trials=max_concurrent),
+            run_config=ray.tune.RunConfig(name=Path(path).name, storage_path=settings.storage, callbacks=[callback],
+                                          verbose=1))
     repeats = [selected_report(r, settings.task.metric) for r in tuner.fit() if r.error is None and r.metrics]
     target = target_average_key(settings.task.metric)
     values = [r[target] for r in repeats if target in r]
@@ -400,8 +403,7 @@ def _repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent
 def print_summary(settings: StudySettings, config: dict, report: dict, parent_run: str) -> None:
     """Print the selected configuration's searched values, its family means and how to browse MLflow."""
     metric = settings.task.metric
-    train, stage = split_trial_config(config)
-    searched = {p.name: {**train, **stage}.get(p.name) for p in settings.space.params}
+    searched = TrialConfig.from_tune(config).searched
     print(f"\nbest configuration (selected on English dev {selection_key(metric)} = "
           f"{report[selection_key(metric)]:.4f}):")
     for name, value in searched.items():

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from study import fault_hooks
 from study.config import TrainConfig
 from study.errors import StudyError
+from study.fault_hooks import FaultHooks
 from study.protocol import (
     ENGLISH_DEV,
     EXAMPLES_ARTIFACT,
@@ -36,6 +36,7 @@ from study.protocol import (
 from study.ray_setup import Scaling, set_worker_threads, torch_trainer
 
 TRAIN_STATE = "train_state.pt"
+FAULTS_KEY = "fault_hooks"  # beside the TrainConfig fields in the Train loop config: test-only, not a training option
 MODEL_DIR = "model"
 
 
@@ -86,18 +87,20 @@ class Progress:
 
 def train_fn_per_worker(train_loop_config: dict) -> None:
     """Ray Train's per-worker function: one DDP rank of a fine-tuning run on ``train_loop_config`` (a
-    ``TrainConfig`` dict), restored from Ray's latest checkpoint when there is one; reports English dev and
-    test scores with a checkpoint at every evaluation."""
+    ``TrainConfig`` dict, plus the run's ``FaultHooks`` under ``FAULTS_KEY``), restored from Ray's latest checkpoint
+    when there is one; reports English dev and test scores with a checkpoint at every evaluation."""
     started = time.time()  # when the worker group began running user code: start-up ends here
     import ray.train
     import ray.train.torch
 
-    cfg = TrainConfig.from_dict(train_loop_config)
+    options = dict(train_loop_config)
+    faults = FaultHooks.from_dict(options.pop(FAULTS_KEY, None))
+    cfg = TrainConfig.from_dict(options)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     set_worker_threads()
     run = FineTuneRun(cfg, rank, world, ray.train.torch.get_device(), run_name=context.get_experiment_name(),
-               started=started)
+                      started=started, faults=faults)
     run.restore(ray.train.get_checkpoint())
     run.train(report=_ray_report(run))
 
@@ -120,7 +123,7 @@ class FineTuneRun:
     ``save_checkpoint`` writes what ``restore`` reads."""
 
     def __init__(self, cfg: TrainConfig, rank: int, world: int, device: torch.device, run_name: str = "local",
-                 started: float | None = None):
+                 started: float | None = None, faults: FaultHooks = FaultHooks()):
         from study.augment import load_synonyms
         from study.capture import VMECapture
         from study.data.sources import load_split, subsample
@@ -130,6 +133,7 @@ class FineTuneRun:
         from study.tasks import get_task
 
         self.cfg, self.rank, self.world, self.device, self.run_name = cfg, rank, world, device, run_name
+        self.faults = faults
         self.started = started or time.time()
         self.task, self.spec = get_task(cfg.task), get_spec(cfg.model)
         self.tokenizer = load_tokenizer(self.spec)
@@ -266,7 +270,7 @@ class FineTuneRun:
                 context = self.ddp.no_sync() if (self.world > 1 and not sync) else contextlib.nullcontext()
                 with context:
                     loss, terms = self._loss(batch)
-                    if fault_hooks.forced_nan(self.run_name) or not torch.isfinite(loss):
+                    if self.faults.forced_nan(self.run_name) or not torch.isfinite(loss):
                         raise StudyError(f"the loss became non-finite at step {progress.step + 1} "
                                          f"(terms: {terms}); this run stops")
                     (loss / cfg.grad_accum).backward()
@@ -284,7 +288,7 @@ class FineTuneRun:
                 progress.train_examples += batch_examples
                 if not sync:
                     continue
-                fault_hooks.after_step(progress.step)
+                self.faults.after_step(progress.step)
                 if progress.step % cfg.log_every == 0 and self.rank == 0:
                     rate = examples / (time.perf_counter() - log_started)
                     self._log(f"step {progress.step}/{self.total_steps} epoch {epoch} "
@@ -369,21 +373,23 @@ class FineTuneRun:
 
 
 def build_trainer(cfg: TrainConfig, scaling: Scaling, storage: str, name: str, callbacks=(), max_failures: int = 2,
-                  env: dict | None = None):
-    """The ``TorchTrainer`` of one fine-tuning run: ``train_fn_per_worker`` on ``cfg``, keeping the two checkpoints
-    with the best English dev score, restarted from the last one up to ``max_failures`` times."""
+                  env: dict | None = None, faults: FaultHooks = FaultHooks()):
+    """The ``TorchTrainer`` of one fine-tuning run: ``train_fn_per_worker`` on ``cfg`` (and ``faults``, which tests
+    set), keeping the two checkpoints with the best English dev score, restarted from the last one up to
+    ``max_failures`` times."""
     import ray.train
 
     from study.tasks import get_task
 
     checkpoints = ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_order="max",
                                              checkpoint_score_attribute=selection_key(get_task(cfg.task).metric))
-    return torch_trainer(train_fn_per_worker, cfg.to_dict(), scaling, storage, name, callbacks=callbacks,
+    loop_config = {**cfg.to_dict(), FAULTS_KEY: faults.to_dict()}
+    return torch_trainer(train_fn_per_worker, loop_config, scaling, storage, name, callbacks=callbacks,
                          max_failures=max_failures, checkpoint_config=checkpoints, env=env)
 
 
 def run_pipeline(cfg: TrainConfig, stage, scaling: Scaling, storage: str, name: str, *, callbacks=(),
-                 env: dict | None = None, on_stage=None):
+                 env: dict | None = None, on_stage=None, faults: FaultHooks = FaultHooks()):
     """One configuration end to end, as a Tune trial runs it and as ``python -m study.train`` runs it alone: the
     intermediate stage when ``stage`` (an ``intermediate.StageConfig``) is given — cached across runs, then
     ``on_stage(StageResult)`` — and fine-tuning from its encoder. Returns Ray Train's Result."""
@@ -396,4 +402,4 @@ def run_pipeline(cfg: TrainConfig, stage, scaling: Scaling, storage: str, name: 
         if on_stage:
             on_stage(result)
         cfg = replace(cfg, init_checkpoint=result.directory)
-    return build_trainer(cfg, scaling, storage, name, callbacks=callbacks, env=env).fit()
+    return build_trainer(cfg, scaling, storage, name, callbacks=callbacks, env=env, faults=faults).fit()

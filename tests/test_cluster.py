@@ -152,15 +152,12 @@ def _trial_nodes(uri: str, experiment: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
-def test_multi_node_study_spreads_trials_and_recovers_from_a_lost_node(mlflow_server, tmp_path, monkeypatch):
+def test_multi_node_study_spreads_trials_and_recovers_from_a_lost_node(mlflow_server, tmp_path):
     """Two trials train at the same time on two worker nodes; the node of one that is past its first report (RUNNING,
     one report, its checkpoint registered by Ray Train) is killed, and that trial must resume from the checkpoint on
     the spare node. The test waits on those states, not on time."""
     from ray.cluster_utils import Cluster
 
-    # Trial drivers build the workers' environment on the cluster's nodes, which inherit this process's environment
-    # (not the study's): a 2 s step delay there keeps most of a trial ahead of it when the states above hold.
-    monkeypatch.setenv("STUDY_STEP_DELAY_S", "2")
     space = yaml.safe_load((ROOT / "search_spaces" / "tiny.yaml").read_text())
     space["params"]["modality"]["choices"] = ["none"]  # no intermediate stage: both trials start training at once
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))  # order: conditions come first
@@ -172,7 +169,9 @@ def test_multi_node_study_spreads_trials_and_recovers_from_a_lost_node(mlflow_se
     try:
         process = start_study("--trials", "2", "--max-concurrent", "2", "--cpus-per-worker", "1", "--storage",
                               f"file://{storage}", "--mlflow-uri", mlflow_server, "--experiment", "multinode",
-                              "--search-space", str(tmp_path / "space.yaml"), env={"RAY_ADDRESS": cluster.address})
+                              "--search-space", str(tmp_path / "space.yaml"),
+                              # a 2 s step delay keeps most of a trial ahead of it when the states above hold
+                              "--inject-faults", '{"step_delay_s": 2}', env={"RAY_ADDRESS": cluster.address})
         deadline, killed, victim = time.time() + 600, None, None
         while time.time() < deadline and killed is None and process.poll() is None:
             running = trials_past_first_report(mlflow_server, "multinode", storage)  # each holds a worker node now
@@ -214,7 +213,7 @@ def test_mlflow_outage_loses_nothing_and_resume_writes_the_rest(tmp_path):
     server, uri = start_mlflow_server(root, port)
     args = ("--trials", "3", "--max-concurrent", "1", "--storage", str(tmp_path / "runs"), "--mlflow-uri", uri,
             "--experiment", "outage", "--name", "outage-study")
-    process = start_study(*args, env={"STUDY_STEP_DELAY_S": "0.5"})
+    process = start_study(*args, "--inject-faults", '{"step_delay_s": 0.5}')
     try:
         deadline = time.time() + 600
         while time.time() < deadline and not study_runs(uri, "outage")[2]:

@@ -173,11 +173,15 @@ class _Writer:
 
 
 def test_the_mlflow_callback_logs_the_english_dev_step(tmp_path):
+    from study.config import TrainConfig
+    from study.ray_setup import Scaling
     from study.tracking import MLflowTrialCallback
+    from study.trial import tune_constants
 
     writer = _Writer(tmp_path)
     callback = MLflowTrialCallback(writer, {}, DEV, METRIC)
-    trial = SimpleNamespace(trial_id="t1", config={"base": {}})
+    config = tune_constants(TrainConfig(), {}, Scaling(), str(tmp_path), writer.study)
+    trial = SimpleNamespace(trial_id="t1", config=config)
     for report in REPORTS:
         callback.on_trial_result(0, [], trial, dict(report))
     callback.on_trial_complete(0, [], trial)
@@ -279,6 +283,28 @@ def test_golden_report_tables(golden_study):
         ("XLM-R: multimodal - none", "all"): (None, None, None, "too little data (no finished multimodal trial)"),
         ("XLM-R: text - none", "all"): (None, None, None, "too little data (no finished text trial)"),
         ("XLM-R: multimodal - text", "all"): (None, None, None, "too little data (no finished multimodal trial)")}
+
+
+def test_the_page_shows_every_figure_of_the_list_or_says_why_not(golden_study, tmp_path):
+    """``figures.FIGURES`` is the page's figure list: each one is drawn from the tables (an image on the page and a
+    PNG on disk) or, with too little data, the page says so in its place."""
+    from dataclasses import replace
+
+    from study.report.figures import FIGURES
+    from study.report.load import Study
+    from study.report.page import build_report
+
+    files = build_report(golden_study, tmp_path)
+    page = (tmp_path / "report.html").read_text()
+    drawn = [key for key in FIGURES if f'alt="{key}"' in page]
+    assert {"family", "comparison", "modality", "history"} <= set(drawn)
+    assert "weights" not in drawn  # no trial of the golden study records a loss weight
+    assert page.count("too little data for this figure") == len(FIGURES) - len(drawn)
+    assert all((tmp_path / f).is_file() for f in files) and sum(f.endswith(".png") for f in files) == len(drawn)
+    weighted = Study(golden_study.experiment, golden_study.uri, golden_study.metric, [], [
+        replace(run, params={"alpha": "0.1", "beta": str(0.5 + i), "w_robust": "1.0"})
+        for i, run in enumerate(golden_study.trials)])
+    assert "loss_weights.png" in build_report(weighted, tmp_path / "weighted")
 
 
 # --- layering -----------------------------------------------------------------------------------------------------

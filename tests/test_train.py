@@ -9,6 +9,7 @@ import pytest
 
 from study.config import TrainConfig
 from study.errors import StudyError
+from study.fault_hooks import FaultHooks
 from study.protocol import selection_key
 from study.ray_setup import Scaling
 from study.worker import build_trainer, validate
@@ -31,10 +32,11 @@ def ray_local():
     del os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]
 
 
-def _fit(tmp_path, name, workers=2, **options):
+def _fit(tmp_path, name, workers=2, faults=FaultHooks(), **options):
     cfg = TrainConfig(**{**TOY, **options})
     validate(cfg)
-    result = build_trainer(cfg, Scaling(workers=workers, cpus_per_worker=0.5), str(tmp_path), name).fit()
+    result = build_trainer(cfg, Scaling(workers=workers, cpus_per_worker=0.5), str(tmp_path), name,
+                           faults=faults).fit()
     assert result.error is None, result.error
     return result
 
@@ -57,16 +59,14 @@ def test_two_worker_ddp_run_learns_and_reports_every_language_and_family(ray_loc
     assert os.path.isfile(model_dir + "/config.json") and os.path.isfile(model_dir + "/study_model.json")
 
 
-def test_fault_tolerance_and_exact_resume(ray_local, tmp_path, monkeypatch):
+def test_fault_tolerance_and_exact_resume(ray_local, tmp_path):
     options = dict(max_train_examples=48, epochs=2, eval_every=2, max_steps=6, lr=5e-4)
     clean = _fit(tmp_path, "clean", **options)
     marker = tmp_path / "failed-once"
-    monkeypatch.setenv("STUDY_FAIL_AT_STEP", "3")
-    monkeypatch.setenv("STUDY_FAIL_MARKER", str(marker))
     # Ray's controller collects reports every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (0.2 s in this Ray, see ray_local):
     # a worker that died sooner after the step-2 report would restart from scratch, not from the checkpoint
-    monkeypatch.setenv("STUDY_STEP_DELAY_S", "1.0")
-    crashed = _fit(tmp_path, "crashed", **options)
+    crashed = _fit(tmp_path, "crashed", faults=FaultHooks(fail_at_step=3, fail_marker=str(marker), step_delay_s=1.0),
+                   **options)
     assert marker.exists()  # a worker process really died after step 3 ...
     assert crashed.metrics["train/resumed_from_step"] == 2 and clean.metrics["train/resumed_from_step"] == 0
     assert crashed.metrics["step"] == clean.metrics["step"] == 6  # ... and the run went on from step 2

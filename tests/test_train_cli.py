@@ -1,8 +1,17 @@
-"""``python -m study.train`` takes its training flags from ``TrainConfig``: one per field, with its help and default."""
+"""``python -m study.train`` takes its training flags from ``TrainConfig``: one per field, with its help and default;
+the fault hooks the tests inject come from a hidden flag of ``study.train`` and ``study.tune``."""
 
+import json
+import re
+import subprocess
+import sys
 from dataclasses import fields
 
+import pytest
+
 from study.config import TrainConfig
+from study.errors import StudyError
+from study.fault_hooks import FaultHooks
 from study.train import build_parser
 
 
@@ -21,3 +30,38 @@ def test_every_config_field_is_a_flag_with_the_fields_help_and_default():
 def test_flags_parse_to_typed_config_values():
     cfg = _config(["--lr", "1e-4", "--max-steps", "5", "--languages", "de,ja", "--head-lr", "0.001"])
     assert (cfg.lr, cfg.max_steps, cfg.languages, cfg.head_lr) == (1e-4, 5, ("de", "ja"), 0.001)
+
+
+# --- fault hooks: a config field the tests set with a hidden flag --------------------------------------------------
+
+
+def test_fault_hooks_come_from_a_hidden_flag_of_both_clis():
+    from study.tune import parse_args
+
+    hooks = FaultHooks(fail_at_step=3, fail_marker="/tmp/m", step_delay_s=0.5)
+    flag = ["--inject-faults", json.dumps(hooks.to_dict())]
+    assert build_parser().parse_args(flag).inject_faults == hooks
+    assert parse_args(flag).inject_faults == hooks
+    assert build_parser().parse_args([]).inject_faults == parse_args([]).inject_faults == FaultHooks()
+    assert "inject" not in build_parser().format_help()  # not a user option
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[1]", "expected a JSON object"), ("{bad", "not JSON"), ('{"delay": 1}', "unknown key(s) delay"),
+    ('{"fail_at_step": 3}', "fail_at_step and fail_marker go together"), ('{"step_delay_s": -1}', ">= 0")])
+def test_bad_fault_hooks_name_the_problem(text, message):
+    with pytest.raises(StudyError, match=re.escape(message)):
+        FaultHooks.from_json(text)
+
+
+def test_the_nan_hook_picks_one_run_and_the_failure_hook_kills_once(tmp_path):
+    nan = FaultHooks(nan_marker=str(tmp_path / "nan"))
+    assert [nan.forced_nan(name) for name in ("a", "b", "a")] == [True, False, True]  # run a, on every attempt
+    assert not FaultHooks().forced_nan("a")
+    marker = tmp_path / "failed"
+    script = (f"from study.fault_hooks import FaultHooks; h = FaultHooks(fail_at_step=2, fail_marker={str(marker)!r}); "
+              "h.after_step(1); h.after_step(2); print('survived')")
+    first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert first.returncode == 1 and "survived" not in first.stdout and marker.read_text() == "failed after step 2\n"
+    again = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert again.returncode == 0 and "survived" in again.stdout  # the marker makes it happen once

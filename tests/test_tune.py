@@ -1,5 +1,6 @@
 """The study: YAML search spaces, a real smoke study against a real MLflow server, NaN trials, kill and resume."""
 
+import json
 import os
 import signal
 import subprocess
@@ -30,10 +31,12 @@ def test_shipped_search_spaces_load_and_sample(model):
     assert {"smoke", "paper"} <= set(space.presets)
     def sampled(**fixed):
         study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
-        study.enqueue_trial(fixed)  # values of parameters the space does not search are ignored
+        # values of parameters the space does not search are ignored
+        study.enqueue_trial({p.tune_name: fixed[p.name] for p in space.params if p.name in fixed})
         trial = study.ask()
-        space.define_by_run(trial)
-        return set(trial.params)
+        values = space.define_by_run(trial)
+        assert set(trial.params) == {p.tune_name for p in space.params if p.name in values}
+        return set(values)
 
     by_modality = {m: sampled(modality=m, vision_train="last") for m in ("none", "text", "multimodal")}
     stage_only = {"intermediate_steps", "vision_lr", "vision_train"}
@@ -60,12 +63,47 @@ def test_define_by_run_samples_only_the_branch_taken(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text(CONDITIONAL)
     space = load_search_space(path)
-    plain = optuna.trial.FixedTrial({"objective": "plain", "modality": "none"})
-    space.define_by_run(plain)
-    assert set(plain.params) == {"objective", "modality"}  # no VME weight, no multimodal-only parameter
-    vme = optuna.trial.FixedTrial({"objective": "vme", "alpha": 0.1, "modality": "none"})
-    space.define_by_run(vme)
-    assert set(vme.params) == {"objective", "alpha", "modality"}
+    plain = optuna.trial.FixedTrial({"train_loop_config/objective": "plain", "stage/modality": "none"})
+    assert space.define_by_run(plain) == {"objective": "plain", "modality": "none"}  # no VME weight, no stage one
+    assert set(plain.params) == {"train_loop_config/objective", "stage/modality"}
+    vme = optuna.trial.FixedTrial({"train_loop_config/objective": "vme", "train_loop_config/alpha": 0.1,
+                                   "stage/modality": "none"})
+    assert space.define_by_run(vme) == {"objective": "vme", "alpha": 0.1, "modality": "none"}
+
+
+def test_optuna_search_puts_each_searched_value_in_its_section_of_the_trial_config(tmp_path):
+    """The config Ray's OptunaSearch builds from the search space and the study's constants parses back into the
+    effective training options (base overridden by searched), the stage, the scaling and the fault hooks."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from study.config import TrainConfig
+    from study.fault_hooks import FaultHooks
+    from study.ray_setup import Scaling
+    from study.trial import TrialConfig, tune_constants, with_seed
+    from study.tune import DefineByRun
+
+    path = tmp_path / "space.yaml"
+    path.write_text(CONDITIONAL)
+    space = load_search_space(path)
+    base = TrainConfig(model="tiny", seed=3, alpha=0.5, lr=1e-4)
+    constants = tune_constants(base, {"data": "emoji", "vision_tower": "scratch"}, Scaling(workers=2),
+                               str(tmp_path), "study-x", FaultHooks(step_delay_s=1.0))
+    searcher = OptunaSearch(space=DefineByRun(space, constants), metric="m", mode="max",
+                            points_to_evaluate=[{"train_loop_config/objective": "vme", "stage/modality": "none"}])
+    config = searcher.suggest("t1")
+    assert set(config) == {"train_loop_config", "stage", "run"}
+    trial = TrialConfig.from_tune(config)
+    assert set(trial.searched) == {"objective", "alpha", "modality"} and trial.searched["objective"] == "vme"
+    assert trial.train.alpha == trial.searched["alpha"] != 0.5  # searched beats the preset ...
+    assert (trial.train.lr, trial.train.seed, trial.train.model) == (1e-4, 3, "tiny")  # ... the rest is the preset's
+    assert trial.scaling == Scaling(workers=2) and trial.faults == FaultHooks(step_delay_s=1.0)
+    assert trial.modality == "none" and trial.stage_config() is None
+    assert trial.params()["alpha"] == trial.searched["alpha"] and trial.params()["scaling.workers"] == 2
+    repeat = TrialConfig.from_tune(with_seed(config, 9))
+    assert repeat.train.seed == 9 and repeat.train.alpha == trial.train.alpha
+    staged = TrialConfig.from_tune({**config, "stage": {"modality": "text", "intermediate_steps": 200}})
+    stage = staged.stage_config()
+    assert (stage.modality, stage.steps, stage.seed, stage.data) == ("text", 200, 3, "emoji")
 
 
 @pytest.mark.parametrize("body, message", [
@@ -151,6 +189,8 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
     parent = parents[0]
     assert parent.data.params["model_offline_stand_in"] == "True" and parent.data.params["preset"] == "smoke"
     assert parent.data.params["search_space_sha256"] and parent.info.status == "FINISHED"
+    best = {k for k in parent.data.metrics if k.startswith("best/")}  # the selected report's metrics, no config
+    assert "best/dev_en/accuracy" in best and not any(k.startswith("best/config/") for k in best)
     for run in trials:
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.info.status == "FINISHED"
         assert {"modality", "alpha", "beta", "w_robust", "ap_layer", "lr"} <= set(run.data.params)
@@ -182,7 +222,8 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
 @pytest.mark.slow
 def test_nan_trial_is_failed_and_the_study_continues(mlflow_server, tmp_path):
     process = start_study("--trials", "3", "--storage", str(tmp_path), "--mlflow-uri", mlflow_server,
-                     "--experiment", "nan", "--max-concurrent", "1", env={"STUDY_NAN_MARKER": str(tmp_path / "nan")})
+                          "--experiment", "nan", "--max-concurrent", "1",
+                          "--inject-faults", json.dumps({"nan_marker": str(tmp_path / "nan")}))
     output, _ = process.communicate(timeout=900)
     assert process.returncode == 0, output[-3000:]
     _, _, trials = study_runs(mlflow_server, "nan")
@@ -197,7 +238,7 @@ def test_killed_driver_resumes_without_duplicate_runs(mlflow_server, tmp_path):
     checkpoint. The test waits on those states, not on time; a 2 s step delay keeps the window open for seconds."""
     args = ("--trials", "3", "--storage", str(tmp_path), "--mlflow-uri", mlflow_server, "--experiment", "resume",
             "--max-concurrent", "1")
-    process = start_study(*args, env={"STUDY_STEP_DELAY_S": "2"})
+    process = start_study(*args, "--inject-faults", '{"step_delay_s": 2}')
     deadline, interrupted = time.time() + 600, []
     while time.time() < deadline and not interrupted and process.poll() is None:
         _, _, trials = study_runs(mlflow_server, "resume")

@@ -1,4 +1,5 @@
-"""The report's figures: one function per PNG, each returning the file name it wrote (None: too little data)."""
+"""The report's figures: one function per PNG, each drawing from the ``ReportTables`` and returning the file name it
+wrote (None: too little data); ``FIGURES`` lists them in the page's order."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 from pathlib import Path
 
 from study.languages import DISTANCE_KINDS
-from study.report.load import Study
+from study.report.tables import ReportTables
 
 LOSS_WEIGHTS = ("alpha", "beta", "w_robust")
 
@@ -24,8 +25,10 @@ def _figure(path: Path, draw) -> str:
     return path.name
 
 
-def family_figure(rows: list[dict], metric: str, out: Path) -> str:
+def family_figure(tables: ReportTables, out: Path) -> str:
     """Bar chart of each model's mean zero-shot score per family (the ``group_rows`` by family)."""
+    rows, metric = tables.groups["family"], tables.study.metric
+
     def draw(plt):
         models = sorted({r["model"] for r in rows})
         families = sorted({r["family"] for r in rows})
@@ -43,7 +46,19 @@ def family_figure(rows: list[dict], metric: str, out: Path) -> str:
     return _figure(out / "family_scores.png", draw)
 
 
-def difference_figure(rows: list[dict], by: str, name: str, title: str, out: Path) -> str | None:
+def comparison_figure(tables: ReportTables, out: Path) -> str | None:
+    """The model contrasts per family with their intervals (``_difference_figure``)."""
+    return _difference_figure(tables.comparison, "family", "model_comparison.png",
+                              "model difference per family (95 % bootstrap interval)", out)
+
+
+def modality_figure(tables: ReportTables, out: Path) -> str | None:
+    """The modality contrasts per family with their intervals (``_difference_figure``)."""
+    return _difference_figure(tables.modality, "family", "modality_effect.png",
+                              "modality effect per family (95 % bootstrap interval)", out)
+
+
+def _difference_figure(rows: list[dict], by: str, name: str, title: str, out: Path) -> str | None:
     """Point estimates with their 95 % intervals of contrast rows (model or modality differences), one line
     per contrast and group; None when no row has a difference."""
     usable = [r for r in rows if r["difference"] is not None]
@@ -65,9 +80,10 @@ def difference_figure(rows: list[dict], by: str, name: str, title: str, out: Pat
     return _figure(out / name, draw)
 
 
-def distance_figure(points: list[dict], fits: list[dict], out: Path) -> str | None:
+def distance_figure(tables: ReportTables, out: Path) -> str | None:
     """Gap to English against each URIEL+ distance (one panel per kind), with each model's fitted line;
     None without points."""
+    points, fits = tables.distance_points, tables.distance_fits
     if not points:
         return None
 
@@ -91,8 +107,10 @@ def distance_figure(points: list[dict], fits: list[dict], out: Path) -> str | No
     return _figure(out / "gap_vs_distance.png", draw)
 
 
-def history_figure(study: Study, out: Path) -> str:
+def history_figure(tables: ReportTables, out: Path) -> str:
     """Each trial's English dev score in start order, with the best so far as a line, per model."""
+    study = tables.study
+
     def draw(plt):
         figure, axis = plt.subplots(figsize=(7, 4))
         for i, model in enumerate(study.models()):
@@ -110,9 +128,9 @@ def history_figure(study: Study, out: Path) -> str:
     return _figure(out / "optimisation_history.png", draw)
 
 
-def importance_figure(rows: list[dict], out: Path) -> str | None:
+def importance_figure(tables: ReportTables, out: Path) -> str | None:
     """Horizontal bars of the fANOVA importance rows; None when no importance was computable."""
-    usable = [r for r in rows if r["importance"] is not None]
+    usable = [r for r in tables.importance if r["importance"] is not None]
     if not usable:
         return None
 
@@ -126,24 +144,37 @@ def importance_figure(rows: list[dict], out: Path) -> str | None:
     return _figure(out / "parameter_importance.png", draw)
 
 
-def loss_weight_figure(study: Study, out: Path) -> str:
-    """Each VME loss weight against English dev (top row) and the target mean (bottom row), per trial."""
+def loss_weight_figure(tables: ReportTables, out: Path) -> str | None:
+    """Each VME loss weight against English dev (top row) and the target mean (bottom row), per trial; None when
+    no trial records a loss weight (e.g. only plain fine-tuning)."""
+    study = tables.study
+    if not any(weight in t.params for model in study.models() for t in study.trials_of(model)
+               for weight in LOSS_WEIGHTS):
+        return None
+
     def draw(plt):
         figure, axes = plt.subplots(2, len(LOSS_WEIGHTS), figsize=(12, 6))
         for column, weight in enumerate(LOSS_WEIGHTS):
+            drawn = []
             for i, model in enumerate(study.models()):
                 trials = [t for t in study.trials_of(model) if weight in t.params]
                 xs = [float(t.params[weight]) for t in trials]
+                drawn += xs
                 axes[0, column].scatter(xs, [t.dev for t in trials], color=f"C{i}", s=14, label=model)
                 axes[1, column].scatter(xs, [t.target_mean for t in trials], color=f"C{i}", s=14, label=model)
             axes[0, column].set_ylabel(f"English dev {study.metric}")
             axes[1, column].set_ylabel(f"target mean {study.metric}")
             for row in (0, 1):
                 axes[row, column].set_xlabel(weight)
-                if weight in ("alpha", "beta"):
+                if weight in ("alpha", "beta") and drawn and min(drawn) > 0:  # searched on a log scale
                     axes[row, column].set_xscale("log")
             axes[0, column].legend(fontsize=6)
         return figure
 
     return _figure(out / "loss_weights.png", draw)
 
+
+# the page's figures by key, in its order: each takes (tables, out directory) and returns a file name or None
+FIGURES = {"family": family_figure, "comparison": comparison_figure, "modality": modality_figure,
+           "distance": distance_figure, "history": history_figure, "importance": importance_figure,
+           "weights": loss_weight_figure}

@@ -6,28 +6,11 @@ import html
 import math
 from pathlib import Path
 
-from study.languages import GROUPINGS
 from study.mlflow_store import client
 from study.protocol import REPORT_RUN, RUN_KIND_TAG
-from study.report.figures import (
-    difference_figure,
-    distance_figure,
-    family_figure,
-    history_figure,
-    importance_figure,
-    loss_weight_figure,
-)
+from study.report.figures import FIGURES
 from study.report.load import Study
-from study.report.tables import (
-    best_distance_rows,
-    comparison_rows,
-    distance_rows,
-    group_rows,
-    header,
-    importance_rows,
-    modality_rows,
-    per_language_rows,
-)
+from study.report.tables import ReportTables, best_distance_rows, header
 
 
 def _cell(value) -> str:
@@ -65,22 +48,14 @@ def build_report(study: Study, out: Path) -> list[str]:
     """Write tables, CSVs, figures and report.html into out; returns the file names written."""
     out.mkdir(parents=True, exist_ok=True)
     info = header(study)
-    languages = per_language_rows(study)
-    groups = {by: group_rows(study, by) for by in GROUPINGS}
-    comparison, modality = comparison_rows(study), modality_rows(study)
-    points, fits = distance_rows(study)
-    importance = importance_rows(study)
+    tables = ReportTables.compute(study)
+    languages, groups, comparison, modality = tables.languages, tables.groups, tables.comparison, tables.modality
+    fits, importance = tables.distance_fits, tables.importance
     files = [_write_csv(out / "per_language.csv", languages), _write_csv(out / "model_comparison.csv", comparison),
              _write_csv(out / "modality_effect.csv", modality), _write_csv(out / "gap_vs_distance.csv", fits),
              _write_csv(out / "parameter_importance.csv", importance),
              *[_write_csv(out / f"by_{by}.csv", rows) for by, rows in groups.items()]]
-    figures = {"family": family_figure(groups["family"], study.metric, out),
-               "comparison": difference_figure(comparison, "family", "model_comparison.png",
-                                               "model difference per family (95 % bootstrap interval)", out),
-               "modality": difference_figure(modality, "family", "modality_effect.png",
-                                             "modality effect per family (95 % bootstrap interval)", out),
-               "distance": distance_figure(points, fits, out), "history": history_figure(study, out),
-               "importance": importance_figure(importance, out), "weights": loss_weight_figure(study, out)}
+    figures = {key: draw(tables, out) for key, draw in FIGURES.items()}
     files += [f for f in figures.values() if f]
 
     def image(key: str) -> str:

@@ -3,8 +3,10 @@ modality contrasts with bootstrap intervals, gap vs typological distance, parame
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from study.analysis import Interval, Side, difference_by_group, fit_line
-from study.languages import DISTANCE_KINDS, distances_to_english, get_language
+from study.languages import DISTANCE_KINDS, GROUPINGS, distances_to_english, get_language
 from study.protocol import MODALITY_CONTRASTS, english_reference, is_target, target_group_means
 from study.report.load import Study, TrialRun
 
@@ -209,3 +211,24 @@ def header(study: Study) -> dict:
 def _per_model(values: dict) -> str:
     return ", ".join(f"{model}: {value}" for model, value in values.items())
 
+
+@dataclass(frozen=True)
+class ReportTables:
+    """Every table of the report, computed once from a ``Study``: the page shows them, the CSVs hold them and the
+    figures (``figures.FIGURES``) draw from them."""
+
+    study: Study
+    languages: list[dict]  # per_language_rows
+    groups: dict[str, list[dict]]  # group_rows for each of languages.GROUPINGS
+    comparison: list[dict]  # comparison_rows
+    modality: list[dict]  # modality_rows
+    distance_points: list[dict]  # distance_rows: one point per (model, language, distance kind)
+    distance_fits: list[dict]  # distance_rows: one fitted line per (model, distance kind)
+    importance: list[dict]  # importance_rows
+
+    @classmethod
+    def compute(cls, study: Study) -> ReportTables:
+        """All tables of ``study``."""
+        points, fits = distance_rows(study)
+        return cls(study, per_language_rows(study), {by: group_rows(study, by) for by in GROUPINGS},
+                   comparison_rows(study), modality_rows(study), points, fits, importance_rows(study))
