@@ -1,9 +1,11 @@
-"""The statistics of the report, on plain numbers (no MLflow, no plotting): family means, bootstrap confidence
-intervals over test examples and seeds, and least-squares fits of transfer against typological distance.
+"""The statistics of the report, on plain numbers (no MLflow, no plotting): paired bootstrap intervals of
+contrasts over test examples and seeds, and least-squares fits of transfer against typological distance.
 
 A language's score is sum(numerators) / sum(denominators) of its per-example units (accuracy: (correct, 1); QA:
 (score, 1); tagging F1: (2 * true positives, predicted + gold entities)), so resampling examples resamples the
-metric exactly. A configuration run with several seeds is resampled in two stages: seeds, then examples.
+metric exactly. Every run of a study scores the same test items (``protocol.EVAL_SUBSET_SEED``), so a contrast
+a - b is a paired bootstrap (Efron & Tibshirani 1993, ch. 16; Koehn 2004 for test sets): each draw resamples the
+seeds of each side first, then one index vector of test items per language, applied to every run of both sides.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from study.languages import group_of
-from study.protocol import is_target, target_group_means
+from study.protocol import is_target
 
 Units = Sequence[Sequence[float]]  # per example: (numerator, denominator)
-MIN_EXAMPLES = 10  # fewer test examples in a language (or group) than this: no interval, "too little data"
+MIN_EXAMPLES = 10  # fewer test examples in a group than this: no interval, "too little data"
+MIN_RUNS = 2  # fewer runs (seeds) on a side than this: no interval, since seed variance cannot be estimated
 
 
 def units_score(units: Units) -> float:
@@ -26,81 +29,91 @@ def units_score(units: Units) -> float:
     return float(array[:, 0].sum() / array[:, 1].sum()) if array[:, 1].sum() else 0.0
 
 
-def _bootstrap_language(units: Units, draws: int, rng: np.random.Generator) -> np.ndarray:
-    """(draws,) scores of one language, examples resampled with replacement."""
-    array = np.asarray(units, dtype=float).reshape(-1, 2)
-    picks = rng.integers(0, len(array), size=(draws, len(array)))
-    numerators, denominators = array[picks, 0].sum(1), array[picks, 1].sum(1)
-    return np.divide(numerators, denominators, out=np.zeros(draws), where=denominators > 0)
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A point estimate with its 95 % bootstrap interval (or none, with the reason in ``note``)."""
-
-    estimate: float
-    low: float | None  # None: too little data for an interval
-    high: float | None
-    note: str = ""
-
-    @property
-    def has_interval(self) -> bool:
-        """False when there was too little data for an interval."""
-        return self.low is not None
-
-
 class Side:
-    """One configuration's test results: per seed (run), per language, per-example units."""
+    """One configuration's test results: per seed (run), per language, per-example units in test-set order."""
 
     def __init__(self, runs: Sequence[Mapping[str, Units]]):
-        self.runs = [dict(r) for r in runs if r]
+        self.runs = [{lang: np.asarray(units, dtype=float).reshape(-1, 2) for lang, units in r.items()}
+                     for r in runs if r]
         self.languages = sorted(set.intersection(*(set(r) for r in self.runs))) if self.runs else []
 
     def scores(self) -> dict[str, float]:
         """Per language: the mean over seeds of the language's score."""
         return {lang: float(np.mean([units_score(r[lang]) for r in self.runs])) for lang in self.languages}
 
-    def group_draws(self, by: str, groups: Sequence[str], draws: int, rng) -> dict[str, np.ndarray]:
-        """(draws,) bootstrap values of each group's mean: seeds resampled, then examples within each seed."""
-        per_run = [{lang: _bootstrap_language(run[lang], draws, rng) for lang in self.languages} for run in self.runs]
-        seeds = rng.integers(0, len(per_run), size=(draws, len(per_run)))  # which seeds each draw averages
-        out = {}
-        for group in groups:
-            langs = [lang for lang in self.languages if is_target(lang) and group_of(lang, by) == group]
-            if not langs:
-                continue
-            per_lang = np.stack([np.stack([per_run[s][lang] for s in range(len(per_run))]) for lang in langs])
-            # per_lang: (languages, seeds, draws) -> pick each draw's resampled seeds, average seeds and languages
-            picked = np.take_along_axis(per_lang, seeds.T[None, :, :], axis=1)
-            out[group] = picked.mean(axis=(0, 1))
-        return out
-
-    def examples_in(self, by: str, group: str) -> int:
-        """Test examples in the group's target languages, the fewest over seeds (0 with no runs)."""
-        return min((sum(len(run[lang]) for lang in self.languages if is_target(lang) and group_of(lang, by) == group)
-                    for run in self.runs), default=0)
+    def items(self, lang: str) -> set[int]:
+        """The numbers of test items the runs scored in ``lang`` (one number when the runs agree)."""
+        return {len(r[lang]) for r in self.runs}
 
 
-def difference_by_group(a: Side, b: Side, by: str = "family", draws: int = 2000,
-                        seed: int = 0) -> dict[str, Interval]:
-    """a - b per group: the point estimate from the observed scores and a 95 % percentile bootstrap interval
-    (a and b resampled independently: their test subsets and seeds need not be paired)."""
+@dataclass(frozen=True)
+class Contrast:
+    """a - b over one group's target languages that both sides evaluated: the point estimate (difference of the
+    seed-mean group means), its 95 % paired-bootstrap interval, or the reason there is none in ``note``."""
+
+    estimate: float
+    low: float | None  # None: no interval (see note)
+    high: float | None
+    languages: tuple[str, ...]  # the shared target languages both means are over
+    runs: tuple[int, int]  # runs (seeds) on each side
+    note: str = ""
+
+    @property
+    def has_interval(self) -> bool:
+        """False when the data cannot support an interval (the note says why)."""
+        return self.low is not None
+
+
+def _resampled_scores(units: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(draws,) scores of one run's language: ``counts`` (draws, items) is how often each item is drawn."""
+    numerators, denominators = counts @ units[:, 0], counts @ units[:, 1]
+    return np.divide(numerators, denominators, out=np.zeros(len(counts)), where=denominators > 0)
+
+
+def _no_interval(a: Side, b: Side, languages: list[str]) -> str:
+    """Why the group's contrast gets no interval ('' when it gets one)."""
+    if min(len(a.runs), len(b.runs)) < MIN_RUNS:
+        return f"{len(a.runs)} vs {len(b.runs)} run(s): no interval (seed variance needs {MIN_RUNS} runs per side)"
+    if any(len(a.items(lang) | b.items(lang)) > 1 for lang in languages):
+        return "no interval: the runs scored different test items, so they cannot be paired"
+    examples = sum(len(a.runs[0][lang]) for lang in languages)
+    if examples < MIN_EXAMPLES:
+        return f"too little data ({examples} test examples)"
+    return ""
+
+
+def paired_difference_by_group(a: Side, b: Side, by: str = "family", draws: int = 2000,
+                               seed: int = 0) -> dict[str, Contrast]:
+    """a - b per group (``languages.group_of``) over the target languages both sides evaluated, with a 95 %
+    percentile interval from the paired bootstrap of the module docstring. No interval (``note`` says why) with
+    fewer than ``MIN_RUNS`` runs on a side, runs that scored different numbers of items, or under ``MIN_EXAMPLES``
+    test examples in the group."""
+    shared = [lang for lang in sorted(set(a.languages) & set(b.languages)) if is_target(lang)]
+    groups: dict[str, list[str]] = {}
+    for lang in shared:
+        groups.setdefault(group_of(lang, by), []).append(lang)
+    a_scores, b_scores = a.scores(), b.scores()
+    notes = {group: _no_interval(a, b, langs) for group, langs in groups.items()}
     rng = np.random.default_rng(seed)
-    a_groups, b_groups = target_group_means(a.scores(), by), target_group_means(b.scores(), by)
-    shared = sorted(set(a_groups) & set(b_groups))
-    enough = [g for g in shared if min(a.examples_in(by, g), b.examples_in(by, g)) >= MIN_EXAMPLES]
-    a_draws, b_draws = a.group_draws(by, enough, draws, rng), b.group_draws(by, enough, draws, rng)
+    a_seeds = rng.integers(0, len(a.runs), size=(draws, len(a.runs)))  # seeds first: each draw's runs per side
+    b_seeds = rng.integers(0, len(b.runs), size=(draws, len(b.runs)))
+    differences: dict[str, np.ndarray] = {}  # (draws,) per language
+    for lang in sorted(lang for group, langs in groups.items() if not notes[group] for lang in langs):
+        items = len(a.runs[0][lang])
+        counts = rng.multinomial(items, np.full(items, 1.0 / items), size=draws).astype(float)  # one per draw
+        per_side = []
+        for side, picks in ((a, a_seeds), (b, b_seeds)):
+            runs = np.stack([_resampled_scores(run[lang], counts) for run in side.runs], axis=1)  # (draws, runs)
+            per_side.append(np.take_along_axis(runs, picks, axis=1).mean(axis=1))
+        differences[lang] = per_side[0] - per_side[1]
     out = {}
-    for group in shared:
-        estimate = a_groups[group] - b_groups[group]
-        if group not in enough:
-            n = min(a.examples_in(by, group), b.examples_in(by, group))
-            out[group] = Interval(estimate, None, None, f"too little data ({n} test examples)")
-            continue
-        diff = a_draws[group] - b_draws[group]
-        low, high = np.percentile(diff, [2.5, 97.5])
-        seeds = f"{len(a.runs)} vs {len(b.runs)} seeds"
-        out[group] = Interval(estimate, float(low), float(high), seeds)
+    for group, langs in sorted(groups.items()):
+        estimate = float(np.mean([a_scores[lang] for lang in langs]) - np.mean([b_scores[lang] for lang in langs]))
+        low = high = None
+        if not notes[group]:
+            low, high = (float(v) for v in np.percentile(np.mean([differences[lang] for lang in langs], axis=0),
+                                                         [2.5, 97.5]))
+        out[group] = Contrast(estimate, low, high, tuple(langs), (len(a.runs), len(b.runs)), notes[group])
     return out
 
 

@@ -65,7 +65,8 @@ class TrainConfig:
     # evaluation and debugging
     eval_every: int = _option(0, "optimizer steps between evaluations (0: once per epoch)")
     max_train_examples: int | None = _option(None, "seeded subset of the English training set")
-    max_eval_examples: int | None = _option(None, "seeded subset of each dev / test language")
+    max_eval_examples: int | None = _option(None, "subset of each dev / test language (the same items in every "
+                                               "run: protocol.EVAL_SUBSET_SEED)")
     log_every: int = _option(10, "optimizer steps per progress line")
 
     def __post_init__(self) -> None:

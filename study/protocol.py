@@ -11,6 +11,9 @@ The rules, in one place:
 * **English** is the source language. The target average and every group (family, branch, script) mean are taken
   over the non-English languages only, languages weighing equally; English is reported on its own row and as the
   reference of the gap to English (its test score, or its dev score when English is not among the tested languages).
+* **Evaluation items**: a run evaluated on a subset (``max_eval_examples``) draws its English dev and test subsets
+  with ``EVAL_SUBSET_SEED``, not its training seed, so every run of a study scores the same items and contrasts
+  between runs are paired.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import TypeVar
 
 SOURCE_LANGUAGE = "en"  # the only training and selection language
+EVAL_SUBSET_SEED = 0  # the seed of every run's evaluation subsets (the same items in every run)
 
 # --- metric keys: "<namespace>/<metric>/<name>" ---------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -267,8 +268,13 @@ def build_tuner(settings: StudySettings, scaling: Scaling, max_concurrent: int, 
     modality = next((p for p in space.params if p.name == "modality"), None)
     # every modality among the first trials
     first = [{modality.tune_name: m} for m in modality.choices] if modality else None
+    with warnings.catch_warnings():  # multivariate and group are marked experimental in Optuna; both are needed
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # group: one multivariate model per set of parameters sampled together, so conditional parameters (the
+        # branch of `when:`) are modelled jointly with the rest instead of falling back to independent sampling
+        sampler = optuna.samplers.TPESampler(seed=space.seed, multivariate=True, group=True, constant_liar=True)
     searcher = OptunaSearch(space=DefineByRun(space, constants), metric=metric, mode="max", points_to_evaluate=first,
-                            sampler=optuna.samplers.TPESampler(seed=space.seed, multivariate=True, constant_liar=True))
+                            sampler=sampler)
     return ray.tune.Tuner(
         trainable,
         tune_config=ray.tune.TuneConfig(

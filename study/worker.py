@@ -27,6 +27,7 @@ from study.errors import StudyError
 from study.fault_hooks import FaultHooks
 from study.protocol import (
     ENGLISH_DEV,
+    EVAL_SUBSET_SEED,
     EXAMPLES_ARTIFACT,
     evaluation_metrics,
     improves,
@@ -140,7 +141,8 @@ class FineTuneRun:
         records = subsample(load_split(self.task, "train", "en", cfg.data_dir), cfg.max_train_examples, cfg.seed)
         self.pairs, self.data_stats = build_pairs(self.task, records, load_synonyms(cfg.synonyms), self.tokenizer,
                                                   k=cfg.k_copies, seed=cfg.seed, max_length=cfg.max_length)
-        self.dev = subsample(load_split(self.task, "dev", "en", cfg.data_dir), cfg.max_eval_examples, cfg.seed)
+        self.dev = subsample(load_split(self.task, "dev", "en", cfg.data_dir), cfg.max_eval_examples,
+                             EVAL_SUBSET_SEED)
         self.languages = cfg.languages or self.task.languages
         torch.manual_seed(cfg.seed)  # the head's initialisation
         self.model = load_model(self.spec, self.task.head, num_labels=max(len(self.task.labels), 2),
@@ -349,7 +351,7 @@ class FineTuneRun:
                                           "dev-en")
         results = evaluate_languages(self.task, self.model, self.tokenizer, self.languages,
                                      data_dir=self.cfg.data_dir, max_length=self.cfg.max_length,
-                                     limit=self.cfg.max_eval_examples, seed=self.cfg.seed, log=None)
+                                     limit=self.cfg.max_eval_examples, seed=EVAL_SUBSET_SEED, log=None)
         tests = {lang: score for lang, (score, _) in results.items()}
         self.units = {ENGLISH_DEV: dev_extra["units"], **{lang: extra["units"] for lang, (_, extra) in results.items()}}
         self.model.train()

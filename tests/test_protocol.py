@@ -268,17 +268,18 @@ def test_golden_report_tables(golden_study):
     # XLM-R - mBERT over two seeds each: every example of a language scores alike, so a bootstrap draw's value is
     # fixed by which seeds it picks; the 2.5 / 97.5 percentiles are the extreme picks (each has probability 1/16):
     # Indo-European: XLM-R seeds 0.875 / 0.75, mBERT seeds 0.625 / 0.375 -> [0.75 - 0.625, 0.875 - 0.375]
-    comparison = {r["family"]: (r["contrast"], r["difference"], r["low"], r["high"], r["note"])
-                  for r in comparison_rows(golden_study)}
-    assert comparison == {"Indo-European": ("XLM-R - mBERT", 0.3125, 0.125, 0.5, "2 vs 2 seeds"),
-                          "Japonic": ("XLM-R - mBERT", 0.25, 0.25, 0.25, "2 vs 2 seeds")}
-    # modality contrasts use the selected trial of each modality, one seed: text (t2) - none (t1)
+    comparison = {r["family"]: (r["contrast"], r["languages"], r["difference"], r["low"], r["high"], r["runs"],
+                                r["note"]) for r in comparison_rows(golden_study)}
+    assert comparison == {"Indo-European": ("XLM-R - mBERT", 2, 0.3125, 0.125, 0.5, "2 vs 2", ""),
+                          "Japonic": ("XLM-R - mBERT", 1, 0.25, 0.25, 0.25, "2 vs 2", "")}
+    # modality contrasts use the selected trial of each modality, one seed: text (t2) - none (t1), no interval
     modality = {(r["contrast"], r["family"]): (r["difference"], r["low"], r["high"], r["note"])
                 for r in modality_rows(golden_study)}
+    one_run = "1 vs 1 run(s): no interval (seed variance needs 2 runs per side)"
     assert modality == {
         ("mBERT: multimodal - none", "all"): (None, None, None, "too little data (no finished multimodal trial)"),
-        ("mBERT: text - none", "Indo-European"): (0.375, 0.375, 0.375, "1 vs 1 seeds"),
-        ("mBERT: text - none", "Japonic"): (0.75, 0.75, 0.75, "1 vs 1 seeds"),
+        ("mBERT: text - none", "Indo-European"): (0.375, None, None, one_run),
+        ("mBERT: text - none", "Japonic"): (0.75, None, None, one_run),
         ("mBERT: multimodal - text", "all"): (None, None, None, "too little data (no finished multimodal trial)"),
         ("XLM-R: multimodal - none", "all"): (None, None, None, "too little data (no finished multimodal trial)"),
         ("XLM-R: text - none", "all"): (None, None, None, "too little data (no finished text trial)"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from study.analysis import Side, difference_by_group, fit_line, units_score
+from study.analysis import Side, fit_line, paired_difference_by_group, units_score
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("STUDY_TEST_ARTIFACTS", ROOT / "test-artifacts"))
@@ -30,7 +30,7 @@ def test_units_give_the_metric_and_tagging_f1_exactly():
     assert units_score(metrics.tagging_units(gold, predicted)) == pytest.approx(metrics.tagging_f1(gold, predicted))
 
 
-def _side(rng, accuracy_by_lang, n=200, seeds=1):
+def _side(rng, accuracy_by_lang, n=200, seeds=2):
     return Side([{lang: [[float(rng.random() < p), 1.0] for _ in range(n)] for lang, p in accuracy_by_lang.items()}
                  for _ in range(seeds)])
 
@@ -39,26 +39,57 @@ def test_bootstrap_interval_covers_the_difference_and_shrinks_with_data():
     rng = np.random.default_rng(1)
     langs = {"de": 0.8, "fr": 0.7, "ja": 0.6}
     a, b = _side(rng, langs, n=400), _side(rng, {k: v - 0.2 for k, v in langs.items()}, n=400)
-    wide = difference_by_group(a, b, "family")
+    wide = paired_difference_by_group(a, b, "family")
     assert set(wide) == {"Indo-European", "Japonic"}
-    for interval in wide.values():
-        assert interval.low <= interval.estimate <= interval.high
-        assert interval.low < 0.2 < interval.high + 0.1 and interval.low > 0  # a real 0.2 gap, clearly above 0
-    small = difference_by_group(_side(rng, langs, n=40), _side(rng, langs, n=40), "family")
+    for contrast in wide.values():
+        assert contrast.low <= contrast.estimate <= contrast.high and contrast.runs == (2, 2)
+        assert contrast.low < 0.2 < contrast.high + 0.1 and contrast.low > 0  # a real 0.2 gap, clearly above 0
+    assert wide["Indo-European"].languages == ("de", "fr")
+    small = paired_difference_by_group(_side(rng, langs, n=40), _side(rng, langs, n=40), "family")
     assert (small["Japonic"].high - small["Japonic"].low) > (wide["Japonic"].high - wide["Japonic"].low)
 
 
-def test_seed_repeats_widen_the_interval_and_tiny_groups_say_so():
+def test_pairing_resamples_the_same_items_on_both_sides():
+    """A is right on items 0-59 and B on 0-49 of the same 100 items, in both seeds: a paired draw's difference is the
+    share of drawn items among 50-59, Binomial(100, 0.1) / 100, whose 2.5 / 97.5 % quantiles are 0.05 and 0.16
+    (P(X <= 4) = .024, P(X <= 5) = .058, P(X <= 15) = .960, P(X <= 16) = .979). Unpaired, the standard error alone
+    would be sqrt(.6 * .4 + .5 * .5) / 10 = .07, an interval about 0.27 wide."""
+    a = Side([{"de": [[float(i < 60), 1.0] for i in range(100)]}] * 2)
+    b = Side([{"de": [[float(i < 50), 1.0] for i in range(100)]}] * 2)
+    contrast = paired_difference_by_group(a, b, draws=20000)["Indo-European"]
+    assert contrast.estimate == pytest.approx(0.1)
+    assert 0.04 <= contrast.low <= 0.06 and 0.15 <= contrast.high <= 0.17, (contrast.low, contrast.high)
+
+
+def test_contrasts_use_only_the_languages_both_sides_evaluated():
+    rng = np.random.default_rng(3)
+    shared = [{lang: [[float(rng.random() < 0.7), 1.0] for _ in range(100)] for lang in ("de", "uk")}] * 2
+    extra = [{**run, **{lang: [[1.0, 1.0]] * 100 for lang in ("fr", "es", "it")}} for run in shared]
+    contrast = paired_difference_by_group(Side(extra), Side(shared))["Indo-European"]
+    assert contrast.languages == ("de", "uk") and contrast.estimate == 0.0  # fr/es/it are not on both sides
+    assert contrast.low == contrast.high == 0.0  # identical items, identical scores: every paired draw is 0
+
+
+def test_no_interval_from_one_run_different_items_or_too_few_examples():
     rng = np.random.default_rng(2)
-    one = _side(rng, {"de": 0.7}, n=300)
-    # three seeds whose scores really differ: the seed level adds variance
-    seeds = Side([{"de": [[float(rng.random() < p), 1.0] for _ in range(300)]} for p in (0.55, 0.7, 0.85)])
-    base = _side(rng, {"de": 0.5}, n=300)
-    assert (difference_by_group(seeds, base)["Indo-European"].high - difference_by_group(seeds, base)[
-        "Indo-European"].low) > (difference_by_group(one, base)["Indo-European"].high
-                                 - difference_by_group(one, base)["Indo-European"].low)
-    tiny = difference_by_group(_side(rng, {"ja": 0.5}, n=4), _side(rng, {"ja": 0.5}, n=4))["Japonic"]
+    one = paired_difference_by_group(_side(rng, {"de": 0.7}, seeds=1), _side(rng, {"de": 0.5}))["Indo-European"]
+    assert not one.has_interval and one.note.startswith("1 vs 2 run(s): no interval") and one.estimate > 0
+    mismatched = paired_difference_by_group(_side(rng, {"de": 0.7}, n=100), _side(rng, {"de": 0.5}, n=90))
+    assert "different test items" in mismatched["Indo-European"].note
+    tiny = paired_difference_by_group(_side(rng, {"ja": 0.5}, n=4), _side(rng, {"ja": 0.5}, n=4))["Japonic"]
     assert not tiny.has_interval and tiny.note.startswith("too little data")
+
+
+def test_seed_repeats_widen_the_interval():
+    rng = np.random.default_rng(2)
+    # three seeds whose scores really differ: the seed level adds variance
+    varied = Side([{"de": [[float(rng.random() < p), 1.0] for _ in range(300)]} for p in (0.55, 0.7, 0.85)])
+    steady = _side(rng, {"de": 0.7}, n=300, seeds=3)
+    base = _side(rng, {"de": 0.5}, n=300)
+    width = {name: c["Indo-European"].high - c["Indo-European"].low
+             for name, c in (("varied", paired_difference_by_group(varied, base)),
+                             ("steady", paired_difference_by_group(steady, base)))}
+    assert width["varied"] > width["steady"], width
 
 
 def test_line_fit_recovers_slope_and_refuses_too_few_points():
@@ -107,7 +138,10 @@ def test_report_has_a_row_per_family_and_intervals_around_estimates(report):
             rows = [r for r in modality if r["contrast"] == f"{model}: {contrast}"]
             assert {r["family"] for r in rows} == families[model], (model, contrast)
     with_interval = [r for r in comparison + modality if r["low"]]
-    assert with_interval  # per-example scores were logged, so intervals exist
+    assert with_interval  # per-example scores were logged, so intervals exist ...
+    # ... where both sides have seeds (tiny-bert - tiny: 2 vs 3 runs); one run per side gets none
+    assert all(r["runs"] == "2 vs 3" and r["note"] == "" for r in comparison)
+    assert all(not r["low"] and "no interval" in r["note"] or "too little data" in r["note"] for r in modality)
     for row in with_interval:
         assert float(row["low"]) <= float(row["difference"]) <= float(row["high"]), row
     fits = _csv(report / "gap_vs_distance.csv")

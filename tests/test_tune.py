@@ -213,7 +213,8 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
             assert client.get_metric_history(run.info.run_id, "intermediate/loss")
             assert ("vision_lr" in run.data.params) == (modality == "multimodal")
     assert sorted(r.data.params["modality"] for r in trials) == ["multimodal", "none", "text"]
-    repeats = [r for r in client.search_runs([parent.info.experiment_id], "tags.run_kind = 'seed-repeat'")]
+    repeats = [r for r in client.search_runs([parent.info.experiment_id], "tags.run_kind = 'seed-repeat'")
+               if r.data.tags["model"] == "tiny"]  # tiny-bert's study has its own repeat
     assert len(repeats) == 2 and {r.data.params["seed"] for r in repeats} == {"8", "9"}  # best config, new seeds
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in repeats)
     assert "seeds_finished" in client.get_run(parent.info.run_id).data.metrics

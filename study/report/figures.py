@@ -49,13 +49,13 @@ def family_figure(tables: ReportTables, out: Path) -> str:
 def comparison_figure(tables: ReportTables, out: Path) -> str | None:
     """The model contrasts per family with their intervals (``_difference_figure``)."""
     return _difference_figure(tables.comparison, "family", "model_comparison.png",
-                              "model difference per family (95 % bootstrap interval)", out)
+                              "model difference per family (95 % paired bootstrap interval)", out)
 
 
 def modality_figure(tables: ReportTables, out: Path) -> str | None:
     """The modality contrasts per family with their intervals (``_difference_figure``)."""
     return _difference_figure(tables.modality, "family", "modality_effect.png",
-                              "modality effect per family (95 % bootstrap interval)", out)
+                              "modality effect per family (95 % paired bootstrap interval)", out)
 
 
 def _difference_figure(rows: list[dict], by: str, name: str, title: str, out: Path) -> str | None:

@@ -12,6 +12,8 @@ from study.report.figures import FIGURES
 from study.report.load import Study
 from study.report.tables import ReportTables, best_distance_rows, header
 
+GROUP_COLUMNS = ["languages", "seeds", "score", "gap_to_en"]  # after the model and the group of a group_rows row
+
 
 def _cell(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -66,13 +68,13 @@ def build_report(study: Study, out: Path) -> list[str]:
         ("Per language (configuration selected on English dev)",
          _table(languages, ["model", "language", "name", "family", "branch", "script", "score", "seeds",
                             "gap_to_en"])),
-        ("Per family", image("family") + _table(groups["family"], ["model", "family", "score", "gap_to_en"])),
-        ("Per branch", _table(groups["branch"], ["model", "branch", "score", "gap_to_en"])),
-        ("Per script", _table(groups["script"], ["model", "script", "score", "gap_to_en"])),
+        ("Per family", image("family") + _table(groups["family"], ["model", "family", *GROUP_COLUMNS])),
+        ("Per branch", _table(groups["branch"], ["model", "branch", *GROUP_COLUMNS])),
+        ("Per script", _table(groups["script"], ["model", "script", *GROUP_COLUMNS])),
         ("Model comparison per family", image("comparison") + _table(
-            _interval_rows(comparison), ["contrast", "family", "difference", "95% interval"])),
+            _interval_rows(comparison), ["contrast", "family", "languages", "difference", "95% interval", "runs"])),
         ("Modality effect per family", image("modality") + _table(
-            _interval_rows(modality), ["contrast", "family", "difference", "95% interval"])),
+            _interval_rows(modality), ["contrast", "family", "languages", "difference", "95% interval", "runs"])),
         ("Transfer gap vs typological distance to English (URIEL+)",
          image("distance") + "<p>Best-fitting distance per model (highest r²):</p>"
          + _table(best_distance_rows(fits), ["model", "distance", "r2", "slope", "n"])

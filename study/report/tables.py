@@ -1,12 +1,13 @@
 """The report's tables as lists of row dicts, computed from a ``Study``: per language, per group, model and
-modality contrasts with bootstrap intervals, gap vs typological distance, parameter importance, and the header."""
+modality contrasts with paired bootstrap intervals, gap vs typological distance, parameter importance, and the
+header. Every gap to English subtracts scores of the same runs (seeds)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from study.analysis import Interval, Side, difference_by_group, fit_line
-from study.languages import DISTANCE_KINDS, GROUPINGS, distances_to_english, get_language
+from study.analysis import Side, fit_line, paired_difference_by_group
+from study.languages import DISTANCE_KINDS, GROUPINGS, distances_to_english, get_language, group_of
 from study.protocol import MODALITY_CONTRASTS, english_reference, is_target, target_group_means
 from study.report.load import Study, TrialRun
 
@@ -18,34 +19,36 @@ def english_score(runs: list[TrialRun]) -> float:
 
 
 def per_language_rows(study: Study) -> list[dict]:
-    """Per model, the selected configuration's score per language, averaged over its seeds, with the gap to
-    English (``english_score``) for every target language."""
+    """Per model, the selected configuration's score per language, averaged over its seeds that scored the
+    language, and the gap to English over those same seeds (``english_score``)."""
     rows = []
     for model in study.models():
         best = study.best(model)
         runs = study.seeds_of(best)
-        english = english_score(runs)
         for lang in sorted(best.scores):
             info = get_language(lang)
-            values = [r.scores[lang] for r in runs if lang in r.scores]
-            score = sum(values) / len(values)
+            scored = [r for r in runs if lang in r.scores]
+            score = sum(r.scores[lang] for r in scored) / len(scored)
             rows.append({"model": best.model_name, "language": lang, "name": info.name, "family": info.family,
-                         "branch": info.branch, "script": info.script, "score": score, "seeds": len(values),
-                         "gap_to_en": english - score if is_target(lang) else None})
+                         "branch": info.branch, "script": info.script, "score": score, "seeds": len(scored),
+                         "gap_to_en": english_score(scored) - score if is_target(lang) else None})
     return rows
 
 
 def group_rows(study: Study, by: str) -> list[dict]:
-    """Per model, the selected configuration's mean over each group's target languages (seed-averaged), with the
-    gap to English."""
+    """Per model, the selected configuration's mean over each group's target languages that all its seeds scored
+    (seed-averaged), with the gap to English over the same seeds."""
     rows = []
     for model in study.models():
         best = study.best(model)
         runs = study.seeds_of(best)
-        scores = Side([r.units for r in runs if r.units]).scores() or best.scores
+        languages = sorted(set.intersection(*(set(r.scores) for r in runs)))
+        scores = {lang: sum(r.scores[lang] for r in runs) / len(runs) for lang in languages}
         english = english_score(runs)
         for group, value in target_group_means(scores, by).items():
-            rows.append({"model": best.model_name, by: group, "score": value, "gap_to_en": english - value})
+            members = [lang for lang in languages if is_target(lang) and group_of(lang, by) == group]
+            rows.append({"model": best.model_name, by: group, "score": value, "gap_to_en": english - value,
+                         "languages": len(members), "seeds": len(runs)})
     return rows
 
 
@@ -76,7 +79,8 @@ def modality_rows(study: Study, by: str = "family") -> list[dict]:
             a, b = study.best(model, left), study.best(model, right)
             label = f"{study.best(model).model_name}: {left} - {right}"
             if a is None or b is None:
-                rows.append({"contrast": label, by: "all", "difference": None, "low": None, "high": None,
+                rows.append({"contrast": label, by: "all", "languages": 0, "difference": None, "low": None,
+                             "high": None, "runs": "",
                              "note": f"too little data (no finished {left if a is None else right} trial)"})
                 continue
             rows += _difference_rows(_side(study, a, False), _side(study, b, False), by, label, a, b)
@@ -84,14 +88,18 @@ def modality_rows(study: Study, by: str = "family") -> list[dict]:
 
 
 def _difference_rows(a: Side, b: Side, by: str, label: str, a_trial: TrialRun, b_trial: TrialRun) -> list[dict]:
-    if not a.runs or not b.runs:  # no per-example data: point estimates only
-        a_groups, b_groups = target_group_means(a_trial.scores, by), target_group_means(b_trial.scores, by)
-        return [{"contrast": label, by: g, "difference": a_groups[g] - b_groups[g], "low": None, "high": None,
+    """The contrast rows of two configurations per group, over the target languages both evaluated."""
+    if not a.runs or not b.runs:  # no per-example data: point estimates over the shared languages only
+        shared = set(a_trial.scores) & set(b_trial.scores)
+        a_groups = target_group_means({k: v for k, v in a_trial.scores.items() if k in shared}, by)
+        b_groups = target_group_means({k: v for k, v in b_trial.scores.items() if k in shared}, by)
+        return [{"contrast": label, by: g, "languages": sum(is_target(k) and group_of(k, by) == g for k in shared),
+                 "difference": a_groups[g] - b_groups[g], "low": None, "high": None, "runs": "1 vs 1",
                  "note": "no interval: a trial has no per-example scores (e.g. ASHA stopped it early)"}
-                for g in sorted(set(a_groups) & set(b_groups))]
-    intervals: dict[str, Interval] = difference_by_group(a, b, by)
-    return [{"contrast": label, by: g, "difference": i.estimate, "low": i.low, "high": i.high, "note": i.note}
-            for g, i in intervals.items()]
+                for g in sorted(a_groups)]
+    return [{"contrast": label, by: g, "languages": len(c.languages), "difference": c.estimate, "low": c.low,
+             "high": c.high, "runs": f"{c.runs[0]} vs {c.runs[1]}", "note": c.note}
+            for g, c in paired_difference_by_group(a, b, by).items()]
 
 
 def distance_rows(study: Study) -> tuple[list[dict], list[dict]]:
