@@ -23,6 +23,7 @@ YAML reads ``1e-5`` as a string.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from study.trial import STAGE_SECTION, TRAIN_SECTION
 STAGE_PARAMS = {"modality", "intermediate_steps", "intermediate_lr", "vision_lr", "vision_train"}
 TRAIN_PARAMS = {f.name for f in fields(TrainConfig)} - {"model", "task", "data_dir", "languages", "init_checkpoint"}
 PRESETS = ("smoke", "paper")
+SPACE_PARAM_PREFIX = "space."  # the study's parent run records each searched parameter as space.<name> (Param JSON)
 _SPEC_KEYS = {"float": {"type", "low", "high", "log", "when"}, "int": {"type", "low", "high", "log", "step", "when"},
               "categorical": {"type", "choices", "when"}}
 _TOP_KEYS = {"include", "model", "task", "seed", "params", "presets"}
@@ -52,6 +54,18 @@ class Param:
     step: int | None = None
     choices: tuple = ()
     when: tuple[tuple[str, tuple], ...] = ()  # ((parent, allowed values), ...)
+
+    def to_json(self) -> str:
+        """The distribution and condition as JSON (the study's MLflow parent run records it as ``space.<name>``)."""
+        return json.dumps({"type": self.type, "low": self.low, "high": self.high, "log": self.log, "step": self.step,
+                           "choices": list(self.choices), "when": {k: list(v) for k, v in self.when}})
+
+    @classmethod
+    def from_json(cls, name: str, text: str) -> Param:
+        """The inverse of ``to_json``."""
+        values = json.loads(text)
+        return cls(name, values["type"], values["low"], values["high"], values["log"], values["step"],
+                   tuple(values["choices"]), tuple((k, tuple(v)) for k, v in values["when"].items()))
 
     def active(self, sampled: dict) -> bool:
         """True when every ``when`` parent has been sampled with one of its allowed values."""

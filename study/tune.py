@@ -36,7 +36,7 @@ from study.protocol import (
     target_average_key,
 )
 from study.ray_setup import DRIVER_RESOURCE, Scaling, check_cluster, init_ray
-from study.search_space import SearchSpace, load_search_space
+from study.search_space import SPACE_PARAM_PREFIX, SearchSpace, load_search_space
 from study.train import print_report_families
 from study.trial import TrialConfig, tune_constants, with_seed
 from study.worker import run_pipeline, validate
@@ -231,6 +231,7 @@ def provenance(settings: StudySettings) -> tuple[dict, dict]:
               "preset": settings.preset, "trials": settings.trials, "search_space": str(space.path),
               "search_space_sha256": space.sha256, "git_commit": commit,
               "searched": ",".join(p.name for p in space.params),
+              **{f"{SPACE_PARAM_PREFIX}{p.name}": p.to_json() for p in space.params},
               **{f"base.{k}": v for k, v in settings.base.to_dict().items()},
               **{f"intermediate.{k}": v for k, v in settings.stage.items()},
               **{f"version.{p}": version(p) for p in ("ray", "torch", "transformers", "optuna", "mlflow", "datasets")}}

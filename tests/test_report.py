@@ -98,6 +98,58 @@ def test_line_fit_recovers_slope_and_refuses_too_few_points():
     assert fit_line([0.1, 0.2], [1, 2]) is None and fit_line([0.3, 0.3, 0.3], [1, 2, 3]) is None
 
 
+def _importance_study(n_trials: int, rng):
+    """A model's search: dev rises with log10(lr) (log-sampled), alpha exists only on the vme branch and is noise."""
+    from types import SimpleNamespace
+
+    from study.protocol import TRIAL_RUN
+    from study.report.load import Study, TrialRun
+    from study.search_space import Param
+
+    space = [Param("lr", "float", 1e-5, 1e-3, log=True), Param("objective", "categorical", choices=("vme", "plain")),
+             Param("alpha", "float", 0.01, 1.0, log=True, when=(("objective", ("vme",)),))]
+    parent = SimpleNamespace(data=SimpleNamespace(tags={"model": "m"}, params={
+        f"space.{p.name}": p.to_json() for p in space}))
+    trials = []
+    for i in range(n_trials):
+        lr, objective = 10 ** rng.uniform(-5, -3), ("vme", "plain")[i % 2]
+        params = {"lr": str(lr), "objective": objective, **({"alpha": str(10 ** rng.uniform(-2, 0))}
+                                                              if objective == "vme" else {})}
+        dev = 0.5 + 0.1 * (np.log10(lr) + 5) + rng.normal(0, 0.005)
+        trials.append(TrialRun(f"t{i}", TRIAL_RUN, "S", "m", "M", False, "none", params, dev, i))
+    return Study("x", "uri", "accuracy", [parent], trials)
+
+
+def test_importance_needs_twenty_trials_and_ranks_the_parameter_that_matters():
+    from study.report.tables import importance_rows
+
+    rng = np.random.default_rng(0)
+    few = importance_rows(_importance_study(19, rng))
+    assert few == [{"model": "M", "parameter": "all", "importance": None,
+                    "note": "no importance: 19 finished trials; fANOVA needs at least 20"}]
+    rows = {r["parameter"]: r for r in importance_rows(_importance_study(40, rng))}
+    assert set(rows) == {"lr", "objective", "alpha"}  # the conditional parameter is included ...
+    assert rows["alpha"]["note"] == "conditional" and max(rows, key=lambda n: rows[n]["importance"]) == "lr"
+
+
+def test_importance_inputs_use_the_searched_scale_and_mark_inactive_branches():
+    import optuna.distributions as D
+
+    from study.report.tables import INACTIVE, importance_inputs
+    from study.search_space import Param
+
+    space = {"lr": Param("lr", "float", 1e-5, 1e-3, log=True),
+             "alpha": Param("alpha", "float", 0.0, 1.0, when=(("objective", ("vme",)),)),
+             "objective": Param("objective", "categorical", choices=("vme", "plain"))}
+    values, distributions = importance_inputs(space, [{"lr": "0.0001", "alpha": "0.5", "objective": "vme"},
+                                                      {"lr": "1e-05", "objective": "plain"}])
+    assert values == [{"lr": -4.0, "alpha": 0.5, "objective": "vme"}, {"lr": -5.0, "alpha": -0.1, "objective": "plain"}]
+    assert distributions["lr"] == D.FloatDistribution(-5.0, -3.0)  # log10 scale, linear for fANOVA
+    assert distributions["alpha"] == D.FloatDistribution(-0.1, 1.0)  # room for the inactive value
+    assert distributions["objective"] == D.CategoricalDistribution(["vme", "plain"]) and INACTIVE == "(inactive)"
+    assert Param.from_json("alpha", space["alpha"].to_json()) == space["alpha"]
+
+
 # --- the report of real studies -------------------------------------------------------------------------------
 
 

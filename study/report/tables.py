@@ -131,70 +131,78 @@ def best_distance_rows(fits: list[dict]) -> list[dict]:
     return rows
 
 
+MIN_IMPORTANCE_TRIALS = 20  # fANOVA's forest on fewer trials ranks parameters confidently even on pure noise
+INACTIVE = "(inactive)"  # the value of a conditional parameter in a trial that did not take its branch
+
+
 def importance_rows(study: Study) -> list[dict]:
-    """Optuna's fANOVA importance of each searched parameter for English dev, per model."""
+    """Optuna's fANOVA importance of each searched parameter for English dev, per model, from at least
+    ``MIN_IMPORTANCE_TRIALS`` finished search trials; parameters on their searched scale (``importance_inputs``),
+    conditional ones included. Otherwise one row that says why there is no importance."""
     import optuna
 
     rows = []
     for model in study.models():
         trials = study.trials_of(model)
-        names = _searched(study, model)
-        if len(trials) < 3 or len({t.dev for t in trials}) < 2:
-            why = f"{len(trials)} trials" if len(trials) < 3 else "every trial has the same English dev score"
-            rows.append({"model": trials[0].model_name, "parameter": "all", "importance": None,
-                         "note": f"too little data ({why})"})
+        name = trials[0].model_name
+        space = _space(study, model)
+        why = (f"{len(trials)} finished trials; fANOVA needs at least {MIN_IMPORTANCE_TRIALS}"
+               if len(trials) < MIN_IMPORTANCE_TRIALS else
+               "every trial has the same English dev score" if len({t.dev for t in trials}) < 2 else
+               "the study did not record its search space (space.* parameters)" if not space else "")
+        if why:
+            rows.append({"model": name, "parameter": "all", "importance": None, "note": f"no importance: {why}"})
             continue
-        names = [n for n in names if all(n in t.params for t in trials)]  # conditional ones: not comparable
-        frozen = []
-        for number, trial in enumerate(sorted(trials, key=lambda t: t.start)):
-            values = {n: _parse(trial.params[n]) for n in names if n in trial.params}
-            distributions = {n: _distribution(n, [_parse(t.params[n]) for t in trials if n in t.params])
-                             for n in values}
-            frozen.append(optuna.trial.create_trial(params=values, distributions=distributions, value=trial.dev))
+        values, distributions = importance_inputs(space, [t.params for t in trials])
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study_ = optuna.create_study(direction="maximize")
-        study_.add_trials(frozen)
-        try:
-            importances = optuna.importance.get_param_importances(study_)
-        except (RuntimeError, ValueError) as err:
-            rows.append({"model": trials[0].model_name, "parameter": "all", "importance": None,
-                         "note": f"not computable: {err}"})
-            continue
-        rows += [{"model": trials[0].model_name, "parameter": n, "importance": v, "note": ""}
+        search = optuna.create_study(direction="maximize")
+        search.add_trials([optuna.trial.create_trial(params=v, distributions=distributions, value=t.dev)
+                           for v, t in zip(values, trials)])
+        importances = optuna.importance.get_param_importances(
+            search, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        rows += [{"model": name, "parameter": n, "importance": v, "note": "conditional" if space[n].when else ""}
                  for n, v in importances.items()]
     return rows
 
 
-def _searched(study: Study, model: str) -> list[str]:
+def _space(study: Study, model: str) -> dict:
+    """The searched parameters (``search_space.Param``) the model's study recorded, by name ({} when none)."""
+    from study.search_space import SPACE_PARAM_PREFIX, Param
+
     for parent in study.studies:
-        if parent.data.tags.get("model") == model and parent.data.params.get("searched"):
-            return parent.data.params["searched"].split(",")
-    varying = set()
-    trials = study.trials_of(model)
-    for name in set().union(*(t.params for t in trials)):
-        if len({t.params.get(name) for t in trials}) > 1 and not name.startswith(("scaling.", "intermediate.")):
-            varying.add(name)
-    return sorted(varying)
+        if parent.data.tags.get("model") == model:
+            params = parent.data.params
+            return {k[len(SPACE_PARAM_PREFIX):]: Param.from_json(k[len(SPACE_PARAM_PREFIX):], v)
+                    for k, v in sorted(params.items()) if k.startswith(SPACE_PARAM_PREFIX)}
+    return {}
 
 
-def _parse(text: str):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+def importance_inputs(space: dict, trial_params: list[dict]) -> tuple[list[dict], dict]:
+    """fANOVA inputs from trials' MLflow parameters (strings): (values per trial, distributions). Numbers go on the
+    scale they were searched on (log10 of log-sampled ones: Optuna's fANOVA itself works on the raw values). A
+    trial without a conditional parameter gets ``INACTIVE`` (categorical) or a value a tenth of the searched range
+    below it (numeric), so the branch taken counts as part of the parameter's effect."""
+    import math
 
-
-def _distribution(name: str, values: list):
     import optuna.distributions as D
 
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) and len(set(values)) > 1:
-        low, high = min(values), max(values)
-        if all(isinstance(v, int) for v in values):
-            return D.IntDistribution(int(low), int(high))
-        return D.FloatDistribution(float(low), float(high))
-    return D.CategoricalDistribution(sorted(set(values), key=str))
+    values: list[dict] = [{} for _ in trial_params]
+    distributions = {}
+    for name, param in space.items():
+        missing = any(name not in p for p in trial_params)
+        if param.type == "categorical":
+            choices = [str(c) for c in param.choices] + ([INACTIVE] if missing else [])
+            distributions[name] = D.CategoricalDistribution(choices)
+            for out, params in zip(values, trial_params):
+                out[name] = params.get(name, INACTIVE)
+            continue
+        scale = math.log10 if param.log else float
+        low, high = scale(param.low), scale(param.high)
+        inactive = low - (high - low) / 10
+        distributions[name] = D.FloatDistribution(inactive if missing else low, high)
+        for out, params in zip(values, trial_params):
+            out[name] = scale(float(params[name])) if name in params else inactive
+    return values, distributions
 
 
 def header(study: Study) -> dict:
