@@ -136,8 +136,8 @@ def _qa_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_size
                             best[example_id] = (score, context_of[example_id][offsets[s][0]:offsets[e][1]])
     predictions = {qid: text for qid, (_, text) in best.items()}
     answers = {r["id"]: r["answers"]["text"] for r in records}
-    scores = metrics.squad_scores(predictions, answers)
-    units = [[(f1 + em) / 2, 1.0] for f1, em in metrics.squad_question_scores(predictions, answers).values()]
+    scores = metrics.qa_scores(predictions, answers)
+    units = [[(f1 + em) / 2, 1.0] for f1, em in metrics.qa_question_scores(predictions, answers).values()]
     return scores[metrics.QA_METRIC], {"f1": scores["f1"], "exact_match": scores["exact_match"],
                                        "examples": len(records), "units": units}
 

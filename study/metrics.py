@@ -1,21 +1,24 @@
 """Task metrics and the XTREME-R aggregate. Pure functions over predictions; no models, no I/O.
 
 Libraries where a maintained one installs offline: scikit-learn (accuracy), seqeval (chunk-level F1, as XTREME-R's
-tagging tasks use, on BIO tags for PAN-X and raw UPOS tags for UD-POS). The SQuAD v1.1 answer F1/EM and LAReQA's
-mAP@k are written out below from their official scripts, since neither script ships in any package that installs
-without the hub (``evaluate`` fetches its metric code from the hub; torchmetrics' retrieval AP drops candidates
-with a non-positive score, which cosine scores have).
+tagging tasks use, on BIO tags for PAN-X and raw UPOS tags for UD-POS). The SQuAD v1.1 and MLQA answer F1/EM and
+LAReQA's mAP@k are written out below from their official scripts, since none of them ships in a package that
+installs without the hub (``evaluate`` fetches its metric code from the hub; torchmetrics' retrieval AP drops
+candidates with a non-positive score, which cosine scores have).
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import re
 import statistics
 import string
+import sys
+import unicodedata
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -65,8 +68,8 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.split())
 
 
-def _answer_f1(prediction: str, truth: str) -> float:
-    pred_tokens, truth_tokens = normalize_answer(prediction).split(), normalize_answer(truth).split()
+def _token_f1(pred_tokens: Sequence[str], truth_tokens: Sequence[str]) -> float:
+    """Bag-of-tokens F1 of the official QA scripts: 0 when no token is shared."""
     common = collections.Counter(pred_tokens) & collections.Counter(truth_tokens)
     same = sum(common.values())
     if same == 0:
@@ -75,28 +78,84 @@ def _answer_f1(prediction: str, truth: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def squad_question_scores(predictions: Mapping[str, str],
-                          answers: Mapping[str, Sequence[str]]) -> dict[str, tuple[float, float]]:
-    """Per question: (F1, exact match), each the max over the gold answers. A question without a prediction scores
-    (0, 0), as in the official script (which counts it and adds nothing), also when its gold answer normalises to
-    an empty string."""
+def qa_question_scores(predictions: Mapping[str, str], answers: Mapping[str, Sequence[str]],
+                       normalize: Callable[[str], str] = normalize_answer) -> dict[str, tuple[float, float]]:
+    """Per question: (F1, exact match) under ``normalize`` (SQuAD v1.1's by default), each the max over the gold
+    answers. A question without a prediction scores (0, 0), as in the official scripts (which count it and add
+    nothing), also when its gold answer normalises to an empty string."""
     scores = {}
     for qid, truths in answers.items():
         if qid not in predictions:
             scores[qid] = (0.0, 0.0)
             continue
-        prediction = predictions[qid]
-        scores[qid] = (max(_answer_f1(prediction, t) for t in truths),
-                       max(float(normalize_answer(prediction) == normalize_answer(t)) for t in truths))
+        prediction = normalize(predictions[qid])
+        truths = [normalize(t) for t in truths]
+        scores[qid] = (max(_token_f1(prediction.split(), t.split()) for t in truths),
+                       max(float(prediction == t) for t in truths))
     return scores
 
 
-def squad_scores(predictions: Mapping[str, str], answers: Mapping[str, Sequence[str]]) -> dict[str, float]:
-    """{'f1', 'exact_match', 'f1_em'} in [0, 1]: max over the gold answers, mean over questions."""
-    per_question = squad_question_scores(predictions, answers).values()
+def qa_scores(predictions: Mapping[str, str], answers: Mapping[str, Sequence[str]],
+              normalize: Callable[[str], str] = normalize_answer) -> dict[str, float]:
+    """{'f1', 'exact_match', 'f1_em'} in [0, 1]: ``qa_question_scores`` averaged over every gold question."""
+    per_question = qa_question_scores(predictions, answers, normalize).values()
     n = max(len(answers), 1)
     f1, em = sum(f for f, _ in per_question), sum(e for _, e in per_question)
     return {"f1": f1 / n, "exact_match": em / n, QA_METRIC: (f1 + em) / (2 * n)}
+
+
+# --- MLQA official evaluation (facebookresearch/MLQA, mlqa_evaluation_v1.py) ---------------------------------------
+
+
+
+@functools.cache
+def mlqa_punctuation() -> frozenset[str]:
+    """Every Unicode character of a P* category, plus ASCII ``string.punctuation`` (which adds symbols like $ + ^);
+    built on first use (0.2 s)."""
+    return frozenset(chr(i) for i in range(sys.maxunicode) if unicodedata.category(chr(i)).startswith("P")) \
+        | frozenset(string.punctuation)
+
+
+# articles removed per answer language (Hindi and Chinese have none; the Arabic rule removes every "ال", also
+# inside words, as the official pattern does)
+MLQA_ARTICLES = {"en": r"\b(a|an|the)\b", "es": r"\b(un|una|unos|unas|el|la|los|las)\b",
+                 "de": r"\b(ein|eine|einen|einem|eines|einer|der|die|das|den|dem|des)\b",
+                 "vi": r"\b(của|là|cái|chiếc|những)\b", "ar": r"\sال^|ال", "hi": None, "zh": None}
+MLQA_CJK = re.compile(r"[\u4e00-\u9fa5]")  # Chinese answers: each of these characters is a token of its own
+
+
+def _mlqa_tokens(text: str, lang: str) -> list[str]:
+    if lang != "zh":
+        return text.split()
+    tokens, run = [], ""
+    for char in text:
+        if MLQA_CJK.match(char) or char in mlqa_punctuation():
+            tokens += run.split() + [char]
+            run = ""
+        else:
+            run += char
+    return tokens + run.split()
+
+
+def mlqa_normalize_answer(text: str, lang: str) -> str:
+    """MLQA's answer normalisation for answer language ``lang``: lower case, drop punctuation, drop the language's
+    articles, then split on whitespace (Chinese: also one token per CJK character) and join with single spaces.
+    ValueError for a language MLQA does not have."""
+    if lang not in MLQA_ARTICLES:
+        raise ValueError(f"MLQA has no answer language {lang!r}; it has {', '.join(MLQA_ARTICLES)}")
+    punctuation = mlqa_punctuation()
+    text = "".join(ch for ch in text.lower() if ch not in punctuation)
+    if MLQA_ARTICLES[lang]:
+        text = re.sub(MLQA_ARTICLES[lang], " ", text)
+    return " ".join(t for t in _mlqa_tokens(text, lang) if t.strip())
+
+
+def answer_normalizer(task: str, lang: str) -> Callable[[str], str]:
+    """The official answer normalisation of a QA task's language: MLQA's own per language for ``mlqa`` test
+    languages, SQuAD v1.1's otherwise (XQuAD, TyDiQA-GoldP, and every English dev set, which is SQuAD's)."""
+    if task == "mlqa":
+        return functools.partial(mlqa_normalize_answer, lang=lang)
+    return normalize_answer
 
 
 # --- bootstrap units: score = sum(numerators) / sum(denominators), resampled by example ---------------------------

@@ -36,8 +36,8 @@ def test_pos_tags_score_by_xtreme_rs_rule_and_token_accuracy_beside_it(gold, pre
 
 def test_squad_normalisation_and_scores():
     assert metrics.normalize_answer("The  Cat, sat!") == "cat sat"
-    scores = metrics.squad_scores({"q1": "the cat", "q2": "in the big house"},
-                                  {"q1": ["Cat!"], "q2": ["a house", "the big red house"]})
+    scores = metrics.qa_scores({"q1": "the cat", "q2": "in the big house"},
+                               {"q1": ["Cat!"], "q2": ["a house", "the big red house"]})
     assert scores["exact_match"] == pytest.approx(0.5)
     # q2: best gold "big red house" vs "in big house": overlap 2, P = 2/3, R = 2/3 -> F1 = 2/3
     assert scores["f1"] == pytest.approx((1 + 2 / 3) / 2)
@@ -48,8 +48,37 @@ def test_a_question_without_a_prediction_scores_zero():
     # official SQuAD v1.1 rule: the question counts in the mean and adds nothing; before, a missing prediction
     # became "" and matched a gold answer that normalises to "" (here ".") with EM 1
     answers = {"q1": ["."], "q2": ["Paris"]}
-    assert metrics.squad_question_scores({"q2": "paris"}, answers) == {"q1": (0.0, 0.0), "q2": (1.0, 1.0)}
-    assert metrics.squad_scores({"q2": "paris"}, answers)["exact_match"] == pytest.approx(0.5)
+    assert metrics.qa_question_scores({"q2": "paris"}, answers) == {"q1": (0.0, 0.0), "q2": (1.0, 1.0)}
+    assert metrics.qa_scores({"q2": "paris"}, answers)["exact_match"] == pytest.approx(0.5)
+
+
+# MLQA's official rules (mlqa_evaluation_v1.py): lower case, drop Unicode P* and ASCII punctuation, drop the answer
+# language's articles (Arabic: every "ال"), split on whitespace, Chinese also one token per CJK character
+@pytest.mark.parametrize("text, lang, normalised", [
+    ("¿La casa?", "es", "casa"),  # ¿ is Unicode punctuation (Po), "la" an article
+    ("der Rhein", "de", "rhein"),
+    ("الكتاب", "ar", "كتاب"), ("المال", "ar", "م"),  # both "ال" of al-māl go, as the official pattern does
+    ("iPhone 手机。", "zh", "iphone 手 机"),  # 。 is punctuation; CJK characters are tokens of their own
+    ("दिल्ली।", "hi", "दिल्ली"),  # the danda is punctuation; vowel signs (Mc/Mn) stay; no articles
+    ("The  U.S. $5 €5", "en", "us 5 €5"),  # $ is in ASCII punctuation, € (Sc) is not
+    ("những con mèo", "vi", "con mèo"),
+])
+def test_mlqa_normalisation_per_answer_language(text, lang, normalised):
+    assert metrics.mlqa_normalize_answer(text, lang) == normalised
+
+
+def test_mlqa_scores_differ_from_squad_where_the_official_rules_do():
+    zh, de = metrics.answer_normalizer("mlqa", "zh"), metrics.answer_normalizer("mlqa", "de")
+    # 北京 vs 北京大学: tokens 北 京 / 北 京 大 学: P = 1, R = 1/2 -> F1 2/3 (SQuAD's rule: one token each, F1 0)
+    assert metrics.qa_question_scores({"q": "北京"}, {"q": ["北京大学"]}, zh) == {"q": (pytest.approx(2 / 3), 0.0)}
+    assert metrics.qa_question_scores({"q": "北京"}, {"q": ["北京大学"]}) == {"q": (0.0, 0.0)}
+    # Rhein vs der Rhein: the German article goes -> F1 1, EM 1 (SQuAD's rule: F1 2/3, EM 0)
+    assert metrics.qa_scores({"q": "Rhein"}, {"q": ["der Rhein"]}, de) == {"f1": 1.0, "exact_match": 1.0,
+                                                                             "f1_em": 1.0}
+    squad = metrics.qa_scores({"q": "Rhein"}, {"q": ["der Rhein"]}, metrics.answer_normalizer("xquad", "de"))
+    assert (squad["f1"], squad["exact_match"]) == (pytest.approx(2 / 3), 0.0)
+    with pytest.raises(ValueError, match="MLQA has no answer language 'ja'"):
+        metrics.mlqa_normalize_answer("x", "ja")
 
 
 def test_average_precision_at_k():
