@@ -107,7 +107,6 @@ def qa_scores(predictions: Mapping[str, str], answers: Mapping[str, Sequence[str
 # --- MLQA official evaluation (facebookresearch/MLQA, mlqa_evaluation_v1.py) ---------------------------------------
 
 
-
 @functools.cache
 def mlqa_punctuation() -> frozenset[str]:
     """Every Unicode character of a P* category, plus ASCII ``string.punctuation`` (which adds symbols like $ + ^);
