@@ -237,3 +237,50 @@ def test_mewslix_reader_ranks_entities_by_mention_sentence(tmp_path):
     ranking = load_split(T.TASKS["mewslix"], "test", "es", tmp_path)
     assert ranking.questions == ["Un sismo de 6,8 en la escala de Richter."] and ranking.relevant == [[0]]
     assert ranking.candidates == ["Skala Richter ...", "Paris"]
+
+
+# --- segment ids (mBERT): training and evaluation give the model the same inputs -------------------------------
+
+
+@pytest.fixture(scope="module")
+def wordpiece(tmp_path_factory):
+    """A BERT WordPiece tokenizer, as mBERT's, built offline from a small vocabulary: unlike the offline stand-ins'
+    SentencePiece tokenizers it produces segment ids (token_type_ids) for sentence pairs."""
+    from transformers import BertTokenizerFast
+
+    vocab = tmp_path_factory.mktemp("wordpiece") / "vocab.txt"
+    words = "the cat sat on a mat dog ran in house big small".split()
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    return BertTokenizerFast(vocab_file=str(vocab))
+
+
+def test_training_pairs_carry_the_segment_ids_that_evaluation_passes(wordpiece):
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from study.augment import Synonyms
+    from study.data.vme import build_pairs, collate_pairs
+    from study.engine import split_batch
+    from study.evaluation import score_supervised
+    from study.tasks import get_task
+
+    task = get_task("xnli")
+    records = [{"text_a": "the cat sat on a mat", "text_b": "a dog ran", "label": 0},
+               {"text_a": "the big house", "text_b": "the small cat sat in the house", "label": 2}]
+    pairs, _ = build_pairs(task, records, Synonyms({"cat": ["dog"]}, "test"), wordpiece, k=1, seed=0, max_length=32)
+    batch = collate_pairs(wordpiece.pad_token_id)(pairs)
+    trained, _ = split_batch(batch["x"])
+    assert "token_type_ids" in trained and "token_type_ids" in split_batch(batch["xt"])[0]
+    seen = []
+    model = BertForSequenceClassification(BertConfig(vocab_size=len(wordpiece), hidden_size=16, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=32, num_labels=3))
+    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs), with_kwargs=True)
+    score_supervised(task, records, model, wordpiece, 32, "segment-ids")
+    evaluated = {k: torch.cat([s[k] for s in seen]) if k in seen[0] else None for k in trained}
+    assert set(evaluated) == set(trained) and evaluated["token_type_ids"] is not None
+    for row in range(len(records)):  # the same ids, mask and segments for every real token of every row
+        length = int(trained["attention_mask"][row].sum())
+        assert (evaluated["token_type_ids"][row][length:] == 0).all()
+        for key in ("input_ids", "attention_mask", "token_type_ids"):
+            assert trained[key][row][:length].tolist() == evaluated[key][row][:length].tolist(), key
+        assert trained["token_type_ids"][row][:length].tolist().count(1) > 0  # the second sentence's segment

@@ -17,7 +17,8 @@ from study.augment import Synonyms, virtual_copies
 from study.data.features import encode_records
 from study.objective import IGNORE_INDEX
 
-PAIR_FIELDS = ("input_ids", "attention_mask", "labels", "start_positions", "end_positions")
+# token_type_ids: segment ids of BERT-style tokenizers (mBERT), which training must pass as evaluation does
+PAIR_FIELDS = ("input_ids", "attention_mask", "token_type_ids", "labels", "start_positions", "end_positions")
 
 
 def _qa_copy(record: dict, synonyms: Synonyms, rng: random.Random) -> dict:
@@ -94,7 +95,7 @@ def _length(values: list) -> int:
 def collate_pairs(pad_id: int):
     """Pad x and x̃ of a batch to one common length (for the one-pass [x; x̃] forward)."""
 
-    fills = {"input_ids": pad_id, "attention_mask": 0, "labels": IGNORE_INDEX}
+    fills = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": 0, "labels": IGNORE_INDEX}
 
     def collate(batch: list[dict]) -> dict:
         length = max(_length(item[s]["input_ids"]) for item in batch for s in ("x", "xt"))
