@@ -48,14 +48,17 @@ def validate(cfg: TrainConfig) -> None:
     """Everything that can be checked without a worker: task/model fit, ap_layer depth, checkpoint origin."""
     from transformers import AutoConfig
 
+    from study.data.features import qa_window
     from study.models import CHECKPOINT_META, get_spec, model_path
-    from study.tasks import get_task
+    from study.tasks import QA, get_task
 
     task, spec = get_task(cfg.task), get_spec(cfg.model)
     if not task.needs_training:
         raise StudyError(f"task {task.name!r} is a retrieval task with no English training data: fine-tune on a "
                          f"task with a head (e.g. xnli, pocket-topic) and evaluate retrieval with study.evaluate")
     task.check_languages(list(cfg.languages) if cfg.languages else None)
+    if task.kind == QA:
+        qa_window(cfg.max_length, 0)  # too short a window stops here, before Ray starts
     depth = AutoConfig.from_pretrained(model_path(spec)).num_hidden_layers
     if cfg.ap_layer >= depth:
         raise StudyError(f"ap_layer={cfg.ap_layer} is out of range for {spec.key}: choose 0..{depth - 1}")

@@ -222,6 +222,30 @@ def test_qa_spans_map_back_to_the_answer_and_cache_is_reused(tiny):
     assert again.cache_files == features.cache_files and again.cache_files
 
 
+def test_long_questions_are_cut_to_fit_and_every_question_keeps_a_window(tiny):
+    """A question that leaves a window no more than a stride of context made the fast tokenizer panic; now it is cut
+    to XTREME's query budget, and every question still gets at least one window (every gold unit is scored)."""
+    from study.config import TrainConfig
+    from study.data.features import qa_window
+    from study.models import load_tokenizer
+    from study.worker import validate
+
+    tokenizer = load_tokenizer(tiny)
+    context = "Paris is the capital of France and its largest city by far. " * 6
+    records = [{"id": f"q{n}", "question": " ".join(["which"] * n) + " city?", "context": context,
+                "answers": {"text": ["Paris"], "answer_start": [0]}} for n in (3, 27, 80)]
+    budget, stride = qa_window(32, tokenizer.num_special_tokens_to_add(pair=True))
+    assert (budget, stride) == (32 - 4 - 10 - 2, 10)
+    features = encode_records(T.TASKS["xquad"], records, tokenizer, 32, "long-questions")
+    assert {f["example_id"] for f in features} == {"q3", "q27", "q80"}
+    for f in features:
+        question_tokens = sum(o is None for o in f["offset_mapping"]) - tokenizer.num_special_tokens_to_add(pair=True)
+        assert len(f["input_ids"]) <= 32 and question_tokens <= budget
+    assert qa_window(384, 3) == (64, 128)  # XTREME-R's setting: max_query_length 64, doc_stride 128
+    with pytest.raises(StudyError, match="max_length 12 is too short for a QA task: use at least 16"):
+        validate(TrainConfig(model="tiny", task="xquad", max_length=12))
+
+
 def test_mewslix_reader_ranks_entities_by_mention_sentence(tmp_path):
     root = tmp_path / "mewslix"
     root.mkdir()

@@ -76,11 +76,37 @@ def _tagging(task, tokenizer, max_length):
     return encode
 
 
+ENCODING_VERSION = 2  # part of every cache key: bump it whenever an encoder's output changes
+MAX_QUERY_TOKENS = 64  # XTREME's max_query_length: longer questions are cut to their first 64 tokens
+MIN_QA_LENGTH = 16  # below this, a QA window has no room for a question, the special tokens and the stride
+
+
+def qa_window(max_length: int, special_tokens: int) -> tuple[int, int]:
+    """(question token budget, doc stride) of QA windows of ``max_length`` tokens: the stride is XTREME's 128 at
+    384 (a third of the window, at most 128), and the question keeps at most ``MAX_QUERY_TOKENS`` tokens and leaves
+    more than a stride of context in every window (the fast tokenizer panics natively otherwise; one token of
+    margin for re-tokenising a cut question). StudyError when ``max_length`` is below ``MIN_QA_LENGTH``."""
+    if max_length < MIN_QA_LENGTH:
+        raise StudyError(f"max_length {max_length} is too short for a QA task: use at least {MIN_QA_LENGTH} "
+                         "(XTREME-R uses 384)")
+    stride = min(128, max_length // 3)
+    return min(MAX_QUERY_TOKENS, max_length - special_tokens - stride - 2), stride
+
+
+def _truncated_questions(tokenizer, questions: list[str], budget: int) -> list[str]:
+    """Each question cut after its ``budget``-th token (at that token's last character), as XTREME truncates
+    queries to ``max_query_length`` tokens; one batched tokenizer call."""
+    questions = [q.lstrip() for q in questions]
+    offsets = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return [q if len(o) <= budget else q[:o[budget - 1][1]] for q, o in zip(questions, offsets)]
+
+
 def _qa(task, tokenizer, max_length):
-    doc_stride = min(128, max_length // 4)  # XTREME: 128 at length 384
+    budget, doc_stride = qa_window(max_length, tokenizer.num_special_tokens_to_add(pair=True))
 
     def encode(batch):
-        out = tokenizer([q.lstrip() for q in batch["question"]], batch["context"], truncation="only_second",
+        questions = _truncated_questions(tokenizer, batch["question"], budget)
+        out = tokenizer(questions, batch["context"], truncation="only_second",
                         max_length=max_length, stride=doc_stride, return_overflowing_tokens=True,
                         return_offsets_mapping=True, padding=False)
         sample_of = out.pop("overflow_to_sample_mapping")
@@ -126,7 +152,7 @@ def encode_records(task: T.TaskSpec, records: list[dict], tokenizer, max_length:
         raise StudyError(f"task {task.name!r} ({task.kind}) has no supervised features: it evaluates a bare encoder")
     if not records:
         raise StudyError(f"task {task.name!r}: no examples to tokenise for {cache_key}")
-    key = _fingerprint(task.name, cache_key, tokenizer_id(tokenizer), max_length, records)
+    key = _fingerprint(ENCODING_VERSION, task.name, cache_key, tokenizer_id(tokenizer), max_length, records)
     path = cache_dir() / "features" / f"{task.name}-{cache_key}-{key}.arrow"
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = datasets.Dataset.from_list(records)
