@@ -55,10 +55,12 @@ def _retrieval(task: T.TaskSpec, data, model, tokenizer, layer, prefix, max_leng
                                               max_length=max_length)
     if isinstance(data, Bitext):
         both = metrics.nearest_neighbour_accuracy(embed(data.source) @ embed(data.english).T)
-        return both["xx_to_en"], {"en_to_xx": both["en_to_xx"], "examples": len(data.source)}
+        return both["xx_to_en"], {"en_to_xx": both["en_to_xx"], "examples": len(data.source),
+                                   "gold_units": len(data.source)}
     assert isinstance(data, RankingSet)
     scores = embed(data.questions) @ embed(data.candidates).T
-    return metrics.mean_average_precision_at_k(scores, data.relevant, k=20), {"examples": len(data.questions)}
+    return metrics.mean_average_precision_at_k(scores, data.relevant, k=20), {"examples": len(data.questions),
+                                                                              "gold_units": len(data.questions)}
 
 
 @torch.no_grad()
@@ -84,7 +86,8 @@ def _label_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_s
     for rows, inputs in _batches(features, batch_size, tokenizer):
         predictions += model(**inputs).logits.argmax(-1).tolist()
         gold += rows["labels"]
-    extra = {"examples": len(gold), "units": [[float(p == g), 1.0] for p, g in zip(predictions, gold)]}
+    extra = {"examples": len(gold), "gold_units": len(gold),
+             "units": [[float(p == g), 1.0] for p, g in zip(predictions, gold)]}
     if task.suite == "pocket":  # the label prior is skewed: report a class-balanced view beside accuracy
         from sklearn.metrics import f1_score
 
@@ -94,15 +97,23 @@ def _label_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_s
 
 def _tag_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_size) -> tuple[float, dict]:
     """Tagging: XTREME-R's seqeval F1 on the tags as given (BIO for PAN-X, raw UPOS for UD-POS) over each word's
-    first sub-token; units from ``metrics.tagging_units``; UD-POS adds ``token_accuracy`` beside it."""
+    first sub-token, every word of every sentence (long sentences come in windows: ``features.word_windows``);
+    units from ``metrics.tagging_units``; UD-POS adds ``token_accuracy`` beside it. StudyError when a gold word
+    would go unscored."""
     _check_head(task, model)
-    predictions, gold = [], []
+    predictions: list[list[str]] = []
     for rows, inputs in _batches(features, batch_size, tokenizer):
-        for row_logits, labels in zip(model(**inputs).logits.argmax(-1).tolist(), rows["labels"]):
-            keep = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
-            predictions.append([task.labels[row_logits[i]] for i in keep])
-            gold.append([task.labels[labels[i]] for i in keep])
-    extra = {"examples": len(gold), "units": metrics.tagging_units(gold, predictions)}
+        for row_logits, labels, start in zip(model(**inputs).logits.argmax(-1).tolist(), rows["labels"],
+                                             rows["word_start"]):
+            if start == 0:
+                predictions.append([])  # a sentence's first window
+            predictions[-1] += [task.labels[row_logits[i]] for i, label in enumerate(labels) if label != IGNORE_INDEX]
+    gold = [list(r["tags"]) for r in records]
+    scored = [len(p) for p in predictions]
+    if scored != [len(g) for g in gold]:
+        raise StudyError(f"task {task.name!r}: {sum(scored)} of {sum(map(len, gold))} gold words got a prediction; "
+                         "every gold word must be scored")
+    extra = {"examples": len(gold), "gold_units": sum(scored), "units": metrics.tagging_units(gold, predictions)}
     if task.name == "udpos":
         extra["token_accuracy"] = metrics.token_accuracy(gold, predictions)
     return metrics.tagging_f1(gold, predictions), extra
@@ -139,7 +150,7 @@ def _qa_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_size
     scores = metrics.qa_scores(predictions, answers)
     units = [[(f1 + em) / 2, 1.0] for f1, em in metrics.qa_question_scores(predictions, answers).values()]
     return scores[metrics.QA_METRIC], {"f1": scores["f1"], "exact_match": scores["exact_match"],
-                                       "examples": len(records), "units": units}
+                                       "examples": len(records), "gold_units": len(units), "units": units}
 
 
 # {task kind: scorer(task, features, records, model, tokenizer, batch_size) -> (score, details)}
@@ -165,7 +176,7 @@ def evaluate_languages(task: T.TaskSpec, model, tokenizer, languages: tuple[str,
         results[lang] = score, extra
         if log:
             log(f"[evaluate] {task.name} {lang}: {task.metric} {score:.4f} "
-                f"({extra['examples']} examples, {time.perf_counter() - started:.1f} s)")
+                f"({extra['gold_units']} gold units, all scored; {time.perf_counter() - started:.1f} s)")
     return results
 
 

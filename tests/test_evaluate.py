@@ -9,6 +9,7 @@ import pytest
 
 from conftest import SHARED_DATA
 from study import evaluate as cli
+from study.data.sources import load_split
 from study.models import load_model, load_tokenizer, save_model_dir
 from study.tasks import TASKS
 
@@ -58,6 +59,10 @@ def test_supervised_tasks_evaluate_a_checkpoint(task, language, head, tiny_check
     result = json.loads(out.read_text())
     assert 0.0 <= result["per_language"][language] <= 1.0 and "fine-tuned" in result["model"]
     assert result["metric"] == TASKS[task].metric and len(result["per_family"]) == 1
+    # every gold unit of the test set is scored: each word (tagging), question (QA) or example
+    records = load_split(TASKS[task], "test", language, SHARED_DATA)
+    expected = sum(len(r["tokens"]) for r in records) if head == "token" else len(records)
+    assert result["details"][language]["gold_units"] == expected
 
 
 def _run(*args):
@@ -74,3 +79,38 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     result = _run(*args, "--json", str(tmp_path / "never.json"))
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "never.json").exists()
+
+
+# --- every gold unit is scored ------------------------------------------------------------------------------------
+
+
+def test_word_windows_fit_the_budget_and_keep_every_word():
+    from study.data.features import word_windows
+
+    assert word_windows([2, 3, 1, 4], 5) == [(0, 2), (2, 4)]
+    assert word_windows([1, 7, 1], 5) == [(0, 1), (1, 2), (2, 3)]  # an over-long word is a window of its own
+    assert word_windows([], 5) == [(0, 0)]
+
+
+def test_every_word_of_a_long_sentence_is_scored(tiny):
+    """A 40-word sentence at max_length 16 used to score the 14 words of its first window; now all 40 are scored,
+    a word the tokenizer drops entirely (a zero-width space) included, and training pairs its windows."""
+    from study.augment import Synonyms
+    from study.data.features import encode_records
+    from study.data.vme import build_pairs
+    from study.evaluation import score_supervised
+    from study.tasks import get_task
+
+    task = get_task("udpos")
+    tokenizer = load_tokenizer(tiny)
+    words = ("the quick brown fox jumps over the lazy dog while " * 4).split()
+    words[5] = "\u200b"
+    records = [{"tokens": words, "tags": ["NOUN"] * len(words)}, {"tokens": ["short", "one"], "tags": ["ADJ", "NUM"]}]
+    assert tokenizer("\u200b", add_special_tokens=False)["input_ids"] == []
+    features = encode_records(task, records, tokenizer, 16, "long-sentence")
+    assert len(features) > len(records) and features["word_start"].count(0) == len(records)
+    model = load_model(tiny, "token", num_labels=len(task.labels))
+    score, extra = score_supervised(task, records, model, tokenizer, 16, "long-sentence")
+    assert extra["gold_units"] == 42 and extra["examples"] == 2 and 0.0 <= score <= 1.0
+    pairs, _ = build_pairs(task, records, Synonyms({}, "none"), tokenizer, k=1, seed=0, max_length=16)
+    assert len(pairs) == len(features)  # identical copies window identically: every window has its partner

@@ -15,6 +15,8 @@ from study.cache import cache_dir
 from study.errors import StudyError
 from study.objective import IGNORE_INDEX
 
+ENCODING_VERSION = 3  # part of every cache key: bump it whenever an encoder's output changes
+
 
 def _fingerprint(*parts) -> str:
     digest = hashlib.sha256()
@@ -52,13 +54,40 @@ def _multiple_choice(task, tokenizer, max_length):
     return encode
 
 
+def word_windows(sizes: list[int], budget: int) -> list[tuple[int, int]]:
+    """Consecutive [start, end) word ranges whose sub-token counts ``sizes`` fit ``budget`` tokens each, greedily
+    (XTREME's preprocessing splits long tagging sentences the same way); a word longer than the budget is a window
+    of its own (its first sub-token, the one scored, always fits). An empty sentence is one empty window."""
+    windows, start, used = [], 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and used + size > budget:
+            windows.append((start, i))
+            start, used = i, 0
+        used += size
+    return windows + [(start, len(sizes))]
+
+
 def _tagging(task, tokenizer, max_length):
+    """One feature row per window of a sentence (``word_windows``), with ``word_start``, the window's first word in
+    its sentence, so that scoring can put every word of every sentence back together; a word the tokenizer turns
+    into no sub-token at all is encoded as the unknown token, so that it too gets a prediction."""
     label_of = {tag: i for i, tag in enumerate(task.labels)}
+    budget = max_length - tokenizer.num_special_tokens_to_add(pair=False)
 
     def encode(batch):
-        out = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True, max_length=max_length)
+        flat = [word for words in batch["tokens"] for word in words]
+        sizes = [len(ids) for ids in tokenizer(flat, add_special_tokens=False)["input_ids"]] if flat else []
+        windows, window_tags, starts, position = [], [], [], 0
+        for words, tags in zip(batch["tokens"], batch["tags"]):
+            counts, position = sizes[position:position + len(words)], position + len(words)
+            words = [word if count else tokenizer.unk_token for word, count in zip(words, counts)]
+            for start, end in word_windows([max(count, 1) for count in counts], budget):
+                windows.append(words[start:end])
+                window_tags.append(tags[start:end])
+                starts.append(start)
+        out = tokenizer(windows, is_split_into_words=True, truncation=True, max_length=max_length)
         labels = []
-        for row, tags in enumerate(batch["tags"]):
+        for row, tags in enumerate(window_tags):
             previous, row_labels = None, []
             for word in out.word_ids(row):
                 if word is None or word == previous:
@@ -71,12 +100,11 @@ def _tagging(task, tokenizer, max_length):
                     row_labels.append(label_of[tag])
                 previous = word
             labels.append(row_labels)
-        out["labels"] = labels
+        out["labels"], out["word_start"] = labels, starts
         return out
     return encode
 
 
-ENCODING_VERSION = 2  # part of every cache key: bump it whenever an encoder's output changes
 MAX_QUERY_TOKENS = 64  # XTREME's max_query_length: longer questions are cut to their first 64 tokens
 MIN_QA_LENGTH = 16  # below this, a QA window has no room for a question, the special tokens and the stride
 

@@ -67,6 +67,9 @@ def build_pairs(task: T.TaskSpec, records: list[dict], synonyms: Synonyms, token
     if task.kind == T.QA:
         pairs = [{"x": a, "xt": b} for a_rows, b_rows in zip(_windows(x, columns), _windows(xt, columns))
                  for a, b in zip(a_rows, b_rows)]  # a window without a partner is dropped
+    elif task.kind == T.TAGGING:  # long sentences come in word windows; x̃ may window differently
+        pairs = [{"x": a[start], "xt": b[start]} for a, b in zip(_sentences(x, columns), _sentences(xt, columns))
+                 for start in a if start in b]  # windows starting at the same word; others have no partner
     else:
         pairs = [{"x": {c: a[c] for c in columns}, "xt": {c: b[c] for c in columns}} for a, b in zip(x, xt)]
     stats = {"examples": len(records), "virtual_copies": len(virtuals), "pairs": len(pairs),
@@ -80,6 +83,16 @@ def _windows(features, columns) -> list[list[dict]]:
     for row in features:
         groups.setdefault(row["example_id"], []).append({c: row[c] for c in columns})
     return list(groups.values())
+
+
+def _sentences(features, columns) -> list[dict[int, dict]]:
+    """Tagging windows grouped by sentence, in order: {first word of the window: its row} per sentence."""
+    sentences: list[dict[int, dict]] = []
+    for row in features:
+        if row["word_start"] == 0:
+            sentences.append({})
+        sentences[-1][row["word_start"]] = {c: row[c] for c in columns}
+    return sentences
 
 
 def _pad(values: list, length: int, fill) -> list:
