@@ -65,11 +65,12 @@ def _retrieval(task: T.TaskSpec, data, model, tokenizer, layer, prefix, max_leng
 
 @torch.no_grad()
 def score_supervised(task: T.TaskSpec, records: list[dict], model, tokenizer, max_length: int, key: str,
-                     batch_size: int = 32) -> tuple[float, dict]:
-    """Score a model with a task head on records of one language: (metric value, details with ``examples`` and the
-    per-example ``units`` the report resamples). The scorer is the task kind's (``SCORERS``)."""
+                     batch_size: int = 32, lang: str = SOURCE_LANGUAGE) -> tuple[float, dict]:
+    """Score a model with a task head on records of language ``lang``: (metric value, details with ``examples``,
+    ``gold_units`` and the per-example ``units`` the report resamples). The scorer is the task kind's
+    (``SCORERS``)."""
     features = encode_records(task, records, tokenizer, max_length, key)
-    return SCORERS[task.kind](task, features, records, model, tokenizer, batch_size)
+    return SCORERS[task.kind](task, features, records, model, tokenizer, batch_size, lang)
 
 
 def _check_head(task: T.TaskSpec, model) -> None:
@@ -79,7 +80,7 @@ def _check_head(task: T.TaskSpec, model) -> None:
                          f"use a checkpoint fine-tuned on {task.name}")
 
 
-def _label_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_size) -> tuple[float, dict]:
+def _label_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_size, lang) -> tuple[float, dict]:
     """Classification and multiple choice: accuracy; units (correct, 1); pocket tasks add macro-F1."""
     _check_head(task, model)
     predictions, gold = [], []
@@ -95,7 +96,7 @@ def _label_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_s
     return metrics.accuracy(gold, predictions), extra
 
 
-def _tag_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_size) -> tuple[float, dict]:
+def _tag_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_size, lang) -> tuple[float, dict]:
     """Tagging: XTREME-R's seqeval F1 on the tags as given (BIO for PAN-X, raw UPOS for UD-POS) over each word's
     first sub-token, every word of every sentence (long sentences come in windows: ``features.word_windows``);
     units from ``metrics.tagging_units``; UD-POS adds ``token_accuracy`` beside it. StudyError when a gold word
@@ -127,9 +128,10 @@ def _pad_choices(rows, tokenizer) -> dict[str, torch.Tensor]:
     return {k: v.view(-1, n_choices, v.shape[-1]) for k, v in padded.items()}
 
 
-def _qa_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_size) -> tuple[float, dict]:
-    """QA: the best span of at most MAX_ANSWER_TOKENS over the 20 best starts and ends per window, then SQuAD v1.1
-    F1 and EM per question; the score is (F1 + EM) / 2."""
+def _qa_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_size, lang) -> tuple[float, dict]:
+    """QA: the best span of at most MAX_ANSWER_TOKENS over the 20 best starts and ends per window, then F1 and EM
+    per question by the task's official rules (``metrics.answer_normalizer``: MLQA's per answer language, SQuAD
+    v1.1's otherwise); the score is (F1 + EM) / 2."""
     best: dict[str, tuple[float, str]] = {}
     context_of = {r["id"]: r["context"] for r in records}
     for rows, inputs in _batches(features, batch_size, tokenizer):
@@ -147,13 +149,14 @@ def _qa_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_size
                             best[example_id] = (score, context_of[example_id][offsets[s][0]:offsets[e][1]])
     predictions = {qid: text for qid, (_, text) in best.items()}
     answers = {r["id"]: r["answers"]["text"] for r in records}
-    scores = metrics.qa_scores(predictions, answers)
-    units = [[(f1 + em) / 2, 1.0] for f1, em in metrics.qa_question_scores(predictions, answers).values()]
+    normalize = metrics.answer_normalizer(task.name, lang)  # MLQA's own rules per answer language, else SQuAD's
+    scores = metrics.qa_scores(predictions, answers, normalize)
+    units = [[(f1 + em) / 2, 1.0] for f1, em in metrics.qa_question_scores(predictions, answers, normalize).values()]
     return scores[metrics.QA_METRIC], {"f1": scores["f1"], "exact_match": scores["exact_match"],
                                        "examples": len(records), "gold_units": len(units), "units": units}
 
 
-# {task kind: scorer(task, features, records, model, tokenizer, batch_size) -> (score, details)}
+# {task kind: scorer(task, features, records, model, tokenizer, batch_size, lang) -> (score, details)}
 SCORERS = {T.CLASSIFICATION: _label_scores, T.MULTIPLE_CHOICE: _label_scores, T.TAGGING: _tag_scores, T.QA: _qa_scores}
 
 
@@ -170,7 +173,7 @@ def evaluate_languages(task: T.TaskSpec, model, tokenizer, languages: tuple[str,
         data = load_split(task, "test", lang, data_dir)
         if task.needs_training:
             score, extra = score_supervised(task, subsample(data, limit, seed), model, tokenizer, max_length,
-                                            f"test-{lang}")
+                                            f"test-{lang}", lang=lang)
         else:
             score, extra = _retrieval(task, data, model, tokenizer, layer, prefix, max_length)
         results[lang] = score, extra

@@ -114,3 +114,19 @@ def test_every_word_of_a_long_sentence_is_scored(tiny):
     assert extra["gold_units"] == 42 and extra["examples"] == 2 and 0.0 <= score <= 1.0
     pairs, _ = build_pairs(task, records, Synonyms({}, "none"), tokenizer, k=1, seed=0, max_length=16)
     assert len(pairs) == len(features)  # identical copies window identically: every window has its partner
+
+
+def test_qa_answers_are_scored_by_the_test_language_rules(tiny, monkeypatch):
+    """MLQA's test languages go through MLQA's own scorer (metrics.answer_normalizer), with the language."""
+    from study import metrics
+    from study.evaluation import score_supervised
+
+    asked = []
+    real = metrics.answer_normalizer
+    monkeypatch.setattr(metrics, "answer_normalizer", lambda task, lang: asked.append((task, lang)) or real(task, lang))
+    records = [{"id": "q1", "question": "哪里?", "context": "北京大学在北京。", "answers": {"text": ["北京大学"],
+                                                                                   "answer_start": [0]}}]
+    tokenizer = load_tokenizer(tiny)
+    _, extra = score_supervised(TASKS["mlqa"], records, load_model(tiny, "qa", num_labels=2), tokenizer, 64,
+                                "mlqa-zh", lang="zh")
+    assert asked == [("mlqa", "zh")] and extra["gold_units"] == 1
