@@ -105,7 +105,8 @@ def test_the_english_rule_is_the_same_in_evaluate_worker_and_report():
     evaluate = summarise_languages(tests)
     worker = evaluation_metrics(METRIC, tests, english_dev=0.8)
     trial = TrialRun("r", protocol.TRIAL_RUN, "s", "m", "M", False, "none", {}, 0.8, 0, dict(tests))
-    report = {row["family"]: row["score"] for row in group_rows(Study("e", "u", METRIC, [], [trial]), "family")}
+    study = Study("e", "u", METRIC, [], [trial], "pocket-topic")
+    report = {row["family"]: row["score"] for row in group_rows(study, "family")}
     assert evaluate["per_family"] == group_scores_of(worker, "family", METRIC) == report
     assert evaluate["per_script"] == group_scores_of(worker, "script", METRIC)
     assert evaluate["target_average"] == worker["test/accuracy/avg"] == trial.target_mean
@@ -242,7 +243,7 @@ def golden_study():
         _trial_run("t4", trial, "S2", *xlmr, "none", 0.70, 4, {"en": 1.0, "de": 1.0, "nl": 1.0, "ja": 1.0}),
         _trial_run("r3", repeat, "S2", *xlmr, "none", 0.65, 6, {"en": 1.0, "de": 0.75, "nl": 0.75, "ja": 0.5}),
     ]
-    return Study("golden", "uri", METRIC, [], runs)
+    return Study("golden", "uri", METRIC, [], runs, "pocket-topic")
 
 
 def test_golden_report_tables(golden_study):
@@ -286,13 +287,43 @@ def test_golden_report_tables(golden_study):
         ("XLM-R: multimodal - text", "all"): (None, None, None, "too little data (no finished multimodal trial)")}
 
 
+def test_task_score_counts_english_and_the_overall_score_needs_every_task(golden_study):
+    from study.report.tables import overall_rows, task_score_rows
+
+    rows = {r["model"]: r for r in task_score_rows(golden_study)}
+    # mBERT's seed means: en .75, de .625, nl .375, ja .25; XLM-R's: en 1, de .875, nl .75, ja .5
+    assert rows["mBERT"]["all_languages"] == pytest.approx((0.75 + 0.625 + 0.375 + 0.25) / 4)
+    assert rows["mBERT"]["zero_shot_target_mean"] == pytest.approx((0.625 + 0.375 + 0.25) / 3)
+    assert rows["XLM-R"]["all_languages"] == pytest.approx(3.125 / 4)
+    assert rows["XLM-R"]["languages"] == "4 of 16" and rows["XLM-R"]["xtreme_r_task_score"] is False  # pocket
+    task_rows = [{"model": "A", "task": "xnli", "all_languages": 0.6, "xtreme_r_task_score": True},
+                 {"model": "A", "task": "udpos", "all_languages": 0.8, "xtreme_r_task_score": True},
+                 {"model": "B", "task": "xnli", "all_languages": 0.5, "xtreme_r_task_score": True}]
+    overall = {r["model"]: (r["overall"], r["note"]) for r in overall_rows(task_rows, ["udpos", "xnli"])}
+    assert overall == {"A": (pytest.approx(0.7), "XTREME-R overall score"),
+                       "B": (0.5, "mean over 1 task(s), not XTREME-R's: missing udpos")}
+
+
+def test_an_experiment_with_two_tasks_gets_an_overall_page_and_a_report_per_task(golden_study, tmp_path):
+    from dataclasses import replace
+
+    from study.report.__main__ import write_report
+
+    retrieval = replace(golden_study, task="pocket-retrieval")
+    files = write_report([golden_study, retrieval], tmp_path)
+    assert {"report.html", "overall.csv", "task_score.csv", "pocket-topic/report.html",
+            "pocket-retrieval/report.html", "pocket-topic/per_language.csv"} <= set(files)
+    assert all((tmp_path / f).is_file() for f in files)
+    index = (tmp_path / "report.html").read_text()
+    assert 'href="pocket-topic/report.html"' in index and "mean over 2 task(s), not XTREME-R" in index
+
+
 def test_the_page_shows_every_figure_of_the_list_or_says_why_not(golden_study, tmp_path):
     """``figures.FIGURES`` is the page's figure list: each one is drawn from the tables (an image on the page and a
     PNG on disk) or, with too little data, the page says so in its place."""
     from dataclasses import replace
 
     from study.report.figures import FIGURES
-    from study.report.load import Study
     from study.report.page import build_report
 
     files = build_report(golden_study, tmp_path)
@@ -302,7 +333,7 @@ def test_the_page_shows_every_figure_of_the_list_or_says_why_not(golden_study, t
     assert "weights" not in drawn  # no trial of the golden study records a loss weight
     assert page.count("too little data for this figure") == len(FIGURES) - len(drawn)
     assert all((tmp_path / f).is_file() for f in files) and sum(f.endswith(".png") for f in files) == len(drawn)
-    weighted = Study(golden_study.experiment, golden_study.uri, golden_study.metric, [], [
+    weighted = replace(golden_study, trials=[
         replace(run, params={"alpha": "0.1", "beta": str(0.5 + i), "w_robust": "1.0"})
         for i, run in enumerate(golden_study.trials)])
     assert "loss_weights.png" in build_report(weighted, tmp_path / "weighted")

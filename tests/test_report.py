@@ -117,7 +117,7 @@ def _importance_study(n_trials: int, rng):
                                                               if objective == "vme" else {})}
         dev = 0.5 + 0.1 * (np.log10(lr) + 5) + rng.normal(0, 0.005)
         trials.append(TrialRun(f"t{i}", TRIAL_RUN, "S", "m", "M", False, "none", params, dev, i))
-    return Study("x", "uri", "accuracy", [parent], trials)
+    return Study("x", "uri", "accuracy", [parent], trials, "pocket-topic")
 
 
 def test_importance_needs_twenty_trials_and_ranks_the_parameter_that_matters():

@@ -21,9 +21,21 @@ import tempfile
 from pathlib import Path
 
 from study.errors import run_cli
-from study.report.load import load_study
-from study.report.page import build_report, log_report
-from study.report.tables import header
+from study.report.load import Study, load_studies
+from study.report.page import build_index, build_report, log_report
+from study.report.tables import ReportTables
+
+
+def write_report(studies: list[Study], out: Path) -> list[str]:
+    """One task: its report in ``out``. Several: each task's report in ``out/<task>/`` and an index page with the
+    overall score across the tasks. Returns the file names written, relative to ``out``."""
+    if len(studies) == 1:
+        return build_report(studies[0], out)
+    files, tables = [], []
+    for study in studies:
+        tables.append(ReportTables.compute(study))
+        files += [f"{study.task}/{name}" for name in build_report(study, out / study.task, tables[-1])]
+    return build_index(studies, out, tables) + files
 
 
 def main(argv=None) -> int:
@@ -38,15 +50,16 @@ def main(argv=None) -> int:
     from study.mlflow_store import check_server
 
     check_server(args.mlflow_uri)
-    study = load_study(args.mlflow_uri, args.experiment)
-    print(f"[report] {len(study.trials)} finished trial runs of {', '.join(study.models())} in "
+    studies = load_studies(args.mlflow_uri, args.experiment)
+    print(f"[report] {sum(len(s.trials) for s in studies)} finished trial runs of "
+          f"{', '.join(sorted({m for s in studies for m in s.models()}))} on {', '.join(s.task for s in studies)} in "
           f"{args.experiment!r}; bootstrapping and drawing...", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix=".report-", dir=args.out.parent if args.out.parent.exists() else None) \
             as scratch:  # written whole, then moved: a failed report leaves no half-written directory
-        files = build_report(study, Path(scratch))
-        run_id = log_report(study, Path(scratch), header(study))
-        args.out.mkdir(parents=True, exist_ok=True)
+        files = write_report(studies, Path(scratch))
+        run_id = log_report(studies, Path(scratch))
         for name in files:
+            (args.out / name).parent.mkdir(parents=True, exist_ok=True)
             Path(scratch, name).replace(args.out / name)
     print(f"report: {args.out.resolve() / 'report.html'} ({len(files)} files); MLflow run {run_id} "
           f"(artifacts) in experiment {args.experiment!r}")

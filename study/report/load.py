@@ -1,5 +1,5 @@
-"""Reading a study's runs from MLflow into plain records: ``load_study`` -> ``Study`` of ``TrialRun``s, each with
-the scores (and per-example units) of the step English dev selected."""
+"""Reading a study's runs from MLflow into plain records: ``load_studies`` -> one ``Study`` per task, of
+``TrialRun``s, each with the scores (and per-example units) of the step English dev selected."""
 
 from __future__ import annotations
 
@@ -54,13 +54,14 @@ class TrialRun:
 
 @dataclass
 class Study:
-    """The finished trials of one MLflow experiment (one task), with the studies' parent runs."""
+    """The finished trials of one task in an MLflow experiment, with the studies' parent runs."""
 
     experiment: str
     uri: str
     metric: str
     studies: list  # the parent runs
     trials: list[TrialRun]
+    task: str  # the task's registry name (study.tasks)
 
     def models(self) -> list[str]:
         """The model keys of the experiment's trials, sorted."""
@@ -80,9 +81,12 @@ class Study:
         return [best] + [t for t in self.trials if t.kind == SEED_REPEAT_RUN and t.study_run == best.study_run]
 
 
-def load_study(uri: str, experiment: str) -> Study:
-    """The finished ``study.tune`` runs of ``experiment`` at ``uri``. StudyError when the experiment does not exist,
-    has no finished trials, mixes tasks, or no trial recorded an English dev score."""
+def load_studies(uri: str, experiment: str) -> list[Study]:
+    """The finished ``study.tune`` runs of ``experiment`` at ``uri``, one ``Study`` per task (sorted by task name).
+    StudyError when the experiment does not exist, has no finished trials, or no trial recorded an English dev
+    score."""
+    from study.tasks import get_task
+
     client = mlflow_client(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -94,16 +98,17 @@ def load_study(uri: str, experiment: str) -> Study:
     if not candidates:
         raise StudyError(f"experiment {experiment!r} at {uri} has no finished study trials ({len(runs)} finished "
                          "runs, none made by python -m study.tune): run a study first, or pass its --experiment")
-    tasks = {r.data.params.get("task") for r in studies} - {None}
-    if len(tasks) > 1:
-        raise StudyError(f"experiment {experiment!r} mixes tasks {sorted(tasks)}: report one task per experiment")
-    from study.tasks import get_task
-
-    metric = get_task(tasks.pop() if tasks else candidates[0].data.params["task"]).metric
-    trials = [t for t in (_trial(client, r, metric) for r in candidates) if t is not None]
-    if not trials:
+    out = []
+    for task in sorted({r.data.params["task"] for r in candidates}):
+        metric = get_task(task).metric
+        trials = [t for t in (_trial(client, r, metric) for r in candidates if r.data.params["task"] == task)
+                  if t is not None]
+        if trials:
+            out.append(Study(experiment, uri, metric, [r for r in studies if r.data.params.get("task") == task],
+                             trials, task))
+    if not out:
         raise StudyError(f"experiment {experiment!r}: no finished trial recorded an English dev score")
-    return Study(experiment, uri, metric, studies, trials)
+    return out
 
 
 def _trial(client, run, metric: str) -> TrialRun | None:

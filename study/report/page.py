@@ -10,9 +10,12 @@ from study.mlflow_store import client
 from study.protocol import REPORT_RUN, RUN_KIND_TAG
 from study.report.figures import FIGURES
 from study.report.load import Study
-from study.report.tables import ReportTables, best_distance_rows, header
+from study.report.tables import ReportTables, best_distance_rows, header, overall_rows
 
+STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;font-size:13px;"
+         "margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}")
 GROUP_COLUMNS = ["languages", "seeds", "score", "gap_to_en"]  # after the model and the group of a group_rows row
+TASK_SCORE_COLUMNS = ["model", "task", "languages", "all_languages", "zero_shot_target_mean", "xtreme_r_task_score"]
 
 
 def _cell(value) -> str:
@@ -46,14 +49,16 @@ def _write_csv(path: Path, rows: list[dict]) -> str:
     return path.name
 
 
-def build_report(study: Study, out: Path) -> list[str]:
-    """Write tables, CSVs, figures and report.html into out; returns the file names written."""
+def build_report(study: Study, out: Path, tables: ReportTables | None = None) -> list[str]:
+    """Write tables (``tables``, computed here when not given), CSVs, figures and report.html into out; returns the
+    file names written."""
     out.mkdir(parents=True, exist_ok=True)
     info = header(study)
-    tables = ReportTables.compute(study)
+    tables = tables or ReportTables.compute(study)
     languages, groups, comparison, modality = tables.languages, tables.groups, tables.comparison, tables.modality
     fits, importance = tables.distance_fits, tables.importance
-    files = [_write_csv(out / "per_language.csv", languages), _write_csv(out / "model_comparison.csv", comparison),
+    files = [_write_csv(out / "per_language.csv", languages), _write_csv(out / "task_score.csv", tables.task_scores),
+             _write_csv(out / "model_comparison.csv", comparison),
              _write_csv(out / "modality_effect.csv", modality), _write_csv(out / "gap_vs_distance.csv", fits),
              _write_csv(out / "parameter_importance.csv", importance),
              *[_write_csv(out / f"by_{by}.csv", rows) for by, rows in groups.items()]]
@@ -65,6 +70,10 @@ def build_report(study: Study, out: Path) -> list[str]:
             "<p><em>too little data for this figure</em></p>"
 
     sections = [
+        ("Task score", _table(tables.task_scores, TASK_SCORE_COLUMNS)
+         + "<p><b>all_languages</b>: mean over every evaluated language, English included (XTREME-R's task score "
+           "when <b>xtreme_r_task_score</b> is true: an XTREME-R task with all its languages); "
+           "<b>zero_shot_target_mean</b>: mean over the non-English languages only.</p>"),
         ("Per language (configuration selected on English dev)",
          _table(languages, ["model", "language", "name", "family", "branch", "script", "score", "seeds",
                             "gap_to_en"])),
@@ -86,26 +95,41 @@ def build_report(study: Study, out: Path) -> list[str]:
     body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
     facts = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in info.items())
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>VME study report: {html.escape(study.experiment)}"
-            "</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
-            "collapse;font-size:13px;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:"
-            f"100%}}</style></head><body><h1>Zero-shot cross-lingual transfer: {html.escape(study.experiment)}</h1>"
-            f"<ul>{facts}</ul>{body}</body></html>")
+            f"</title><style>{STYLE}</style></head><body><h1>Zero-shot cross-lingual transfer: "
+            f"{html.escape(study.experiment)}</h1><ul>{facts}</ul>{body}</body></html>")
     (out / "report.html").write_text(page, encoding="utf-8")
     return ["report.html", *files]
 
 
-def log_report(study: Study, out: Path, info: dict) -> str:
+def build_index(studies: list[Study], out: Path, tasks: list[ReportTables]) -> list[str]:
+    """With several tasks in the experiment: ``report.html`` linking each task's report (in ``<task>/``) under the
+    overall score table (``overall.csv``, ``tables.overall_rows``); returns the file names written."""
+    rows = [row for t in tasks for row in t.task_scores]
+    overall = overall_rows(rows, [s.task for s in studies])
+    links = "".join(f'<li><a href="{html.escape(s.task)}/report.html">{html.escape(s.task)}</a></li>' for s in studies)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>VME study report: "
+            f"{html.escape(studies[0].experiment)}</title><style>{STYLE}</style></head><body>"
+            f"<h1>Zero-shot cross-lingual transfer: {html.escape(studies[0].experiment)}</h1>"
+            f"<h2>Overall</h2>{_table(overall, ['model', 'tasks', 'overall', 'note'])}"
+            f"<h2>Task scores</h2>{_table(rows, TASK_SCORE_COLUMNS)}<h2>Each task's report</h2><ul>{links}</ul>"
+            "</body></html>")
+    (out / "report.html").write_text(page, encoding="utf-8")
+    return ["report.html", _write_csv(out / "overall.csv", overall), _write_csv(out / "task_score.csv", rows)]
+
+
+def log_report(studies: list[Study], out: Path) -> str:
     """A ``report`` run in the experiment holding every file, so people browsing MLflow find it."""
-    mlflow = client(study.uri)
-    experiment_id = mlflow.get_experiment_by_name(study.experiment).experiment_id
+    infos = [header(study) for study in studies]
+
+    def joined(key: str) -> str:  # one task: its value; several: "<task>: <value>; ..."
+        return infos[0][key] if len(infos) == 1 else "; ".join(f"{i['task']}: {i[key]}" for i in infos)
+
+    mlflow = client(studies[0].uri)
+    experiment_id = mlflow.get_experiment_by_name(studies[0].experiment).experiment_id
     run = mlflow.create_run(experiment_id, run_name="report", tags={RUN_KIND_TAG: REPORT_RUN,
-                                                                                   "metric": study.metric})
-    for key in ("task", "suite", "preset"):
-        mlflow.log_param(run.info.run_id, key, str(info[key]))
-    mlflow.log_param(run.info.run_id, "models", info["models"][:6000])
-    mlflow.log_param(run.info.run_id, "trials", info["trials"])
-    mlflow.log_param(run.info.run_id, "seeds", info["seeds"])
+                                                                     "metric": ", ".join(s.metric for s in studies)})
+    for key in ("task", "suite", "preset", "models", "trials", "seeds"):
+        mlflow.log_param(run.info.run_id, key, joined(key)[:6000])
     mlflow.log_artifacts(run.info.run_id, str(out))
     mlflow.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
-

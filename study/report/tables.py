@@ -8,7 +8,15 @@ from dataclasses import dataclass
 
 from study.analysis import Side, fit_line, paired_difference_by_group
 from study.languages import DISTANCE_KINDS, GROUPINGS, distances_to_english, get_language, group_of
-from study.protocol import MODALITY_CONTRASTS, english_reference, is_target, target_group_means
+from study.metrics import xtreme_r_average
+from study.protocol import (
+    MODALITY_CONTRASTS,
+    all_languages_mean,
+    english_reference,
+    is_target,
+    target_group_means,
+    target_mean,
+)
 from study.report.load import Study, TrialRun
 
 
@@ -50,6 +58,46 @@ def group_rows(study: Study, by: str) -> list[dict]:
             rows.append({"model": best.model_name, by: group, "score": value, "gap_to_en": english - value,
                          "languages": len(members), "seeds": len(runs)})
     return rows
+
+
+def task_score_rows(study: Study) -> list[dict]:
+    """Per model, the selected configuration's seed-mean score averaged over every evaluated language of the task,
+    English included — XTREME-R's task score (QA already (F1 + EM) / 2) when the task is an XTREME-R task and every
+    language it lists was evaluated — beside the zero-shot mean over the non-English targets."""
+    from study.tasks import get_task
+
+    task = get_task(study.task)
+    rows, languages = [], per_language_rows(study)
+    for model in study.models():
+        name = model_name(study, model)
+        scores = {r["language"]: r["score"] for r in languages if r["model"] == name}
+        rows.append({"model": name, "task": task.name, "suite": task.suite,
+                     "languages": f"{len(scores)} of {len(task.languages)}",
+                     "all_languages": all_languages_mean(scores), "zero_shot_target_mean": target_mean(scores),
+                     "xtreme_r_task_score": task.suite == "xtreme-r" and set(task.languages) <= set(scores)})
+    return rows
+
+
+def overall_rows(task_rows: list[dict], tasks: list[str]) -> list[dict]:
+    """Per model, the mean over ``tasks`` of its all-language task scores (``metrics.xtreme_r_average``): XTREME-R's
+    overall score when every row is an XTREME-R task score and the model has every task; otherwise the note says
+    what the mean is."""
+    rows = []
+    for model in sorted({r["model"] for r in task_rows}):
+        mine = {r["task"]: r for r in task_rows if r["model"] == model}
+        missing = [t for t in tasks if t not in mine]
+        why = (f"missing {', '.join(missing)}" if missing else
+               "" if all(r["xtreme_r_task_score"] for r in mine.values()) else
+               "not every task is an XTREME-R task with all its languages")
+        rows.append({"model": model, "tasks": len(mine), "overall": xtreme_r_average(
+            {t: {"all": r["all_languages"]} for t, r in mine.items()}),
+            "note": "XTREME-R overall score" if not why else f"mean over {len(mine)} task(s), not XTREME-R's: {why}"})
+    return rows
+
+
+def model_name(study: Study, model: str) -> str:
+    """The display name of a model key (its selected configuration's)."""
+    return study.best(model).model_name
 
 
 def _side(study: Study, best: TrialRun | None, seeds: bool) -> Side | None:
@@ -216,8 +264,8 @@ def header(study: Study) -> dict:
         models.append(f"{trial.model_name}" + (" — OFFLINE STAND-IN, not the paper's model" if trial.stand_in else ""))
     counts = {model: len(study.trials_of(model)) for model in study.models()}
     seeds = {model: len(study.seeds_of(study.best(model))) for model in study.models()}
-    task = parents[0].data.params.get("task", "?") if parents else "?"
-    return {"experiment": study.experiment, "task": task, "suite": ", ".join(suites), "preset": ", ".join(presets),
+    return {"experiment": study.experiment, "task": study.task or "?", "suite": ", ".join(suites),
+            "preset": ", ".join(presets),
             "models": "; ".join(models), "trials": _per_model(counts), "seeds": _per_model(seeds),
             "metric": study.metric,
             "selection": "English dev only: every configuration, checkpoint and early stop was chosen on the English "
@@ -236,6 +284,7 @@ class ReportTables:
     study: Study
     languages: list[dict]  # per_language_rows
     groups: dict[str, list[dict]]  # group_rows for each of languages.GROUPINGS
+    task_scores: list[dict]  # task_score_rows
     comparison: list[dict]  # comparison_rows
     modality: list[dict]  # modality_rows
     distance_points: list[dict]  # distance_rows: one point per (model, language, distance kind)
@@ -247,4 +296,5 @@ class ReportTables:
         """All tables of ``study``."""
         points, fits = distance_rows(study)
         return cls(study, per_language_rows(study), {by: group_rows(study, by) for by in GROUPINGS},
-                   comparison_rows(study), modality_rows(study), points, fits, importance_rows(study))
+                   task_score_rows(study), comparison_rows(study), modality_rows(study), points, fits,
+                   importance_rows(study))
