@@ -132,6 +132,20 @@ def test_release_files_are_read_as_released(tmp_path):
         load_split(T.TASKS["tydiqa"], "test", "fi", tmp_path)
 
 
+def test_xquad_selects_on_squad_dev_without_xquads_english_test_questions(tmp_path):
+    """#16 item 7: XQuAD-en's questions are SQuAD v1.1 dev questions; English dev selection must not see them."""
+    def squad(ids):
+        return {"data": [{"paragraphs": [{"context": "Paris is big.", "qas": [
+            {"id": i, "question": "Which?", "answers": [{"text": "Paris", "answer_start": 0}]} for i in ids]}]}]}
+
+    (tmp_path / "squad").mkdir()
+    (tmp_path / "xquad").mkdir()
+    (tmp_path / "squad/dev-v1.1.json").write_text(json.dumps(squad(["d1", "x1", "d2", "x2"])))
+    (tmp_path / "xquad/xquad.en.json").write_text(json.dumps(squad(["x1", "x2"])))
+    assert [r["id"] for r in load_split(T.TASKS["xquad"], "dev", "en", tmp_path)] == ["d1", "d2"]
+    assert len(load_split(T.TASKS["mlqa"], "dev", "en", tmp_path)) == 4  # MLQA's questions are not SQuAD's
+
+
 def test_lareqa_answer_at_a_sentence_break_belongs_to_the_sentence_starting_there():
     """#16 item 12: sentences are half-open [start, end), as XTREME's LAReQA code reads them."""
     from study.data.sources import _xquad_r_language

@@ -356,8 +356,14 @@ def _tag_column(rows) -> str:
 # --- public API -----------------------------------------------------------------------------------------------
 
 
+# XQuAD's English test questions are SQuAD v1.1 dev questions (same ids): selecting a run on them would select on
+# the test set, so the English dev set of these tasks leaves them out
+DEV_HOLDS_TEST_QUESTIONS = ("xquad",)
+
+
 def load_split(task: T.TaskSpec, split: str, language: str = "en", data_dir: str | Path | None = None):
-    """One split of a task: ``train``/``dev`` are English; ``test`` is per language.
+    """One split of a task: ``train``/``dev`` are English (dev without the questions of an English test set it
+    contains: ``DEV_HOLDS_TEST_QUESTIONS``); ``test`` is per language.
 
     Returns a list of records in the task kind's schema, or a ``Bitext`` / ``RankingSet`` for retrieval.
     """
@@ -373,8 +379,13 @@ def load_split(task: T.TaskSpec, split: str, language: str = "en", data_dir: str
         root = Path(data_dir)
         if not root.is_dir():
             raise StudyError(f"--data-dir {root} is not a directory")
-        return _local(task, split, language, root)
-    return _hub(task, split, language)
+        records = _local(task, split, language, root)
+    else:
+        records = _hub(task, split, language)
+    if split == "dev" and task.name in DEV_HOLDS_TEST_QUESTIONS:
+        test_ids = {r["id"] for r in load_split(task, "test", "en", data_dir)}
+        records = [r for r in records if r["id"] not in test_ids]
+    return records
 
 
 def _pocket(task: T.TaskSpec, split: str, language: str):
