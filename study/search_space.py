@@ -14,6 +14,7 @@ Format::
     presets:                       # fixed training settings per --preset
       smoke: {epochs: 1, max_steps: 30}
       paper: {epochs: 1, batch_size: 8, grad_accum: 4}
+      paper.xquad: {epochs: 3, max_length: 384}   # one task's own settings, over the preset's
 
 ``when`` makes a parameter conditional: it is sampled only when an earlier parameter has one of the listed values
 (define-by-run), so a trial never carries parameters of a branch it did not take. Write floats as ``1.0e-5``:
@@ -30,6 +31,7 @@ from pathlib import Path
 from study.config import TrainConfig
 from study.errors import StudyError
 from study.protocol import MODALITIES
+from study.tasks import TASKS
 from study.trial import STAGE_SECTION, TRAIN_SECTION
 
 # see study.intermediate
@@ -108,11 +110,12 @@ class SearchSpace:
                 sampled[param.name] = param.suggest(trial)
         return sampled
 
-    def preset(self, name: str) -> dict:
-        """A copy of the preset's fixed training settings; StudyError when the file does not define it."""
+    def preset(self, name: str, task: str | None = None) -> dict:
+        """A copy of the preset's fixed training settings, with the task's own (``<preset>.<task>``) over them;
+        StudyError when the file does not define the preset."""
         if name not in self.presets:
             raise StudyError(f"{self.path}: no preset {name!r}; it defines {', '.join(self.presets) or 'none'}")
-        return dict(self.presets[name])
+        return {**self.presets[name], **self.presets.get(f"{name}.{task}", {})}
 
 
 def _fail(path: Path | str, key: str, problem: str, fix: str):
@@ -243,14 +246,16 @@ def load_search_space(path: str | Path) -> SearchSpace:
         params[name] = _parse_param(shown, name, spec, params)
     presets = data.get("presets") or {}
     for preset, values in presets.items():
-        if preset not in PRESETS:
-            _fail(shown, f"presets.{preset}", "unknown preset", f"use {', '.join(PRESETS)}")
+        name, _, task = str(preset).partition(".")
+        if name not in PRESETS or (task and task not in TASKS):
+            _fail(shown, f"presets.{preset}", "unknown preset",
+                  f"use {', '.join(PRESETS)}, or <preset>.<task> for one task's own settings (e.g. paper.xquad)")
         overlap = set(values or {}) & set(params)
         if overlap:
             _fail(shown, f"presets.{preset}", f"fixes searched parameter(s) {', '.join(sorted(overlap))}",
                   "remove them from the preset or from params")
         try:
-            TrainConfig.from_dict(values or {})
+            TrainConfig.from_dict({**(presets.get(name) or {}), **(values or {})})
         except StudyError as err:
             _fail(shown, f"presets.{preset}", str(err), "use TrainConfig options with valid values")
     seed = data.get("seed", 0)

@@ -150,7 +150,7 @@ def resolve(args) -> StudySettings:
     if args.suite and task.suite != args.suite:
         raise StudyError(f"task {task.name!r} belongs to the {task.suite} suite, not {args.suite}")
     preset = args.preset or ("smoke" if spec.offline_stand_in else "paper")
-    base = TrainConfig.from_dict({**space.preset(preset), "model": args.model, "task": task.name,
+    base = TrainConfig.from_dict({**space.preset(preset, task.name), "model": args.model, "task": task.name,
                                   "data_dir": args.data_dir, "implementation": args.implementation})
     validate(base)
     trials = args.trials or DEFAULT_TRIALS[preset]

@@ -111,6 +111,8 @@ def test_optuna_search_puts_each_searched_value_in_its_section_of_the_trial_conf
      r"params.alpha.low: low must be a number, got '1e-2'; fix: write numbers like 1.0e-5"),
     ("model: tiny\ntask: pocket-topic\nparams:\n  alfa: {type: float, low: 0.1, high: 1.0}\n",
      r"params.alfa: unknown parameter; fix: use one of"),
+    ("model: tiny\ntask: pocket-topic\nparams:\n  alpha: {type: float, low: 0.1, high: 1.0}\n"
+     "presets:\n  paper.xnlii: {epochs: 1}\n", r"presets.paper.xnlii: unknown preset; fix: use smoke, paper, or"),
     ("model: tiny\ntask: pocket-topic\nparams:\n  lr: {type: float, low: 0.1, high: 0.01}\n",
      r"params.lr: low \(0.1\) must be below high"),
     ("model: tiny\ntask: pocket-topic\nparams:\n  lr: {type: uniform, low: 0.1, high: 0.2}\n",
@@ -175,6 +177,16 @@ def test_bad_include_names_the_file(tmp_path, child, base, message):
 def test_the_hub_models_share_one_space():
     mbert, xlmr = (load_search_space(ROOT / "search_spaces" / f"{m}.yaml") for m in ("mbert", "xlmr"))
     assert (mbert.params, mbert.presets, mbert.task, mbert.seed) == (xlmr.params, xlmr.presets, xlmr.task, xlmr.seed)
+
+
+def test_the_paper_preset_is_xtreme_rs_per_task():
+    """google-research/xtreme scripts/train_{xnli,udpos,panx,qa}.sh for base models."""
+    space = load_search_space(ROOT / "search_spaces" / "mbert.yaml")
+    settings = {task: space.preset("paper", task) for task in ("xnli", "udpos", "panx", "xquad", "mlqa", "tydiqa")}
+    assert {t: s["epochs"] for t, s in settings.items()} == {"xnli": 5, "udpos": 10, "panx": 10, "xquad": 3,
+                                                              "mlqa": 3, "tydiqa": 3}
+    assert {s["max_length"] for t, s in settings.items() if t in ("xquad", "mlqa", "tydiqa")} == {384}
+    assert all(s["batch_size"] * s["grad_accum"] == 32 for s in settings.values())  # the global batch of 32
 
 
 # --- the study end to end (slow) ---------------------------------------------------------------------------------
