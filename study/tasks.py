@@ -92,8 +92,11 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("mlqa", QA, "f1_em", tuple("en es de ar hi vi zh".split()), "SQuAD v1.1 (train)",
              hub={"train": ("rajpurkar/squad", None, "train"), "dev": ("rajpurkar/squad", None, "validation"),
                   "test": ("facebook/mlqa", "mlqa.{lang}.{lang}", "test")}),
-    TaskSpec("tydiqa", QA, "f1_em", tuple("en ar bn fi id ko ru sw te".split()), "SQuAD v1.1 (train)",
-             hub={"train": ("rajpurkar/squad", None, "train"), "dev": ("rajpurkar/squad", None, "validation"),
+    TaskSpec("tydiqa", QA, "f1_em", tuple("en ar bn fi id ko ru sw te".split()), "TyDiQA-GoldP (English train)",
+             # GoldP's English rows, whose ids start with the language's name (XTREME trains TyDiQA on them)
+             # (its English dev is the English test set: selection uses SQuAD v1.1 dev)
+             hub={"train": ("google-research-datasets/tydiqa", "secondary_task", "train", "english"),
+                  "dev": ("rajpurkar/squad", None, "validation"),
                   "test": ("juletxara/tydiqa_xtreme", "{lang}", "validation")}),
     TaskSpec("mewslix", QA_RETRIEVAL, "map@20", tuple("ar de en es fa ja pl ro ta tr uk".split()),
              "English Wikipedia mention-entity pairs", hub={"test": ("izhx/mewsli-x", "{lang}", "test")}),

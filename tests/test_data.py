@@ -132,8 +132,9 @@ def test_release_files_are_read_as_released(tmp_path):
         load_split(T.TASKS["tydiqa"], "test", "fi", tmp_path)
 
 
-def test_xquad_selects_on_squad_dev_without_xquads_english_test_questions(tmp_path):
-    """#16 item 7: XQuAD-en's questions are SQuAD v1.1 dev questions; English dev selection must not see them."""
+def test_qa_training_and_selection_sources_are_xtreme_rs(tmp_path):
+    """#16 item 7: XQuAD-en's questions are SQuAD v1.1 dev questions, so English dev selection must not see them;
+    TyDiQA-GoldP trains on its own English data."""
     def squad(ids):
         return {"data": [{"paragraphs": [{"context": "Paris is big.", "qas": [
             {"id": i, "question": "Which?", "answers": [{"text": "Paris", "answer_start": 0}]} for i in ids]}]}]}
@@ -144,6 +145,11 @@ def test_xquad_selects_on_squad_dev_without_xquads_english_test_questions(tmp_pa
     (tmp_path / "xquad/xquad.en.json").write_text(json.dumps(squad(["x1", "x2"])))
     assert [r["id"] for r in load_split(T.TASKS["xquad"], "dev", "en", tmp_path)] == ["d1", "d2"]
     assert len(load_split(T.TASKS["mlqa"], "dev", "en", tmp_path)) == 4  # MLQA's questions are not SQuAD's
+    # TyDiQA-GoldP trains on its own English training file, as XTREME's train_qa.sh does
+    (tmp_path / "tydiqa/tydiqa-goldp-v1.1-train").mkdir(parents=True)
+    (tmp_path / "tydiqa/tydiqa-goldp-v1.1-train/tydiqa.en.train.json").write_text(json.dumps(squad(["english-1"])))
+    assert [r["id"] for r in load_split(T.TASKS["tydiqa"], "train", "en", tmp_path)] == ["english-1"]
+    assert len(load_split(T.TASKS["tydiqa"], "dev", "en", tmp_path)) == 4  # selection: SQuAD dev, not the test set
 
 
 def test_lareqa_answer_at_a_sentence_break_belongs_to_the_sentence_starting_there():

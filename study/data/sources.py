@@ -201,9 +201,14 @@ QA_TEST_FILES = {"xquad": ("xquad/xquad.{lang}.json",),
                             "tydiqa/tydiqa-goldp-dev-{name}.json")}
 
 
+# English files under --data-dir: TyDiQA-GoldP trains on its own English data (XTREME's scripts/train_qa.sh); its
+# English dev is the English test set, so selection uses SQuAD v1.1 dev, as every other QA task does
+QA_ENGLISH_FILES = {"tydiqa": {"train": "tydiqa/tydiqa-goldp-v1.1-train/tydiqa.en.train.json"}}
+
+
 def _qa_local(task: T.TaskSpec, split: str, lang: str, root: Path) -> list[dict]:
-    if split in ("train", "dev"):  # SQuAD v1.1
-        path = root / "squad" / f"{split}-v1.1.json"
+    if split in ("train", "dev"):
+        path = root / QA_ENGLISH_FILES.get(task.name, {}).get(split, f"squad/{split}-v1.1.json")
     else:
         name = get_language(lang).name.lower()
         names = [pattern.format(lang=lang, name=name) for pattern in QA_TEST_FILES[task.name]]
@@ -311,7 +316,7 @@ def _mewslix_ranking(root: Path, language: str) -> RankingSet:
 def _hub(task: T.TaskSpec, split: str, lang: str):
     if split not in task.hub:
         raise StudyError(f"task {task.name!r} has no {split} split")
-    repo, config, hub_split = task.hub[split]
+    repo, config, hub_split, *id_prefix = task.hub[split]  # an id prefix keeps one language of a mixed split
     config = config.format(lang=lang, iso3=get_language(lang).iso3) if config else None
     reason = hub_unreachable_reason()
     if reason:
@@ -321,6 +326,8 @@ def _hub(task: T.TaskSpec, split: str, lang: str):
     import datasets
 
     rows = datasets.load_dataset(repo, config, split=hub_split)
+    if id_prefix:
+        rows = rows.filter(lambda row: row["id"].startswith(id_prefix[0]))
     return _normalise_hub(task, rows)
 
 
