@@ -33,7 +33,7 @@ def parse_args(argv):
 def print_table(result: dict) -> None:
     """Print per-language and per-family scores, best first, then the average."""
     metric = result["metric"]
-    print(f"{result['task']} ({result['suite']}), {result['model']}, metric {metric}")
+    print(f"{result['task']} ({result['suite']}; protocol: {result['protocol']}), {result['model']}, metric {metric}")
     print(f"{'language':<10}{'family':<24}{metric:>10}")
     for lang, score in sorted(result["per_language"].items(), key=lambda kv: -kv[1]):
         print(f"{lang:<10}{get_language(lang).family:<24}{score:>10.4f}")

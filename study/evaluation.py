@@ -191,7 +191,8 @@ def evaluate(task: T.TaskSpec, model, tokenizer, languages: tuple[str, ...], *, 
     results = evaluate_languages(task, model, tokenizer, languages, data_dir=data_dir, max_length=max_length,
                                  layer=layer, prefix=prefix, log=log)
     per_language = {lang: score for lang, (score, _) in results.items()}
-    return {"task": task.name, "suite": task.suite, "model": model_name, "metric": task.metric,
+    return {"task": task.name, "suite": task.suite, "protocol": task.protocol, "model": model_name,
+            "metric": task.metric,
             **summarise_languages(per_language), "details": {lang: extra for lang, (_, extra) in results.items()}}
 
 

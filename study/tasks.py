@@ -19,6 +19,14 @@ QA = "qa"
 BITEXT_RETRIEVAL = "bitext-retrieval"  # Tatoeba-style: find the translation
 QA_RETRIEVAL = "qa-retrieval"  # LAReQA / Mewsli-X: rank candidates, mAP@20
 
+# XTREME-R tasks whose protocol here is not XTREME-R's yet (README: "Per task: metric, averaging and protocol")
+PROXIES = {
+    "xcopa": "proxy, not XTREME-R: trains on COPA only (XTREME-R trains on SIQa, then COPA)",
+    "tatoeba": "bare-encoder proxy, not XTREME-R (XTREME-R: the SQuAD-fine-tuned encoder's layer 8)",
+    "lareqa": "bare-encoder proxy, not XTREME-R (XTREME-R: a dual encoder fine-tuned on SQuAD)",
+    "mewslix": "bare-encoder proxy, not XTREME-R (XTREME-R: a dual encoder fine-tuned on mention-entity pairs)",
+}
+
 HEAD_FOR_KIND = {CLASSIFICATION: "sequence", MULTIPLE_CHOICE: "multiple-choice", TAGGING: "token", QA: "qa",
                  BITEXT_RETRIEVAL: None, QA_RETRIEVAL: None}
 RETRIEVAL_KINDS = (BITEXT_RETRIEVAL, QA_RETRIEVAL)
@@ -41,6 +49,14 @@ class TaskSpec:
     def head(self) -> str | None:
         """The ``load_model`` head of the task's kind; None for retrieval (a bare encoder)."""
         return HEAD_FOR_KIND[self.kind]
+
+    @property
+    def protocol(self) -> str:
+        """How this tool's numbers for the task relate to XTREME-R's: its protocol, or the named proxy in use
+        (every output that shows a score shows this beside it)."""
+        if self.suite != "xtreme-r":
+            return "pocket suite, not XTREME-R"
+        return PROXIES.get(self.name, "XTREME-R")
 
     @property
     def needs_training(self) -> bool:

@@ -236,7 +236,8 @@ def provenance(settings: StudySettings) -> tuple[dict, dict]:
               **{f"intermediate.{k}": v for k, v in settings.stage.items()},
               **{f"version.{p}": version(p) for p in ("ray", "torch", "transformers", "optuna", "mlflow", "datasets")}}
     tags = {"model": spec.key, "model_name": spec.name, "offline_stand_in": str(spec.offline_stand_in),
-            "task": settings.task.name, "suite": settings.task.suite, "preset": settings.preset,
+            "task": settings.task.name, "suite": settings.task.suite, "protocol": settings.task.protocol,
+            "preset": settings.preset,
             "selection": "English dev only"}
     return params, tags
 

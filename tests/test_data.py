@@ -55,6 +55,9 @@ def test_every_task_has_kind_metric_head_and_training_source():
     for task in T.TASKS.values():
         assert task.metric in ("accuracy", "f1", "f1_em", "map@20") and task.train_source
         assert (task.head is None) == (task.kind in T.RETRIEVAL_KINDS)
+    assert {t.name: t.protocol for t in T.TASKS.values() if t.protocol == "XTREME-R"}.keys() == {
+        "xnli", "udpos", "panx", "xquad", "mlqa", "tydiqa"}  # the others name their proxy
+    assert T.TASKS["pocket-topic"].protocol == "pocket suite, not XTREME-R"
 
 
 def _lines(path):

@@ -26,7 +26,9 @@ def test_real_tatoeba_retrieval_with_e5_small_is_far_above_chance(e5_small, tmp_
     assert result["model"].endswith("[offline stand-in]") and result["metric"] == "accuracy"
     assert result["per_language"]["sw"] > 0.6  # chance is 1/390; the reference measurement is 0.733
     assert result["per_family"] == {"Niger-Congo": result["per_language"]["sw"]}
-    assert "Niger-Congo" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "Niger-Congo" in shown and result["protocol"].startswith("bare-encoder proxy, not XTREME-R")
+    assert "protocol: bare-encoder proxy, not XTREME-R" in shown
 
 
 def test_pocket_retrieval_with_e5_small(e5_small, tmp_path):

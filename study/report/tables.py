@@ -264,7 +264,10 @@ def header(study: Study) -> dict:
         models.append(f"{trial.model_name}" + (" — OFFLINE STAND-IN, not the paper's model" if trial.stand_in else ""))
     counts = {model: len(study.trials_of(model)) for model in study.models()}
     seeds = {model: len(study.seeds_of(study.best(model))) for model in study.models()}
-    return {"experiment": study.experiment, "task": study.task or "?", "suite": ", ".join(suites),
+    from study.tasks import get_task
+
+    return {"experiment": study.experiment, "task": study.task, "protocol": get_task(study.task).protocol,
+            "suite": ", ".join(suites),
             "preset": ", ".join(presets),
             "models": "; ".join(models), "trials": _per_model(counts), "seeds": _per_model(seeds),
             "metric": study.metric,
