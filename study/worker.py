@@ -37,6 +37,7 @@ from study.protocol import (
 from study.ray_setup import Scaling, set_worker_threads, torch_trainer
 
 TRAIN_STATE = "train_state.pt"
+TIME_PHASES = ("train", "eval", "checkpoint")  # reported as time/<phase>_s (study.tune's time profile)
 FAULTS_KEY = "fault_hooks"  # beside the TrainConfig fields in the Train loop config: test-only, not a training option
 MODEL_DIR = "model"
 
@@ -87,6 +88,9 @@ class Progress:
     train_seconds: float = 0.0  # time in training steps since the last report (evaluation excluded)
     train_examples: int = 0
     best_dev: float = float("-inf")  # English dev of the best evaluation so far (its examples are in the outbox)
+    # cumulative seconds over the whole run (restarts included): training steps, evaluation, checkpoints written
+    # and handed to Ray (the last one's hand-over is not in the last report)
+    seconds: dict = field(default_factory=lambda: dict.fromkeys(TIME_PHASES, 0.0))
 
 
 def train_fn_per_worker(train_loop_config: dict) -> None:
@@ -290,6 +294,7 @@ class FineTuneRun:
                     self.optimizer.zero_grad(set_to_none=True)
                     progress.step += 1
                 progress.train_seconds += time.perf_counter() - step_started
+                progress.seconds["train"] += time.perf_counter() - step_started
                 progress.train_examples += batch_examples
                 if not sync:
                     continue
@@ -340,8 +345,11 @@ class FineTuneRun:
             self.progress.best_dev = metrics[selection_key(self.task.metric)]
             put_from_worker(EXAMPLES_ARTIFACT, examples)
         with tempfile.TemporaryDirectory(prefix="study-ckpt-") as directory:
+            started = time.perf_counter()
             self.save_checkpoint(directory, examples)
+            metrics["time/checkpoint_s"] = self.progress.seconds["checkpoint"] + time.perf_counter() - started
             report(metrics, directory)
+            self.progress.seconds["checkpoint"] += time.perf_counter() - started  # Ray's copy to storage included
 
     @torch.no_grad()
     def _evaluate(self) -> dict:
@@ -362,9 +370,12 @@ class FineTuneRun:
         metrics = {selection_key(metric): dev, "step": self.progress.step, "epoch": self.progress.epoch,
                    **evaluation_metrics(metric, tests, english_dev=dev),
                    "eval_seconds": time.perf_counter() - started,
+                   "time/train_s": self.progress.seconds["train"],
+                   "time/eval_s": self.progress.seconds["eval"] + time.perf_counter() - started,
                    "train/examples_per_s": self.progress.train_examples / max(self.progress.train_seconds, 1e-9),
                    "time/worker_start_unix": self.started, "time/worker_seconds": time.time() - self.started,
                    "train/resumed_from_step": self.resumed_from_step}
+        self.progress.seconds["eval"] = metrics["time/eval_s"]
         metrics.update({f"loss/{k}": v / window["n"] for k, v in window.items() if k != "n" and window["n"]})
         if "macro_f1" in dev_extra:
             metrics[f"{ENGLISH_DEV}/macro_f1"] = dev_extra["macro_f1"]

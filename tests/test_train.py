@@ -112,6 +112,12 @@ def test_resume_from_a_checkpoint_continues_exactly_with_dropout_on(tmp_path):
         for key in ("loss/total", "loss/task", "loss/ep", "loss/ap", "dev_en/accuracy", "test/accuracy/de"):
             assert restored[key] == pytest.approx(went_on[key], rel=1e-6, abs=1e-7), (went_on["step"], key)
     assert first["train/resumed_from_step"] == 0 and resumed[0]["train/resumed_from_step"] == 2
+    # the time profile is cumulative over the whole run, the restored part included (a checkpoint cannot hold the
+    # time of its own writing, so the restored checkpoint total starts without it)
+    for phase in ("train", "eval", "checkpoint"):
+        series = [m[f"time/{phase}_s"] for m in (first, *rest)]
+        assert all(0 < a < b for a, b in zip(series, series[1:])), (phase, series)
+    assert all(resumed[0][f"time/{phase}_s"] > first[f"time/{phase}_s"] for phase in ("train", "eval"))
 
 
 def test_selection_ignores_corrupted_target_labels(monkeypatch):
