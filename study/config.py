@@ -72,20 +72,24 @@ class TrainConfig:
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "grad_accum", "max_length", "k_copies", "log_every")
         for name in positive:
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise StudyError(f"{name}={getattr(self, name)!r} is invalid: it must be an integer >= 1")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise StudyError(f"{name}={value!r} is invalid: it must be an integer >= 1")
         for name in ("max_steps", "max_train_examples", "max_eval_examples"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise StudyError(f"{name}={value!r} is invalid: it must be an integer >= 1 or unset")
         for name in ("lr", "head_lr"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0 < value < 1):
                 raise StudyError(f"{name}={value!r} is invalid: a learning rate must be in (0, 1), e.g. 3e-5")
-        if not 0 <= self.warmup_ratio < 1 or self.weight_decay < 0 or self.max_grad_norm <= 0:
-            raise StudyError("warmup_ratio must be in [0, 1), weight_decay >= 0 and max_grad_norm > 0")
-        if self.eval_every < 0 or self.ap_layer < 0:
-            raise StudyError(f"eval_every={self.eval_every} and ap_layer={self.ap_layer} must be >= 0")
+        for name, ok, rule in (("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)"),
+                               ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                               ("max_grad_norm", self.max_grad_norm > 0, "> 0"),
+                               ("eval_every", self.eval_every >= 0, ">= 0 (0: once per epoch)"),
+                               ("ap_layer", self.ap_layer >= 0, ">= 0")):
+            if not ok:
+                raise StudyError(f"{name}={getattr(self, name)!r} is invalid: it must be {rule}")
         if self.objective not in OBJECTIVES:
             raise StudyError(f"objective={self.objective!r} is invalid: choose one of {', '.join(OBJECTIVES)}")
         if self.implementation not in IMPLEMENTATIONS:

@@ -10,7 +10,7 @@ from study.cache import write_json_atomic
 from study.errors import StudyError, run_cli
 from study.evaluation import evaluate
 from study.languages import get_language
-from study.models import checkpoint_spec, get_spec, load_model, load_tokenizer
+from study.models import checkpoint_spec, get_spec, load_model, load_tokenizer, model_positions
 from study.tasks import TASKS, get_task
 
 
@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     task = get_task(args.task)
     languages = task.check_languages(args.languages.split(",") if args.languages else None)
+    if args.json and not os.access(Path(args.json).resolve().parent, os.W_OK):
+        raise StudyError(f"--json {args.json}: its directory does not exist or is not writable")
     if args.checkpoint:
         spec = checkpoint_spec(args.checkpoint)
         model = load_model(spec, task.head or "base", path=args.checkpoint)
@@ -58,6 +60,11 @@ def main(argv=None) -> int:
             raise StudyError(f"task {task.name!r} needs a fine-tuned {task.head} head: pass --checkpoint DIR "
                              f"(from python -m study.train); a bare --model evaluates retrieval tasks only")
         model = load_model(spec, "base")
+    depth, positions = model.config.num_hidden_layers, model_positions(model.config)
+    if args.layer is not None and not 0 <= args.layer <= depth:
+        raise StudyError(f"--layer {args.layer} is out of range: {spec.key} has hidden states 0..{depth}")
+    if not 1 <= args.max_length <= positions:
+        raise StudyError(f"--max-length {args.max_length} is out of range: 1..{positions} for {spec.key}")
     tokenizer = load_tokenizer(spec) if not args.checkpoint else _checkpoint_tokenizer(args.checkpoint)
     result = evaluate(task, model, tokenizer, languages, model_name=spec.name, data_dir=args.data_dir,
                       layer=args.layer, prefix=spec.text_prefix, max_length=args.max_length)

@@ -68,6 +68,9 @@ class StageConfig:
         for name in ("steps", "batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise StudyError(f"intermediate {name}={getattr(self, name)} must be >= 1")
+        for name in ("lr", "head_lr", "vision_lr"):
+            if not 0 < getattr(self, name) < 1:
+                raise StudyError(f"intermediate {name}={getattr(self, name)} must be in (0, 1)")
         if self.batch_size < 2:
             raise StudyError("intermediate batch_size must be >= 2: the contrastive loss needs negatives")
         if self.vision_train not in VISION_TRAIN:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 from study.errors import StudyError
 
@@ -49,6 +50,17 @@ def check_server(uri: str, attempts: int = 3, timeout_s: float = 10.0) -> None:
             raise StudyError(f"MLflow tracking server {uri} is unreachable ({getattr(err, 'reason', err)}); start "
                              f"it (mlflow server --host 127.0.0.1 --port 5000) or omit --mlflow-uri for the local "
                              f"store") from None
+
+
+def check_store_exists(uri: str) -> None:
+    """For readers (the report): a local store (``sqlite:///PATH``, ``file:PATH`` or a bare path) must exist, so
+    that a mistyped path is one line instead of a new, empty store."""
+    if uri.startswith(("http://", "https://")):
+        return check_server(uri)
+    path = uri.removeprefix("sqlite:///").removeprefix("file://").removeprefix("file:")  # sqlite:////abs -> /abs
+    if not Path(path).exists():
+        raise StudyError(f"no MLflow store at {uri}: pass the --mlflow-uri the study wrote to (study.tune's default is "
+                         "sqlite:///<its working directory>/mlflow.db)")
 
 
 def experiment_id(uri: str, name: str) -> str:

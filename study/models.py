@@ -144,6 +144,13 @@ def quiet_transformers():
         transformers.logging.enable_progress_bar()
 
 
+def model_positions(config) -> int:
+    """The longest input (tokens) an encoder's position table allows: RoBERTa-style models (XLM-R) reserve
+    ``pad_token_id + 1`` positions before the first token."""
+    offset = config.pad_token_id + 1 if config.model_type in ("xlm-roberta", "roberta") else 0
+    return config.max_position_embeddings - offset
+
+
 def encoder_layers(model):
     """The transformer layers of a BERT / XLM-R model with or without a task head."""
     return model.base_model.encoder.layer

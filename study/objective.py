@@ -11,6 +11,7 @@ unit-tested on hand-made tensors and swapped in ablations. Conventions follow th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import torch.nn.functional as F
@@ -32,7 +33,7 @@ class VMEWeights:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if not isinstance(value, (int, float)) or value != value or value < 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(
                     f"loss weight {f.name}={value!r} is invalid: weights must be finite numbers >= 0 "
                     f"(EP is already a negative MSE; use alpha=0 to switch it off)"

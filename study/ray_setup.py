@@ -23,12 +23,19 @@ class Scaling:
     cpus_per_worker: float = 0.5
     threads: int = 0  # torch threads per worker (0: the machine's cores / workers)
 
+    def __post_init__(self) -> None:
+        """Checked on construction, before Ray starts: one line naming the flag."""
+        for flag, value, least in (("--workers", self.workers, 1), ("--gpus-per-worker", self.gpus_per_worker, 0),
+                                   ("threads per worker", self.threads, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise StudyError(f"{flag} {value} is invalid: it must be a whole number >= {least}")
+        if not self.cpus_per_worker > 0:
+            raise StudyError(f"--cpus-per-worker {self.cpus_per_worker} is invalid: it must be > 0")
+
     def ray_config(self):
-        """Ray Train's ``ScalingConfig``; StudyError for fewer than one worker."""
+        """Ray Train's ``ScalingConfig``."""
         import ray.train
 
-        if self.workers < 1:
-            raise StudyError(f"--workers {self.workers} is invalid: it must be >= 1")
         resources = {"CPU": self.cpus_per_worker}
         if self.gpus_per_worker:
             resources["GPU"] = self.gpus_per_worker

@@ -4,6 +4,7 @@ Tune — the pipeline of one study trial (``study.worker.run_pipeline``), for de
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -132,8 +133,11 @@ def print_report_families(report: dict, metric: str) -> None:
     print(f"\n{'family':<34}{metric:>10}")
     for family, value in sorted(group_scores_of(report, "family", metric).items()):
         print(f"{family:<34}{value:>10.4f}")
-    print(f"\ntarget average {report.get(target_average_key(metric), float('nan')):.4f}, gap to English "
-          f"{report.get(gap_key(metric), float('nan')):.4f}")
+    target = report.get(target_average_key(metric), float("nan"))
+    if math.isnan(target):
+        print("\nno target language was evaluated (English only): no target average, no gap to English")
+        return
+    print(f"\ntarget average {target:.4f}, gap to English {report.get(gap_key(metric), float('nan')):.4f}")
 
 
 if __name__ == "__main__":

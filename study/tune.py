@@ -153,9 +153,12 @@ def resolve(args) -> StudySettings:
     base = TrainConfig.from_dict({**space.preset(preset, task.name), "model": args.model, "task": task.name,
                                   "data_dir": args.data_dir, "implementation": args.implementation})
     validate(base)
+    Scaling(args.workers, args.gpus_per_worker, args.cpus_per_worker)  # bad scaling flags stop before Ray starts
     trials = args.trials or DEFAULT_TRIALS[preset]
-    if trials < 1 or args.seeds < 0:
-        raise StudyError(f"--trials {trials} and --seeds {args.seeds} must be >= 1 and >= 0")
+    for flag, value, least in (("--trials", trials, 1), ("--seeds", args.seeds, 0),
+                               ("--max-concurrent", 1 if args.max_concurrent is None else args.max_concurrent, 1)):
+        if value < least:
+            raise StudyError(f"{flag} {value} is invalid: it must be >= {least}")
     storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
     name = args.name or _default_name(args, storage, f"study-{Path(args.model).name}-{task.name}-{preset}")
     study_dir = Path(storage) / name

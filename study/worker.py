@@ -50,7 +50,7 @@ def validate(cfg: TrainConfig) -> None:
     from transformers import AutoConfig
 
     from study.data.features import qa_window
-    from study.models import CHECKPOINT_META, get_spec, model_path
+    from study.models import CHECKPOINT_META, get_spec, model_path, model_positions
     from study.tasks import QA, get_task
 
     task, spec = get_task(cfg.task), get_spec(cfg.model)
@@ -60,9 +60,16 @@ def validate(cfg: TrainConfig) -> None:
     task.check_languages(list(cfg.languages) if cfg.languages else None)
     if task.kind == QA:
         qa_window(cfg.max_length, 0)  # too short a window stops here, before Ray starts
-    depth = AutoConfig.from_pretrained(model_path(spec)).num_hidden_layers
+    if cfg.data_dir and not Path(cfg.data_dir).is_dir():
+        raise StudyError(f"--data-dir {cfg.data_dir} is not a directory")
+    if cfg.synonyms != "roget" and not Path(cfg.synonyms).is_file():
+        raise StudyError(f"--synonyms {cfg.synonyms}: no such file; pass roget or a neighbour JSON file")
+    model_config = AutoConfig.from_pretrained(model_path(spec))
+    depth, positions = model_config.num_hidden_layers, model_positions(model_config)
     if cfg.ap_layer >= depth:
         raise StudyError(f"ap_layer={cfg.ap_layer} is out of range for {spec.key}: choose 0..{depth - 1}")
+    if cfg.max_length > positions:
+        raise StudyError(f"--max-length {cfg.max_length} is longer than {spec.key} can read: at most {positions}")
     if cfg.init_checkpoint:
         meta = Path(cfg.init_checkpoint) / CHECKPOINT_META
         if not meta.is_file():

@@ -76,11 +76,22 @@ def _run(*args):
     (["--model", "tiny", "--task", "xnli"], "needs a fine-tuned sequence head"),
     (["--model", "tiny", "--task", "tatoeba", "--languages", "en"], "task 'tatoeba' has no language 'en'"),
     (["--model", "tiny", "--task", "paws-x"], "unknown task 'paws-x'"),
+    (["--model", "tiny", "--task", "pocket-retrieval", "--languages", "de", "--layer", "99"],
+     "--layer 99 is out of range: tiny has hidden states 0..6"),
+    (["--model", "tiny", "--task", "pocket-retrieval", "--languages", "de", "--max-length", "0"],
+     "--max-length 0 is out of range: 1..512 for tiny"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     result = _run(*args, "--json", str(tmp_path / "never.json"))
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "never.json").exists()
+
+
+def test_an_unwritable_json_path_stops_before_evaluating(tmp_path):
+    result = _run("--model", "tiny", "--task", "pocket-retrieval", "--languages", "de",
+                  "--json", str(tmp_path / "no" / "such" / "dir.json"))
+    assert result.returncode == 2 and "its directory does not exist or is not writable" in result.stderr
+    assert "[evaluate]" not in result.stderr  # nothing was evaluated
 
 
 # --- every gold unit is scored ------------------------------------------------------------------------------------

@@ -65,3 +65,39 @@ def test_the_nan_hook_picks_one_run_and_the_failure_hook_kills_once(tmp_path):
     assert first.returncode == 1 and "survived" not in first.stdout and marker.read_text() == "failed after step 2\n"
     again = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert again.returncode == 0 and "survived" in again.stdout  # the marker makes it happen once
+
+
+# --- bad values stop on the driver, before Ray starts -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: __import__("study.ray_setup").ray_setup.Scaling(workers=0), "--workers 0 is invalid"),
+    (lambda: __import__("study.ray_setup").ray_setup.Scaling(cpus_per_worker=0), "--cpus-per-worker 0 is invalid"),
+    (lambda: TrainConfig(epochs=True), "epochs=True is invalid: it must be an integer >= 1"),
+    (lambda: TrainConfig(alpha=float("inf")), "loss weight alpha=inf is invalid"),
+    (lambda: TrainConfig(warmup_ratio=1.5), "warmup_ratio=1.5 is invalid: it must be in [0, 1)"),
+    (lambda: TrainConfig(eval_every=-1), "eval_every=-1 is invalid: it must be >= 0 (0: once per epoch)"),
+])
+def test_bad_values_name_the_option(build, message):
+    with pytest.raises(StudyError, match=re.escape(message)):
+        build()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"synonyms": "/no/such/file.json"}, "--synonyms /no/such/file.json: no such file"),
+    ({"max_length": 100000}, "--max-length 100000 is longer than tiny can read: at most 512"),
+    ({"data_dir": "/no/such/dir"}, "--data-dir /no/such/dir is not a directory"),
+])
+def test_the_driver_checks_files_and_lengths_before_ray(options, message):
+    from study.worker import validate
+
+    with pytest.raises(StudyError, match=re.escape(message)):
+        validate(TrainConfig(model="tiny", **options))
+
+
+def test_the_stage_checks_its_learning_rates():
+    from study.intermediate import StageConfig
+
+    for name in ("lr", "head_lr", "vision_lr"):
+        with pytest.raises(StudyError, match=f"intermediate {name}=0 must be in"):
+            StageConfig(model="tiny", modality="text", **{name: 0})

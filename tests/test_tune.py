@@ -287,6 +287,12 @@ def test_killed_driver_resumes_without_duplicate_runs(mlflow_server, tmp_path):
     (["--model", "mbert"], "use --model e5-small"),
     (["--search-space", "FROZEN"], "frozen.yaml: params.vision_train: vision_train=frozen needs a pretrained vision"),
     (["--intermediate-data", "EMPTY"], "captions.tsv has no captions"),
+    (["--workers", "0"], "--workers 0 is invalid: it must be a whole number >= 1"),
+    (["--gpus-per-worker", "-1"], "--gpus-per-worker -1 is invalid"),
+    (["--cpus-per-worker", "0"], "--cpus-per-worker 0.0 is invalid: it must be > 0"),
+    (["--max-concurrent", "0"], "--max-concurrent 0 is invalid: it must be >= 1"),
+    (["--trials", "-2"], "--trials -2 is invalid: it must be >= 1"),
+    (["--data-dir", "MISSING"], "is not a directory"),
 ])
 def test_bad_input_exits_2_before_ray_or_mlflow(args, message, tmp_path):
     bad = tmp_path / "bad.yaml"
@@ -297,7 +303,7 @@ def test_bad_input_exits_2_before_ray_or_mlflow(args, message, tmp_path):
                       "[multimodal]}}\npresets:\n  smoke: {max_steps: 2}\n")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "captions.tsv").write_text("")
-    placeholders = {"BAD": bad, "FROZEN": frozen, "EMPTY": tmp_path / "empty"}
+    placeholders = {"BAD": bad, "FROZEN": frozen, "EMPTY": tmp_path / "empty", "MISSING": tmp_path / "missing"}
     args = [str(placeholders.get(a, a)) for a in args]
     if "--search-space" not in args and "--model" not in args:  # the tiny space searches the modality
         args += ["--search-space", str(ROOT / "search_spaces" / "tiny.yaml")]

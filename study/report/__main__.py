@@ -47,9 +47,9 @@ def main(argv=None) -> int:
                         help="tracking URI (default: sqlite:///<cwd>/mlflow.db, as study.tune)")
     parser.add_argument("--out", type=Path, default=Path("report"), help="output directory (default ./report)")
     args = parser.parse_args(argv)
-    from study.mlflow_store import check_server
+    from study.mlflow_store import check_store_exists
 
-    check_server(args.mlflow_uri)
+    check_store_exists(args.mlflow_uri)
     studies = load_studies(args.mlflow_uri, args.experiment)
     print(f"[report] {sum(len(s.trials) for s in studies)} finished trial runs of "
           f"{', '.join(sorted({m for s in studies for m in s.models()}))} on {', '.join(s.task for s in studies)} in "
