@@ -274,3 +274,7 @@ def test_nothing_to_report_is_a_clear_error(tmp_path):
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert not (tmp_path / "out").exists()
+    typo = f"sqlite:///{tmp_path}/mlfow.db"  # a mistyped store: one line, and no new empty store left behind
+    result = _report(typo, "unrelated", tmp_path / "out")
+    assert result.returncode == 2 and f"no MLflow store at {typo}" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "mlfow.db").exists()
