@@ -173,6 +173,20 @@ def _resolve_tower(name: str) -> str:
     return name
 
 
+def gathered(x: torch.Tensor) -> torch.Tensor:
+    """(B_local, D) -> (B_global, D): every DDP rank's rows, in rank order, with gradients flowing back to each rank
+    (``torch.distributed.nn.functional.all_gather``), so that the contrastive negatives are the whole global batch
+    and the stage computes the same loss and, after DDP's averaging, the same gradients whatever the number of
+    workers. Unchanged outside a distributed run."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x))
+
+
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
     """Symmetric InfoNCE: row i of a matches row i of b; both directions averaged."""
     logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / temperature
@@ -204,7 +218,7 @@ class ContrastiveModel(nn.Module):
     def forward(self, captions: dict, partner) -> torch.Tensor:
         """InfoNCE between captions and their partner: images (multimodal) or second captions (text)."""
         other = self.embed_image(partner) if self.vision is not None else self.embed_text(partner)
-        return info_nce(self.embed_text(captions), other)
+        return info_nce(gathered(self.embed_text(captions)), gathered(other))  # negatives: the global batch
 
 
 def min_image_side(image_size: int) -> int:
@@ -253,6 +267,8 @@ def run_stage_worker(cfg: StageConfig, out: Path, rank: int, world: int, device,
     from study.engine import make_optimizer
     from study.models import get_spec, load_model, load_tokenizer
 
+    if cfg.batch_size % world:
+        raise StudyError(f"intermediate batch_size {cfg.batch_size} does not split evenly over {world} workers")
     spec = get_spec(cfg.model)
     tokenizer = load_tokenizer(spec)
     torch.manual_seed(cfg.seed)

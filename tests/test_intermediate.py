@@ -113,3 +113,39 @@ def test_stage_under_ray_is_cached_across_trials(tmp_path, monkeypatch):
         ray.shutdown()
     assert first.cache_hit is False and second.cache_hit is True and first.directory == second.directory
     assert (Path(second.directory) / "stage.json").stat().st_mtime == modified and second.meta["steps"] == 6
+
+
+def _contrastive_worker(rank, world, port, a, b, out):
+    """One DDP rank: its interleaved share of the batch (as run_stage_worker slices it), the gathered InfoNCE loss,
+    backward through DDP; rank 0 saves the loss and the averaged gradient."""
+    import torch.distributed as dist
+
+    from study.intermediate import gathered, info_nce
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    layer = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(a.shape[1], 4))
+    loss = info_nce(gathered(layer(a[rank::world])), gathered(layer(b[rank::world])))
+    loss.backward()
+    if rank == 0:
+        torch.save({"loss": loss.detach(), "grad": layer.module.weight.grad}, out)
+    dist.destroy_process_group()
+
+
+def test_the_contrastive_loss_and_gradients_do_not_depend_on_the_worker_count(tmp_path):
+    """Helper-reported bug: each worker took only its own slice as negatives. Gathered, two workers compute the
+    single worker's loss over the whole batch and, after DDP's averaging, its gradient."""
+    import torch.multiprocessing as mp
+
+    from helpers import free_port
+    from study.intermediate import info_nce
+
+    a, b = torch.randn(8, 6, generator=torch.Generator().manual_seed(1)), torch.randn(8, 6)
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(6, 4)
+    loss = info_nce(layer(a), layer(b))
+    loss.backward()
+    mp.spawn(_contrastive_worker, args=(2, free_port(), a, b, str(tmp_path / "ddp.pt")), nprocs=2, join=True)
+    ddp = torch.load(tmp_path / "ddp.pt")
+    assert ddp["loss"].item() == pytest.approx(loss.item(), rel=1e-6)
+    assert torch.allclose(ddp["grad"], layer.weight.grad, rtol=1e-5, atol=1e-7)
