@@ -133,11 +133,11 @@ def _contrastive_worker(rank, world, port, a, b, out):
 
 
 def test_the_contrastive_loss_and_gradients_do_not_depend_on_the_worker_count(tmp_path):
-    """Helper-reported bug: each worker took only its own slice as negatives. Gathered, two workers compute the
+    """Each worker used to take only its own slice as negatives. Gathered, two workers compute the
     single worker's loss over the whole batch and, after DDP's averaging, its gradient."""
     import torch.multiprocessing as mp
-
     from helpers import free_port
+
     from study.intermediate import info_nce
 
     a, b = torch.randn(8, 6, generator=torch.Generator().manual_seed(1)), torch.randn(8, 6)
