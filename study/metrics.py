@@ -85,6 +85,8 @@ def qa_question_scores(predictions: Mapping[str, str], answers: Mapping[str, Seq
     nothing), also when its gold answer normalises to an empty string."""
     scores = {}
     for qid, truths in answers.items():
+        if not truths:
+            raise ValueError(f"question {qid!r} has no gold answer: it cannot be scored")
         if qid not in predictions:
             scores[qid] = (0.0, 0.0)
             continue

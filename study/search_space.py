@@ -168,6 +168,11 @@ def _parse_param(path: Path | str, name: str, spec, earlier: dict[str, Param]) -
         _fail(path, f"{key}.low", f"a log-scaled range needs low > 0, got {low}", "use a positive low or log: false")
     if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
         _fail(path, key, f"an int range needs whole numbers, got {low}..{high}", "use whole bounds or type: float")
+    step = spec.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 1
+                             or (high - low) % step or log):
+        _fail(path, f"{key}.step", f"must be a whole number >= 1 that divides high - low ({high - low:g}), "
+              f"without log, got {step!r}", "e.g. step: 1, or drop it")
     if name in TRAIN_PARAMS:  # both bounds must be values a training run accepts
         cast = float if kind == "float" else int
         for bound in (low, high):
@@ -175,7 +180,7 @@ def _parse_param(path: Path | str, name: str, spec, earlier: dict[str, Param]) -
                 TrainConfig.from_dict({name: cast(bound)})
             except StudyError as err:
                 _fail(path, key, f"the range is not valid for training ({err})", "narrow the range")
-    return Param(name, kind, low=low, high=high, log=log, step=spec.get("step"), when=tuple(when))
+    return Param(name, kind, low=low, high=high, log=log, step=step, when=tuple(when))
 
 
 def _read_yaml(path: Path) -> tuple[bytes, object]:

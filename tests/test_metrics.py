@@ -44,6 +44,11 @@ def test_squad_normalisation_and_scores():
     assert scores["f1_em"] == pytest.approx((scores["f1"] + scores["exact_match"]) / 2)
 
 
+def test_a_question_without_a_gold_answer_cannot_be_scored():
+    with pytest.raises(ValueError, match="question 'q1' has no gold answer"):
+        metrics.qa_scores({"q1": "x"}, {"q1": []})
+
+
 def test_a_question_without_a_prediction_scores_zero():
     # official SQuAD v1.1 rule: the question counts in the mean and adds nothing; before, a missing prediction
     # became "" and matched a gold answer that normalises to "" (here ".") with EM 1

@@ -113,6 +113,8 @@ def test_optuna_search_puts_each_searched_value_in_its_section_of_the_trial_conf
      r"params.alfa: unknown parameter; fix: use one of"),
     ("model: tiny\ntask: pocket-topic\nparams:\n  alpha: {type: float, low: 0.1, high: 1.0}\n"
      "presets:\n  paper.xnlii: {epochs: 1}\n", r"presets.paper.xnlii: unknown preset; fix: use smoke, paper, or"),
+    ("model: tiny\ntask: pocket-topic\nparams:\n  ap_layer: {type: int, low: 1, high: 4, step: 2}\n",
+     r"params.ap_layer.step: must be a whole number >= 1 that divides high - low \(3\)"),
     ("model: tiny\ntask: pocket-topic\nparams:\n  lr: {type: float, low: 0.1, high: 0.01}\n",
      r"params.lr: low \(0.1\) must be below high"),
     ("model: tiny\ntask: pocket-topic\nparams:\n  lr: {type: uniform, low: 0.1, high: 0.2}\n",
