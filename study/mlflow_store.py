@@ -63,8 +63,7 @@ def check_store_exists(uri: str) -> None:
                          "sqlite:///<its working directory>/mlflow.db)")
 
 
-def experiment_id(uri: str, name: str) -> str:
-    """The id of the experiment ``name`` at ``uri``, created when it does not exist yet."""
-    mlflow = client(uri, fail_fast=True)
+def experiment_id(mlflow, name: str) -> str:
+    """The id of the experiment ``name`` (``mlflow``: an ``MlflowClient``), created when it does not exist yet."""
     experiment = mlflow.get_experiment_by_name(name)
     return experiment.experiment_id if experiment else mlflow.create_experiment(name)

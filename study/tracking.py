@@ -4,7 +4,9 @@ writer (clients and shared helpers come from ``study.mlflow_store``).
 The Tune callback talks to MLflow through ``MlflowClient`` from the Tune driver process (workers never need
 MLflow). Each trial run is found again by its ``trial_id`` tag, so a study resumed after the driver was killed
 continues the same runs instead of creating duplicates. Metrics are logged with the trial's optimizer ``step``, which
-survives restarts, so a restored trial does not log the same step twice under a new index.
+survives restarts, and each (metric, step) once, so neither a restored trial nor a retried write logs a step twice.
+The study's parent run is a ``StudyRun`` block, which leaves it, and its trial runs, in a terminal status however the
+study ends.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 from ray.tune import Callback
 
 from study.errors import StudyError
@@ -41,35 +45,127 @@ from study.trial import TrialConfig
 
 def start_parent_run(uri: str, experiment: str, study_name: str, params: dict, tags: dict,
                      artifacts: list[Path]) -> str:
-    """Create the study's parent run (or return the one a resumed study already has)."""
+    """Create the study's parent run, or reopen the one a resumed (or retried) study already has; either way it
+    ends with every parameter and file given, whichever step an earlier attempt stopped after."""
     mlflow = client(uri, fail_fast=True)
-    exp_id = experiment_id(uri, experiment)
+    exp_id = experiment_id(mlflow, experiment)
     found = mlflow.search_runs([exp_id], f"tags.study_name = '{study_name}' and tags.{RUN_KIND_TAG} = '{STUDY_RUN}'")
     if found:
-        mlflow.update_run(found[0].info.run_id, status="RUNNING")
-        return found[0].info.run_id
-    run = mlflow.create_run(exp_id, run_name=study_name, tags={**tags, "study_name": study_name,
-                                                                          RUN_KIND_TAG: STUDY_RUN})
-    for key, value in params.items():
-        mlflow.log_param(run.info.run_id, safe_key(key), str(value)[:6000])
+        run_id = found[0].info.run_id
+        mlflow.update_run(run_id, status="RUNNING")
+    else:  # the tags come with the run in one request: a run found again has them
+        run_id = mlflow.create_run(exp_id, run_name=study_name, tags={**tags, "study_name": study_name,
+                                                                       RUN_KIND_TAG: STUDY_RUN}).info.run_id
+    log_params_once(mlflow, run_id, params)
+    logged = {item.path for item in mlflow.list_artifacts(run_id)}
     for path in artifacts:
-        mlflow.log_artifact(run.info.run_id, str(path))
-    return run.info.run_id
-
-
-def end_parent_run(uri: str, run_id: str, summary: dict, table_csv: str | None) -> None:
-    """Log the study's summary metrics (finite numbers only) and its best per-language table, and mark the
-    parent run FINISHED."""
-    mlflow = client(uri, fail_fast=True)
-    for key, value in summary.items():
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            mlflow.log_metric(run_id, safe_key(key), float(value))
-    if table_csv:
-        with tempfile.TemporaryDirectory() as directory:
-            path = Path(directory) / BEST_PER_LANGUAGE_ARTIFACT
-            path.write_text(table_csv)
+        if path.name not in logged:
             mlflow.log_artifact(run_id, str(path))
-    mlflow.set_terminated(run_id, status="FINISHED")
+    return run_id
+
+
+class StudyRun:
+    """The study's parent run as a block: opened (or reopened) on entry; on exit FINISHED, KILLED after Ctrl+C or
+    FAILED after any other exception, and every trial run still RUNNING under it KILLED, so that no exit path leaves
+    MLflow showing the study or a trial as running. The block's own exception always propagates; when MLflow cannot
+    take the end, the study's records wait in its storage for ``--resume``."""
+
+    def __init__(self, uri: str, experiment: str, study: str, storage: str, params: dict, tags: dict,
+                 artifacts: list[Path]):
+        self.uri, self.experiment, self.study, self.storage = uri, experiment, study, storage
+        self._start = (params, tags, artifacts)
+        self.run_id = ""
+
+    def __enter__(self) -> StudyRun:
+        self.run_id = start_parent_run(self.uri, self.experiment, self.study, *self._start)
+        return self
+
+    def writer(self) -> MLflowWriter:
+        """A writer for the study's trial runs, holding what an earlier one left in the study's storage."""
+        return MLflowWriter(self.uri, self.experiment, self.run_id, self.storage, self.study)
+
+    def flush(self, attempts: int = 6, wait_s: float = 5.0) -> None:
+        """Write what the MLflow callback had to keep while the server was down; if it stays down, stop cleanly: the
+        records wait in the study's storage and ``--resume`` writes them (no trial runs again)."""
+        for attempt in range(attempts):
+            writer = self.writer()
+            if writer.flush():
+                return
+            time.sleep(wait_s * (attempt < attempts - 1))
+        raise StudyError(f"MLflow {self.uri} is unreachable: {len(writer.pending)} record(s) of study "
+                         f"{self.study!r} are kept in its storage; start the server again and run the same "
+                         "command with --resume to write them")
+
+    def log_summary(self, summary: dict, table_csv: str | None = None) -> None:
+        """Log the study's summary metrics (finite numbers only; each once, also when retried) and its best
+        per-language table."""
+        mlflow = client(self.uri, fail_fast=True)
+        now = int(time.time() * 1000)
+        metrics = [Metric(safe_key(key), float(value), now, 0) for key, value in summary.items()
+                   if isinstance(value, (int, float)) and math.isfinite(value)]
+        log_metrics_once(mlflow, self.run_id, metrics, logged_steps(mlflow, self.run_id))
+        if table_csv:
+            with tempfile.TemporaryDirectory() as directory:
+                path = Path(directory) / BEST_PER_LANGUAGE_ARTIFACT
+                path.write_text(table_csv)
+                mlflow.log_artifact(self.run_id, str(path))
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        status = "FINISHED" if kind is None else "FAILED" if issubclass(kind, Exception) else "KILLED"
+        try:
+            self._end(status)
+        except Exception as err:  # never hide the block's own exception behind MLflow's
+            if kind is None:
+                raise StudyError(f"MLflow {self.uri} did not take the end of study run {self.run_id} "
+                                 f"({err.__class__.__name__}); run the same command with --resume to write it") from err
+            print(f"[mlflow] study run {self.run_id} could not be marked {status} ({err.__class__.__name__}: {err}); "
+                  "--resume ends it", file=sys.stderr, flush=True)
+        return False
+
+    def _end(self, status: str) -> None:
+        """Write what is still buffered, mark the trial runs left RUNNING KILLED, then the study run ``status``."""
+        if not self.writer().flush():
+            raise StudyError(f"records of study {self.study!r} are kept in its storage")
+        mlflow = client(self.uri, fail_fast=True)
+        for run in mlflow.search_runs([experiment_id(mlflow, self.experiment)],
+                                      f"tags.`{PARENT_TAG}` = '{self.run_id}' and attributes.status = 'RUNNING'"):
+            mlflow.set_terminated(run.info.run_id, status="KILLED")
+        mlflow.set_terminated(self.run_id, status=status)
+
+
+# --- writes that are safe to repeat -------------------------------------------------------------------------------
+
+
+def log_params_once(mlflow, run_id: str, params: dict) -> None:
+    """Log the parameters a run does not have yet (in MLflow's batches of 100), so that a retried write completes a
+    half-written run; a parameter it has keeps its value (MLflow rejects a changed one)."""
+    existing = mlflow.get_run(run_id).data.params
+    values = {safe_key(key): str(value)[:6000] for key, value in params.items()}
+    new = [Param(key, value) for key, value in values.items() if key not in existing]
+    for start in range(0, len(new), 100):
+        mlflow.log_batch(run_id, params=new[start:start + 100])
+
+
+def logged_steps(mlflow, run_id: str) -> dict[str, set[int]]:
+    """The steps a run has logged, by metric key, as the server has them."""
+    return {key: {metric.step for metric in mlflow.get_metric_history(run_id, key)}
+            for key in mlflow.get_run(run_id).data.metrics}
+
+
+def log_metrics_once(mlflow, run_id: str, metrics: list, steps: dict[str, set[int]]) -> None:
+    """Log each (key, step) the run does not have yet (``steps``, kept up to date here), in batches of 500. MLflow
+    appends every value it is sent to the metric's history, so without this a write retried after its reply was lost,
+    or a report a resumed trial repeats, would show twice."""
+    seen, new = set(), []
+    for metric in metrics:
+        if metric.step not in steps.get(metric.key, ()) and (metric.key, metric.step) not in seen:
+            seen.add((metric.key, metric.step))
+            new.append(metric)
+    for start in range(0, len(new), 500):
+        batch = new[start:start + 500]
+        mlflow.log_batch(run_id, metrics=batch)
+        for metric in batch:
+            steps.setdefault(metric.key, set()).add(metric.step)
 
 
 def per_language_csv(result: dict, metric: str) -> str:
@@ -95,12 +191,15 @@ PENDING_FILE = "pending.pkl"  # the buffer, in the study's outbox
 class MLflowWriter:
     """Applies MLflow writes in order; while the server is unreachable they wait in a buffer that is also saved to
     the study's storage (``mlflow-outbox/pending.pkl``), so a later call, the end of the study or a ``--resume``
-    after a crash writes them. Runs are found by their ``trial_id`` tag, so every write is safe to repeat."""
+    after a crash writes them. Every write is safe to repeat, whichever step a failed attempt stopped after: runs are
+    found by their ``trial_id`` tag, parameters and metric steps the run has are not logged again, tags, artifacts
+    and status overwrite themselves."""
 
     def __init__(self, uri: str, experiment: str, parent_run_id: str, storage: str, study: str):
         self.uri, self.experiment, self.parent_run_id = uri, experiment, parent_run_id
         self.storage, self.study = storage, study
         self._runs: dict[str, str] = {}
+        self._steps: dict[str, dict[str, set[int]]] = {}  # by run: the metric steps it has (log_metrics_once)
         self._client = None
         self._down_since: float | None = None
         self._last_try = 0.0
@@ -112,7 +211,7 @@ class MLflowWriter:
 
     def __setstate__(self, state):  # a restored study: the buffer on disk is newer than the pickled one
         self.__dict__.update(state)
-        self._down_since, self._last_try = None, 0.0
+        self._down_since, self._last_try, self._steps = None, 0.0, {}
         self.pending = self._load()
         self._saved = bool(self.pending)
 
@@ -144,8 +243,6 @@ class MLflowWriter:
 
     def flush(self) -> bool:
         """Write what is buffered; False (and the rest kept, also on disk) when the server does not answer."""
-        from mlflow.exceptions import MlflowException
-
         if self._down_since is not None and time.time() - self._last_try < RETRY_EVERY_S:
             self._save()  # still down, most likely: keep the new record and return at once (callbacks stay fast)
             self._saved = True
@@ -155,6 +252,7 @@ class MLflowWriter:
             try:
                 self._apply(*self.pending[0])
             except (MlflowException, OSError, StudyError) as err:
+                self._steps.clear()  # what the failed write left on the server is unknown: read it again
                 if self._down_since is None:
                     self._down_since = time.time()
                     print(f"[mlflow] {self.uri} is not answering ({err.__class__.__name__}); keeping the records "
@@ -171,42 +269,37 @@ class MLflowWriter:
             self._saved = False
         return True
 
-    def run_id(self, trial_id: str) -> str:
+    def _find_run(self, trial_id: str) -> str | None:
         """The MLflow run of a trial, found by its ``trial_id`` and parent tags (so a resumed study reuses it)."""
         if trial_id not in self._runs:
-            found = self.client.search_runs([experiment_id(self.uri, self.experiment)],
+            found = self.client.search_runs([experiment_id(self.client, self.experiment)],
                                             f"tags.trial_id = '{trial_id}' and "
                                             f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'")
             if not found:
-                raise StudyError(f"no MLflow run yet for trial {trial_id}")
+                return None
             self._runs[trial_id] = found[0].info.run_id
         return self._runs[trial_id]
 
     def _apply(self, trial_id: str, op: str, payload) -> None:
-        from mlflow.entities import Metric, Param
-
         if op == "create":
-            try:
-                run_id = self.run_id(trial_id)  # a resumed study, or a retried create: continue that run
-                self.client.update_run(run_id, status="RUNNING")
-            except StudyError:
-                exp_id = experiment_id(self.uri, self.experiment)
-                run_id = self.client.create_run(exp_id, run_name=payload["name"], tags=payload["tags"]).info.run_id
+            run_id = self._find_run(trial_id)
+            if run_id is None:  # the tags come with the run in one request: a run found again has them
+                run_id = self.client.create_run(experiment_id(self.client, self.experiment), run_name=payload["name"],
+                                                tags=payload["tags"]).info.run_id
                 self._runs[trial_id] = run_id
-                params = [Param(safe_key(k), str(v)[:6000]) for k, v in payload["params"].items()]
-                for start in range(0, len(params), 100):
-                    self.client.log_batch(run_id, params=params[start:start + 100])
+            else:  # a resumed trial, or a create retried after the run was made
+                self.client.update_run(run_id, status="RUNNING")
+            log_params_once(self.client, run_id, payload["params"])
             return
-        run_id = self.run_id(trial_id)
+        run_id = self._find_run(trial_id)
+        if run_id is None:
+            raise StudyError(f"no MLflow run yet for trial {trial_id}")
         if op == "metrics":
-            metrics = [Metric(key, value, timestamp, step) for key, value, timestamp, step in payload]
-            for start in range(0, len(metrics), 500):
-                self.client.log_batch(run_id, metrics=metrics[start:start + 500])
+            if run_id not in self._steps:
+                self._steps[run_id] = logged_steps(self.client, run_id)
+            log_metrics_once(self.client, run_id, [Metric(*metric) for metric in payload], self._steps[run_id])
         elif op == "params":
-            existing = self.client.get_run(run_id).data.params
-            params = [Param(safe_key(k), str(v)[:6000]) for k, v in payload.items() if safe_key(k) not in existing]
-            if params:
-                self.client.log_batch(run_id, params=params)
+            log_params_once(self.client, run_id, payload)
         elif op == "artifact":
             with tempfile.TemporaryDirectory() as directory:
                 path = Path(directory) / payload["name"]

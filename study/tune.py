@@ -311,60 +311,43 @@ def _run(args, settings: StudySettings) -> int:
     import ray.tune
 
     from study.outbox import storage_join
-    from study.tracking import MLflowTrialCallback, MLflowWriter, end_parent_run, per_language_csv, start_parent_run
+    from study.tracking import MLflowTrialCallback, StudyRun, per_language_csv
 
     max_concurrent, threads = concurrency(args.workers, args.gpus_per_worker, args.max_concurrent)
     scaling = Scaling(args.workers, args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker, threads=threads)
     params, tags = provenance(settings)
-    parent = start_parent_run(settings.uri, settings.experiment, settings.name, params, tags,
-                              list(settings.space.files))
-    metric = settings.task.metric
-    callback = MLflowTrialCallback(MLflowWriter(settings.uri, settings.experiment, parent, settings.storage,
-                                                settings.name), tags, selection_key(metric), metric)
+    metric, key = settings.task.metric, selection_key(settings.task.metric)
     trainable = ray.tune.with_resources(train_driver_fn, {"CPU": DRIVER_CPU, DRIVER_RESOURCE: 1})
     study_path = storage_join(settings.storage, settings.name)
-    print(f"[study] {settings.name}: {settings.trials} trials of {settings.spec.name} on "
-          f"{settings.task.name} ({settings.task.suite}, preset {settings.preset}), {args.workers} worker(s) "
-          f"per trial, {max_concurrent} concurrent; MLflow {settings.uri} experiment {settings.experiment}",
-          file=sys.stderr, flush=True)
-    started = time.perf_counter()
-    if args.resume:
-        tuner = ray.tune.Tuner.restore(study_path, trainable=trainable, resume_errored=False)
-    else:
-        tuner = build_tuner(settings, scaling, max_concurrent, callback, trainable)
-    results = tuner.fit()
-    flush_tracking(settings, parent)
-    key = selection_key(metric)
-    finished = [r for r in results if r.error is None and r.metrics and key in r.metrics]
-    if not finished:
-        end_parent_run(settings.uri, parent, {"failed_trials": len(results)}, None)
-        raise StudyError(f"no trial of study {settings.name!r} finished; see the errors above")
-    best, best_report = best_trial(finished, metric)
-    summary = {f"best/{k}": v for k, v in best_report.items()  # metrics only: Tune adds the config as config/...
-               if isinstance(v, (int, float)) and "/" in k and not k.startswith("config/")}
-    summary.update({"trials_finished": len(finished), "trials_failed": len(results) - len(finished)})
-    if args.seeds:
-        summary.update(_repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent, study_path))
-    summary["study_seconds"] = time.perf_counter() - started
-    flush_tracking(settings, parent)
-    end_parent_run(settings.uri, parent, summary, per_language_csv(best_report, metric))
-    print_summary(settings, best.config, best_report, parent)
+    with StudyRun(settings.uri, settings.experiment, settings.name, settings.storage, params, tags,
+                  list(settings.space.files)) as study_run:  # FINISHED, FAILED or KILLED however this block ends
+        callback = MLflowTrialCallback(study_run.writer(), tags, key, metric)
+        print(f"[study] {settings.name}: {settings.trials} trials of {settings.spec.name} on "
+              f"{settings.task.name} ({settings.task.suite}, preset {settings.preset}), {args.workers} worker(s) "
+              f"per trial, {max_concurrent} concurrent; MLflow {settings.uri} experiment {settings.experiment}",
+              file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        if args.resume:
+            tuner = ray.tune.Tuner.restore(study_path, trainable=trainable, resume_errored=False)
+        else:
+            tuner = build_tuner(settings, scaling, max_concurrent, callback, trainable)
+        results = tuner.fit()
+        study_run.flush()
+        finished = [r for r in results if r.error is None and r.metrics and key in r.metrics]
+        if not finished:
+            study_run.log_summary({"failed_trials": len(results)})
+            raise StudyError(f"no trial of study {settings.name!r} finished; see the errors above")
+        best, best_report = best_trial(finished, metric)
+        summary = {f"best/{k}": v for k, v in best_report.items()  # metrics only: Tune adds the config as config/...
+                   if isinstance(v, (int, float)) and "/" in k and not k.startswith("config/")}
+        summary.update({"trials_finished": len(finished), "trials_failed": len(results) - len(finished)})
+        if args.seeds:
+            summary.update(_repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent, study_path))
+        summary["study_seconds"] = time.perf_counter() - started
+        study_run.flush()
+        study_run.log_summary(summary, per_language_csv(best_report, metric))
+    print_summary(settings, best.config, best_report, study_run.run_id)
     return 0
-
-
-def flush_tracking(settings: StudySettings, parent: str, attempts: int = 6, wait_s: float = 5.0) -> None:
-    """Write what the MLflow callback had to keep while the server was down; if it stays down, stop cleanly: the
-    records wait in the study's storage and ``--resume`` writes them (no trial runs again)."""
-    from study.tracking import MLflowWriter
-
-    for attempt in range(attempts):
-        writer = MLflowWriter(settings.uri, settings.experiment, parent, settings.storage, settings.name)
-        if writer.flush():
-            return
-        time.sleep(wait_s * (attempt < attempts - 1))
-    raise StudyError(f"MLflow {settings.uri} is unreachable: {len(writer.pending)} record(s) of study "
-                     f"{settings.name!r} are kept in its storage; start the server again and run the same "
-                     "command with --resume to write them")
 
 
 def best_trial(finished: list, metric: str) -> tuple:
@@ -384,31 +367,38 @@ def selected_report(result, metric: str) -> dict:
 
 
 def _repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent, study_path) -> dict:
-    """Re-run the best configuration with --seeds new seeds (for confidence intervals); nested in MLflow too."""
+    """Re-run the best configuration with --seeds new seeds (for confidence intervals); nested in MLflow too. When no
+    repeat finishes, the summary says so (``seeds_finished`` 0) and the study goes on to its end."""
     import statistics
 
-    import ray.tune
-
-    key = selection_key(settings.task.metric)
-    base_seed = TrialConfig.from_tune(best.config).train.seed
-    seeds = [base_seed + i for i in range(1, args.seeds + 1)]
-    path = f"{study_path}-seeds"
     callback.tags = {**callback.tags, RUN_KIND_TAG: SEED_REPEAT_RUN, "repeat_of": Path(best.path).name}
-    if args.resume and Path(path).exists():
-        tuner = ray.tune.Tuner.restore(path, trainable=trainable)
-    else:
-        tuner = ray.tune.Tuner(
-            trainable, param_space=with_seed(best.config, ray.tune.grid_search(seeds)),
-            tune_config=ray.tune.TuneConfig(metric=key, mode="max", max_concurrent_trials=max_concurrent),
-            run_config=ray.tune.RunConfig(name=Path(path).name, storage_path=settings.storage, callbacks=[callback],
-                                          verbose=1))
+    tuner = seed_tuner(args, settings, best, callback, trainable, max_concurrent, f"{study_path}-seeds")
     repeats = [selected_report(r, settings.task.metric) for r in tuner.fit() if r.error is None and r.metrics]
     target = target_average_key(settings.task.metric)
     values = [r[target] for r in repeats if target in r]
-    print(f"[study] best configuration over {len(values)} extra seeds: {target} "
-          f"{statistics.fmean(values):.4f} ± {statistics.pstdev(values):.4f}", file=sys.stderr)
-    return {"seeds_finished": len(values), f"seeds/{target}/mean": statistics.fmean(values) if values else float("nan"),
-            f"seeds/{target}/std": statistics.pstdev(values) if values else float("nan")}
+    if not values:
+        print(f"[study] no seed repeat of the best configuration finished ({args.seeds} tried); see the errors above",
+              file=sys.stderr)
+        return {"seeds_finished": 0}
+    mean, std = statistics.fmean(values), statistics.pstdev(values)
+    print(f"[study] best configuration over {len(values)} extra seeds: {target} {mean:.4f} ± {std:.4f}",
+          file=sys.stderr)
+    return {"seeds_finished": len(values), f"seeds/{target}/mean": mean, f"seeds/{target}/std": std}
+
+
+def seed_tuner(args, settings, best, callback, trainable, max_concurrent, path: str):
+    """The ``Tuner`` of the seed repeats: the best configuration over --seeds new seeds (restored on --resume)."""
+    import ray.tune
+
+    if args.resume and Path(path).exists():
+        return ray.tune.Tuner.restore(path, trainable=trainable)
+    base_seed = TrialConfig.from_tune(best.config).train.seed
+    seeds = [base_seed + i for i in range(1, args.seeds + 1)]
+    config = with_seed(best.config, ray.tune.grid_search(seeds))
+    return ray.tune.Tuner(trainable, param_space=config, tune_config=ray.tune.TuneConfig(
+        metric=selection_key(settings.task.metric), mode="max", max_concurrent_trials=max_concurrent),
+        run_config=ray.tune.RunConfig(name=Path(path).name, storage_path=settings.storage, callbacks=[callback],
+                                      verbose=1))
 
 
 def print_summary(settings: StudySettings, config: dict, report: dict, parent_run: str) -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -371,3 +372,100 @@ def test_mlflow_check_waits_for_a_slow_server_and_fails_at_once_on_a_refused_one
     with pytest.raises(StudyError, match="is unreachable"):
         check_server(f"http://127.0.0.1:{free_port()}", attempts=3, timeout_s=5)
     assert time.time() - started < 2  # refused: no retry
+
+
+# --- every end of the study leaves MLflow terminal (stand-in tuners drive the MLflow callback: no Ray) -------------
+
+
+class StandInTrial(SimpleNamespace):
+    def __str__(self):
+        return f"trial_{self.trial_id}"
+
+
+class StandInTuner:
+    """A Tuner's part in the study's MLflow record: ``fit`` starts each trial in the MLflow callback, then raises
+    ``raises`` if given, or reports English dev ``dev`` and completes the trial (fails it when ``dev`` is None) and
+    returns the results."""
+
+    def __init__(self, callback, config: dict, trials: dict, raises: BaseException | None = None):
+        self.callback, self.config, self.trials, self.raises = callback, config, trials, raises
+
+    def fit(self) -> list:
+        from study.protocol import evaluation_metrics
+
+        trials = {trial_id: StandInTrial(trial_id=trial_id, config=self.config) for trial_id in self.trials}
+        for trial in trials.values():
+            self.callback.on_trial_start(0, [], trial)
+        if self.raises:
+            raise self.raises
+        results = []
+        for trial_id, dev in self.trials.items():
+            if dev is None:
+                self.callback.on_trial_error(0, [], trials[trial_id])
+                results.append(SimpleNamespace(error=RuntimeError("trial failed"), metrics={}))
+                continue
+            report = {"step": 2, "dev_en/accuracy": dev,
+                      **evaluation_metrics("accuracy", {"en": 0.9, "de": dev}, english_dev=dev)}
+            self.callback.on_trial_result(0, [], trials[trial_id], report)
+            self.callback.on_trial_complete(0, [], trials[trial_id])
+            results.append(SimpleNamespace(error=None, metrics=report, metrics_dataframe=None, config=self.config,
+                                           path=f"/runs/study-x/{trial_id}"))
+        return results
+
+
+FINE, FAILING = {"t1": 0.5, "t2": 0.6}, {"t1": None, "t2": None}
+SEEDS, FAILING_SEEDS = {"s1": 0.55, "s2": 0.65}, {"s1": None, "s2": None}
+DONE = {"t1": "FINISHED", "t2": "FINISHED"}
+
+
+@pytest.mark.parametrize("search, seeds, flush_fails, raised, expected", [
+    ((FINE, RuntimeError("injected in search")), None, False, RuntimeError,
+     {"study": "FAILED", "t1": "KILLED", "t2": "KILLED"}),
+    ((FINE, KeyboardInterrupt()), None, False, KeyboardInterrupt, {"study": "KILLED", "t1": "KILLED", "t2": "KILLED"}),
+    ((FAILING, None), None, False, StudyError, {"study": "FAILED", "t1": "FAILED", "t2": "FAILED"}),
+    ((FINE, None), (SEEDS, RuntimeError("injected in seed repeats")), False, RuntimeError,
+     {"study": "FAILED", **DONE, "s1": "KILLED", "s2": "KILLED"}),
+    ((FINE, None), (FAILING_SEEDS, None), False, None, {"study": "FINISHED", **DONE, "s1": "FAILED", "s2": "FAILED"}),
+    ((FINE, None), (SEEDS, None), True, OSError, {"study": "FAILED", **DONE, "s1": "FINISHED", "s2": "FINISHED"}),
+    ((FINE, None), (SEEDS, None), False, None, {"study": "FINISHED", **DONE, "s1": "FINISHED", "s2": "FINISHED"}),
+], ids=["search raises", "search interrupted", "no trial finishes", "seed repeats raise", "every seed repeat fails",
+        "final flush raises", "no failure"])
+def test_every_end_of_the_study_leaves_its_runs_in_mlflow_terminal(tmp_path, monkeypatch, search, seeds, flush_fails,
+                                                                  raised, expected):
+    from mlflow.tracking import MlflowClient
+
+    from study import tune
+    from study.ray_setup import Scaling
+    from study.tracking import StudyRun
+    from study.trial import tune_constants
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = tune.parse_args(["--model", "tiny", "--trials", "2", "--seeds", "2", "--storage", str(tmp_path / "runs"),
+                            "--name", "study-x", "--mlflow-uri", uri, "--experiment", "end"])
+    settings = tune.resolve(args)
+    config = {**tune_constants(settings.base, settings.stage, Scaling(), settings.storage, settings.name),
+              "train_loop_config": {"alpha": 0.1}, "stage": {"modality": "none"}}
+    monkeypatch.setattr(tune, "concurrency", lambda *args: (1, 1))
+    monkeypatch.setattr(tune, "build_tuner", lambda settings, scaling, limit, callback, trainable:
+                        StandInTuner(callback, config, *search))
+    monkeypatch.setattr(tune, "seed_tuner", lambda args, settings, best, callback, trainable, limit, path:
+                        StandInTuner(callback, config, *seeds))
+    flushes, flush = [], StudyRun.flush
+
+    def final_flush_fails(study_run):
+        flushes.append(1)
+        if flush_fails and len(flushes) == 2:
+            raise OSError("injected in the final flush")
+        flush(study_run)
+
+    monkeypatch.setattr(StudyRun, "flush", final_flush_fails)
+    if raised:
+        with pytest.raises(raised):
+            tune._run(args, settings)
+    else:
+        assert tune._run(args, settings) == 0
+    mlflow = MlflowClient(uri)
+    runs = mlflow.search_runs([mlflow.get_experiment_by_name("end").experiment_id])
+    assert {run.data.tags.get("trial_id", "study"): run.info.status for run in runs} == expected
+    if seeds == (FAILING_SEEDS, None):  # no mean over no repeat: the study says so and ends
+        assert next(r for r in runs if "trial_id" not in r.data.tags).data.metrics["seeds_finished"] == 0
