@@ -322,6 +322,16 @@ class MLflowTrialCallback(Callback):
         self._started: set[str] = set()
         self._best: dict[str, dict] = {}
         self._nodes: dict[str, list[str]] = {}
+        # for the study's time profile: when each trial started (unix s), its stage's seconds (0 when cached) and
+        # the seconds this callback spent writing its records
+        self.trial_started: dict[str, float] = {}
+        self.stage_seconds: dict[str, float] = {}
+        self.write_seconds: dict[str, float] = {}
+
+    def _send(self, trial_id: str, op: str, payload) -> None:
+        started = time.perf_counter()
+        self.writer.send(trial_id, op, payload)
+        self.write_seconds[trial_id] = self.write_seconds.get(trial_id, 0.0) + time.perf_counter() - started
 
     def _ensure_run(self, trial) -> None:
         if trial.trial_id in self._started:
@@ -330,7 +340,7 @@ class MLflowTrialCallback(Callback):
         tags = {RUN_KIND_TAG: TRIAL_RUN, **self.tags, PARENT_TAG: self.writer.parent_run_id,
                 "trial_id": trial.trial_id, "trial_name": str(trial), "modality": config.modality}
         params = config.params()  # the effective values, not base + overrides
-        self.writer.send(trial.trial_id, "create", {"name": str(trial), "tags": tags, "params": params})
+        self._send(trial.trial_id, "create", {"name": str(trial), "tags": tags, "params": params})
         self._started.add(trial.trial_id)
 
     def setup(self, **info):
@@ -339,6 +349,7 @@ class MLflowTrialCallback(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         """Create (or find) the trial's nested run."""
+        self.trial_started.setdefault(trial.trial_id, time.time())
         self._ensure_run(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -350,11 +361,11 @@ class MLflowTrialCallback(Callback):
         metrics = [(safe_key(k), float(v), now, step) for k, v in result.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                    and ("/" in k or k in ("step", "epoch", "eval_seconds"))]
-        self.writer.send(trial.trial_id, "metrics", metrics)
+        self._send(trial.trial_id, "metrics", metrics)
         nodes = self._nodes.setdefault(trial.trial_id, [])
         if result.get("node_id") and result["node_id"] not in nodes[-1:]:  # where it trained, moves included
             nodes.append(result["node_id"])
-            self.writer.send(trial.trial_id, "tag", ("nodes", ",".join(nodes)))
+            self._send(trial.trial_id, "tag", ("nodes", ",".join(nodes)))
         best = self._best.get(trial.trial_id)
         if self.selection_key in result and improves(result[self.selection_key],
                                                      best[self.selection_key] if best else None):
@@ -365,16 +376,18 @@ class MLflowTrialCallback(Callback):
         trial_id = trial.trial_id
         best = self._best.get(trial_id)
         if best:
-            self.writer.send(trial_id, "artifact", {"name": PER_LANGUAGE_ARTIFACT,
-                                                    "data": per_language_csv(best, self.metric).encode()})
-            self.writer.send(trial_id, "tag", (SELECTED_STEP_TAG, str(int(best.get("step", 0)))))
+            self._send(trial_id, "artifact", {"name": PER_LANGUAGE_ARTIFACT,
+                                              "data": per_language_csv(best, self.metric).encode()})
+            self._send(trial_id, "tag", (SELECTED_STEP_TAG, str(int(best.get("step", 0)))))
         for name, data in sorted(outbox_take(self.writer.storage, self.writer.study, trial_id).items()):
             if name == STAGE_RECORD:
-                for op, payload in stage_writes(StageResult.from_json(data)):
-                    self.writer.send(trial_id, op, payload)
+                stage = StageResult.from_json(data)
+                self.stage_seconds[trial_id] = 0.0 if stage.cache_hit else float(stage.meta.get("seconds", 0.0))
+                for op, payload in stage_writes(stage):
+                    self._send(trial_id, op, payload)
             else:
-                self.writer.send(trial_id, "artifact", {"name": name, "data": data})
-        self.writer.send(trial_id, "terminate", status)
+                self._send(trial_id, "artifact", {"name": name, "data": data})
+        self._send(trial_id, "terminate", status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         """Log the selected report's table, the outbox's files, and mark the run FINISHED."""

@@ -341,13 +341,60 @@ def _run(args, settings: StudySettings) -> int:
         summary = {f"best/{k}": v for k, v in best_report.items()  # metrics only: Tune adds the config as config/...
                    if isinstance(v, (int, float)) and "/" in k and not k.startswith("config/")}
         summary.update({"trials_finished": len(finished), "trials_failed": len(results) - len(finished)})
+        repeat_results = []
         if args.seeds:
-            summary.update(_repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent, study_path))
+            repeat_summary, repeat_results = _repeat_with_seeds(args, settings, best, callback, trainable,
+                                                                max_concurrent, study_path)
+            summary.update(repeat_summary)
         summary["study_seconds"] = time.perf_counter() - started
+        profile = time_profile(list(results) + repeat_results, callback.trial_started, callback.stage_seconds)
+        summary.update({f"profile/{phase.replace(' ', '_')}_s": seconds for phase, seconds in profile.items()})
+        summary["profile/mlflow_writes_s"] = sum(callback.write_seconds.values())
         study_run.flush()
         study_run.log_summary(summary, per_language_csv(best_report, metric))
+        print_time_profile(profile, summary["profile/mlflow_writes_s"], len(results) + len(repeat_results))
     print_summary(settings, best.config, best_report, study_run.run_id)
     return 0
+
+
+# the phases of a trial's time, in order; "other" is what the trial's wall time leaves (Ray's scheduling, data
+# loading and the model build in the workers, the driver's own work)
+PROFILE_PHASES = ("start-up", "intermediate stage", "training steps", "evaluation", "checkpoints", "other")
+
+
+def time_profile(results: list, trial_started: dict, stage_seconds: dict) -> dict[str, float]:
+    """Seconds per phase (``PROFILE_PHASES``) summed over the trials of ``results`` (Tune results: the last report
+    of each, with Tune's ``trial_id`` and ``time_total_s`` and the worker's cumulative ``time/*``): start-up is from
+    the trial's start (``trial_started``, unix s, as the MLflow callback saw it) to its workers' start, less the
+    intermediate stage (``stage_seconds``); trials the callback did not see start (a resumed study) count their
+    start-up under "other"."""
+    totals = dict.fromkeys(PROFILE_PHASES, 0.0)
+    for result in results:
+        metrics = result.metrics or {}
+        if "time_total_s" not in metrics:
+            continue
+        trial_id = metrics.get("trial_id")
+        stage = stage_seconds.get(trial_id, 0.0)
+        started, worker_start = trial_started.get(trial_id), metrics.get("time/worker_start_unix")
+        startup = max(0.0, worker_start - started - stage) if started and worker_start else 0.0
+        known = {"start-up": startup, "intermediate stage": stage,
+                 "training steps": metrics.get("time/train_s", 0.0), "evaluation": metrics.get("time/eval_s", 0.0),
+                 "checkpoints": metrics.get("time/checkpoint_s", 0.0)}
+        for phase, seconds in known.items():
+            totals[phase] += seconds
+        totals["other"] += max(0.0, metrics["time_total_s"] - sum(known.values()))
+    return totals
+
+
+def print_time_profile(totals: dict[str, float], mlflow_seconds: float, trials: int) -> None:
+    """The profile as a person reads it: seconds and share of the trials' summed wall time, then MLflow writes
+    (done by the study driver while trials run)."""
+    whole = sum(totals.values()) or 1.0
+    print(f"\ntime profile over {trials} trial run(s) ({whole:.0f} s of trial wall time):", file=sys.stderr)
+    for phase, seconds in totals.items():
+        print(f"  {phase:<20}{seconds:>9.1f} s  {100 * seconds / whole:5.1f} %", file=sys.stderr)
+    print(f"  {'MLflow writes':<20}{mlflow_seconds:>9.1f} s  (the study driver, alongside the trials)",
+          file=sys.stderr, flush=True)
 
 
 def best_trial(finished: list, metric: str) -> tuple:
@@ -366,24 +413,26 @@ def selected_report(result, metric: str) -> dict:
     return dict(select_best(frame.to_dict("records"), metric))
 
 
-def _repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent, study_path) -> dict:
-    """Re-run the best configuration with --seeds new seeds (for confidence intervals); nested in MLflow too. When no
-    repeat finishes, the summary says so (``seeds_finished`` 0) and the study goes on to its end."""
+def _repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent, study_path) -> tuple[dict, list]:
+    """Re-run the best configuration with --seeds new seeds (for confidence intervals); nested in MLflow too.
+    Returns (summary, Tune results). When no repeat finishes, the summary says so (``seeds_finished`` 0) and the
+    study goes on to its end."""
     import statistics
 
     callback.tags = {**callback.tags, RUN_KIND_TAG: SEED_REPEAT_RUN, "repeat_of": Path(best.path).name}
     tuner = seed_tuner(args, settings, best, callback, trainable, max_concurrent, f"{study_path}-seeds")
-    repeats = [selected_report(r, settings.task.metric) for r in tuner.fit() if r.error is None and r.metrics]
+    results = list(tuner.fit())
+    repeats = [selected_report(r, settings.task.metric) for r in results if r.error is None and r.metrics]
     target = target_average_key(settings.task.metric)
     values = [r[target] for r in repeats if target in r]
     if not values:
         print(f"[study] no seed repeat of the best configuration finished ({args.seeds} tried); see the errors above",
               file=sys.stderr)
-        return {"seeds_finished": 0}
+        return {"seeds_finished": 0}, results
     mean, std = statistics.fmean(values), statistics.pstdev(values)
     print(f"[study] best configuration over {len(values)} extra seeds: {target} {mean:.4f} ± {std:.4f}",
           file=sys.stderr)
-    return {"seeds_finished": len(values), f"seeds/{target}/mean": mean, f"seeds/{target}/std": std}
+    return {"seeds_finished": len(values), f"seeds/{target}/mean": mean, f"seeds/{target}/std": std}, results
 
 
 def seed_tuner(args, settings, best, callback, trainable, max_concurrent, path: str):

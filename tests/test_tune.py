@@ -206,6 +206,9 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
     assert parent.data.params["search_space_sha256"] and parent.info.status == "FINISHED"
     best = {k for k in parent.data.metrics if k.startswith("best/")}  # the selected report's metrics, no config
     assert "best/dev_en/accuracy" in best and not any(k.startswith("best/config/") for k in best)
+    profile = {k: v for k, v in parent.data.metrics.items() if k.startswith("profile/")}  # the study's time profile
+    assert profile["profile/training_steps_s"] > 0 and profile["profile/evaluation_s"] > 0, profile
+    assert "time profile over 5 trial run(s)" in output  # 3 trials and 2 seed repeats
     for run in trials:
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.info.status == "FINISHED"
         assert {"modality", "alpha", "beta", "w_robust", "ap_layer", "lr"} <= set(run.data.params)
@@ -469,3 +472,23 @@ def test_every_end_of_the_study_leaves_its_runs_in_mlflow_terminal(tmp_path, mon
     assert {run.data.tags.get("trial_id", "study"): run.info.status for run in runs} == expected
     if seeds == (FAILING_SEEDS, None):  # no mean over no repeat: the study says so and ends
         assert next(r for r in runs if "trial_id" not in r.data.tags).data.metrics["seeds_finished"] == 0
+
+
+def test_the_time_profile_splits_each_trial_into_its_phases(capsys):
+    """Hand-made last reports: trial a started at unix 100, ran a 5 s intermediate stage, and its workers started at
+    112 (7 s of start-up); trial b was not seen starting (a resumed study), so its start-up counts under "other"."""
+    from study.tune import PROFILE_PHASES, print_time_profile, time_profile
+
+    a = SimpleNamespace(metrics={"trial_id": "a", "time_total_s": 60.0, "time/worker_start_unix": 112.0,
+                                 "time/train_s": 30.0, "time/eval_s": 10.0, "time/checkpoint_s": 2.0})
+    b = SimpleNamespace(metrics={"trial_id": "b", "time_total_s": 20.0, "time/worker_start_unix": 500.0,
+                                 "time/train_s": 10.0, "time/eval_s": 5.0, "time/checkpoint_s": 1.0})
+    failed_early = SimpleNamespace(metrics={})  # no report at all: nothing to count
+    totals = time_profile([a, b, failed_early], trial_started={"a": 100.0}, stage_seconds={"a": 5.0})
+    assert list(totals) == list(PROFILE_PHASES)
+    assert totals == {"start-up": 7.0, "intermediate stage": 5.0, "training steps": 40.0, "evaluation": 15.0,
+                      "checkpoints": 3.0, "other": (60 - 7 - 5 - 42) + (20 - 16)}
+    print_time_profile(totals, mlflow_seconds=1.5, trials=2)
+    shown = capsys.readouterr().err
+    assert "time profile over 2 trial run(s) (80 s of trial wall time)" in shown
+    assert "training steps" in shown and "50.0 %" in shown and "MLflow writes" in shown
