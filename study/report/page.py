@@ -6,13 +6,24 @@ import html
 import math
 from pathlib import Path
 
+from study.analysis import ALPHA, PERMUTATIONS
+from study.languages import DISTANCE_KINDS, MIN_SHARED_FEATURES
 from study.mlflow_store import client
 from study.protocol import REPORT_RUN, RUN_KIND_TAG
 from study.report.figures import FIGURES
 from study.report.load import Study
-from study.report.tables import ReportTables, best_distance_rows, header
+from study.report.tables import ReportTables, header, typology_summary
 
 GROUP_COLUMNS = ["languages", "seeds", "score", "gap_to_en"]  # after the model and the group of a group_rows row
+TYPOLOGY_METHOD = (
+    "<p>Distances come from URIEL+ with its databases integrated and missing features imputed (KNN); a distance "
+    f"resting on fewer than {MIN_SHARED_FEATURES} features shared with English before imputation is left out, and "
+    "so is its language, for every kind: all kinds of a model are tested on one language set of size n. Per model "
+    "and kind, gap = slope &middot; distance + covariates + intercept by least squares, the covariates being same "
+    "script as English and subword overlap with English (share of the language's test tokens, in the model's "
+    "tokenizer, that occur in English's test data) where known and not constant; r² is the distance's partial r²; "
+    f"p is a two-sided permutation test of the slope ({PERMUTATIONS:,} permutations of the gaps across languages, "
+    f"Freedman-Lane with covariates, seeded); p_holm is Holm-corrected across the kinds, significant at {ALPHA}.</p>")
 
 
 def _cell(value) -> str:
@@ -52,9 +63,10 @@ def build_report(study: Study, out: Path) -> list[str]:
     info = header(study)
     tables = ReportTables.compute(study)
     languages, groups, comparison, modality = tables.languages, tables.groups, tables.comparison, tables.modality
-    fits, importance = tables.distance_fits, tables.importance
+    points, fits, importance = tables.distance_points, tables.distance_fits, tables.importance
     files = [_write_csv(out / "per_language.csv", languages), _write_csv(out / "model_comparison.csv", comparison),
              _write_csv(out / "modality_effect.csv", modality), _write_csv(out / "gap_vs_distance.csv", fits),
+             _write_csv(out / "typology_languages.csv", points),
              _write_csv(out / "parameter_importance.csv", importance),
              *[_write_csv(out / f"by_{by}.csv", rows) for by, rows in groups.items()]]
     figures = {key: draw(tables, out) for key, draw in FIGURES.items()}
@@ -76,9 +88,15 @@ def build_report(study: Study, out: Path) -> list[str]:
         ("Modality effect per family", image("modality") + _table(
             _interval_rows(modality), ["contrast", "family", "languages", "difference", "95% interval", "runs"])),
         ("Transfer gap vs typological distance to English (URIEL+)",
-         image("distance") + "<p>Best-fitting distance per model (highest r²):</p>"
-         + _table(best_distance_rows(fits), ["model", "distance", "r2", "slope", "n"])
-         + _table(fits, ["model", "distance", "slope", "intercept", "r2", "n", "note"])),
+         image("distance") + TYPOLOGY_METHOD
+         + "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in typology_summary(fits)) + "</ul>"
+         + _table(fits, ["model", "distance", "n", "slope", "r2", "p", "p_holm", "significant", "covariates",
+                         "note"])
+         + "<p>Per language: the distances, the features each rests on (shared with English before imputation) "
+           "and why a language is left out:</p>"
+         + _table(points, ["model", "language", "gap_to_en", "same_script", "subword_overlap",
+                           *[f"{kind}_{what}" for kind in DISTANCE_KINDS for what in ("distance", "features")],
+                           "left_out"])),
         ("The search: parameter importance and optimisation history", image("importance") + image("history")
          + _table(importance, ["model", "parameter", "importance", "note"])),
         ("VME loss weights vs English dev and target scores", image("weights")),
