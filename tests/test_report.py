@@ -191,6 +191,8 @@ def test_typology_fits_share_one_language_set_and_correct_across_kinds():
     assert typology_summary(fits)[0].startswith("m: significant after Holm at 0.05: syntactic (slope +0.500")
     too_few = typology_fits("m", driven[:2], permutations=999)
     assert all(f["p"] is None and f["significant"] == "" and "too little data" in f["note"] for f in too_few)
+    assert typology_summary(too_few) == ["m: no distance kind can be tested (too little data (2 languages with every "
+                                         "distance kind)), so none is significant after Holm at 0.05"]
 
 
 def _importance_study(n_trials: int, rng):

@@ -183,7 +183,8 @@ def typology_summary(fits: list[dict]) -> list[str]:
         lines.append(f"{model}: " + (f"significant after Holm at {ALPHA}: {', '.join(found)}" if found else
                                      f"no distance kind is significant after Holm at {ALPHA} ({tested} kinds "
                                      f"tested on n={mine[0]['n']} languages)" if tested else
-                                     f"no test: {mine[0]['note']}"))
+                                     f"no distance kind can be tested ({mine[0]['note']}), so none is significant "
+                                     f"after Holm at {ALPHA}"))
     return lines
 
 
