@@ -1,5 +1,6 @@
 """The statistics of the report, on plain numbers (no MLflow, no plotting): paired bootstrap intervals of
-contrasts over test examples and seeds, and least-squares fits of transfer against typological distance.
+contrasts over test examples and seeds, and permutation tests (Holm-corrected) of transfer against typological
+distance.
 
 A language's score is sum(numerators) / sum(denominators) of its per-example units (accuracy: (correct, 1); QA:
 (score, 1); tagging F1: (2 * true positives, predicted + gold entities)), so resampling examples resamples the
@@ -117,23 +118,76 @@ def paired_difference_by_group(a: Side, b: Side, by: str = "family", draws: int 
     return out
 
 
+PERMUTATIONS = 9999  # draws of the permutation test: p-values resolve to 1e-4 (exact test when n! is smaller)
+ALPHA = 0.05  # family-wise error rate of the Holm-corrected typology tests
+
+
 @dataclass(frozen=True)
-class LineFit:
-    """A least-squares line y = slope * x + intercept, its R² and the number of points ``n``."""
+class SlopeTest:
+    """y ~ 1 + x + covariates by least squares: the coefficient of x (``slope``), the line
+    ``slope * x + intercept`` through the means, the partial R² of x given the covariates (the plain R² without
+    any), the number of points ``n`` and the two-sided permutation p-value of x's coefficient."""
 
     slope: float
     intercept: float
     r2: float
     n: int
+    p: float
 
 
-def fit_line(x: Sequence[float], y: Sequence[float]) -> LineFit | None:
-    """Ordinary least squares y = slope * x + intercept; None with fewer than 3 points or constant x."""
+def _residualise(values: np.ndarray, design: np.ndarray) -> np.ndarray:
+    """What least squares on ``design`` leaves of ``values`` (rows: points; works on stacked vectors too)."""
+    return values - (design @ np.linalg.lstsq(design, values.T, rcond=None)[0]).T
+
+
+def slope_permutation_test(x: Sequence[float], y: Sequence[float], covariates: Sequence[Sequence[float]] = (),
+                           permutations: int = PERMUTATIONS, seed: int = 0) -> SlopeTest | None:
+    """Does y depend on x once the covariates are accounted for? Freedman & Lane (1983): the residuals of
+    y ~ 1 + covariates are permuted across points and added back to its fitted values (without covariates: y itself
+    is permuted), and the statistic is the partial correlation of x and y, which is pivotal (Anderson & Legendre
+    1999) and monotone in x's t value. ``scipy.stats.permutation_test`` draws the permutations (all of them when
+    n! <= ``permutations``) and counts the observed order as one (Phipson & Smyth 2010). None with fewer points
+    than the model has coefficients plus one, or when x is constant given the covariates."""
+    from scipy.stats import permutation_test
+
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) < 3 or np.ptp(x) == 0:
+    reduced = np.column_stack([np.ones(len(y)), *(np.asarray(c, dtype=float) for c in covariates)])
+    if len(y) < reduced.shape[1] + 2:
         return None
-    slope, intercept = np.polyfit(x, y, 1)
-    residual = y - (slope * x + intercept)
-    total = ((y - y.mean()) ** 2).sum()
-    r2 = 1.0 - (residual ** 2).sum() / total if total > 0 else 0.0
-    return LineFit(float(slope), float(intercept), float(r2), len(x))
+    x_rest, y_rest = _residualise(x, reduced), _residualise(y, reduced)
+    if np.linalg.norm(x_rest) < 1e-12 * max(1.0, np.linalg.norm(x)):
+        return None
+    slope = float(x_rest @ y_rest / (x_rest @ x_rest))  # Frisch-Waugh-Lovell: x's coefficient in the full model
+    intercept = float(y.mean() - slope * x.mean())
+    if np.linalg.norm(y_rest) < 1e-12:  # the covariates explain y exactly: nothing is left for x
+        return SlopeTest(slope, intercept, 0.0, len(y), 1.0)
+
+    def partial_r(residuals, axis=-1):
+        rest = _residualise(np.moveaxis(residuals, axis, -1), reduced)
+        return rest @ x_rest / (np.linalg.norm(rest, axis=-1) * np.linalg.norm(x_rest))
+
+    result = permutation_test((y_rest,), partial_r, permutation_type="pairings", vectorized=True,
+                              n_resamples=permutations, alternative="two-sided", rng=np.random.default_rng(seed))
+    return SlopeTest(slope, intercept, float(result.statistic) ** 2, len(y), float(result.pvalue))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's (1979) step-down adjusted p-values: with the m p-values in ascending order, the i-th (from 1) becomes
+    the running maximum of min(1, (m - i + 1) * p_(i)). Calling the tests whose adjusted value is <= α significant
+    keeps the chance of any false positive among the m at most α, whatever their dependence."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.maximum.accumulate(np.minimum(1.0, (len(p) - np.arange(len(p))) * p[order]))
+    return adjusted.tolist()
+
+
+def subword_overlap(tokens: Sequence, english: Sequence) -> float | None:
+    """The share of a language's subword tokens (counted with repetition) whose type also occurs among English's
+    tokens: how much of its text shares vocabulary with English, a rival explanation of transfer to typology
+    (Pires et al. 2019 on mBERT's overlap; K et al. 2020 argue it matters less than structure). None without
+    tokens."""
+    if not len(tokens):
+        return None
+    seen = set(english)
+    return sum(token in seen for token in tokens) / len(tokens)

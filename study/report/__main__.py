@@ -8,7 +8,9 @@ same experiment:
   script and gap to English;
 * model comparison per family (each pair of models, e.g. XLM-R - mBERT) and modality effect per family
   (multimodal - none, text - none, multimodal - text), with 95 % bootstrap intervals over test examples and seeds;
-* transfer gap vs typological distance to English (URIEL+): scatter plots with fitted lines and a regression table;
+* transfer gap vs typological distance to English (URIEL+, integrated and imputed): per model and distance kind on
+  one language set, a permutation test of the slope with script and subword overlap as covariates, Holm-corrected
+  across kinds;
 * the search: Optuna parameter importance and optimisation history; VME loss weights vs English dev and targets;
 * a header that states the suite, models (offline stand-ins marked), preset, trials, seeds and that selection used
   English dev only. Cells with too little data say so."""

@@ -81,9 +81,10 @@ def _difference_figure(rows: list[dict], by: str, name: str, title: str, out: Pa
 
 
 def distance_figure(tables: ReportTables, out: Path) -> str | None:
-    """Gap to English against each URIEL+ distance (one panel per kind), with each model's fitted line;
-    None without points."""
-    points, fits = tables.distance_points, tables.distance_fits
+    """Gap to English against each URIEL+ distance (one panel per kind) over each model's common language set,
+    with the fitted slope (covariates held at their means) and its Holm-corrected p-value; None without points."""
+    points = [p for p in tables.distance_points if not p["left_out"]]
+    fits = tables.distance_fits
     if not points:
         return None
 
@@ -91,14 +92,14 @@ def distance_figure(tables: ReportTables, out: Path) -> str | None:
         figure, axes = plt.subplots(2, 3, figsize=(12, 7))
         for axis, kind in zip(axes.flat, DISTANCE_KINDS):
             for i, model in enumerate(sorted({p["model"] for p in points})):
-                mine = [p for p in points if p["model"] == model and p[f"{kind}_distance"] is not None]
-                axis.scatter([p[f"{kind}_distance"] for p in mine], [p["gap_to_en"] for p in mine], s=14,
-                             color=f"C{i}", label=model)
+                mine = [p for p in points if p["model"] == model]
+                xs = [p[f"{kind}_distance"] for p in mine]
+                axis.scatter(xs, [p["gap_to_en"] for p in mine], s=14, color=f"C{i}", label=model)
                 fit = next(f for f in fits if f["model"] == model and f["distance"] == kind)
                 if fit["slope"] is not None:
-                    xs = [min(p[f"{kind}_distance"] for p in mine), max(p[f"{kind}_distance"] for p in mine)]
-                    axis.plot(xs, [fit["slope"] * x + fit["intercept"] for x in xs], color=f"C{i}",
-                              label=f"fit r²={fit['r2']:.2f}")
+                    ends = [min(xs), max(xs)]
+                    axis.plot(ends, [fit["slope"] * x + fit["intercept"] for x in ends], color=f"C{i}",
+                              label=f"slope {fit['slope']:+.2f}, Holm p {fit['p_holm']:.3f}")
             axis.set_xlabel(f"{kind} distance to English")
             axis.set_ylabel("gap to English")
             axis.legend(fontsize=6)

@@ -6,16 +6,27 @@ import html
 import math
 from pathlib import Path
 
+from study.analysis import ALPHA, PERMUTATIONS
+from study.languages import DISTANCE_KINDS, MIN_SHARED_FEATURES
 from study.mlflow_store import client
 from study.protocol import REPORT_RUN, RUN_KIND_TAG
 from study.report.figures import FIGURES
 from study.report.load import Study
-from study.report.tables import ReportTables, best_distance_rows, header, overall_rows
+from study.report.tables import ReportTables, header, overall_rows, typology_summary
 
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;font-size:13px;"
          "margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}")
 GROUP_COLUMNS = ["languages", "seeds", "score", "gap_to_en"]  # after the model and the group of a group_rows row
 TASK_SCORE_COLUMNS = ["model", "task", "languages", "all_languages", "zero_shot_target_mean", "xtreme_r_task_score"]
+TYPOLOGY_METHOD = (
+    "<p>Distances come from URIEL+ with its databases integrated and missing features imputed (KNN); a distance "
+    f"resting on fewer than {MIN_SHARED_FEATURES} features shared with English before imputation is left out, and "
+    "so is its language, for every kind: all kinds of a model are tested on one language set of size n. Per model "
+    "and kind, gap = slope &middot; distance + covariates + intercept by least squares, the covariates being same "
+    "script as English and subword overlap with English (share of the language's test tokens, in the model's "
+    "tokenizer, that occur in English's test data) where known and not constant; r² is the distance's partial r²; "
+    f"p is a two-sided permutation test of the slope ({PERMUTATIONS:,} permutations of the gaps across languages, "
+    f"Freedman-Lane with covariates, seeded); p_holm is Holm-corrected across the kinds, significant at {ALPHA}.</p>")
 
 
 def _cell(value) -> str:
@@ -56,10 +67,11 @@ def build_report(study: Study, out: Path, tables: ReportTables | None = None) ->
     info = header(study)
     tables = tables or ReportTables.compute(study)
     languages, groups, comparison, modality = tables.languages, tables.groups, tables.comparison, tables.modality
-    fits, importance = tables.distance_fits, tables.importance
+    points, fits, importance = tables.distance_points, tables.distance_fits, tables.importance
     files = [_write_csv(out / "per_language.csv", languages), _write_csv(out / "task_score.csv", tables.task_scores),
              _write_csv(out / "model_comparison.csv", comparison),
              _write_csv(out / "modality_effect.csv", modality), _write_csv(out / "gap_vs_distance.csv", fits),
+             _write_csv(out / "typology_languages.csv", points),
              _write_csv(out / "parameter_importance.csv", importance),
              *[_write_csv(out / f"by_{by}.csv", rows) for by, rows in groups.items()]]
     figures = {key: draw(tables, out) for key, draw in FIGURES.items()}
@@ -85,9 +97,15 @@ def build_report(study: Study, out: Path, tables: ReportTables | None = None) ->
         ("Modality effect per family", image("modality") + _table(
             _interval_rows(modality), ["contrast", "family", "languages", "difference", "95% interval", "runs"])),
         ("Transfer gap vs typological distance to English (URIEL+)",
-         image("distance") + "<p>Best-fitting distance per model (highest r²):</p>"
-         + _table(best_distance_rows(fits), ["model", "distance", "r2", "slope", "n"])
-         + _table(fits, ["model", "distance", "slope", "intercept", "r2", "n", "note"])),
+         image("distance") + TYPOLOGY_METHOD
+         + "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in typology_summary(fits)) + "</ul>"
+         + _table(fits, ["model", "distance", "n", "slope", "r2", "p", "p_holm", "significant", "covariates",
+                         "note"])
+         + "<p>Per language: the distances, the features each rests on (shared with English before imputation) "
+           "and why a language is left out:</p>"
+         + _table(points, ["model", "language", "gap_to_en", "same_script", "subword_overlap",
+                           *[f"{kind}_{what}" for kind in DISTANCE_KINDS for what in ("distance", "features")],
+                           "left_out"])),
         ("The search: parameter importance and optimisation history", image("importance") + image("history")
          + _table(importance, ["model", "parameter", "importance", "note"])),
         ("VME loss weights vs English dev and target scores", image("weights")),
