@@ -3,6 +3,7 @@ environment carries, one ``TorchTrainer`` factory, and starting or checking the 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,6 +13,15 @@ from study.errors import StudyError
 DRIVER_RESOURCE = "study_driver"  # head-only on a cluster: trial drivers never land on (spot) GPU workers
 THREADS_ENV = "STUDY_TORCH_THREADS"  # torch threads of each worker process
 FORWARDED_ENV = ("STUDY_CACHE_DIR", "HF_HOME", "HF_HUB_OFFLINE")  # passed on to workers when set
+# On Linux Ray replaces a loopback node address (``ray.init(_node_ip_address="127.0.0.1")``, ``ray start
+# --node-ip-address``) with the machine's outward address (``resolve_ip_for_localhost`` in ray/_private/services.py),
+# and its gRPC servers bind the node address. With this variable at 0, Ray runs single-node as it does on macOS and
+# Windows: node address 127.0.0.1, every server on loopback (``get_node_ip_address``, same file).
+NODE_ON_LOOPBACK = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# The environment of a local instance, inherited by all its processes: the node on loopback, and torch's Gloo and
+# NCCL sockets of the Train workers on the loopback interface (Gloo otherwise listens on the address the host name
+# resolves to, NCCL on the first outward interface).
+LOCAL_RAY_ENV = {NODE_ON_LOOPBACK: "0", "GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "lo"}
 
 
 @dataclass(frozen=True)
@@ -80,20 +90,29 @@ def torch_trainer(fn: Callable[[dict], None], loop_config: dict, scaling: Scalin
 
 
 def init_ray(num_cpus: int | None = None, dashboard: bool = False) -> None:
-    """The cluster in $RAY_ADDRESS, or a local Ray instance bound to 127.0.0.1 (its dashboard too, when asked for)
-    with Ray's token authentication as Ray sets it up (on by default for local clusters since Ray 2.59)."""
+    """The cluster in $RAY_ADDRESS, or a local Ray instance whose servers all listen on loopback (its dashboard too,
+    when asked for; torch's c10d store in Train workers cannot, see the README's security defaults), with Ray's
+    token authentication as Ray sets it up (on by default for local clusters since Ray 2.59). StudyError when the
+    local instance came up on another address."""
+    if not os.environ.get("RAY_ADDRESS"):
+        os.environ.update(LOCAL_RAY_ENV)  # before the first ``import ray``: Ray reads it then
     import ray
 
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
-    else:
-        # address="local": a new instance of our own, never a cluster some other process started on this machine
-        # (without it, Ray joins the one named in /tmp/ray/ray_current_cluster)
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), resources={DRIVER_RESOURCE: 1000},
-                 include_dashboard=dashboard, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
-                 log_to_driver=True, configure_logging=False)
+        return
+    # address="local": a new instance of our own, never a cluster some other process started on this machine
+    # (without it, Ray joins the one named in /tmp/ray/ray_current_cluster)
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), resources={DRIVER_RESOURCE: 1000},
+             include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=True, configure_logging=False)
+    node_ip = ray.util.get_node_ip_address()
+    if not ipaddress.ip_address(node_ip).is_loopback:
+        ray.shutdown()
+        raise StudyError(f"the local Ray instance came up on {node_ip}, not on loopback: Ray reads "
+                         f"{NODE_ON_LOOPBACK} when it is first imported, and ray was imported before init_ray set "
+                         f"it; export {NODE_ON_LOOPBACK}=0 or call init_ray before importing ray")
 
 
 def check_cluster(storage: str) -> None:

@@ -297,9 +297,9 @@ def main(argv=None) -> int:
     repeat it with new seeds, and record everything in MLflow."""
     args = parse_args(argv)
     settings = resolve(args)
+    init_ray(dashboard=args.dashboard)  # before this process imports ray (see init_ray)
     import ray
 
-    init_ray(dashboard=args.dashboard)
     try:
         check_cluster(settings.storage)
         return _run(args, settings)

@@ -44,14 +44,16 @@ def mlflow_server(tmp_path_factory):
 def smoke_experiment(mlflow_server, tmp_path_factory):
     """Two real smoke studies in one experiment, modalities searched: tiny (an XLM-R architecture; 2 workers per
     trial, 2 seed repeats of the best configuration) and tiny-bert (a BERT architecture, 1 seed repeat: a model
-    contrast needs 2 runs per side for an interval). Tests of the study and of the report read the same experiment."""
-    from helpers import start_study
+    contrast needs 2 runs per side for an interval). Tests of the study and of the report read the same experiment;
+    the sockets each study's processes listened on are listed meanwhile."""
+    from helpers import communicate_watching_listeners, start_study
 
     storage = tmp_path_factory.mktemp("studies")
-    outputs = {}
+    outputs, listeners = {}, {}
     for model, extra in (("tiny", ["--workers", "2", "--seeds", "2"]), ("tiny-bert", ["--seeds", "1"])):
         process = start_study("--trials", "3", *extra, "--storage", str(storage), "--mlflow-uri", mlflow_server,
                               "--experiment", "e2e", model=model)
-        outputs[model], _ = process.communicate(timeout=900)
+        outputs[model], listeners[model] = communicate_watching_listeners(process)
         assert process.returncode == 0, outputs[model][-3000:]
-    return {"uri": mlflow_server, "experiment": "e2e", "outputs": outputs, "storage": storage}
+    return {"uri": mlflow_server, "experiment": "e2e", "outputs": outputs, "listeners": listeners,
+            "storage": storage}

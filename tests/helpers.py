@@ -1,4 +1,5 @@
-"""Helpers of the end-to-end tests: free ports, study subprocesses, MLflow queries, observable trial states."""
+"""Helpers of the end-to-end tests: free ports, study subprocesses, MLflow queries, observable trial states, the
+sockets a process tree listens on."""
 
 import json
 import os
@@ -6,9 +7,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}  # the last: an IPv6 socket bound to 127.0.0.1
 
 
 def free_port() -> int:
@@ -86,3 +93,55 @@ def trials_past_first_report(uri, experiment, storage, metric="dev_en/accuracy",
         if count and reports in (None, count) and registered_checkpoints(storage, run.data.tags["trial_id"]):
             found.append(run)
     return found
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A socket some process listens on: a TCP socket in LISTEN state or a bound, unconnected UDP socket."""
+
+    ip: str
+    port: int
+    pid: int
+    process: str  # the process name; a Ray worker's without the task it runs (ray::<class>[.<method>] in ps)
+    self_connected: bool  # the process also holds a connection to this port, as a c10d store's host does
+
+    def __str__(self):
+        return f"{self.process} (pid {self.pid}) on {self.ip}:{self.port}"
+
+
+def listeners(root: int) -> set[Listener]:
+    """The sockets that process ``root`` and all its descendants listen on now."""
+    try:
+        pids = {root} | {p.pid for p in psutil.Process(root).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+    connections = [c for c in psutil.net_connections(kind="inet") if c.pid in pids]
+    clients = {(c.pid, c.raddr.port) for c in connections if c.raddr and c.status == psutil.CONN_ESTABLISHED}
+    found = set()
+    for c in connections:
+        udp = c.type == socket.SOCK_DGRAM and not c.raddr and c.laddr.port
+        if c.status == psutil.CONN_LISTEN or udp:
+            try:
+                name = psutil.Process(c.pid).name()
+            except psutil.NoSuchProcess:
+                continue
+            if name.startswith("ray::"):
+                name = name.partition(".")[0]
+            found.add(Listener(c.laddr.ip, c.laddr.port, c.pid, name, (c.pid, c.laddr.port) in clients))
+    return found
+
+
+def communicate_watching_listeners(process, timeout: float = 900) -> tuple[str, set[Listener]]:
+    """Wait for ``process`` as ``communicate`` does, listing the sockets its process tree listens on every half
+    second meanwhile; returns its output and every listener seen."""
+    output = []
+    reader = threading.Thread(target=lambda: output.append(process.stdout.read()))
+    reader.start()
+    seen, deadline = set(), time.time() + timeout
+    while process.poll() is None:
+        if time.time() > deadline:
+            raise subprocess.TimeoutExpired(process.args, timeout)
+        seen |= listeners(process.pid)
+        time.sleep(0.5)
+    reader.join()
+    return output[0], seen

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,10 +15,23 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import free_port, start_mlflow_server, start_study, stop, study_runs, trials_past_first_report
+from helpers import (
+    LOOPBACK,
+    free_port,
+    listeners,
+    start_mlflow_server,
+    start_study,
+    stop,
+    study_runs,
+    trials_past_first_report,
+)
+
+from study.ray_setup import NODE_ON_LOOPBACK
 
 ROOT = Path(__file__).resolve().parents[1]
-LOOPBACK = "0100007F"  # 127.0.0.1 as /proc/net/tcp writes it
+ON_LOOPBACK = {"node_ip_address": "127.0.0.1"}  # test clusters' nodes, like the study's own Ray
+# A driver joining a loopback cluster: without it Ray swaps RAY_ADDRESS's 127.0.0.1 for the outward address (ray#59110)
+LOOPBACK_DRIVER = {NODE_ON_LOOPBACK: "0"}
 
 
 def _cluster_config() -> dict:
@@ -84,29 +98,20 @@ def test_cluster_services_bind_loopback_and_ray_uses_token_auth():
     assert config["available_node_types"][config["head_node_type"]]["resources"]["study_driver"] > 0
 
 
-def _listening(port: int) -> set[str]:
-    """Local addresses (hex, as in /proc/net/tcp[6]) with a socket listening on port."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            address, port_hex = local.split(":")
-            if state == "0A" and int(port_hex, 16) == port:  # 0A = LISTEN
-                found.add(address)
-    return found
-
-
-def test_mlflow_server_binds_127_0_0_1_and_refuses_a_public_address_unless_asked(tmp_path):
+def test_mlflow_server_listens_on_loopback_only_and_refuses_a_public_address_unless_asked(tmp_path):
+    """Every socket of the server's process tree (the server and any worker it starts) is on loopback."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "study.serve_mlflow", "--port", str(port), "--backend-store-uri",
                                f"sqlite:///{tmp_path}/mlflow.db", "--artifacts-destination", str(tmp_path / "a")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         for _ in range(120):
-            if _listening(port):
+            seen = listeners(server.pid)
+            if port in {s.port for s in seen}:
                 break
             time.sleep(0.5)
-        assert _listening(port) == {LOOPBACK}
+        assert port in {s.port for s in seen}, "the server never listened on its port"
+        assert all(s.ip in LOOPBACK for s in seen), "; ".join(map(str, seen))
     finally:
         stop(server)
     public = subprocess.run([sys.executable, "-m", "study.serve_mlflow", "--host", "0.0.0.0", "--port", str(port)],
@@ -114,15 +119,16 @@ def test_mlflow_server_binds_127_0_0_1_and_refuses_a_public_address_unless_asked
     assert public.returncode == 2 and "--allow-remote" in public.stderr
 
 
-def test_ray_dashboard_binds_127_0_0_1_and_token_auth_is_on(tmp_path):
+def test_local_ray_with_its_dashboard_listens_on_loopback_only_and_token_auth_is_on():
+    """init_ray on its own (the variable it sets is not in the environment): every socket of the Ray instance's
+    process tree, dashboard included, is on loopback, and Ray's token authentication is on."""
     probe = """
-import json, ray
-from ray._private.worker import get_dashboard_url
-from ray._raylet import AuthenticationMode, get_authentication_mode
 from study.ray_setup import init_ray
 init_ray(num_cpus=1, dashboard=True)
+import json, time, urllib.request
+from ray._private.worker import get_dashboard_url
+from ray._raylet import AuthenticationMode, get_authentication_mode
 print(json.dumps({"dashboard": get_dashboard_url(), "token": get_authentication_mode() == AuthenticationMode.TOKEN}))
-import time, urllib.request
 for _ in range(60):
     try:
         urllib.request.urlopen("http://" + get_dashboard_url(), timeout=1); break
@@ -130,19 +136,41 @@ for _ in range(60):
         time.sleep(0.5)
 print("ready", flush=True)
 input()
+import ray
 ray.shutdown()
 """
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", NODE_ON_LOOPBACK)}
     process = subprocess.Popen([sys.executable, "-c", probe], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
     try:
         facts = json.loads(process.stdout.readline())
         assert process.stdout.readline().strip() == "ready"
         host, port = facts["dashboard"].rsplit(":", 1)
-        assert host == "127.0.0.1" and _listening(int(port)) == {LOOPBACK}
+        seen = listeners(process.pid)
+        assert host == "127.0.0.1" and int(port) in {s.port for s in seen}
+        assert {"gcs_server", "raylet"} <= {s.process for s in seen}
+        assert all(s.ip in LOOPBACK for s in seen), "; ".join(map(str, seen))
         assert facts["token"] is True  # Ray's token authentication is on for the cluster the project starts
     finally:
         process.communicate("\n", timeout=60)
+
+
+def test_local_ray_started_after_ray_was_imported_is_refused():
+    """Ray reads the loopback setting when first imported: init_ray after ``import ray`` would bring a node up on
+    the machine's outward address, so it stops that node and says why."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        try:
+            udp.connect(("192.0.2.1", 9))  # no packet is sent: only the route, as Ray finds its node address
+            outward = udp.getsockname()[0]
+        except OSError:
+            outward = "127.0.0.1"
+    if outward.startswith("127."):
+        pytest.skip("this machine has no outward address for Ray to pick")
+    probe = "import ray; from study.ray_setup import init_ray; init_ray(num_cpus=1)"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", NODE_ON_LOOPBACK)}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode != 0
+    assert f"not on loopback: Ray reads {NODE_ON_LOOPBACK} when it is first imported" in result.stderr
 
 
 def _trial_nodes(uri: str, experiment: str) -> dict[str, list[str]]:
@@ -161,9 +189,10 @@ def test_multi_node_study_spreads_trials_and_recovers_from_a_lost_node(mlflow_se
     space = yaml.safe_load((ROOT / "search_spaces" / "tiny.yaml").read_text())
     space["params"]["modality"]["choices"] = ["none"]  # no intermediate stage: both trials start training at once
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))  # order: conditions come first
+    # node_ip_address: Cluster's nodes take it as given (ray.init would swap a loopback one for the outward address)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"study_driver": 4},
-                                                             "include_dashboard": False})
-    workers = [cluster.add_node(num_cpus=1) for _ in range(3)]  # each holds one 1-CPU Train worker
+                                                             "include_dashboard": False, **ON_LOOPBACK})
+    workers = [cluster.add_node(num_cpus=1, **ON_LOOPBACK) for _ in range(3)]  # each holds one 1-CPU Train worker
     cluster.wait_for_nodes()
     storage = tmp_path / "shared"
     try:
@@ -171,7 +200,8 @@ def test_multi_node_study_spreads_trials_and_recovers_from_a_lost_node(mlflow_se
                               f"file://{storage}", "--mlflow-uri", mlflow_server, "--experiment", "multinode",
                               "--search-space", str(tmp_path / "space.yaml"),
                               # a 2 s step delay keeps most of a trial ahead of it when the states above hold
-                              "--inject-faults", '{"step_delay_s": 2}', env={"RAY_ADDRESS": cluster.address})
+                              "--inject-faults", '{"step_delay_s": 2}', env={"RAY_ADDRESS": cluster.address,
+                                                                              **LOOPBACK_DRIVER})
         deadline, killed, victim = time.time() + 600, None, None
         while time.time() < deadline and killed is None and process.poll() is None:
             running = trials_past_first_report(mlflow_server, "multinode", storage)  # each holds a worker node now
@@ -257,9 +287,9 @@ def test_local_study_ray_never_joins_another_cluster_on_the_machine():
     suites ran side by side, a study joined the other suite's test cluster and stopped)."""
     from ray.cluster_utils import Cluster
 
-    other = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    other = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False, **ON_LOOPBACK})
     other_address = other.address
-    probe = ("import ray; from study.ray_setup import init_ray; init_ray(num_cpus=1); "
+    probe = ("from study.ray_setup import init_ray; init_ray(num_cpus=1); import ray; "
              "print(ray.get_runtime_context().gcs_address); ray.shutdown()")
     try:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import optuna
 import pytest
 
-from helpers import start_study, study_runs, trials_past_first_report
+from helpers import LOOPBACK, start_study, study_runs, trials_past_first_report
 
 from study.errors import StudyError
 from study.search_space import load_search_space
@@ -236,6 +236,21 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
     assert len(repeats) == 2 and {r.data.params["seed"] for r in repeats} == {"8", "9"}  # best config, new seeds
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in repeats)
     assert "seeds_finished" in client.get_run(parent.info.run_id).data.metrics
+
+
+@pytest.mark.slow
+def test_smoke_study_listens_on_loopback_only_but_for_torchs_store(smoke_experiment):
+    """Every socket the study's processes listened on while it ran (sampled every half second: the driver, GCS,
+    raylet, Ray's agents, Tune and Train actors, Train workers mid-trial) was on loopback, but one: the c10d store
+    of torch's process group, which rank 0 of each Train run hosts on every interface (torch's TCPStore takes no
+    bind address; README, Security defaults) and is itself a client of."""
+    for model, seen in smoke_experiment["listeners"].items():
+        processes = {s.process for s in seen}
+        assert {"gcs_server", "raylet", "ray::RayTrainWorker"} <= processes, (model, processes)  # seen mid-trial
+        stores = {(s.pid, s.port) for s in seen if s.process == "ray::RayTrainWorker" and s.self_connected}
+        exposed = [s for s in seen if s.ip not in LOOPBACK and (s.pid, s.port) not in stores]
+        assert not exposed, f"{model}: " + "; ".join(map(str, exposed))
+        assert {s.ip for s in seen if (s.pid, s.port) in stores} <= LOOPBACK | {"::", "0.0.0.0"}
 
 
 @pytest.mark.slow
