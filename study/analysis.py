@@ -172,14 +172,12 @@ def slope_permutation_test(x: Sequence[float], y: Sequence[float], covariates: S
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm's (1979) step-down adjusted p-values: with the m p-values in ascending order, the i-th (from 1) becomes
-    the running maximum of min(1, (m - i + 1) * p_(i)). Calling the tests whose adjusted value is <= α significant
-    keeps the chance of any false positive among the m at most α, whatever their dependence."""
-    p = np.asarray(p_values, dtype=float)
-    order = np.argsort(p, kind="stable")
-    adjusted = np.empty_like(p)
-    adjusted[order] = np.maximum.accumulate(np.minimum(1.0, (len(p) - np.arange(len(p))) * p[order]))
-    return adjusted.tolist()
+    """Holm's (1979) step-down adjusted p-values (statsmodels' ``multipletests``): calling the tests whose adjusted
+    value is <= α significant keeps the chance of any false positive among them at most α, whatever their
+    dependence."""
+    from statsmodels.stats.multitest import multipletests
+
+    return [float(v) for v in multipletests(np.asarray(p_values, dtype=float), method="holm")[1]]
 
 
 def subword_overlap(tokens: Sequence, english: Sequence) -> float | None:
