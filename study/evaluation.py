@@ -51,8 +51,9 @@ def sentence_embeddings(model, tokenizer, texts: list[str], *, layer: int | None
 
 
 def _retrieval(task: T.TaskSpec, data, model, tokenizer, layer, prefix, max_length) -> tuple[float, dict]:
-    embed = lambda texts: sentence_embeddings(model, tokenizer, texts, layer=layer, prefix=prefix,
-                                              max_length=max_length)
+    def embed(texts: list[str]) -> np.ndarray:
+        return sentence_embeddings(model, tokenizer, texts, layer=layer, prefix=prefix, max_length=max_length)
+
     if isinstance(data, Bitext):
         both = metrics.nearest_neighbour_accuracy(embed(data.source) @ embed(data.english).T)
         return both["xx_to_en"], {"en_to_xx": both["en_to_xx"], "examples": len(data.source),
