@@ -300,8 +300,9 @@ class FineTuneRun:
                     self.scheduler.step()
                     self.optimizer.zero_grad(set_to_none=True)
                     progress.step += 1
-                progress.train_seconds += time.perf_counter() - step_started
-                progress.seconds["train"] += time.perf_counter() - step_started
+                step_seconds = time.perf_counter() - step_started
+                progress.train_seconds += step_seconds  # since the last report (throughput)
+                progress.seconds["train"] += step_seconds  # over the whole run (time profile)
                 progress.train_examples += batch_examples
                 if not sync:
                     continue
@@ -373,16 +374,16 @@ class FineTuneRun:
         tests = {lang: score for lang, (score, _) in results.items()}
         self.units = {ENGLISH_DEV: dev_extra["units"], **{lang: extra["units"] for lang, (_, extra) in results.items()}}
         self.model.train()
-        window = self.progress.window
+        window, eval_seconds = self.progress.window, time.perf_counter() - started
+        self.progress.seconds["eval"] += eval_seconds
         metrics = {selection_key(metric): dev, "step": self.progress.step, "epoch": self.progress.epoch,
                    **evaluation_metrics(metric, tests, english_dev=dev),
-                   "eval_seconds": time.perf_counter() - started,
+                   "eval_seconds": eval_seconds,
                    "time/train_s": self.progress.seconds["train"],
-                   "time/eval_s": self.progress.seconds["eval"] + time.perf_counter() - started,
+                   "time/eval_s": self.progress.seconds["eval"],
                    "train/examples_per_s": self.progress.train_examples / max(self.progress.train_seconds, 1e-9),
                    "time/worker_start_unix": self.started, "time/worker_seconds": time.time() - self.started,
                    "train/resumed_from_step": self.resumed_from_step}
-        self.progress.seconds["eval"] = metrics["time/eval_s"]
         metrics.update({f"loss/{k}": v / window["n"] for k, v in window.items() if k != "n" and window["n"]})
         if "macro_f1" in dev_extra:
             metrics[f"{ENGLISH_DEV}/macro_f1"] = dev_extra["macro_f1"]
