@@ -1,7 +1,10 @@
 """Zero-shot evaluation of a model on a task's languages: predictions -> metrics -> per-language / per-family.
 
 Retrieval tasks run on a bare encoder (mean-pooled hidden states of a chosen layer, cosine similarity); the other
-kinds need a model with a fine-tuned head of the right type.
+kinds need a model with a fine-tuned head of the right type. Every kind runs the model the same way
+(``run_batches``): tokens from the Arrow cache, rows sorted by length into batches cut to a token budget (little
+padding: a plain loop in file order computes about twice the tokens on Tatoeba), and the outputs put back in the
+original order before anything is scored.
 """
 
 from __future__ import annotations
@@ -9,13 +12,14 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from study import metrics
 from study import tasks as T
-from study.data.features import encode_records
+from study.data.features import encode_records, encode_texts
 from study.data.sources import Bitext, RankingSet, load_split, subsample
 from study.errors import StudyError
 from study.objective import IGNORE_INDEX, masked_mean
@@ -23,55 +27,127 @@ from study.protocol import SOURCE_LANGUAGE, all_languages_mean, target_group_mea
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 MAX_ANSWER_TOKENS = 30
+# Padded tokens per forward batch. On a 2-core CPU 512-1024 ran fastest (benchmarks/eval_throughput.py); 4096 and
+# more were slower: the activations of a big batch no longer fit in the cache.
+TOKEN_BUDGET = 1024
 
 
-def _batches(dataset, batch_size: int, tokenizer):
-    """(rows, padded model inputs); multiple-choice rows are (B, C, L) and padded per choice."""
-    for start in range(0, len(dataset), batch_size):
-        rows = dataset[start:start + batch_size]
-        if rows["input_ids"] and isinstance(rows["input_ids"][0][0], list):
-            yield rows, _pad_choices(rows, tokenizer)
-        else:
-            yield rows, tokenizer.pad({k: rows[k] for k in MODEL_INPUTS if k in rows}, return_tensors="pt")
+@dataclass(frozen=True)
+class Padded:
+    """A dataset's model inputs as right-padded int64 tensors, (n, L) or for multiple choice (n, C, L), and each
+    row's real length in tokens, (n,) (multiple choice: its longest choice)."""
+
+    inputs: dict[str, torch.Tensor]
+    lengths: np.ndarray
+
+    @property
+    def width(self) -> int:
+        """L: the longest row's length."""
+        return self.inputs["input_ids"].shape[-1]
 
 
-@torch.no_grad()
-def sentence_embeddings(model, tokenizer, texts: list[str], *, layer: int | None = None, prefix: str = "",
-                        batch_size: int = 64, max_length: int = 128) -> np.ndarray:
-    """L2-normalised mean-pooled embeddings of ``layer`` (None = last layer) of a bare or headed encoder."""
+def padded_inputs(features, tokenizer) -> Padded:
+    """The model inputs of a tokenised dataset (``encode_records`` / ``encode_texts``), read column by column from
+    Arrow and padded as ``tokenizer.pad`` pads them (right, with the tokenizer's pad ids)."""
+    fills = {"input_ids": tokenizer.pad_token_id, "attention_mask": 0, "token_type_ids": tokenizer.pad_token_type_id}
+    columns = features.with_format("arrow")
+    padded = {name: _pad_column(columns[name], fills[name]) for name in MODEL_INPUTS if name in features.column_names}
+    return Padded({name: torch.from_numpy(values) for name, (values, _) in padded.items()}, padded["input_ids"][1])
+
+
+def _pad_column(column, fill: int) -> tuple[np.ndarray, np.ndarray]:
+    """An Arrow list<int> column as an (n, L) int64 array padded with ``fill``, and the lengths (n,); a
+    list<list<int>> column (multiple choice, C per row) as (n, C, L), and each row's longest. No per-row Python."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = column.combine_chunks()
+    shape = [len(array)]
+    if pa.types.is_list(array.type.value_type):
+        shape.append(len(array[0]))  # the encoder gives every row the same number of choices
+        array = array.flatten()
+    lengths = pc.list_value_length(array).to_numpy()
+    width = int(lengths.max())
+    padded = np.full((len(lengths), width), fill, dtype=np.int64)
+    padded[np.arange(width) < lengths[:, None]] = array.flatten().to_numpy()  # row-major: each row's tokens in turn
+    return padded.reshape(*shape, width), lengths.reshape(shape[0], -1).max(axis=1)
+
+
+def length_batches(lengths: np.ndarray, token_budget: int) -> list[np.ndarray]:
+    """Row indices in batches of similar length: rows sorted by length (stable), each batch the most rows whose
+    count × the longest of them stays ≤ ``token_budget`` (at least one row). Every row is in exactly one batch."""
+    order = np.argsort(lengths, kind="stable")
+    ordered = lengths[order]
+    batches, start = [], 0
+    while start < len(order):
+        window = ordered[start:start + token_budget]  # a batch never has more rows than the budget has tokens
+        padded_size = np.arange(1, len(window) + 1) * window  # rows × longest, for each possible end: ascending
+        stop = start + max(1, int(np.searchsorted(padded_size, token_budget, side="right")))
+        batches.append(order[start:stop])
+        start = stop
+    return batches
+
+
+@torch.inference_mode()
+def run_batches(step: Callable[[dict], torch.Tensor], padded: Padded, device, token_budget: int) -> torch.Tensor:
+    """``step(inputs)`` -> (b, ...) on each of ``length_batches``, its inputs cut to the batch's longest row and
+    moved to ``device``; every row's output, (n, ...) on the CPU, in the original row order (for scoring)."""
+    choices = padded.inputs["input_ids"][0].numel() // padded.width  # multiple choice: C sequences a row
+    rows, parts = [], []
+    for index in length_batches(padded.lengths * choices, token_budget):
+        width, index = int(padded.lengths[index].max()), torch.from_numpy(index)
+        parts.append(step({k: v[index, ..., :width].to(device) for k, v in padded.inputs.items()}).cpu())
+        rows.append(index)
+    out = torch.cat(parts)
+    return torch.empty_like(out).index_copy_(0, torch.cat(rows), out)
+
+
+def _widen(per_token: torch.Tensor, width: int) -> torch.Tensor:
+    """(b, ..., m) -> (b, ..., width) along the token axis, so batches of other lengths stack (the filler is past
+    every row's end: never read)."""
+    return torch.nn.functional.pad(per_token, (0, width - per_token.shape[-1]))
+
+
+def sentence_embeddings(model, padded: Padded, *, layer: int | None = None,
+                        token_budget: int = TOKEN_BUDGET) -> np.ndarray:
+    """L2-normalised mean-pooled embeddings (n, hidden) of ``layer`` (None = last layer) of a bare or headed
+    encoder, in the order of ``padded``'s rows."""
     encoder = model.base_model
-    out = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer([prefix + t for t in texts[start:start + batch_size]], padding=True, truncation=True,
-                          max_length=max_length, return_tensors="pt")
-        result = encoder(**batch, output_hidden_states=layer is not None)
+
+    def embed(inputs):
+        result = encoder(**inputs, output_hidden_states=layer is not None)
         hidden = result.last_hidden_state if layer is None else result.hidden_states[layer]
-        out.append(torch.nn.functional.normalize(masked_mean(hidden, batch["attention_mask"]), dim=-1))
-    return torch.cat(out).numpy()
+        return torch.nn.functional.normalize(masked_mean(hidden, inputs["attention_mask"]), dim=-1)
+
+    return run_batches(embed, padded, model.device, token_budget).numpy()
 
 
-def _retrieval(task: T.TaskSpec, data, model, tokenizer, layer, prefix, max_length) -> tuple[float, dict]:
-    def embed(texts: list[str]) -> np.ndarray:
-        return sentence_embeddings(model, tokenizer, texts, layer=layer, prefix=prefix, max_length=max_length)
+def score_retrieval(task: T.TaskSpec, data, model, tokenizer, *, layer: int | None, prefix: str, max_length: int,
+                    key: str, token_budget: int = TOKEN_BUDGET) -> tuple[float, dict]:
+    """Score a bare encoder on one language's ``Bitext`` (accuracy xx -> en; details add en -> xx) or
+    ``RankingSet`` (mAP@20): (metric value, details with ``examples``). Each side is tokenised once into the
+    Arrow cache under ``{key}-{side}``."""
+    def embed(texts, side):
+        features = encode_texts(task, [prefix + t for t in texts], tokenizer, max_length, f"{key}-{side}")
+        return sentence_embeddings(model, padded_inputs(features, tokenizer), layer=layer, token_budget=token_budget)
 
     if isinstance(data, Bitext):
-        both = metrics.nearest_neighbour_accuracy(embed(data.source) @ embed(data.english).T)
+        both = metrics.nearest_neighbour_accuracy(embed(data.source, "source") @ embed(data.english, "english").T)
         return both["xx_to_en"], {"en_to_xx": both["en_to_xx"], "examples": len(data.source),
                                    "gold_units": len(data.source)}
     assert isinstance(data, RankingSet)
-    scores = embed(data.questions) @ embed(data.candidates).T
+    scores = embed(data.questions, "questions") @ embed(data.candidates, "candidates").T
     return metrics.mean_average_precision_at_k(scores, data.relevant, k=20), {"examples": len(data.questions),
                                                                               "gold_units": len(data.questions)}
 
 
-@torch.no_grad()
 def score_supervised(task: T.TaskSpec, records: list[dict], model, tokenizer, max_length: int, key: str,
-                     batch_size: int = 32, lang: str = SOURCE_LANGUAGE) -> tuple[float, dict]:
+                     token_budget: int = TOKEN_BUDGET, lang: str = SOURCE_LANGUAGE) -> tuple[float, dict]:
     """Score a model with a task head on records of language ``lang``: (metric value, details with ``examples``,
     ``gold_units`` and the per-example ``units`` the report resamples). The scorer is the task kind's
     (``SCORERS``)."""
     features = encode_records(task, records, tokenizer, max_length, key)
-    return SCORERS[task.kind](task, features, records, model, tokenizer, batch_size, lang)
+    return SCORERS[task.kind](task, features, records, model, padded_inputs(features, tokenizer), token_budget, lang)
 
 
 def _check_head(task: T.TaskSpec, model) -> None:
@@ -81,13 +157,12 @@ def _check_head(task: T.TaskSpec, model) -> None:
                          f"use a checkpoint fine-tuned on {task.name}")
 
 
-def _label_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_size, lang) -> tuple[float, dict]:
+def _label_scores(task: T.TaskSpec, features, records, model, padded, token_budget, lang) -> tuple[float, dict]:
     """Classification and multiple choice: accuracy; units (correct, 1); pocket tasks add macro-F1."""
     _check_head(task, model)
-    predictions, gold = [], []
-    for rows, inputs in _batches(features, batch_size, tokenizer):
-        predictions += model(**inputs).logits.argmax(-1).tolist()
-        gold += rows["labels"]
+    predictions = run_batches(lambda inputs: model(**inputs).logits.argmax(-1), padded, model.device,
+                              token_budget).tolist()
+    gold = features["labels"]
     extra = {"examples": len(gold), "gold_units": len(gold),
              "units": [[float(p == g), 1.0] for p, g in zip(predictions, gold)]}
     if task.suite == "pocket":  # the label prior is skewed: report a class-balanced view beside accuracy
@@ -97,19 +172,21 @@ def _label_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_s
     return metrics.accuracy(gold, predictions), extra
 
 
-def _tag_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_size, lang) -> tuple[float, dict]:
+def _tag_scores(task: T.TaskSpec, features, records, model, padded, token_budget, lang) -> tuple[float, dict]:
     """Tagging: XTREME-R's seqeval F1 on the tags as given (BIO for PAN-X, raw UPOS for UD-POS) over each word's
     first sub-token, every word of every sentence (long sentences come in windows: ``features.word_windows``);
     units from ``metrics.tagging_units``; UD-POS adds ``token_accuracy`` beside it. StudyError when a gold word
     would go unscored."""
     _check_head(task, model)
+    tags = run_batches(lambda inputs: _widen(model(**inputs).logits.argmax(-1), padded.width), padded,
+                       model.device, token_budget).numpy()
+    labels, _ = _pad_column(features.with_format("arrow")["labels"], IGNORE_INDEX)  # (n, L), as the inputs
+    names, first = np.array(task.labels), labels != IGNORE_INDEX
     predictions: list[list[str]] = []
-    for rows, inputs in _batches(features, batch_size, tokenizer):
-        for row_logits, labels, start in zip(model(**inputs).logits.argmax(-1).tolist(), rows["labels"],
-                                             rows["word_start"]):
-            if start == 0:
-                predictions.append([])  # a sentence's first window
-            predictions[-1] += [task.labels[row_logits[i]] for i, label in enumerate(labels) if label != IGNORE_INDEX]
+    for row, keep, start in zip(tags, first, features["word_start"]):
+        if start == 0:
+            predictions.append([])  # a sentence's first window
+        predictions[-1] += names[row[keep]].tolist()
     gold = [list(r["tags"]) for r in records]
     scored = [len(p) for p in predictions]
     if scored != [len(g) for g in gold]:
@@ -121,33 +198,28 @@ def _tag_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_siz
     return metrics.tagging_f1(gold, predictions), extra
 
 
-def _pad_choices(rows, tokenizer) -> dict[str, torch.Tensor]:
-    """(B, C, L) inputs for a multiple-choice head from rows of per-choice token lists."""
-    n_choices = len(rows["input_ids"][0])
-    flat = {k: [seq for choices in rows[k] for seq in choices] for k in MODEL_INPUTS if k in rows}
-    padded = tokenizer.pad(flat, return_tensors="pt")
-    return {k: v.view(-1, n_choices, v.shape[-1]) for k, v in padded.items()}
-
-
-def _qa_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_size, lang) -> tuple[float, dict]:
+def _qa_scores(task: T.TaskSpec, features, records, model, padded, token_budget, lang) -> tuple[float, dict]:
     """QA: the best span of at most MAX_ANSWER_TOKENS over the 20 best starts and ends per window, then F1 and EM
     per question by the task's official rules (``metrics.answer_normalizer``: MLQA's per answer language, SQuAD
     v1.1's otherwise); the score is (F1 + EM) / 2."""
+    def span_logits(inputs):  # (b, 2, m): start and end logits of each window
+        out = model(**inputs)
+        return _widen(torch.stack([out.start_logits, out.end_logits], dim=1), padded.width)
+
     best: dict[str, tuple[float, str]] = {}
     context_of = {r["id"]: r["context"] for r in records}
-    for rows, inputs in _batches(features, batch_size, tokenizer):
-        out = model(**inputs)
-        for start_logits, end_logits, offsets, example_id in zip(out.start_logits.tolist(), out.end_logits.tolist(),
-                                                                 rows["offset_mapping"], rows["example_id"]):
-            valid = [i for i, o in enumerate(offsets) if o is not None]
-            top_starts = sorted(valid, key=lambda i: -start_logits[i])[:20]
-            top_ends = sorted(valid, key=lambda i: -end_logits[i])[:20]
-            for s in top_starts:
-                for e in top_ends:
-                    if s <= e < s + MAX_ANSWER_TOKENS:
-                        score = start_logits[s] + end_logits[e]
-                        if example_id not in best or score > best[example_id][0]:
-                            best[example_id] = (score, context_of[example_id][offsets[s][0]:offsets[e][1]])
+    logits = run_batches(span_logits, padded, model.device, token_budget).tolist()
+    for (start_logits, end_logits), offsets, example_id in zip(logits, features["offset_mapping"],
+                                                               features["example_id"]):
+        valid = [i for i, o in enumerate(offsets) if o is not None]
+        top_starts = sorted(valid, key=lambda i: -start_logits[i])[:20]
+        top_ends = sorted(valid, key=lambda i: -end_logits[i])[:20]
+        for s in top_starts:
+            for e in top_ends:
+                if s <= e < s + MAX_ANSWER_TOKENS:
+                    score = start_logits[s] + end_logits[e]
+                    if example_id not in best or score > best[example_id][0]:
+                        best[example_id] = (score, context_of[example_id][offsets[s][0]:offsets[e][1]])
     predictions = {qid: text for qid, (_, text) in best.items()}
     answers = {r["id"]: r["answers"]["text"] for r in records}
     normalize = metrics.answer_normalizer(task.name, lang)  # MLQA's own rules per answer language, else SQuAD's
@@ -157,7 +229,7 @@ def _qa_scores(task: T.TaskSpec, features, records, model, tokenizer, batch_size
                                        "examples": len(records), "gold_units": len(units), "units": units}
 
 
-# {task kind: scorer(task, features, records, model, tokenizer, batch_size, lang) -> (score, details)}
+# {task kind: scorer(task, features, records, model, padded inputs, token budget, lang) -> (score, details)}
 SCORERS = {T.CLASSIFICATION: _label_scores, T.MULTIPLE_CHOICE: _label_scores, T.TAGGING: _tag_scores, T.QA: _qa_scores}
 
 
@@ -176,7 +248,8 @@ def evaluate_languages(task: T.TaskSpec, model, tokenizer, languages: tuple[str,
             score, extra = score_supervised(task, subsample(data, limit, seed), model, tokenizer, max_length,
                                             f"test-{lang}", lang=lang)
         else:
-            score, extra = _retrieval(task, data, model, tokenizer, layer, prefix, max_length)
+            score, extra = score_retrieval(task, data, model, tokenizer, layer=layer, prefix=prefix,
+                                           max_length=max_length, key=f"test-{lang}")
         results[lang] = score, extra
         if log:
             log(f"[evaluate] {task.name} {lang}: {task.metric} {score:.4f} "

@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from conftest import SHARED_DATA
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,3 +40,14 @@ def test_vme_vs_reference_benchmark_prints_speed_memory_and_exactness():
         assert float(figures["tolerance"]) <= 1 and float(figures["determined"]) < 1e-6, line
         assert float(figures["noise-level"]) <= 2 * 2e-5 + 1e-6, line  # Adam's flip bound at the benchmark's lr
     assert "step memory" in out and out.count(" MiB") == 3
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "tatoeba").is_dir(), reason=f"Tatoeba files not found under {SHARED_DATA}")
+def test_eval_throughput_benchmark_prints_both_speed_ups_and_equal_scores(e5_small):
+    out = _run("eval_throughput.py", "--pairs", "20", "--examples", "20", "--topic-languages", "de,ja",
+               "--data-dir", str(SHARED_DATA))
+    assert "speed-up over the plain reference: tatoeba" in out and "pocket-topic" in out.splitlines()[-1]
+    rows = [line.split() for line in out.splitlines() if line.startswith(("tatoeba de", "pocket-topic targets"))]
+    assert len(rows) == 2
+    for row in rows:  # the same scores as the plain loop; every prediction agrees
+        assert float(row[-2]) <= 1e-6 and row[-1] in ("-", "0"), row

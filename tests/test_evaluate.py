@@ -1,15 +1,23 @@
-"""Zero-shot evaluation: a real retrieval run with e5-small, and the supervised plumbing with the tiny model."""
+"""Zero-shot evaluation: a real retrieval run with e5-small, the supervised plumbing with the tiny model, and the
+length-bucketed batches against plain loops (the same scores to 1e-6)."""
 
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import f1_score
 
 from conftest import SHARED_DATA
 from study import evaluate as cli
-from study.data.sources import load_split
+from study import evaluation
+from study.data.features import encode_records, encode_texts
+from study.data.sources import Bitext, load_split
+from study.evaluation import length_batches, padded_inputs, run_batches, score_retrieval, sentence_embeddings
 from study.models import load_model, load_tokenizer, save_model_dir
 from study.tasks import TASKS
 
@@ -143,3 +151,123 @@ def test_qa_answers_are_scored_by_the_test_language_rules(tiny, monkeypatch):
     _, extra = score_supervised(TASKS["mlqa"], records, load_model(tiny, "qa", num_labels=2), tokenizer, 64,
                                 "mlqa-zh", lang="zh")
     assert asked == [("mlqa", "zh")] and extra["gold_units"] == 1
+
+
+# --- length-bucketed batches: every row scored, in its original order, as a plain loop scores it -----------------
+
+
+def test_length_batches_hold_every_row_once_in_order_of_length_within_the_budget():
+    lengths = np.random.default_rng(0).integers(1, 129, size=500)
+    for budget in (1, 100, 1024):
+        batches = length_batches(lengths, budget)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(500))
+        assert all(len(b) == 1 or len(b) * lengths[b].max() <= budget for b in batches)
+        assert all(lengths[a].max() <= lengths[b].min() for a, b in zip(batches, batches[1:]))
+
+
+def test_padded_inputs_pad_as_the_tokenizer_and_outputs_come_back_in_row_order(tiny):
+    tokenizer = load_tokenizer(tiny)
+    texts = ["a much longer sentence than any of the others", "a", "two words", "", "x " * 100, "three short words"]
+    padded = padded_inputs(encode_texts(TASKS["tatoeba"], texts, tokenizer, 32, "unit"), tokenizer)
+    expected = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    assert set(padded.inputs) == set(expected) and all(torch.equal(padded.inputs[k], expected[k]) for k in expected)
+    assert len(length_batches(padded.lengths, 40)) > 1 and list(np.argsort(padded.lengths)) != list(range(len(texts)))
+    def echo(inputs):  # each row's tokens, padded back to the full width
+        ids = inputs["input_ids"]
+        return F.pad(ids, (0, padded.width - ids.shape[-1]), value=tokenizer.pad_token_id)
+
+    assert torch.equal(run_batches(echo, padded, "cpu", token_budget=40), padded.inputs["input_ids"])
+
+
+def test_multiple_choice_rows_are_padded_per_choice(tiny):
+    tokenizer = load_tokenizer(tiny)
+    records = [{"premise": "The man fell.", "question": "cause", "choices": ["He slipped on a wet floor.", "Rain."],
+                "label": 0}, {"premise": "It rained.", "question": "effect", "choices": ["Wet.", "Dry."], "label": 0}]
+    features = encode_records(TASKS["xcopa"], records, tokenizer, 32, "unit")
+    padded = padded_inputs(features, tokenizer)
+    flat = tokenizer.pad({"input_ids": [seq for row in features["input_ids"] for seq in row]}, return_tensors="pt")
+    assert torch.equal(padded.inputs["input_ids"], flat["input_ids"].view(2, 2, -1))
+    assert padded.lengths.tolist() == [max(map(len, row)) for row in features["input_ids"]]
+
+
+def _plain_embeddings(model, tokenizer, texts, layer=None, batch_size=16):
+    """The plain loop: file order, each batch padded by the tokenizer, the L2-normalised masked mean of a layer."""
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=128,
+                              return_tensors="pt")
+            result = model.base_model(**batch, output_hidden_states=True)
+            hidden = result.hidden_states[-1 if layer is None else layer]
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            out.append(F.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1))
+    return torch.cat(out).numpy()
+
+
+@pytest.mark.parametrize("task", ["pocket-retrieval", pytest.param("tatoeba", marks=needs_data)])
+def test_retrieval_scores_equal_a_plain_loop(task, e5_small):
+    model, tokenizer, prefix = load_model(e5_small).eval(), load_tokenizer(e5_small), e5_small.text_prefix
+    full = load_split(TASKS[task], "test", "de", SHARED_DATA)
+    data = Bitext(full.source[:150], full.english[:150])
+    score, extra = score_retrieval(TASKS[task], data, model, tokenizer, layer=None, prefix=prefix, max_length=128,
+                                   key="unit", token_budget=300)
+    source, english = (_plain_embeddings(model, tokenizer, [prefix + t for t in side])
+                       for side in (data.source, data.english))
+    similarity = source @ english.T
+    assert abs(score - np.mean(similarity.argmax(1) == np.arange(150))) <= 1e-6
+    assert abs(extra["en_to_xx"] - np.mean(similarity.argmax(0) == np.arange(150))) <= 1e-6 and score > 0.5
+    padded = padded_inputs(encode_texts(TASKS[task], [prefix + t for t in data.source], tokenizer, 128, "unit-src"),
+                           tokenizer)
+    for layer in (None, 6):  # each sentence's embedding, not only the score
+        ours = sentence_embeddings(model, padded, layer=layer, token_budget=300)
+        plain = source if layer is None else _plain_embeddings(model, tokenizer, [prefix + t for t in data.source], 6)
+        assert np.abs(ours - plain).max() <= 1e-6
+
+
+def test_classification_scores_equal_a_plain_loop(tiny):
+    """Independent of the project's batching: the tokenizer pads each batch of 8 texts in file order."""
+    task, tokenizer = TASKS["pocket-topic"], load_tokenizer(tiny)
+    torch.manual_seed(0)
+    model = load_model(tiny, "sequence", num_labels=len(task.labels)).eval()
+    for language in ("de", "ja"):
+        records = load_split(task, "test", language)[:120]
+        score, extra = evaluation.score_supervised(task, records, model, tokenizer, 128, f"unit-{language}",
+                                                   token_budget=200)
+        predictions = []
+        with torch.inference_mode():
+            for start in range(0, len(records), 8):
+                batch = tokenizer([r["text_a"] for r in records[start:start + 8]], padding=True, truncation=True,
+                                  max_length=128, return_tensors="pt")
+                predictions += model(**batch).logits.argmax(-1).tolist()
+        gold = [r["label"] for r in records]
+        assert extra["units"] == [[float(p == g), 1.0] for p, g in zip(predictions, gold)]
+        assert abs(score - np.mean(np.equal(predictions, gold))) <= 1e-6 and extra["examples"] == len(records)
+        assert abs(extra["macro_f1"] - f1_score(gold, predictions, average="macro")) <= 1e-6
+
+
+def _plain_batches(lengths, token_budget):
+    """The plain loop's batches: 8 rows at a time in file order (``run_batches`` still pads each to its longest)."""
+    return [np.arange(start, min(start + 8, len(lengths))) for start in range(0, len(lengths), 8)]
+
+
+@pytest.mark.parametrize("task, language, records", [
+    ("pocket-topic", "fa", 150),
+    pytest.param("xcopa", "sw", 100, marks=needs_data),
+    pytest.param("udpos", "de", 100, marks=needs_data),
+    pytest.param("xquad", "de", 40, marks=needs_data),
+])
+def test_every_scorer_gives_a_plain_loops_scores(task, language, records, tiny, monkeypatch):
+    """Each task kind's scorer, fed by length-sorted batches cut to a token budget, gives the per-example units and
+    the scores it gives when fed batches of 8 in file order; every gold unit is scored."""
+    task = TASKS[task]
+    torch.manual_seed(0)
+    model = load_model(tiny, task.head, num_labels=len(task.labels) or None).eval()
+    tokenizer = load_tokenizer(tiny)
+    rows = load_split(task, "test", language, SHARED_DATA)[:records]
+    score, extra = evaluation.score_supervised(task, rows, model, tokenizer, 128, "unit", token_budget=256)
+    monkeypatch.setattr(evaluation, "length_batches", _plain_batches)
+    plain_score, plain_extra = evaluation.score_supervised(task, rows, model, tokenizer, 128, "unit")
+    assert abs(score - plain_score) <= 1e-6 and len(extra["units"]) == len(rows) == extra["examples"]
+    assert np.abs(np.subtract(extra["units"], plain_extra["units"])).max() <= 1e-6
+    for key in set(extra) - {"units"}:
+        assert abs(extra[key] - plain_extra[key]) <= 1e-6, key

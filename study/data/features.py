@@ -1,5 +1,6 @@
-"""Tokenisation into model inputs: batched (``datasets.map(batched=True)`` with the fast tokenizer) and cached as
-Arrow per (task, split, language, tokenizer, max length, data content), so a second load is a file read.
+"""Tokenisation into model inputs (a task's records, or the sentences a retrieval task embeds): batched
+(``datasets.map(batched=True)`` with the fast tokenizer) and cached as Arrow per (task, split, language, tokenizer,
+max length, data content), so a second load is a file read.
 
 Tagging labels go on the first sub-token of each word (-100 elsewhere); QA contexts are split into windows with a
 doc stride and answers mapped to token start/end positions (or to the <s> token when outside the window).
@@ -174,10 +175,24 @@ ENCODERS = {T.CLASSIFICATION: _classification, T.MULTIPLE_CHOICE: _multiple_choi
 
 def encode_records(task: T.TaskSpec, records: list[dict], tokenizer, max_length: int, cache_key: str):
     """Tokenise records of a task into a ``datasets.Dataset`` of model inputs, cached on disk."""
-    import datasets
-
     if task.kind not in ENCODERS:
         raise StudyError(f"task {task.name!r} ({task.kind}) has no supervised features: it evaluates a bare encoder")
+    return _cached_map(task, records, ENCODERS[task.kind](task, tokenizer, max_length), tokenizer, max_length,
+                       cache_key)
+
+
+def encode_texts(task: T.TaskSpec, texts: list[str], tokenizer, max_length: int, cache_key: str):
+    """Tokenise sentences to embed (retrieval tasks) into a ``datasets.Dataset`` of model inputs, cached on disk
+    like ``encode_records``: every evaluation after the first reads them back."""
+    def encode(batch):
+        return tokenizer(batch["text"], truncation=True, max_length=max_length)
+    return _cached_map(task, [{"text": t} for t in texts], encode, tokenizer, max_length, cache_key)
+
+
+def _cached_map(task: T.TaskSpec, records: list[dict], encode, tokenizer, max_length: int, cache_key: str):
+    """``encode`` mapped in batches over records, read from / written to the Arrow cache."""
+    import datasets
+
     if not records:
         raise StudyError(f"task {task.name!r}: no examples to tokenise for {cache_key}")
     key = _fingerprint(ENCODING_VERSION, task.name, cache_key, tokenizer_id(tokenizer), max_length, records)
@@ -186,8 +201,7 @@ def encode_records(task: T.TaskSpec, records: list[dict], tokenizer, max_length:
     raw = datasets.Dataset.from_list(records)
     datasets.disable_progress_bars()
     try:
-        return raw.map(ENCODERS[task.kind](task, tokenizer, max_length), batched=True,
-                       remove_columns=raw.column_names,
+        return raw.map(encode, batched=True, remove_columns=raw.column_names,
                        cache_file_name=str(path), load_from_cache_file=True, desc=f"tokenising {task.name}",
                        new_fingerprint=key)  # our key: spares datasets from pickling the tokenizer to hash it
     finally:
