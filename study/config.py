@@ -16,6 +16,10 @@ OBJECTIVES = ("vme", "plain")  # plain = cross-entropy on x only: the matched-bu
 # fast: one pass over [x; x̃], one captured attention layer, fused AdamW, trimmed vocabulary (study.engine, study.trim)
 # reference: the authors' way (two eager passes with every attention map, foreach AdamW, full vocabulary)
 IMPLEMENTATIONS = ("fast", "reference")
+# batch: Attention-Pull over maps padded to the batch's longest row; max_length: every map padded to max_length, as
+# the released code pads every input to max_seq_length (the term's scale then no longer varies from batch to batch)
+AP_PADDINGS = ("batch", "max_length")
+SYNONYM_MATCHINGS = ("words", "exact")  # study.augment: words (case- and punctuation-aware) or exact (as released)
 
 
 def _option(default, help: str):
@@ -43,7 +47,10 @@ class TrainConfig:
     epochs: int = _option(2, "passes over the English training pairs")
     max_steps: int | None = _option(None, "stop after this many optimizer steps (smoke runs)")
     batch_size: int = _option(16, "examples per worker per micro-batch (each example is an x / x̃ pair)")
-    grad_accum: int = _option(1, "micro-batches per optimizer step")
+    grad_accum: int = _option(1, "micro-batches per optimizer step (derived from the world size when global_batch "
+                                 "is set)")
+    global_batch: int | None = _option(None, "English examples per optimizer step over all workers: batch_size x "
+                                             "grad_accum x workers (unset: grad_accum as given)")
     lr: float = _option(3e-5, "AdamW learning rate of the encoder")
     head_lr: float | None = _option(None, "learning rate of the task head (unset: lr)")
     weight_decay: float = _option(0.0, "AdamW weight decay (0 keeps vocabulary trimming exact)")
@@ -59,8 +66,13 @@ class TrainConfig:
     beta: float = _option(1.0, "weight of Attention-Pull")
     ap_layer: int = _option(5, "layer whose attention maps Attention-Pull compares")
     ap_mask: str = _option("none", f"one of {', '.join(AP_MASK_MODES)} (none: the reference's full padded maps)")
+    ap_padding: str = _option("batch", f"one of {', '.join(AP_PADDINGS)}: Attention-Pull's maps padded to the "
+                                       "batch's longest row, or to max_length as the released code pads")
     k_copies: int = _option(1, "virtual copies x̃ per English example")
-    synonyms: str = _option("roget", "synonym source: roget or a neighbour JSON file")
+    synonyms: str = _option("roget", "synonym source: roget, counter-fitted (downloaded once) or a neighbour JSON "
+                                     "file")
+    synonym_matching: str = _option("words", f"one of {', '.join(SYNONYM_MATCHINGS)}: words (lower-cased, "
+                                             "punctuation stripped) or exact (the released code's lookup)")
     implementation: str = _option("fast", f"one of {', '.join(IMPLEMENTATIONS)}; same updates within fp32 tolerance")
     # evaluation and debugging
     eval_every: int = _option(0, "optimizer steps between evaluations (0: once per epoch)")
@@ -75,7 +87,7 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise StudyError(f"{name}={value!r} is invalid: it must be an integer >= 1")
-        for name in ("max_steps", "max_train_examples", "max_eval_examples"):
+        for name in ("max_steps", "max_train_examples", "max_eval_examples", "global_batch"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise StudyError(f"{name}={value!r} is invalid: it must be an integer >= 1 or unset")
@@ -97,7 +109,28 @@ class TrainConfig:
                              f"{', '.join(IMPLEMENTATIONS)}")
         if self.ap_mask not in AP_MASK_MODES:
             raise StudyError(f"ap_mask={self.ap_mask!r} is invalid: choose one of {', '.join(AP_MASK_MODES)}")
+        for name, value, choices in (("ap_padding", self.ap_padding, AP_PADDINGS),
+                                     ("synonym_matching", self.synonym_matching, SYNONYM_MATCHINGS)):
+            if value not in choices:
+                raise StudyError(f"{name}={value!r} is invalid: choose one of {', '.join(choices)}")
+        if self.global_batch is not None and self.global_batch % self.batch_size:
+            raise StudyError(f"global_batch={self.global_batch} is not a multiple of batch_size={self.batch_size}: "
+                             "choose a batch_size that divides it")
         self.weights  # validates the loss weights
+
+    def accumulation(self, workers: int) -> int:
+        """Micro-batches per optimizer step with ``workers`` ranks: ``grad_accum``, or the one that makes
+        ``batch_size x grad_accum x workers == global_batch``; StudyError when no whole number does."""
+        if self.global_batch is None:
+            return self.grad_accum
+        if workers < 1:
+            raise StudyError(f"workers={workers} is invalid: it must be >= 1")
+        per_step = self.batch_size * workers
+        if self.global_batch % per_step:
+            raise StudyError(f"global_batch={self.global_batch} cannot be split over {workers} worker(s) x "
+                             f"batch_size {self.batch_size}: choose batch_size and --workers whose product divides "
+                             f"{self.global_batch}")
+        return self.global_batch // per_step
 
     @property
     def weights(self) -> VMEWeights:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from study.capture import VMECapture
-from study.objective import StreamOutputs, VMELoss, VMEWeights, task_cross_entropy, vme_loss
+from study.objective import StreamOutputs, VMELoss, VMEWeights, padded_attention_pull, task_cross_entropy, vme_loss
 
 Labels = Tensor | tuple[Tensor, Tensor]  # QA labels are (start positions, end positions)
 
@@ -30,11 +30,16 @@ def _split(value, size: int):
 
 
 def vme_forward(model: nn.Module, capture: VMECapture, x: Mapping[str, Tensor], xt: Mapping[str, Tensor],
-                labels_x: Labels, labels_xt: Labels, weights: VMEWeights, ap_mask: str = "none") -> VMELoss:
+                labels_x: Labels, labels_xt: Labels, weights: VMEWeights, ap_mask: str = "none",
+                ap_length: int | None = None, pad_id: int | None = None) -> VMELoss:
     """The VME loss of a batch from **one** forward pass over the concatenated [x; x̃] batch (2B rows).
 
     Both streams must be padded to the same length (the data collator does this). Each row is computed
     independently, so in eval mode this equals two separate passes; in training only the dropout draws differ.
+    ``ap_length``: Attention-Pull as if every input were padded to this length with ``pad_id`` (the released code's
+    ``max_seq_length``), while the model runs only the batch's own length; the rows that padding adds come from
+    ``capture.padded_rows`` (the capture needs ``padded_rows=True``). Only the full maps (``ap_mask="none"``) see
+    them: the masked mode drops padded rows.
     """
     if x.keys() != xt.keys() or any(x[k].shape != xt[k].shape for k in x):
         raise ValueError("x and x̃ must have the same input keys and padded shapes: "
@@ -49,7 +54,14 @@ def vme_forward(model: nn.Module, capture: VMECapture, x: Mapping[str, Tensor], 
     att_x, att_xt = _split(capture.attention, mask_x.shape[0])
     stream_x = StreamOutputs(task_cross_entropy(logits_x, labels_x), emb_x, att_x, mask_x)
     stream_xt = StreamOutputs(task_cross_entropy(logits_xt, labels_xt), emb_xt, att_xt, mask_xt)
-    return vme_loss(stream_x, stream_xt, weights, ap_mask=ap_mask)
+    ap = None
+    if ap_length is not None and ap_mask == "none":
+        if pad_id is None:
+            raise ValueError("ap_length needs pad_id: the token the padded positions would hold")
+        rows = capture.padded_rows(torch.cat([mask_x, mask_xt]), ap_length, pad_id)
+        rows_x, rows_xt = _split(rows, mask_x.shape[0]) if rows is not None else (None, None)
+        ap = padded_attention_pull(att_x, att_xt, rows_x, rows_xt, ap_length)
+    return vme_loss(stream_x, stream_xt, weights, ap_mask=ap_mask, ap=ap)
 
 
 def reference_vme_forward(model: nn.Module, x: Mapping[str, Tensor], xt: Mapping[str, Tensor], labels_x: Labels,

@@ -108,6 +108,23 @@ def attention_pull(
     return squared.sum() / count.clamp_min(1.0)
 
 
+def padded_attention_pull(att_x: Tensor, att_xt: Tensor, rows_x: Tensor | None, rows_xt: Tensor | None,
+                          length: int) -> Tensor:
+    """Attention-Pull (``mode="none"``) over maps padded to ``length``, from the maps of the batch (B, H, L, L) and
+    the rows of the positions L..length-1 (B, H, length - L, L) or None when L == length.
+
+    Equal to ``attention_pull`` on the maps of inputs padded to ``length``: their key columns past L are padding,
+    which softmax gives exactly 0 in both streams, so they add nothing but the 1/length² of the mean.
+    """
+    rows, heads, real, _ = att_x.shape
+    if real > length:
+        raise ValueError(f"the batch ({real} positions) is longer than the padded length {length}")
+    squared = (att_xt - att_x).pow(2).sum()
+    if rows_x is not None:
+        squared = squared + (rows_xt - rows_x).pow(2).sum()
+    return squared / (rows * heads * length * length)
+
+
 def task_cross_entropy(logits: Tensor | tuple[Tensor, Tensor], labels: Tensor | tuple[Tensor, Tensor]) -> Tensor:
     """Cross-entropy for any of the three head types.
 
@@ -125,9 +142,12 @@ def task_cross_entropy(logits: Tensor | tuple[Tensor, Tensor], labels: Tensor | 
     return F.cross_entropy(logits, labels)
 
 
-def vme_loss(x: StreamOutputs, xt: StreamOutputs, weights: VMEWeights, ap_mask: str = "none") -> VMELoss:
-    """Combine the four terms: w_task*CE(x̃) + w_robust*CE(x) + alpha*EP + beta*AP."""
+def vme_loss(x: StreamOutputs, xt: StreamOutputs, weights: VMEWeights, ap_mask: str = "none",
+             ap: Tensor | None = None) -> VMELoss:
+    """Combine the four terms: w_task*CE(x̃) + w_robust*CE(x) + alpha*EP + beta*AP; ``ap`` given when it was computed
+    otherwise (``padded_attention_pull``)."""
     ep = embedding_push(x.embeddings, x.mask, xt.embeddings, xt.mask)
-    ap = attention_pull(x.attention, xt.attention, x.mask, xt.mask, mode=ap_mask)
+    if ap is None:
+        ap = attention_pull(x.attention, xt.attention, x.mask, xt.mask, mode=ap_mask)
     total = weights.task * xt.task_loss + weights.robust * x.task_loss + weights.alpha * ep + weights.beta * ap
     return VMELoss(total=total, task=xt.task_loss, robust=x.task_loss, ep=ep, ap=ap)

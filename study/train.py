@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     selects with its per-language and per-family scores."""
     args = build_parser().parse_args(argv)
     cfg = TrainConfig.from_dict({k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
-    validate(cfg)
+    validate(cfg, args.workers)
     stage = _stage_of(args, cfg)
     scaling = Scaling(args.workers, args.gpus_per_worker, args.cpus_per_worker)
     name = args.name or f"{Path(cfg.model).name}-{cfg.task}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"

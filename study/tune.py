@@ -152,7 +152,7 @@ def resolve(args) -> StudySettings:
     preset = args.preset or ("smoke" if spec.offline_stand_in else "paper")
     base = TrainConfig.from_dict({**space.preset(preset, task.name), "model": args.model, "task": task.name,
                                   "data_dir": args.data_dir, "implementation": args.implementation})
-    validate(base)
+    validate(base, args.workers)  # global_batch must split over --workers
     Scaling(args.workers, args.gpus_per_worker, args.cpus_per_worker)  # bad scaling flags stop before Ray starts
     trials = args.trials or DEFAULT_TRIALS[preset]
     for flag, value, least in (("--trials", trials, 1), ("--seeds", args.seeds, 0),

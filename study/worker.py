@@ -45,14 +45,16 @@ MODEL_DIR = "model"
 # --- validation on the driver, before any worker starts ---------------------------------------------------------
 
 
-def validate(cfg: TrainConfig) -> None:
-    """Everything that can be checked without a worker: task/model fit, ap_layer depth, checkpoint origin."""
+def validate(cfg: TrainConfig, workers: int = 1) -> None:
+    """Everything that can be checked without a worker: task/model fit, ap_layer depth, checkpoint origin, the
+    global batch over ``workers`` ranks."""
     from transformers import AutoConfig
 
     from study.data.features import qa_window
     from study.models import CHECKPOINT_META, get_spec, model_path, model_positions
     from study.tasks import QA, get_task
 
+    cfg.accumulation(workers)  # global_batch must split over the workers
     task, spec = get_task(cfg.task), get_spec(cfg.model)
     if not task.needs_training:
         raise StudyError(f"task {task.name!r} is a retrieval task with no English training data: fine-tune on a "
@@ -62,8 +64,13 @@ def validate(cfg: TrainConfig) -> None:
         qa_window(cfg.max_length, 0)  # too short a window stops here, before Ray starts
     if cfg.data_dir and not Path(cfg.data_dir).is_dir():
         raise StudyError(f"--data-dir {cfg.data_dir} is not a directory")
-    if cfg.synonyms != "roget" and not Path(cfg.synonyms).is_file():
-        raise StudyError(f"--synonyms {cfg.synonyms}: no such file; pass roget or a neighbour JSON file")
+    from study.augment import COUNTER_FITTED, counter_fitted_file
+
+    if cfg.synonyms == COUNTER_FITTED:
+        counter_fitted_file()  # downloaded (once) on the driver: offline, the one-line error comes before Ray starts
+    elif cfg.synonyms != "roget" and not Path(cfg.synonyms).is_file():
+        raise StudyError(f"--synonyms {cfg.synonyms}: no such file; pass roget, counter-fitted or a neighbour JSON "
+                         "file")
     model_config = AutoConfig.from_pretrained(model_path(spec))
     depth, positions = model_config.num_hidden_layers, model_positions(model_config)
     if cfg.ap_layer >= depth:
@@ -145,7 +152,7 @@ class FineTuneRun:
         from study.data.vme import build_pairs, collate_pairs
         from study.engine import make_optimizer
         from study.models import get_spec, load_model, load_tokenizer
-        from study.tasks import get_task
+        from study.tasks import QA, get_task
 
         self.cfg, self.rank, self.world, self.device, self.run_name = cfg, rank, world, device, run_name
         self.faults = faults
@@ -153,8 +160,9 @@ class FineTuneRun:
         self.task, self.spec = get_task(cfg.task), get_spec(cfg.model)
         self.tokenizer = load_tokenizer(self.spec)
         records = subsample(load_split(self.task, "train", "en", cfg.data_dir), cfg.max_train_examples, cfg.seed)
-        self.pairs, self.data_stats = build_pairs(self.task, records, load_synonyms(cfg.synonyms), self.tokenizer,
-                                                  k=cfg.k_copies, seed=cfg.seed, max_length=cfg.max_length)
+        synonyms = load_synonyms(cfg.synonyms, cfg.synonym_matching)
+        self.pairs, self.data_stats = build_pairs(self.task, records, synonyms, self.tokenizer, k=cfg.k_copies,
+                                                  seed=cfg.seed, max_length=cfg.max_length)
         self.dev = subsample(load_split(self.task, "dev", "en", cfg.data_dir), cfg.max_eval_examples,
                              EVAL_SUBSET_SEED)
         self.languages = cfg.languages or self.task.languages
@@ -169,12 +177,18 @@ class FineTuneRun:
 
             trim_vocabulary(self.model, used_token_ids((p[s]["input_ids"] for p in self.pairs for s in ("x", "xt")),
                                                        self.tokenizer))
-        self.capture = VMECapture(self.model, cfg.ap_layer) if cfg.objective == "vme" and not self.reference \
-            else None
+        # ap_padding=max_length: the reference pads every input to max_length, as the released code does; the fast path
+        # runs the batch's own length and adds the rows padding would add to Attention-Pull's maps (exact, see
+        # study/capture.py), except where a head reads every position (QA's start/end softmax), which pads too
+        self.ap_length = cfg.max_length if cfg.ap_padding == "max_length" else None
+        pad_to = self.ap_length if self.reference or self.task.kind == QA else None
+        self.capture = VMECapture(self.model, cfg.ap_layer, padded_rows=self.ap_length is not None
+                                  and cfg.ap_mask == "none") if cfg.objective == "vme" and not self.reference else None
+        self.grad_accum = cfg.accumulation(world)  # global_batch: the same examples per step whatever the world size
         self.sampler = torch.utils.data.DistributedSampler(self.pairs, num_replicas=world, rank=rank, shuffle=True,
                                                            seed=cfg.seed, drop_last=world > 1)
         self.loader = torch.utils.data.DataLoader(self.pairs, batch_size=cfg.batch_size, sampler=self.sampler,
-                                                  collate_fn=collate_pairs(self.tokenizer.pad_token_id),
+                                                  collate_fn=collate_pairs(self.tokenizer.pad_token_id, pad_to),
                                                   pin_memory=device.type == "cuda")  # faster host-to-GPU copies
         self.total_steps = self._total_steps()
         self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, head_lr=cfg.head_lr,
@@ -196,10 +210,10 @@ class FineTuneRun:
         return ray.train.torch.prepare_model(self.model, move_to_device=False)
 
     def _total_steps(self) -> int:
-        per_epoch = len(self.loader) // self.cfg.grad_accum
+        per_epoch = len(self.loader) // self.grad_accum
         if per_epoch == 0:
             raise StudyError(f"{len(self.pairs)} training pairs give no full optimizer step with batch "
-                             f"{self.cfg.batch_size} x {self.world} workers x grad_accum {self.cfg.grad_accum}")
+                             f"{self.cfg.batch_size} x {self.world} workers x grad_accum {self.grad_accum}")
         total = per_epoch * self.cfg.epochs
         return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
 
@@ -266,7 +280,7 @@ class FineTuneRun:
                                               self.cfg.ap_layer, self.cfg.ap_mask)
                 return terms.total, terms.detached()
             terms = vme_forward(self.ddp, self.capture, x_inputs, xt_inputs, labels_x, labels_xt, self.cfg.weights,
-                                self.cfg.ap_mask)
+                                self.cfg.ap_mask, ap_length=self.ap_length, pad_id=self.tokenizer.pad_token_id)
         return terms.total, terms.detached()
 
     def train(self, report) -> None:
@@ -282,14 +296,14 @@ class FineTuneRun:
             for micro, batch in batches:
                 step_started = time.perf_counter()
                 torch.manual_seed(self._step_seed(micro))
-                sync = micro % cfg.grad_accum == cfg.grad_accum - 1
+                sync = micro % self.grad_accum == self.grad_accum - 1
                 context = self.ddp.no_sync() if (self.world > 1 and not sync) else contextlib.nullcontext()
                 with context:
                     loss, terms = self._loss(batch)
                     if self.faults.forced_nan(self.run_name) or not torch.isfinite(loss):
                         raise StudyError(f"the loss became non-finite at step {progress.step + 1} "
                                          f"(terms: {terms}); this run stops")
-                    (loss / cfg.grad_accum).backward()
+                    (loss / self.grad_accum).backward()
                 self._accumulate(terms)
                 batch_examples = batch["x"]["input_ids"].shape[0] * self.world
                 examples += batch_examples

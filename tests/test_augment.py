@@ -96,3 +96,127 @@ def test_missing_neighbour_file_and_bad_k(tmp_path):
 
 def test_roget_table_is_cached():
     assert roget_neighbours() is roget_neighbours()
+
+
+# --- the released code's matching and resource (issue #15 item 5) ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def counter_fitted():
+    """The local copy of the reference's neighbours; /work/shared is part of every CI run, so a missing copy fails."""
+    from conftest import SHARED_DATA
+
+    path = SHARED_DATA / "synonyms" / "counterfitted_neighbors.json.gz"
+    assert path.is_file(), f"the counter-fitted neighbour file is missing at {path} (set STUDY_SHARED_DATA)"
+    return path
+
+
+def test_exact_matching_leaves_capitalised_and_punctuated_tokens_untouched(counter_fitted):
+    exact = load_synonyms(str(counter_fitted), "exact")
+    assert exact.matching == "exact" and exact.table["united"] == ["unified", "unify"]
+    assert sum(1 for v in exact.table.values() if v) == 25_591  # every word with neighbours, as in the file
+    text = "United States troops said the movie, a film about the war. The movie was great"
+    untouched = ["United", "States", "movie,", "war.", "The"]  # keys are lower-case bare words
+    seen = set()
+    for seed in range(200):
+        new = exact.substitute_text(text, random.Random(seed))[0]
+        tokens = new.split(" ")
+        assert len(tokens) == len(text.split(" "))
+        assert [tokens[i] for i in (0, 1, 5, 10, 11)] == untouched, new
+        seen.update(t for t, o in zip(tokens, text.split(" ")) if t != o)
+    assert {"film", "movies"} & seen and "cinema" in seen  # lower-case bare words are replaced ("movie" at the end)
+    assert exact.substitute_words(["United", "movie", "movie."], random.Random(3))[::2] == ["United", "movie."]
+
+
+def test_exact_matching_splits_on_single_spaces_like_the_released_code():
+    exact = Synonyms({"movie": ["film"], "great": ["superb"]}, "test", "exact")
+    outputs = {exact.substitute_text("movie\tgreat  great", random.Random(seed))[0] for seed in range(50)}
+    # "movie\tgreat" is one token (split(' ')); the double space stays and the last "great" is a token of its own
+    assert outputs == {"movie\tgreat  great", "movie\tgreat  superb"}
+
+
+def test_words_matching_replaces_capitalised_words_where_exact_does_not(counter_fitted):
+    words = load_synonyms(str(counter_fitted))
+    draws = {words.substitute_text("United States", random.Random(seed))[0] for seed in range(50)}
+    assert {"Unified States", "Unify States"} & draws  # today's default: capitalised words are replaced
+
+
+def test_counter_fitted_is_downloaded_once_checked_and_cached(counter_fitted, tmp_path, monkeypatch):
+    import hashlib
+    import urllib.request
+
+    from study import augment
+
+    payload = gzip.decompress(counter_fitted.read_bytes())
+    assert hashlib.sha256(payload).hexdigest() == augment.COUNTER_FITTED_SHA256  # the pinned file is the local copy
+    calls = []
+
+    class Response:
+        def __init__(self, data):
+            self.data = data
+
+        def read(self):
+            return self.data
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def fake_urlopen(url, timeout):
+        calls.append(url)
+        return Response(payload)
+
+    monkeypatch.setenv("STUDY_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    synonyms = load_synonyms("counter-fitted", "exact")
+    assert calls == [augment.COUNTER_FITTED_URL] and synonyms.source == "counter-fitted"
+    assert synonyms.table == load_synonyms(str(counter_fitted), "exact").table
+    load_synonyms("counter-fitted")
+    assert len(calls) == 1  # cached: never downloaded twice
+    assert augment.synonym_source_label("counter-fitted").startswith("counter-fitted (Mrkšić et al. 2016")
+
+
+def test_counter_fitted_offline_or_corrupted_is_one_clear_line(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    monkeypatch.setenv("STUDY_CACHE_DIR", str(tmp_path))
+
+    def offline(url, timeout):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(StudyError, match="cannot download .*pass a local copy .* as --synonyms FILE, or "
+                                         r"--synonyms roget \(an offline substitute\)") as info:
+        load_synonyms("counter-fitted")
+    assert "\n" not in str(info.value)
+
+    class Corrupted:
+        def read(self):
+            return b"{}"
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: Corrupted())
+    with pytest.raises(StudyError, match="has SHA-256 44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+                                         ", not 1032471"):
+        load_synonyms("counter-fitted")
+    assert not list((tmp_path / "synonyms").glob("*.json"))  # nothing cached
+
+
+def test_synonym_source_labels_name_substitutes():
+    from study.augment import synonym_source_label
+
+    assert synonym_source_label("roget") == "roget (offline substitute for counter-fitted)"
+    assert synonym_source_label("/data/neighbours.json.gz") == "file neighbours.json.gz (in place of counter-fitted)"
+
+
+def test_unknown_matching_is_a_clear_error():
+    with pytest.raises(StudyError, match="synonym_matching='fuzzy' is invalid: choose one of words, exact"):
+        load_synonyms("roget", "fuzzy")

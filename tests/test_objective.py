@@ -82,3 +82,21 @@ def test_negative_or_nan_weights_are_rejected_with_the_name(name):
         VMEWeights(**{name: -1.0})
     with pytest.raises(ValueError, match=name):
         VMEWeights(**{name: float("nan")})
+
+
+def test_padded_attention_pull_equals_the_mean_over_maps_padded_with_zero_columns():
+    """Maps of a batch (L = 3) plus the rows padding to 5 adds: the same as the plain MSE over the 5 x 5 maps, whose
+    key columns past 3 are padding (probability 0) in both streams."""
+    from study.objective import padded_attention_pull
+
+    torch.manual_seed(0)
+    att_x, att_xt = torch.rand(2, 4, 3, 3), torch.rand(2, 4, 3, 3)
+    rows_x, rows_xt = torch.rand(2, 4, 2, 3), torch.rand(2, 4, 2, 3)
+    full_x = torch.nn.functional.pad(torch.cat([att_x, rows_x], dim=2), (0, 2))  # (2, 4, 5, 5)
+    full_xt = torch.nn.functional.pad(torch.cat([att_xt, rows_xt], dim=2), (0, 2))
+    expected = attention_pull(full_x, full_xt)
+    assert padded_attention_pull(att_x, att_xt, rows_x, rows_xt, 5).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert padded_attention_pull(att_x, att_xt, None, None, 3).item() == pytest.approx(
+        attention_pull(att_x, att_xt).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="longer than the padded length 2"):
+        padded_attention_pull(att_x, att_xt, None, None, 2)

@@ -9,6 +9,7 @@ single pass.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import torch
 
@@ -62,7 +63,8 @@ def build_pairs(task: T.TaskSpec, records: list[dict], synonyms: Synonyms, token
             virtuals.append({**copy, **row_id})
     changed = sum(repr(o) != repr(v) for o, v in zip(originals, virtuals))
     x = encode_records(task, originals, tokenizer, max_length, f"train-x-k{k}-s{seed}")
-    xt = encode_records(task, virtuals, tokenizer, max_length, f"train-xt-k{k}-s{seed}-{synonyms.source}")
+    xt = encode_records(task, virtuals, tokenizer, max_length,
+                        f"train-xt-k{k}-s{seed}-{Path(synonyms.source).name}-{synonyms.matching}")
     columns = [c for c in PAIR_FIELDS if c in x.column_names]
     if task.kind == T.QA:
         pairs = [{"x": a, "xt": b} for a_rows, b_rows in zip(_windows(x, columns), _windows(xt, columns))
@@ -73,7 +75,8 @@ def build_pairs(task: T.TaskSpec, records: list[dict], synonyms: Synonyms, token
     else:
         pairs = [{"x": {c: a[c] for c in columns}, "xt": {c: b[c] for c in columns}} for a, b in zip(x, xt)]
     stats = {"examples": len(records), "virtual_copies": len(virtuals), "pairs": len(pairs),
-             "changed_fraction": changed / max(len(virtuals), 1), "synonyms": synonyms.source}
+             "changed_fraction": changed / max(len(virtuals), 1), "synonyms": synonyms.source,
+             "synonym_matching": synonyms.matching}
     return pairs, stats
 
 
@@ -105,17 +108,19 @@ def _length(values: list) -> int:
     return max(len(v) for v in values) if values and isinstance(values[0], list) else len(values)
 
 
-def collate_pairs(pad_id: int):
-    """Pad x and x̃ of a batch to one common length (for the one-pass [x; x̃] forward)."""
+def collate_pairs(pad_id: int, length: int | None = None):
+    """Pad x and x̃ of a batch to one common length (for the one-pass [x; x̃] forward): the longest row's, or
+    ``length`` (the released code pads every input to ``max_seq_length``)."""
 
     fills = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": 0, "labels": IGNORE_INDEX}
 
     def collate(batch: list[dict]) -> dict:
-        length = max(_length(item[s]["input_ids"]) for item in batch for s in ("x", "xt"))
+        longest = max(_length(item[s]["input_ids"]) for item in batch for s in ("x", "xt"))
+        padded = max(longest, length or 0)
         out = {}
         for stream in ("x", "xt"):
             rows = [item[stream] for item in batch]
-            out[stream] = {field: torch.tensor([_pad(r[field], length, fills[field]) if isinstance(r[field], list)
+            out[stream] = {field: torch.tensor([_pad(r[field], padded, fills[field]) if isinstance(r[field], list)
                                                 else r[field] for r in rows]) for field in rows[0]}
         return out
 
