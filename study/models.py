@@ -126,7 +126,23 @@ def load_model(spec: ModelSpec, head: str = "base", num_labels: int | None = Non
         raise StudyError(f"unknown head {head!r}: choose one of {', '.join(HEADS)}")
     kwargs = {"num_labels": num_labels} if head in ("sequence", "token") and num_labels else {}
     with quiet_transformers():  # "newly initialised head weights" is expected, not news
-        return classes[head].from_pretrained(path or model_path(spec), **kwargs)
+        model, info = classes[head].from_pretrained(path or model_path(spec), output_loading_info=True, **kwargs)
+    identity_pooler(model, info["missing_keys"])
+    return model
+
+
+def identity_pooler(model, missing_keys) -> None:
+    """A BERT pooler the checkpoint lacks (multilingual-e5-small was converted without one) starts as the identity
+    (pooled = tanh(CLS state)) instead of random weights: a random pooler would sit between the pretrained encoder
+    and the head, scrambling the CLS state the head reads, and be trained only at the encoder's small lr."""
+    import torch
+
+    pooler = getattr(model.base_model, "pooler", None)
+    if pooler is None or not any(key.endswith("pooler.dense.weight") for key in missing_keys):
+        return
+    with torch.no_grad():
+        pooler.dense.weight.copy_(torch.eye(pooler.dense.weight.shape[0]))
+        pooler.dense.bias.zero_()
 
 
 @contextlib.contextmanager

@@ -157,7 +157,7 @@ def improves(candidate_dev: float, best_dev: float | None) -> bool:
 
 EXAMPLES_ARTIFACT = "per_example.json"  # per-example units of the selected evaluation (what the report resamples)
 PER_LANGUAGE_ARTIFACT = "per_language.csv"  # a trial's selected per-language scores
-BEST_PER_LANGUAGE_ARTIFACT = "best_per_language.csv"  # the study's best trial, on its parent run
+ARM_PER_LANGUAGE_ARTIFACT = "per_language_{arm}.csv"  # an arm's confirm-run seed means, on the study's parent run
 STAGE_ARTIFACT = "stage.json"  # a trial's intermediate stage: its metadata (losses, probe, data, vision tower)
 STAGE_RECORD = "intermediate_stage.json"  # what a trial driver leaves in its outbox about its stage (StageResult)
 
@@ -183,7 +183,9 @@ class StageResult:
 
 
 RUN_KIND_TAG = "run_kind"
-STUDY_RUN, TRIAL_RUN, SEED_REPEAT_RUN, REPORT_RUN = "study", "trial", "seed-repeat", "report"
+STUDY_RUN, TRIAL_RUN, REPORT_RUN = "study", "trial", "report"
+ARM_TAG, PHASE_TAG = "arm", "phase"  # a trial run's arm (study.arms) and phase (search or confirm)
+SEARCH_PHASE, CONFIRM_PHASE = "search", "confirm"  # Optuna/ASHA per tuned arm; then every arm on fresh seeds
 SELECTED_STEP_TAG = "selected_step"
 
 DEFAULT_MODALITY = "none"  # no intermediate stage: fine-tuning starts from the pretrained encoder

@@ -11,13 +11,15 @@ Format::
       ap_mask: {type: categorical, choices: [none, padding]}
       modality: {type: categorical, choices: [none]}
       intermediate_steps: {type: int, low: 100, high: 1000, when: {modality: [text, multimodal]}}
-    presets:                       # fixed training settings per --preset
+    presets:                       # training settings per --preset (a tuned arm's searched values replace them)
       smoke: {epochs: 1, max_steps: 30}
-      paper: {epochs: 1, batch_size: 8, grad_accum: 4}
+      paper: {epochs: 1, batch_size: 8, global_batch: 32, lr: 2.0e-5}
       paper.xquad: {epochs: 3, max_length: 384}   # one task's own settings, over the preset's
 
-``when`` makes a parameter conditional: it is sampled only when an earlier parameter has one of the listed values
-(define-by-run), so a trial never carries parameters of a branch it did not take. Write floats as ``1.0e-5``:
+The presets are what the fixed arms (``study.arms``: plain, vme-reference) train with, beside their own pinned
+options; the tuned arm (vme-tuned) searches ``params`` on top of them. ``when`` makes a parameter conditional: it is
+sampled only when an earlier parameter has one of the listed values (define-by-run), so a trial never carries
+parameters of a branch it did not take. Write floats as ``1.0e-5``:
 YAML reads ``1e-5`` as a string.
 """
 
@@ -255,10 +257,6 @@ def load_search_space(path: str | Path) -> SearchSpace:
         if name not in PRESETS or (task and task not in TASKS):
             _fail(shown, f"presets.{preset}", "unknown preset",
                   f"use {', '.join(PRESETS)}, or <preset>.<task> for one task's own settings (e.g. paper.xquad)")
-        overlap = set(values or {}) & set(params)
-        if overlap:
-            _fail(shown, f"presets.{preset}", f"fixes searched parameter(s) {', '.join(sorted(overlap))}",
-                  "remove them from the preset or from params")
         try:
             TrainConfig.from_dict({**(presets.get(name) or {}), **(values or {})})
         except StudyError as err:

@@ -28,8 +28,9 @@ from study.errors import StudyError
 from study.mlflow_store import PARENT_TAG, client, experiment_id, safe_key
 from study.outbox import delete, get, outbox_location, outbox_take, put
 from study.protocol import (
-    BEST_PER_LANGUAGE_ARTIFACT,
+    ARM_TAG,
     PER_LANGUAGE_ARTIFACT,
+    PHASE_TAG,
     RUN_KIND_TAG,
     SELECTED_STEP_TAG,
     STAGE_ARTIFACT,
@@ -96,18 +97,18 @@ class StudyRun:
                          f"{self.study!r} are kept in its storage; start the server again and run the same "
                          "command with --resume to write them")
 
-    def log_summary(self, summary: dict, table_csv: str | None = None) -> None:
-        """Log the study's summary metrics (finite numbers only; each once, also when retried) and its best
-        per-language table."""
+    def log_summary(self, summary: dict, tables: dict[str, str] | None = None) -> None:
+        """Log the study's summary metrics (finite numbers only; each once, also when retried) and its tables
+        ({artifact file name: CSV text}, e.g. each arm's seed-mean per-language scores)."""
         mlflow = client(self.uri, fail_fast=True)
         now = int(time.time() * 1000)
         metrics = [Metric(safe_key(key), float(value), now, 0) for key, value in summary.items()
                    if isinstance(value, (int, float)) and math.isfinite(value)]
         log_metrics_once(mlflow, self.run_id, metrics, logged_steps(mlflow, self.run_id))
-        if table_csv:
+        for name, text in (tables or {}).items():
             with tempfile.TemporaryDirectory() as directory:
-                path = Path(directory) / BEST_PER_LANGUAGE_ARTIFACT
-                path.write_text(table_csv)
+                path = Path(directory) / name
+                path.write_text(text)
                 mlflow.log_artifact(self.run_id, str(path))
 
     def __exit__(self, kind, error, traceback) -> bool:
@@ -338,7 +339,8 @@ class MLflowTrialCallback(Callback):
             return
         config = TrialConfig.from_tune(trial.config)
         tags = {RUN_KIND_TAG: TRIAL_RUN, **self.tags, PARENT_TAG: self.writer.parent_run_id,
-                "trial_id": trial.trial_id, "trial_name": str(trial), "modality": config.modality}
+                "trial_id": trial.trial_id, "trial_name": str(trial), "modality": config.modality,
+                ARM_TAG: config.arm, PHASE_TAG: config.phase}
         params = config.params()  # the effective values, not base + overrides
         self._send(trial.trial_id, "create", {"name": str(trial), "tags": tags, "params": params})
         self._started.add(trial.trial_id)

@@ -2,8 +2,9 @@
 space, read back by one ``TrialConfig.from_tune``.
 
 Sections: ``train_loop_config`` holds the searched ``TrainConfig`` options, ``stage`` the searched intermediate-stage
-options (``modality`` among them), ``run`` what every trial of a study shares (the preset's ``TrainConfig``, the
-stage's data and vision tower, scaling, storage, study name, fault hooks). Optuna names a searched parameter
+options (``modality`` among them), ``run`` what every trial of an arm and phase shares (the preset's
+``TrainConfig`` with the arm's fixed options, the stage's data and vision tower, scaling, storage, study name, the
+arm, the phase, fault hooks). Optuna names a searched parameter
 ``<section>/<name>`` and Ray's ``OptunaSearch`` unflattens on ``/``, so the searched values arrive in their section.
 """
 
@@ -13,23 +14,30 @@ from dataclasses import dataclass, field
 
 from study.config import TrainConfig
 from study.fault_hooks import FaultHooks
-from study.protocol import DEFAULT_MODALITY
+from study.protocol import CONFIRM_PHASE, DEFAULT_MODALITY, SEARCH_PHASE
 from study.ray_setup import Scaling
 
 TRAIN_SECTION, STAGE_SECTION, RUN_SECTION = "train_loop_config", "stage", "run"
 
 
+CONFIRM_KEY = "confirm"  # the confirm phase's Tune config: {CONFIRM_KEY: one of its grid of full trial configs}
+
+
 def tune_constants(base: TrainConfig, stage_sources: dict, scaling: Scaling, storage: str, study: str,
-                   faults: FaultHooks = FaultHooks()) -> dict:
-    """The ``run`` section every trial of a study shares (plain values: Tune stores it with the study)."""
+                   faults: FaultHooks = FaultHooks(), arm: str = "", phase: str = SEARCH_PHASE,
+                   stage_options: dict | None = None) -> dict:
+    """The ``run`` section every trial of an arm and phase shares (plain values: Tune stores it with the study);
+    ``stage_options`` are a fixed arm's pinned stage options (searched ones arrive in the ``stage`` section)."""
     return {RUN_SECTION: {"base": base.to_dict(), "stage_sources": dict(stage_sources), "scaling": scaling.__dict__,
-                          "storage": storage, "study": study, "faults": faults.to_dict()}}
+                          "storage": storage, "study": study, "faults": faults.to_dict(), "arm": arm,
+                          "phase": phase, "stage_options": dict(stage_options or {})}}
 
 
-def with_seed(config: dict, seed) -> dict:
-    """A Tune config like ``config`` whose training seed is ``seed`` (a value or a ``grid_search`` over seeds)."""
+def confirm_config(config: dict, seed: int) -> dict:
+    """The confirmatory run of a configuration (a Tune config: a search trial's, or a fixed arm's) with training
+    seed ``seed``: the same options, phase ``confirm``."""
     run = config[RUN_SECTION]
-    return {**config, RUN_SECTION: {**run, "base": {**run["base"], "seed": seed}}}
+    return {**config, RUN_SECTION: {**run, "base": {**run["base"], "seed": seed}, "phase": CONFIRM_PHASE}}
 
 
 @dataclass(frozen=True)
@@ -45,18 +53,22 @@ class TrialConfig:
     study: str
     searched: dict = field(default_factory=dict)  # search-space name -> value, as Optuna drew it
     faults: FaultHooks = FaultHooks()
+    arm: str = ""  # study.arms: the arm this trial belongs to
+    phase: str = SEARCH_PHASE  # search or confirm
 
     @classmethod
     def from_tune(cls, config: dict) -> TrialConfig:
         """Parse a Tune trial's config (sections as in the module docstring); StudyError (from ``TrainConfig``)
         naming an unknown or invalid training option."""
+        config = config.get(CONFIRM_KEY, config)
         run = config[RUN_SECTION]
         searched_train, searched_stage = dict(config.get(TRAIN_SECTION, {})), dict(config.get(STAGE_SECTION, {}))
         return cls(train=TrainConfig.from_dict({**run["base"], **searched_train}),
-                   stage_options={"modality": DEFAULT_MODALITY, **searched_stage},
+                   stage_options={"modality": DEFAULT_MODALITY, **run.get("stage_options", {}), **searched_stage},
                    stage_sources=dict(run["stage_sources"]), scaling=Scaling(**run["scaling"]),
                    storage=run["storage"], study=run["study"], searched={**searched_train, **searched_stage},
-                   faults=FaultHooks.from_dict(run.get("faults")))
+                   faults=FaultHooks.from_dict(run.get("faults")), arm=run.get("arm", ""),
+                   phase=run.get("phase", SEARCH_PHASE))
 
     @property
     def modality(self) -> str:

@@ -1,5 +1,10 @@
-"""``python -m study.tune --model mbert``: a Ray Tune + Optuna study over the VME objective, one Ray Train run per
-trial, every trial in MLflow, resumable.
+"""``python -m study.tune --model mbert``: a Ray Tune + Optuna study of the VME objective's arms (``study.arms``), one
+Ray Train run per trial, every trial in MLflow, resumable.
+
+Two phases. *Search*: each tuned arm's search space, the same number of trials per tuned arm (OptunaSearch, ASHA on
+English dev). *Confirm*: every arm's English-dev-selected configuration (a tuned arm's best search trial, a fixed
+arm's pinned point) re-run on the same fresh seeds at the full budget, no early stopping; only confirm runs enter the
+report's comparisons.
 
 Layers (as in Ray's Train-in-Tune guide): ``train_fn_per_worker`` (study.worker) runs on every worker;
 ``train_driver_fn`` below is the Tune trial, building a ``TorchTrainer`` with a stable run name and
@@ -20,15 +25,16 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from study.arms import DEFAULT_ARMS, OFFLINE_DEFAULT_ARMS, Arm, parse_arms
 from study.config import TrainConfig
 from study.data.captions import FLICKR30K
 from study.errors import StudyError, run_cli
 from study.fault_hooks import FaultHooks
 from study.intermediate import CLIP_TOWER, stage_sources
 from study.protocol import (
+    ARM_PER_LANGUAGE_ARTIFACT,
     DEFAULT_MODALITY,
-    RUN_KIND_TAG,
-    SEED_REPEAT_RUN,
+    SEARCH_PHASE,
     STAGE_RECORD,
     select,
     select_best,
@@ -38,11 +44,12 @@ from study.protocol import (
 from study.ray_setup import DRIVER_RESOURCE, Scaling, check_cluster, init_ray
 from study.search_space import SPACE_PARAM_PREFIX, SearchSpace, load_search_space
 from study.train import print_report_families
-from study.trial import TrialConfig, tune_constants, with_seed
+from study.trial import CONFIRM_KEY, TrialConfig, confirm_config, tune_constants
 from study.worker import run_pipeline, validate
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
-DEFAULT_TRIALS = {"smoke": 4, "paper": 20}
+DEFAULT_TRIALS = {"smoke": 4, "paper": 20}  # search trials per tuned arm
+DEFAULT_SEEDS = {"smoke": 3, "paper": 5}  # confirm runs per arm
 SUITE_TASK = {"pocket": "pocket-topic", "xtreme-r": "xnli"}
 DRIVER_CPU = 0.1  # the trial driver only waits on its TorchTrainer
 
@@ -85,8 +92,12 @@ def parse_args(argv):
     parser.add_argument("--suite", choices=tuple(SUITE_TASK), help="pocket or xtreme-r (default: the task's)")
     parser.add_argument("--preset", choices=("smoke", "paper"), help="smoke = minutes on a laptop CPU, paper = the "
                         "reference scale (default: smoke for offline stand-ins, paper otherwise)")
-    parser.add_argument("--trials", type=int, help="Optuna trials (default: smoke 4, paper 20)")
-    parser.add_argument("--seeds", type=int, default=0, help="extra runs of the best config with new seeds")
+    parser.add_argument("--arms", help="comma-separated arms to compare (study.arms): plain, vme-reference, vme-tuned "
+                        f"(default: {','.join(OFFLINE_DEFAULT_ARMS)} for offline stand-ins, {','.join(DEFAULT_ARMS)} "
+                        "otherwise)")
+    parser.add_argument("--trials", type=int, help="search trials per tuned arm (default: smoke 4, paper 20)")
+    parser.add_argument("--seeds", type=int, help="confirm runs per arm, on fresh seeds shared by every arm (default: "
+                        "smoke 3, paper 5)")
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial")
     parser.add_argument("--gpus-per-worker", type=int, default=0)
     parser.add_argument("--cpus-per-worker", type=float, default=0.5, help="CPU share per worker without GPUs")
@@ -123,7 +134,10 @@ class StudySettings:
     task: object  # its task (study.tasks.TaskSpec)
     preset: str  # smoke | paper
     base: TrainConfig  # the preset's fixed training options; trials override the searched ones
-    trials: int
+    trials: int  # search trials per tuned arm
+    seeds: int  # confirm runs per arm
+    arms: tuple[Arm, ...]
+    bases: dict  # arm name -> its TrainConfig: the preset's with the arm's fixed options
     storage: str  # Ray storage: an absolute directory or a URI
     name: str  # the study's name (its directory in storage, its MLflow parent run)
     uri: str  # MLflow tracking URI
@@ -154,8 +168,11 @@ def resolve(args) -> StudySettings:
                                   "data_dir": args.data_dir, "implementation": args.implementation})
     validate(base, args.workers)  # global_batch must split over --workers
     Scaling(args.workers, args.gpus_per_worker, args.cpus_per_worker)  # bad scaling flags stop before Ray starts
-    trials = args.trials or DEFAULT_TRIALS[preset]
-    for flag, value, least in (("--trials", trials, 1), ("--seeds", args.seeds, 0),
+    arms = parse_arms(args.arms, OFFLINE_DEFAULT_ARMS if spec.offline_stand_in else DEFAULT_ARMS)
+    bases = {arm.name: arm_base(base, arm, args.workers) for arm in arms}
+    trials = DEFAULT_TRIALS[preset] if args.trials is None else args.trials
+    seeds = DEFAULT_SEEDS[preset] if args.seeds is None else args.seeds
+    for flag, value, least in (("--trials", trials, 1), ("--seeds", seeds, 1),
                                ("--max-concurrent", 1 if args.max_concurrent is None else args.max_concurrent, 1)):
         if value < least:
             raise StudyError(f"{flag} {value} is invalid: it must be >= {least}")
@@ -172,8 +189,19 @@ def resolve(args) -> StudySettings:
 
     check_server(uri)
     stage = resolve_stage(args, spec, space)
-    return StudySettings(space, spec, task, preset, base, trials, storage, name, uri,
+    return StudySettings(space, spec, task, preset, base, trials, seeds, arms, bases, storage, name, uri,
                          args.experiment or f"vme-{task.suite}", stage, args.inject_faults)
+
+
+def arm_base(base: TrainConfig, arm: Arm, workers: int) -> TrainConfig:
+    """The preset's training options with the arm's fixed ones; StudyError naming the arm when they do not fit
+    (e.g. a global batch the workers cannot split)."""
+    try:
+        config = TrainConfig.from_dict({**base.to_dict(), **arm.fixed})
+        validate(config, workers)
+    except StudyError as err:
+        raise StudyError(f"arm {arm.name}: {err}") from None
+    return config
 
 
 def resolve_stage(args, spec, space: SearchSpace) -> dict:
@@ -197,9 +225,10 @@ def _default_name(args, storage: str, prefix: str) -> str:
     """A new study gets a timestamped name; --resume without --name takes the newest study with the prefix."""
     if not args.resume:
         return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-    # a study directory holds the Tuner's state; its trials' Train runs (<study>-trial-<id>) do not
-    candidates = sorted(p.parent.name for p in Path(storage).glob(f"{prefix}-*/tuner.pkl")
-                        if not p.parent.name.endswith("-seeds")) if "://" not in storage else []
+    # a study directory holds its phases' Tuners (search-<arm>/, confirm/); its trials' Train runs
+    # (<study>-trial-<id>) do not
+    candidates = sorted({p.parent.parent.name for p in Path(storage).glob(f"{prefix}-*/*/tuner.pkl")}) \
+        if "://" not in storage else []
     if not candidates:
         raise StudyError(f"nothing to resume: no study {prefix}-* in {storage} (pass --name for a specific one)")
     return candidates[-1]
@@ -231,11 +260,13 @@ def provenance(settings: StudySettings) -> tuple[dict, dict]:
     except OSError:
         commit = "unknown"
     params = {**spec.as_params(), "task": settings.task.name, "suite": settings.task.suite,
-              "preset": settings.preset, "trials": settings.trials, "search_space": str(space.path),
+              "preset": settings.preset, "trials": settings.trials, "seeds": settings.seeds,
+              "arms": ",".join(arm.name for arm in settings.arms), "search_space": str(space.path),
               "search_space_sha256": space.sha256, "git_commit": commit,
               "searched": ",".join(p.name for p in space.params),
               **{f"{SPACE_PARAM_PREFIX}{p.name}": p.to_json() for p in space.params},
               **{f"base.{k}": v for k, v in settings.base.to_dict().items()},
+              **{f"arm.{arm.name}.{k}": v for arm in settings.arms for k, v in arm.fixed.items()},
               **{f"intermediate.{k}": v for k, v in settings.stage.items()},
               **{f"version.{p}": version(p) for p in ("ray", "torch", "transformers", "optuna", "mlflow", "datasets")}}
     tags = {"model": spec.key, "model_name": spec.name, "offline_stand_in": str(spec.offline_stand_in),
@@ -257,9 +288,11 @@ class DefineByRun:
         return self.constants
 
 
-def build_tuner(settings: StudySettings, scaling: Scaling, max_concurrent: int, callback, trainable):
-    """The study's ``Tuner``: Optuna TPE (seeded, define-by-run; every modality among the first trials), ASHA
-    on English dev, the MLflow callback, at most ``max_concurrent`` trials at once."""
+def build_tuner(settings: StudySettings, arm: Arm, scaling: Scaling, max_concurrent: int, callback, trainable,
+                path: str):
+    """The search ``Tuner`` of a tuned arm: Optuna TPE (seeded, define-by-run; every modality among the first
+    trials), ASHA on English dev, the MLflow callback, ``settings.trials`` trials, at most ``max_concurrent`` at
+    once; stored at ``path`` (``<storage>/<study>/search-<arm>``)."""
     import optuna
     import ray.tune
     from ray.tune.schedulers import ASHAScheduler
@@ -267,8 +300,8 @@ def build_tuner(settings: StudySettings, scaling: Scaling, max_concurrent: int, 
 
     space: SearchSpace = settings.space
     metric = selection_key(settings.task.metric)
-    constants = tune_constants(settings.base, settings.stage, scaling, settings.storage, settings.name,
-                               settings.faults)
+    constants = tune_constants(settings.bases[arm.name], settings.stage, scaling, settings.storage, settings.name,
+                               settings.faults, arm=arm.name, phase=SEARCH_PHASE)
 
     modality = next((p for p in space.params if p.name == "modality"), None)
     # every modality among the first trials
@@ -287,7 +320,7 @@ def build_tuner(settings: StudySettings, scaling: Scaling, max_concurrent: int, 
             scheduler=ASHAScheduler(time_attr="training_iteration", max_t=100, grace_period=1, reduction_factor=2),
             max_concurrent_trials=max_concurrent),
         run_config=ray.tune.RunConfig(
-            name=settings.name, storage_path=settings.storage, callbacks=[callback],
+            name=Path(path).name, storage_path=str(Path(path).parent), callbacks=[callback],
             failure_config=ray.tune.FailureConfig(max_failures=0),  # worker failures are retried by Ray Train
             verbose=1))
 
@@ -316,44 +349,59 @@ def _run(args, settings: StudySettings) -> int:
     max_concurrent, threads = concurrency(args.workers, args.gpus_per_worker, args.max_concurrent)
     scaling = Scaling(args.workers, args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker, threads=threads)
     params, tags = provenance(settings)
-    metric, key = settings.task.metric, selection_key(settings.task.metric)
+    metric = settings.task.metric
     trainable = ray.tune.with_resources(train_driver_fn, {"CPU": DRIVER_CPU, DRIVER_RESOURCE: 1})
     study_path = storage_join(settings.storage, settings.name)
+    tuned = [arm for arm in settings.arms if arm.tuned]
     with StudyRun(settings.uri, settings.experiment, settings.name, settings.storage, params, tags,
                   list(settings.space.files)) as study_run:  # FINISHED, FAILED or KILLED however this block ends
-        callback = MLflowTrialCallback(study_run.writer(), tags, key, metric)
-        print(f"[study] {settings.name}: {settings.trials} trials of {settings.spec.name} on "
-              f"{settings.task.name} ({settings.task.suite}, preset {settings.preset}), {args.workers} worker(s) "
-              f"per trial, {max_concurrent} concurrent; MLflow {settings.uri} experiment {settings.experiment}",
-              file=sys.stderr, flush=True)
+        callback = MLflowTrialCallback(study_run.writer(), tags, selection_key(metric), metric)
+        runs = settings.seeds * len(settings.arms) + settings.trials * len(tuned)
+        print(f"[study] {settings.name}: {settings.spec.name} on {settings.task.name} ({settings.task.suite}, "
+              f"preset {settings.preset}); arms {', '.join(a.name for a in settings.arms)}: "
+              f"{settings.trials} search trial(s) per tuned arm, {settings.seeds} confirm seed(s) per arm "
+              f"({runs} runs); {args.workers} worker(s) per run, {max_concurrent} concurrent; MLflow {settings.uri} "
+              f"experiment {settings.experiment}", file=sys.stderr, flush=True)
         started = time.perf_counter()
-        if args.resume:
-            tuner = ray.tune.Tuner.restore(study_path, trainable=trainable, resume_errored=False)
-        else:
-            tuner = build_tuner(settings, scaling, max_concurrent, callback, trainable)
-        results = tuner.fit()
-        study_run.flush()
-        finished = [r for r in results if r.error is None and r.metrics and key in r.metrics]
-        if not finished:
-            study_run.log_summary({"failed_trials": len(results)})
-            raise StudyError(f"no trial of study {settings.name!r} finished; see the errors above")
-        best, best_report = best_trial(finished, metric)
-        summary = {f"best/{k}": v for k, v in best_report.items()  # metrics only: Tune adds the config as config/...
-                   if isinstance(v, (int, float)) and "/" in k and not k.startswith("config/")}
-        summary.update({"trials_finished": len(finished), "trials_failed": len(results) - len(finished)})
-        repeat_results = []
-        if args.seeds:
-            repeat_summary, repeat_results = _repeat_with_seeds(args, settings, best, callback, trainable,
-                                                                max_concurrent, study_path)
-            summary.update(repeat_summary)
+        all_results, selected, summary = [], {}, {}
+        for arm in settings.arms:  # the search phase: tuned arms only; a fixed arm's configuration is its own
+            if not arm.tuned:
+                selected[arm.name] = tune_constants(settings.bases[arm.name], settings.stage, scaling,
+                                                    settings.storage, settings.name, settings.faults, arm=arm.name,
+                                                    phase=SEARCH_PHASE, stage_options=dict(arm.stage))
+                continue
+            path = f"{study_path}/search-{arm.name}"
+            if args.resume and "://" not in path and Path(path, "tuner.pkl").exists():
+                tuner = ray.tune.Tuner.restore(path, trainable=trainable, resume_errored=False)
+            else:
+                tuner = build_tuner(settings, arm, scaling, max_concurrent, callback, trainable, path)
+            results = list(tuner.fit())
+            study_run.flush()
+            all_results += results
+            finished = [r for r in results if r.error is None and r.metrics and selection_key(metric) in r.metrics]
+            summary.update({f"search/{arm.name}/trials_finished": len(finished),
+                            f"search/{arm.name}/trials_failed": len(results) - len(finished)})
+            if not finished:
+                study_run.log_summary(summary)
+                raise StudyError(f"no search trial of arm {arm.name} in study {settings.name!r} finished; see the "
+                                 "errors above")
+            best, report = best_trial(finished, metric)
+            selected[arm.name] = best.config
+            summary[f"search/{arm.name}/{selection_key(metric)}"] = report[selection_key(metric)]
+        confirm_summary, reports, results = _confirm(args, settings, selected, callback, trainable, max_concurrent,
+                                                     study_path)
+        all_results += results
+        summary.update(confirm_summary)
         summary["study_seconds"] = time.perf_counter() - started
-        profile = time_profile(list(results) + repeat_results, callback.trial_started, callback.stage_seconds)
+        profile = time_profile(all_results, callback.trial_started, callback.stage_seconds)
         summary.update({f"profile/{phase.replace(' ', '_')}_s": seconds for phase, seconds in profile.items()})
         summary["profile/mlflow_writes_s"] = sum(callback.write_seconds.values())
         study_run.flush()
-        study_run.log_summary(summary, per_language_csv(best_report, metric))
-        print_time_profile(profile, summary["profile/mlflow_writes_s"], len(results) + len(repeat_results))
-    print_summary(settings, best.config, best_report, study_run.run_id)
+        means = {arm: mean_report(arm_reports) for arm, arm_reports in reports.items()}
+        study_run.log_summary(summary, {ARM_PER_LANGUAGE_ARTIFACT.format(arm=arm): per_language_csv(report, metric)
+                                        for arm, report in means.items()})
+        print_time_profile(profile, summary["profile/mlflow_writes_s"], len(all_results))
+    print_summary(settings, selected, reports, study_run.run_id)
     return 0
 
 
@@ -413,53 +461,84 @@ def selected_report(result, metric: str) -> dict:
     return dict(select_best(frame.to_dict("records"), metric))
 
 
-def _repeat_with_seeds(args, settings, best, callback, trainable, max_concurrent, study_path) -> tuple[dict, list]:
-    """Re-run the best configuration with --seeds new seeds (for confidence intervals); nested in MLflow too.
-    Returns (summary, Tune results). When no repeat finishes, the summary says so (``seeds_finished`` 0) and the
-    study goes on to its end."""
+def confirm_seeds(base_seed: int, seeds: int) -> list[int]:
+    """The confirm phase's training seeds, shared by every arm (so arms pair by seed) and fresh (the search ran on
+    ``base_seed``)."""
+    return [base_seed + i for i in range(1, seeds + 1)]
+
+
+def _confirm(args, settings, selected: dict, callback, trainable, max_concurrent, study_path: str):
+    """The confirm phase: every arm's selected configuration on ``confirm_seeds``, at the full budget with no early
+    stopping. Returns (summary metrics: per arm the seed mean and s.d. of English dev and the target average and the
+    runs finished; {arm: the selected report of each finished run}; Tune results). An arm with no finished run is
+    reported (``confirm/<arm>/runs_finished`` 0) and the study goes on to its end."""
     import statistics
 
-    callback.tags = {**callback.tags, RUN_KIND_TAG: SEED_REPEAT_RUN, "repeat_of": Path(best.path).name}
-    tuner = seed_tuner(args, settings, best, callback, trainable, max_concurrent, f"{study_path}-seeds")
+    tuner = confirm_tuner(args, settings, selected, callback, trainable, max_concurrent, f"{study_path}/confirm")
     results = list(tuner.fit())
-    repeats = [selected_report(r, settings.task.metric) for r in results if r.error is None and r.metrics]
-    target = target_average_key(settings.task.metric)
-    values = [r[target] for r in repeats if target in r]
-    if not values:
-        print(f"[study] no seed repeat of the best configuration finished ({args.seeds} tried); see the errors above",
-              file=sys.stderr)
-        return {"seeds_finished": 0}, results
-    mean, std = statistics.fmean(values), statistics.pstdev(values)
-    print(f"[study] best configuration over {len(values)} extra seeds: {target} {mean:.4f} ± {std:.4f}",
-          file=sys.stderr)
-    return {"seeds_finished": len(values), f"seeds/{target}/mean": mean, f"seeds/{target}/std": std}, results
+    metric = settings.task.metric
+    reports: dict[str, list[dict]] = {arm: [] for arm in selected}
+    for result in results:
+        if result.error is None and result.metrics and selection_key(metric) in result.metrics:
+            reports[TrialConfig.from_tune(result.config).arm].append(selected_report(result, metric))
+    summary = {}
+    for arm, arm_reports in reports.items():
+        summary[f"confirm/{arm}/runs_finished"] = len(arm_reports)
+        for key in (selection_key(metric), target_average_key(metric)):
+            values = [r[key] for r in arm_reports if key in r]
+            if values:
+                summary[f"confirm/{arm}/{key}/mean"] = statistics.fmean(values)
+                summary[f"confirm/{arm}/{key}/std"] = statistics.pstdev(values)
+        if not arm_reports:
+            print(f"[study] no confirm run of arm {arm} finished ({settings.seeds} tried); see the errors above",
+                  file=sys.stderr)
+    return summary, {arm: r for arm, r in reports.items() if r}, results
 
 
-def seed_tuner(args, settings, best, callback, trainable, max_concurrent, path: str):
-    """The ``Tuner`` of the seed repeats: the best configuration over --seeds new seeds (restored on --resume)."""
+def _confirm_dirname(trial) -> str:
+    """Short trial directories for the confirm phase (the default would spell out its whole config)."""
+    return f"confirm_{trial.trial_id}"
+
+
+def confirm_tuner(args, settings, selected: dict, callback, trainable, max_concurrent, path: str):
+    """The confirm phase's ``Tuner``: a grid over (arm, seed) of full trial configs (restored on --resume)."""
     import ray.tune
 
-    if args.resume and Path(path).exists():
+    if args.resume and "://" not in path and Path(path, "tuner.pkl").exists():
         return ray.tune.Tuner.restore(path, trainable=trainable)
-    base_seed = TrialConfig.from_tune(best.config).train.seed
-    seeds = [base_seed + i for i in range(1, args.seeds + 1)]
-    config = with_seed(best.config, ray.tune.grid_search(seeds))
-    return ray.tune.Tuner(trainable, param_space=config, tune_config=ray.tune.TuneConfig(
-        metric=selection_key(settings.task.metric), mode="max", max_concurrent_trials=max_concurrent),
-        run_config=ray.tune.RunConfig(name=Path(path).name, storage_path=settings.storage, callbacks=[callback],
-                                      verbose=1))
+    seeds = confirm_seeds(settings.base.seed, settings.seeds)
+    grid = [confirm_config(selected[arm.name], seed) for arm in settings.arms for seed in seeds]
+    return ray.tune.Tuner(trainable, param_space={CONFIRM_KEY: ray.tune.grid_search(grid)},
+                          tune_config=ray.tune.TuneConfig(metric=selection_key(settings.task.metric), mode="max",
+                                                          max_concurrent_trials=max_concurrent,
+                                                          trial_dirname_creator=_confirm_dirname),
+                          run_config=ray.tune.RunConfig(name=Path(path).name, storage_path=str(Path(path).parent),
+                                                        callbacks=[callback], verbose=1))
 
 
-def print_summary(settings: StudySettings, config: dict, report: dict, parent_run: str) -> None:
-    """Print the selected configuration's searched values, its family means and how to browse MLflow."""
+def mean_report(reports: list[dict]) -> dict:
+    """The mean of each numeric key over the reports that have it (the seed mean of an arm's confirm runs)."""
+    keys = {k for r in reports for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {k: sum(r[k] for r in reports if k in r) / sum(k in r for r in reports) for k in sorted(keys)}
+
+
+def print_summary(settings: StudySettings, selected: dict, reports: dict, parent_run: str) -> None:
+    """Per arm: its selected configuration (a tuned arm's searched values), its confirm runs' seed means per
+    family and the target average; then how to compare the arms (the report) and browse MLflow."""
     metric = settings.task.metric
-    searched = TrialConfig.from_tune(config).searched
-    print(f"\nbest configuration (selected on English dev {selection_key(metric)} = "
-          f"{report[selection_key(metric)]:.4f}):")
-    for name, value in searched.items():
-        print(f"  {name} = {value}")
-    print_report_families(report, metric)
-    print(f"MLflow: experiment {settings.experiment!r}, study run {parent_run}; browse with\n"
+    for arm in settings.arms:
+        arm_reports = reports.get(arm.name, [])
+        print(f"\n=== arm {arm.name} ({arm.description}): {len(arm_reports)} of {settings.seeds} confirm run(s) "
+              "finished")
+        for name, value in TrialConfig.from_tune(selected[arm.name]).searched.items():
+            print(f"  searched {name} = {value}")
+        if arm_reports:
+            mean = mean_report(arm_reports)
+            print(f"seed mean of English dev {selection_key(metric)} = {mean[selection_key(metric)]:.4f}")
+            print_report_families(mean, metric)
+    print(f"\nCompare the arms (paired intervals over shared languages and seeds):\n"
+          f"  python -m study.report --experiment {settings.experiment} --mlflow-uri {settings.uri}\n"
+          f"MLflow: experiment {settings.experiment!r}, study run {parent_run}; browse with\n"
           f"  mlflow ui --backend-store-uri {settings.uri} --host 127.0.0.1")
 
 

@@ -42,16 +42,17 @@ def mlflow_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smoke_experiment(mlflow_server, tmp_path_factory):
-    """Two real smoke studies in one experiment, modalities searched: tiny (an XLM-R architecture; 2 workers per
-    trial, 2 seed repeats of the best configuration) and tiny-bert (a BERT architecture, 1 seed repeat: a model
-    contrast needs 2 runs per side for an interval). Tests of the study and of the report read the same experiment;
-    the sockets each study's processes listened on are listed meanwhile."""
+    """Two real smoke studies in one experiment: tiny (an XLM-R architecture; 2 workers per trial; arms plain and
+    vme-tuned: 3 search trials of vme-tuned, modalities searched, then 2 confirm seeds per arm) and tiny-bert (a BERT
+    architecture; arms plain and vme-reference, 2 confirm seeds each, no search). Tests of the study and of the
+    report read the same experiment; the sockets each study's processes listened on are listed meanwhile."""
     from helpers import communicate_watching_listeners, start_study
 
     storage = tmp_path_factory.mktemp("studies")
     outputs, listeners = {}, {}
-    for model, extra in (("tiny", ["--workers", "2", "--seeds", "2"]), ("tiny-bert", ["--seeds", "1"])):
-        process = start_study("--trials", "3", *extra, "--storage", str(storage), "--mlflow-uri", mlflow_server,
+    for model, extra in (("tiny", ["--workers", "2", "--arms", "plain,vme-tuned", "--trials", "3"]),
+                         ("tiny-bert", ["--arms", "plain,vme-reference"])):
+        process = start_study(*extra, "--seeds", "2", "--storage", str(storage), "--mlflow-uri", mlflow_server,
                               "--experiment", "e2e", model=model)
         outputs[model], listeners[model] = communicate_watching_listeners(process)
         assert process.returncode == 0, outputs[model][-3000:]

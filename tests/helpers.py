@@ -31,8 +31,9 @@ def start_study(*args, model="tiny", env=None, cwd=None):
                             env={**os.environ, **(env or {})}, start_new_session=True)
 
 
-def study_runs(uri, experiment, model=None):
-    """(client, study parent runs, trial runs) of an experiment, optionally of one model."""
+def study_runs(uri, experiment, model=None, phase=None):
+    """(client, study parent runs, trial runs) of an experiment, optionally of one model and one phase (search or
+    confirm)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -40,7 +41,8 @@ def study_runs(uri, experiment, model=None):
     runs = client.search_runs([exp.experiment_id]) if exp else []
     runs = [r for r in runs if model is None or r.data.tags.get("model") == model]
     parents = [r for r in runs if r.data.tags.get("run_kind") == "study"]
-    trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
+    trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"
+              and phase in (None, r.data.tags.get("phase"))]
     return client, parents, trials
 
 

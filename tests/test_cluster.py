@@ -196,7 +196,8 @@ def test_multi_node_study_spreads_trials_and_recovers_from_a_lost_node(mlflow_se
     cluster.wait_for_nodes()
     storage = tmp_path / "shared"
     try:
-        process = start_study("--trials", "2", "--max-concurrent", "2", "--cpus-per-worker", "1", "--storage",
+        process = start_study("--arms", "vme-tuned", "--trials", "2", "--seeds", "1", "--max-concurrent", "2",
+                              "--cpus-per-worker", "1", "--storage",
                               f"file://{storage}", "--mlflow-uri", mlflow_server, "--experiment", "multinode",
                               "--search-space", str(tmp_path / "space.yaml"),
                               # a 2 s step delay keeps most of a trial ahead of it when the states above hold
@@ -223,8 +224,8 @@ def test_multi_node_study_spreads_trials_and_recovers_from_a_lost_node(mlflow_se
     first_nodes = {reports[0] for reports in nodes.values()}
     assert len(first_nodes) == 2 and killed.node_id in first_nodes  # the two trials ran on two worker nodes
     assert nodes[victim][0] == killed.node_id and nodes[victim][-1] != killed.node_id  # finished on another node
-    _, parents, trials = study_runs(mlflow_server, "multinode")
-    assert len(parents) == 1 and len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
+    _, parents, trials = study_runs(mlflow_server, "multinode")  # 2 search trials, 1 confirm run
+    assert len(parents) == 1 and len(trials) == 3 and all(r.info.status == "FINISHED" for r in trials)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(mlflow_server)
@@ -241,8 +242,8 @@ def test_mlflow_outage_loses_nothing_and_resume_writes_the_rest(tmp_path):
     port, root = free_port(), tmp_path / "mlflow"
     root.mkdir()
     server, uri = start_mlflow_server(root, port)
-    args = ("--trials", "3", "--max-concurrent", "1", "--storage", str(tmp_path / "runs"), "--mlflow-uri", uri,
-            "--experiment", "outage", "--name", "outage-study")
+    args = ("--arms", "vme-tuned", "--trials", "2", "--seeds", "1", "--max-concurrent", "1", "--storage",
+            str(tmp_path / "runs"), "--mlflow-uri", uri, "--experiment", "outage", "--name", "outage-study")
     process = start_study(*args, "--inject-faults", '{"step_delay_s": 0.5}')
     try:
         deadline = time.time() + 600

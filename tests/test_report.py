@@ -92,6 +92,47 @@ def test_seed_repeats_widen_the_interval():
     assert width["varied"] > width["steady"], width
 
 
+def test_paired_interval_excludes_zero_where_the_unpaired_one_does_not():
+    """A true +4-point difference on 3 languages x 300 items, both sides scored on the same items (an item easy for
+    one is easy for the other): the paired interval excludes 0 and is narrower than the unpaired one (each side
+    resampled on its own), which straddles 0."""
+    rng = np.random.default_rng(0)
+    difficulty = {lang: rng.permutation((np.arange(300) + 0.5) / 300) for lang in ("de", "fr", "es")}
+    b_runs = [{lang: [[float(d > 0.5), 1.0] for d in ds] for lang, ds in difficulty.items()}] * 2  # 150 right
+    a_runs = [{lang: [[float(d > 0.46), 1.0] for d in ds] for lang, ds in difficulty.items()}] * 2  # 162 right
+    paired = paired_difference_by_group(Side(a_runs), Side(b_runs))["Indo-European"]
+    assert paired.estimate == pytest.approx(0.04)
+    unpaired = []
+    for _ in range(2000):
+        draws = [np.mean([np.mean(rng.choice(np.array(run[lang])[:, 0], 300)) for lang in difficulty])
+                 for run in (a_runs[0], b_runs[0])]
+        unpaired.append(draws[0] - draws[1])
+    low, high = np.percentile(unpaired, [2.5, 97.5])
+    assert paired.low > 0 and low < 0 < high
+    assert paired.high - paired.low < (high - low) / 2
+
+
+def test_a_configuration_against_itself_over_seeds_is_rarely_significant():
+    """40 comparisons of one configuration with itself: per seed a score offset from N(0, 0.02) (seed noise),
+    3 seeds a side, 3 languages x 300 items. The seeds-first paired interval excludes 0 in at most 3 of 40 (nominal
+    2 of 40); an items-only interval of one run a side would exclude it far more often."""
+    rng = np.random.default_rng(7)
+    langs = ("de", "fr", "ja")
+
+    def side():
+        runs = []
+        for _ in range(3):
+            offset = rng.normal(0, 0.02)
+            runs.append({lang: [[float(rng.random() < 0.6 + offset), 1.0] for _ in range(300)] for lang in langs})
+        return Side(runs)
+
+    significant = 0
+    for i in range(40):
+        contrasts = paired_difference_by_group(side(), side(), by="family", draws=1000, seed=i)
+        significant += any(c.low > 0 or c.high < 0 for c in contrasts.values())
+    assert significant <= 3, significant
+
+
 def test_line_fit_recovers_slope_and_refuses_too_few_points():
     fit = slope_permutation_test([0.1, 0.2, 0.3, 0.4], [0.15, 0.25, 0.35, 0.45])
     assert fit.slope == pytest.approx(1.0) and fit.intercept == pytest.approx(0.05) and fit.r2 == pytest.approx(1.0)
@@ -199,7 +240,7 @@ def _importance_study(n_trials: int, rng):
     """A model's search: dev rises with log10(lr) (log-sampled), alpha exists only on the vme branch and is noise."""
     from types import SimpleNamespace
 
-    from study.protocol import TRIAL_RUN
+    from study.protocol import SEARCH_PHASE
     from study.report.load import Study, TrialRun
     from study.search_space import Param
 
@@ -213,7 +254,7 @@ def _importance_study(n_trials: int, rng):
         params = {"lr": str(lr), "objective": objective, **({"alpha": str(10 ** rng.uniform(-2, 0))}
                                                               if objective == "vme" else {})}
         dev = 0.5 + 0.1 * (np.log10(lr) + 5) + rng.normal(0, 0.005)
-        trials.append(TrialRun(f"t{i}", TRIAL_RUN, "S", "m", "M", False, "none", params, dev, i))
+        trials.append(TrialRun(f"t{i}", SEARCH_PHASE, "vme-tuned", "S", "m", "M", False, "none", params, dev, i))
     return Study("x", "uri", "accuracy", [parent], trials, "pocket-topic")
 
 
@@ -223,7 +264,7 @@ def test_importance_needs_twenty_trials_and_ranks_the_parameter_that_matters():
     rng = np.random.default_rng(0)
     few = importance_rows(_importance_study(19, rng))
     assert few == [{"model": "M", "parameter": "all", "importance": None,
-                    "note": "no importance: 19 finished trials; fANOVA needs at least 20"}]
+                    "note": "no importance: 19 finished search trials; fANOVA needs at least 20"}]
     rows = {r["parameter"]: r for r in importance_rows(_importance_study(40, rng))}
     assert set(rows) == {"lr", "objective", "alpha"}  # the conditional parameter is included ...
     assert rows["alpha"]["note"] == "conditional" and max(rows, key=lambda n: rows[n]["importance"]) == "lr"
@@ -245,6 +286,64 @@ def test_importance_inputs_use_the_searched_scale_and_mark_inactive_branches():
     assert distributions["alpha"] == D.FloatDistribution(-0.1, 1.0)  # room for the inactive value
     assert distributions["objective"] == D.CategoricalDistribution(["vme", "plain"]) and INACTIVE == "(inactive)"
     assert Param.from_json("alpha", space["alpha"].to_json()) == space["alpha"]
+
+
+def _arm_study(effects: dict, stand_in: bool = False, search_effect: float = 0.0):
+    """A hand-made study of model m on de, fr, ja: per arm, 2 confirm runs (seeds) scored on the same 300 items per
+    language, the arm's effect added to every item's chance of being right; plus one search trial per arm whose
+    scores are off by ``search_effect`` (comparisons must not see it)."""
+    from study.protocol import CONFIRM_PHASE, SEARCH_PHASE
+    from study.report.load import Study, TrialRun
+
+    rng = np.random.default_rng(5)
+    base = {lang: rng.random(300) for lang in ("en", "de", "fr", "ja")}
+    name = "M [offline stand-in, untrained]" if stand_in else "M"
+    trials = []
+    for a, (arm, effect) in enumerate(effects.items()):
+        for seed in range(3):
+            phase = SEARCH_PHASE if seed == 2 else CONFIRM_PHASE
+            shift = effect + (search_effect if phase == SEARCH_PHASE else 0.0)
+            units = {lang: [[float(p < 0.5 + shift), 1.0] for p in ps] for lang, ps in base.items()}
+            scores = {lang: units_score(u) for lang, u in units.items()}
+            trials.append(TrialRun(f"{arm}{seed}", phase, arm, "S", "m", name, stand_in, "none", {}, 0.5,
+                                   10 * a + seed, scores, units))
+    return Study("x", "uri", "accuracy", [], trials, "pocket-topic")
+
+
+def test_arm_contrasts_come_from_confirm_runs_and_are_stated_only_when_the_interval_excludes_zero():
+    from study.report.tables import arm_rows, results_summary
+
+    study = _arm_study({"plain": 0.0, "vme-reference": 0.05, "vme-tuned": 0.0}, search_effect=0.3)
+    rows = {(r["contrast"], r["family"]): r for r in arm_rows(study)}
+    assert {c for c, _ in rows} == {"M: vme-reference - plain", "M: vme-tuned - plain", "M: vme-tuned - vme-reference"}
+    real = rows[("M: vme-reference - plain", "Indo-European")]
+    assert real["languages"] == 2 and real["runs"] == "2 vs 2" and real["low"] > 0  # de, fr; search trials unseen
+    assert real["difference"] == pytest.approx(0.05, abs=0.02)
+    null = rows[("M: vme-tuned - plain", "Japonic")]
+    assert null["difference"] == 0.0 and null["low"] == null["high"] == 0.0
+    lines = results_summary(arm_rows(study))
+    assert any(line.startswith("M: vme-reference - plain on Indo-European: +0.0") and "95 % interval" in line
+               for line in lines)
+    assert "M: vme-tuned - plain on Japonic: no detectable difference (n=1 languages, runs 2 vs 2)" in lines
+
+
+def test_no_model_comparison_with_an_untrained_stand_in_and_only_on_matched_arms():
+    from dataclasses import replace
+
+    from study.report.load import Study
+    from study.report.tables import comparison_rows
+
+    trained = _arm_study({"plain": 0.0, "vme-reference": 0.05})
+    other = [replace(t, model="n", model_name="N", run_id="n" + t.run_id) for t in trained.trials]
+    both = Study("x", "uri", "accuracy", [], trained.trials + other, "pocket-topic")
+    rows = comparison_rows(both)
+    assert {r["contrast"] for r in rows} == {"N - M (plain)", "N - M (vme-reference)"}  # never plain vs vme
+    assert all(r["difference"] == 0.0 for r in rows)
+    untrained = _arm_study({"plain": 0.0}, stand_in=True)
+    mixed = Study("x", "uri", "accuracy", [], untrained.trials + [t for t in other if t.arm == "plain"], "pocket-topic")
+    refused = comparison_rows(mixed)
+    assert len(refused) == 1 and refused[0]["difference"] is None
+    assert refused[0]["note"] == "no model comparison: M [offline stand-in, untrained] is an untrained offline stand-in"
 
 
 # --- the report of real studies -------------------------------------------------------------------------------
@@ -278,19 +377,23 @@ def test_report_has_a_row_per_family_and_intervals_around_estimates(report):
     by_family = _csv(report / "by_family.csv")
     for model in models:
         assert {r["family"] for r in by_family if r["model"] == model} == families[model]
-    shared = set.intersection(*families.values())
-    comparison = _csv(report / "model_comparison.csv")
-    assert {r["family"] for r in comparison} == shared and len(comparison) == len(shared)
-    modality = _csv(report / "modality_effect.csv")
-    for model in models:
-        for contrast in ("multimodal - none", "text - none", "multimodal - text"):
-            rows = [r for r in modality if r["contrast"] == f"{model}: {contrast}"]
-            assert {r["family"] for r in rows} == families[model], (model, contrast)
-    with_interval = [r for r in comparison + modality if r["low"]]
-    assert with_interval  # per-example scores were logged, so intervals exist ...
-    # ... where both sides have seeds (tiny-bert - tiny: 2 vs 3 runs); one run per side gets none
-    assert all(r["runs"] == "2 vs 3" and r["note"] == "" for r in comparison)
-    assert all(not r["low"] and "no interval" in r["note"] or "too little data" in r["note"] for r in modality)
+    assert {(r["model"], r["arm"]) for r in languages} == {  # confirm runs only, per arm
+        ("tiny random XLM-R [offline stand-in, untrained]", "plain"),
+        ("tiny random XLM-R [offline stand-in, untrained]", "vme-tuned"),
+        ("tiny random BERT [offline stand-in, untrained]", "plain"),
+        ("tiny random BERT [offline stand-in, untrained]", "vme-reference")}
+    assert {r["seeds"] for r in languages} == {"2"}
+    comparison = _csv(report / "model_comparison.csv")  # the shared arm (plain); both sides are untrained: refused
+    assert len(comparison) == 1 and not comparison[0]["difference"]
+    assert "no model comparison" in comparison[0]["note"] and "untrained" in comparison[0]["note"]
+    arms = _csv(report / "arm_contrasts.csv")
+    for model, contrast in (("tiny random XLM-R [offline stand-in, untrained]", "vme-tuned - plain"),
+                            ("tiny random BERT [offline stand-in, untrained]", "vme-reference - plain")):
+        rows = [r for r in arms if r["contrast"] == f"{model}: {contrast}"]
+        assert {r["family"] for r in rows} == families[model], (model, contrast)
+    with_interval = [r for r in arms if r["low"]]
+    assert with_interval and len(with_interval) == len(arms)  # per-example scores of 2 runs a side: intervals
+    assert all(r["runs"] == "2 vs 2" and r["note"] == "" for r in arms)
     for row in with_interval:
         assert float(row["low"]) <= float(row["difference"]) <= float(row["high"]), row
     fits = _csv(report / "gap_vs_distance.csv")
@@ -304,12 +407,14 @@ def test_report_has_a_row_per_family_and_intervals_around_estimates(report):
 def test_report_html_is_honest_and_references_only_existing_files(report):
     page = (report / "report.html").read_text(encoding="utf-8")
     for fact in ("OFFLINE STAND-IN", "English dev only", "pocket", "smoke", "Model comparison per family",
-                 "Modality effect per family", "typological distance", "after Holm at 0.05",
-                 "parameter importance"):
+                 "Arm contrasts per family", "Results in words", "from confirm runs only",
+                 "No modality contrast is drawn", "typological distance", "after Holm at 0.05",
+                 "parameter importance", "no model comparison"):
         assert fact in page, fact
+    assert "vme-tuned - plain on" in page and "vme-reference - plain on" in page  # each contrast in words
     referenced = set(re.findall(r'(?:src|href)="([^"]+)"', page))
     assert referenced and all((report / name).is_file() for name in referenced), referenced
-    assert {"family_scores.png", "optimisation_history.png", "loss_weights.png"} <= referenced
+    assert {"family_scores.png", "arm_contrasts.png", "optimisation_history.png", "loss_weights.png"} <= referenced
 
 
 @pytest.mark.slow

@@ -80,7 +80,7 @@ def test_optuna_search_puts_each_searched_value_in_its_section_of_the_trial_conf
     from study.config import TrainConfig
     from study.fault_hooks import FaultHooks
     from study.ray_setup import Scaling
-    from study.trial import TrialConfig, tune_constants, with_seed
+    from study.trial import TrialConfig, confirm_config, tune_constants
     from study.tune import DefineByRun
 
     path = tmp_path / "space.yaml"
@@ -88,7 +88,7 @@ def test_optuna_search_puts_each_searched_value_in_its_section_of_the_trial_conf
     space = load_search_space(path)
     base = TrainConfig(model="tiny", seed=3, alpha=0.5, lr=1e-4)
     constants = tune_constants(base, {"data": "emoji", "vision_tower": "scratch"}, Scaling(workers=2),
-                               str(tmp_path), "study-x", FaultHooks(step_delay_s=1.0))
+                               str(tmp_path), "study-x", FaultHooks(step_delay_s=1.0), arm="vme-tuned")
     searcher = OptunaSearch(space=DefineByRun(space, constants), metric="m", mode="max",
                             points_to_evaluate=[{"train_loop_config/objective": "vme", "stage/modality": "none"}])
     config = searcher.suggest("t1")
@@ -100,8 +100,10 @@ def test_optuna_search_puts_each_searched_value_in_its_section_of_the_trial_conf
     assert trial.scaling == Scaling(workers=2) and trial.faults == FaultHooks(step_delay_s=1.0)
     assert trial.modality == "none" and trial.stage_config() is None
     assert trial.params()["alpha"] == trial.searched["alpha"] and trial.params()["scaling.workers"] == 2
-    repeat = TrialConfig.from_tune(with_seed(config, 9))
+    assert (trial.arm, trial.phase) == ("vme-tuned", "search")
+    repeat = TrialConfig.from_tune({"confirm": confirm_config(config, 9)})  # as the confirm phase's grid gives it
     assert repeat.train.seed == 9 and repeat.train.alpha == trial.train.alpha
+    assert (repeat.arm, repeat.phase, repeat.searched) == ("vme-tuned", "confirm", trial.searched)
     staged = TrialConfig.from_tune({**config, "stage": {"modality": "text", "intermediate_steps": 200}})
     stage = staged.stage_config()
     assert (stage.modality, stage.steps, stage.seed, stage.data) == ("text", 200, 3, "emoji")
@@ -189,7 +191,8 @@ def test_the_paper_preset_is_xtreme_rs_per_task():
     assert {t: s["epochs"] for t, s in settings.items()} == {"xnli": 5, "udpos": 10, "panx": 10, "xquad": 3,
                                                               "mlqa": 3, "tydiqa": 3}
     assert {s["max_length"] for t, s in settings.items() if t in ("xquad", "mlqa", "tydiqa")} == {384}
-    assert all(s["batch_size"] * s["grad_accum"] == 32 for s in settings.values())  # the global batch of 32
+    assert all(s["global_batch"] == 32 and 32 % s["batch_size"] == 0 for s in settings.values())  # batch 8x4, 4x8
+    assert all(s["lr"] == 2e-5 and s["synonyms"] == "counter-fitted" for s in settings.values())  # the authors'
 
 
 # --- the study end to end (slow) ---------------------------------------------------------------------------------
@@ -198,17 +201,23 @@ def test_the_paper_preset_is_xtreme_rs_per_task():
 @pytest.mark.slow
 def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
     output = smoke_experiment["outputs"]["tiny"]
-    assert "best configuration (selected on English dev" in output and "mlflow ui" in output
-    client, parents, trials = study_runs(smoke_experiment["uri"], "e2e", model="tiny")
-    assert len(parents) == 1 and len(trials) == 3
+    assert "=== arm vme-tuned" in output and "=== arm plain" in output and "mlflow ui" in output
+    assert "python -m study.report --experiment e2e" in output
+    client, parents, trials = study_runs(smoke_experiment["uri"], "e2e", model="tiny", phase="search")
+    assert len(parents) == 1 and len(trials) == 3 and {r.data.tags["arm"] for r in trials} == {"vme-tuned"}
     parent = parents[0]
     assert parent.data.params["model_offline_stand_in"] == "True" and parent.data.params["preset"] == "smoke"
     assert parent.data.params["search_space_sha256"] and parent.info.status == "FINISHED"
-    best = {k for k in parent.data.metrics if k.startswith("best/")}  # the selected report's metrics, no config
-    assert "best/dev_en/accuracy" in best and not any(k.startswith("best/config/") for k in best)
-    profile = {k: v for k, v in parent.data.metrics.items() if k.startswith("profile/")}  # the study's time profile
+    assert parent.data.params["arms"] == "plain,vme-tuned" and parent.data.params["arm.plain.objective"] == "plain"
+    summary = parent.data.metrics
+    assert "search/vme-tuned/dev_en/accuracy" in summary and not any(k.startswith("best/") for k in summary)
+    assert summary["confirm/plain/runs_finished"] == summary["confirm/vme-tuned/runs_finished"] == 2
+    assert {"confirm/plain/test/accuracy/avg/mean", "confirm/vme-tuned/dev_en/accuracy/std"} <= set(summary)
+    assert {"per_language_plain.csv", "per_language_vme-tuned.csv"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)}
+    profile = {k: v for k, v in summary.items() if k.startswith("profile/")}  # the study's time profile
     assert profile["profile/training_steps_s"] > 0 and profile["profile/evaluation_s"] > 0, profile
-    assert "time profile over 5 trial run(s)" in output  # 3 trials and 2 seed repeats
+    assert "time profile over 7 trial run(s)" in output  # 3 search trials, 2 confirm seeds x 2 arms
     for run in trials:
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.info.status == "FINISHED"
         assert {"modality", "alpha", "beta", "w_robust", "ap_layer", "lr"} <= set(run.data.params)
@@ -231,11 +240,20 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
             assert client.get_metric_history(run.info.run_id, "intermediate/loss")
             assert ("vision_lr" in run.data.params) == (modality == "multimodal")
     assert sorted(r.data.params["modality"] for r in trials) == ["multimodal", "none", "text"]
-    repeats = [r for r in client.search_runs([parent.info.experiment_id], "tags.run_kind = 'seed-repeat'")
-               if r.data.tags["model"] == "tiny"]  # tiny-bert's study has its own repeat
-    assert len(repeats) == 2 and {r.data.params["seed"] for r in repeats} == {"8", "9"}  # best config, new seeds
-    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in repeats)
-    assert "seeds_finished" in client.get_run(parent.info.run_id).data.metrics
+    assert {r.data.params["seed"] for r in trials} == {"7"}  # the search runs on the preset's seed
+    _, _, confirm = study_runs(smoke_experiment["uri"], "e2e", model="tiny", phase="confirm")
+    seeds = {(r.data.tags["arm"], r.data.params["seed"]) for r in confirm}
+    assert seeds == {(arm, seed) for arm in ("plain", "vme-tuned") for seed in ("8", "9")}  # fresh, shared by arms
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id and r.info.status == "FINISHED"
+               for r in confirm)
+    plain = [r for r in confirm if r.data.tags["arm"] == "plain"]
+    assert all(r.data.params["objective"] == "plain" and r.data.params["k_copies"] == "3"
+               and r.data.params["global_batch"] == "32" and r.data.params["grad_accum"] == "1" for r in plain)
+    tuned = [r for r in confirm if r.data.tags["arm"] == "vme-tuned"]
+    assert all(r.data.params["alpha"] == tuned[0].data.params["alpha"] for r in tuned)  # one selected configuration
+    source = [r for r in trials if r.data.params["alpha"] == tuned[0].data.params["alpha"]]  # ... a search trial's
+    assert len(source) == 1 and source[0].data.params["modality"] == tuned[0].data.params["modality"]
+    assert all(len(client.get_metric_history(r.info.run_id, "dev_en/accuracy")) == 3 for r in confirm)  # no stop
 
 
 @pytest.mark.slow
@@ -255,13 +273,15 @@ def test_smoke_study_listens_on_loopback_only_but_for_torchs_store(smoke_experim
 
 @pytest.mark.slow
 def test_nan_trial_is_failed_and_the_study_continues(mlflow_server, tmp_path):
-    process = start_study("--trials", "3", "--storage", str(tmp_path), "--mlflow-uri", mlflow_server,
-                          "--experiment", "nan", "--max-concurrent", "1",
+    process = start_study("--arms", "vme-tuned", "--trials", "3", "--seeds", "1", "--storage", str(tmp_path),
+                          "--mlflow-uri", mlflow_server, "--experiment", "nan", "--max-concurrent", "1",
                           "--inject-faults", json.dumps({"nan_marker": str(tmp_path / "nan")}))
     output, _ = process.communicate(timeout=900)
     assert process.returncode == 0, output[-3000:]
-    _, _, trials = study_runs(mlflow_server, "nan")
+    _, _, trials = study_runs(mlflow_server, "nan", phase="search")
     assert sorted(r.info.status for r in trials) == ["FAILED", "FINISHED", "FINISHED"]
+    _, _, confirm = study_runs(mlflow_server, "nan", phase="confirm")
+    assert [r.info.status for r in confirm] == ["FINISHED"]  # the selection went on without the failed trial
     assert "loss became non-finite" in output
 
 
@@ -270,8 +290,8 @@ def test_killed_driver_resumes_without_duplicate_runs(mlflow_server, tmp_path):
     """SIGKILL of the study driver while a trial is mid-way (one finished, the next past its first report with a
     checkpoint registered), then --resume: no trial runs twice in MLflow and the interrupted one resumes from its
     checkpoint. The test waits on those states, not on time; a 2 s step delay keeps the window open for seconds."""
-    args = ("--trials", "3", "--storage", str(tmp_path), "--mlflow-uri", mlflow_server, "--experiment", "resume",
-            "--max-concurrent", "1")
+    args = ("--arms", "vme-tuned", "--trials", "3", "--seeds", "1", "--storage", str(tmp_path), "--mlflow-uri",
+            mlflow_server, "--experiment", "resume", "--max-concurrent", "1")
     process = start_study(*args, "--inject-faults", '{"step_delay_s": 2}')
     deadline, interrupted = time.time() + 600, []
     while time.time() < deadline and not interrupted and process.poll() is None:
@@ -291,10 +311,12 @@ def test_killed_driver_resumes_without_duplicate_runs(mlflow_server, tmp_path):
     resumed = start_study(*args, "--resume")
     output, _ = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, output[-3000:]
-    _, parents, trials = study_runs(mlflow_server, "resume")
+    _, parents, trials = study_runs(mlflow_server, "resume", phase="search")
     assert len(parents) == 1 and len(trials) == 3
     assert all(r.info.status == "FINISHED" for r in trials)
     assert len({r.data.tags["trial_id"] for r in trials}) == 3
+    _, _, confirm = study_runs(mlflow_server, "resume", phase="confirm")
+    assert [r.info.status for r in confirm] == ["FINISHED"]
     steps = [m.step for m in client.get_metric_history(victim.info.run_id, "dev_en/accuracy")]
     assert steps == sorted(set(steps)) and steps[-1] == 6, steps  # went on from its checkpoint, no step twice
     resumed_from = [m.value for m in client.get_metric_history(victim.info.run_id, "train/resumed_from_step")]
@@ -313,6 +335,9 @@ def test_killed_driver_resumes_without_duplicate_runs(mlflow_server, tmp_path):
     (["--cpus-per-worker", "0"], "--cpus-per-worker 0.0 is invalid: it must be > 0"),
     (["--max-concurrent", "0"], "--max-concurrent 0 is invalid: it must be >= 1"),
     (["--trials", "-2"], "--trials -2 is invalid: it must be >= 1"),
+    (["--seeds", "0"], "--seeds 0 is invalid: it must be >= 1"),
+    (["--arms", "plain,vme"], "--arms 'plain,vme': unknown arm(s) vme; choose from plain, vme-reference, vme-tuned"),
+    (["--arms", "plain,plain"], "--arms 'plain,plain' names an arm twice"),
     (["--data-dir", "MISSING"], "is not a directory"),
 ])
 def test_bad_input_exits_2_before_ray_or_mlflow(args, message, tmp_path):
@@ -345,9 +370,10 @@ def test_resume_without_name_takes_the_newest_study_not_a_trial_run(tmp_path):
 
     from study.tune import _default_name
 
-    for name in ("study-m-t-smoke-20260101-000000", "study-m-t-smoke-20260102-000000"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "tuner.pkl").write_bytes(b"")
+    for name, phase in (("study-m-t-smoke-20260101-000000", "search-vme-tuned"),
+                        ("study-m-t-smoke-20260102-000000", "confirm")):
+        (tmp_path / name / phase).mkdir(parents=True)
+        (tmp_path / name / phase / "tuner.pkl").write_bytes(b"")
     (tmp_path / "study-m-t-smoke-20260102-000000-trial-abc").mkdir()  # a trial's Train run: no Tuner state
     assert _default_name(Namespace(resume=True), str(tmp_path), "study-m-t-smoke") == "study-m-t-smoke-20260102-000000"
     with pytest.raises(StudyError, match="nothing to resume"):
@@ -441,12 +467,12 @@ DONE = {"t1": "FINISHED", "t2": "FINISHED"}
      {"study": "FAILED", "t1": "KILLED", "t2": "KILLED"}),
     ((FINE, KeyboardInterrupt()), None, False, KeyboardInterrupt, {"study": "KILLED", "t1": "KILLED", "t2": "KILLED"}),
     ((FAILING, None), None, False, StudyError, {"study": "FAILED", "t1": "FAILED", "t2": "FAILED"}),
-    ((FINE, None), (SEEDS, RuntimeError("injected in seed repeats")), False, RuntimeError,
+    ((FINE, None), (SEEDS, RuntimeError("injected in confirm")), False, RuntimeError,
      {"study": "FAILED", **DONE, "s1": "KILLED", "s2": "KILLED"}),
     ((FINE, None), (FAILING_SEEDS, None), False, None, {"study": "FINISHED", **DONE, "s1": "FAILED", "s2": "FAILED"}),
     ((FINE, None), (SEEDS, None), True, OSError, {"study": "FAILED", **DONE, "s1": "FINISHED", "s2": "FINISHED"}),
     ((FINE, None), (SEEDS, None), False, None, {"study": "FINISHED", **DONE, "s1": "FINISHED", "s2": "FINISHED"}),
-], ids=["search raises", "search interrupted", "no trial finishes", "seed repeats raise", "every seed repeat fails",
+], ids=["search raises", "search interrupted", "no trial finishes", "confirm raises", "every confirm run fails",
         "final flush raises", "no failure"])
 def test_every_end_of_the_study_leaves_its_runs_in_mlflow_terminal(tmp_path, monkeypatch, search, seeds, flush_fails,
                                                                   raised, expected):
@@ -458,15 +484,17 @@ def test_every_end_of_the_study_leaves_its_runs_in_mlflow_terminal(tmp_path, mon
     from study.trial import tune_constants
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    args = tune.parse_args(["--model", "tiny", "--trials", "2", "--seeds", "2", "--storage", str(tmp_path / "runs"),
-                            "--name", "study-x", "--mlflow-uri", uri, "--experiment", "end"])
+    args = tune.parse_args(["--model", "tiny", "--arms", "vme-tuned", "--trials", "2", "--seeds", "2",
+                            "--storage", str(tmp_path / "runs"), "--name", "study-x", "--mlflow-uri", uri,
+                            "--experiment", "end"])
     settings = tune.resolve(args)
-    config = {**tune_constants(settings.base, settings.stage, Scaling(), settings.storage, settings.name),
+    config = {**tune_constants(settings.base, settings.stage, Scaling(), settings.storage, settings.name,
+                               arm="vme-tuned"),
               "train_loop_config": {"alpha": 0.1}, "stage": {"modality": "none"}}
     monkeypatch.setattr(tune, "concurrency", lambda *args: (1, 1))
-    monkeypatch.setattr(tune, "build_tuner", lambda settings, scaling, limit, callback, trainable:
+    monkeypatch.setattr(tune, "build_tuner", lambda settings, arm, scaling, limit, callback, trainable, path:
                         StandInTuner(callback, config, *search))
-    monkeypatch.setattr(tune, "seed_tuner", lambda args, settings, best, callback, trainable, limit, path:
+    monkeypatch.setattr(tune, "confirm_tuner", lambda args, settings, selected, callback, trainable, limit, path:
                         StandInTuner(callback, config, *seeds))
     flushes, flush = [], StudyRun.flush
 
@@ -485,8 +513,9 @@ def test_every_end_of_the_study_leaves_its_runs_in_mlflow_terminal(tmp_path, mon
     mlflow = MlflowClient(uri)
     runs = mlflow.search_runs([mlflow.get_experiment_by_name("end").experiment_id])
     assert {run.data.tags.get("trial_id", "study"): run.info.status for run in runs} == expected
-    if seeds == (FAILING_SEEDS, None):  # no mean over no repeat: the study says so and ends
-        assert next(r for r in runs if "trial_id" not in r.data.tags).data.metrics["seeds_finished"] == 0
+    if seeds == (FAILING_SEEDS, None):  # no mean over no confirm run: the study says so and ends
+        assert next(r for r in runs if "trial_id" not in r.data.tags).data.metrics[
+            "confirm/vme-tuned/runs_finished"] == 0
 
 
 def test_the_time_profile_splits_each_trial_into_its_phases(capsys):

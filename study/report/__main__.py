@@ -1,19 +1,22 @@
 """``python -m study.report --experiment NAME``: the cross-family comparison a researcher reads, from MLflow only.
 
 It reads the finished studies of an MLflow experiment (``study.tune`` runs: the study's parent run, one nested run
-per trial, seed repeats) through the client API and writes, to ``--out`` and as artifacts of a ``report`` run in the
-same experiment:
+per search trial and per confirm run) through the client API and writes, to ``--out`` and as artifacts of a
+``report`` run in the same experiment:
 
-* per model: the per-language zero-shot scores of the configuration selected on English dev, with family, branch,
+* the results in words: each contrast stated only where its paired interval excludes zero;
+* arm contrasts per family (vme-reference - plain, vme-tuned - plain, vme-tuned - vme-reference) and model
+  comparisons on matched arms (e.g. XLM-R - mBERT), from confirm runs only, with 95 % paired bootstrap intervals
+  (items resampled per language with the same indices on both sides, seeds resampled first) over the languages both
+  sides evaluated;
+* per model and arm: the per-language zero-shot scores (seed mean of the confirm runs), with family, branch,
   script and gap to English;
-* model comparison per family (each pair of models, e.g. XLM-R - mBERT) and modality effect per family
-  (multimodal - none, text - none, multimodal - text), with 95 % bootstrap intervals over test examples and seeds;
 * transfer gap vs typological distance to English (URIEL+, integrated and imputed): per model and distance kind on
   one language set, a permutation test of the slope with script and subword overlap as covariates, Holm-corrected
   across kinds;
 * the search: Optuna parameter importance and optimisation history; VME loss weights vs English dev and targets;
-* a header that states the suite, models (offline stand-ins marked), preset, trials, seeds and that selection used
-  English dev only. Cells with too little data say so."""
+* a header that states the suite, models (offline stand-ins marked), preset, arms, search trials, confirm seeds and
+  that selection used English dev only. Cells with too little data say so."""
 
 from __future__ import annotations
 

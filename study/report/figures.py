@@ -26,16 +26,16 @@ def _figure(path: Path, draw) -> str:
 
 
 def family_figure(tables: ReportTables, out: Path) -> str:
-    """Bar chart of each model's mean zero-shot score per family (the ``group_rows`` by family)."""
+    """Bar chart of each model's and arm's seed-mean zero-shot score per family (the ``group_rows`` by family)."""
     rows, metric = tables.groups["family"], tables.study.metric
 
     def draw(plt):
-        models = sorted({r["model"] for r in rows})
+        models = list(dict.fromkeys(f"{r['model']} / {r['arm']}" for r in rows))
         families = sorted({r["family"] for r in rows})
         figure, axis = plt.subplots(figsize=(max(6, 0.9 * len(families) + 2), 4))
-        width = 0.8 / len(models)
+        width = 0.8 / max(1, len(models))
         for i, model in enumerate(models):
-            values = {r["family"]: r["score"] for r in rows if r["model"] == model}
+            values = {r["family"]: r["score"] for r in rows if f"{r['model']} / {r['arm']}" == model}
             axis.bar([f + i * width for f in range(len(families))], [values.get(f, 0) for f in families], width,
                      label=model)
         axis.set_xticks([f + 0.4 - width / 2 for f in range(len(families))], families, rotation=30, ha="right")
@@ -52,14 +52,14 @@ def comparison_figure(tables: ReportTables, out: Path) -> str | None:
                               "model difference per family (95 % paired bootstrap interval)", out)
 
 
-def modality_figure(tables: ReportTables, out: Path) -> str | None:
-    """The modality contrasts per family with their intervals (``_difference_figure``)."""
-    return _difference_figure(tables.modality, "family", "modality_effect.png",
-                              "modality effect per family (95 % paired bootstrap interval)", out)
+def arm_figure(tables: ReportTables, out: Path) -> str | None:
+    """The arm contrasts per family with their intervals (``_difference_figure``)."""
+    return _difference_figure(tables.arms, "family", "arm_contrasts.png",
+                              "arm contrast per family (95 % paired bootstrap interval, seeds resampled)", out)
 
 
 def _difference_figure(rows: list[dict], by: str, name: str, title: str, out: Path) -> str | None:
-    """Point estimates with their 95 % intervals of contrast rows (model or modality differences), one line
+    """Point estimates with their 95 % intervals of contrast rows (arm or model differences), one line
     per contrast and group; None when no row has a difference."""
     usable = [r for r in rows if r["difference"] is not None]
     if not usable:
@@ -176,6 +176,6 @@ def loss_weight_figure(tables: ReportTables, out: Path) -> str | None:
 
 
 # the page's figures by key, in its order: each takes (tables, out directory) and returns a file name or None
-FIGURES = {"family": family_figure, "comparison": comparison_figure, "modality": modality_figure,
+FIGURES = {"family": family_figure, "arms": arm_figure, "comparison": comparison_figure,
            "distance": distance_figure, "history": history_figure, "importance": importance_figure,
            "weights": loss_weight_figure}

@@ -1,5 +1,6 @@
 """Reading a study's runs from MLflow into plain records: ``load_studies`` -> one ``Study`` per task, of
-``TrialRun``s, each with the scores (and per-example units) of the step English dev selected."""
+``TrialRun``s, each with the scores (and per-example units) of the step English dev selected, and its arm and phase.
+Comparisons are drawn from confirm runs only (``Study.arm_runs``); search trials feed the search's own figures."""
 
 from __future__ import annotations
 
@@ -9,15 +10,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from study.analysis import units_score
+from study.arms import ARMS
 from study.errors import StudyError
 from study.mlflow_store import PARENT_TAG
 from study.mlflow_store import client as mlflow_client
 from study.protocol import (
+    ARM_TAG,
+    CONFIRM_PHASE,
     DEFAULT_MODALITY,
     ENGLISH_DEV,
     EXAMPLES_ARTIFACT,
+    PHASE_TAG,
     RUN_KIND_TAG,
-    SEED_REPEAT_RUN,
+    SEARCH_PHASE,
     STUDY_RUN,
     TRIAL_RUN,
     language_key,
@@ -30,11 +35,12 @@ from study.protocol import (
 
 @dataclass
 class TrialRun:
-    """One finished trial (or seed repeat) as the report sees it: its English dev score and test scores at the
-    step English dev selected."""
+    """One finished run (a search trial or a confirm run) as the report sees it: its English dev score and test
+    scores at the step English dev selected."""
 
     run_id: str
-    kind: str  # TRIAL_RUN or SEED_REPEAT_RUN
+    phase: str  # study.trial.SEARCH_PHASE or CONFIRM_PHASE
+    arm: str  # study.arms
     study_run: str
     model: str
     model_name: str
@@ -68,17 +74,48 @@ class Study:
         return sorted({t.model for t in self.trials})
 
     def trials_of(self, model: str) -> list[TrialRun]:
-        """The model's search trials (seed repeats left out), in start order."""
-        return sorted((t for t in self.trials if t.kind == TRIAL_RUN and t.model == model), key=lambda t: t.start)
+        """The model's search trials (confirm runs left out), in start order."""
+        return sorted((t for t in self.trials if t.phase == SEARCH_PHASE and t.model == model), key=lambda t: t.start)
 
-    def best(self, model: str, modality: str | None = None) -> TrialRun | None:
-        """The configuration English dev selects (never a test score); the earlier trial on ties."""
-        pool = [t for t in self.trials_of(model) if modality is None or t.modality == modality]
+    def best(self, model: str) -> TrialRun | None:
+        """The search trial English dev selects (never a test score); the earlier trial on ties."""
+        pool = self.trials_of(model)
         return select(pool, score=lambda t: t.dev, order=lambda t: t.start) if pool else None
 
-    def seeds_of(self, best: TrialRun) -> list[TrialRun]:
-        """The best configuration's own run and its seed repeats (same study)."""
-        return [best] + [t for t in self.trials if t.kind == SEED_REPEAT_RUN and t.study_run == best.study_run]
+    def arm_runs(self) -> list[ArmRuns]:
+        """Per model and arm (models sorted, arms in ``study.arms.ARMS`` order), its confirm runs in start order:
+        the only runs a comparison draws from."""
+        out = []
+        for model in self.models():
+            mine = [t for t in self.trials if t.phase == CONFIRM_PHASE and t.model == model]
+            order = list(ARMS)
+            for arm in sorted({t.arm for t in mine}, key=lambda a: (order.index(a) if a in order else len(order), a)):
+                out.append(ArmRuns(model, arm, sorted((t for t in mine if t.arm == arm), key=lambda t: t.start)))
+        return out
+
+
+@dataclass(frozen=True)
+class ArmRuns:
+    """The confirm runs of one model's arm: the same configuration on the study's confirm seeds."""
+
+    model: str
+    arm: str
+    runs: list[TrialRun]
+
+    @property
+    def model_name(self) -> str:
+        """The model's display name (an offline stand-in says so)."""
+        return self.runs[0].model_name
+
+    @property
+    def untrained(self) -> bool:
+        """Whether the model is an untrained offline stand-in (random weights): nothing to compare it on."""
+        return self.runs[0].stand_in and "untrained" in self.model_name
+
+    @property
+    def label(self) -> str:
+        """``<model name> / <arm>``."""
+        return f"{self.model_name} / {self.arm}"
 
 
 def load_studies(uri: str, experiment: str) -> list[Study]:
@@ -94,7 +131,7 @@ def load_studies(uri: str, experiment: str) -> list[Study]:
         raise StudyError(f"no MLflow experiment named {experiment!r} at {uri} (experiments there: {names})")
     runs = client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'", max_results=50000)
     studies = [r for r in runs if r.data.tags.get(RUN_KIND_TAG) == STUDY_RUN]
-    candidates = [r for r in runs if r.data.tags.get(RUN_KIND_TAG) in (TRIAL_RUN, SEED_REPEAT_RUN)]
+    candidates = [r for r in runs if r.data.tags.get(RUN_KIND_TAG) == TRIAL_RUN]
     if not candidates:
         raise StudyError(f"experiment {experiment!r} at {uri} has no finished study trials ({len(runs)} finished "
                          "runs, none made by python -m study.tune): run a study first, or pass its --experiment")
@@ -108,6 +145,9 @@ def load_studies(uri: str, experiment: str) -> list[Study]:
                              trials, task))
     if not out:
         raise StudyError(f"experiment {experiment!r}: no finished trial recorded an English dev score")
+    if not any(s.arm_runs() for s in out):
+        raise StudyError(f"experiment {experiment!r} has no finished confirm runs (search trials only): comparisons "
+                         "are drawn from confirm runs; finish the study with `python -m study.tune ... --resume`")
     return out
 
 
@@ -129,7 +169,8 @@ def _trial(client, run, metric: str) -> TrialRun | None:
             values = [m for m in history if m.step == selected.step]
             if values:
                 scores[lang] = values[-1].value
-    return TrialRun(run.info.run_id, tags[RUN_KIND_TAG], tags.get(PARENT_TAG, ""), tags.get("model", "?"),
+    return TrialRun(run.info.run_id, tags.get(PHASE_TAG, SEARCH_PHASE), tags.get(ARM_TAG, ""), tags.get(PARENT_TAG, ""),
+                    tags.get("model", "?"),
                     tags.get("model_name", tags.get("model", "?")), tags.get("offline_stand_in") == "True",
                     params.get("modality", DEFAULT_MODALITY), dict(params), selected.value, run.info.start_time or 0,
                     scores, units)

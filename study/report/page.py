@@ -17,7 +17,16 @@ from study.report.tables import ReportTables, header, overall_rows, typology_sum
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;font-size:13px;"
          "margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}")
 GROUP_COLUMNS = ["languages", "seeds", "score", "gap_to_en"]  # after the model and the group of a group_rows row
-TASK_SCORE_COLUMNS = ["model", "task", "languages", "all_languages", "zero_shot_target_mean", "xtreme_r_task_score"]
+CONTRAST_COLUMNS = ["contrast", "family", "languages", "difference", "95% interval", "runs"]
+MODALITY_NOTE = (
+    "<p>No modality contrast is drawn. Comparing the best search trial of each modality would subtract trials that "
+    "differ in every hyperparameter, ASHA stop and number of trials; a modality effect needs a controlled experiment "
+    "(fixed fine-tuning, matched backbone passes, a shuffled-image control, stage and fine-tuning seeds), which this "
+    "study did not run. The searched modality of a tuned arm is a hyperparameter like any other. Note also that an "
+    "English-only intermediate stage cannot act as a pivot between languages: images can link languages only "
+    "through captions in several languages.</p>")
+TASK_SCORE_COLUMNS = ["model", "arm", "task", "languages", "all_languages", "zero_shot_target_mean",
+                      "xtreme_r_task_score"]
 TYPOLOGY_METHOD = (
     "<p>Distances come from URIEL+ with its databases integrated and missing features imputed (KNN); a distance "
     f"resting on fewer than {MIN_SHARED_FEATURES} features shared with English before imputation is left out, and "
@@ -66,11 +75,11 @@ def build_report(study: Study, out: Path, tables: ReportTables | None = None) ->
     out.mkdir(parents=True, exist_ok=True)
     info = header(study)
     tables = tables or ReportTables.compute(study)
-    languages, groups, comparison, modality = tables.languages, tables.groups, tables.comparison, tables.modality
+    languages, groups, comparison, arms = tables.languages, tables.groups, tables.comparison, tables.arms
     points, fits, importance = tables.distance_points, tables.distance_fits, tables.importance
     files = [_write_csv(out / "per_language.csv", languages), _write_csv(out / "task_score.csv", tables.task_scores),
              _write_csv(out / "model_comparison.csv", comparison),
-             _write_csv(out / "modality_effect.csv", modality), _write_csv(out / "gap_vs_distance.csv", fits),
+             _write_csv(out / "arm_contrasts.csv", arms), _write_csv(out / "gap_vs_distance.csv", fits),
              _write_csv(out / "typology_languages.csv", points),
              _write_csv(out / "parameter_importance.csv", importance),
              *[_write_csv(out / f"by_{by}.csv", rows) for by, rows in groups.items()]]
@@ -86,16 +95,19 @@ def build_report(study: Study, out: Path, tables: ReportTables | None = None) ->
          + "<p><b>all_languages</b>: mean over every evaluated language, English included (XTREME-R's task score "
            "when <b>xtreme_r_task_score</b> is true: an XTREME-R task with all its languages); "
            "<b>zero_shot_target_mean</b>: mean over the non-English languages only.</p>"),
-        ("Per language (configuration selected on English dev)",
-         _table(languages, ["model", "language", "name", "family", "branch", "script", "score", "seeds",
+        ("Results in words", "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in tables.summary)
+         + "</ul><p>A contrast is stated only where its 95 % paired bootstrap interval (items resampled per language, "
+           "the same indices on both sides; seeds resampled first) excludes zero.</p>"),
+        ("Arm contrasts per family (confirm runs)", image("arms") + _table(_interval_rows(arms), CONTRAST_COLUMNS)),
+        ("Per language (confirm runs, seed mean)",
+         _table(languages, ["model", "arm", "language", "name", "family", "branch", "script", "score", "seeds",
                             "gap_to_en"])),
-        ("Per family", image("family") + _table(groups["family"], ["model", "family", *GROUP_COLUMNS])),
-        ("Per branch", _table(groups["branch"], ["model", "branch", *GROUP_COLUMNS])),
-        ("Per script", _table(groups["script"], ["model", "script", *GROUP_COLUMNS])),
-        ("Model comparison per family", image("comparison") + _table(
-            _interval_rows(comparison), ["contrast", "family", "languages", "difference", "95% interval", "runs"])),
-        ("Modality effect per family", image("modality") + _table(
-            _interval_rows(modality), ["contrast", "family", "languages", "difference", "95% interval", "runs"])),
+        ("Per family", image("family") + _table(groups["family"], ["model", "arm", "family", *GROUP_COLUMNS])),
+        ("Per branch", _table(groups["branch"], ["model", "arm", "branch", *GROUP_COLUMNS])),
+        ("Per script", _table(groups["script"], ["model", "arm", "script", *GROUP_COLUMNS])),
+        ("Model comparison per family (matched arms)", image("comparison") + _table(
+            _interval_rows(comparison), CONTRAST_COLUMNS)),
+        ("Modality", MODALITY_NOTE),
         ("Transfer gap vs typological distance to English (URIEL+)",
          image("distance") + TYPOLOGY_METHOD
          + "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in typology_summary(fits)) + "</ul>"
@@ -128,7 +140,7 @@ def build_index(studies: list[Study], out: Path, tasks: list[ReportTables]) -> l
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>VME study report: "
             f"{html.escape(studies[0].experiment)}</title><style>{STYLE}</style></head><body>"
             f"<h1>Zero-shot cross-lingual transfer: {html.escape(studies[0].experiment)}</h1>"
-            f"<h2>Overall</h2>{_table(overall, ['model', 'tasks', 'overall', 'note'])}"
+            f"<h2>Overall</h2>{_table(overall, ['model', 'arm', 'tasks', 'overall', 'note'])}"
             f"<h2>Task scores</h2>{_table(rows, TASK_SCORE_COLUMNS)}<h2>Each task's report</h2><ul>{links}</ul>"
             "</body></html>")
     (out / "report.html").write_text(page, encoding="utf-8")
@@ -146,8 +158,10 @@ def log_report(studies: list[Study], out: Path) -> str:
     experiment_id = mlflow.get_experiment_by_name(studies[0].experiment).experiment_id
     run = mlflow.create_run(experiment_id, run_name="report", tags={RUN_KIND_TAG: REPORT_RUN,
                                                                      "metric": ", ".join(s.metric for s in studies)})
-    for key in ("task", "suite", "preset", "models", "trials", "seeds"):
-        mlflow.log_param(run.info.run_id, key, joined(key)[:6000])
+    for key, name in (("task", "task"), ("suite", "suite"), ("preset", "preset"), ("models", "models"),
+                      ("arms", "arms"), ("search trials (tuned arms)", "trials"),
+                      ("confirm runs (seeds) per arm", "seeds")):
+        mlflow.log_param(run.info.run_id, name, joined(key)[:6000])
     mlflow.log_artifacts(run.info.run_id, str(out))
     mlflow.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id

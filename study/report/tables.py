@@ -1,5 +1,5 @@
-"""The report's tables as lists of row dicts, computed from a ``Study``: per language, per group, model and
-modality contrasts with paired bootstrap intervals, gap vs typological distance (permutation tests, Holm-corrected),
+"""The report's tables as lists of row dicts, computed from a ``Study``'s confirm runs: per language, per group, arm
+and model contrasts with paired bootstrap intervals, gap vs typological distance (permutation tests, Holm-corrected),
 parameter importance, and the header. Every gap to English subtracts scores of the same runs (seeds)."""
 
 from __future__ import annotations
@@ -15,19 +15,19 @@ from study.analysis import (
     slope_permutation_test,
     subword_overlap,
 )
+from study.arms import arm_contrasts
 from study.errors import StudyError
 from study.languages import DISTANCE_KINDS, GROUPINGS, distances_to_english, get_language, group_of
 from study.metrics import xtreme_r_average
 from study.protocol import (
     EVAL_SUBSET_SEED,
-    MODALITY_CONTRASTS,
     all_languages_mean,
     english_reference,
     is_target,
     target_group_means,
     target_mean,
 )
-from study.report.load import Study, TrialRun
+from study.report.load import ArmRuns, Study, TrialRun
 
 
 def english_score(runs: list[TrialRun]) -> float:
@@ -37,51 +37,48 @@ def english_score(runs: list[TrialRun]) -> float:
 
 
 def per_language_rows(study: Study) -> list[dict]:
-    """Per model, the selected configuration's score per language, averaged over its seeds that scored the
-    language, and the gap to English over those same seeds (``english_score``)."""
+    """Per model and arm, the confirm runs' score per language, averaged over the runs (seeds) that scored the
+    language, and the gap to English over those same runs (``english_score``)."""
     rows = []
-    for model in study.models():
-        best = study.best(model)
-        runs = study.seeds_of(best)
-        for lang in sorted(best.scores):
+    for group in study.arm_runs():
+        for lang in sorted(set().union(*(r.scores for r in group.runs))):
             info = get_language(lang)
-            scored = [r for r in runs if lang in r.scores]
+            scored = [r for r in group.runs if lang in r.scores]
             score = sum(r.scores[lang] for r in scored) / len(scored)
-            rows.append({"model": best.model_name, "language": lang, "name": info.name, "family": info.family,
-                         "branch": info.branch, "script": info.script, "score": score, "seeds": len(scored),
-                         "gap_to_en": english_score(scored) - score if is_target(lang) else None})
+            rows.append({"model": group.model_name, "arm": group.arm, "language": lang, "name": info.name,
+                         "family": info.family, "branch": info.branch, "script": info.script, "score": score,
+                         "seeds": len(scored), "gap_to_en": english_score(scored) - score if is_target(lang) else None})
     return rows
 
 
 def group_rows(study: Study, by: str) -> list[dict]:
-    """Per model, the selected configuration's mean over each group's target languages that all its seeds scored
-    (seed-averaged), with the gap to English over the same seeds."""
+    """Per model and arm, the mean over each group's target languages that all its confirm runs scored
+    (seed-averaged), with the gap to English over the same runs."""
     rows = []
-    for model in study.models():
-        best = study.best(model)
-        runs = study.seeds_of(best)
+    for group in study.arm_runs():
+        runs = group.runs
         languages = sorted(set.intersection(*(set(r.scores) for r in runs)))
         scores = {lang: sum(r.scores[lang] for r in runs) / len(runs) for lang in languages}
         english = english_score(runs)
-        for group, value in target_group_means(scores, by).items():
-            members = [lang for lang in languages if is_target(lang) and group_of(lang, by) == group]
-            rows.append({"model": best.model_name, by: group, "score": value, "gap_to_en": english - value,
-                         "languages": len(members), "seeds": len(runs)})
+        for name, value in target_group_means(scores, by).items():
+            members = [lang for lang in languages if is_target(lang) and group_of(lang, by) == name]
+            rows.append({"model": group.model_name, "arm": group.arm, by: name, "score": value,
+                         "gap_to_en": english - value, "languages": len(members), "seeds": len(runs)})
     return rows
 
 
 def task_score_rows(study: Study) -> list[dict]:
-    """Per model, the selected configuration's seed-mean score averaged over every evaluated language of the task,
+    """Per model and arm, the confirm runs' seed-mean score averaged over every evaluated language of the task,
     English included — XTREME-R's task score (QA already (F1 + EM) / 2) when the task is an XTREME-R task and every
     language it lists was evaluated — beside the zero-shot mean over the non-English targets."""
     from study.tasks import get_task
 
     task = get_task(study.task)
     rows, languages = [], per_language_rows(study)
-    for model in study.models():
-        name = model_name(study, model)
-        scores = {r["language"]: r["score"] for r in languages if r["model"] == name}
-        rows.append({"model": name, "task": task.name, "suite": task.suite,
+    for group in study.arm_runs():
+        scores = {r["language"]: r["score"] for r in languages
+                  if r["model"] == group.model_name and r["arm"] == group.arm}
+        rows.append({"model": group.model_name, "arm": group.arm, "task": task.name, "suite": task.suite,
                      "languages": f"{len(scores)} of {len(task.languages)}",
                      "all_languages": all_languages_mean(scores), "zero_shot_target_mean": target_mean(scores),
                      "xtreme_r_task_score": task.suite == "xtreme-r" and set(task.languages) <= set(scores)})
@@ -89,90 +86,104 @@ def task_score_rows(study: Study) -> list[dict]:
 
 
 def overall_rows(task_rows: list[dict], tasks: list[str]) -> list[dict]:
-    """Per model, the mean over ``tasks`` of its all-language task scores (``metrics.xtreme_r_average``): XTREME-R's
-    overall score when every row is an XTREME-R task score and the model has every task; otherwise the note says
-    what the mean is."""
+    """Per model and arm, the mean over ``tasks`` of its all-language task scores (``metrics.xtreme_r_average``):
+    XTREME-R's overall score when every row is an XTREME-R task score and the model has every task; otherwise the
+    note says what the mean is."""
     rows = []
-    for model in sorted({r["model"] for r in task_rows}):
-        mine = {r["task"]: r for r in task_rows if r["model"] == model}
+    for model, arm in sorted({(r["model"], r["arm"]) for r in task_rows}):
+        mine = {r["task"]: r for r in task_rows if r["model"] == model and r["arm"] == arm}
         missing = [t for t in tasks if t not in mine]
         why = (f"missing {', '.join(missing)}" if missing else
                "" if all(r["xtreme_r_task_score"] for r in mine.values()) else
                "not every task is an XTREME-R task with all its languages")
-        rows.append({"model": model, "tasks": len(mine), "overall": xtreme_r_average(
+        rows.append({"model": model, "arm": arm, "tasks": len(mine), "overall": xtreme_r_average(
             {t: {"all": r["all_languages"]} for t, r in mine.items()}),
             "note": "XTREME-R overall score" if not why else f"mean over {len(mine)} task(s), not XTREME-R's: {why}"})
     return rows
 
 
-def model_name(study: Study, model: str) -> str:
-    """The display name of a model key (its selected configuration's)."""
-    return study.best(model).model_name
-
-
-def _side(study: Study, best: TrialRun | None, seeds: bool) -> Side | None:
-    if best is None:
-        return None
-    runs = study.seeds_of(best) if seeds else [best]
-    return Side([r.units for r in runs if r.units])
+def _side(group: ArmRuns) -> Side:
+    return Side([r.units for r in group.runs if r.units])
 
 
 def comparison_rows(study: Study, by: str = "family") -> list[dict]:
-    """Every pair of models, the later name minus the earlier (so 'xlmr - mbert' for the paper's pair)."""
-    rows, models = [], study.models()
-    for i, first in enumerate(models):
-        for second in models[i + 1:]:
-            a, b = study.best(second), study.best(first)
-            rows += _difference_rows(_side(study, a, True), _side(study, b, True), by,
-                                     f"{a.model_name} - {b.model_name}", a, b)
+    """Every pair of models on each arm both ran (matched arms), the later name minus the earlier (so
+    'xlmr - mbert' for the paper's pair), from confirm runs. Refused (one row saying why) when a side is an
+    untrained offline stand-in: random weights have nothing to compare."""
+    rows, groups = [], study.arm_runs()
+    for i, first in enumerate(groups):
+        for second in groups[i + 1:]:
+            if second.arm != first.arm or second.model == first.model:
+                continue
+            label = f"{second.model_name} - {first.model_name} ({first.arm})"
+            untrained = [g.model_name for g in (second, first) if g.untrained]
+            if untrained:
+                rows.append(_refused(label, by, f"no model comparison: {' and '.join(untrained)} is an untrained "
+                                                "offline stand-in"))
+                continue
+            rows += _difference_rows(second, first, by, label)
     return rows
 
 
-def modality_rows(study: Study, by: str = "family") -> list[dict]:
-    """Per model, each modality contrast (multimodal - none, text - none, multimodal - text) per group: the
-    selected trial of each modality, one seed each; a missing modality gives one 'too little data' row."""
+def arm_rows(study: Study, by: str = "family") -> list[dict]:
+    """Per model, each arm contrast of ``study.arms.arm_contrasts`` (VME - plain, tuned - reference) per group, from
+    the arms' confirm runs: paired over shared items, seeds resampled, shared languages only."""
     rows = []
     for model in study.models():
-        for left, right in MODALITY_CONTRASTS:
-            a, b = study.best(model, left), study.best(model, right)
-            label = f"{study.best(model).model_name}: {left} - {right}"
-            if a is None or b is None:
-                rows.append({"contrast": label, by: "all", "languages": 0, "difference": None, "low": None,
-                             "high": None, "runs": "",
-                             "note": f"too little data (no finished {left if a is None else right} trial)"})
-                continue
-            rows += _difference_rows(_side(study, a, False), _side(study, b, False), by, label, a, b)
+        groups = {g.arm: g for g in study.arm_runs() if g.model == model}
+        for left, right in arm_contrasts(list(groups)):
+            a, b = groups[left], groups[right]
+            rows += _difference_rows(a, b, by, f"{a.model_name}: {left} - {right}")
     return rows
 
 
-def _difference_rows(a: Side, b: Side, by: str, label: str, a_trial: TrialRun, b_trial: TrialRun) -> list[dict]:
-    """The contrast rows of two configurations per group, over the target languages both evaluated."""
-    if not a.runs or not b.runs:  # no per-example data: point estimates over the shared languages only
-        shared = set(a_trial.scores) & set(b_trial.scores)
-        a_groups = target_group_means({k: v for k, v in a_trial.scores.items() if k in shared}, by)
-        b_groups = target_group_means({k: v for k, v in b_trial.scores.items() if k in shared}, by)
-        return [{"contrast": label, by: g, "languages": sum(is_target(k) and group_of(k, by) == g for k in shared),
-                 "difference": a_groups[g] - b_groups[g], "low": None, "high": None, "runs": "1 vs 1",
-                 "note": "no interval: a trial has no per-example scores (e.g. ASHA stopped it early)"}
-                for g in sorted(a_groups)]
+def _refused(label: str, by: str, note: str) -> dict:
+    return {"contrast": label, by: "all", "languages": 0, "difference": None, "low": None, "high": None, "runs": "",
+            "note": note}
+
+
+def _difference_rows(a: ArmRuns, b: ArmRuns, by: str, label: str) -> list[dict]:
+    """The contrast rows a - b per group over the target languages both evaluated (``paired_difference_by_group``);
+    every row names the seeds per side and the languages in the intersection."""
+    side_a, side_b = _side(a), _side(b)
+    if not side_a.runs or not side_b.runs:
+        return [_refused(label, by, "no interval: a side logged no per-example scores")]
     return [{"contrast": label, by: g, "languages": len(c.languages), "difference": c.estimate, "low": c.low,
              "high": c.high, "runs": f"{c.runs[0]} vs {c.runs[1]}", "note": c.note}
-            for g, c in paired_difference_by_group(a, b, by).items()]
+            for g, c in paired_difference_by_group(side_a, side_b, by).items()]
+
+
+def results_summary(rows: list[dict], by: str = "family") -> list[str]:
+    """The contrasts in words: a contrast whose paired interval excludes zero is stated with its interval; any
+    other says "no detectable difference" with its languages and runs per side (or why there is no interval)."""
+    lines = []
+    for row in rows:
+        where = f"{row['contrast']} on {row[by]}"
+        if row["difference"] is None:
+            lines.append(f"{where}: {row['note']}")
+        elif row["low"] is not None and (row["low"] > 0 or row["high"] < 0):
+            lines.append(f"{where}: {row['difference']:+.4f} (95 % interval [{row['low']:+.4f}, {row['high']:+.4f}]; "
+                         f"{row['languages']} languages, runs {row['runs']})")
+        else:
+            why = f"; {row['note']}" if row["note"] else ""
+            lines.append(f"{where}: no detectable difference (n={row['languages']} languages, runs {row['runs']}{why})")
+    return lines
 
 
 COVARIATES = ("same_script", "subword_overlap")  # what a typology fit holds fixed, where known and not constant
 
 
 def distance_rows(study: Study) -> tuple[list[dict], list[dict]]:
-    """(points: per model and target language, the gap to English, each URIEL+ distance with the number of features
-    it rests on, the covariates, and why the language is left out of the analysis, if it is; fits: per model and
-    distance kind, ``typology_fits`` of those points)."""
+    """(points: per model / arm and target language, the gap to English (confirm runs' seed mean), each URIEL+
+    distance with the number of features it rests on, the covariates, and why the language is left out of the
+    analysis, if it is; fits: per model / arm and distance kind, ``typology_fits`` of those points)."""
     table = distances_to_english()
     english_script = get_language("en").script
     points, fits, languages = [], [], per_language_rows(study)
-    for model in study.models():
-        name = study.best(model).model_name
-        rows = [r for r in languages if r["model"] == name and r["gap_to_en"] is not None]
+    for group in study.arm_runs():
+        name, model = group.label, group.model
+        rows = [r for r in languages if r["model"] == group.model_name and r["arm"] == group.arm
+                and r["gap_to_en"] is not None]
         overlaps, why = subword_overlaps(study, model, [r["language"] for r in rows])
         mine = []
         for row in rows:
@@ -290,9 +301,10 @@ def importance_rows(study: Study) -> list[dict]:
     rows = []
     for model in study.models():
         trials = study.trials_of(model)
-        name = trials[0].model_name
+        name = next(t for t in study.trials if t.model == model).model_name
         space = _space(study, model)
-        why = (f"{len(trials)} finished trials; fANOVA needs at least {MIN_IMPORTANCE_TRIALS}"
+        why = ("no search phase: the study has no tuned arm" if not trials else
+               f"{len(trials)} finished search trials; fANOVA needs at least {MIN_IMPORTANCE_TRIALS}"
                if len(trials) < MIN_IMPORTANCE_TRIALS else
                "every trial has the same English dev score" if len({t.dev for t in trials}) < 2 else
                "the study did not record its search space (space.* parameters)" if not space else "")
@@ -357,21 +369,24 @@ def header(study: Study) -> dict:
     parents = study.studies
     suites = sorted({p.data.params.get("suite", "?") for p in parents}) or ["?"]
     presets = sorted({p.data.params.get("preset", "?") for p in parents}) or ["?"]
-    models = []
+    models, groups = [], study.arm_runs()
     for model in study.models():
-        trial = study.best(model)
-        models.append(f"{trial.model_name}" + (" — OFFLINE STAND-IN, not the paper's model" if trial.stand_in else ""))
+        run = next(t for t in study.trials if t.model == model)
+        models.append(f"{run.model_name}" + (" — OFFLINE STAND-IN, not the paper's model" if run.stand_in else ""))
     counts = {model: len(study.trials_of(model)) for model in study.models()}
-    seeds = {model: len(study.seeds_of(study.best(model))) for model in study.models()}
+    seeds = {g.label: len(g.runs) for g in groups}
     from study.tasks import get_task
 
     return {"experiment": study.experiment, "task": study.task, "protocol": get_task(study.task).protocol,
             "suite": ", ".join(suites),
             "preset": ", ".join(presets),
-            "models": "; ".join(models), "trials": _per_model(counts), "seeds": _per_model(seeds),
+            "models": "; ".join(models), "arms": ", ".join(dict.fromkeys(g.arm for g in groups)) or "none",
+            "search trials (tuned arms)": _per_model(counts), "confirm runs (seeds) per arm": _per_model(seeds),
             "metric": study.metric,
             "selection": "English dev only: every configuration, checkpoint and early stop was chosen on the English "
-                         "dev set; target-language test scores were never used to choose anything"}
+                         "dev set; target-language test scores were never used to choose anything",
+            "comparisons": "from confirm runs only (each arm's selected configuration re-run on the same fresh seeds, "
+                           "full budget, no early stopping); search trials only choose configurations"}
 
 
 def _per_model(values: dict) -> str:
@@ -388,7 +403,8 @@ class ReportTables:
     groups: dict[str, list[dict]]  # group_rows for each of languages.GROUPINGS
     task_scores: list[dict]  # task_score_rows
     comparison: list[dict]  # comparison_rows
-    modality: list[dict]  # modality_rows
+    arms: list[dict]  # arm_rows
+    summary: list[str]  # results_summary of the arm and model contrasts
     distance_points: list[dict]  # distance_rows: per (model, target language), its distances and covariates
     distance_fits: list[dict]  # distance_rows: per (model, distance kind), the Holm-corrected permutation test
     importance: list[dict]  # importance_rows
@@ -397,6 +413,7 @@ class ReportTables:
     def compute(cls, study: Study) -> ReportTables:
         """All tables of ``study``."""
         points, fits = distance_rows(study)
+        comparison, arms = comparison_rows(study), arm_rows(study)
         return cls(study, per_language_rows(study), {by: group_rows(study, by) for by in GROUPINGS},
-                   task_score_rows(study), comparison_rows(study), modality_rows(study), points, fits,
+                   task_score_rows(study), comparison, arms, results_summary(arms + comparison), points, fits,
                    importance_rows(study))
