@@ -42,6 +42,8 @@ from study.protocol import (
     target_average_key,
 )
 from study.ray_setup import DRIVER_RESOURCE, Scaling, check_cluster, init_ray
+from study.reference_lines import print_reference_lines, reference_key, reference_lines
+from study.reference_lines import supported as reference_lines_supported
 from study.search_space import SPACE_PARAM_PREFIX, SearchSpace, load_search_space
 from study.train import print_report_families
 from study.trial import CONFIRM_KEY, TrialConfig, confirm_config, tune_constants
@@ -364,6 +366,10 @@ def _run(args, settings: StudySettings) -> int:
               f"experiment {settings.experiment}", file=sys.stderr, flush=True)
         started = time.perf_counter()
         all_results, selected, summary = [], {}, {}
+        if reference_lines_supported(settings.task):  # the frozen probe and the random-init floor, same test items
+            lines = reference_lines(settings.base, log=lambda line: print(line, file=sys.stderr, flush=True))
+            print_reference_lines(lines, metric)
+            summary.update({reference_key(line, k): v for line, scores in lines.items() for k, v in scores.items()})
         for arm in settings.arms:  # the search phase: tuned arms only; a fixed arm's configuration is its own
             if not arm.tuned:
                 selected[arm.name] = tune_constants(settings.bases[arm.name], settings.stage, scaling,

@@ -396,6 +396,9 @@ def test_report_has_a_row_per_family_and_intervals_around_estimates(report):
     assert all(r["runs"] == "2 vs 2" and r["note"] == "" for r in arms)
     for row in with_interval:
         assert float(row["low"]) <= float(row["difference"]) <= float(row["high"]), row
+    references = _csv(report / "reference_lines.csv")
+    assert {(r["model"], r["line"]) for r in references if r["family"] == "all targets"} == {
+        (model, line) for model in models for line in ("frozen_probe", "random_init_probe")}
     fits = _csv(report / "gap_vs_distance.csv")
     assert {r["distance"] for r in fits} >= {"syntactic", "genetic", "geographic"}
     for model in models:  # every kind of a model on one language set, with a Holm-corrected p where fitted

@@ -213,6 +213,8 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
     assert "search/vme-tuned/dev_en/accuracy" in summary and not any(k.startswith("best/") for k in summary)
     assert summary["confirm/plain/runs_finished"] == summary["confirm/vme-tuned/runs_finished"] == 2
     assert {"confirm/plain/test/accuracy/avg/mean", "confirm/vme-tuned/dev_en/accuracy/std"} <= set(summary)
+    assert {"reference/frozen_probe/test/accuracy/avg", "reference/random_init_probe/dev_en/accuracy"} <= set(summary)
+    assert "[reference] frozen_probe: English dev" in output
     assert {"per_language_plain.csv", "per_language_vme-tuned.csv"} <= {
         a.path for a in client.list_artifacts(parent.info.run_id)}
     profile = {k: v for k, v in summary.items() if k.startswith("profile/")}  # the study's time profile

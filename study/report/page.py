@@ -79,7 +79,8 @@ def build_report(study: Study, out: Path, tables: ReportTables | None = None) ->
     points, fits, importance = tables.distance_points, tables.distance_fits, tables.importance
     files = [_write_csv(out / "per_language.csv", languages), _write_csv(out / "task_score.csv", tables.task_scores),
              _write_csv(out / "model_comparison.csv", comparison),
-             _write_csv(out / "arm_contrasts.csv", arms), _write_csv(out / "gap_vs_distance.csv", fits),
+             _write_csv(out / "arm_contrasts.csv", arms), _write_csv(out / "reference_lines.csv", tables.references),
+             _write_csv(out / "gap_vs_distance.csv", fits),
              _write_csv(out / "typology_languages.csv", points),
              _write_csv(out / "parameter_importance.csv", importance),
              *[_write_csv(out / f"by_{by}.csv", rows) for by, rows in groups.items()]]
@@ -98,6 +99,12 @@ def build_report(study: Study, out: Path, tables: ReportTables | None = None) ->
         ("Results in words", "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in tables.summary)
          + "</ul><p>A contrast is stated only where its 95 % paired bootstrap interval (items resampled per language, "
            "the same indices on both sides; seeds resampled first) excludes zero.</p>"),
+        ("Reference lines (the same test items)", _table(tables.references, ["model", "line", "family", "score",
+                                                                           "english_dev"])
+         + "<p><b>frozen_probe</b>: the pretrained encoder, frozen, mean-pooled, with a logistic-regression probe "
+           "trained on the English training set; <b>random_init_probe</b>: the same with random weights (the floor). "
+           "Fine-tuning below the frozen probe means English-only fine-tuning eroded what the encoder transferred "
+           "before it.</p>"),
         ("Arm contrasts per family (confirm runs)", image("arms") + _table(_interval_rows(arms), CONTRAST_COLUMNS)),
         ("Per language (confirm runs, seed mean)",
          _table(languages, ["model", "arm", "language", "name", "family", "branch", "script", "score", "seeds",

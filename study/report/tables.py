@@ -23,7 +23,10 @@ from study.protocol import (
     EVAL_SUBSET_SEED,
     all_languages_mean,
     english_reference,
+    group_key,
     is_target,
+    selection_key,
+    target_average_key,
     target_group_means,
     target_mean,
 )
@@ -167,6 +170,43 @@ def results_summary(rows: list[dict], by: str = "family") -> list[str]:
         else:
             why = f"; {row['note']}" if row["note"] else ""
             lines.append(f"{where}: no detectable difference (n={row['languages']} languages, runs {row['runs']}{why})")
+    return lines
+
+
+def reference_rows(study: Study) -> list[dict]:
+    """Per model, each reference line its study measured on the same test items (``study.reference_lines``: the
+    frozen pretrained encoder with a logistic-regression probe, and the random-init floor): English dev, the target
+    average and each family's mean."""
+    from study.reference_lines import REFERENCE_LINES, reference_key
+
+    rows, metric = [], study.metric
+    for parent in study.studies:
+        metrics, model = parent.data.metrics, parent.data.tags.get("model_name", parent.data.tags.get("model", "?"))
+        for line in REFERENCE_LINES:
+            prefix = reference_key(line, group_key("family", metric, ""))
+            if reference_key(line, target_average_key(metric)) not in metrics:
+                continue
+            rows.append({"model": model, "line": line, "family": "all targets",
+                         "score": metrics[reference_key(line, target_average_key(metric))],
+                         "english_dev": metrics.get(reference_key(line, selection_key(metric)))})
+            rows += [{"model": model, "line": line, "family": key[len(prefix):], "score": value, "english_dev": None}
+                     for key, value in sorted(metrics.items()) if key.startswith(prefix)]
+    return rows
+
+
+def reference_summary(study: Study, references: list[dict]) -> list[str]:
+    """Each arm's seed-mean target average against its model's frozen probe on the same items (a point comparison:
+    the probe is one deterministic fit)."""
+    lines = []
+    for group in study.arm_runs():
+        probe = next((r["score"] for r in references if r["model"] == group.model_name and r["line"] == "frozen_probe"
+                      and r["family"] == "all targets"), None)
+        if probe is None:
+            continue
+        mean = sum(r.target_mean for r in group.runs) / len(group.runs)
+        side = "below" if mean < probe else "at or above"
+        lines.append(f"{group.label}: target average {mean:.4f} over {len(group.runs)} seed(s), {side} the frozen "
+                     f"pretrained encoder with a logistic-regression probe ({probe:.4f})")
     return lines
 
 
@@ -404,7 +444,8 @@ class ReportTables:
     task_scores: list[dict]  # task_score_rows
     comparison: list[dict]  # comparison_rows
     arms: list[dict]  # arm_rows
-    summary: list[str]  # results_summary of the arm and model contrasts
+    summary: list[str]  # results_summary of the arm and model contrasts, then reference_summary
+    references: list[dict]  # reference_rows
     distance_points: list[dict]  # distance_rows: per (model, target language), its distances and covariates
     distance_fits: list[dict]  # distance_rows: per (model, distance kind), the Holm-corrected permutation test
     importance: list[dict]  # importance_rows
@@ -413,7 +454,8 @@ class ReportTables:
     def compute(cls, study: Study) -> ReportTables:
         """All tables of ``study``."""
         points, fits = distance_rows(study)
-        comparison, arms = comparison_rows(study), arm_rows(study)
+        comparison, arms, references = comparison_rows(study), arm_rows(study), reference_rows(study)
         return cls(study, per_language_rows(study), {by: group_rows(study, by) for by in GROUPINGS},
-                   task_score_rows(study), comparison, arms, results_summary(arms + comparison), points, fits,
-                   importance_rows(study))
+                   task_score_rows(study), comparison, arms,
+                   results_summary(arms + comparison) + reference_summary(study, references), references, points,
+                   fits, importance_rows(study))
