@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import TypeVar
 
 SOURCE_LANGUAGE = "en"  # the only training and selection language
+TOTAL_STEPS_KEY = "train/total_steps"  # a run's planned optimizer steps, in every report (an early stop shows)
 EVAL_SUBSET_SEED = 0  # the seed of every run's evaluation subsets (the same items in every run)
 
 # --- metric keys: "<namespace>/<metric>/<name>" ---------------------------------------------------------------------

@@ -89,11 +89,12 @@ def torch_trainer(fn: Callable[[dict], None], loop_config: dict, scaling: Scalin
             worker_runtime_env={"env_vars": {**worker_env(scaling.worker_threads()), **(env or {})}}))
 
 
-def init_ray(num_cpus: int | None = None, dashboard: bool = False) -> None:
+def init_ray(num_cpus: int | None = None, dashboard: bool = False, log_to_driver: bool = True) -> None:
     """The cluster in $RAY_ADDRESS, or a local Ray instance whose servers all listen on loopback (its dashboard too,
     when asked for; torch's c10d store in Train workers cannot, see the README's security defaults), with Ray's
-    token authentication as Ray sets it up (on by default for local clusters since Ray 2.59). StudyError when the
-    local instance came up on another address."""
+    token authentication as Ray sets it up (on by default for local clusters since Ray 2.59). ``log_to_driver``
+    False keeps the workers' output in Ray's log files (``ray_logs_dir``) instead of this console. StudyError when
+    the local instance came up on another address."""
     if not os.environ.get("RAY_ADDRESS"):
         os.environ.update(LOCAL_RAY_ENV)  # before the first ``import ray``: Ray reads it then
     import ray
@@ -101,18 +102,30 @@ def init_ray(num_cpus: int | None = None, dashboard: bool = False) -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
+        ray.init(log_to_driver=log_to_driver)
         return
     # address="local": a new instance of our own, never a cluster some other process started on this machine
     # (without it, Ray joins the one named in /tmp/ray/ray_current_cluster)
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), resources={DRIVER_RESOURCE: 1000},
-             include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=True, configure_logging=False)
+             include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=log_to_driver,
+             configure_logging=False)
     node_ip = ray.util.get_node_ip_address()
     if not ipaddress.ip_address(node_ip).is_loopback:
         ray.shutdown()
         raise StudyError(f"the local Ray instance came up on {node_ip}, not on loopback: Ray reads "
                          f"{NODE_ON_LOOPBACK} when it is first imported, and ray was imported before init_ray set "
                          f"it; export {NODE_ON_LOOPBACK}=0 or call init_ray before importing ray")
+
+
+def ray_logs_dir() -> str | None:
+    """This node's Ray log directory (the session's ``logs``: every worker's stdout and stderr), or None when Ray
+    does not say."""
+    import ray
+
+    try:
+        return ray._private.worker._global_node.get_logs_dir_path()  # no public API names it (Ray 2.60)
+    except AttributeError:
+        return None
 
 
 def check_cluster(storage: str) -> None:

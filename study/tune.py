@@ -41,7 +41,7 @@ from study.protocol import (
     selection_key,
     target_average_key,
 )
-from study.ray_setup import DRIVER_RESOURCE, Scaling, check_cluster, init_ray
+from study.ray_setup import DRIVER_RESOURCE, Scaling, check_cluster, init_ray, ray_logs_dir
 from study.reference_lines import print_reference_lines, reference_key, reference_lines
 from study.reference_lines import supported as reference_lines_supported
 from study.search_space import SPACE_PARAM_PREFIX, SearchSpace, load_search_space
@@ -103,6 +103,8 @@ def parse_args(argv):
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial")
     parser.add_argument("--gpus-per-worker", type=int, default=0)
     parser.add_argument("--cpus-per-worker", type=float, default=0.5, help="CPU share per worker without GPUs")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's own output (progress tables, the workers' "
+                        "logs) on the console instead of only in Ray's log files")
     parser.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (bound to 127.0.0.1) with "
                         "a local Ray instance")
     parser.add_argument("--max-concurrent", type=int, help="concurrent trials (default: from cluster resources)")
@@ -290,8 +292,8 @@ class DefineByRun:
         return self.constants
 
 
-def build_tuner(settings: StudySettings, arm: Arm, scaling: Scaling, max_concurrent: int, callback, trainable,
-                path: str):
+def build_tuner(settings: StudySettings, arm: Arm, scaling: Scaling, max_concurrent: int, callbacks: list, trainable,
+                path: str, verbose: int = 0):
     """The search ``Tuner`` of a tuned arm: Optuna TPE (seeded, define-by-run; every modality among the first
     trials), ASHA on English dev, the MLflow callback, ``settings.trials`` trials, at most ``max_concurrent`` at
     once; stored at ``path`` (``<storage>/<study>/search-<arm>``)."""
@@ -300,6 +302,7 @@ def build_tuner(settings: StudySettings, arm: Arm, scaling: Scaling, max_concurr
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory" is not news
     space: SearchSpace = settings.space
     metric = selection_key(settings.task.metric)
     constants = tune_constants(settings.bases[arm.name], settings.stage, scaling, settings.storage, settings.name,
@@ -322,17 +325,20 @@ def build_tuner(settings: StudySettings, arm: Arm, scaling: Scaling, max_concurr
             scheduler=ASHAScheduler(time_attr="training_iteration", max_t=100, grace_period=1, reduction_factor=2),
             max_concurrent_trials=max_concurrent),
         run_config=ray.tune.RunConfig(
-            name=Path(path).name, storage_path=str(Path(path).parent), callbacks=[callback],
+            name=Path(path).name, storage_path=str(Path(path).parent), callbacks=callbacks,
             failure_config=ray.tune.FailureConfig(max_failures=0),  # worker failures are retried by Ray Train
-            verbose=1))
+            verbose=verbose))
 
 
 def main(argv=None) -> int:
-    """``python -m study.tune``: run (or ``--resume``) a study, select its best trial on English dev, optionally
-    repeat it with new seeds, and record everything in MLflow."""
+    """``python -m study.tune``: run (or ``--resume``) a study — search each tuned arm, confirm every arm on fresh
+    seeds — and record everything in MLflow."""
     args = parse_args(argv)
+    if not args.verbose:  # the console is study.console's; Tune's tables and MLflow's notices stay out of it
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose 0: Tune's legacy reporter, which is silent
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     settings = resolve(args)
-    init_ray(dashboard=args.dashboard)  # before this process imports ray (see init_ray)
+    init_ray(dashboard=args.dashboard, log_to_driver=args.verbose)  # before this process imports ray (see init_ray)
     import ray
 
     try:
@@ -345,6 +351,7 @@ def main(argv=None) -> int:
 def _run(args, settings: StudySettings) -> int:
     import ray.tune
 
+    from study.console import ConsoleCallback
     from study.outbox import storage_join
     from study.tracking import MLflowTrialCallback, StudyRun, per_language_csv
 
@@ -357,13 +364,19 @@ def _run(args, settings: StudySettings) -> int:
     tuned = [arm for arm in settings.arms if arm.tuned]
     with StudyRun(settings.uri, settings.experiment, settings.name, settings.storage, params, tags,
                   list(settings.space.files)) as study_run:  # FINISHED, FAILED or KILLED however this block ends
-        callback = MLflowTrialCallback(study_run.writer(), tags, selection_key(metric), metric)
         runs = settings.seeds * len(settings.arms) + settings.trials * len(tuned)
+        callbacks = [MLflowTrialCallback(study_run.writer(), tags, selection_key(metric), metric),
+                     ConsoleCallback(metric, runs)]
+        callback = callbacks[0]
         print(f"[study] {settings.name}: {settings.spec.name} on {settings.task.name} ({settings.task.suite}, "
               f"preset {settings.preset}); arms {', '.join(a.name for a in settings.arms)}: "
               f"{settings.trials} search trial(s) per tuned arm, {settings.seeds} confirm seed(s) per arm "
               f"({runs} runs); {args.workers} worker(s) per run, {max_concurrent} concurrent; MLflow {settings.uri} "
               f"experiment {settings.experiment}", file=sys.stderr, flush=True)
+        logs = link_ray_logs(study_path)
+        if logs and not args.verbose:
+            print(f"[study] Ray's and the workers' output: {logs} (--verbose shows it here)", file=sys.stderr,
+                  flush=True)
         started = time.perf_counter()
         all_results, selected, summary = [], {}, {}
         if reference_lines_supported(settings.task):  # the frozen probe and the random-init floor, same test items
@@ -380,7 +393,8 @@ def _run(args, settings: StudySettings) -> int:
             if args.resume and "://" not in path and Path(path, "tuner.pkl").exists():
                 tuner = ray.tune.Tuner.restore(path, trainable=trainable, resume_errored=False)
             else:
-                tuner = build_tuner(settings, arm, scaling, max_concurrent, callback, trainable, path)
+                tuner = build_tuner(settings, arm, scaling, max_concurrent, callbacks, trainable, path,
+                                    verbose=int(args.verbose))
             results = list(tuner.fit())
             study_run.flush()
             all_results += results
@@ -394,7 +408,7 @@ def _run(args, settings: StudySettings) -> int:
             best, report = best_trial(finished, metric)
             selected[arm.name] = best.config
             summary[f"search/{arm.name}/{selection_key(metric)}"] = report[selection_key(metric)]
-        confirm_summary, reports, results = _confirm(args, settings, selected, callback, trainable, max_concurrent,
+        confirm_summary, reports, results = _confirm(args, settings, selected, callbacks, trainable, max_concurrent,
                                                      study_path)
         all_results += results
         summary.update(confirm_summary)
@@ -407,7 +421,7 @@ def _run(args, settings: StudySettings) -> int:
         study_run.log_summary(summary, {ARM_PER_LANGUAGE_ARTIFACT.format(arm=arm): per_language_csv(report, metric)
                                         for arm, report in means.items()})
         print_time_profile(profile, summary["profile/mlflow_writes_s"], len(all_results))
-    print_summary(settings, selected, reports, study_run.run_id)
+    print_summary(settings, selected, reports, study_run.run_id, logs)
     return 0
 
 
@@ -467,20 +481,34 @@ def selected_report(result, metric: str) -> dict:
     return dict(select_best(frame.to_dict("records"), metric))
 
 
+def link_ray_logs(study_path: str) -> str | None:
+    """Ray's log directory for this study, linked as ``<study>/ray-logs`` when the study's storage is local (the
+    path people are told to read); None when Ray does not say where its logs are."""
+    logs = ray_logs_dir()
+    if not logs or "://" in study_path:
+        return logs
+    link = Path(study_path) / "ray-logs"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink():
+        link.unlink()  # a resumed study: Ray's new session
+    link.symlink_to(logs, target_is_directory=True)
+    return str(link)
+
+
 def confirm_seeds(base_seed: int, seeds: int) -> list[int]:
     """The confirm phase's training seeds, shared by every arm (so arms pair by seed) and fresh (the search ran on
     ``base_seed``)."""
     return [base_seed + i for i in range(1, seeds + 1)]
 
 
-def _confirm(args, settings, selected: dict, callback, trainable, max_concurrent, study_path: str):
+def _confirm(args, settings, selected: dict, callbacks: list, trainable, max_concurrent, study_path: str):
     """The confirm phase: every arm's selected configuration on ``confirm_seeds``, at the full budget with no early
     stopping. Returns (summary metrics: per arm the seed mean and s.d. of English dev and the target average and the
     runs finished; {arm: the selected report of each finished run}; Tune results). An arm with no finished run is
     reported (``confirm/<arm>/runs_finished`` 0) and the study goes on to its end."""
     import statistics
 
-    tuner = confirm_tuner(args, settings, selected, callback, trainable, max_concurrent, f"{study_path}/confirm")
+    tuner = confirm_tuner(args, settings, selected, callbacks, trainable, max_concurrent, f"{study_path}/confirm")
     results = list(tuner.fit())
     metric = settings.task.metric
     reports: dict[str, list[dict]] = {arm: [] for arm in selected}
@@ -506,7 +534,7 @@ def _confirm_dirname(trial) -> str:
     return f"confirm_{trial.trial_id}"
 
 
-def confirm_tuner(args, settings, selected: dict, callback, trainable, max_concurrent, path: str):
+def confirm_tuner(args, settings, selected: dict, callbacks: list, trainable, max_concurrent, path: str):
     """The confirm phase's ``Tuner``: a grid over (arm, seed) of full trial configs (restored on --resume)."""
     import ray.tune
 
@@ -519,7 +547,7 @@ def confirm_tuner(args, settings, selected: dict, callback, trainable, max_concu
                                                           max_concurrent_trials=max_concurrent,
                                                           trial_dirname_creator=_confirm_dirname),
                           run_config=ray.tune.RunConfig(name=Path(path).name, storage_path=str(Path(path).parent),
-                                                        callbacks=[callback], verbose=1))
+                                                        callbacks=callbacks, verbose=int(args.verbose)))
 
 
 def mean_report(reports: list[dict]) -> dict:
@@ -528,9 +556,10 @@ def mean_report(reports: list[dict]) -> dict:
     return {k: sum(r[k] for r in reports if k in r) / sum(k in r for r in reports) for k in sorted(keys)}
 
 
-def print_summary(settings: StudySettings, selected: dict, reports: dict, parent_run: str) -> None:
+def print_summary(settings: StudySettings, selected: dict, reports: dict, parent_run: str,
+                  logs: str | None = None) -> None:
     """Per arm: its selected configuration (a tuned arm's searched values), its confirm runs' seed means per
-    family and the target average; then how to compare the arms (the report) and browse MLflow."""
+    family and the target average; then how to compare the arms (the report), browse MLflow and read the logs."""
     metric = settings.task.metric
     for arm in settings.arms:
         arm_reports = reports.get(arm.name, [])
@@ -545,7 +574,8 @@ def print_summary(settings: StudySettings, selected: dict, reports: dict, parent
     print(f"\nCompare the arms (paired intervals over shared languages and seeds):\n"
           f"  python -m study.report --experiment {settings.experiment} --mlflow-uri {settings.uri}\n"
           f"MLflow: experiment {settings.experiment!r}, study run {parent_run}; browse with\n"
-          f"  mlflow ui --backend-store-uri {settings.uri} --host 127.0.0.1")
+          f"  mlflow ui --backend-store-uri {settings.uri} --host 127.0.0.1"
+          + (f"\nRay's and the workers' logs: {logs}" if logs else ""))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from study.protocol import (
     ENGLISH_DEV,
     EVAL_SUBSET_SEED,
     EXAMPLES_ARTIFACT,
+    TOTAL_STEPS_KEY,
     evaluation_metrics,
     improves,
     selection_key,
@@ -397,7 +398,7 @@ class FineTuneRun:
                    "time/eval_s": self.progress.seconds["eval"],
                    "train/examples_per_s": self.progress.train_examples / max(self.progress.train_seconds, 1e-9),
                    "time/worker_start_unix": self.started, "time/worker_seconds": time.time() - self.started,
-                   "train/resumed_from_step": self.resumed_from_step}
+                   "train/resumed_from_step": self.resumed_from_step, TOTAL_STEPS_KEY: self.total_steps}
         metrics.update({f"loss/{k}": v / window["n"] for k, v in window.items() if k != "n" and window["n"]})
         if "macro_f1" in dev_extra:
             metrics[f"{ENGLISH_DEV}/macro_f1"] = dev_extra["macro_f1"]

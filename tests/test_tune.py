@@ -220,6 +220,15 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
     profile = {k: v for k, v in summary.items() if k.startswith("profile/")}  # the study's time profile
     assert profile["profile/training_steps_s"] > 0 and profile["profile/evaluation_s"] > 0, profile
     assert "time profile over 7 trial run(s)" in output  # 3 search trials, 2 confirm seeds x 2 arms
+    # the console a person reads: one line per run event, a progress line per run, none of Ray's noise
+    lines = output.splitlines()
+    assert sum(" started   search vme-tuned seed 7 " in line for line in lines) == 3
+    assert sum(" started   confirm " in line for line in lines) == 4
+    assert sum(line.endswith(" finished") or " stopped early at step " in line for line in lines) == 7
+    assert "[study] 7/7 runs done" in output and "ray-logs" in output
+    for noise in ("PlacementGroupCleaner", "TensorBoard", "Current best trial", "PreemptionWatcher",
+                  "worker processes", "Configuration for experiment", "A new study created"):
+        assert noise not in output, noise
     for run in trials:
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.info.status == "FINISHED"
         assert {"modality", "alpha", "beta", "w_robust", "ap_layer", "lr"} <= set(run.data.params)
@@ -494,10 +503,10 @@ def test_every_end_of_the_study_leaves_its_runs_in_mlflow_terminal(tmp_path, mon
                                arm="vme-tuned"),
               "train_loop_config": {"alpha": 0.1}, "stage": {"modality": "none"}}
     monkeypatch.setattr(tune, "concurrency", lambda *args: (1, 1))
-    monkeypatch.setattr(tune, "build_tuner", lambda settings, arm, scaling, limit, callback, trainable, path:
-                        StandInTuner(callback, config, *search))
-    monkeypatch.setattr(tune, "confirm_tuner", lambda args, settings, selected, callback, trainable, limit, path:
-                        StandInTuner(callback, config, *seeds))
+    monkeypatch.setattr(tune, "build_tuner", lambda settings, arm, scaling, limit, callbacks, trainable, path, verbose:
+                        StandInTuner(callbacks[0], config, *search))
+    monkeypatch.setattr(tune, "confirm_tuner", lambda args, settings, selected, callbacks, trainable, limit, path:
+                        StandInTuner(callbacks[0], config, *seeds))
     flushes, flush = [], StudyRun.flush
 
     def final_flush_fails(study_run):
@@ -538,3 +547,36 @@ def test_the_time_profile_splits_each_trial_into_its_phases(capsys):
     shown = capsys.readouterr().err
     assert "time profile over 2 trial run(s) (80 s of trial wall time)" in shown
     assert "training steps" in shown and "50.0 %" in shown and "MLflow writes" in shown
+
+
+def test_the_console_prints_one_line_per_run_event_and_the_progress():
+    """Stand-in trials through ConsoleCallback: started (phase, arm, seed, searched values in short form),
+    evaluated (English dev and target mean), finished or stopped early (a last step before the planned ones),
+    failed (the error's last line), and after each end the runs done of the total with an ETA."""
+    import io
+
+    from study.config import TrainConfig
+    from study.console import ConsoleCallback
+    from study.ray_setup import Scaling
+    from study.trial import tune_constants
+
+    config = {**tune_constants(TrainConfig(model="tiny", seed=8), {}, Scaling(), "/runs", "s", arm="vme-tuned"),
+              "train_loop_config": {"alpha": 0.123456}, "stage": {"modality": "text"}}
+    stream = io.StringIO()
+    console = ConsoleCallback("accuracy", total=3, stream=stream)
+    runs = [StandInTrial(trial_id=f"t{i}", config=config, last_result={"step": step, "train/total_steps": 6},
+                        get_error=lambda: RuntimeError("Traceback ...\nStudyError: loss became non-finite"))
+            for i, step in enumerate((6, 2, 4))]
+    for trial in runs:
+        console.on_trial_start(0, [], trial)
+    console.on_trial_result(0, [], runs[0], {"step": 2, "dev_en/accuracy": 0.5, "test/accuracy/avg": 0.25})
+    console.on_trial_complete(0, [], runs[0])
+    console.on_trial_complete(0, [], runs[1])
+    console.on_trial_error(0, [], runs[2])
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith("t0 started   search vme-tuned seed 8 modality text alpha=0.1235")
+    assert lines[3].endswith("t0 evaluated step 2: English dev 0.5000, target mean 0.2500")
+    assert lines[4].endswith("t0 finished") and lines[5].startswith("[study] 1/3 runs done, elapsed ")
+    assert lines[6].endswith("t1 stopped early at step 2 of 6 (ASHA)")
+    assert lines[8].endswith("t2 FAILED: StudyError: loss became non-finite")
+    assert lines[9].startswith("[study] 3/3 runs done") and lines[9].endswith("ETA 0s") and len(lines) == 10
