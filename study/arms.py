@@ -14,6 +14,9 @@ The arms:
   (2e-5 in the paper preset) and the synonym source (counter-fitted neighbours on the real path, Roget offline) come
   from the preset, shared with ``plain``.
 * ``vme-tuned`` — the VME objective with every parameter of the search space searched (Optuna TPE + ASHA).
+* the modality experiment (``--experiment-design modality``, ``modality_arms``): each fixed arm (``plain``,
+  ``vme-reference``) after an intermediate stage of each modality — ``<arm>+text``, ``<arm>+multimodal``,
+  ``<arm>+multimodal-shuffled`` — beside the arm itself (no stage), every stage with the same options.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from study.errors import StudyError
-from study.protocol import DEFAULT_MODALITY
+from study.protocol import DEFAULT_MODALITY, MODALITY_CONTRASTS, STAGE_MODALITIES
 
 # the authors' objective: the released code's defaults (Ding et al. 2022; ../shared/docs/method.md)
 GLOBAL_BATCH = 32
@@ -73,8 +76,31 @@ def parse_arms(text: str | None, default: tuple[str, ...]) -> tuple[Arm, ...]:
     return tuple(ARMS[n] for n in names)
 
 
+def modality_arms(fixed: tuple[Arm, ...], stage: Mapping[str, object]) -> tuple[Arm, ...]:
+    """The controlled modality experiment: each fixed arm as it is (no stage) and after an intermediate stage of
+    each of ``STAGE_MODALITIES`` with the shared ``stage`` options (e.g. its steps), named ``<arm>+<modality>``.
+    StudyError for a tuned arm: its searched configuration would differ between modalities."""
+    tuned = [arm.name for arm in fixed if arm.tuned]
+    if tuned:
+        raise StudyError(f"--experiment-design modality fixes the fine-tuning: arm(s) {', '.join(tuned)} are tuned; "
+                         "use --arms plain,vme-reference")
+    return tuple(arm for base in fixed for arm in (base, *(
+        Arm(modality_arm(base.name, m), base.fixed, {**stage, "modality": m},
+            description=f"{base.name} after a {m} intermediate stage") for m in STAGE_MODALITIES)))
+
+
+def modality_arm(arm: str, modality: str) -> str:
+    """The name of ``arm`` after a ``modality`` stage (the arm itself for no stage)."""
+    return arm if modality == DEFAULT_MODALITY else f"{arm}+{modality}"
+
+
 def arm_contrasts(arms: list[str]) -> list[tuple[str, str]]:
-    """The arm contrasts a report draws among the arms present (``REFERENCE_CONTRASTS``): VME against plain, tuned
-    against the reference."""
+    """The arm contrasts a report draws among the arms present: VME against plain and tuned against the reference
+    (``REFERENCE_CONTRASTS``), then for each fixed arm the modality contrasts (``protocol.MODALITY_CONTRASTS``:
+    each stage against none, images against text, images against shuffled images)."""
     present = set(arms)
-    return [(a, b) for a, b in REFERENCE_CONTRASTS if a in present and b in present]
+    pairs = [(a, b) for a, b in REFERENCE_CONTRASTS if a in present and b in present]
+    for base in ARMS:
+        pairs += [(modality_arm(base, a), modality_arm(base, b)) for a, b in MODALITY_CONTRASTS
+                  if modality_arm(base, a) in present and modality_arm(base, b) in present]
+    return pairs

@@ -1,11 +1,19 @@
 """The intermediate training stage: text-only vs multimodal contrastive training on matched English captions.
 
-Controlled design: both modalities see the same images' captions in the same order, for the same steps, batch
-size, learning rate and loss (symmetric InfoNCE over mean-pooled backbone embeddings through a projection head):
+Controlled design: every modality sees the same images' captions in the same order, for the same steps, batch
+size, learning rate and loss (symmetric InfoNCE over mean-pooled backbone embeddings through a projection head),
+and sends the same captions through the backbone with gradient — one per item and step:
 
-* ``multimodal``: caption  <->  image (a vision tower + its projection head);
-* ``text``:       caption  <->  second caption of the same image, through the same backbone and head;
-* ``none``:       no stage.
+* ``multimodal``:          caption  <->  image (a vision tower + its projection head);
+* ``multimodal-shuffled``: caption  <->  the image of another item (a fixed seeded permutation): the control that
+  keeps everything of ``multimodal`` but the link between a caption and its image;
+* ``text``:                caption  <->  second caption of the same image, through the same backbone and head with
+  no gradient (a stop-gradient partner, so the backbone gets the same gradient-bearing passes as the image arms);
+* ``none``:                no stage.
+
+The stage's captions are English (in every modality): it cannot act as a pivot between languages, so any effect on
+transfer is through the English representation. ``stage.json`` records how many caption pairs of the text arm
+share a word (``caption_pair_word_overlap``: how easy the text task is).
 
 Data (``study.data.captions``): offline, OpenMoji emoji captioned with CLDR names; online, a hub dataset such as
 Flickr30k; or a folder of your own images. Vision tower: offline there are no pretrained vision weights, so a small
@@ -34,7 +42,7 @@ from torch import nn
 from study.cache import atomic_directory, cache_dir
 from study.data.captions import EMOJI, FLICKR30K, CaptionSet, caption_set
 from study.errors import StudyError
-from study.protocol import STAGE_ARTIFACT, STAGE_MODALITIES, StageResult
+from study.protocol import SHUFFLED_IMAGES, STAGE_ARTIFACT, STAGE_MODALITIES, StageResult
 
 SCRATCH = "scratch"
 CLIP_TOWER = "openai/clip-vit-base-patch32"  # the real path's default vision tower
@@ -42,7 +50,7 @@ VISION_TRAIN = ("frozen", "last", "full")
 SCRATCH_IMAGE_SIZE = 32
 EMBED_DIM = 128
 STAGE_META = STAGE_ARTIFACT  # in the stage's directory, and logged under the same name
-STAGE_FORMAT = 3  # bump when the stage's training changes, so cached stages of older code are not reused
+STAGE_FORMAT = 4  # bump when the stage's training changes, so cached stages of older code are not reused
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,8 @@ class StageConfig:
 
     def __post_init__(self) -> None:
         if self.modality not in STAGE_MODALITIES:
-            raise StudyError(f"intermediate modality {self.modality!r} is invalid: choose text or multimodal")
+            raise StudyError(f"intermediate modality {self.modality!r} is invalid: choose one of "
+                             f"{', '.join(STAGE_MODALITIES)}")
         for name in ("steps", "batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise StudyError(f"intermediate {name}={getattr(self, name)} must be >= 1")
@@ -216,8 +225,13 @@ class ContrastiveModel(nn.Module):
         return self.image_head(self.vision(images))
 
     def forward(self, captions: dict, partner) -> torch.Tensor:
-        """InfoNCE between captions and their partner: images (multimodal) or second captions (text)."""
-        other = self.embed_image(partner) if self.vision is not None else self.embed_text(partner)
+        """InfoNCE between captions and their partner: images (multimodal) or second captions (text, embedded
+        without gradient: one gradient-bearing backbone pass per item, as in the image arms)."""
+        if self.vision is not None:
+            other = self.embed_image(partner)
+        else:
+            with torch.no_grad():
+                other = self.embed_text(partner)
         return info_nce(gathered(self.embed_text(captions)), gathered(other))  # negatives: the global batch
 
 
@@ -272,7 +286,7 @@ def run_stage_worker(cfg: StageConfig, out: Path, rank: int, world: int, device,
     spec = get_spec(cfg.model)
     tokenizer = load_tokenizer(spec)
     torch.manual_seed(cfg.seed)
-    vision = VisionTower(cfg.vision_tower, cfg.vision_train) if cfg.modality == "multimodal" else None
+    vision = VisionTower(cfg.vision_tower, cfg.vision_train) if cfg.modality != "text" else None
     data = stage_data(cfg, vision)
     train = data.train
     model = ContrastiveModel(load_model(spec, "base"), vision).to(device)
@@ -290,6 +304,7 @@ def run_stage_worker(cfg: StageConfig, out: Path, rank: int, world: int, device,
         if vision.trainable_parameters():
             optimizer.add_param_group({"params": vision.trainable_parameters(), "lr": cfg.vision_lr})
     order = batch_order(len(train), cfg.steps, cfg.batch_size, cfg.seed)
+    image_of = shuffled_images(len(train), cfg.seed) if cfg.modality == SHUFFLED_IMAGES else list(range(len(train)))
     captions_seen = hashlib.sha256()
     losses, reported = [], 0
     started = time.perf_counter()
@@ -298,7 +313,8 @@ def run_stage_worker(cfg: StageConfig, out: Path, rank: int, world: int, device,
         batch = [train[i] for i in indices][rank::world]
         captions_seen.update("\n".join(b.caption for b in batch).encode())
         captions = _caption_batch(tokenizer, [b.caption for b in batch], cfg.max_length, device)
-        partner = (torch.stack([data.image_tensor(b, vision.image_size) for b in batch]).to(device) if vision
+        partner = (torch.stack([data.image_tensor(train[image_of[i]], vision.image_size)
+                                for i in indices[rank::world]]).to(device) if vision
                    else _caption_batch(tokenizer, [b.second_caption for b in batch], cfg.max_length, device))
         loss = ddp(captions, partner)
         optimizer.zero_grad(set_to_none=True)
@@ -310,6 +326,7 @@ def run_stage_worker(cfg: StageConfig, out: Path, rank: int, world: int, device,
             reported = step
     meta = {"config": asdict(cfg), "losses": losses, "steps": len(losses), "caption_order": captions_seen.hexdigest(),
             "examples": {"train": len(train), "test": len(data.test), "skipped": data.skipped},
+            "caption_pair_word_overlap": caption_pair_word_overlap(train),
             "vision_tower": vision.description if vision else None, "data": data.description,
             "seconds": time.perf_counter() - started}
     if rank == 0:
@@ -317,6 +334,26 @@ def run_stage_worker(cfg: StageConfig, out: Path, rank: int, world: int, device,
         meta["probe"] = probe(model, tokenizer, data, cfg.max_length, device) if vision is not None else {}
         _write_stage(model.backbone, tokenizer, spec, out, meta)
     return meta
+
+
+def shuffled_images(n_items: int, seed: int) -> list[int]:
+    """A seeded permutation of ``range(n_items)`` with no fixed point (a derangement: no caption keeps its own
+    image), fixed for the whole stage: the multimodal-shuffled control's image of each item."""
+    if n_items < 2:
+        raise StudyError("the shuffled-image control needs at least 2 images")
+    order = list(range(n_items))
+    random.Random(f"shuffled-images:{seed}").shuffle(order)
+    image_of = [0] * n_items
+    for position, item in enumerate(order):  # each item takes the image of the next one in the shuffled cycle
+        image_of[item] = order[(position + 1) % n_items]
+    return image_of
+
+
+def caption_pair_word_overlap(items) -> float:
+    """The share of items whose two captions share a word (lower-cased whitespace tokens): how close to a copy the
+    text arm's partner is (74 % for the emoji set's CLDR names)."""
+    shared = sum(bool(set(i.caption.lower().split()) & set(i.second_caption.lower().split())) for i in items)
+    return shared / len(items) if items else 0.0
 
 
 def _write_stage(backbone, tokenizer, spec, out: Path, meta: dict) -> None:

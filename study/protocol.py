@@ -190,6 +190,9 @@ SEARCH_PHASE, CONFIRM_PHASE = "search", "confirm"  # Optuna/ASHA per tuned arm; 
 SELECTED_STEP_TAG = "selected_step"
 
 DEFAULT_MODALITY = "none"  # no intermediate stage: fine-tuning starts from the pretrained encoder
-STAGE_MODALITIES = ("text", "multimodal")  # an intermediate stage on text only, or on image+text
+SHUFFLED_IMAGES = "multimodal-shuffled"  # the control: images permuted across captions (no caption-image link)
+STAGE_MODALITIES = ("text", "multimodal", SHUFFLED_IMAGES)  # an intermediate stage on text only, or on image+text
 MODALITIES = (DEFAULT_MODALITY, *STAGE_MODALITIES)
-MODALITY_CONTRASTS = (("multimodal", DEFAULT_MODALITY), ("text", DEFAULT_MODALITY), ("multimodal", "text"))
+# the modality experiment's contrasts: each stage against none, images against text, and real against shuffled images
+MODALITY_CONTRASTS = (("multimodal", DEFAULT_MODALITY), ("text", DEFAULT_MODALITY), ("multimodal", "text"),
+                      ("multimodal", SHUFFLED_IMAGES))

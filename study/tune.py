@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from study.arms import DEFAULT_ARMS, OFFLINE_DEFAULT_ARMS, Arm, parse_arms
+from study.arms import DEFAULT_ARMS, OFFLINE_DEFAULT_ARMS, Arm, modality_arms, parse_arms
 from study.config import TrainConfig
 from study.data.captions import FLICKR30K
 from study.errors import StudyError, run_cli
@@ -97,6 +97,9 @@ def parse_args(argv):
     parser.add_argument("--arms", help="comma-separated arms to compare (study.arms): plain, vme-reference, vme-tuned "
                         f"(default: {','.join(OFFLINE_DEFAULT_ARMS)} for offline stand-ins, {','.join(DEFAULT_ARMS)} "
                         "otherwise)")
+    parser.add_argument("--experiment-design", choices=("arms", "modality"), default="arms",
+                        help="arms: the --arms as they are; modality: the controlled modality experiment, each fixed "
+                        "arm of --arms also after a text, multimodal and multimodal-shuffled intermediate stage")
     parser.add_argument("--trials", type=int, help="search trials per tuned arm (default: smoke 4, paper 20)")
     parser.add_argument("--seeds", type=int, help="confirm runs per arm, on fresh seeds shared by every arm (default: "
                         "smoke 3, paper 5)")
@@ -173,6 +176,8 @@ def resolve(args) -> StudySettings:
     validate(base, args.workers)  # global_batch must split over --workers
     Scaling(args.workers, args.gpus_per_worker, args.cpus_per_worker)  # bad scaling flags stop before Ray starts
     arms = parse_arms(args.arms, OFFLINE_DEFAULT_ARMS if spec.offline_stand_in else DEFAULT_ARMS)
+    if args.experiment_design == "modality":
+        arms = modality_arms(parse_arms(args.arms, OFFLINE_DEFAULT_ARMS), modality_stage_options(space))
     bases = {arm.name: arm_base(base, arm, args.workers) for arm in arms}
     trials = DEFAULT_TRIALS[preset] if args.trials is None else args.trials
     seeds = DEFAULT_SEEDS[preset] if args.seeds is None else args.seeds
@@ -192,7 +197,7 @@ def resolve(args) -> StudySettings:
     from study.mlflow_store import check_server
 
     check_server(uri)
-    stage = resolve_stage(args, spec, space)
+    stage = resolve_stage(args, spec, space, any(arm.modality != DEFAULT_MODALITY for arm in arms))
     return StudySettings(space, spec, task, preset, base, trials, seeds, arms, bases, storage, name, uri,
                          args.experiment or f"vme-{task.suite}", stage, args.inject_faults)
 
@@ -208,11 +213,23 @@ def arm_base(base: TrainConfig, arm: Arm, workers: int) -> TrainConfig:
     return config
 
 
-def resolve_stage(args, spec, space: SearchSpace) -> dict:
-    """The intermediate stage's fixed data and vision tower; their data is checked now when a stage can run."""
+def modality_stage_options(space: SearchSpace) -> dict:
+    """The stage options every arm of the modality experiment shares: each stage parameter's first choice in the
+    search space (its lowest value for a range), the stage's defaults for the rest."""
+    options = {}
+    for param in space.params:
+        if param.name in ("intermediate_steps", "intermediate_lr", "vision_lr", "vision_train"):
+            options[param.name] = param.choices[0] if param.choices else param.low
+    return options
+
+
+def resolve_stage(args, spec, space: SearchSpace, arms_need_stage: bool = False) -> dict:
+    """The intermediate stage's fixed data and vision tower; their data is checked now when a stage can run (a
+    searched modality, or an arm with a stage)."""
     stage = stage_sources(spec.offline_stand_in, args.intermediate_data, args.vision_tower)
     params = {p.name: p for p in space.params}
-    if "modality" not in params or set(params["modality"].choices) == {DEFAULT_MODALITY}:
+    searched = "modality" in params and set(params["modality"].choices) != {DEFAULT_MODALITY}
+    if not searched and not arms_need_stage:
         return stage
     from study.intermediate import StageConfig, stage_data
 

@@ -34,9 +34,36 @@ def test_offline_data_is_real_emoji_with_two_captions():
 def test_modalities_see_the_same_captions_in_the_same_order(tmp_path):
     _, text = _run(tmp_path, "text")
     _, multimodal = _run(tmp_path, "multimodal")
-    assert text["caption_order"] == multimodal["caption_order"] and text["steps"] == multimodal["steps"] == 8
+    _, shuffled = _run(tmp_path, "multimodal-shuffled")
+    assert text["caption_order"] == multimodal["caption_order"] == shuffled["caption_order"]
+    assert text["steps"] == multimodal["steps"] == shuffled["steps"] == 8
     assert multimodal["vision_tower"].endswith("trained from scratch)") and text["vision_tower"] is None
     assert set(multimodal["probe"]) >= {"en", "de", "ja", "ar"} and text["probe"] == {}
+    assert set(shuffled["probe"]) == set(multimodal["probe"])  # the control is probed too (chance level)
+    assert 0.5 < text["caption_pair_word_overlap"] < 0.95  # how near to a copy the text partner is (emoji: ~74 %)
+
+
+def test_the_shuffled_control_pairs_every_caption_with_another_items_image():
+    image_of = stage.shuffled_images(50, seed=3)
+    assert sorted(image_of) == list(range(50)) and all(image_of[i] != i for i in range(50))
+    assert image_of == stage.shuffled_images(50, seed=3) != stage.shuffled_images(50, seed=4)
+    with pytest.raises(StudyError, match="at least 2 images"):
+        stage.shuffled_images(1, seed=0)
+
+
+def test_the_text_arm_sends_one_caption_per_item_through_the_backbone_with_gradient():
+    """The second caption is embedded without gradient, so the backbone gets as many gradient-bearing caption
+    passes as in the image arms (one per item)."""
+    from study.models import get_spec, load_model, load_tokenizer
+
+    model = stage.ContrastiveModel(load_model(get_spec("tiny"), "base"), None)
+    passes = []
+    model.backbone.register_forward_hook(lambda module, args, output: passes.append(torch.is_grad_enabled()))
+    tokenizer = load_tokenizer(get_spec("tiny"))
+    batch = tokenizer(["a red apple", "a blue car"], padding=True, return_tensors="pt")
+    partner = tokenizer(["an apple", "a car"], padding=True, return_tensors="pt")
+    model(dict(batch), dict(partner)).backward()
+    assert sorted(passes) == [False, True]  # the caption with gradient, its partner without
 
 
 def test_stage_trains_with_dropout_on(tmp_path, monkeypatch):

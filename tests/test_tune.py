@@ -349,6 +349,7 @@ def test_killed_driver_resumes_without_duplicate_runs(mlflow_server, tmp_path):
     (["--seeds", "0"], "--seeds 0 is invalid: it must be >= 1"),
     (["--arms", "plain,vme"], "--arms 'plain,vme': unknown arm(s) vme; choose from plain, vme-reference, vme-tuned"),
     (["--arms", "plain,plain"], "--arms 'plain,plain' names an arm twice"),
+    (["--experiment-design", "modality", "--arms", "vme-tuned"], "--experiment-design modality fixes the fine-tuning"),
     (["--data-dir", "MISSING"], "is not a directory"),
 ])
 def test_bad_input_exits_2_before_ray_or_mlflow(args, message, tmp_path):

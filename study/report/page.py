@@ -18,13 +18,22 @@ STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{bor
          "margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}")
 GROUP_COLUMNS = ["languages", "seeds", "score", "gap_to_en"]  # after the model and the group of a group_rows row
 CONTRAST_COLUMNS = ["contrast", "family", "languages", "difference", "95% interval", "runs"]
+ENGLISH_ONLY_STAGE = (
+    "An English-only intermediate stage cannot act as a pivot between languages: images can link languages only "
+    "through captions in several languages, so any effect here works through the English representation.")
 MODALITY_NOTE = (
     "<p>No modality contrast is drawn. Comparing the best search trial of each modality would subtract trials that "
-    "differ in every hyperparameter, ASHA stop and number of trials; a modality effect needs a controlled experiment "
-    "(fixed fine-tuning, matched backbone passes, a shuffled-image control, stage and fine-tuning seeds), which this "
-    "study did not run. The searched modality of a tuned arm is a hyperparameter like any other. Note also that an "
-    "English-only intermediate stage cannot act as a pivot between languages: images can link languages only "
-    "through captions in several languages.</p>")
+    "differ in every hyperparameter, ASHA stop and number of trials; a modality effect needs the controlled "
+    "experiment (<code>study.tune --experiment-design modality</code>: fixed fine-tuning, matched backbone passes, "
+    "a shuffled-image control, a stage per seed), which this study did not run. The searched modality of a tuned "
+    f"arm is a hyperparameter like any other. {ENGLISH_ONLY_STAGE}</p>")
+MODALITY_EXPERIMENT_NOTE = (
+    "<p>The modality experiment: each fixed arm as it is and after a text, multimodal and multimodal-shuffled "
+    "intermediate stage (<code>&lt;arm&gt;+&lt;modality&gt;</code>), the fine-tuning fixed, every stage with the "
+    "same steps and one gradient-bearing backbone pass per caption, each confirm seed with its own stage seed; its "
+    "contrasts (each stage − none, multimodal − text, multimodal − multimodal-shuffled) are in the arm contrasts "
+    "above. multimodal − multimodal-shuffled isolates what the caption-image link adds beyond the image tower and "
+    f"the extra training. {ENGLISH_ONLY_STAGE}</p>")
 TASK_SCORE_COLUMNS = ["model", "arm", "task", "languages", "all_languages", "zero_shot_target_mean",
                       "xtreme_r_task_score"]
 TYPOLOGY_METHOD = (
@@ -114,7 +123,7 @@ def build_report(study: Study, out: Path, tables: ReportTables | None = None) ->
         ("Per script", _table(groups["script"], ["model", "arm", "script", *GROUP_COLUMNS])),
         ("Model comparison per family (matched arms)", image("comparison") + _table(
             _interval_rows(comparison), CONTRAST_COLUMNS)),
-        ("Modality", MODALITY_NOTE),
+        ("Modality", MODALITY_EXPERIMENT_NOTE if any("+" in g.arm for g in study.arm_runs()) else MODALITY_NOTE),
         ("Transfer gap vs typological distance to English (URIEL+)",
          image("distance") + TYPOLOGY_METHOD
          + "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in typology_summary(fits)) + "</ul>"

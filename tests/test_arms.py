@@ -1,0 +1,49 @@
+"""Arms: the authors' point pinned, plain matched to it, the modality experiment's arms and the report's contrasts."""
+
+import pytest
+
+from study.arms import ARMS, VME_REFERENCE_POINT, arm_contrasts, modality_arms, parse_arms
+from study.config import TrainConfig
+from study.errors import StudyError
+
+
+def test_vme_reference_is_the_authors_point_and_plain_differs_only_in_the_objective():
+    reference = TrainConfig.from_dict(dict(ARMS["vme-reference"].fixed))
+    assert (reference.alpha, reference.beta, reference.w_robust, reference.ap_layer, reference.k_copies) == \
+        (0.1, 1.0, 1.0, 5, 3)
+    assert (reference.ap_padding, reference.synonym_matching, reference.global_batch) == ("max_length", "exact", 32)
+    plain = TrainConfig.from_dict(dict(ARMS["plain"].fixed))
+    assert plain.objective == "plain" and (plain.k_copies, plain.global_batch) == (3, 32)  # the same rows of x
+    assert not ARMS["plain"].tuned and not ARMS["vme-reference"].tuned and ARMS["vme-tuned"].tuned
+    assert VME_REFERENCE_POINT["objective"] == "vme"
+
+
+def test_global_batch_stays_32_with_1_2_and_4_workers():
+    reference = TrainConfig.from_dict({"batch_size": 8, **ARMS["vme-reference"].fixed})
+    assert {workers: reference.batch_size * reference.accumulation(workers) * workers for workers in (1, 2, 4)} \
+        == {1: 32, 2: 32, 4: 32}
+    with pytest.raises(StudyError, match="cannot be split over 3 worker"):
+        reference.accumulation(3)
+
+
+def test_arms_parse_in_order_and_bad_names_are_one_line():
+    assert [a.name for a in parse_arms("vme-tuned,plain", ())] == ["vme-tuned", "plain"]
+    assert [a.name for a in parse_arms(None, ("plain", "vme-reference"))] == ["plain", "vme-reference"]
+    with pytest.raises(StudyError, match="unknown arm"):
+        parse_arms("plain,vme", ())
+
+
+def test_the_modality_experiment_crosses_fixed_arms_with_every_stage_and_contrasts_them():
+    arms = modality_arms(parse_arms("plain,vme-reference", ()), {"intermediate_steps": 100})
+    assert [a.name for a in arms] == ["plain", "plain+text", "plain+multimodal", "plain+multimodal-shuffled",
+                                      "vme-reference", "vme-reference+text", "vme-reference+multimodal",
+                                      "vme-reference+multimodal-shuffled"]
+    staged = {a.name: a for a in arms}["vme-reference+multimodal-shuffled"]
+    assert staged.fixed == ARMS["vme-reference"].fixed  # the fine-tuning is the arm's own
+    assert dict(staged.stage) == {"intermediate_steps": 100, "modality": "multimodal-shuffled"}
+    pairs = arm_contrasts([a.name for a in arms])
+    assert ("vme-reference", "plain") in pairs
+    assert ("plain+multimodal", "plain+multimodal-shuffled") in pairs and ("vme-reference+text", "vme-reference") in pairs
+    assert ("plain+multimodal", "vme-reference+text") not in pairs  # never across fine-tuning settings
+    with pytest.raises(StudyError, match="fixes the fine-tuning"):
+        modality_arms(parse_arms("vme-tuned", ()), {})
