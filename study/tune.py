@@ -387,7 +387,8 @@ def _run(args, settings: StudySettings) -> int:
         callback = callbacks[0]
         print(f"[study] {settings.name}: {settings.spec.name} on {settings.task.name} ({settings.task.suite}, "
               f"preset {settings.preset}); arms {', '.join(a.name for a in settings.arms)}: "
-              f"{settings.trials} search trial(s) per tuned arm, {settings.seeds} confirm seed(s) per arm "
+              + (f"{settings.trials} search trial(s) per tuned arm, " if tuned else "no search (no tuned arm), ")
+              + f"{settings.seeds} confirm seed(s) per arm "
               f"({runs} runs); {args.workers} worker(s) per run, {max_concurrent} concurrent; MLflow {settings.uri} "
               f"experiment {settings.experiment}", file=sys.stderr, flush=True)
         logs = link_ray_logs(study_path)
