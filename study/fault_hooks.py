@@ -7,6 +7,7 @@ then the Train loop config), so a multi-node test cluster's workers see the same
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -24,6 +25,8 @@ class FaultHooks:
     fail_marker: str | None = None  # ... and records it in this file, so the restarted worker goes on
     step_delay_s: float = 0.0  # seconds to sleep after each optimizer step (keeps fault-test windows open)
     nan_marker: str | None = None  # the first run to claim this file gets a NaN loss, on every attempt
+    write_marker: str | None = None  # the study driver holds this file while it writes to MLflow ...
+    write_delay_s: float = 0.0  # ... for at least this long (a chaos test kills the driver mid-write)
 
     def __post_init__(self) -> None:
         if (self.fail_at_step is None) != (self.fail_marker is None):
@@ -74,6 +77,20 @@ class FaultHooks:
         except FileExistsError:
             pass
         return Path(self.nan_marker).read_text() == run_name
+
+    @contextlib.contextmanager
+    def writing(self):
+        """Around one MLflow write of the study driver: hold ``write_marker`` (created, then removed) and wait
+        ``write_delay_s`` inside the write."""
+        if not self.write_marker:
+            yield
+            return
+        Path(self.write_marker).write_text(str(os.getpid()))
+        try:
+            time.sleep(self.write_delay_s)
+            yield
+        finally:
+            Path(self.write_marker).unlink(missing_ok=True)
 
     def after_step(self, step: int) -> None:
         """After optimizer step ``step``: sleep ``step_delay_s``; kill this worker process once (exit code 1, no

@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from ray.tune import Callback
 
 from study.errors import StudyError
+from study.fault_hooks import FaultHooks
 from study.mlflow_store import PARENT_TAG, client, experiment_id, safe_key
 from study.outbox import delete, get, outbox_location, outbox_take, put
 from study.protocol import (
@@ -81,9 +82,9 @@ class StudyRun:
         self.run_id = start_parent_run(self.uri, self.experiment, self.study, *self._start)
         return self
 
-    def writer(self) -> MLflowWriter:
+    def writer(self, faults: FaultHooks = FaultHooks()) -> MLflowWriter:
         """A writer for the study's trial runs, holding what an earlier one left in the study's storage."""
-        return MLflowWriter(self.uri, self.experiment, self.run_id, self.storage, self.study)
+        return MLflowWriter(self.uri, self.experiment, self.run_id, self.storage, self.study, faults)
 
     def flush(self, attempts: int = 6, wait_s: float = 5.0) -> None:
         """Write what the MLflow callback had to keep while the server was down; if it stays down, stop cleanly: the
@@ -196,9 +197,10 @@ class MLflowWriter:
     found by their ``trial_id`` tag, parameters and metric steps the run has are not logged again, tags, artifacts
     and status overwrite themselves."""
 
-    def __init__(self, uri: str, experiment: str, parent_run_id: str, storage: str, study: str):
+    def __init__(self, uri: str, experiment: str, parent_run_id: str, storage: str, study: str,
+                 faults: FaultHooks = FaultHooks()):
         self.uri, self.experiment, self.parent_run_id = uri, experiment, parent_run_id
-        self.storage, self.study = storage, study
+        self.storage, self.study, self.faults = storage, study, faults
         self._runs: dict[str, str] = {}
         self._steps: dict[str, dict[str, set[int]]] = {}  # by run: the metric steps it has (log_metrics_once)
         self._client = None
@@ -238,8 +240,12 @@ class MLflowWriter:
             delete(outbox_location(self.storage, self.study), PENDING_FILE)
 
     def send(self, trial_id: str, op: str, payload) -> None:
-        """Queue one write (op: create, params, metrics, artifact, tag, terminate) and try to flush the queue."""
+        """Queue one write (op: create, params, metrics, artifact, tag, terminate), save the queue to the study's
+        storage first (a driver killed mid-write loses nothing: the restarted study writes it again, and every write
+        is safe to repeat), then try to flush it."""
         self.pending.append((trial_id, op, payload))
+        self._save()
+        self._saved = True
         self.flush()
 
     def flush(self) -> bool:
@@ -251,7 +257,8 @@ class MLflowWriter:
         self._last_try = time.time()
         while self.pending:
             try:
-                self._apply(*self.pending[0])
+                with self.faults.writing():
+                    self._apply(*self.pending[0])
             except (MlflowException, OSError, StudyError) as err:
                 self._steps.clear()  # what the failed write left on the server is unknown: read it again
                 if self._down_since is None:

@@ -382,7 +382,7 @@ def _run(args, settings: StudySettings) -> int:
     with StudyRun(settings.uri, settings.experiment, settings.name, settings.storage, params, tags,
                   list(settings.space.files)) as study_run:  # FINISHED, FAILED or KILLED however this block ends
         runs = settings.seeds * len(settings.arms) + settings.trials * len(tuned)
-        callbacks = [MLflowTrialCallback(study_run.writer(), tags, selection_key(metric), metric),
+        callbacks = [MLflowTrialCallback(study_run.writer(settings.faults), tags, selection_key(metric), metric),
                      ConsoleCallback(metric, runs)]
         callback = callbacks[0]
         print(f"[study] {settings.name}: {settings.spec.name} on {settings.task.name} ({settings.task.suite}, "

@@ -118,6 +118,32 @@ def test_a_failure_before_or_after_any_write_of_a_trial_leaves_its_run_as_a_clea
         assert recovered == clean, name
 
 
+def test_a_driver_killed_in_the_middle_of_a_write_loses_nothing(tmp_path, monkeypatch):
+    """The record is in the study's storage before the write starts: a driver that dies inside the write (here the
+    client call never returns) leaves it there, and the restarted study's writer writes it."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    real = MlflowClient(uri)
+    parent = real.create_run(real.create_experiment("e")).info.run_id
+    tags = {RUN_KIND_TAG: TRIAL_RUN, PARENT_TAG: parent, "trial_id": "t1"}
+    writer = MLflowWriter(uri, "e", parent, str(tmp_path), "study")
+    writer.send("t1", "create", {"name": "t1", "tags": tags, "params": {"lr": 0.1}})
+
+    class Killed(BaseException):  # what SIGKILL looks like from inside: nothing after it runs
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(writer.client, "log_batch", killed)
+    with pytest.raises(Killed):
+        writer.send("t1", "metrics", [("dev_en/accuracy", 0.5, 1000, 2)])
+    restarted = MLflowWriter(uri, "e", parent, str(tmp_path), "study")  # --resume: a new driver process
+    assert [op for _, op, _ in restarted.pending] == ["metrics"] and restarted.flush()
+    history = real.get_metric_history(restarted._find_run("t1"), "dev_en/accuracy")
+    assert [(m.step, m.value) for m in history] == [(2, 0.5)]
+    assert MLflowWriter(uri, "e", parent, str(tmp_path), "study").pending == []  # written: nothing left on disk
+
+
 def test_a_step_sent_again_is_logged_once(tmp_path):
     """A resumed trial repeats the reports made after its last checkpoint, with new timestamps and maybe other
     values; the history keeps the first value of each step (MLflow itself would append the repeat)."""
@@ -153,8 +179,9 @@ def study_scenario(uri: str, root: Path, name: str, monkeypatch, fault: tuple = 
 
     def run_study():
         with StudyRun(uri, name, "study-x", str(root / name), PARAMS, {"model": "tiny"}, files) as study_run:
-            study_run.log_summary({"best/dev_en/accuracy": 0.75, "trials_finished": 3, "seeds/mean": float("nan")},
-                                  "language,accuracy\nde,0.5\n")
+            study_run.log_summary({"confirm/plain/dev_en/accuracy/mean": 0.75, "confirm/plain/runs_finished": 3,
+                                   "confirm/plain/dev_en/accuracy/std": float("nan")},
+                                  {"per_language_plain.csv": "language,accuracy\nde,0.5\n"})
 
     if fault:
         with pytest.raises((MlflowException, StudyError)):
@@ -171,8 +198,9 @@ def test_a_failure_before_or_after_any_write_of_the_study_run_leaves_it_as_a_cle
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     calls, clean = study_scenario(uri, tmp_path, "clean", monkeypatch)
     assert clean["status"] == "FINISHED" and len(clean["params"]) == 150 and clean["tags"]["model"] == "tiny"
-    assert clean["metrics"] == {"best/dev_en/accuracy": [(0, 0.75)], "trials_finished": [(0, 3.0)]}
-    assert set(clean["artifacts"]) == {"space.yaml", "base.yaml", "best_per_language.csv"}
+    assert clean["metrics"] == {"confirm/plain/dev_en/accuracy/mean": [(0, 0.75)],
+                                "confirm/plain/runs_finished": [(0, 3.0)]}  # NaN is not logged
+    assert set(clean["artifacts"]) == {"space.yaml", "base.yaml", "per_language_plain.csv"}
     for fail_at, after, name in injection_points(calls):
         _, recovered = study_scenario(uri, tmp_path, f"{fail_at}-{after}", monkeypatch, (fail_at, after), down)
         assert recovered == clean, name
