@@ -20,8 +20,12 @@ FORWARDED_ENV = ("STUDY_CACHE_DIR", "HF_HOME", "HF_HUB_OFFLINE")  # passed on to
 NODE_ON_LOOPBACK = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # The environment of a local instance, inherited by all its processes: the node on loopback, and torch's Gloo and
 # NCCL sockets of the Train workers on the loopback interface (Gloo otherwise listens on the address the host name
-# resolves to, NCCL on the first outward interface).
-LOCAL_RAY_ENV = {NODE_ON_LOOPBACK: "0", "GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "lo"}
+# resolves to, NCCL on the first outward interface). A study runs fractional-CPU trial drivers and workers, so it
+# starts several worker processes per core by design: the raylet's startup concurrency (its "N PYTHON worker
+# processes ... 4x the maximum expected startup concurrency" warning is pushed to the console at 4x of it) is set
+# to 8 rather than the core count.
+LOCAL_RAY_ENV = {NODE_ON_LOOPBACK: "0", "GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "lo",
+                 "RAY_worker_maximum_startup_concurrency": "8"}
 
 
 @dataclass(frozen=True)
