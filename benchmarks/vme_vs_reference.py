@@ -20,11 +20,12 @@ training pairs of ``--task`` (their real lengths, x̃ by synonym substitution), 
 Printed, from one run: examples/s (median of interleaved timed steps, dropout on as in training), the speed-up over
 the reference, where each variant's step time goes (forward, backward, optimizer, and the capture inside the forward:
 the eager kernel of ``ap_layer`` plus the padded rows), peak memory per variant (CPU: the peak resident memory two
-training steps add in a child process that runs only that variant; CUDA: ``max_memory_allocated``), and exactness after ``--check-steps`` steps from the
-same initialisation (dropout off there: the two formulations draw different dropout masks by design): the max
-absolute difference of the loss terms, the largest gradient difference in units of the float-reordering tolerance
-(at most 1 means equal; ``study/exactness.py``), and the max weight difference where every step's gradient determined
-the Adam update and, separately, where noise did (bounded by 2 x lr per step, whatever the CPU).
+training steps add in a child process that runs only that variant; CUDA: ``max_memory_allocated``), and exactness
+after ``--check-steps`` steps from the same initialisation (dropout off there: the two formulations draw different
+dropout masks by design): the max absolute difference of the loss terms, the largest gradient difference in units of
+the float-reordering tolerance (at most 1 means equal; ``study/exactness.py``), and the max weight difference where
+every step's gradient determined the Adam update and, separately, where noise did (bounded by 2 x lr per step,
+whatever the CPU).
 It asserts nothing: compare the ratios of one run.
 
     python benchmarks/vme_vs_reference.py                       # e5-small, batch 16 x 128, 2 threads, CPU
