@@ -288,6 +288,13 @@ class FineTuneRun:
         """Train to the end, evaluating every ``eval_every`` steps (or each epoch) and at the last step; every
         evaluation calls ``report(metrics, checkpoint_dir)`` (rank 0 passes a directory, other ranks None)."""
         cfg, progress = self.cfg, self.progress
+        if self.rank == 0 and progress.step == 0:
+            from study.augment import synonym_source_label
+
+            self._log(f"virtual copies: {self.data_stats['changed_fraction']:.1%} changed by "
+                      f"{synonym_source_label(cfg.synonyms)}, {cfg.synonym_matching} matching; "
+                      f"{cfg.batch_size} x {self.grad_accum} x {self.world} = "
+                      f"{cfg.batch_size * self.grad_accum * self.world} examples per optimizer step")
         self.model.train()  # from_pretrained returns the model in eval mode: dropout must be on from the first step
         log_started, examples = time.perf_counter(), 0
         for epoch in range(progress.epoch, cfg.epochs):
@@ -398,7 +405,9 @@ class FineTuneRun:
                    "time/eval_s": self.progress.seconds["eval"],
                    "train/examples_per_s": self.progress.train_examples / max(self.progress.train_seconds, 1e-9),
                    "time/worker_start_unix": self.started, "time/worker_seconds": time.time() - self.started,
-                   "train/resumed_from_step": self.resumed_from_step, TOTAL_STEPS_KEY: self.total_steps}
+                   "train/resumed_from_step": self.resumed_from_step, TOTAL_STEPS_KEY: self.total_steps,
+                   # which share of the virtual copies the synonyms changed (method.md asks to record it)
+                   "data/changed_fraction": self.data_stats["changed_fraction"]}
         metrics.update({f"loss/{k}": v / window["n"] for k, v in window.items() if k != "n" and window["n"]})
         if "macro_f1" in dev_extra:
             metrics[f"{ENGLISH_DEV}/macro_f1"] = dev_extra["macro_f1"]

@@ -30,10 +30,15 @@ def test_tokenize_benchmark_prints_throughput_and_cached_load():
     assert "pairs/s" in out and "second load (cached)" in out
 
 
-def test_vme_vs_reference_benchmark_prints_speed_memory_and_exactness():
+@pytest.mark.parametrize("lengths", ["full", "pocket"])
+def test_vme_vs_reference_benchmark_prints_speed_memory_profile_and_exactness(lengths):
+    """``pocket``: real lengths, so the reference runs 32 positions and the fast step fewer plus the padded rows."""
     out = _run("vme_vs_reference.py", "--model", "tiny", "--steps", "1", "--batch", "4", "--length", "32",
-               "--check-steps", "1")
+               "--check-steps", "1", "--lengths", lengths)
     assert "speed-up of this project's step (fast) over the reference" in out
+    assert "reference / fast per phase: forward" in out
+    fast = next(line for line in out.splitlines() if line.startswith("fast ") and "x" not in line)
+    assert len(fast.split()) == 6  # forward, backward, optimizer, capture, sum
     for variant in ("fast-full", "fast"):  # exact up to float reordering, not merely printed (study/exactness.py)
         line = next(line for line in out.splitlines() if line.startswith(f"{variant} vs reference"))
         figures = dict(re.findall(r"(tolerance|determined|noise-level) ([-+.\de]+)", line))
