@@ -36,17 +36,20 @@ def study_command(workdir: Path, resume: bool) -> list[str]:
 
 
 def runs(workdir: Path) -> list:
-    """The study's trial runs (search and confirm) in MLflow; [] before the store exists."""
-    if not (workdir / "mlflow.db").exists():
-        return []
+    """The study's trial runs (search and confirm) in MLflow; [] before its experiment exists or while the store is
+    busy (SQLite locked by the study's own write)."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("chaos")
-    if experiment is None:
+    try:
+        experiment = client.get_experiment_by_name("chaos")
+        if experiment is None:
+            return []
+        return [r for r in client.search_runs([experiment.experiment_id], max_results=1000)
+                if r.data.tags.get("run_kind") == "trial"]
+    except MlflowException:
         return []
-    return [r for r in client.search_runs([experiment.experiment_id], max_results=1000)
-            if r.data.tags.get("run_kind") == "trial"]
 
 
 def checkpoints(workdir: Path, trial_id: str) -> int:
@@ -75,6 +78,9 @@ def moment_reached(kind: str, workdir: Path) -> str | None:
 
 def chaos(kills: int, seed: int, workdir: Path, timeout_s: float = 900) -> dict:
     """Run the study with ``kills`` SIGKILLs and resumes; returns the figures (see the module docstring)."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}").search_experiments()  # the store's tables, made once, here
     rng = random.Random(seed)
     plan = list(KINDS[:kills]) + [rng.choice(KINDS) for _ in range(max(0, kills - len(KINDS)))]
     rng.shuffle(plan)

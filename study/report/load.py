@@ -77,11 +77,6 @@ class Study:
         """The model's search trials (confirm runs left out), in start order."""
         return sorted((t for t in self.trials if t.phase == SEARCH_PHASE and t.model == model), key=lambda t: t.start)
 
-    def best(self, model: str) -> TrialRun | None:
-        """The search trial English dev selects (never a test score); the earlier trial on ties."""
-        pool = self.trials_of(model)
-        return select(pool, score=lambda t: t.dev, order=lambda t: t.start) if pool else None
-
     def arm_runs(self) -> list[ArmRuns]:
         """Per model and arm (models sorted, arms in ``study.arms.ARMS`` order), its confirm runs in start order:
         the only runs a comparison draws from."""
