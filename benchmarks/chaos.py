@@ -96,9 +96,13 @@ def chaos(kills: int, seed: int, workdir: Path, timeout_s: float = 900) -> dict:
             break
         time.sleep(rng.uniform(0, 1.5))  # a random moment: not always the first instant a state holds
         deadline, victim = time.time() + timeout_s, None
-        while process.poll() is None and time.time() < deadline and victim is None:
-            victim = moment_reached(kind, workdir)
-            time.sleep(0.05 if kind == "write" else 0.3)
+        try:
+            while process.poll() is None and time.time() < deadline and victim is None:
+                victim = moment_reached(kind, workdir)
+                time.sleep(0.05 if kind == "write" else 0.3)
+        except BaseException:  # never leave a study running behind
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
         if process.poll() is not None:  # the study ended first: no more moments to kill at
             if process.returncode != 0:
                 raise RuntimeError(f"the study failed before kill {number + 1} ({kind}); see {log}")

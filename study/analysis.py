@@ -83,16 +83,20 @@ def _no_interval(a: Side, b: Side, languages: list[str]) -> str:
     return ""
 
 
-def paired_difference_by_group(a: Side, b: Side, by: str = "family", draws: int = 2000,
+ALL_TARGETS = "all targets"  # the one group of ``paired_difference_by_group(by=None)``
+
+
+def paired_difference_by_group(a: Side, b: Side, by: str | None = "family", draws: int = 2000,
                                seed: int = 0) -> dict[str, Contrast]:
-    """a - b per group (``languages.group_of``) over the target languages both sides evaluated, with a 95 %
+    """a - b per group (``languages.group_of``; ``by`` None: one group, ``ALL_TARGETS``, the mean over every shared
+    target language) over the target languages both sides evaluated, with a 95 %
     percentile interval from the paired bootstrap of the module docstring. No interval (``note`` says why) with
     fewer than ``MIN_RUNS`` runs on a side, runs that scored different numbers of items, or under ``MIN_EXAMPLES``
     test examples in the group."""
     shared = [lang for lang in sorted(set(a.languages) & set(b.languages)) if is_target(lang)]
     groups: dict[str, list[str]] = {}
     for lang in shared:
-        groups.setdefault(group_of(lang, by), []).append(lang)
+        groups.setdefault(ALL_TARGETS if by is None else group_of(lang, by), []).append(lang)
     a_scores, b_scores = a.scores(), b.scores()
     notes = {group: _no_interval(a, b, langs) for group, langs in groups.items()}
     rng = np.random.default_rng(seed)

@@ -325,6 +325,9 @@ def test_arm_contrasts_come_from_confirm_runs_and_are_stated_only_when_the_inter
     assert any(line.startswith("M: vme-reference - plain on Indo-European: +0.0") and "95 % interval" in line
                for line in lines)
     assert "M: vme-tuned - plain on Japonic: no detectable difference (n=1 languages, runs 2 vs 2)" in lines
+    overall = rows[("M: vme-reference - plain", "all targets")]  # the primary row: every shared target language
+    assert overall["languages"] == 3 and overall["low"] > 0
+    assert lines[-1].startswith("6 of 9 intervals exclude zero; at 95 % each")  # reference vs plain and vs tuned and "about 0.5" in lines[-1]
 
 
 def test_no_model_comparison_with_an_untrained_stand_in_and_only_on_matched_arms():

@@ -108,13 +108,16 @@ def distance_figure(tables: ReportTables, out: Path) -> str | None:
     return _figure(out / "gap_vs_distance.png", draw)
 
 
-def history_figure(tables: ReportTables, out: Path) -> str:
-    """Each trial's English dev score in start order, with the best so far as a line, per model."""
+def history_figure(tables: ReportTables, out: Path) -> str | None:
+    """Each search trial's English dev score in start order, with the best so far as a line, per model; None
+    without search trials (no tuned arm)."""
     study = tables.study
+    if not any(study.trials_of(model) for model in study.models()):
+        return None
 
     def draw(plt):
         figure, axis = plt.subplots(figsize=(7, 4))
-        for i, model in enumerate(study.models()):
+        for i, model in enumerate(m for m in study.models() if study.trials_of(m)):
             trials = study.trials_of(model)
             values = [t.dev for t in trials]
             axis.plot(range(1, len(values) + 1), values, "o", color=f"C{i}", label=f"{trials[0].model_name}")

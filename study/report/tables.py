@@ -129,14 +129,17 @@ def comparison_rows(study: Study, by: str = "family") -> list[dict]:
 
 
 def arm_rows(study: Study, by: str = "family") -> list[dict]:
-    """Per model, each arm contrast of ``study.arms.arm_contrasts`` (VME - plain, tuned - reference) per group, from
-    the arms' confirm runs: paired over shared items, seeds resampled, shared languages only."""
+    """Per model, each arm contrast of ``study.arms.arm_contrasts`` (VME - plain, tuned - reference, the modality
+    experiment's) over all shared target languages (the group ``all targets``, first) and per group, from the arms'
+    confirm runs: paired over shared items, seeds resampled, shared languages only."""
     rows = []
     for model in study.models():
         groups = {g.arm: g for g in study.arm_runs() if g.model == model}
         for left, right in arm_contrasts(list(groups)):
             a, b = groups[left], groups[right]
-            rows += _difference_rows(a, b, by, f"{a.model_name}: {left} - {right}")
+            label = f"{a.model_name}: {left} - {right}"
+            rows += [{**row, by: row.pop(None)} for row in _difference_rows(a, b, None, label)]
+            rows += _difference_rows(a, b, by, label)
     return rows
 
 
@@ -158,18 +161,25 @@ def _difference_rows(a: ArmRuns, b: ArmRuns, by: str, label: str) -> list[dict]:
 
 def results_summary(rows: list[dict], by: str = "family") -> list[str]:
     """The contrasts in words: a contrast whose paired interval excludes zero is stated with its interval; any
-    other says "no detectable difference" with its languages and runs per side (or why there is no interval)."""
-    lines = []
+    other says "no detectable difference" with its languages and runs per side (or why there is no interval). The
+    last line counts them against chance: each interval is at 95 %, with no correction across groups."""
+    lines, tested, excluding = [], 0, 0
     for row in rows:
         where = f"{row['contrast']} on {row[by]}"
         if row["difference"] is None:
             lines.append(f"{where}: {row['note']}")
         elif row["low"] is not None and (row["low"] > 0 or row["high"] < 0):
+            tested, excluding = tested + 1, excluding + 1
             lines.append(f"{where}: {row['difference']:+.4f} (95 % interval [{row['low']:+.4f}, {row['high']:+.4f}]; "
                          f"{row['languages']} languages, runs {row['runs']})")
         else:
+            tested += row["low"] is not None
             why = f"; {row['note']}" if row["note"] else ""
             lines.append(f"{where}: no detectable difference (n={row['languages']} languages, runs {row['runs']}{why})")
+    if tested:
+        lines.append(f"{excluding} of {tested} intervals exclude zero; at 95 % each, with no correction across groups, "
+                     f"about {0.05 * tested:.1f} would by chance alone: read a lone family-level difference with that "
+                     "in mind (the 'all targets' rows are the primary comparisons)")
     return lines
 
 
