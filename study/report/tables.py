@@ -138,7 +138,8 @@ def arm_rows(study: Study, by: str = "family") -> list[dict]:
         for left, right in arm_contrasts(list(groups)):
             a, b = groups[left], groups[right]
             label = f"{a.model_name}: {left} - {right}"
-            rows += [{**row, by: row.pop(None)} for row in _difference_rows(a, b, None, label)]
+            rows += [{by if key is None else key: value for key, value in row.items()}
+                     for row in _difference_rows(a, b, None, label)]
             rows += _difference_rows(a, b, by, label)
     return rows
 
