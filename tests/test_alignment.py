@@ -1,0 +1,99 @@
+"""The alignment probe's measures (``study.alignment``) on hand-made embeddings."""
+
+import numpy as np
+import pytest
+
+from study import alignment
+from study.errors import StudyError
+
+
+def _rotation(d: int, angle: float) -> np.ndarray:
+    """A rotation by ``angle`` in the planes (0, 1), (2, 3), ... of a d-dimensional space."""
+    rotation = np.eye(d)
+    for i in range(0, d - 1, 2):
+        c, s = np.cos(angle), np.sin(angle)
+        rotation[i:i + 2, i:i + 2] = [[c, -s], [s, c]]
+    return rotation
+
+
+@pytest.fixture
+def english():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(12, 6)) + 4.0  # an offset every sentence shares, as in a real encoder
+
+
+def test_hand_computed_pair():
+    english = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    target = english + [0.0, 2.0]
+    result = alignment.align(target, english)
+    assert result.centroid_distance == pytest.approx(2.0)
+    # pooled mean (0, 1); every centred row has squared length 2, so the spread is sqrt(2): 2 / sqrt(2)
+    assert result.centred_distance == pytest.approx(np.sqrt(2))
+    assert (result.xx_to_en, result.en_to_xx, result.sentences) == (1.0, 1.0, 2)
+
+
+def test_retrieval_units_per_sentence_both_directions():
+    english = np.array([[1.0, 0.0], [0.0, 1.0]])
+    target = np.array([[1.0, 0.0], [1.0, 0.1]])  # the second target sentence is nearer English 0 than English 1
+    result = alignment.align(target, english)
+    assert result.units == {"xx_to_en": [[1.0, 1.0], [0.0, 1.0]], "en_to_xx": [[1.0, 1.0], [1.0, 1.0]]}
+    assert (result.xx_to_en, result.en_to_xx) == (0.5, 1.0)
+
+
+def test_rotated_copy_retrieves_perfectly_at_centred_distance_zero(english):
+    centre = english.mean(axis=0)
+    target = centre + (english - centre) @ _rotation(6, 0.2)  # English's cloud turned about its centre
+    result = alignment.align(target, english)
+    assert (result.xx_to_en, result.en_to_xx) == (1.0, 1.0)
+    assert result.centred_distance == pytest.approx(0.0, abs=1e-12)
+    assert result.centroid_distance == pytest.approx(0.0, abs=1e-12)
+    # a larger turn still leaves the centroids together, but retrieval sees it: centroid distance cannot
+    far = alignment.align(centre + (english - centre) @ _rotation(6, 2.5), english)
+    assert far.centred_distance == pytest.approx(0.0, abs=1e-12) and far.xx_to_en < 1.0
+
+
+def test_a_shift_of_every_language_leaves_the_centred_distance_unchanged(english):
+    target = english @ _rotation(6, 0.3) + 0.5  # offset from English
+    before = alignment.centred_distance(target, english)
+    assert before > 0.1
+    shift = np.full(6, 25.0)  # large against the spread: measured from the origin, it would shrink the distance
+    assert alignment.centred_distance(target + shift, english + shift) == pytest.approx(before, rel=1e-9)
+
+
+def test_scale_changes_the_centroid_distance_but_not_the_centred_one(english):
+    target = english + 1.0
+    assert alignment.centroid_distance(3 * target, 3 * english) == pytest.approx(
+        3 * alignment.centroid_distance(target, english))
+    assert alignment.centred_distance(3 * target, 3 * english) == pytest.approx(
+        alignment.centred_distance(target, english))
+
+
+def test_centred_distance_is_twice_the_root_of_the_language_share_of_variance(english):
+    target = english @ _rotation(6, 0.7) + [1.0, -2.0, 0.0, 0.5, 0.0, 0.0]
+    pooled = np.concatenate([target, english])
+    centre = pooled.mean(axis=0)
+    total = ((pooled - centre) ** 2).sum()
+    between = len(target) * (((target.mean(0) - centre) ** 2).sum() + ((english.mean(0) - centre) ** 2).sum())
+    assert (alignment.centred_distance(target, english) / 2) ** 2 == pytest.approx(between / total)
+
+
+def test_two_collapsed_languages_are_at_the_maximum_distance_and_one_point_at_zero():
+    english, target = np.tile([1.0, 0.0], (5, 1)), np.tile([0.0, 3.0], (5, 1))
+    assert alignment.centred_distance(target, english) == pytest.approx(2.0)
+    assert alignment.centred_distance(english, english) == 0.0
+
+
+@pytest.mark.parametrize("shapes", [((3, 4), (2, 4)), ((3, 4), (3, 5)), ((0, 4), (0, 4)), ((4,), (4,))])
+def test_embeddings_that_are_not_parallel_are_refused(shapes):
+    with pytest.raises(StudyError, match="parallel embeddings of equal shape"):
+        alignment.align(np.ones(shapes[0]), np.ones(shapes[1]))
+
+
+def test_projection_is_centred_and_blind_to_a_shift_or_scale_of_the_space(english):
+    groups = {"en": english, "de": english @ _rotation(6, 0.4) + 1.0}
+    points = alignment.project_2d(groups)
+    assert {k: v.shape for k, v in points.items()} == {"en": (12, 2), "de": (12, 2)}
+    pooled = np.concatenate(list(points.values()))
+    assert np.allclose(pooled.mean(axis=0), 0.0)
+    moved = alignment.project_2d({k: 2.0 * v + 7.0 for k, v in groups.items()})
+    assert all(np.allclose(moved[k], points[k]) for k in groups)
