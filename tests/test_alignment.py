@@ -2,9 +2,14 @@
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 from study import alignment
+from study.alignment_probe import figure_languages, probe_data, probe_layers, run_probe
 from study.errors import StudyError
+from study.evaluation import evaluate
+from study.models import load_model, load_tokenizer
+from study.tasks import TASKS
 
 
 def _rotation(d: int, angle: float) -> np.ndarray:
@@ -97,3 +102,50 @@ def test_projection_is_centred_and_blind_to_a_shift_or_scale_of_the_space(englis
     assert np.allclose(pooled.mean(axis=0), 0.0)
     moved = alignment.project_2d({k: 2.0 * v + 7.0 for k, v in groups.items()})
     assert all(np.allclose(moved[k], points[k]) for k in groups)
+
+
+# --- the probe on a real encoder ------------------------------------------------------------------------------------
+
+needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real test data not found at {SHARED_DATA}")
+
+
+@pytest.mark.slow
+@needs_data
+def test_probe_of_pretrained_e5_small_reproduces_study_evaluate_on_tatoeba(e5_small):
+    """Same sentences, tokenizer, prefix, layer and pooling as study.evaluate: the same retrieval accuracies."""
+    model, tokenizer, prefix = load_model(e5_small).eval(), load_tokenizer(e5_small), e5_small.text_prefix
+    data = probe_data(TASKS["xnli"], ("en", "de", "sw"), SHARED_DATA)  # English is the source: not probed
+    assert data.task.name == "tatoeba" and list(data.bitexts) == ["de", "sw"]
+    depth = model.config.num_hidden_layers
+    layers = probe_layers(depth, ap_layer=5)
+    assert layers == (6, depth)
+    probe = run_probe(model, tokenizer, data, layers, prefix=prefix, max_length=128)
+    for layer, languages in ((None, ("de", "sw")), (6, ("sw",))):
+        expected = evaluate(TASKS["tatoeba"], model, tokenizer, languages, model_name="e5-small",
+                            data_dir=SHARED_DATA, layer=layer, prefix=prefix, log=lambda line: None)
+        for lang in languages:
+            measured = probe.results[layer or depth][lang]
+            assert measured.xx_to_en == expected["per_language"][lang]
+            assert measured.en_to_xx == expected["details"][lang]["en_to_xx"]
+            assert measured.sentences == expected["details"][lang]["examples"]
+    assert probe.results[depth]["de"].xx_to_en > 0.9  # the README's reference: de 0.980
+    units = probe.units()["xx_to_en/layer6"]["sw"]
+    assert np.mean([u[0] for u in units]) == probe.results[6]["sw"].xx_to_en
+
+
+def test_probe_data_subsamples_the_same_pairs_and_needs_a_parallel_language():
+    full = probe_data(TASKS["pocket-topic"], ("de", "ja"))
+    part = probe_data(TASKS["pocket-topic"], ("de", "ja"), limit=20)
+    assert full.task.name == "pocket-retrieval"
+    for lang in ("de", "ja"):
+        pairs = set(zip(full.bitexts[lang].source, full.bitexts[lang].english))
+        chosen = list(zip(part.bitexts[lang].source, part.bitexts[lang].english))
+        assert len(chosen) == 20 and set(chosen) <= pairs
+    assert probe_data(TASKS["pocket-topic"], ("de",), limit=20).bitexts["de"] == part.bitexts["de"]
+    with pytest.raises(StudyError, match="has parallel sentences"):
+        probe_data(TASKS["pocket-topic"], ("en",))
+
+
+def test_figure_languages_take_one_language_per_family():
+    chosen = figure_languages(("en", "de", "fr", "ja", "zh", "tr", "ko"))
+    assert chosen == ("de", "ja", "ko")  # de and fr share a family; en is the source
