@@ -166,3 +166,39 @@ def figure_artifact(checkpoint: dict[str, np.ndarray], pretrained: dict[str, np.
     np.savez(buffer, **{f"checkpoint/{k}": v for k, v in checkpoint.items()},
              **{f"pretrained/{k}": v for k, v in pretrained.items()})
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    """What one evaluation of a training run adds: the ``align*/`` metrics, the retrieval units (``Probe.units``)
+    and the figure artifact's bytes (``figure_artifact``)."""
+
+    metrics: dict[str, float]
+    units: dict[str, dict[str, list]]
+    figure: bytes
+
+
+class RunProbe:
+    """The probe of a training run (``TrainConfig.alignment_probe``): built once on the evaluating rank, then
+    ``measure(model)`` at every evaluation, against the pretrained encoder's probe (cached, computed on first use)
+    on the same sentences (the evaluated languages', at most ``max_eval_examples`` pairs each)."""
+
+    def __init__(self, cfg, task, spec, tokenizer, depth: int, device):
+        self.data = probe_data(task, cfg.languages or task.languages, cfg.data_dir, cfg.max_eval_examples)
+        self.layers = probe_layers(depth, cfg.ap_layer)
+        self.spec, self.tokenizer, self.max_length, self.device = spec, tokenizer, cfg.max_length, device
+        self.figure_languages = figure_languages(self.data.bitexts)
+        self._pretrained = None
+
+    def measure(self, model) -> ProbeReport:
+        """Probe ``model`` (bare or headed) and compare it with the pretrained encoder."""
+        from study.protocol import alignment_metrics
+
+        if self._pretrained is None:
+            self._pretrained = pretrained_probe(self.spec, self.tokenizer, self.data, self.layers,
+                                                max_length=self.max_length, device=self.device)
+        pretrained, pretrained_figure = self._pretrained
+        probe = run_probe(model, self.tokenizer, self.data, self.layers, prefix=self.spec.text_prefix,
+                          max_length=self.max_length)
+        return ProbeReport(alignment_metrics(probe.measures(), pretrained), probe.units(),
+                           figure_artifact(probe.figure_embeddings(self.figure_languages), pretrained_figure))

@@ -149,3 +149,74 @@ def test_probe_data_subsamples_the_same_pairs_and_needs_a_parallel_language():
 def test_figure_languages_take_one_language_per_family():
     chosen = figure_languages(("en", "de", "fr", "ja", "zh", "tr", "ko"))
     assert chosen == ("de", "ja", "ko")  # de and fr share a family; en is the source
+
+
+def test_pretrained_probe_is_computed_once_then_read_from_the_cache(tiny, tmp_path, monkeypatch):
+    import study.cache
+    import study.models
+    from study.alignment_probe import pretrained_probe
+
+    monkeypatch.setattr(study.cache, "cache_dir", lambda: tmp_path)
+    loads, original = [], study.models.load_model
+    monkeypatch.setattr(study.models, "load_model", lambda *a, **k: loads.append(a) or original(*a, **k))
+    data, tokenizer = probe_data(TASKS["pocket-topic"], ("de", "ja"), limit=16), load_tokenizer(tiny)
+    first = pretrained_probe(tiny, tokenizer, data, (3, 6), max_length=32)
+    second = pretrained_probe(tiny, tokenizer, data, (3, 6), max_length=32)
+    assert len(loads) == 1 and first[0] == second[0] and set(first[0]) == {3, 6}
+    assert set(first[1]) == {"de/target", "de/english", "ja/target", "ja/english"}
+    assert first[1]["de/target"].shape == (16, 32)
+    pretrained_probe(tiny, tokenizer, data, (6,), max_length=32)  # other layers: another entry
+    assert len(loads) == 2
+
+
+@pytest.mark.slow
+def test_training_run_reports_the_probe_at_every_evaluation(tmp_path, monkeypatch):
+    """The worker adds align/, align_pretrained/ and align_delta/ to each report, the retrieval units beside the
+    evaluation's, and the figure's embeddings to the outbox."""
+    import json
+
+    import torch
+
+    from study.config import TrainConfig
+    from study.outbox import OUTBOX_ENV
+    from study.protocol import (
+        ALIGNMENT_EMBEDDINGS_ARTIFACT,
+        ALIGNMENT_UNITS,
+        EXAMPLES_ARTIFACT,
+        alignment_key,
+        alignment_layers,
+        alignment_scores,
+    )
+    from study.worker import FineTuneRun
+
+    monkeypatch.setenv(OUTBOX_ENV, str(tmp_path))
+    cfg = TrainConfig(model="tiny", task="pocket-topic", ap_layer=2, batch_size=8, max_length=32, max_train_examples=32,
+                      max_eval_examples=24, languages=("en", "de", "ja"), eval_every=2, max_steps=4, lr=2e-3,
+                      alignment_probe=True)
+    reports = []
+    FineTuneRun(cfg, 0, 1, torch.device("cpu")).train(lambda metrics, _: reports.append(metrics))
+    assert len(reports) == 2
+    for report in reports:
+        assert alignment_layers(report) == [3, 6] and report["align_seconds"] <= report["eval_seconds"]
+        for layer in (3, 6):
+            assert alignment_scores(report, "align", "sentences", layer) == {"de": 24.0, "ja": 24.0}
+            for measure in ("xx_to_en", "en_to_xx", "centroid_distance", "centred_distance"):
+                now, before, delta = (alignment_scores(report, namespace, measure, layer)
+                                      for namespace in ("align", "align_pretrained", "align_delta"))
+                assert set(delta) == {"de", "ja"}
+                assert all(delta[lang] == pytest.approx(now[lang] - before[lang]) for lang in delta)
+    assert reports[0][alignment_key("align_pretrained", "centred_distance", 6, "de")] == \
+        reports[1][alignment_key("align_pretrained", "centred_distance", 6, "de")]
+    assert reports[0][alignment_key("align", "centred_distance", 6, "de")] != \
+        reports[1][alignment_key("align", "centred_distance", 6, "de")]  # training moved the encoder
+    examples = json.loads((tmp_path / EXAMPLES_ARTIFACT).read_bytes())
+    selected = next(r for r in reports if r["step"] == examples["step"])
+    units = examples[ALIGNMENT_UNITS]
+    assert set(units) == {f"{d}/layer{n}" for d in ("xx_to_en", "en_to_xx") for n in (3, 6)}
+    for lang in ("de", "ja"):
+        assert len(units["xx_to_en/layer6"][lang]) == 24
+        assert np.mean([u[0] for u in units["xx_to_en/layer6"][lang]]) == pytest.approx(
+            selected[alignment_key("align", "xx_to_en", 6, lang)])
+    with np.load(tmp_path / ALIGNMENT_EMBEDDINGS_ARTIFACT) as figure:
+        assert set(figure.files) == {f"{source}/{lang}/{side}" for source in ("checkpoint", "pretrained")
+                                     for lang in ("de", "ja") for side in ("target", "english")}
