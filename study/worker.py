@@ -139,6 +139,8 @@ class FineTuneRun:
     ``train(report)`` runs it, calling ``report(metrics, checkpoint_dir)`` at every evaluation, and
     ``save_checkpoint`` writes what ``restore`` reads."""
 
+    alignment = None  # the last evaluation's alignment probe (``alignment_probe.ProbeReport``), when it is on
+
     def __init__(self, cfg: TrainConfig, rank: int, world: int, device: torch.device, run_name: str = "local",
                  started: float | None = None, faults: FaultHooks = FaultHooks()):
         from study.augment import load_synonyms
@@ -179,7 +181,6 @@ class FineTuneRun:
 
             self.probe = RunProbe(cfg, self.task, self.spec, self.tokenizer, self.model.config.num_hidden_layers,
                                   device)
-        self.alignment = None  # the last evaluation's ProbeReport
         self.sampler = torch.utils.data.DistributedSampler(self.pairs, num_replicas=world, rank=rank, shuffle=True,
                                                            seed=cfg.seed, drop_last=world > 1)
         self.loader = torch.utils.data.DataLoader(self.pairs, batch_size=cfg.batch_size, sampler=self.sampler,
