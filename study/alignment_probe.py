@@ -23,6 +23,7 @@ from study import alignment
 from study.data.sources import Bitext
 from study.errors import StudyError
 from study.protocol import EVAL_SUBSET_SEED, alignment_units_key, is_target
+from study.tasks import TaskSpec, get_task
 
 PARALLEL_TASKS = {"pocket": "pocket-retrieval", "xtreme-r": "tatoeba"}  # suite -> its parallel sentences
 PROBE_VERSION = 1  # part of the pretrained cache's key: bump when what a probe computes changes
@@ -34,7 +35,7 @@ FIGURE_SENTENCES = 64  # parallel pairs per figure language (float16, last layer
 class ProbeData:
     """What a probe embeds: the parallel task and its (subsampled) bitext per target language."""
 
-    task: object  # study.tasks.TaskSpec of the parallel sentences
+    task: TaskSpec  # the parallel sentences' task (pocket-retrieval, tatoeba)
     bitexts: dict[str, Bitext]
 
     def fingerprint(self) -> str:
@@ -43,11 +44,10 @@ class ProbeData:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-def probe_data(task, languages, data_dir=None, limit: int | None = None) -> ProbeData:
+def probe_data(task: TaskSpec, languages, data_dir=None, limit: int | None = None) -> ProbeData:
     """The parallel sentences of the evaluated ``task``'s suite for those of ``languages`` that are targets and
     have parallel data; at most ``limit`` pairs each (seeded, ``EVAL_SUBSET_SEED``). StudyError when none has."""
     from study.data.sources import load_split
-    from study.tasks import get_task
 
     parallel = get_task(PARALLEL_TASKS[task.suite])
     targets = [lang for lang in languages if is_target(lang) and lang in parallel.languages]

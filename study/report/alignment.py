@@ -121,7 +121,7 @@ def transfer_alignment_points(a: Sequence[Report], b: Sequence[Report], metric: 
     family, delta_alignment, delta_transfer}."""
     def means(runs, scores):
         per_run = [scores(r) for r in runs]
-        shared = set.intersection(*(set(v) for v in per_run))
+        shared = set.intersection(*(set(v) for v in per_run)) if per_run else set()
         return {k: float(np.mean([v[k] for v in per_run])) for k in shared if is_target(k)}
 
     align_a, align_b = (means(r, lambda x: alignment_scores(x, ALIGNMENT_DELTA, measure, layer)) for r in (a, b))
