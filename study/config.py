@@ -27,10 +27,18 @@ def _option(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
+def yes_no(text: str) -> bool:
+    """A boolean command-line value: true/false (also yes/no, 1/0); ValueError otherwise (argparse's usage error)."""
+    value = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(text.lower())
+    if value is None:
+        raise ValueError(text)
+    return value
+
+
 def cli_type(config_field) -> type:
     """The argparse type of a field: its annotation without ``| None`` (``tuple`` fields excepted)."""
     annotation = str(config_field.type).split(" | ")[0]
-    return {"int": int, "float": float, "str": str}[annotation]
+    return {"int": int, "float": float, "str": str, "bool": yes_no}[annotation]
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,8 @@ class TrainConfig:
     max_eval_examples: int | None = _option(None, "subset of each dev / test language (the same items in every "
                                                "run: protocol.EVAL_SUBSET_SEED)")
     log_every: int = _option(10, "optimizer steps per progress line")
+    alignment_probe: bool = _option(False, "add the alignment probe (retrieval and centroid distances on parallel "
+                                    "sentences, checkpoint and pretrained encoder) to every evaluation")
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "grad_accum", "max_length", "k_copies", "log_every")
@@ -102,6 +112,8 @@ class TrainConfig:
                                ("ap_layer", self.ap_layer >= 0, ">= 0")):
             if not ok:
                 raise StudyError(f"{name}={getattr(self, name)!r} is invalid: it must be {rule}")
+        if not isinstance(self.alignment_probe, bool):
+            raise StudyError(f"alignment_probe={self.alignment_probe!r} is invalid: it must be true or false")
         if self.objective not in OBJECTIVES:
             raise StudyError(f"objective={self.objective!r} is invalid: choose one of {', '.join(OBJECTIVES)}")
         if self.implementation not in IMPLEMENTATIONS:

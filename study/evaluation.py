@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,18 +108,27 @@ def _widen(per_token: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(per_token, (0, width - per_token.shape[-1]))
 
 
+def pooled_hidden_states(model, padded: Padded, layers: Sequence[int | None],
+                         token_budget: int = TOKEN_BUDGET) -> np.ndarray:
+    """Mean-pooled hidden states (n, len(layers), hidden) of each of ``layers`` (an index into the hidden states,
+    0 = embeddings; None = last layer) of a bare or headed encoder, not normalised, from one pass per batch, in the
+    order of ``padded``'s rows."""
+    encoder = model.base_model
+
+    def pool(inputs):
+        result = encoder(**inputs, output_hidden_states=any(layer is not None for layer in layers))
+        return torch.stack([masked_mean(result.last_hidden_state if layer is None else result.hidden_states[layer],
+                                        inputs["attention_mask"]) for layer in layers], dim=1)
+
+    return run_batches(pool, padded, model.device, token_budget).numpy()
+
+
 def sentence_embeddings(model, padded: Padded, *, layer: int | None = None,
                         token_budget: int = TOKEN_BUDGET) -> np.ndarray:
     """L2-normalised mean-pooled embeddings (n, hidden) of ``layer`` (None = last layer) of a bare or headed
     encoder, in the order of ``padded``'s rows."""
-    encoder = model.base_model
-
-    def embed(inputs):
-        result = encoder(**inputs, output_hidden_states=layer is not None)
-        hidden = result.last_hidden_state if layer is None else result.hidden_states[layer]
-        return torch.nn.functional.normalize(masked_mean(hidden, inputs["attention_mask"]), dim=-1)
-
-    return run_batches(embed, padded, model.device, token_budget).numpy()
+    pooled = torch.from_numpy(pooled_hidden_states(model, padded, [layer], token_budget)[:, 0])
+    return torch.nn.functional.normalize(pooled, dim=-1).numpy()
 
 
 def score_retrieval(task: T.TaskSpec, data, model, tokenizer, *, layer: int | None, prefix: str, max_length: int,

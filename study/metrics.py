@@ -195,11 +195,16 @@ def mean_average_precision_at_k(scores: np.ndarray, relevant: Sequence[Iterable[
     return statistics.fmean(average_precision_at_k(r, row.tolist(), k) for r, row in zip(relevant, ranked))
 
 
+def nearest_neighbour_hits(similarity: np.ndarray) -> dict[str, np.ndarray]:
+    """Per sentence, whether row i of a square (source x English) similarity matrix retrieves column i
+    (``xx_to_en``) and column i retrieves row i (``en_to_xx``): boolean (n,) each, the units of a bootstrap."""
+    gold = np.arange(similarity.shape[0])
+    return {"xx_to_en": similarity.argmax(axis=1) == gold, "en_to_xx": similarity.argmax(axis=0) == gold}
+
+
 def nearest_neighbour_accuracy(similarity: np.ndarray) -> dict[str, float]:
     """Tatoeba: row i of a (source x English) similarity matrix should retrieve column i, and vice versa."""
-    gold = np.arange(similarity.shape[0])
-    return {"xx_to_en": float((similarity.argmax(axis=1) == gold).mean()),
-            "en_to_xx": float((similarity.argmax(axis=0) == gold).mean())}
+    return {direction: float(hits.mean()) for direction, hits in nearest_neighbour_hits(similarity).items()}
 
 
 # --- aggregation ----------------------------------------------------------------------------------------------

@@ -80,6 +80,56 @@ def group_scores_of(report: Mapping[str, object], by: str, metric: str) -> dict[
     return {key[len(prefix):]: float(value) for key, value in report.items() if key.startswith(prefix)}
 
 
+# --- the alignment probe (issue #19): "<namespace>/<measure>/layer<hidden state>/<language>" ------------------------
+
+ALIGNMENT = "align"  # the evaluated checkpoint's probe
+ALIGNMENT_PRETRAINED = "align_pretrained"  # the pretrained encoder's probe, same sentences, tokenizer and layer
+ALIGNMENT_DELTA = "align_delta"  # checkpoint minus pretrained: what fine-tuning changed
+ALIGNMENT_MEASURES = ("xx_to_en", "en_to_xx", "centroid_distance", "centred_distance")  # study.alignment.Alignment
+ALIGNMENT_SENTENCES = "sentences"  # parallel sentences probed (align/ and align_pretrained/ only: no delta)
+ALIGNMENT_RETRIEVAL = ("xx_to_en", "en_to_xx")  # the measures with per-sentence units
+
+
+def alignment_key(namespace: str, measure: str, layer: int, language: str) -> str:
+    """``<namespace>/<measure>/layer<n>/<language>``, e.g. ``align_delta/xx_to_en/layer12/de``; ``layer`` is the
+    index into the encoder's hidden states (0: embeddings), as ``study.evaluate --layer`` counts."""
+    return f"{namespace}/{measure}/layer{layer}/{language}"
+
+
+def alignment_scores(report: Mapping[str, object], namespace: str, measure: str, layer: int) -> dict[str, float]:
+    """{language: value} of one namespace, measure and layer of a report."""
+    prefix = alignment_key(namespace, measure, layer, "")
+    return {key[len(prefix):]: float(value) for key, value in report.items() if key.startswith(prefix)}
+
+
+def alignment_layers(report: Mapping[str, object], namespace: str = ALIGNMENT) -> list[int]:
+    """The hidden-state layers a report carries probe values of, ascending."""
+    prefix = f"{namespace}/"
+    return sorted({int(key.split("/")[2][len("layer"):]) for key in report if key.startswith(prefix)})
+
+
+def alignment_units_key(measure: str, layer: int) -> str:
+    """``<measure>/layer<n>``: the entry of ``ALIGNMENT_UNITS`` holding that measure's {language: units}."""
+    return f"{measure}/layer{layer}"
+
+
+def alignment_metrics(probe: Mapping[int, Mapping[str, Mapping[str, float]]],
+                      pretrained: Mapping[int, Mapping[str, Mapping[str, float]]]) -> dict[str, float]:
+    """The probe's metric keys: ``align/``, ``align_pretrained/`` and ``align_delta/`` (checkpoint minus pretrained,
+    for ``ALIGNMENT_MEASURES``) of {layer: {language: {measure: value}}} results, the checkpoint's and the
+    pretrained encoder's on the same sentences."""
+    out = {}
+    for layer, languages in probe.items():
+        for lang, values in languages.items():
+            before = pretrained[layer][lang]
+            for measure in (*ALIGNMENT_MEASURES, ALIGNMENT_SENTENCES):
+                out[alignment_key(ALIGNMENT, measure, layer, lang)] = values[measure]
+                out[alignment_key(ALIGNMENT_PRETRAINED, measure, layer, lang)] = before[measure]
+            for measure in ALIGNMENT_MEASURES:
+                out[alignment_key(ALIGNMENT_DELTA, measure, layer, lang)] = values[measure] - before[measure]
+    return out
+
+
 # --- the English rule -----------------------------------------------------------------------------------------------
 
 
@@ -157,6 +207,8 @@ def improves(candidate_dev: float, best_dev: float | None) -> bool:
 # --- artifacts, tags, modalities ------------------------------------------------------------------------------------
 
 EXAMPLES_ARTIFACT = "per_example.json"  # per-example units of the selected evaluation (what the report resamples)
+ALIGNMENT_UNITS = "alignment_units"  # in EXAMPLES_ARTIFACT: {alignment_units_key: {language: [[correct, 1], ...]}}
+ALIGNMENT_EMBEDDINGS_ARTIFACT = "alignment_embeddings.npz"  # the selected evaluation's probe embeddings (figure)
 PER_LANGUAGE_ARTIFACT = "per_language.csv"  # a trial's selected per-language scores
 ARM_PER_LANGUAGE_ARTIFACT = "per_language_{arm}.csv"  # an arm's confirm-run seed means, on the study's parent run
 STAGE_ARTIFACT = "stage.json"  # a trial's intermediate stage: its metadata (losses, probe, data, vision tower)

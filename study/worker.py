@@ -26,6 +26,8 @@ from study.config import TrainConfig
 from study.errors import StudyError
 from study.fault_hooks import FaultHooks
 from study.protocol import (
+    ALIGNMENT_EMBEDDINGS_ARTIFACT,
+    ALIGNMENT_UNITS,
     ENGLISH_DEV,
     EVAL_SUBSET_SEED,
     EXAMPLES_ARTIFACT,
@@ -145,6 +147,8 @@ class FineTuneRun:
     ``train(report)`` runs it, calling ``report(metrics, checkpoint_dir)`` at every evaluation, and
     ``save_checkpoint`` writes what ``restore`` reads."""
 
+    alignment = None  # the last evaluation's alignment probe (``alignment_probe.ProbeReport``), when it is on
+
     def __init__(self, cfg: TrainConfig, rank: int, world: int, device: torch.device, run_name: str = "local",
                  started: float | None = None, faults: FaultHooks = FaultHooks()):
         from study.augment import load_synonyms
@@ -186,6 +190,12 @@ class FineTuneRun:
         self.capture = VMECapture(self.model, cfg.ap_layer, padded_rows=self.ap_length is not None
                                   and cfg.ap_mask == "none") if cfg.objective == "vme" and not self.reference else None
         self.grad_accum = cfg.accumulation(world)  # global_batch: the same examples per step whatever the world size
+        self.probe = None  # the alignment probe: only the rank that evaluates runs it
+        if cfg.alignment_probe and rank == 0:
+            from study.alignment_probe import RunProbe
+
+            self.probe = RunProbe(cfg, self.task, self.spec, self.tokenizer, self.model.config.num_hidden_layers,
+                                  device)
         self.sampler = torch.utils.data.DistributedSampler(self.pairs, num_replicas=world, rank=rank, shuffle=True,
                                                            seed=cfg.seed, drop_last=world > 1)
         self.loader = torch.utils.data.DataLoader(self.pairs, batch_size=cfg.batch_size, sampler=self.sampler,
@@ -253,7 +263,10 @@ class FineTuneRun:
 
     def _examples_json(self) -> bytes:
         """What the report bootstraps over: per example (numerator, denominator) of the metric, per language."""
-        return json.dumps({"step": self.progress.step, "metric": self.task.metric, "units": self.units}).encode()
+        examples = {"step": self.progress.step, "metric": self.task.metric, "units": self.units}
+        if self.alignment:  # the probe's retrieval, per sentence: {"<measure>/layer<n>": {language: units}}
+            examples[ALIGNMENT_UNITS] = self.alignment.units
+        return json.dumps(examples).encode()
 
     # -- training --
 
@@ -374,6 +387,8 @@ class FineTuneRun:
             # what English dev selects so far: the report bootstraps these examples even if the trial is stopped
             self.progress.best_dev = metrics[selection_key(self.task.metric)]
             put_from_worker(EXAMPLES_ARTIFACT, examples)
+            if self.alignment:
+                put_from_worker(ALIGNMENT_EMBEDDINGS_ARTIFACT, self.alignment.figure)
         with tempfile.TemporaryDirectory(prefix="study-ckpt-") as directory:
             started = time.perf_counter()
             self.save_checkpoint(directory, examples)
@@ -395,6 +410,9 @@ class FineTuneRun:
                                      limit=self.cfg.max_eval_examples, seed=EVAL_SUBSET_SEED, log=None)
         tests = {lang: score for lang, (score, _) in results.items()}
         self.units = {ENGLISH_DEV: dev_extra["units"], **{lang: extra["units"] for lang, (_, extra) in results.items()}}
+        probe_started = time.perf_counter()
+        self.alignment = self.probe.measure(self.model) if self.probe else None
+        align_seconds = time.perf_counter() - probe_started
         self.model.train()
         window, eval_seconds = self.progress.window, time.perf_counter() - started
         self.progress.seconds["eval"] += eval_seconds
@@ -409,6 +427,9 @@ class FineTuneRun:
                    # which share of the virtual copies the synonyms changed (method.md asks to record it)
                    "data/changed_fraction": self.data_stats["changed_fraction"]}
         metrics.update({f"loss/{k}": v / window["n"] for k, v in window.items() if k != "n" and window["n"]})
+        if self.alignment:
+            metrics.update(self.alignment.metrics)
+            metrics["align_seconds"] = align_seconds  # inside eval_seconds
         if "macro_f1" in dev_extra:
             metrics[f"{ENGLISH_DEV}/macro_f1"] = dev_extra["macro_f1"]
         self._log(f"eval step {self.progress.step}: dev_en {metric} {dev:.4f}, target avg "

@@ -1,0 +1,204 @@
+"""The alignment probe in the report (issue #19): Δ alignment per family for each arm, the paired VME − plain
+contrast of Δ alignment, its relation to the transfer contrast across languages, and the 2-D figure.
+
+Inputs are plain records, so the report wires them in however it groups its runs:
+
+* a run's **report** is the metric dict of the evaluation English dev selected (the ``align*/`` keys of
+  ``study.protocol``, and ``test/<metric>/<language>``); an **arm** is a list of such reports, one per seed;
+* a run's **examples** is its ``per_example.json`` (``protocol.EXAMPLES_ARTIFACT``) as a dict, whose
+  ``protocol.ALIGNMENT_UNITS`` entry holds the retrieval units;
+* a run's **figure** is the ``protocol.ALIGNMENT_EMBEDDINGS_ARTIFACT`` bytes.
+
+Every arm starts from the same pretrained encoder probed on the same sentences, so the contrast of Δ alignment
+between two arms is the contrast of their alignment: (a − pretrained) − (b − pretrained) = a − b. For retrieval it
+is therefore the paired bootstrap of transfer (``analysis.paired_difference_by_group``: seeds, then sentences,
+resampled) on the per-sentence units; the centroid distances have one number per language and run, so their
+interval resamples seeds only (``seed_contrast_by_group``).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from study.analysis import MIN_RUNS, Contrast, Side, SlopeTest, paired_difference_by_group, slope_permutation_test
+from study.languages import group_of
+from study.protocol import (
+    ALIGNMENT,
+    ALIGNMENT_DELTA,
+    ALIGNMENT_PRETRAINED,
+    ALIGNMENT_UNITS,
+    alignment_scores,
+    alignment_units_key,
+    is_target,
+    language_scores,
+    target_group_means,
+)
+
+Report = Mapping[str, float]
+
+
+def language_means(runs: Sequence[Report], namespace: str, measure: str, layer: int) -> dict[str, float]:
+    """{target language: mean over the runs that have it} of ``<namespace>/<measure>/layer<layer>/<language>``."""
+    per_run = [alignment_scores(r, namespace, measure, layer) for r in runs]
+    languages = sorted({lang for values in per_run for lang in values if is_target(lang)})
+    return {lang: float(np.mean([v[lang] for v in per_run if lang in v])) for lang in languages}
+
+
+def delta_rows(arms: Mapping[str, Sequence[Report]], measure: str, layer: int, by: str = "family") -> list[dict]:
+    """Per arm and group (``by``: family, branch or script), the seed-mean group mean of the pretrained value, the
+    arm's value and Δ (arm − pretrained), over the target languages every one of the arm's runs probed. Rows:
+    {arm, <by>, languages, runs, pretrained, value, delta}."""
+    rows = []
+    for arm, runs in arms.items():
+        if not runs:
+            continue
+        shared = set.intersection(*(set(alignment_scores(r, ALIGNMENT_DELTA, measure, layer)) for r in runs))
+        means = {ns: {k: v for k, v in language_means(runs, ns, measure, layer).items() if k in shared}
+                 for ns in (ALIGNMENT_PRETRAINED, ALIGNMENT, ALIGNMENT_DELTA)}
+        groups = {ns: target_group_means(values, by) for ns, values in means.items()}
+        for group in sorted(groups[ALIGNMENT_DELTA]):
+            rows.append({"arm": arm, by: group, "languages": sum(group_of(k, by) == group for k in means[ALIGNMENT]),
+                         "runs": len(runs), "pretrained": groups[ALIGNMENT_PRETRAINED][group],
+                         "value": groups[ALIGNMENT][group], "delta": groups[ALIGNMENT_DELTA][group]})
+    return rows
+
+
+def retrieval_side(examples: Sequence[Mapping], direction: str, layer: int) -> Side:
+    """An ``analysis.Side`` of one retrieval direction (``xx_to_en`` / ``en_to_xx``) and layer: per run, the
+    per-sentence units of its examples' ``ALIGNMENT_UNITS`` (runs without them are left out)."""
+    key = alignment_units_key(direction, layer)
+    return Side([e[ALIGNMENT_UNITS][key] for e in examples if key in e.get(ALIGNMENT_UNITS, {})])
+
+
+def retrieval_contrast(a_examples: Sequence[Mapping], b_examples: Sequence[Mapping], direction: str, layer: int,
+                       by: str = "family") -> dict[str, Contrast]:
+    """a − b of Δ retrieval accuracy per group, which equals a − b of retrieval accuracy (module docstring), with
+    the transfer contrasts' paired bootstrap: seeds resampled, then one draw of sentences per language for every
+    run, over the target languages both arms probed."""
+    return paired_difference_by_group(retrieval_side(a_examples, direction, layer),
+                                      retrieval_side(b_examples, direction, layer), by)
+
+
+def seed_contrast_by_group(a: Sequence[Report], b: Sequence[Report], measure: str, layer: int, by: str = "family",
+                           draws: int = 2000, seed: int = 0) -> dict[str, Contrast]:
+    """a − b of Δ ``measure`` (any, e.g. ``centred_distance``) per group over the target languages every run of
+    both arms probed: the difference of seed-mean group means, with a 95 % percentile interval from resampling
+    each arm's runs (no sentence units exist for distances). No interval under ``analysis.MIN_RUNS`` runs a side."""
+    def per_run(runs):
+        return [alignment_scores(r, ALIGNMENT_DELTA, measure, layer) for r in runs]
+
+    a_runs, b_runs = per_run(a), per_run(b)
+    shared = sorted(lang for lang in set.intersection(*(set(v) for v in a_runs + b_runs)) if is_target(lang)) \
+        if a_runs and b_runs else []
+    groups: dict[str, list[str]] = {}
+    for lang in shared:
+        groups.setdefault(group_of(lang, by), []).append(lang)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for group, langs in sorted(groups.items()):
+        a_means = np.array([np.mean([v[k] for k in langs]) for v in a_runs])  # (runs,) group mean per run
+        b_means = np.array([np.mean([v[k] for k in langs]) for v in b_runs])
+        estimate, low, high, note = float(a_means.mean() - b_means.mean()), None, None, ""
+        if min(len(a_means), len(b_means)) < MIN_RUNS:
+            note = f"{len(a_means)} vs {len(b_means)} run(s): no interval (seed variance needs {MIN_RUNS} runs)"
+        else:
+            differences = (rng.choice(a_means, (draws, len(a_means))).mean(axis=1)
+                           - rng.choice(b_means, (draws, len(b_means))).mean(axis=1))
+            low, high = (float(v) for v in np.percentile(differences, [2.5, 97.5]))
+        out[group] = Contrast(estimate, low, high, tuple(langs), (len(a_means), len(b_means)),
+                              note or "seeds resampled only: one value per language and run")
+    return out
+
+
+def transfer_alignment_points(a: Sequence[Report], b: Sequence[Report], metric: str, measure: str,
+                              layer: int) -> list[dict]:
+    """Per target language both arms tested and probed in every run: the transfer contrast a − b of seed-mean test
+    scores (``test/<metric>/<language>``) and the contrast a − b of seed-mean Δ ``measure``. Rows: {language,
+    family, delta_alignment, delta_transfer}."""
+    def means(runs, scores):
+        per_run = [scores(r) for r in runs]
+        shared = set.intersection(*(set(v) for v in per_run)) if per_run else set()
+        return {k: float(np.mean([v[k] for v in per_run])) for k in shared if is_target(k)}
+
+    align_a, align_b = (means(r, lambda x: alignment_scores(x, ALIGNMENT_DELTA, measure, layer)) for r in (a, b))
+    test_a, test_b = (means(r, lambda x: language_scores(x, metric)) for r in (a, b))
+    languages = sorted(set(align_a) & set(align_b) & set(test_a) & set(test_b))
+    return [{"language": k, "family": group_of(k, "family"), "delta_alignment": align_a[k] - align_b[k],
+             "delta_transfer": test_a[k] - test_b[k]} for k in languages]
+
+
+def transfer_alignment_fit(points: Sequence[Mapping]) -> SlopeTest | None:
+    """Does the transfer contrast track the alignment contrast across languages? The least-squares slope of
+    ``delta_transfer`` on ``delta_alignment`` with its permutation p-value (``analysis.slope_permutation_test``);
+    None with too few languages or a constant alignment contrast."""
+    return slope_permutation_test([p["delta_alignment"] for p in points], [p["delta_transfer"] for p in points])
+
+
+def contrast_sentence(label: str, contrasts: Mapping[str, Contrast], fit: SlopeTest | None, alpha: float = 0.05
+                      ) -> str:
+    """One sentence for the results summary: in which groups the interval of a − b of Δ alignment excludes 0
+    (and which way), or that no difference was detectable, and whether the transfer contrast tracks it."""
+    up = [g for g, c in contrasts.items() if c.has_interval and c.low > 0]
+    down = [g for g, c in contrasts.items() if c.has_interval and c.high < 0]
+    tested = [g for g, c in contrasts.items() if c.has_interval]
+    if not tested:
+        change = f"{label}: too little data for an interval in any group"
+    elif not up and not down:
+        change = f"{label}: no detectable difference in any of {len(tested)} group(s)"
+    else:
+        change = f"{label}: higher in {', '.join(up) or 'none'}, lower in {', '.join(down) or 'none'} " \
+                 f"(95 % intervals excluding 0; {len(tested)} group(s) tested)"
+    if fit is None:
+        return f"{change}; too few languages to relate it to transfer."
+    tracks = "tracks" if fit.p <= alpha else "does not detectably track"
+    return f"{change}; across {fit.n} languages the transfer contrast {tracks} it (slope {fit.slope:+.3f}, " \
+           f"permutation p {fit.p:.3f})."
+
+
+def figure_panels(figures: Mapping[str, bytes]) -> dict[str, dict[str, np.ndarray]]:
+    """{panel: {``<language>/<side>``: (m, hidden)}} from one figure artifact per arm ({arm: bytes}): a
+    ``pretrained`` panel (from the first arm's artifact: every arm probes the same pretrained encoder) and one
+    panel per arm."""
+    panels: dict[str, dict[str, np.ndarray]] = {}
+    for arm, data in figures.items():
+        with np.load(io.BytesIO(data)) as stored:
+            for name in stored.files:
+                source, key = name.split("/", 1)
+                panel = arm if source == "checkpoint" else "pretrained"
+                panels.setdefault(panel, {}).setdefault(key, stored[name].astype(np.float64))
+    return {"pretrained": panels.pop("pretrained"), **panels} if "pretrained" in panels else panels
+
+
+def alignment_figure(panels: Mapping[str, Mapping[str, np.ndarray]], out: Path,
+                     name: str = "alignment_pca.png", title: str = "") -> str | None:
+    """One panel per encoder (e.g. pretrained, plain, VME): English and the target languages' parallel sentences
+    projected onto the first two principal components of that encoder's pooled, centred embeddings
+    (``alignment.project_2d``, same scale in every panel). Returns the file name, None without panels."""
+    from study.alignment import project_2d
+    from study.report.figures import _figure
+
+    if not panels:
+        return None
+    languages = sorted({key.split("/")[0] for panel in panels.values() for key in panel})
+
+    def draw(plt):
+        figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False,
+                                    sharex=True, sharey=True)
+        for axis, (label, arrays) in zip(axes[0], panels.items()):
+            groups = {"en": np.concatenate([arrays[f"{k}/english"] for k in languages if f"{k}/english" in arrays]),
+                      **{k: arrays[f"{k}/target"] for k in languages if f"{k}/target" in arrays}}
+            for i, (lang, points) in enumerate(project_2d(groups).items()):
+                axis.scatter(points[:, 0], points[:, 1], s=8, alpha=0.6, label=lang,
+                             color="grey" if lang == "en" else f"C{i}")
+            axis.set_title(label, fontsize=9)
+            axis.set_xlabel("PC 1 (in units of the pooled spread)", fontsize=7)
+        axes[0][0].legend(fontsize=7)
+        if title:
+            figure.suptitle(title, fontsize=9)
+        return figure
+
+    return _figure(out / name, draw)

@@ -1,0 +1,96 @@
+"""The report's alignment tables, contrasts and figure (``study.report.alignment``) on hand-made runs."""
+
+import numpy as np
+import pytest
+
+from study.alignment_probe import figure_artifact
+from study.protocol import ALIGNMENT_UNITS, alignment_metrics, language_key
+from study.report import alignment as R
+
+LAYER = 12
+
+
+def _report(values: dict[str, tuple[float, float]], tests: dict[str, float] | None = None) -> dict:
+    """A run's selected report: per language (pretrained, checkpoint) centred distance and xx_to_en accuracy."""
+    def measures(i):
+        return {lang: {"xx_to_en": v[i], "en_to_xx": v[i], "centroid_distance": 10 * v[i], "centred_distance": v[i],
+                       "sentences": 50.0} for lang, v in values.items()}
+
+    report = alignment_metrics({LAYER: measures(1)}, {LAYER: measures(0)})
+    report.update({language_key("accuracy", lang): score for lang, score in (tests or {}).items()})
+    return report
+
+
+def test_delta_rows_average_languages_within_a_family_then_seeds():
+    # de and nl are Indo-European, ja is Japonic; the second seed moves every language by 0.2 more
+    arms = {"plain": [_report({"de": (0.5, 0.4), "nl": (0.7, 0.7), "ja": (0.9, 1.0)}),
+                      _report({"de": (0.5, 0.2), "nl": (0.7, 0.5), "ja": (0.9, 0.8)})]}
+    rows = {r["family"]: r for r in R.delta_rows(arms, "centred_distance", LAYER)}
+    assert set(rows) == {"Indo-European", "Japonic"}
+    assert rows["Indo-European"]["pretrained"] == pytest.approx(0.6)
+    assert rows["Indo-European"]["value"] == pytest.approx((0.4 + 0.7 + 0.2 + 0.5) / 4)
+    assert rows["Indo-European"]["delta"] == pytest.approx((-0.1 + 0 - 0.3 - 0.2) / 4)
+    assert rows["Japonic"]["delta"] == pytest.approx(0.0) and rows["Japonic"]["languages"] == 1
+    assert rows["Indo-European"]["runs"] == 2 and rows["Indo-European"]["languages"] == 2
+
+
+def test_seed_contrast_of_a_distance_resamples_seeds_and_needs_two_runs_a_side():
+    a = [_report({"de": (0.5, 0.3)}), _report({"de": (0.5, 0.1)})]  # Δ -0.2, -0.4
+    b = [_report({"de": (0.5, 0.5)}), _report({"de": (0.5, 0.6)})]  # Δ 0.0, +0.1
+    contrast = R.seed_contrast_by_group(a, b, "centred_distance", LAYER)["Indo-European"]
+    assert contrast.estimate == pytest.approx(-0.3 - 0.05)
+    assert contrast.low == pytest.approx(-0.4 - 0.1) and contrast.high == pytest.approx(-0.2 - 0.0)
+    alone = R.seed_contrast_by_group(a[:1], b, "centred_distance", LAYER)["Indo-European"]
+    assert not alone.has_interval and "1 vs 2 run(s)" in alone.note
+
+
+def test_retrieval_contrast_uses_the_per_sentence_units_of_each_run():
+    def examples(correct_de: int):
+        units = [[1.0, 1.0]] * correct_de + [[0.0, 1.0]] * (20 - correct_de)
+        return {ALIGNMENT_UNITS: {f"xx_to_en/layer{LAYER}": {"de": units, "ja": [[1.0, 1.0]] * 20}}}
+
+    contrasts = R.retrieval_contrast([examples(18), examples(16)], [examples(10), examples(12)], "xx_to_en", LAYER)
+    assert contrasts["Indo-European"].estimate == pytest.approx(0.85 - 0.55)
+    assert contrasts["Indo-European"].has_interval and contrasts["Indo-European"].low > 0
+    assert contrasts["Japonic"].estimate == 0.0
+    assert R.retrieval_side([{"units": {}}], "xx_to_en", LAYER).runs == []  # a run without the probe
+
+
+def test_transfer_tracks_alignment_across_languages():
+    languages = ["de", "fr", "es", "ja", "zh", "ko", "tr", "fi", "ar", "hi"]
+    rng = np.random.default_rng(0)
+    shift = dict(zip(languages, np.linspace(-0.2, 0.2, len(languages))))  # VME's Δ alignment beyond plain's
+    vme = [_report({k: (0.5, 0.5 + shift[k]) for k in languages},
+                   {k: 0.5 + 2 * shift[k] + rng.normal(0, 0.01) for k in languages}) for _ in range(2)]
+    plain = [_report({k: (0.5, 0.5) for k in languages}, {k: 0.5 for k in languages}) for _ in range(2)]
+    points = R.transfer_alignment_points(vme, plain, "accuracy", "centred_distance", LAYER)
+    assert [p["language"] for p in points] == sorted(languages)
+    fit = R.transfer_alignment_fit(points)
+    assert fit.slope == pytest.approx(2.0, abs=0.1) and fit.p < 0.01 and fit.n == 10
+    sentence = R.contrast_sentence("VME - plain, Δ centred distance", {}, fit)
+    assert "too little data" in sentence and "tracks it (slope +2.0" in sentence
+
+
+def test_no_detectable_difference_is_said_in_words():
+    a = [_report({"de": (0.5, 0.3)}), _report({"de": (0.5, 0.6)})]
+    b = [_report({"de": (0.5, 0.5)}), _report({"de": (0.5, 0.4)})]
+    contrasts = R.seed_contrast_by_group(a, b, "centred_distance", LAYER)
+    assert R.contrast_sentence("VME - plain", contrasts, None) == \
+        "VME - plain: no detectable difference in any of 1 group(s); too few languages to relate it to transfer."
+
+
+def test_the_figure_has_one_panel_per_encoder(tmp_path):
+    rng = np.random.default_rng(1)
+
+    def arrays(offset):
+        return {f"{lang}/{side}": rng.normal(size=(30, 8)).astype(np.float16) + (offset if side == "target" else 0)
+                for lang in ("de", "ja") for side in ("target", "english")}
+
+    pretrained = arrays(3.0)
+    figures = {"plain": figure_artifact(arrays(2.0), pretrained), "vme": figure_artifact(arrays(0.5), pretrained)}
+    panels = R.figure_panels(figures)
+    assert list(panels) == ["pretrained", "plain", "vme"]
+    assert np.allclose(panels["pretrained"]["de/target"], pretrained["de/target"].astype(np.float64))
+    assert R.alignment_figure(panels, tmp_path) == "alignment_pca.png"
+    assert (tmp_path / "alignment_pca.png").stat().st_size > 10_000
+    assert R.alignment_figure({}, tmp_path) is None
