@@ -183,7 +183,7 @@ def test_unreachable_hub_is_one_line_error(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(StudyError, match=r"facebook/xnli \(de\).*HF_HUB_OFFLINE is set.*--data-dir"):
+    with pytest.raises(StudyError, match=r"xnli is not in the cache.*HF_HUB_OFFLINE is set.*prefetch.*--data-dir"):
         load_split(T.TASKS["xnli"], "test", "de")
 
 
