@@ -125,3 +125,152 @@ def load_hub_split(repo: str, config: str | None, split: str):
 
     files = [download(repo, path) for path in split_files(repo, config, split)]
     return datasets.load_dataset("parquet", data_files={split: files}, split=split)
+
+
+# --- python -m study.hub check|prefetch ------------------------------------------------------------------------
+
+# columns each task kind's hub normaliser reads (one of a tuple is enough)
+KIND_COLUMNS = {"classification": ("premise", "hypothesis", "label"),
+                "multiple-choice": ("premise", "question", "choice1", "choice2", "label"),
+                "tagging": ("tokens", ("ner_tags", "pos_tags", "tags", "upos")),
+                "qa": ("id", "context", "question", "answers"),
+                "bitext-retrieval": ("sentence1", "sentence2")}
+CAPTION_COLUMNS = ("image", ("caption", "captions", "sentences", "text"))
+
+
+def _data_needs(tasks, caption_source: str | None) -> list[tuple[str, str, str | None, str, tuple]]:
+    """(what, repo, config, split, columns) of every hub split the tasks and the intermediate stage read; a task
+    with no hub path (LAReQA, Mewsli-X: their hub copies lack the sentence and entity data) gets an empty repo."""
+    from study.data.sources import hub_source
+
+    needs = []
+    for task in tasks:
+        if task.kind not in KIND_COLUMNS:
+            needs.append((task.name, "", None, "", ()))
+            continue
+        for split in ("train", "dev"):
+            if split in task.hub:
+                needs.append((f"{task.name} {split}", *hub_source(task, split, "en"), KIND_COLUMNS[task.kind]))
+        for lang in task.languages:
+            needs.append((f"{task.name} test {lang}", *hub_source(task, "test", lang), KIND_COLUMNS[task.kind]))
+    if caption_source:
+        needs.append(("intermediate data", caption_source, None, "", CAPTION_COLUMNS))
+    return needs
+
+
+def _check_data(repo: str, config: str | None, split: str, columns: tuple) -> tuple[str, str]:
+    """(files, problem or ""): the split's files and, from the card's ``dataset_info``, whether its columns are
+    there; nothing but the card and the file listing is downloaded."""
+    from datasets.info import DatasetInfosDict
+    from huggingface_hub import DatasetCard, hf_hub_download
+
+    if not repo:
+        return "", "no hub path: pass --data-dir with the original files"
+    try:
+        splits = config_splits(repo, config)
+        split = split or ("train" if "train" in splits else next(iter(splits)))
+        files = split_files(repo, config, split)
+    except StudyError as err:
+        return "", str(err)
+    card = DatasetCard.load(hf_hub_download(repo, "README.md", repo_type="dataset"))
+    infos = DatasetInfosDict.from_dataset_card_data(card.data)
+    info = infos.get(config or "default") or (next(iter(infos.values())) if len(infos) == 1 else None)
+    if info is None or info.features is None:
+        return f"{len(files)} file(s)", ""  # the card does not list features: the columns are checked on load
+    missing = [c if isinstance(c, str) else "/".join(c) for c in columns
+               if not any(name in info.features for name in ((c,) if isinstance(c, str) else c))]
+    return f"{len(files)} file(s)", f"missing column(s) {', '.join(missing)}" if missing else ""
+
+
+def _model_files(repo: str) -> list[str]:
+    """The files ``from_pretrained`` reads of a hub model: configuration, tokenizer and one weights file
+    (safetensors where the repository has it, as transformers prefers)."""
+    from huggingface_hub import HfApi, errors
+
+    try:
+        siblings = [s.rfilename for s in HfApi().model_info(repo, revision="main").siblings]
+    except errors.RepositoryNotFoundError:
+        raise StudyError(f"model {repo} does not exist on the hub") from None
+    if "config.json" not in siblings:
+        raise StudyError(f"model {repo} has no config.json")
+    weights = next((w for w in ("model.safetensors", "pytorch_model.bin") if w in siblings), None)
+    if weights is None:
+        raise StudyError(f"model {repo} has no model.safetensors or pytorch_model.bin")
+    extra = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+             "sentencepiece.bpe.model", "preprocessor_config.json")
+    return ["config.json", weights, *(f for f in extra if f in siblings)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """check: resolve every dataset split, column and model a study reads, downloading no data; prefetch: download
+    them into HF_HOME once (on a cluster: on the shared file system, before the GPU nodes start)."""
+    import argparse
+
+    from study import tasks as T
+    from study.data.captions import FLICKR30K
+    from study.intermediate import CLIP_TOWER
+    from study.models import REGISTRY, get_spec
+
+    parser = argparse.ArgumentParser(prog="python -m study.hub", description=main.__doc__)
+    parser.add_argument("action", choices=("check", "prefetch"))
+    parser.add_argument("--task", action="append", help="a task (repeatable; default: the whole --suite)")
+    parser.add_argument("--suite", default="xtreme-r", choices=("xtreme-r",))
+    parser.add_argument("--model", action="append", help="a registry model key (repeatable; default: mbert, xlmr)")
+    parser.add_argument("--intermediate-data", default=FLICKR30K, help="hub id of the caption data ('' for none)")
+    parser.add_argument("--vision-tower", default=CLIP_TOWER, help="hub id of the CLIP tower ('' for none)")
+    args = parser.parse_args(argv)
+    reason = hub_unreachable_reason()
+    if reason:
+        raise StudyError(f"the hub cannot be used: {reason}; {args.action} needs it")
+    tasks = [T.get_task(name) for name in args.task] if args.task else T.tasks_of_suite(args.suite)
+    models = [get_spec(key) for key in args.model or ("mbert", "xlmr")]
+    for spec in models:
+        if spec.key not in REGISTRY or spec.offline_stand_in:
+            hub_models = ", ".join(k for k, s in REGISTRY.items() if not s.offline_stand_in)
+            raise StudyError(f"model {spec.key!r} is not a hub model: choose {hub_models}")
+    rows, problems = [], 0
+    for what, repo, config, split, columns in _data_needs(tasks, args.intermediate_data):
+        if not repo and not args.task:  # the suite's hub-less tasks are read with --data-dir; named ones must load
+            rows.append((what, "", "", "", "", "skipped: no hub path (use --data-dir)"))
+            continue
+        files, problem = _check_data(repo, config, split, columns)
+        if not problem and args.action == "prefetch":
+            files = _prefetch_data(what, repo, config, split)
+        rows.append((what, repo, config or "", split, files, problem or "ok"))
+        problems += bool(problem)
+    for what, repo in [(f"model {s.key}", s.source) for s in models] + \
+            ([("vision tower", args.vision_tower)] if args.vision_tower else []):
+        try:
+            files = _model_files(repo)
+            if args.action == "prefetch":
+                from huggingface_hub import hf_hub_download
+
+                for name in files:
+                    hf_hub_download(repo, name)
+            rows.append((what, repo, "", "", f"{len(files)} file(s)", "ok"))
+        except StudyError as err:
+            rows.append((what, repo, "", "", "", str(err)))
+            problems += 1
+    widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + row[5])
+    print(f"{len(rows)} checked, {problems} problem(s); HF_HOME={hf_home()}")
+    return 1 if problems else 0
+
+
+def _prefetch_data(what: str, repo: str, config: str | None, split: str) -> str:
+    """Download one split's files (for the caption data: the shards its first rows need)."""
+    if what == "intermediate data":
+        from study.data.captions import dataset_captions
+
+        return f"{len(dataset_captions(repo, 8).items)} images"
+    files = split_files(repo, config, split)
+    for path in files:
+        download(repo, path)
+    return f"{len(files)} file(s) cached"
+
+
+if __name__ == "__main__":
+    from study.errors import run_cli
+
+    run_cli(main)

@@ -23,23 +23,34 @@ from study.languages import get_language
 from study.models import REGISTRY
 
 ROWS = 8  # rows of every split: enough for a smoke trial's batches
+LAYERS = 9  # the hub models' search space pulls attention of layers up to 8
 SCRIPT_REPO = "replica/script-only"  # negative fixture: a loading-script repository
 BAD_TAGS_REPO = "replica/udpos-bad-tags"  # negative fixture: tags outside the UPOS label set
 
 
-def _dataset_repo(mirrors: Path, repo: str, configs: dict[str, dict[str, object]], card_extra: str = "") -> None:
-    """A dataset repository: ``configs`` maps config name -> split -> ``datasets.Dataset``; files are
-    ``{config}/{split}-00000-of-00001.parquet`` (the hub's parquet layout), listed in the card's ``configs``."""
+def _dataset_repo(mirrors: Path, repo: str, configs: dict[str, dict[str, object]], layout: str = "{config}/{split}",
+                  shards: int = 1) -> None:
+    """A dataset repository: ``configs`` maps config name -> split -> ``datasets.Dataset``, written as parquet shards
+    ``{config}/{split}-0000k-of-0000n.parquet`` (the hub's layout) and listed in the card's ``configs`` and
+    ``dataset_info`` YAML, as the hub's parquet conversion writes them."""
+    from datasets.info import DatasetInfo, DatasetInfosDict
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCard, DatasetCardData
+
     root = mirrors / "datasets" / repo
-    root.mkdir(parents=True)
-    card = ["---", "configs:"]
+    card, infos = DatasetCardData(), {}
     for config, splits in configs.items():
-        card += [f"- config_name: {config}", "  data_files:"]
         for split, rows in splits.items():
-            (root / config).mkdir(exist_ok=True)
-            rows.to_parquet(root / config / f"{split}-00000-of-00001.parquet")
-            card += [f"  - split: {split}", f"    path: {config}/{split}-*"]
-    (root / "README.md").write_text("\n".join(card) + "\n" + card_extra + "---\n# replica\n")
+            stem = root / layout.format(config=config, split=split)
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            for k in range(shards):
+                rows.shard(shards, k, contiguous=True).to_parquet(f"{stem}-{k:05d}-of-{shards:05d}.parquet")
+        infos[config] = DatasetInfo(features=next(iter(splits.values())).features, config_name=config)
+    MetadataConfigs({config: {"data_files": [{"split": split, "path": layout.format(config=config, split=split) + "-*"}
+                                             for split in splits]}
+                     for config, splits in configs.items()}).to_dataset_card_data(card)
+    DatasetInfosDict(infos).to_dataset_card_data(card)
+    DatasetCard(f"---\n{card.to_yaml()}\n---\n# replica of {repo}\n").save(root / "README.md")
 
 
 def _rows(columns: dict, features=None):
@@ -100,26 +111,21 @@ def _bitext(code: str):
                   "sentence2": [f"English sentence {i}" for i in range(ROWS)]})
 
 
-def _flickr(mirrors: Path, shards: int = 2) -> None:
+def _flickr(mirrors: Path) -> None:
     """lmms-lab/flickr30k's layout: one ``test`` split in ``data/test-0000k-of-0000n.parquet`` shards, an Image
     column and the five captions as a list."""
     import datasets
     from PIL import Image
 
-    root = mirrors / "datasets" / FLICKR30K
-    (root / "data").mkdir(parents=True)
     features = datasets.Features({"image": datasets.Image(), "caption": datasets.Sequence(datasets.Value("string")),
                                   "sentids": datasets.Sequence(datasets.Value("string")),
                                   "img_id": datasets.Value("string"), "filename": datasets.Value("string")})
-    for shard in range(shards):
-        ids = [shard * ROWS + i for i in range(ROWS)]
-        images = [Image.new("RGB", (40, 40), (i * 29 % 256, i * 53 % 256, i * 97 % 256)) for i in ids]
-        _rows({"image": images, "caption": [[f"picture {i} of a dog", f"a dog in picture {i}", "a"] for i in ids],
-               "sentids": [[str(i)] for i in ids], "img_id": [str(i) for i in ids],
-               "filename": [f"{i}.jpg" for i in ids]}, features).to_parquet(
-            root / "data" / f"test-{shard:05d}-of-{shards:05d}.parquet")
-    (root / "README.md").write_text("---\nconfigs:\n- config_name: default\n  data_files:\n  - split: test\n"
-                                    "    path: data/test-*\n---\n# replica\n")
+    ids = range(2 * ROWS)
+    rows = _rows({"image": [Image.new("RGB", (40, 40), (i * 29 % 256, i * 53 % 256, i * 97 % 256)) for i in ids],
+                  "caption": [[f"picture {i} of a dog", f"a dog in picture {i}", "a dog"] for i in ids],
+                  "sentids": [[str(i)] for i in ids], "img_id": [str(i) for i in ids],
+                  "filename": [f"{i}.jpg" for i in ids]}, features)
+    _dataset_repo(mirrors, FLICKR30K, {"default": {"test": rows}}, layout="data/{split}", shards=2)
 
 
 def _model_repo(mirrors: Path, repo: str, save) -> None:
@@ -139,7 +145,7 @@ def _save_bert(out: Path) -> None:
     (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tokenizer = BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=False, model_max_length=512)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=LAYERS, num_attention_heads=4,
                         intermediate_size=64, max_position_embeddings=512)
     BertModel(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -154,9 +160,10 @@ def _save_xlmr(out: Path) -> None:
 
     tokenizer = xlmr_tokenizer()
     torch.manual_seed(0)
-    config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                              intermediate_size=64, max_position_embeddings=514, pad_token_id=tokenizer.pad_token_id,
-                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=LAYERS,
+                              num_attention_heads=4, intermediate_size=64, max_position_embeddings=514,
+                              pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                              eos_token_id=tokenizer.eos_token_id)
     XLMRobertaModel(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
 
@@ -168,7 +175,8 @@ def _save_clip(out: Path) -> None:
 
     torch.manual_seed(0)
     config = CLIPConfig(text_config={"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 1,
-                                     "num_attention_heads": 2, "intermediate_size": 37},
+                                     "num_attention_heads": 2, "intermediate_size": 37, "bos_token_id": 0,
+                                     "pad_token_id": 1, "eos_token_id": 2},
                         vision_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
                                        "intermediate_size": 37, "image_size": 32, "patch_size": 8},
                         projection_dim=16)
@@ -178,6 +186,10 @@ def _save_clip(out: Path) -> None:
 def build_mirrors(mirrors: Path) -> None:
     """Every repository the registry uses, plus the negative fixtures."""
     import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.disable_progress_bar()
 
     hub = {name: task.hub for name, task in T.TASKS.items() if task.suite == "xtreme-r"}
     xnli_langs = T.TASKS["xnli"].languages
@@ -220,7 +232,7 @@ def build_mirrors(mirrors: Path) -> None:
     script = mirrors / "datasets" / SCRIPT_REPO
     script.mkdir(parents=True)
     (script / "script-only.py").write_text("import datasets\n")
-    (script / "README.md").write_text("# a loading-script repository\n")
+    (script / "README.md").write_text("---\nlicense: mit\n---\n# a loading-script repository\n")
     for key, save in (("mbert", _save_bert), ("xlmr", _save_xlmr), ("xlmr-large", _save_xlmr)):
         _model_repo(mirrors, REGISTRY[key].source, save)
     _model_repo(mirrors, CLIP_TOWER, _save_clip)

@@ -313,17 +313,28 @@ def _mewslix_ranking(root: Path, language: str) -> RankingSet:
 # --- hub ------------------------------------------------------------------------------------------------------
 
 
+def hub_source(task: T.TaskSpec, split: str, lang: str) -> tuple[str, str | None, str]:
+    """(repository, config, split) of one split of a task on the hub, for one language."""
+    if split not in task.hub:
+        raise StudyError(f"task {task.name!r} has no {split} split")
+    repo, config, hub_split, *_ = task.hub[split]
+    return repo, config.format(**_hub_names(lang)) if config else None, hub_split
+
+
+def _hub_names(lang: str) -> dict[str, str]:
+    """What a hub config or id prefix may name a language by: its code, English name, LASER (Tatoeba) code."""
+    return {"lang": lang, "name": get_language(lang).name.lower(),
+            "laser": TATOEBA_CODES.get(lang, get_language(lang).iso3)}
+
+
 def _hub(task: T.TaskSpec, split: str, lang: str):
     if task.kind not in HUB_NORMALISERS:
         raise StudyError(f"loading {task.name!r} from the hub is not supported yet: use --data-dir")
-    if split not in task.hub:
-        raise StudyError(f"task {task.name!r} has no {split} split")
-    repo, config, hub_split, *id_prefix = task.hub[split]  # an id prefix keeps one language of a mixed split
-    names = {"lang": lang, "name": get_language(lang).name.lower(),
-             "laser": TATOEBA_CODES.get(lang, get_language(lang).iso3)}
-    rows = load_hub_split(repo, config.format(**names) if config else None, hub_split)
+    repo, config, hub_split = hub_source(task, split, lang)
+    rows = load_hub_split(repo, config, hub_split)
+    id_prefix = task.hub[split][3:]  # an id prefix keeps one language of a mixed split
     if id_prefix:
-        prefix = id_prefix[0].format(**names)
+        prefix = id_prefix[0].format(**_hub_names(lang))
         rows = rows.filter(lambda row: row["id"].startswith(prefix))
     return HUB_NORMALISERS[task.kind](rows, task, repo)
 
