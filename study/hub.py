@@ -43,14 +43,13 @@ def hf_home() -> str:
     return os.environ.get("HF_HOME", constants.HF_HOME)
 
 
-def _card_configs(repo: str, local_only: bool):
-    """The card's ``configs`` (datasets' ``MetadataConfigs``); StudyError for a missing repository, one with no
-    data-file configs (a loading-script repository), or one neither reachable nor cached."""
-    from datasets.utils.metadata import MetadataConfigs
+def _card(repo: str, local_only: bool):
+    """The repository's card (``DatasetCard``), None when it has no README; StudyError for a missing repository or
+    one neither reachable nor cached."""
     from huggingface_hub import DatasetCard, constants, errors, hf_hub_download
 
     try:
-        card = DatasetCard.load(hf_hub_download(repo, "README.md", repo_type="dataset", local_files_only=local_only))
+        return DatasetCard.load(hf_hub_download(repo, "README.md", repo_type="dataset", local_files_only=local_only))
     except errors.RepositoryNotFoundError:
         raise StudyError(f"dataset {repo} does not exist on the hub {constants.ENDPOINT}") from None
     except errors.LocalEntryNotFoundError:
@@ -58,7 +57,15 @@ def _card_configs(repo: str, local_only: bool):
                          f"({hub_unreachable_reason()}); {PREFETCH_HINT}, or pass --data-dir with the original "
                          "files") from None
     except errors.EntryNotFoundError:
-        card = None
+        return None
+
+
+def _card_configs(repo: str, local_only: bool):
+    """The card's ``configs`` (datasets' ``MetadataConfigs``); StudyError when there are none (a loading-script
+    repository)."""
+    from datasets.utils.metadata import MetadataConfigs
+
+    card = _card(repo, local_only)
     configs = MetadataConfigs.from_dataset_card_data(card.data) if card else MetadataConfigs()
     if not configs:
         raise StudyError(f"dataset {repo} lists no data-file configs in its card (a loading-script repository?): "
@@ -129,32 +136,24 @@ def load_hub_split(repo: str, config: str | None, split: str):
 
 # --- python -m study.hub check|prefetch ------------------------------------------------------------------------
 
-# columns each task kind's hub normaliser reads (one of a tuple is enough)
-KIND_COLUMNS = {"classification": ("premise", "hypothesis", "label"),
-                "multiple-choice": ("premise", "question", "choice1", "choice2", "label"),
-                "tagging": ("tokens", ("ner_tags", "pos_tags", "tags", "upos")),
-                "qa": ("id", "context", "question", "answers"),
-                "bitext-retrieval": ("sentence1", "sentence2")}
-CAPTION_COLUMNS = ("image", ("caption", "captions", "sentences", "text"))
-
-
 def _data_needs(tasks, caption_source: str | None) -> list[tuple[str, str, str | None, str, tuple]]:
     """(what, repo, config, split, columns) of every hub split the tasks and the intermediate stage read; a task
     with no hub path (LAReQA, Mewsli-X: their hub copies lack the sentence and entity data) gets an empty repo."""
-    from study.data.sources import hub_source
+    from study.data.captions import CAPTION_COLUMNS
+    from study.data.sources import HUB_COLUMNS, hub_source
 
     needs = []
     for task in tasks:
-        if task.kind not in KIND_COLUMNS:
+        if task.kind not in HUB_COLUMNS:
             needs.append((task.name, "", None, "", ()))
             continue
         for split in ("train", "dev"):
             if split in task.hub:
-                needs.append((f"{task.name} {split}", *hub_source(task, split, "en"), KIND_COLUMNS[task.kind]))
+                needs.append((f"{task.name} {split}", *hub_source(task, split, "en"), HUB_COLUMNS[task.kind]))
         for lang in task.languages:
-            needs.append((f"{task.name} test {lang}", *hub_source(task, "test", lang), KIND_COLUMNS[task.kind]))
+            needs.append((f"{task.name} test {lang}", *hub_source(task, "test", lang), HUB_COLUMNS[task.kind]))
     if caption_source:
-        needs.append(("intermediate data", caption_source, None, "", CAPTION_COLUMNS))
+        needs.append(("intermediate data", caption_source, None, "", ("image", CAPTION_COLUMNS)))
     return needs
 
 
@@ -162,7 +161,6 @@ def _check_data(repo: str, config: str | None, split: str, columns: tuple) -> tu
     """(files, problem or ""): the split's files and, from the card's ``dataset_info``, whether its columns are
     there; nothing but the card and the file listing is downloaded."""
     from datasets.info import DatasetInfosDict
-    from huggingface_hub import DatasetCard, hf_hub_download
 
     if not repo:
         return "", "no hub path: pass --data-dir with the original files"
@@ -172,8 +170,7 @@ def _check_data(repo: str, config: str | None, split: str, columns: tuple) -> tu
         files = split_files(repo, config, split)
     except StudyError as err:
         return "", str(err)
-    card = DatasetCard.load(hf_hub_download(repo, "README.md", repo_type="dataset"))
-    infos = DatasetInfosDict.from_dataset_card_data(card.data)
+    infos = DatasetInfosDict.from_dataset_card_data(_card(repo, False).data)
     info = infos.get(config or "default") or (next(iter(infos.values())) if len(infos) == 1 else None)
     if info is None or info.features is None:
         return f"{len(files)} file(s)", ""  # the card does not list features: the columns are checked on load

@@ -339,12 +339,15 @@ def _hub(task: T.TaskSpec, split: str, lang: str):
     return HUB_NORMALISERS[task.kind](rows, task, repo)
 
 
+TAG_COLUMNS = ("ner_tags", "pos_tags", "tags", "upos")  # what tagging repositories call their tags
+
+
 def _tags_hub(rows, task: T.TaskSpec, repo: str) -> list[dict]:
     """Tag names per token: class labels are decoded; string tags (some cards do not say which they are) must be
     names of the task's label set."""
-    column = next((c for c in ("ner_tags", "pos_tags", "tags", "upos") if c in rows.column_names), None)
+    column = next((c for c in TAG_COLUMNS if c in rows.column_names), None)
     if column is None:
-        raise StudyError(f"dataset {repo} has no tag column (ner_tags, pos_tags, tags or upos): {rows.column_names}")
+        raise StudyError(f"dataset {repo} has no tag column ({', '.join(TAG_COLUMNS)}): {rows.column_names}")
     feature = rows.features[column].feature
     names = getattr(feature, "names", None)
     records = [{"tokens": r["tokens"], "tags": [names[t] for t in r[column]] if names else r[column]} for r in rows]
@@ -354,6 +357,11 @@ def _tags_hub(rows, task: T.TaskSpec, repo: str) -> list[dict]:
     return records
 
 
+# {task kind: the columns its hub normaliser reads (one of a tuple is enough)}: what `study.hub check` looks for
+HUB_COLUMNS = {T.CLASSIFICATION: ("premise", "hypothesis", "label"),
+               T.MULTIPLE_CHOICE: ("premise", "question", "choice1", "choice2", "label"),
+               T.TAGGING: ("tokens", TAG_COLUMNS), T.QA: ("id", "context", "question", "answers"),
+               T.BITEXT_RETRIEVAL: ("sentence1", "sentence2")}
 # {task kind: normaliser(hub rows, task, repo) -> the kind's schema}
 HUB_NORMALISERS = {
     T.CLASSIFICATION: lambda rows, *_: [{"text_a": r["premise"], "text_b": r["hypothesis"], "label": r["label"]}
