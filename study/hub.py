@@ -138,7 +138,8 @@ def load_hub_split(repo: str, config: str | None, split: str):
 
 def _data_needs(tasks, caption_source: str | None) -> list[tuple[str, str, str | None, str, tuple]]:
     """(what, repo, config, split, columns) of every hub split the tasks and the intermediate stage read; a task
-    with no hub path (LAReQA, Mewsli-X: their hub copies lack the sentence and entity data) gets an empty repo."""
+    with no hub path (LAReQA: the hub's XQuAD-R has no sentence breaks; Mewsli-X: not written yet) gets an empty
+    repo."""
     from study.data.captions import CAPTION_COLUMNS
     from study.data.sources import HUB_COLUMNS, hub_source
 
