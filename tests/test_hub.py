@@ -211,9 +211,9 @@ def test_the_users_command_runs_a_smoke_trial_with_the_multimodal_stage_from_the
     search space is the model's own, narrowed to that branch and a few stage steps."""
     from helpers import start_study, study_runs
 
-    space = tmp_path / f"{model}.yaml"
-    space.write_text(f"include: {Path(__file__).parents[1] / 'search_spaces' / f'{model}.yaml'}\n"
-                     "params:\n  modality: {type: categorical, choices: [multimodal]}\n"
+    space = tmp_path / f"{model}.yaml"  # the model's space (one include level: the shared base) on one branch
+    space.write_text(f"include: {Path(__file__).parents[1] / 'search_spaces' / 'xtreme-r-base.yaml'}\n"
+                     f"model: {model}\nparams:\n  modality: {{type: categorical, choices: [multimodal]}}\n"
                      "  intermediate_steps: {type: categorical, choices: [4]}\n")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = hub_env(replica, tmp_path / "hf", STUDY_CACHE_DIR=str(tmp_path / "cache"))
@@ -223,8 +223,9 @@ def test_the_users_command_runs_a_smoke_trial_with_the_multimodal_stage_from_the
     output = process.communicate(timeout=900)[0]
     assert process.returncode == 0, output[-3000:]
     _, parents, trials = study_runs(uri, "hub", model)
-    assert len(parents) == 1 and len(trials) == 1 and trials[0].info.status == "FINISHED", output[-3000:]
-    params = trials[0].data.params
-    assert params["modality"] == "multimodal" and params["model_source"] == REGISTRY[model].source
+    assert len(parents) == 1 and parents[0].data.params["model_source"] == REGISTRY[model].source
+    assert len(trials) == 1 and trials[0].info.status == "FINISHED", output[-3000:]
+    params, metrics = trials[0].data.params, trials[0].data.metrics
+    assert params["modality"] == "multimodal" and "dev_en/accuracy" in metrics and "test/accuracy/sw" in metrics
     assert params["intermediate.data"].startswith("dataset lmms-lab/flickr30k (test")
     assert params["intermediate.vision_tower"].startswith("openai/clip-vit-base-patch32")
