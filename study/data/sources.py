@@ -30,7 +30,7 @@ from pathlib import Path
 from study import tasks as T
 from study.data.pocket import pocket_retrieval, pocket_topic
 from study.errors import StudyError
-from study.hub import hf_home, hub_unreachable_reason
+from study.hub import load_hub_split
 from study.languages import get_language
 
 TATOEBA_CODES = {"fa": "pes", "sw": "swh", "zh": "cmn"}  # LASER's codes where they differ from ISO 639-3 macro
@@ -313,51 +313,68 @@ def _mewslix_ranking(root: Path, language: str) -> RankingSet:
 # --- hub ------------------------------------------------------------------------------------------------------
 
 
-def _hub(task: T.TaskSpec, split: str, lang: str):
+def hub_source(task: T.TaskSpec, split: str, lang: str) -> tuple[str, str | None, str]:
+    """(repository, config, split) of one split of a task on the hub, for one language."""
     if split not in task.hub:
         raise StudyError(f"task {task.name!r} has no {split} split")
-    repo, config, hub_split, *id_prefix = task.hub[split]  # an id prefix keeps one language of a mixed split
-    config = config.format(lang=lang, iso3=get_language(lang).iso3) if config else None
-    reason = hub_unreachable_reason()
-    if reason:
-        raise StudyError(f"dataset {repo} ({config or 'default'}) for task {task.name!r} cannot be loaded from the "
-                         f"Hugging Face hub: {reason} (cache HF_HOME={hf_home()}); pass --data-dir with the original "
-                         "files, or use the offline pocket suite (--suite pocket)")
-    import datasets
-
-    rows = datasets.load_dataset(repo, config, split=hub_split)
-    if id_prefix:
-        rows = rows.filter(lambda row: row["id"].startswith(id_prefix[0]))
-    return _normalise_hub(task, rows)
+    repo, config, hub_split, *_ = task.hub[split]
+    return repo, config.format(**_hub_names(lang)) if config else None, hub_split
 
 
-def _tags_hub(rows) -> list[dict]:
-    names = rows.features[_tag_column(rows)].feature.names
-    return [{"tokens": r["tokens"], "tags": [names[t] for t in r[_tag_column(rows)]]} for r in rows]
+def _hub_names(lang: str) -> dict[str, str]:
+    """What a hub config or id prefix may name a language by: its code, English name, LASER (Tatoeba) code."""
+    return {"lang": lang, "name": get_language(lang).name.lower(),
+            "laser": TATOEBA_CODES.get(lang, get_language(lang).iso3)}
 
 
-# {task kind: normaliser(hub rows) -> the kind's schema}
-HUB_NORMALISERS = {
-    T.CLASSIFICATION: lambda rows: [{"text_a": r["premise"], "text_b": r["hypothesis"], "label": r["label"]}
-                                    for r in rows],
-    T.MULTIPLE_CHOICE: lambda rows: [{"premise": r["premise"], "question": r["question"],
-                                      "choices": [r["choice1"], r["choice2"]], "label": r["label"]} for r in rows],
-    T.TAGGING: _tags_hub,
-    T.QA: lambda rows: [{"id": r["id"], "context": r["context"], "question": r["question"],
-                         "answers": {"text": r["answers"]["text"], "answer_start": r["answers"]["answer_start"]}}
-                        for r in rows],
-    T.BITEXT_RETRIEVAL: lambda rows: Bitext([r["sentence1"] for r in rows], [r["sentence2"] for r in rows]),
-}
-
-
-def _normalise_hub(task: T.TaskSpec, rows):
+def _hub(task: T.TaskSpec, split: str, lang: str):
     if task.kind not in HUB_NORMALISERS:
         raise StudyError(f"loading {task.name!r} from the hub is not supported yet: use --data-dir")
-    return HUB_NORMALISERS[task.kind](rows)
+    repo, config, hub_split = hub_source(task, split, lang)
+    rows = load_hub_split(repo, config, hub_split)
+    id_prefix = task.hub[split][3:]  # an id prefix keeps one language of a mixed split
+    if id_prefix:
+        prefix = id_prefix[0].format(**_hub_names(lang))
+        rows = rows.filter(lambda row: row["id"].startswith(prefix))
+    return HUB_NORMALISERS[task.kind](rows, task, repo)
 
 
-def _tag_column(rows) -> str:
-    return "ner_tags" if "ner_tags" in rows.column_names else "pos_tags"
+TAG_COLUMNS = ("ner_tags", "pos_tags", "tags", "upos")  # what tagging repositories call their tags
+
+
+def _tags_hub(rows, task: T.TaskSpec, repo: str) -> list[dict]:
+    """Tag names per token: class labels are decoded; string tags (some cards do not say which they are) must be
+    names of the task's label set."""
+    column = next((c for c in TAG_COLUMNS if c in rows.column_names), None)
+    if column is None:
+        raise StudyError(f"dataset {repo} has no tag column ({', '.join(TAG_COLUMNS)}): {rows.column_names}")
+    feature = rows.features[column].feature
+    names = getattr(feature, "names", None)
+    records = [{"tokens": r["tokens"], "tags": [names[t] for t in r[column]] if names else r[column]} for r in rows]
+    unknown = sorted({t for r in records for t in r["tags"]} - set(task.labels))
+    if unknown:
+        raise StudyError(f"dataset {repo} has tags outside the task's label set: {', '.join(unknown[:5])}")
+    return records
+
+
+# {task kind: the columns its hub normaliser reads (one of a tuple is enough)}: what `study.hub check` looks for
+HUB_COLUMNS = {T.CLASSIFICATION: ("premise", "hypothesis", "label"),
+               T.MULTIPLE_CHOICE: ("premise", "question", "choice1", "choice2", "label"),
+               T.TAGGING: ("tokens", TAG_COLUMNS), T.QA: ("id", "context", "question", "answers"),
+               T.BITEXT_RETRIEVAL: ("sentence1", "sentence2")}
+# {task kind: normaliser(hub rows, task, repo) -> the kind's schema}
+HUB_NORMALISERS = {
+    T.CLASSIFICATION: lambda rows, *_: [{"text_a": r["premise"], "text_b": r["hypothesis"], "label": r["label"]}
+                                        for r in rows],
+    T.MULTIPLE_CHOICE: lambda rows, *_: [{"premise": r["premise"], "question": r["question"],
+                                          "choices": [r["choice1"], r["choice2"]], "label": r["label"]}
+                                         for r in rows],
+    T.TAGGING: _tags_hub,
+    T.QA: lambda rows, *_: [{"id": r["id"], "context": r["context"], "question": r["question"],
+                             "answers": {"text": r["answers"]["text"], "answer_start": r["answers"]["answer_start"]}}
+                            for r in rows],
+    T.BITEXT_RETRIEVAL: lambda rows, *_: Bitext([r["sentence1"] for r in rows], [r["sentence2"] for r in rows]),
+}
 
 
 # --- public API -----------------------------------------------------------------------------------------------

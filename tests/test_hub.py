@@ -1,0 +1,231 @@
+"""The real hub path, end to end, against a local replica of the hub (``hub_replica.py``): every task split and
+language, the three text models by their canonical ids, the CLIP tower and the caption data load through the
+project's public loaders and the real clients; offline from a filled cache; ``study.hub check|prefetch``; one-line
+errors for what cannot load. The clients read ``HF_ENDPOINT`` / ``HF_HOME`` on import, so each check runs in a
+subprocess."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from helpers import free_port, stop
+from hub_replica import BAD_TAGS_REPO, ROWS, SCRIPT_REPO, hub_env, start_replica
+
+from study import tasks as T
+from study.models import REGISTRY
+
+pytestmark = pytest.mark.slow  # each check starts Python with datasets / transformers (seconds)
+
+HUB_TASKS = [t for t in T.TASKS.values() if t.suite == "xtreme-r" and t.name not in ("lareqa", "mewslix")]
+
+LOAD_EVERY_SPLIT = """
+import json
+from study import tasks as T
+from study.data.sources import load_split
+from study.errors import run_cli
+
+def main(argv):
+    counts, samples = {}, {}
+    for task in T.TASKS.values():
+        if task.suite != "xtreme-r" or task.name in ("lareqa", "mewslix"):
+            continue
+        splits = [(s, "en") for s in ("train", "dev") if s in task.hub] + [("test", l) for l in task.languages]
+        for split, lang in splits:
+            rows = load_split(task, split, lang)
+            counts[f"{task.name} {split} {lang}"] = len(rows.source) if hasattr(rows, "source") else len(rows)
+            samples[f"{task.name} {split} {lang}"] = rows.source[0] if hasattr(rows, "source") else rows[0]
+    print(json.dumps({"counts": counts, "samples": samples}))
+
+run_cli(main)
+"""
+
+
+@pytest.fixture(scope="module")
+def replica(tmp_path_factory):
+    server, endpoint = start_replica(tmp_path_factory.mktemp("hub"), free_port())
+    yield endpoint
+    stop(server)
+
+
+def _python(code: str, env: dict, *args: str, timeout: int = 300):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def _one_line_error(result, *fragments: str) -> str:
+    """The error line of a CLI that failed with exit 2: the last line on stderr, no traceback (progress bars of
+    the downloads before it may stand above it)."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "Traceback" not in result.stderr, result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+    return lines[-1]
+
+
+def test_every_task_split_and_language_loads_from_the_hub_then_offline_from_the_cache(replica, tmp_path):
+    home = tmp_path / "hf"
+    online = _python(LOAD_EVERY_SPLIT, hub_env(replica, home))
+    assert online.returncode == 0, online.stderr[-3000:]
+    loaded = json.loads(online.stdout.strip().splitlines()[-1])
+    expected = {f"{t.name} {s} {lang}" for t in HUB_TASKS
+                for s, lang in [(s, "en") for s in ("train", "dev") if s in t.hub] + [("test", x) for x in t.languages]}
+    assert set(loaded["counts"]) == expected
+    # every split has the replica's rows; TyDiQA's mixed GoldP split is cut to one language by id prefix; SQuAD's
+    # dev set (MLQA's and TyDiQA's) has twice as many, and XQuAD's leaves out its half that is XQuAD's English test
+    assert {k: n for k, n in loaded["counts"].items() if n != ROWS} == {"mlqa dev en": 2 * ROWS,
+                                                                        "tydiqa dev en": 2 * ROWS}
+    assert loaded["samples"]["tydiqa test ar"]["id"].startswith("arabic-")
+    assert loaded["samples"]["tydiqa train en"]["id"].startswith("english-")
+    assert set(loaded["samples"]["udpos test ja"]["tags"]) <= set(T.TASKS["udpos"].labels)  # string tags, checked
+    assert loaded["samples"]["panx test de"]["tags"][0] in T.TASKS["panx"].labels  # class labels, decoded
+    assert loaded["samples"]["tatoeba test zh"].startswith("cmn ")  # LASER's pair name for Chinese
+    assert loaded["samples"]["mlqa test de"]["answers"]["text"] == ["answer 0"]
+    # XNLI's per-language test set comes without that language's (machine-translated) training split
+    cached = {str(p.relative_to(home)) for p in home.rglob("*.parquet")}
+    assert any("xnli" in p and p.endswith("ar/test-00000-of-00001.parquet") for p in cached)
+    assert not any("xnli" in p and "ar/train" in p for p in cached)
+
+    for env in ({"HF_HUB_OFFLINE": "1"}, {}):  # offline mode, then a hub that does not answer
+        endpoint = replica if env else f"http://127.0.0.1:{free_port()}"
+        offline = _python(LOAD_EVERY_SPLIT, hub_env(endpoint, home, **env))
+        assert offline.returncode == 0, offline.stderr[-3000:]
+        assert json.loads(offline.stdout.strip().splitlines()[-1]) == loaded
+
+    empty = _python(LOAD_EVERY_SPLIT, hub_env(replica, tmp_path / "empty", HF_HUB_OFFLINE="1"))
+    _one_line_error(empty, "is not in the cache", "HF_HUB_OFFLINE is set", "python -m study.hub prefetch")
+
+
+MODELS = """
+import sys
+from study.errors import run_cli
+from study.intermediate import CLIP_TOWER, VisionTower
+from study.models import get_spec, load_model, load_tokenizer
+
+def main(argv):
+    for key in ("mbert", "xlmr", "xlmr-large"):
+        spec = get_spec(key)
+        encoded = load_tokenizer(spec)("a premise", "a hypothesis")
+        model = load_model(spec, "sequence", num_labels=3)
+        print(key, spec.source, type(model).__name__, max(encoded.get("token_type_ids", [0])))
+    tower = VisionTower(CLIP_TOWER, "frozen")
+    print("clip", type(tower.encoder).__name__, tower.image_size)
+
+run_cli(main)
+"""
+
+
+def test_models_load_by_canonical_ids_and_the_clip_tower_from_a_full_checkpoint(replica, tmp_path):
+    home = tmp_path / "hf"
+    expected = ["mbert google-bert/bert-base-multilingual-cased BertForSequenceClassification 1",
+                "xlmr FacebookAI/xlm-roberta-base XLMRobertaForSequenceClassification 0",
+                "xlmr-large FacebookAI/xlm-roberta-large XLMRobertaForSequenceClassification 0",
+                "clip CLIPVisionModel 32"]
+    for env in ({}, {"HF_HUB_OFFLINE": "1"}):  # from the hub, then from the cache it filled
+        result = _python(MODELS, hub_env(replica, home, **env))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.strip().splitlines()[-4:] == expected  # mBERT's pairs carry segment ids
+
+
+CAPTIONS = """
+import sys
+from study.data.captions import FLICKR30K, caption_set
+from study.errors import run_cli
+
+def main(argv):
+    data = caption_set(FLICKR30K, 8, int(argv[0]))
+    print(len(data.items), data.description, tuple(data.image_tensor(data.items[0], 16).shape))
+
+run_cli(main, sys.argv[1:])
+"""
+
+
+def test_caption_data_downloads_only_the_shards_its_rows_need(replica, tmp_path):
+    home = tmp_path / "hf"
+    first = _python(CAPTIONS, hub_env(replica, home), "5")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.strip().splitlines()[-1] == "5 dataset lmms-lab/flickr30k (test, first 5 rows) (3, 16, 16)"
+    assert sorted(p.name for p in home.rglob("*.parquet")) == ["test-00000-of-00002.parquet"]
+    both = _python(CAPTIONS, hub_env(replica, home), str(2 * ROWS))
+    assert both.returncode == 0 and len(list(home.rglob("test-*.parquet"))) == 2
+    offline = _python(CAPTIONS, hub_env(replica, home, HF_HUB_OFFLINE="1"), str(2 * ROWS))
+    assert offline.stdout == both.stdout
+
+
+def test_hub_check_resolves_everything_then_prefetch_fills_the_cache_for_an_offline_run(replica, tmp_path):
+    home = tmp_path / "hf"
+    check = subprocess.run([sys.executable, "-m", "study.hub", "check"], capture_output=True, text=True,
+                           env=hub_env(replica, home), timeout=300)
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
+    lines = check.stdout.strip().splitlines()
+    assert lines[-1].startswith("201 checked, 0 problem(s)"), lines[-1]
+    assert sum(line.endswith(" ok") for line in lines) == 199  # 195 splits, the captions, 2 models, the tower
+    assert {line.split()[0] for line in lines if "skipped: no hub path" in line} == {"mewslix", "lareqa"}
+    assert not list(home.rglob("*.parquet")) and not list(home.rglob("*.safetensors"))  # metadata only
+
+    prefetch = subprocess.run([sys.executable, "-m", "study.hub", "prefetch", "--task", "xnli", "--model", "mbert",
+                               "--vision-tower", "", "--intermediate-data", ""], capture_output=True, text=True,
+                              env=hub_env(replica, home), timeout=300)
+    assert prefetch.returncode == 0, prefetch.stdout[-3000:] + prefetch.stderr[-3000:]
+    offline = _python("""
+        from study import tasks as T
+        from study.data.sources import load_split
+        from study.models import get_spec, load_model
+        print(len(load_split(T.TASKS["xnli"], "test", "sw")), type(load_model(get_spec("mbert"))).__name__)
+    """, hub_env(f"http://127.0.0.1:{free_port()}", home, HF_HUB_OFFLINE="1"))
+    assert offline.stdout.split() == [str(ROWS), "BertModel"], offline.stderr[-3000:]
+
+
+BROKEN_SOURCE = """
+import dataclasses, sys
+from study import tasks as T
+from study.data.sources import load_split
+from study.errors import run_cli
+
+def main(argv):
+    task, repo, config = T.TASKS[argv[0]], argv[1], argv[2] or None
+    task = dataclasses.replace(task, hub={"test": (repo, config, "test")})
+    load_split(task, "test", task.languages[0])
+
+run_cli(main, sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("task, repo, config, fragments", [
+    ("udpos", SCRIPT_REPO, "", ("lists no data-file configs", "loading-script repository")),
+    ("udpos", BAD_TAGS_REPO, "en", ("tags outside the task's label set: NOT-A-TAG",)),
+    ("udpos", "izhx/xtreme-r-udpos", "xx", ("has no config 'xx'", "it has af, ar")),
+    ("xnli", "nobody/no-such-dataset", "", ("dataset nobody/no-such-dataset does not exist on the hub",)),
+], ids=["script-only", "bad-string-tags", "missing-config", "missing-repository"])
+def test_what_cannot_load_is_one_line_and_exit_2(replica, tmp_path, task, repo, config, fragments):
+    _one_line_error(_python(BROKEN_SOURCE, hub_env(replica, tmp_path / "hf"), task, repo, config), *fragments)
+
+
+@pytest.mark.parametrize("model", ["mbert", "xlmr"])
+def test_the_users_command_runs_a_smoke_trial_with_the_multimodal_stage_from_the_hub(replica, tmp_path, model):
+    """``python -m study.tune --model mbert --preset smoke`` as a user with internet types it (tiny random weights
+    under the real ids), one trial whose intermediate stage is the multimodal one on Flickr30k and CLIP: the
+    search space is the model's own, narrowed to that branch and a few stage steps."""
+    from helpers import start_study, study_runs
+
+    space = tmp_path / f"{model}.yaml"  # the model's space (one include level: the shared base) on one branch
+    space.write_text(f"include: {Path(__file__).parents[1] / 'search_spaces' / 'xtreme-r-base.yaml'}\n"
+                     f"model: {model}\nparams:\n  modality: {{type: categorical, choices: [multimodal]}}\n"
+                     "  intermediate_steps: {type: categorical, choices: [4]}\n")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = hub_env(replica, tmp_path / "hf", STUDY_CACHE_DIR=str(tmp_path / "cache"))
+    process = start_study("--preset", "smoke", "--trials", "1", "--search-space", str(space), "--storage",
+                          str(tmp_path / "runs"), "--mlflow-uri", uri, "--experiment", "hub", model=model, env=env,
+                          cwd=tmp_path)
+    output = process.communicate(timeout=900)[0]
+    assert process.returncode == 0, output[-3000:]
+    _, parents, trials = study_runs(uri, "hub", model)
+    assert len(parents) == 1 and parents[0].data.params["model_source"] == REGISTRY[model].source
+    assert len(trials) == 1 and trials[0].info.status == "FINISHED", output[-3000:]
+    params, metrics = trials[0].data.params, trials[0].data.metrics
+    assert params["modality"] == "multimodal" and "dev_en/accuracy" in metrics and "test/accuracy/sw" in metrics
+    assert params["intermediate.data"].startswith("dataset lmms-lab/flickr30k (test")
+    assert params["intermediate.vision_tower"].startswith("openai/clip-vit-base-patch32")
