@@ -18,6 +18,7 @@ import math
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow.entities import Metric, Param
@@ -277,6 +278,12 @@ class MLflowWriter:
             self._saved = False
         return True
 
+    def run_status(self, trial_id: str) -> str | None:
+        """The MLflow status of a trial's run (None: no run yet), after writing what is buffered."""
+        self.flush()
+        run_id = self._find_run(trial_id)
+        return self.client.get_run(run_id).info.status if run_id else None
+
     def _find_run(self, trial_id: str) -> str | None:
         """The MLflow run of a trial, found by its ``trial_id`` and parent tags (so a resumed study reuses it)."""
         if trial_id not in self._runs:
@@ -409,6 +416,34 @@ class MLflowTrialCallback(Callback):
     def on_experiment_end(self, trials, **info):
         """Write whatever is still buffered."""
         self.writer.flush()
+
+    def reconcile(self, ended: list[tuple]) -> int:
+        """After a phase's ``fit``: ``ended`` holds (Tune result, its selected report) of every trial Tune ended. A
+        trial whose run is still RUNNING in MLflow — its driver was killed after Tune recorded the end but before
+        this callback wrote it, so the resumed Tune never reports that end again — gets its end written now: the
+        per-language table, the selected step, the outbox's files, FINISHED (FAILED for an errored trial). Returns
+        how many runs it ended."""
+        ended_now = 0
+        for result, report in ended:
+            trial_id = (result.metrics or {}).get("trial_id")
+            if not trial_id or self.writer.run_status(trial_id) != "RUNNING":
+                continue
+            if report and self.selection_key in report:
+                self._best[trial_id] = report
+            self._finish(_EndedTrial(trial_id, result.config), "FINISHED" if result.error is None else "FAILED")
+            ended_now += 1
+        return ended_now
+
+
+@dataclass(frozen=True)
+class _EndedTrial:
+    """What ``MLflowTrialCallback._finish`` reads of a Tune trial, rebuilt from a Tune result."""
+
+    trial_id: str
+    config: dict
+
+    def __str__(self) -> str:
+        return f"trial_{self.trial_id}"
 
 
 def stage_writes(stage: StageResult) -> list[tuple[str, object]]:

@@ -414,6 +414,7 @@ def _run(args, settings: StudySettings) -> int:
                 tuner = build_tuner(settings, arm, scaling, max_concurrent, callbacks, trainable, path,
                                     verbose=int(args.verbose))
             results = list(tuner.fit())
+            callback.reconcile([(r, selected_report(r, metric) if r.metrics else {}) for r in results])
             study_run.flush()
             all_results += results
             finished = [r for r in results if r.error is None and r.metrics and selection_key(metric) in r.metrics]
@@ -529,6 +530,7 @@ def _confirm(args, settings, selected: dict, callbacks: list, trainable, max_con
     tuner = confirm_tuner(args, settings, selected, callbacks, trainable, max_concurrent, f"{study_path}/confirm")
     results = list(tuner.fit())
     metric = settings.task.metric
+    callbacks[0].reconcile([(r, selected_report(r, metric) if r.metrics else {}) for r in results])
     reports: dict[str, list[dict]] = {arm: [] for arm in selected}
     for result in results:
         if result.error is None and result.metrics and selection_key(metric) in result.metrics:

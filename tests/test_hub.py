@@ -4,6 +4,7 @@ project's public loaders and the real clients; offline from a filled cache; ``st
 errors for what cannot load. The clients read ``HF_ENDPOINT`` / ``HF_HOME`` on import, so each check runs in a
 subprocess."""
 
+import gzip
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA
 from helpers import free_port, stop
 from hub_replica import BAD_TAGS_REPO, ROWS, SCRIPT_REPO, hub_env, start_replica
 
@@ -217,14 +219,19 @@ def test_the_users_command_runs_a_smoke_trial_with_the_multimodal_stage_from_the
                      "  intermediate_steps: {type: categorical, choices: [4]}\n")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = hub_env(replica, tmp_path / "hf", STUDY_CACHE_DIR=str(tmp_path / "cache"))
-    process = start_study("--preset", "smoke", "--trials", "1", "--search-space", str(space), "--storage",
-                          str(tmp_path / "runs"), "--mlflow-uri", uri, "--experiment", "hub", model=model, env=env,
-                          cwd=tmp_path)
+    # the presets' counter-fitted synonyms come from GitHub, not the hub: a filled cache, as a prefetched one is
+    synonyms = tmp_path / "cache" / "synonyms" / "counterfitted_neighbors.json"
+    synonyms.parent.mkdir(parents=True)
+    synonyms.write_bytes(gzip.decompress((SHARED_DATA / "synonyms" / "counterfitted_neighbors.json.gz").read_bytes()))
+    process = start_study("--preset", "smoke", "--arms", "vme-tuned", "--trials", "1", "--seeds", "1",
+                          "--search-space", str(space), "--storage", str(tmp_path / "runs"), "--mlflow-uri", uri,
+                          "--experiment", "hub", model=model, env=env, cwd=tmp_path)
     output = process.communicate(timeout=900)[0]
     assert process.returncode == 0, output[-3000:]
-    _, parents, trials = study_runs(uri, "hub", model)
+    _, parents, trials = study_runs(uri, "hub", model, phase="search")
     assert len(parents) == 1 and parents[0].data.params["model_source"] == REGISTRY[model].source
     assert len(trials) == 1 and trials[0].info.status == "FINISHED", output[-3000:]
+    assert [r.info.status for r in study_runs(uri, "hub", model, phase="confirm")[2]] == ["FINISHED"]
     params, metrics = trials[0].data.params, trials[0].data.metrics
     assert params["modality"] == "multimodal" and "dev_en/accuracy" in metrics and "test/accuracy/sw" in metrics
     assert params["intermediate.data"].startswith("dataset lmms-lab/flickr30k (test")

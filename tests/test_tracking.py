@@ -248,3 +248,37 @@ def test_mlflow_down_at_the_end_keeps_the_blocks_error_and_resume_ends_the_runs(
     with StudyRun(uri, "e", "study-x", str(tmp_path), {}, {}, []):  # --resume: the study run again, to its end
         pass
     assert statuses(uri, "e") == {"study": "FINISHED", "t1": "KILLED", "t2": "FINISHED"}
+
+
+def test_a_trial_tune_ended_while_the_driver_died_is_ended_in_mlflow_after_the_phase(tmp_path):
+    """Tune recorded the trial's end, the driver died before the callback wrote it, and the resumed Tune does not
+    report that end again: ``reconcile`` after the phase writes it from the Tune result (table, step, FINISHED);
+    a run already FINISHED is left alone."""
+    from types import SimpleNamespace
+
+    from study.config import TrainConfig
+    from study.protocol import evaluation_metrics
+    from study.ray_setup import Scaling
+    from study.tracking import MLflowTrialCallback
+    from study.trial import tune_constants
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    real = MlflowClient(uri)
+    parent = real.create_run(real.create_experiment("e")).info.run_id
+    writer = MLflowWriter(uri, "e", parent, str(tmp_path), "study")
+    callback = MLflowTrialCallback(writer, {"model": "tiny"}, "dev_en/accuracy", "accuracy")
+    config = {**tune_constants(TrainConfig(model="tiny"), {}, Scaling(), str(tmp_path), "study", arm="plain"),
+              "stage": {"modality": "none"}}
+    trial = SimpleNamespace(trial_id="t1", config=config, __str__=lambda self: "trial_t1")
+    report = {"trial_id": "t1", "step": 4, "dev_en/accuracy": 0.5,
+              **evaluation_metrics("accuracy", {"en": 0.9, "de": 0.4}, english_dev=0.5)}
+    callback.on_trial_start(0, [], trial)
+    callback.on_trial_result(0, [], trial, report)  # ... then the driver died
+    resumed = MLflowTrialCallback(MLflowWriter(uri, "e", parent, str(tmp_path), "study"), {"model": "tiny"},
+                                  "dev_en/accuracy", "accuracy")
+    result = SimpleNamespace(metrics=report, config=config, error=None)
+    assert resumed.reconcile([(result, report)]) == 1
+    run = real.search_runs([real.get_experiment_by_name("e").experiment_id], "tags.trial_id = 't1'")[0]
+    assert run.info.status == "FINISHED" and run.data.tags["selected_step"] == "4"
+    assert "per_language.csv" in {a.path for a in real.list_artifacts(run.info.run_id)}
+    assert resumed.reconcile([(result, report)]) == 0  # ended already: nothing to do
