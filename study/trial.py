@@ -86,5 +86,8 @@ class TrialConfig:
     def params(self) -> dict:
         """The values a trial's MLflow run records: every effective training option, the stage options and the
         scaling (as ``scaling.<field>``)."""
+        from study.augment import synonym_source_label
+
         return {**self.train.to_dict(), **self.stage_options,
+                "synonyms_source": synonym_source_label(self.train.synonyms),
                 **{f"scaling.{k}": v for k, v in self.scaling.__dict__.items()}}

@@ -26,6 +26,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from study.arms import DEFAULT_ARMS, OFFLINE_DEFAULT_ARMS, Arm, modality_arms, parse_arms
+from study.augment import synonym_source_label
 from study.config import TrainConfig
 from study.data.captions import FLICKR30K
 from study.errors import StudyError, run_cli
@@ -285,6 +286,7 @@ def provenance(settings: StudySettings) -> tuple[dict, dict]:
               "arms": ",".join(arm.name for arm in settings.arms), "search_space": str(space.path),
               "search_space_sha256": space.sha256, "git_commit": commit,
               "searched": ",".join(p.name for p in space.params),
+              "synonyms_source": synonym_source_label(settings.base.synonyms),
               **{f"{SPACE_PARAM_PREFIX}{p.name}": p.to_json() for p in space.params},
               **{f"base.{k}": v for k, v in settings.base.to_dict().items()},
               **{f"arm.{arm.name}.{k}": v for arm in settings.arms for k, v in arm.fixed.items()},

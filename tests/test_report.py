@@ -415,7 +415,7 @@ def test_report_html_is_honest_and_references_only_existing_files(report):
     for fact in ("OFFLINE STAND-IN", "English dev only", "pocket", "smoke", "Model comparison per family",
                  "Arm contrasts per family", "Results in words", "from confirm runs only",
                  "No modality contrast is drawn", "typological distance", "after Holm at 0.05",
-                 "parameter importance", "no model comparison"):
+                 "parameter importance", "no model comparison", "roget (offline substitute for counter-fitted)"):
         assert fact in page, fact
     assert "vme-tuned - plain on" in page and "vme-reference - plain on" in page  # each contrast in words
     referenced = set(re.findall(r'(?:src|href)="([^"]+)"', page))

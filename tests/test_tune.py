@@ -208,6 +208,7 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
     assert parent.data.params["model_offline_stand_in"] == "True" and parent.data.params["preset"] == "smoke"
     assert parent.data.params["search_space_sha256"] and parent.info.status == "FINISHED"
     assert parent.data.params["arms"] == "plain,vme-tuned" and parent.data.params["arm.plain.objective"] == "plain"
+    assert parent.data.params["synonyms_source"] == "roget (offline substitute for counter-fitted)"
     summary = parent.data.metrics
     assert "search/vme-tuned/dev_en/accuracy" in summary and not any(k.startswith("best/") for k in summary)
     assert summary["confirm/plain/runs_finished"] == summary["confirm/vme-tuned/runs_finished"] == 2

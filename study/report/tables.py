@@ -434,6 +434,8 @@ def header(study: Study) -> dict:
             "models": "; ".join(models), "arms": ", ".join(dict.fromkeys(g.arm for g in groups)) or "none",
             "search trials (tuned arms)": _per_model(counts), "confirm runs (seeds) per arm": _per_model(seeds),
             "metric": study.metric,
+            "synonyms (virtual copies)": "; ".join(sorted({p.data.params.get("synonyms_source", "?")
+                                                           for p in parents})) or "?",
             "selection": "English dev only: every configuration, checkpoint and early stop was chosen on the English "
                          "dev set; target-language test scores were never used to choose anything",
             "comparisons": "from confirm runs only (each arm's selected configuration re-run on the same fresh seeds, "
