@@ -62,6 +62,15 @@ def gap_key(metric: str) -> str:
     return f"gap_to_en/{metric}"
 
 
+REFERENCE_LINES = ("frozen_probe", "random_init_probe")  # study.reference_lines: on the study's parent run
+
+
+def reference_key(line: str, key: str) -> str:
+    """``reference/<line>/<score key>``, e.g. ``reference/frozen_probe/test/accuracy/avg``: a reference line's
+    score on the study's parent run."""
+    return f"reference/{line}/{key}"
+
+
 def group_key(by: str, metric: str, group: str) -> str:
     """``<by>/<metric>/<group>``, e.g. ``family/accuracy/Indo-European``: a mean over a group's target languages."""
     return f"{by}/{metric}/{group}"

@@ -15,11 +15,9 @@ import sys
 import time
 
 from study.config import TrainConfig
-from study.protocol import EVAL_SUBSET_SEED, evaluation_metrics, selection_key
+from study.protocol import EVAL_SUBSET_SEED, REFERENCE_LINES, evaluation_metrics, selection_key
 
-REFERENCE_LINES = ("frozen_probe", "random_init_probe")
 PROBE_C = 30.0  # inverse L2 strength: the best of a small grid on the pocket suite's English dev (pocket_suite.md)
-REFERENCE_PREFIX = "reference"  # parent-run metric keys: reference/<line>/<score key>
 
 
 def supported(task) -> bool:
@@ -27,11 +25,6 @@ def supported(task) -> bool:
     from study.tasks import CLASSIFICATION
 
     return task.kind == CLASSIFICATION
-
-
-def reference_key(line: str, key: str) -> str:
-    """``reference/<line>/<score key>``, e.g. ``reference/frozen_probe/test/accuracy/avg``."""
-    return f"{REFERENCE_PREFIX}/{line}/{key}"
 
 
 def reference_lines(cfg: TrainConfig, log=None) -> dict[str, dict[str, float]]:

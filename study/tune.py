@@ -37,13 +37,14 @@ from study.protocol import (
     DEFAULT_MODALITY,
     SEARCH_PHASE,
     STAGE_RECORD,
+    reference_key,
     select,
     select_best,
     selection_key,
     target_average_key,
 )
 from study.ray_setup import DRIVER_RESOURCE, Scaling, check_cluster, init_ray, ray_logs_dir
-from study.reference_lines import print_reference_lines, reference_key, reference_lines
+from study.reference_lines import print_reference_lines, reference_lines
 from study.reference_lines import supported as reference_lines_supported
 from study.search_space import SPACE_PARAM_PREFIX, SearchSpace, load_search_space
 from study.train import print_report_families

@@ -104,7 +104,7 @@ def test_the_english_rule_is_the_same_in_evaluate_worker_and_report():
     tests = {"en": 0.9, "de": 0.5, "nl": 0.7, "ja": 0.3}
     evaluate = summarise_languages(tests)
     worker = evaluation_metrics(METRIC, tests, english_dev=0.8)
-    trial = TrialRun("r", protocol.TRIAL_RUN, "s", "m", "M", False, "none", {}, 0.8, 0, dict(tests))
+    trial = TrialRun("r", protocol.CONFIRM_PHASE, "plain", "s", "m", "M", False, "none", {}, 0.8, 0, dict(tests))
     study = Study("e", "u", METRIC, [], [trial], "pocket-topic")
     report = {row["family"]: row["score"] for row in group_rows(study, "family")}
     assert evaluate["per_family"] == group_scores_of(worker, "family", METRIC) == report
@@ -220,85 +220,84 @@ def _units(scores: dict[str, float]) -> dict[str, list]:
     return {lang: [[score, 1.0]] * 10 for lang, score in scores.items()}  # 10 equal examples: exact dyadic means
 
 
-def _trial_run(run_id, kind, study_run, model, name, modality, dev, start, scores):
+def _trial_run(run_id, phase, arm, study_run, model, name, modality, dev, start, scores):
     from study.report.load import TrialRun
 
-    return TrialRun(run_id, kind, study_run, model, name, False, modality, {}, dev, start, dict(scores),
+    return TrialRun(run_id, phase, arm, study_run, model, name, False, modality, {}, dev, start, dict(scores),
                     _units(scores))
 
 
 @pytest.fixture
 def golden_study():
-    """Two models, each selected configuration with one seed repeat; a text-stage trial for mBERT; trials whose
-    test scores are better than the selected ones but whose English dev is lower (or tied and later)."""
+    """Two models; each arm's confirm runs on two seeds (plain for both models, vme-reference for mBERT), and search
+    trials of vme-tuned whose test scores beat every confirm run's: comparisons must never see them."""
     from study.report.load import Study
 
-    trial, repeat = protocol.TRIAL_RUN, protocol.SEED_REPEAT_RUN
+    search, confirm = protocol.SEARCH_PHASE, protocol.CONFIRM_PHASE
     mbert, xlmr = ("mbert", "mBERT"), ("xlmr", "XLM-R")
     runs = [
-        _trial_run("t1", trial, "S1", *mbert, "none", 0.60, 1, {"en": 1.0, "de": 0.75, "nl": 0.5, "ja": 0.25}),
-        _trial_run("r1", repeat, "S1", *mbert, "none", 0.55, 5, {"en": 0.5, "de": 0.5, "nl": 0.25, "ja": 0.25}),
-        _trial_run("t2", trial, "S1", *mbert, "text", 0.50, 2, {"en": 1.0, "de": 1.0, "nl": 1.0, "ja": 1.0}),
-        _trial_run("t3", trial, "S2", *xlmr, "none", 0.70, 3, {"en": 1.0, "de": 1.0, "nl": 0.75, "ja": 0.5}),
-        _trial_run("t4", trial, "S2", *xlmr, "none", 0.70, 4, {"en": 1.0, "de": 1.0, "nl": 1.0, "ja": 1.0}),
-        _trial_run("r3", repeat, "S2", *xlmr, "none", 0.65, 6, {"en": 1.0, "de": 0.75, "nl": 0.75, "ja": 0.5}),
+        _trial_run("t1", confirm, "plain", "S1", *mbert, "none", 0.60, 1, {"en": 1.0, "de": 0.75, "nl": 0.5, "ja": 0.25}),
+        _trial_run("r1", confirm, "plain", "S1", *mbert, "none", 0.55, 5, {"en": 0.5, "de": 0.5, "nl": 0.25, "ja": 0.25}),
+        _trial_run("v1", confirm, "vme-reference", "S1", *mbert, "none", 0.6, 7,
+                   {"en": 1.0, "de": 0.75, "nl": 0.75, "ja": 0.5}),
+        _trial_run("v2", confirm, "vme-reference", "S1", *mbert, "none", 0.6, 8,
+                   {"en": 1.0, "de": 1.0, "nl": 0.5, "ja": 0.5}),
+        _trial_run("t2", search, "vme-tuned", "S1", *mbert, "text", 0.50, 2, {"en": 1.0, "de": 1.0, "nl": 1.0, "ja": 1.0}),
+        _trial_run("t3", confirm, "plain", "S2", *xlmr, "none", 0.70, 3, {"en": 1.0, "de": 1.0, "nl": 0.75, "ja": 0.5}),
+        _trial_run("t4", search, "vme-tuned", "S2", *xlmr, "none", 0.70, 4, {"en": 1.0, "de": 1.0, "nl": 1.0, "ja": 1.0}),
+        _trial_run("r3", confirm, "plain", "S2", *xlmr, "none", 0.65, 6, {"en": 1.0, "de": 0.75, "nl": 0.75, "ja": 0.5}),
     ]
     return Study("golden", "uri", METRIC, [], runs, "pocket-topic")
 
 
 def test_golden_report_tables(golden_study):
-    from study.report.tables import (
-        comparison_rows,
-        group_rows,
-        modality_rows,
-        per_language_rows,
-    )
+    from study.report.tables import arm_rows, comparison_rows, group_rows, per_language_rows
 
-    assert golden_study.best("mbert").run_id == "t1" and golden_study.best("xlmr").run_id == "t3"  # t4: tie, later
-    # per language: mean over the selected configuration and its seed repeat; gap from the seed-mean English
-    rows = {(r["model"], r["language"]): (r["score"], r["gap_to_en"], r["seeds"])
+    # per language: the mean over an arm's confirm runs (search trials t2, t4 never enter); gap from the same runs
+    rows = {(r["model"], r["arm"], r["language"]): (r["score"], r["gap_to_en"], r["seeds"])
             for r in per_language_rows(golden_study)}
     assert rows == {
-        ("mBERT", "de"): (0.625, 0.125, 2), ("mBERT", "en"): (0.75, None, 2), ("mBERT", "ja"): (0.25, 0.5, 2),
-        ("mBERT", "nl"): (0.375, 0.375, 2),
-        ("XLM-R", "de"): (0.875, 0.125, 2), ("XLM-R", "en"): (1.0, None, 2), ("XLM-R", "ja"): (0.5, 0.5, 2),
-        ("XLM-R", "nl"): (0.75, 0.25, 2)}
-    families = {(r["model"], r["family"]): (r["score"], r["gap_to_en"]) for r in group_rows(golden_study, "family")}
-    assert families == {("mBERT", "Indo-European"): (0.5, 0.25), ("mBERT", "Japonic"): (0.25, 0.5),
-                        ("XLM-R", "Indo-European"): (0.8125, 0.1875), ("XLM-R", "Japonic"): (0.5, 0.5)}
-    # XLM-R - mBERT over two seeds each: every example of a language scores alike, so a bootstrap draw's value is
-    # fixed by which seeds it picks; the 2.5 / 97.5 percentiles are the extreme picks (each has probability 1/16):
-    # Indo-European: XLM-R seeds 0.875 / 0.75, mBERT seeds 0.625 / 0.375 -> [0.75 - 0.625, 0.875 - 0.375]
+        ("mBERT", "plain", "de"): (0.625, 0.125, 2), ("mBERT", "plain", "en"): (0.75, None, 2),
+        ("mBERT", "plain", "ja"): (0.25, 0.5, 2), ("mBERT", "plain", "nl"): (0.375, 0.375, 2),
+        ("mBERT", "vme-reference", "de"): (0.875, 0.125, 2), ("mBERT", "vme-reference", "en"): (1.0, None, 2),
+        ("mBERT", "vme-reference", "ja"): (0.5, 0.5, 2), ("mBERT", "vme-reference", "nl"): (0.625, 0.375, 2),
+        ("XLM-R", "plain", "de"): (0.875, 0.125, 2), ("XLM-R", "plain", "en"): (1.0, None, 2),
+        ("XLM-R", "plain", "ja"): (0.5, 0.5, 2), ("XLM-R", "plain", "nl"): (0.75, 0.25, 2)}
+    families = {(r["model"], r["arm"], r["family"]): (r["score"], r["gap_to_en"])
+                for r in group_rows(golden_study, "family")}
+    assert families[("mBERT", "plain", "Indo-European")] == (0.5, 0.25)
+    assert families[("XLM-R", "plain", "Indo-European")] == (0.8125, 0.1875)
+    assert families[("mBERT", "vme-reference", "Japonic")] == (0.5, 0.5)
+    # XLM-R - mBERT on the arm both ran (plain), two seeds each: every example of a language scores alike, so a
+    # bootstrap draw's value is fixed by which seeds it picks; the 2.5 / 97.5 percentiles are the extreme picks
+    # (each has probability 1/16): Indo-European: XLM-R 0.875 / 0.75, mBERT 0.625 / 0.375 -> [0.125, 0.5]
     comparison = {r["family"]: (r["contrast"], r["languages"], r["difference"], r["low"], r["high"], r["runs"],
                                 r["note"]) for r in comparison_rows(golden_study)}
-    assert comparison == {"Indo-European": ("XLM-R - mBERT", 2, 0.3125, 0.125, 0.5, "2 vs 2", ""),
-                          "Japonic": ("XLM-R - mBERT", 1, 0.25, 0.25, 0.25, "2 vs 2", "")}
-    # modality contrasts use the selected trial of each modality, one seed: text (t2) - none (t1), no interval
-    modality = {(r["contrast"], r["family"]): (r["difference"], r["low"], r["high"], r["note"])
-                for r in modality_rows(golden_study)}
-    one_run = "1 vs 1 run(s): no interval (seed variance needs 2 runs per side)"
-    assert modality == {
-        ("mBERT: multimodal - none", "all"): (None, None, None, "too little data (no finished multimodal trial)"),
-        ("mBERT: text - none", "Indo-European"): (0.375, None, None, one_run),
-        ("mBERT: text - none", "Japonic"): (0.75, None, None, one_run),
-        ("mBERT: multimodal - text", "all"): (None, None, None, "too little data (no finished multimodal trial)"),
-        ("XLM-R: multimodal - none", "all"): (None, None, None, "too little data (no finished multimodal trial)"),
-        ("XLM-R: text - none", "all"): (None, None, None, "too little data (no finished text trial)"),
-        ("XLM-R: multimodal - text", "all"): (None, None, None, "too little data (no finished multimodal trial)")}
+    assert comparison == {"Indo-European": ("XLM-R - mBERT (plain)", 2, 0.3125, 0.125, 0.5, "2 vs 2", ""),
+                          "Japonic": ("XLM-R - mBERT (plain)", 1, 0.25, 0.25, 0.25, "2 vs 2", "")}
+    # mBERT vme-reference - plain: vme's seeds agree on every group mean (IE .75, Japonic .5, all 2/3); plain's
+    # picks give IE .625 / .5 / .375 (prob 1/4, 1/2, 1/4) -> [0.125, 0.375]; all targets .5 / 5/12 / 1/3 -> [1/6, 1/3]
+    arms = {r["family"]: (r["contrast"], r["languages"], r["difference"], r["low"], r["high"], r["runs"])
+            for r in arm_rows(golden_study)}
+    assert arms == {"all targets": ("mBERT: vme-reference - plain", 3, pytest.approx(0.25), pytest.approx(1 / 6),
+                                    pytest.approx(1 / 3), "2 vs 2"),
+                    "Indo-European": ("mBERT: vme-reference - plain", 2, 0.25, 0.125, 0.375, "2 vs 2"),
+                    "Japonic": ("mBERT: vme-reference - plain", 1, 0.25, 0.25, 0.25, "2 vs 2")}
 
 
 def test_task_score_counts_english_and_the_overall_score_needs_every_task(golden_study):
     from study.report.tables import overall_rows, task_score_rows
 
-    rows = {r["model"]: r for r in task_score_rows(golden_study)}
-    # mBERT's seed means: en .75, de .625, nl .375, ja .25; XLM-R's: en 1, de .875, nl .75, ja .5
-    assert rows["mBERT"]["all_languages"] == pytest.approx((0.75 + 0.625 + 0.375 + 0.25) / 4)
-    assert rows["mBERT"]["zero_shot_target_mean"] == pytest.approx((0.625 + 0.375 + 0.25) / 3)
-    assert rows["XLM-R"]["all_languages"] == pytest.approx(3.125 / 4)
-    assert rows["XLM-R"]["languages"] == "4 of 16" and rows["XLM-R"]["xtreme_r_task_score"] is False  # pocket
-    task_rows = [{"model": "A", "task": "xnli", "all_languages": 0.6, "xtreme_r_task_score": True},
-                 {"model": "A", "task": "udpos", "all_languages": 0.8, "xtreme_r_task_score": True},
-                 {"model": "B", "task": "xnli", "all_languages": 0.5, "xtreme_r_task_score": True}]
+    rows = {(r["model"], r["arm"]): r for r in task_score_rows(golden_study)}
+    # mBERT plain's seed means: en .75, de .625, nl .375, ja .25; XLM-R plain's: en 1, de .875, nl .75, ja .5
+    assert rows[("mBERT", "plain")]["all_languages"] == pytest.approx((0.75 + 0.625 + 0.375 + 0.25) / 4)
+    assert rows[("mBERT", "plain")]["zero_shot_target_mean"] == pytest.approx((0.625 + 0.375 + 0.25) / 3)
+    assert rows[("XLM-R", "plain")]["all_languages"] == pytest.approx(3.125 / 4)
+    assert rows[("XLM-R", "plain")]["languages"] == "4 of 16"
+    assert rows[("XLM-R", "plain")]["xtreme_r_task_score"] is False  # a pocket task
+    task_rows = [{"model": "A", "arm": "plain", "task": "xnli", "all_languages": 0.6, "xtreme_r_task_score": True},
+                 {"model": "A", "arm": "plain", "task": "udpos", "all_languages": 0.8, "xtreme_r_task_score": True},
+                 {"model": "B", "arm": "plain", "task": "xnli", "all_languages": 0.5, "xtreme_r_task_score": True}]
     overall = {r["model"]: (r["overall"], r["note"]) for r in overall_rows(task_rows, ["udpos", "xnli"])}
     assert overall == {"A": (pytest.approx(0.7), "XTREME-R overall score"),
                        "B": (0.5, "mean over 1 task(s), not XTREME-R's: missing udpos")}
@@ -329,7 +328,7 @@ def test_the_page_shows_every_figure_of_the_list_or_says_why_not(golden_study, t
     files = build_report(golden_study, tmp_path)
     page = (tmp_path / "report.html").read_text()
     drawn = [key for key in FIGURES if f'alt="{key}"' in page]
-    assert {"family", "comparison", "modality", "history"} <= set(drawn)
+    assert {"family", "comparison", "arms", "history"} <= set(drawn)
     assert "weights" not in drawn  # no trial of the golden study records a loss weight
     assert page.count("too little data for this figure") == len(FIGURES) - len(drawn)
     assert all((tmp_path / f).is_file() for f in files) and sum(f.endswith(".png") for f in files) == len(drawn)

@@ -2,6 +2,7 @@
 
 import pytest
 
+from study import protocol
 from study.config import TrainConfig
 from study.protocol import target_average_key
 
@@ -13,7 +14,7 @@ def test_reference_lines_score_the_runs_items_and_are_cached(tmp_path, monkeypat
     cfg = TrainConfig(model="tiny", task="pocket-topic", max_length=32, max_train_examples=96, max_eval_examples=24,
                       languages=("en", "de", "ja"))
     lines = R.reference_lines(cfg)
-    assert set(lines) == set(R.REFERENCE_LINES) == {"frozen_probe", "random_init_probe"}
+    assert set(lines) == set(protocol.REFERENCE_LINES) == {"frozen_probe", "random_init_probe"}
     for scores in lines.values():
         assert {"dev_en/accuracy", "test/accuracy/en", "test/accuracy/de", "test/accuracy/ja",
                 target_average_key("accuracy"), "family/accuracy/Japonic"} <= set(scores)

@@ -21,10 +21,12 @@ from study.languages import DISTANCE_KINDS, GROUPINGS, distances_to_english, get
 from study.metrics import xtreme_r_average
 from study.protocol import (
     EVAL_SUBSET_SEED,
+    REFERENCE_LINES,
     all_languages_mean,
     english_reference,
     group_key,
     is_target,
+    reference_key,
     selection_key,
     target_average_key,
     target_group_means,
@@ -188,8 +190,6 @@ def reference_rows(study: Study) -> list[dict]:
     """Per model, each reference line its study measured on the same test items (``study.reference_lines``: the
     frozen pretrained encoder with a logistic-regression probe, and the random-init floor): English dev, the target
     average and each family's mean."""
-    from study.reference_lines import REFERENCE_LINES, reference_key
-
     rows, metric = [], study.metric
     for parent in study.studies:
         metrics, model = parent.data.metrics, parent.data.tags.get("model_name", parent.data.tags.get("model", "?"))
