@@ -17,6 +17,7 @@ import pytest
 import yaml
 from helpers import (
     LOOPBACK,
+    SERVER_START_S,
     free_port,
     listeners,
     start_mlflow_server,
@@ -105,7 +106,8 @@ def test_mlflow_server_listens_on_loopback_only_and_refuses_a_public_address_unl
                                f"sqlite:///{tmp_path}/mlflow.db", "--artifacts-destination", str(tmp_path / "a")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        for _ in range(120):
+        deadline = time.time() + SERVER_START_S  # a state, not a time: up to 5 minutes on a loaded machine
+        while time.time() < deadline:
             seen = listeners(server.pid)
             if port in {s.port for s in seen}:
                 break
