@@ -279,8 +279,8 @@ class MLflowWriter:
         return True
 
     def run_status(self, trial_id: str) -> str | None:
-        """The MLflow status of a trial's run (None: no run yet), after writing what is buffered."""
-        self.flush()
+        """The MLflow status of a trial's run (None: no run yet). Raises MlflowException or OSError when the server
+        does not answer."""
         run_id = self._find_run(trial_id)
         return self.client.get_run(run_id).info.status if run_id else None
 
@@ -422,12 +422,18 @@ class MLflowTrialCallback(Callback):
         trial whose run is still RUNNING in MLflow — its driver was killed after Tune recorded the end but before
         this callback wrote it, so the resumed Tune never reports that end again — gets its end written now: the
         per-language table, the selected step, the outbox's files, FINISHED (FAILED for an errored trial). Returns
-        how many runs it ended."""
+        how many runs it ended. With MLflow not answering it does nothing: the buffered records wait for
+        ``--resume``, which reconciles again."""
         ended_now = 0
+        if not self.writer.flush():
+            return 0
         for result, report in ended:
             trial_id = (result.metrics or {}).get("trial_id")
-            if not trial_id or self.writer.run_status(trial_id) != "RUNNING":
-                continue
+            try:
+                if not trial_id or self.writer.run_status(trial_id) != "RUNNING":
+                    continue
+            except (MlflowException, OSError):
+                return ended_now
             if report and self.selection_key in report:
                 self._best[trial_id] = report
             self._finish(_EndedTrial(trial_id, result.config), "FINISHED" if result.error is None else "FAILED")

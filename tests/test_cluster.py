@@ -177,7 +177,7 @@ def test_local_ray_started_after_ray_was_imported_is_refused():
 
 def _trial_nodes(uri: str, experiment: str) -> dict[str, list[str]]:
     """Trial run -> the Ray nodes it trained on, in order (the study tags every trial run with them)."""
-    _, _, trials = study_runs(uri, experiment)
+    _, _, trials = study_runs(uri, experiment, phase="search")  # the two trials trained at once (not the confirm run)
     return {r.info.run_id: r.data.tags["nodes"].split(",") for r in trials if r.data.tags.get("nodes")}
 
 

@@ -282,3 +282,8 @@ def test_a_trial_tune_ended_while_the_driver_died_is_ended_in_mlflow_after_the_p
     assert run.info.status == "FINISHED" and run.data.tags["selected_step"] == "4"
     assert "per_language.csv" in {a.path for a in real.list_artifacts(run.info.run_id)}
     assert resumed.reconcile([(result, report)]) == 0  # ended already: nothing to do
+    from helpers import free_port
+
+    down = MLflowTrialCallback(MLflowWriter(f"http://127.0.0.1:{free_port()}", "e", parent, str(tmp_path / "down"),
+                                            "study"), {"model": "tiny"}, "dev_en/accuracy", "accuracy")
+    assert down.reconcile([(result, report)]) == 0  # MLflow not answering: nothing, no error (--resume does it)
