@@ -44,16 +44,24 @@ class ProbeData:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-def probe_data(task: TaskSpec, languages, data_dir=None, limit: int | None = None) -> ProbeData:
-    """The parallel sentences of the evaluated ``task``'s suite for those of ``languages`` that are targets and
-    have parallel data; at most ``limit`` pairs each (seeded, ``EVAL_SUBSET_SEED``). StudyError when none has."""
-    from study.data.sources import load_split
-
+def probed_languages(task: TaskSpec, languages) -> tuple[TaskSpec, list[str]]:
+    """(the parallel task of ``task``'s suite, those of ``languages`` that are targets and have parallel sentences
+    in it), from the task registry alone (no data read). StudyError when none has: a study checks this before it
+    starts."""
     parallel = get_task(PARALLEL_TASKS[task.suite])
     targets = [lang for lang in languages if is_target(lang) and lang in parallel.languages]
     if not targets:
         raise StudyError(f"alignment probe: none of the languages {', '.join(languages)} has parallel sentences "
-                         f"in {parallel.name}")
+                         f"in {parallel.name} (evaluate a target that has, or drop --alignment-probe)")
+    return parallel, targets
+
+
+def probe_data(task: TaskSpec, languages, data_dir=None, limit: int | None = None) -> ProbeData:
+    """The parallel sentences of the evaluated ``task``'s suite for those of ``languages`` that are targets and
+    have parallel data (``probed_languages``); at most ``limit`` pairs each (seeded, ``EVAL_SUBSET_SEED``)."""
+    from study.data.sources import load_split
+
+    parallel, targets = probed_languages(task, languages)
     return ProbeData(parallel, {lang: _subsample(load_split(parallel, "test", lang, data_dir), limit)
                                 for lang in targets})
 
@@ -168,6 +176,13 @@ def figure_artifact(checkpoint: dict[str, np.ndarray], pretrained: dict[str, np.
     return buffer.getvalue()
 
 
+def probe_limit(cfg) -> int | None:
+    """Pairs per language a run's probe embeds: the smaller of ``alignment_pairs`` and ``max_eval_examples`` that
+    are set (None: all). The probe costs about as much as evaluating that many test items twice."""
+    limits = [n for n in (cfg.alignment_pairs, cfg.max_eval_examples) if n is not None]
+    return min(limits) if limits else None
+
+
 @dataclass(frozen=True)
 class ProbeReport:
     """What one evaluation of a training run adds: the ``align*/`` metrics, the retrieval units (``Probe.units``)
@@ -181,10 +196,10 @@ class ProbeReport:
 class RunProbe:
     """The probe of a training run (``TrainConfig.alignment_probe``): built once on the evaluating rank, then
     ``measure(model)`` at every evaluation, against the pretrained encoder's probe (cached, computed on first use)
-    on the same sentences (the evaluated languages', at most ``max_eval_examples`` pairs each)."""
+    on the same sentences (the evaluated languages', at most ``probe_limit(cfg)`` pairs each)."""
 
     def __init__(self, cfg, task, spec, tokenizer, depth: int, device):
-        self.data = probe_data(task, cfg.languages or task.languages, cfg.data_dir, cfg.max_eval_examples)
+        self.data = probe_data(task, cfg.languages or task.languages, cfg.data_dir, probe_limit(cfg))
         self.layers = probe_layers(depth, cfg.ap_layer)
         self.spec, self.tokenizer, self.max_length, self.device = spec, tokenizer, cfg.max_length, device
         self.figure_languages = figure_languages(self.data.bitexts)

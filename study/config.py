@@ -90,6 +90,8 @@ class TrainConfig:
     log_every: int = _option(10, "optimizer steps per progress line")
     alignment_probe: bool = _option(False, "add the alignment probe (retrieval and centroid distances on parallel "
                                     "sentences, checkpoint and pretrained encoder) to every evaluation")
+    alignment_pairs: int | None = _option(100, "parallel sentence pairs per language the alignment probe embeds (a "
+                                               "seeded subset, also capped by max_eval_examples; unset: all)")
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "grad_accum", "max_length", "k_copies", "log_every")
@@ -97,7 +99,7 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise StudyError(f"{name}={value!r} is invalid: it must be an integer >= 1")
-        for name in ("max_steps", "max_train_examples", "max_eval_examples", "global_batch"):
+        for name in ("max_steps", "max_train_examples", "max_eval_examples", "global_batch", "alignment_pairs"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise StudyError(f"{name}={value!r} is invalid: it must be an integer >= 1 or unset")

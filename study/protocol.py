@@ -217,6 +217,7 @@ def improves(candidate_dev: float, best_dev: float | None) -> bool:
 
 EXAMPLES_ARTIFACT = "per_example.json"  # per-example units of the selected evaluation (what the report resamples)
 ALIGNMENT_UNITS = "alignment_units"  # in EXAMPLES_ARTIFACT: {alignment_units_key: {language: [[correct, 1], ...]}}
+ALIGNMENT_METRICS = "alignment_metrics"  # in EXAMPLES_ARTIFACT: the selected evaluation's align*/ metric keys
 ALIGNMENT_EMBEDDINGS_ARTIFACT = "alignment_embeddings.npz"  # the selected evaluation's probe embeddings (figure)
 PER_LANGUAGE_ARTIFACT = "per_language.csv"  # a trial's selected per-language scores
 ARM_PER_LANGUAGE_ARTIFACT = "per_language_{arm}.csv"  # an arm's confirm-run seed means, on the study's parent run

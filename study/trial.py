@@ -33,11 +33,13 @@ def tune_constants(base: TrainConfig, stage_sources: dict, scaling: Scaling, sto
                           "phase": phase, "stage_options": dict(stage_options or {})}}
 
 
-def confirm_config(config: dict, seed: int) -> dict:
+def confirm_config(config: dict, seed: int, alignment_probe: bool = False) -> dict:
     """The confirmatory run of a configuration (a Tune config: a search trial's, or a fixed arm's) with training
-    seed ``seed``: the same options, phase ``confirm``."""
+    seed ``seed``: the same options, phase ``confirm``; with ``alignment_probe`` its evaluations also run the
+    alignment probe (``TrainConfig.alignment_probe``), which search trials never do."""
     run = config[RUN_SECTION]
-    return {**config, RUN_SECTION: {**run, "base": {**run["base"], "seed": seed}, "phase": CONFIRM_PHASE}}
+    base = {**run["base"], "seed": seed, **({"alignment_probe": True} if alignment_probe else {})}
+    return {**config, RUN_SECTION: {**run, "base": base, "phase": CONFIRM_PHASE}}
 
 
 @dataclass(frozen=True)

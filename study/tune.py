@@ -105,6 +105,11 @@ def parse_args(argv):
     parser.add_argument("--trials", type=int, help="search trials per tuned arm (default: smoke 4, paper 20)")
     parser.add_argument("--seeds", type=int, help="confirm runs per arm, on fresh seeds shared by every arm (default: "
                         "smoke 3, paper 5)")
+    parser.add_argument("--alignment-probe", action=argparse.BooleanOptionalAction,
+                        help="probe every confirm run's encoder, and the pretrained one, on parallel sentences "
+                        "(bitext retrieval, centroid distances to English; study/alignment_probe.py; alignment_pairs "
+                        "pairs a language) for the report's alignment section (default: on for the pocket suite, "
+                        "off for XTREME-R, whose Tatoeba sentences it would read)")
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial")
     parser.add_argument("--gpus-per-worker", type=int, default=0)
     parser.add_argument("--cpus-per-worker", type=float, default=0.5, help="CPU share per worker without GPUs")
@@ -152,6 +157,7 @@ class StudySettings:
     uri: str  # MLflow tracking URI
     experiment: str  # MLflow experiment
     stage: dict  # the intermediate stage's fixed data and vision tower (intermediate.stage_sources)
+    alignment_probe: bool = False  # confirm runs run the alignment probe (--alignment-probe, resolved)
     faults: FaultHooks = FaultHooks()  # the tests' fault injection (--inject-faults); none otherwise
 
 
@@ -201,7 +207,27 @@ def resolve(args) -> StudySettings:
     check_server(uri)
     stage = resolve_stage(args, spec, space, any(arm.modality != DEFAULT_MODALITY for arm in arms))
     return StudySettings(space, spec, task, preset, base, trials, seeds, arms, bases, storage, name, uri,
-                         args.experiment or f"vme-{task.suite}", stage, args.inject_faults)
+                         args.experiment or f"vme-{task.suite}", stage,
+                         resolve_alignment_probe(args.alignment_probe, task, base),
+                         args.inject_faults)
+
+
+def resolve_alignment_probe(requested: bool | None, task, base: TrainConfig) -> bool:
+    """Whether confirm runs probe alignment: as requested; by default (None) on the pocket suite, whose parallel
+    sentences are always at hand, when a target has them. The sentences are read now, so that a study that cannot
+    probe stops before Ray starts: StudyError when requested and they cannot be read."""
+    from study.alignment_probe import probe_data, probe_limit
+
+    if requested is False or (requested is None and task.suite != "pocket"):
+        return False
+    try:
+        probe_data(task, base.languages or task.languages, base.data_dir, probe_limit(base))
+    except StudyError as err:
+        if requested:
+            raise
+        print(f"[study] no alignment probe: {err}", file=sys.stderr)
+        return False
+    return True
 
 
 def arm_base(base: TrainConfig, arm: Arm, workers: int) -> TrainConfig:
@@ -285,6 +311,7 @@ def provenance(settings: StudySettings) -> tuple[dict, dict]:
     params = {**spec.as_params(), "task": settings.task.name, "suite": settings.task.suite,
               "preset": settings.preset, "trials": settings.trials, "seeds": settings.seeds,
               "arms": ",".join(arm.name for arm in settings.arms), "search_space": str(space.path),
+              "alignment_probe": settings.alignment_probe,
               "search_space_sha256": space.sha256, "git_commit": commit,
               "searched": ",".join(p.name for p in space.params),
               "synonyms_source": synonym_source_label(settings.base.synonyms),
@@ -564,7 +591,8 @@ def confirm_tuner(args, settings, selected: dict, callbacks: list, trainable, ma
     if args.resume and "://" not in path and Path(path, "tuner.pkl").exists():
         return ray.tune.Tuner.restore(path, trainable=trainable)
     seeds = confirm_seeds(settings.base.seed, settings.seeds)
-    grid = [confirm_config(selected[arm.name], seed) for arm in settings.arms for seed in seeds]
+    grid = [confirm_config(selected[arm.name], seed, settings.alignment_probe) for arm in settings.arms
+            for seed in seeds]
     return ray.tune.Tuner(trainable, param_space={CONFIRM_KEY: ray.tune.grid_search(grid)},
                           tune_config=ray.tune.TuneConfig(metric=selection_key(settings.task.metric), mode="max",
                                                           max_concurrent_trials=max_concurrent,

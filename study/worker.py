@@ -27,6 +27,7 @@ from study.errors import StudyError
 from study.fault_hooks import FaultHooks
 from study.protocol import (
     ALIGNMENT_EMBEDDINGS_ARTIFACT,
+    ALIGNMENT_METRICS,
     ALIGNMENT_UNITS,
     ENGLISH_DEV,
     EVAL_SUBSET_SEED,
@@ -266,6 +267,7 @@ class FineTuneRun:
         examples = {"step": self.progress.step, "metric": self.task.metric, "units": self.units}
         if self.alignment:  # the probe's retrieval, per sentence: {"<measure>/layer<n>": {language: units}}
             examples[ALIGNMENT_UNITS] = self.alignment.units
+            examples[ALIGNMENT_METRICS] = self.alignment.metrics  # the selected step's, exactly (MLflow keeps the last)
         return json.dumps(examples).encode()
 
     # -- training --

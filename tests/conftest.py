@@ -44,13 +44,15 @@ def mlflow_server(tmp_path_factory):
 def smoke_experiment(mlflow_server, tmp_path_factory):
     """Two real smoke studies in one experiment: tiny (an XLM-R architecture; 2 workers per trial; arms plain and
     vme-tuned: 3 search trials of vme-tuned, modalities searched, then 2 confirm seeds per arm) and tiny-bert (a BERT
-    architecture; arms plain and vme-reference, 2 confirm seeds each, no search). Tests of the study and of the
+    architecture; arms plain and vme-reference, 2 confirm seeds each, no search). tiny-bert's confirm runs carry the
+    alignment probe (the pocket suite's default), tiny's do not (--no-alignment-probe). Tests of the study and of the
     report read the same experiment; the sockets each study's processes listened on are listed meanwhile."""
     from helpers import communicate_watching_listeners, start_study
 
     storage = tmp_path_factory.mktemp("studies")
     outputs, listeners = {}, {}
-    for model, extra in (("tiny", ["--workers", "2", "--arms", "plain,vme-tuned", "--trials", "3"]),
+    for model, extra in (("tiny", ["--workers", "2", "--arms", "plain,vme-tuned", "--trials", "3",
+                                   "--no-alignment-probe"]),
                          ("tiny-bert", ["--arms", "plain,vme-reference"])):
         process = start_study(*extra, "--seeds", "2", "--storage", str(storage), "--mlflow-uri", mlflow_server,
                               "--experiment", "e2e", model=model)

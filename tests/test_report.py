@@ -410,6 +410,26 @@ def test_report_has_a_row_per_family_and_intervals_around_estimates(report):
 
 
 @pytest.mark.slow
+def test_report_draws_the_alignment_probe_of_the_probed_study_only(report):
+    bert = "tiny random BERT [offline stand-in, untrained]"  # its study probed; tiny's ran --no-alignment-probe
+    deltas = _csv(report / "alignment_delta.csv")
+    assert {r["model"] for r in deltas} == {bert} and {r["arm"] for r in deltas} == {"plain", "vme-reference"}
+    assert {r["family"] for r in deltas} == {"Indo-European", "Japonic"} and {r["runs"] for r in deltas} == {"2"}
+    assert {r["measure"] for r in deltas} == {"xx_to_en", "centred_distance"} and {r["layer"] for r in deltas} == {"6"}
+    for row in deltas:
+        assert float(row["delta"]) == pytest.approx(float(row["value"]) - float(row["pretrained"]))
+    contrasts = _csv(report / "alignment_contrasts.csv")
+    assert {r["contrast"] for r in contrasts} == {f"{bert}: vme-reference - plain"}
+    assert {(r["measure"], r["family"]) for r in contrasts} >= {("xx_to_en", "all targets"),
+                                                                  ("centred_distance", "Japonic")}
+    assert all(r["runs"] == "2 vs 2" for r in contrasts)
+    page = (report / "report.html").read_text(encoding="utf-8")
+    assert "Alignment probe: did the arms pull languages towards English?" in page
+    assert f"{bert}: vme-reference - plain, xx→en retrieval of the alignment probe at layer 6" in page
+    assert (report / "alignment_pca_tiny_random_BERT_offline_stand_in_untrained_.png").is_file()
+
+
+@pytest.mark.slow
 def test_report_html_is_honest_and_references_only_existing_files(report):
     page = (report / "report.html").read_text(encoding="utf-8")
     for fact in ("OFFLINE STAND-IN", "English dev only", "pocket", "smoke", "Model comparison per family",

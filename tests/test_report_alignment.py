@@ -94,3 +94,49 @@ def test_the_figure_has_one_panel_per_encoder(tmp_path):
     assert R.alignment_figure(panels, tmp_path) == "alignment_pca.png"
     assert (tmp_path / "alignment_pca.png").stat().st_size > 10_000
     assert R.alignment_figure({}, tmp_path) is None
+
+
+def _probed_run(run_id, arm, seed, values, hits):
+    """A confirm run of model m whose selected evaluation logged the probe: ``values`` as in ``_report``, ``hits``
+    per language the xx_to_en hits (1 or 0) of its sentences at ``LAYER``."""
+    from study.report.load import TrialRun
+
+    units = {f"xx_to_en/layer{LAYER}": {lang: [[h, 1] for h in row] for lang, row in hits.items()}}
+    return TrialRun(run_id, "confirm", arm, "S", "m", "model m", False, "none", {}, 0.5, seed,
+                    {"en": 1.0, "de": 0.5, "ja": 0.5}, None, _report(values), units)
+
+
+def test_the_report_tables_draw_alignment_from_probed_confirm_runs_as_hand_computed():
+    """Two seeds an arm; by hand: centred Δ plain de (-0.1, +0.1) ja (0, 0), vme de (-0.3, -0.3) ja (-0.2, 0);
+    xx_to_en hits plain de 1/2, ja 0/2, vme de 2/2, ja 1/2 in both seeds."""
+    from study.report.load import Study
+    from study.report.tables import alignment_rows
+
+    plain_hits, vme_hits = {"de": [1, 0], "ja": [0, 0]}, {"de": [1, 1], "ja": [1, 0]}
+    runs = [_probed_run("p1", "plain", 1, {"de": (0.5, 0.4), "ja": (0.9, 0.9)}, plain_hits),
+            _probed_run("p2", "plain", 2, {"de": (0.5, 0.6), "ja": (0.9, 0.9)}, plain_hits),
+            _probed_run("v1", "vme-reference", 3, {"de": (0.5, 0.2), "ja": (0.9, 0.7)}, vme_hits),
+            _probed_run("v2", "vme-reference", 4, {"de": (0.5, 0.2), "ja": (0.9, 0.9)}, vme_hits)]
+    deltas, contrasts, summary = alignment_rows(Study("golden", "uri", "accuracy", [], runs, "pocket-topic"))
+    centred = {(r["arm"], r["family"]): r["delta"] for r in deltas if r["measure"] == "centred_distance"}
+    assert centred == pytest.approx({("plain", "Indo-European"): 0.0, ("plain", "Japonic"): 0.0,
+                                     ("vme-reference", "Indo-European"): -0.3, ("vme-reference", "Japonic"): -0.1})
+    assert {r["layer"] for r in deltas} == {LAYER} and {r["model"] for r in deltas} == {"model m"}
+    found = {(r["measure"], r["family"]): r for r in contrasts}
+    assert {r["contrast"] for r in contrasts} == {"model m: vme-reference - plain"}
+    assert found["xx_to_en", "all targets"]["difference"] == pytest.approx((1.0 + 0.5) / 2 - (0.5 + 0.0) / 2)
+    assert found["xx_to_en", "Japonic"]["difference"] == pytest.approx(0.5)
+    assert found["centred_distance", "Indo-European"]["difference"] == pytest.approx(-0.3)
+    assert found["centred_distance", "Japonic"]["runs"] == "2 vs 2"
+    assert found["xx_to_en", "all targets"]["low"] is None  # 2 sentences a language: too little data to resample
+    assert len(summary) == 1 and summary[0].startswith("model m: vme-reference - plain, xx→en retrieval")
+    assert "too little data for an interval" in summary[0] and "too few languages" in summary[0]
+
+
+def test_runs_without_the_probe_give_no_alignment_tables():
+    from study.report.load import Study, TrialRun
+    from study.report.tables import alignment_rows
+
+    runs = [TrialRun(f"r{i}", "confirm", arm, "S", "m", "model m", False, "none", {}, 0.5, i, {"de": 0.5})
+            for i, arm in enumerate(("plain", "plain", "vme-reference", "vme-reference"))]
+    assert alignment_rows(Study("golden", "uri", "accuracy", [], runs, "pocket-topic")) == ([], [], [])

@@ -268,6 +268,47 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
 
 
 @pytest.mark.slow
+def test_confirm_runs_carry_the_alignment_probe_unless_it_is_switched_off(smoke_experiment):
+    """tiny-bert's study probed by default (a pocket task): each confirm run's selected evaluation logged the probe
+    (metrics, per-sentence hits in per_example.json, the figure's embeddings); tiny's ran --no-alignment-probe."""
+    client, parents, confirms = study_runs(smoke_experiment["uri"], "e2e", model="tiny-bert", phase="confirm")
+    assert len(confirms) == 4 and parents[0].data.params["alignment_probe"] == "True"
+    for run in confirms:
+        metrics = run.data.metrics
+        for lang in ("de", "ja", "uk"):  # the targets, each with Django catalogue sentences; 6 layers, ap_layer 5:
+            # hidden state 6 is both probed layers
+            assert f"align_delta/xx_to_en/layer6/{lang}" in metrics, sorted(metrics)[:20]
+            assert f"align_pretrained/centred_distance/layer6/{lang}" in metrics
+        assert not any(k.endswith("/en") for k in metrics if k.startswith("align"))  # English is the pivot
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"per_example.json", "alignment_embeddings.npz"} <= artifacts
+        examples = json.loads(Path(client.download_artifacts(run.info.run_id, "per_example.json")).read_text())
+        assert set(examples["alignment_units"]["xx_to_en/layer6"]) == {"de", "ja", "uk"}
+        assert examples["alignment_metrics"]["align_delta/xx_to_en/layer6/de"] == pytest.approx(
+            examples["alignment_metrics"]["align/xx_to_en/layer6/de"]
+            - examples["alignment_metrics"]["align_pretrained/xx_to_en/layer6/de"])
+    _, tiny_parents, others = study_runs(smoke_experiment["uri"], "e2e", model="tiny")
+    assert tiny_parents[0].data.params["alignment_probe"] == "False"
+    assert others and not any(k.startswith("align") for run in others for k in run.data.metrics)
+
+
+def test_the_alignment_probe_is_on_by_default_where_parallel_sentences_are_at_hand(capsys):
+    from study.config import TrainConfig
+    from study.tasks import get_task
+    from study.tune import resolve_alignment_probe
+
+    pocket, xnli = get_task("pocket-topic"), get_task("xnli")
+    base = TrainConfig(model="tiny", task="pocket-topic", languages=["en", "de"], max_eval_examples=8)
+    assert resolve_alignment_probe(None, pocket, base) is True
+    assert resolve_alignment_probe(False, pocket, base) is False
+    assert resolve_alignment_probe(None, xnli, base) is False  # XTREME-R: Tatoeba is read only when asked for
+    english_only = TrainConfig(model="tiny", task="pocket-topic", languages=["en"])
+    assert resolve_alignment_probe(None, pocket, english_only) is False
+    assert "no alignment probe: alignment probe: none of the languages en" in capsys.readouterr().err
+    with pytest.raises(StudyError, match="none of the languages en has parallel sentences in pocket-retrieval"):
+        resolve_alignment_probe(True, pocket, english_only)
+
+
 def test_smoke_study_listens_on_loopback_only_but_for_torchs_store(smoke_experiment):
     """Every socket the study's processes listened on while it ran (sampled every half second: the driver, GCS,
     raylet, Ray's agents, Tune and Train actors, Train workers mid-trial) was on loopback, but one: the c10d store
@@ -333,6 +374,8 @@ def test_kills_during_a_trial_a_write_and_the_confirm_phase_lose_nothing(tmp_pat
     (["--arms", "plain,plain"], "--arms 'plain,plain' names an arm twice"),
     (["--experiment-design", "modality", "--arms", "vme-tuned"], "--experiment-design modality fixes the fine-tuning"),
     (["--data-dir", "MISSING"], "is not a directory"),
+    (["--search-space", "NOPARALLEL", "--alignment-probe"],
+     "alignment probe: none of the languages en, yo has parallel sentences in tatoeba"),
 ])
 def test_bad_input_exits_2_before_ray_or_mlflow(args, message, tmp_path):
     bad = tmp_path / "bad.yaml"
@@ -341,9 +384,13 @@ def test_bad_input_exits_2_before_ray_or_mlflow(args, message, tmp_path):
     frozen.write_text("model: tiny\ntask: pocket-topic\nparams:\n  modality: {type: categorical, choices: [none, "
                       "multimodal]}\n  vision_train: {type: categorical, choices: [frozen], when: {modality: "
                       "[multimodal]}}\npresets:\n  smoke: {max_steps: 2}\n")
+    no_parallel = tmp_path / "no_parallel.yaml"  # Yoruba has UD-POS test data but no Tatoeba sentences
+    no_parallel.write_text("model: tiny\ntask: udpos\nparams:\n  lr: {type: float, low: 1.0e-4, high: 3.0e-3}\n"
+                           "presets:\n  smoke: {max_steps: 2, languages: [en, yo]}\n")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "captions.tsv").write_text("")
-    placeholders = {"BAD": bad, "FROZEN": frozen, "EMPTY": tmp_path / "empty", "MISSING": tmp_path / "missing"}
+    placeholders = {"BAD": bad, "FROZEN": frozen, "EMPTY": tmp_path / "empty", "MISSING": tmp_path / "missing",
+                    "NOPARALLEL": no_parallel}
     args = [str(placeholders.get(a, a)) for a in args]
     if "--search-space" not in args and "--model" not in args:  # the tiny space searches the modality
         args += ["--search-space", str(ROOT / "search_spaces" / "tiny.yaml")]

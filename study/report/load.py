@@ -15,6 +15,8 @@ from study.errors import StudyError
 from study.mlflow_store import PARENT_TAG
 from study.mlflow_store import client as mlflow_client
 from study.protocol import (
+    ALIGNMENT_METRICS,
+    ALIGNMENT_UNITS,
     ARM_TAG,
     CONFIRM_PHASE,
     DEFAULT_MODALITY,
@@ -51,6 +53,8 @@ class TrialRun:
     start: int
     scores: dict[str, float] = field(default_factory=dict)  # test languages at the selected step
     units: dict[str, list] | None = None  # per-example units, when the trial logged them
+    alignment: dict[str, float] = field(default_factory=dict)  # the alignment probe's align*/ keys at that step
+    alignment_units: dict[str, dict] = field(default_factory=dict)  # its per-sentence retrieval hits (ALIGNMENT_UNITS)
 
     @property
     def target_mean(self) -> float:
@@ -76,6 +80,13 @@ class Study:
     def trials_of(self, model: str) -> list[TrialRun]:
         """The model's search trials (confirm runs left out), in start order."""
         return sorted((t for t in self.trials if t.phase == SEARCH_PHASE and t.model == model), key=lambda t: t.start)
+
+    def artifact(self, run_id: str, path: str) -> bytes | None:
+        """The bytes of a run's artifact at ``path``; None when the run has no such artifact."""
+        found = mlflow_client(self.uri)
+        if not any(a.path == path for a in found.list_artifacts(run_id)):
+            return None
+        return artifact_bytes(found, run_id, path)
 
     def arm_runs(self) -> list[ArmRuns]:
         """Per model and arm (models sorted, arms in ``study.arms.ARMS`` order), its confirm runs in start order:
@@ -152,10 +163,9 @@ def _trial(client, run, metric: str) -> TrialRun | None:
         return None
     tags, params = run.data.tags, run.data.params
     selected = select(history, score=lambda m: m.value, order=lambda m: m.step)
-    units, scores = None, {}
+    units, scores, data = None, {}, {}
     if any(a.path == EXAMPLES_ARTIFACT for a in client.list_artifacts(run.info.run_id)):
-        with tempfile.TemporaryDirectory() as scratch:
-            data = json.loads(Path(client.download_artifacts(run.info.run_id, EXAMPLES_ARTIFACT, scratch)).read_text())
+        data = json.loads(artifact_bytes(client, run.info.run_id, EXAMPLES_ARTIFACT))
         units = {k: v for k, v in data["units"].items() if k != ENGLISH_DEV}
         scores = {lang: units_score(u) for lang, u in units.items()}
     else:  # no per-example scores: the logged test metrics at the selected step (one query per language)
@@ -168,5 +178,11 @@ def _trial(client, run, metric: str) -> TrialRun | None:
                     tags.get("model", "?"),
                     tags.get("model_name", tags.get("model", "?")), tags.get("offline_stand_in") == "True",
                     params.get("modality", DEFAULT_MODALITY), dict(params), selected.value, run.info.start_time or 0,
-                    scores, units)
+                    scores, units, data.get(ALIGNMENT_METRICS, {}), data.get(ALIGNMENT_UNITS, {}))
+
+
+def artifact_bytes(client, run_id: str, path: str) -> bytes:
+    """The bytes of one artifact of a run (downloaded into a scratch folder that is removed)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        return Path(client.download_artifacts(run_id, path, scratch)).read_bytes()
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from pathlib import Path
 
 from study.analysis import ALPHA, PERMUTATIONS
 from study.languages import DISTANCE_KINDS, MIN_SHARED_FEATURES
 from study.mlflow_store import client
 from study.protocol import REPORT_RUN, RUN_KIND_TAG
+from study.report.alignment import alignment_figure, figure_panels
 from study.report.figures import FIGURES
 from study.report.load import Study
 from study.report.tables import ReportTables, header, overall_rows, typology_summary
@@ -68,6 +70,40 @@ def _interval_rows(rows: list[dict]) -> list[dict]:
             for r in rows]
 
 
+ALIGNMENT_METHOD = (
+    "<p>The alignment probe (<code>study.tune --alignment-probe</code>) embeds each target language's parallel "
+    "sentences and their English translations with every confirm run's selected checkpoint and with the pretrained "
+    "encoder (the same sentences, tokenizer and pooling). <b>xx_to_en</b>: share of target sentences whose nearest "
+    "English sentence (cosine) is their translation; <b>centred_distance</b>: distance between the language's and "
+    "English's centroids divided by the pair's spread (0: the clouds share a centre; unchanged by a shift common to "
+    "all languages). <b>delta</b> = checkpoint − pretrained; a contrast of two arms' deltas is the contrast of their "
+    "values (the pretrained term cancels). Retrieval intervals: paired bootstrap over sentences, seeds resampled "
+    "first; distance intervals: seeds resampled only. A smaller distance is necessary for a shared space, not "
+    "sufficient; the relation to transfer across languages is a correlation, not a mechanism.</p>")
+
+
+def _alignment_section(tables: ReportTables, out: Path) -> tuple[str, list[str]]:
+    """The alignment probe's section of the page and the figure files it drew (one PCA figure per model)."""
+    if not tables.alignment_deltas:
+        return ("<p>This study ran no alignment probe (<code>python -m study.tune ... --alignment-probe</code> "
+                "probes every confirm run).</p>", [])
+    files = []
+    for model, figures in tables.alignment_figures.items():
+        safe = re.sub(r"[^A-Za-z0-9]+", "_", model)
+        name = alignment_figure(figure_panels(figures), out, name=f"alignment_pca_{safe}.png",
+                                title=f"{model}: last layer, PCA of the centred embeddings")
+        files += [name] if name else []
+    images = "".join(f'<img src="{name}" alt="alignment probe PCA">' for name in files)
+    content = (ALIGNMENT_METHOD + images + "<p>Δ alignment per arm and family:</p>"
+               + _table(tables.alignment_deltas, ["model", "measure", "layer", "arm", "family", "languages", "runs",
+                                                  "pretrained", "value", "delta"])
+               + "<p>Arm contrasts of the alignment probe:</p>"
+               + _table(_interval_rows(tables.alignment_contrasts), ["contrast", "measure", "layer", "family",
+                                                                    "languages", "difference", "95% interval",
+                                                                    "runs"]))
+    return content, files
+
+
 def _write_csv(path: Path, rows: list[dict]) -> str:
     import csv
 
@@ -92,9 +128,13 @@ def build_report(study: Study, out: Path, tables: ReportTables | None = None) ->
              _write_csv(out / "gap_vs_distance.csv", fits),
              _write_csv(out / "typology_languages.csv", points),
              _write_csv(out / "parameter_importance.csv", importance),
+             _write_csv(out / "alignment_delta.csv", tables.alignment_deltas),
+             _write_csv(out / "alignment_contrasts.csv", tables.alignment_contrasts),
              *[_write_csv(out / f"by_{by}.csv", rows) for by, rows in groups.items()]]
     figures = {key: draw(tables, out) for key, draw in FIGURES.items()}
     files += [f for f in figures.values() if f]
+    alignment, alignment_files = _alignment_section(tables, out)
+    files += alignment_files
 
     def image(key: str) -> str:
         return f'<img src="{figures[key]}" alt="{key}">' if figures[key] else \
@@ -115,6 +155,7 @@ def build_report(study: Study, out: Path, tables: ReportTables | None = None) ->
            "Fine-tuning below the frozen probe means English-only fine-tuning eroded what the encoder transferred "
            "before it.</p>"),
         ("Arm contrasts per family (confirm runs)", image("arms") + _table(_interval_rows(arms), CONTRAST_COLUMNS)),
+        ("Alignment probe: did the arms pull languages towards English? (confirm runs)", alignment),
         ("Per language (confirm runs, seed mean)",
          _table(languages, ["model", "arm", "language", "name", "family", "branch", "script", "score", "seeds",
                             "gap_to_en"])),

@@ -20,19 +20,33 @@ from study.errors import StudyError
 from study.languages import DISTANCE_KINDS, GROUPINGS, distances_to_english, get_language, group_of
 from study.metrics import xtreme_r_average
 from study.protocol import (
+    ALIGNMENT_EMBEDDINGS_ARTIFACT,
+    ALIGNMENT_UNITS,
     EVAL_SUBSET_SEED,
     REFERENCE_LINES,
+    alignment_layers,
     all_languages_mean,
     english_reference,
     group_key,
     is_target,
+    language_key,
     reference_key,
     selection_key,
     target_average_key,
     target_group_means,
     target_mean,
 )
+from study.report.alignment import (
+    contrast_sentence,
+    delta_rows,
+    retrieval_contrast,
+    seed_contrast_by_group,
+    transfer_alignment_fit,
+    transfer_alignment_points,
+)
 from study.report.load import ArmRuns, Study, TrialRun
+
+ALIGNMENT_TABLE_MEASURES = ("xx_to_en", "centred_distance")  # sentence-level match; the language-identity offset
 
 
 def english_score(runs: list[TrialRun]) -> float:
@@ -144,6 +158,61 @@ def arm_rows(study: Study, by: str = "family") -> list[dict]:
                      for row in _difference_rows(a, b, None, label)]
             rows += _difference_rows(a, b, by, label)
     return rows
+
+
+def _probed(study: Study, model: str) -> dict[str, list[TrialRun]]:
+    """{arm: its confirm runs that logged the alignment probe} of one model, arms in ``arm_runs`` order."""
+    groups = {g.arm: [r for r in g.runs if r.alignment] for g in study.arm_runs() if g.model == model}
+    return {arm: runs for arm, runs in groups.items() if runs}
+
+
+def alignment_rows(study: Study) -> tuple[list[dict], list[dict], list[str]]:
+    """The alignment probe (``study/report/alignment.py``) per model, from the confirm runs that logged it (``study.tune
+    --alignment-probe``): (Δ alignment rows per arm, family, measure and probed layer; contrast rows of each arm
+    contrast — xx_to_en retrieval with the paired bootstrap over sentences and seeds, over all shared targets and per
+    family; the centred distance with seeds resampled, per family; one sentence per contrast for the results summary:
+    where retrieval at the last layer moved, and whether the transfer contrast tracks it across languages)."""
+    deltas, contrasts, summary = [], [], []
+    for model in study.models():
+        probed = _probed(study, model)
+        if not probed:
+            continue
+        first = next(iter(probed.values()))[0]
+        name, layers = first.model_name, alignment_layers(first.alignment)
+        reports = {arm: [r.alignment for r in runs] for arm, runs in probed.items()}
+        deltas += [{"model": name, "measure": measure, "layer": layer, **row} for measure in ALIGNMENT_TABLE_MEASURES
+                   for layer in layers for row in delta_rows(reports, measure, layer)]
+        for left, right in arm_contrasts(list(probed)):
+            label = f"{name}: {left} - {right}"
+            examples = [[{ALIGNMENT_UNITS: r.alignment_units} for r in probed[arm]] for arm in (left, right)]
+            for layer in layers:
+                found = [("xx_to_en", retrieval_contrast(*examples, "xx_to_en", layer, by=None)),
+                         ("xx_to_en", retrieval_contrast(*examples, "xx_to_en", layer)),
+                         ("centred_distance", seed_contrast_by_group(reports[left], reports[right],
+                                                                     "centred_distance", layer))]
+                contrasts += [{"contrast": label, "measure": measure, "layer": layer, "family": group,
+                               "languages": len(c.languages), "difference": c.estimate, "low": c.low, "high": c.high,
+                               "runs": f"{c.runs[0]} vs {c.runs[1]}", "note": c.note}
+                              for measure, per_group in found for group, c in per_group.items()]
+            last = layers[-1]
+            with_scores = [[{**r.alignment, **{language_key(study.metric, k): v for k, v in r.scores.items()}}
+                            for r in probed[arm]] for arm in (left, right)]
+            fit = transfer_alignment_fit(transfer_alignment_points(*with_scores, study.metric, "xx_to_en", last))
+            summary.append(contrast_sentence(f"{label}, xx→en retrieval of the alignment probe at layer {last}",
+                                             retrieval_contrast(*examples, "xx_to_en", last), fit))
+    return deltas, contrasts, summary
+
+
+def alignment_figures(study: Study) -> dict[str, dict[str, bytes]]:
+    """{model name: {arm: the probe's embedding artifact of the arm's first probed confirm run}}, for the PCA
+    figure (``report.alignment.alignment_figure``); models without a probed run are left out."""
+    out = {}
+    for model in study.models():
+        probed = _probed(study, model)
+        figures = {arm: study.artifact(runs[0].run_id, ALIGNMENT_EMBEDDINGS_ARTIFACT) for arm, runs in probed.items()}
+        if any(data is not None for data in figures.values()):
+            out[next(iter(probed.values()))[0].model_name] = {arm: d for arm, d in figures.items() if d is not None}
+    return out
 
 
 def _refused(label: str, by: str, note: str) -> dict:
@@ -462,13 +531,17 @@ class ReportTables:
     distance_points: list[dict]  # distance_rows: per (model, target language), its distances and covariates
     distance_fits: list[dict]  # distance_rows: per (model, distance kind), the Holm-corrected permutation test
     importance: list[dict]  # importance_rows
+    alignment_deltas: list[dict]  # alignment_rows: Δ alignment per model, arm, family, measure and layer
+    alignment_contrasts: list[dict]  # alignment_rows: arm contrasts of the alignment probe
+    alignment_figures: dict[str, dict[str, bytes]]  # alignment_figures
 
     @classmethod
     def compute(cls, study: Study) -> ReportTables:
         """All tables of ``study``."""
         points, fits = distance_rows(study)
         comparison, arms, references = comparison_rows(study), arm_rows(study), reference_rows(study)
+        deltas, contrasts, alignment_summary = alignment_rows(study)
         return cls(study, per_language_rows(study), {by: group_rows(study, by) for by in GROUPINGS},
                    task_score_rows(study), comparison, arms,
-                   results_summary(arms + comparison) + reference_summary(study, references), references, points,
-                   fits, importance_rows(study))
+                   results_summary(arms + comparison) + reference_summary(study, references) + alignment_summary,
+                   references, points, fits, importance_rows(study), deltas, contrasts, alignment_figures(study))
