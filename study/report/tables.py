@@ -186,20 +186,19 @@ def alignment_rows(study: Study) -> tuple[list[dict], list[dict], list[str]]:
             label = f"{name}: {left} - {right}"
             examples = [[{ALIGNMENT_UNITS: r.alignment_units} for r in probed[arm]] for arm in (left, right)]
             for layer in layers:
+                retrieval = retrieval_contrast(*examples, "xx_to_en", layer)  # per family; the summary's at the last
                 found = [("xx_to_en", retrieval_contrast(*examples, "xx_to_en", layer, by=None)),
-                         ("xx_to_en", retrieval_contrast(*examples, "xx_to_en", layer)),
+                         ("xx_to_en", retrieval),
                          ("centred_distance", seed_contrast_by_group(reports[left], reports[right],
                                                                      "centred_distance", layer))]
-                contrasts += [{"contrast": label, "measure": measure, "layer": layer, "family": group,
-                               "languages": len(c.languages), "difference": c.estimate, "low": c.low, "high": c.high,
-                               "runs": f"{c.runs[0]} vs {c.runs[1]}", "note": c.note}
+                contrasts += [{"measure": measure, "layer": layer, **_contrast_row(label, "family", group, c)}
                               for measure, per_group in found for group, c in per_group.items()]
             last = layers[-1]
             with_scores = [[{**r.alignment, **{language_key(study.metric, k): v for k, v in r.scores.items()}}
                             for r in probed[arm]] for arm in (left, right)]
             fit = transfer_alignment_fit(transfer_alignment_points(*with_scores, study.metric, "xx_to_en", last))
             summary.append(contrast_sentence(f"{label}, xx→en retrieval of the alignment probe at layer {last}",
-                                             retrieval_contrast(*examples, "xx_to_en", last), fit))
+                                             retrieval, fit))
     return deltas, contrasts, summary
 
 
@@ -226,9 +225,14 @@ def _difference_rows(a: ArmRuns, b: ArmRuns, by: str, label: str) -> list[dict]:
     side_a, side_b = _side(a), _side(b)
     if not side_a.runs or not side_b.runs:
         return [_refused(label, by, "no interval: a side logged no per-example scores")]
-    return [{"contrast": label, by: g, "languages": len(c.languages), "difference": c.estimate, "low": c.low,
-             "high": c.high, "runs": f"{c.runs[0]} vs {c.runs[1]}", "note": c.note}
-            for g, c in paired_difference_by_group(side_a, side_b, by).items()]
+    return [_contrast_row(label, by, g, c) for g, c in paired_difference_by_group(side_a, side_b, by).items()]
+
+
+def _contrast_row(label: str, by: str, group: str, c) -> dict:
+    """One contrast row: the contrast, its group, the languages in the intersection, the estimate and interval, the
+    runs per side and why there is no interval (``analysis.Contrast``)."""
+    return {"contrast": label, by: group, "languages": len(c.languages), "difference": c.estimate, "low": c.low,
+            "high": c.high, "runs": f"{c.runs[0]} vs {c.runs[1]}", "note": c.note}
 
 
 def results_summary(rows: list[dict], by: str = "family") -> list[str]:
