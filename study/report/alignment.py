@@ -177,7 +177,8 @@ def alignment_figure(panels: Mapping[str, Mapping[str, np.ndarray]], out: Path,
                      name: str = "alignment_pca.png", title: str = "") -> str | None:
     """One panel per encoder (e.g. pretrained, plain, VME): English and the target languages' parallel sentences
     projected onto the first two principal components of that encoder's pooled, centred embeddings
-    (``alignment.project_2d``, same scale in every panel). Returns the file name, None without panels."""
+    (``alignment.project_2d``, same scale in every panel), each language's centroid marked with a large X (English:
+    its sides of every target's pairs). Returns the file name, None without panels."""
     from study.alignment import project_2d
     from study.report.figures import _figure
 
@@ -192,11 +193,14 @@ def alignment_figure(panels: Mapping[str, Mapping[str, np.ndarray]], out: Path,
             groups = {"en": np.concatenate([arrays[f"{k}/english"] for k in languages if f"{k}/english" in arrays]),
                       **{k: arrays[f"{k}/target"] for k in languages if f"{k}/target" in arrays}}
             for i, (lang, points) in enumerate(project_2d(groups).items()):
-                axis.scatter(points[:, 0], points[:, 1], s=8, alpha=0.6, label=lang,
-                             color="grey" if lang == "en" else f"C{i}")
+                color = "grey" if lang == "en" else f"C{i}"
+                axis.scatter(points[:, 0], points[:, 1], s=8, alpha=0.45, label=lang, color=color)
+                centre = points.mean(axis=0)  # where the language sits as a whole: what the centroid distance sees
+                axis.scatter([centre[0]], [centre[1]], s=140, marker="X", color=color, edgecolors="black",
+                             linewidths=1.0, zorder=3)
             axis.set_title(label, fontsize=9)
             axis.set_xlabel("PC 1 (in units of the pooled spread)", fontsize=7)
-        axes[0][0].legend(fontsize=7)
+        axes[0][0].legend(fontsize=7, title="X: centroid", title_fontsize=7)
         if title:
             figure.suptitle(title, fontsize=9)
         return figure
