@@ -10,8 +10,8 @@ from study.cache import write_json_atomic
 from study.errors import StudyError, run_cli
 from study.evaluation import evaluate
 from study.languages import get_language
-from study.models import checkpoint_spec, get_spec, load_model, load_tokenizer, model_positions
-from study.tasks import TASKS, get_task
+from study.models import checkpoint_spec, checkpoint_task, get_spec, load_model, load_tokenizer, model_positions
+from study.tasks import DEFAULT_MAX_LENGTH, TASKS, get_task, retrieval_settings
 
 
 def parse_args(argv):
@@ -25,8 +25,10 @@ def parse_args(argv):
     parser.add_argument("--data-dir", default=os.environ.get("STUDY_DATA_DIR"),
                         help="directory with the tasks' original files (default $STUDY_DATA_DIR; else the hub)")
     parser.add_argument("--json", type=Path, help="write the result as JSON here")
-    parser.add_argument("--layer", type=int, help="hidden layer to pool for retrieval (default: last)")
-    parser.add_argument("--max-length", type=int, default=128, help="max tokens per input (QA: 384 is usual)")
+    parser.add_argument("--layer", type=int, help="hidden state to pool for retrieval, 0 = embeddings (default: "
+                        "Tatoeba on an xquad/mlqa checkpoint XTREME-R's 8 of 12; otherwise the last)")
+    parser.add_argument("--max-length", type=int, help="max tokens per input (default: 128; Tatoeba on an "
+                        "xquad/mlqa checkpoint XTREME-R's 512; QA: 384 is usual)")
     return parser.parse_args(argv)
 
 
@@ -51,8 +53,10 @@ def main(argv=None) -> int:
     languages = task.check_languages(args.languages.split(",") if args.languages else None)
     if args.json and not os.access(Path(args.json).resolve().parent, os.W_OK):
         raise StudyError(f"--json {args.json}: its directory does not exist or is not writable")
+    trained_on = None
     if args.checkpoint:
         spec = checkpoint_spec(args.checkpoint)
+        trained_on = checkpoint_task(args.checkpoint)
         model = load_model(spec, task.head or "base", path=args.checkpoint)
     else:
         spec = get_spec(args.model)
@@ -63,11 +67,18 @@ def main(argv=None) -> int:
     depth, positions = model.config.num_hidden_layers, model_positions(model.config)
     if args.layer is not None and not 0 <= args.layer <= depth:
         raise StudyError(f"--layer {args.layer} is out of range: {spec.key} has hidden states 0..{depth}")
-    if not 1 <= args.max_length <= positions:
+    if args.max_length is not None and not 1 <= args.max_length <= positions:
         raise StudyError(f"--max-length {args.max_length} is out of range: 1..{positions} for {spec.key}")
+    if task.needs_training:
+        layer, max_length, protocol = None, args.max_length or DEFAULT_MAX_LENGTH, task.protocol
+    else:
+        settings = retrieval_settings(task, depth, trained_on=trained_on, layer=args.layer, max_length=args.max_length)
+        if settings.max_length > positions:  # the protocol's length does not fit this encoder: say so in the label
+            settings = retrieval_settings(task, depth, trained_on=trained_on, layer=args.layer, max_length=positions)
+        layer, max_length, protocol = settings.layer, settings.max_length, settings.protocol
     tokenizer = load_tokenizer(spec) if not args.checkpoint else _checkpoint_tokenizer(args.checkpoint)
     result = evaluate(task, model, tokenizer, languages, model_name=spec.name, data_dir=args.data_dir,
-                      layer=args.layer, prefix=spec.text_prefix, max_length=args.max_length)
+                      layer=layer, prefix=spec.text_prefix, max_length=max_length, protocol=protocol)
     result["model_offline_stand_in"] = spec.offline_stand_in
     print_table(result)
     if args.json:

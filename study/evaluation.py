@@ -268,14 +268,16 @@ def evaluate_languages(task: T.TaskSpec, model, tokenizer, languages: tuple[str,
 
 def evaluate(task: T.TaskSpec, model, tokenizer, languages: tuple[str, ...], *, model_name: str,
              data_dir=None, layer: int | None = None, prefix: str = "", max_length: int = 128,
+             protocol: str | None = None,
              log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> dict:
-    """Evaluate every language on its whole test split; the JSON-ready result: task, suite, model, metric,
-    ``details`` per language and the scores of ``summarise_languages``."""
+    """Evaluate every language on its whole test split; the JSON-ready result: task, suite, protocol (``protocol``,
+    else the task's), model, metric, the retrieval layer and max length, ``details`` per language and the scores of
+    ``summarise_languages``."""
     results = evaluate_languages(task, model, tokenizer, languages, data_dir=data_dir, max_length=max_length,
                                  layer=layer, prefix=prefix, log=log)
     per_language = {lang: score for lang, (score, _) in results.items()}
-    return {"task": task.name, "suite": task.suite, "protocol": task.protocol, "model": model_name,
-            "metric": task.metric,
+    return {"task": task.name, "suite": task.suite, "protocol": protocol or task.protocol, "model": model_name,
+            "metric": task.metric, "layer": layer, "max_length": max_length,
             **summarise_languages(per_language), "details": {lang: extra for lang, (_, extra) in results.items()}}
 
 

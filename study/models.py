@@ -203,6 +203,15 @@ def checkpoint_spec(path: str | Path) -> ModelSpec:
     return replace(base, name=f"{base.name} fine-tuned ({path.name})", source=str(path.resolve()))
 
 
+def checkpoint_task(path: str | Path) -> str | None:
+    """The task a study checkpoint was fine-tuned on (its ``study_model.json``); None for a directory without one
+    (e.g. a stage checkpoint or a plain transformers model)."""
+    import json
+
+    meta_file = Path(path) / CHECKPOINT_META
+    return json.loads(meta_file.read_text()).get("task") if meta_file.is_file() else None
+
+
 # --- hub entries -------------------------------------------------------------------------------------------
 
 

@@ -22,10 +22,58 @@ QA_RETRIEVAL = "qa-retrieval"  # LAReQA / Mewsli-X: rank candidates, mAP@20
 # XTREME-R tasks whose protocol here is not XTREME-R's yet (README: "Per task: metric, averaging and protocol")
 PROXIES = {
     "xcopa": "proxy, not XTREME-R: trains on COPA only (XTREME-R trains on SIQa, then COPA)",
-    "tatoeba": "bare-encoder proxy, not XTREME-R (XTREME-R: the SQuAD-fine-tuned encoder's layer 8)",
+    "tatoeba": "bare-encoder proxy, not XTREME-R (XTREME-R: hidden state 8 of a SQuAD-fine-tuned encoder; "
+               "study.evaluate --checkpoint <an xquad or mlqa checkpoint> --task tatoeba runs it)",
     "lareqa": "bare-encoder proxy, not XTREME-R (XTREME-R: a dual encoder fine-tuned on SQuAD)",
     "mewslix": "bare-encoder proxy, not XTREME-R (XTREME-R: a dual encoder fine-tuned on mention-entity pairs)",
 }
+
+# XTREME-R's Tatoeba protocol (google-research/xtreme scripts/run_tatoeba.sh, third_party/evaluate_retrieval.py):
+# the encoder of a model fine-tuned on SQuAD v1.1; the output of its 8th transformer layer (hidden state 8 of 12:
+# the script's --specific_layer 7 indexes the layers' outputs without the embeddings; 24 layers: 13, hidden state
+# 14); mean over every token of the attention mask, the special tokens included; inputs cut at 512 tokens; each
+# target sentence retrieves its nearest English sentence by cosine similarity (xx -> en, accuracy).
+SQUAD_TRAINED_TASKS = ("xquad", "mlqa")  # a checkpoint of these was fine-tuned on SQuAD v1.1
+TATOEBA_HIDDEN_STATE = {12: 8, 24: 14}  # encoder depth -> hidden-state index (0 = embeddings)
+TATOEBA_MAX_LENGTH = 512
+DEFAULT_MAX_LENGTH = 128  # this tool's input length where no protocol fixes one (bare-encoder proxies)
+
+
+@dataclass(frozen=True)
+class RetrievalSettings:
+    """How a retrieval task embeds its sentences: ``layer`` (hidden-state index; None = last layer),
+    ``max_length`` in tokens, and the protocol label every output shows beside the score."""
+
+    layer: int | None
+    max_length: int
+    protocol: str
+
+
+def retrieval_settings(task: "TaskSpec", depth: int, *, trained_on: str | None = None, layer: int | None = None,
+                       max_length: int | None = None) -> RetrievalSettings:
+    """The settings of a retrieval evaluation of an encoder with ``depth`` transformer layers, fine-tuned on
+    ``trained_on`` (a task name; None = the bare pretrained encoder), with the user's ``layer`` / ``max_length``
+    (None = the protocol's). Tatoeba on an encoder fine-tuned on SQuAD v1.1 (xquad, mlqa) with 12 or 24 layers gets
+    XTREME-R's protocol (hidden state 8 / 14, 512 tokens) and is labelled XTREME-R only when nothing overrides it;
+    every other case is a named proxy (bare encoder: the last layer, 128 tokens)."""
+    official = task.name == "tatoeba" and trained_on in SQUAD_TRAINED_TASKS and depth in TATOEBA_HIDDEN_STATE
+    if not official:
+        protocol = task.protocol
+        if task.name == "tatoeba" and trained_on in SQUAD_TRAINED_TASKS:
+            protocol = (f"proxy, not XTREME-R: XTREME-R fixes Tatoeba's layer for 12- and 24-layer encoders, this "
+                        f"one has {depth}")
+        elif task.name == "tatoeba" and trained_on:
+            protocol = f"proxy, not XTREME-R: an encoder fine-tuned on {trained_on}, not SQuAD v1.1 (xquad, mlqa)"
+        return RetrievalSettings(layer, max_length or DEFAULT_MAX_LENGTH, protocol)
+    rule = RetrievalSettings(TATOEBA_HIDDEN_STATE[depth], TATOEBA_MAX_LENGTH,
+                             f"XTREME-R (encoder fine-tuned on SQuAD v1.1 via {trained_on}; hidden state "
+                             f"{TATOEBA_HIDDEN_STATE[depth]} of {depth}, mean pooling, {TATOEBA_MAX_LENGTH} tokens)")
+    chosen = (rule.layer if layer is None else layer, rule.max_length if max_length is None else max_length)
+    if chosen == (rule.layer, rule.max_length):
+        return rule
+    return RetrievalSettings(*chosen, f"proxy, not XTREME-R: hidden state {chosen[0]} and {chosen[1]} tokens of a "
+                                      f"SQuAD-fine-tuned encoder (XTREME-R: {rule.layer} and {rule.max_length})")
+
 
 HEAD_FOR_KIND = {CLASSIFICATION: "sequence", MULTIPLE_CHOICE: "multiple-choice", TAGGING: "token", QA: "qa",
                  BITEXT_RETRIEVAL: None, QA_RETRIEVAL: None}
@@ -121,7 +169,8 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
              "SQuAD v1.1 (train)", hub={"test": ("google-research-datasets/xquad_r", "{lang}", "validation")}),
     TaskSpec("tatoeba", BITEXT_RETRIEVAL, "accuracy",
              tuple("ar he vi id jv tl eu ml ta te af nl de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw zh kk "
-                   "tr et fi hu az lt pl uk ro".split()), "none (bare encoder; XTREME uses a SQuAD-tuned one)",
+                   "tr et fi hu az lt pl uk ro".split()), "none: XTREME-R embeds with a SQuAD-fine-tuned encoder "
+             "(study.evaluate --checkpoint of an xquad or mlqa run); a bare encoder is the proxy",
              hub={"test": ("mteb/tatoeba-bitext-mining", "{laser}-eng", "test")}),  # LASER's pair names
     # Offline pocket tasks, built from registry packages (study.data.pocket); languages are those the sources have.
     # (languages: those the sources have after cleaning; a test checks them against the built data)

@@ -39,6 +39,65 @@ def test_real_tatoeba_retrieval_with_e5_small_is_far_above_chance(e5_small, tmp_
     assert "protocol: bare-encoder proxy, not XTREME-R" in shown
 
 
+def test_tatoeba_protocol_is_xtreme_rs_only_for_a_squad_fine_tuned_encoder_at_its_layer_and_length():
+    """scripts/run_tatoeba.sh + third_party/evaluate_retrieval.py: --specific_layer 7 of the layers' outputs (the
+    embeddings excluded) of a 12-layer encoder is hidden state 8; LAYER=13 of 24 is hidden state 14; MAXL=512."""
+    from study.tasks import TASKS, retrieval_settings
+
+    tatoeba = TASKS["tatoeba"]
+    mbert = retrieval_settings(tatoeba, 12, trained_on="xquad")
+    assert (mbert.layer, mbert.max_length) == (8, 512) and mbert.protocol.startswith("XTREME-R (")
+    large = retrieval_settings(tatoeba, 24, trained_on="mlqa")
+    assert (large.layer, large.max_length) == (14, 512) and large.protocol.startswith("XTREME-R (")
+    assert retrieval_settings(tatoeba, 12, trained_on="xquad", layer=8, max_length=512) == mbert  # said explicitly
+    for override in ({"layer": 12}, {"max_length": 128}):  # anything else is a named proxy
+        other = retrieval_settings(tatoeba, 12, trained_on="xquad", **override)
+        assert other.protocol.startswith("proxy, not XTREME-R: hidden state") and "XTREME-R: 8 and 512" in other.protocol
+    bare = retrieval_settings(tatoeba, 12)
+    assert (bare.layer, bare.max_length) == (None, 128) and bare.protocol.startswith("bare-encoder proxy")
+    assert "fine-tuned on udpos, not SQuAD" in retrieval_settings(tatoeba, 12, trained_on="udpos").protocol
+    assert "has 6" in retrieval_settings(tatoeba, 6, trained_on="xquad").protocol
+    lareqa = retrieval_settings(TASKS["lareqa"], 12, trained_on="xquad")  # its dual encoder is not built: a proxy
+    assert lareqa.protocol == TASKS["lareqa"].protocol and (lareqa.layer, lareqa.max_length) == (None, 128)
+
+
+@needs_data
+def test_tatoeba_on_a_squad_checkpoint_embeds_hidden_state_8_of_512_tokens_as_xtreme_r(e5_small, tmp_path):
+    """study.evaluate on an xquad checkpoint (12 layers) runs XTREME-R's Tatoeba protocol and labels it so; the
+    accuracy equals a plain transformers loop written from the official rules on the LASER files themselves."""
+    from transformers import AutoModel, AutoTokenizer
+
+    checkpoint = tmp_path / "squad-checkpoint"  # a QA head on e5-small, saved as a study checkpoint of xquad
+    save_model_dir(load_model(e5_small, "qa"), load_tokenizer(e5_small), e5_small, checkpoint, task="xquad")
+    out = tmp_path / "tatoeba.json"
+    assert cli.main(["--checkpoint", str(checkpoint), "--task", "tatoeba", "--languages", "sw", "--data-dir",
+                     str(SHARED_DATA), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["protocol"].startswith("XTREME-R (encoder fine-tuned on SQuAD v1.1 via xquad; hidden state 8")
+    assert (result["layer"], result["max_length"]) == (8, 512)
+
+    folder = SHARED_DATA / "tatoeba" / "v1"
+    swahili = (folder / "tatoeba.swh-eng.swh").read_text(encoding="utf-8").splitlines()
+    english = (folder / "tatoeba.swh-eng.eng").read_text(encoding="utf-8").splitlines()
+    model, tokenizer = AutoModel.from_pretrained(checkpoint).eval(), AutoTokenizer.from_pretrained(checkpoint)
+
+    def embed(sentences):  # mean over the attention mask (special tokens included) of hidden state 8, cosine
+        rows = []
+        for start in range(0, len(sentences), 64):
+            batch = tokenizer([e5_small.text_prefix + s for s in sentences[start:start + 64]], padding=True,
+                              truncation=True, max_length=512, return_tensors="pt")
+            with torch.inference_mode():
+                hidden = model(**batch, output_hidden_states=True).hidden_states[8]
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            rows.append(F.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1))
+        return torch.cat(rows)
+
+    nearest = (embed(swahili) @ embed(english).T).argmax(dim=1)  # each Swahili sentence retrieves an English one
+    expected = (nearest == torch.arange(len(swahili))).float().mean().item()
+    assert result["per_language"]["sw"] == pytest.approx(expected, abs=1.5 / len(swahili))  # at most one near-tie
+    assert result["details"]["sw"]["gold_units"] == len(swahili) == 390
+
+
 def test_pocket_retrieval_with_e5_small(e5_small, tmp_path):
     out = tmp_path / "pocket.json"
     cli.main(["--model", "e5-small", "--task", "pocket-retrieval", "--languages", "de,ja", "--json", str(out)])
