@@ -3,8 +3,9 @@
 Reachability is answered in seconds, so an offline run goes straight to the cache (or fails with one clear line)
 instead of ~25 s of retries and a multi-line traceback. Dataset splits are read from the repository card's
 ``configs`` (the parquet layout ``datasets`` itself reads) and only that split's files are downloaded: a language's
-XNLI test set does not bring its 393k-row training split, and a caption set only the shards it reads. The same
-files are found in the cache (``HF_HOME``) when the hub is unreachable.
+XNLI test set does not bring its 393k-row training split, and a caption set only the shards it reads (Mewsli-X,
+whose configs lack the original files, downloads one archive of them: ``study.tasks.HubArchive``). The same files
+are found in the cache (``HF_HOME``) when the hub is unreachable.
 
 ``python -m study.hub check|prefetch`` (``main``) resolves or downloads everything a study needs.
 """
@@ -15,6 +16,7 @@ import fnmatch
 import os
 import socket
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlparse
 
 from study.errors import StudyError
@@ -116,13 +118,18 @@ def split_files(repo: str, config: str | None, split: str) -> list[str]:
 def download(repo: str, path: str) -> str:
     """A local copy of one file of a dataset repository: downloaded into the cache once, or the cached copy when
     the hub is unreachable."""
-    from huggingface_hub import errors, hf_hub_download
+    from huggingface_hub import constants, errors, hf_hub_download
 
+    reason = hub_unreachable_reason()
     try:
-        return hf_hub_download(repo, path, repo_type="dataset", local_files_only=hub_unreachable_reason() is not None)
+        return hf_hub_download(repo, path, repo_type="dataset", local_files_only=reason is not None)
     except errors.LocalEntryNotFoundError:
-        raise StudyError(f"dataset file {repo}/{path} is not in the cache HF_HOME={hf_home()}; {PREFETCH_HINT}") \
-            from None
+        raise StudyError(f"dataset file {repo}/{path} is not in the cache HF_HOME={hf_home()} and the hub cannot be "
+                         f"used ({reason}); {PREFETCH_HINT}, or pass --data-dir with the original files") from None
+    except errors.RepositoryNotFoundError:
+        raise StudyError(f"dataset {repo} does not exist on the hub {constants.ENDPOINT}") from None
+    except errors.RemoteEntryNotFoundError:
+        raise StudyError(f"dataset {repo} has no file {path} on the hub {constants.ENDPOINT}") from None
 
 
 def load_hub_split(repo: str, config: str | None, split: str):
@@ -136,26 +143,51 @@ def load_hub_split(repo: str, config: str | None, split: str):
 
 # --- python -m study.hub check|prefetch ------------------------------------------------------------------------
 
-def _data_needs(tasks, caption_source: str | None) -> list[tuple[str, str, str | None, str, tuple]]:
-    """(what, repo, config, split, columns) of every hub split the tasks and the intermediate stage read; a task
-    with no hub path (LAReQA: the hub's XQuAD-R has no sentence breaks; Mewsli-X: not written yet) gets an empty
-    repo."""
+class _Need(NamedTuple):
+    """One hub item a study reads: a parquet split (config, split, the columns its normaliser reads), a file of the
+    repository (``archive``), or, with no ``repo``, a task with no hub path (``why``)."""
+
+    what: str
+    repo: str = ""
+    config: str | None = None
+    split: str = ""
+    columns: tuple = ()
+    archive: str = ""
+    why: str = ""
+
+
+def _data_needs(tasks, caption_source: str | None) -> list[_Need]:
+    """Every hub split and file the tasks and the intermediate stage read."""
     from study.data.captions import CAPTION_COLUMNS
     from study.data.sources import HUB_COLUMNS, hub_source
+    from study.tasks import NO_HUB_PATH, HubArchive
 
     needs = []
     for task in tasks:
-        if task.kind not in HUB_COLUMNS:
-            needs.append((task.name, "", None, "", ()))
+        if task.name in NO_HUB_PATH:
+            needs.append(_Need(task.name, why=NO_HUB_PATH[task.name]))
             continue
-        for split in ("train", "dev"):
-            if split in task.hub:
-                needs.append((f"{task.name} {split}", *hub_source(task, split, "en"), HUB_COLUMNS[task.kind]))
-        for lang in task.languages:
-            needs.append((f"{task.name} test {lang}", *hub_source(task, "test", lang), HUB_COLUMNS[task.kind]))
+        for split in ("train", "dev", "test"):
+            if isinstance(task.hub.get(split), HubArchive):  # every language's data in one file
+                needs.append(_Need(f"{task.name} {split}", task.hub[split].repo, archive=task.hub[split].path))
+            elif split in task.hub:
+                for lang in task.languages if split == "test" else ("en",):
+                    needs.append(_Need(f"{task.name} {split}" + (f" {lang}" if split == "test" else ""),
+                                       *hub_source(task, split, lang), HUB_COLUMNS[task.kind]))
     if caption_source:
-        needs.append(("intermediate data", caption_source, None, "", ("image", CAPTION_COLUMNS)))
+        needs.append(_Need("intermediate data", caption_source, None, "", ("image", CAPTION_COLUMNS)))
     return needs
+
+
+def _check_archive(repo: str, path: str) -> tuple[str, str]:
+    """(files, problem or ""): whether the repository lists the file; nothing is downloaded."""
+    from huggingface_hub import HfApi, constants, errors
+
+    try:
+        listed = HfApi().list_repo_files(repo, repo_type="dataset")
+    except errors.RepositoryNotFoundError:
+        return "", f"dataset {repo} does not exist on the hub {constants.ENDPOINT}"
+    return ("1 file(s)", "") if path in listed else ("", f"dataset {repo} has no file {path}")
 
 
 def _check_data(repo: str, config: str | None, split: str, columns: tuple) -> tuple[str, str]:
@@ -163,8 +195,6 @@ def _check_data(repo: str, config: str | None, split: str, columns: tuple) -> tu
     there; nothing but the card and the file listing is downloaded."""
     from datasets.info import DatasetInfosDict
 
-    if not repo:
-        return "", "no hub path: pass --data-dir with the original files"
     try:
         splits = config_splits(repo, config)
         split = split or ("train" if "train" in splits else next(iter(splits)))
@@ -227,14 +257,19 @@ def main(argv: list[str] | None = None) -> int:
             hub_models = ", ".join(k for k, s in REGISTRY.items() if not s.offline_stand_in)
             raise StudyError(f"model {spec.key!r} is not a hub model: choose {hub_models}")
     rows, problems = [], 0
-    for what, repo, config, split, columns in _data_needs(tasks, args.intermediate_data):
-        if not repo and not args.task:  # the suite's hub-less tasks are read with --data-dir; named ones must load
-            rows.append((what, "", "", "", "", "skipped: no hub path (use --data-dir)"))
+    for need in _data_needs(tasks, args.intermediate_data):
+        if not need.repo:  # read with --data-dir: skipped in the suite, a problem when the task is named
+            note = f"no hub path ({need.why}): pass --data-dir with the original files"
+            rows.append((need.what, "", "", "", "", note if args.task else f"skipped: {note}"))
+            problems += bool(args.task)
             continue
-        files, problem = _check_data(repo, config, split, columns)
+        if need.archive:
+            files, problem = _check_archive(need.repo, need.archive)
+        else:
+            files, problem = _check_data(need.repo, need.config, need.split, need.columns)
         if not problem and args.action == "prefetch":
-            files = _prefetch_data(what, repo, config, split)
-        rows.append((what, repo, config or "", split, files, problem or "ok"))
+            files = _prefetch_data(need)
+        rows.append((need.what, need.repo, need.config or "", need.archive or need.split, files, problem or "ok"))
         problems += bool(problem)
     for what, repo in [(f"model {s.key}", s.source) for s in models] + \
             ([("vision tower", args.vision_tower)] if args.vision_tower else []):
@@ -256,15 +291,15 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if problems else 0
 
 
-def _prefetch_data(what: str, repo: str, config: str | None, split: str) -> str:
-    """Download one split's files (for the caption data: the shards its first rows need)."""
-    if what == "intermediate data":
+def _prefetch_data(need: _Need) -> str:
+    """Download one split's files or one archive (for the caption data: the shards its first rows need)."""
+    if need.what == "intermediate data":
         from study.data.captions import dataset_captions
 
-        return f"{len(dataset_captions(repo, 8).items)} images"
-    files = split_files(repo, config, split)
+        return f"{len(dataset_captions(need.repo, 8).items)} images"
+    files = [need.archive] if need.archive else split_files(need.repo, need.config, need.split)
     for path in files:
-        download(repo, path)
+        download(need.repo, path)
     return f"{len(files)} file(s) cached"
 
 

@@ -2,15 +2,19 @@
 file layouts and schemas, served on 127.0.0.1 by ``hub_server.py`` (why not a package: its docstring), so that the
 real ``huggingface_hub``, ``datasets`` and ``transformers`` clients load them through ``HF_ENDPOINT``.
 
-Dataset repositories hold parquet written by ``datasets`` (features embedded) and a card whose YAML has ``configs``;
-model repositories hold tiny random checkpoints under the registry's canonical ids.
+Dataset repositories hold parquet written by ``datasets`` (features embedded) and a card whose YAML has ``configs``
+(Mewsli-X: the one archive of the original files the loader reads); model repositories hold tiny random checkpoints
+under the registry's canonical ids.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.request
 from pathlib import Path
@@ -109,6 +113,72 @@ def _squad(lang: str, prefix: str = ""):
 def _bitext(code: str):
     return _rows({"sentence1": [f"{code} sentence {i}" for i in range(ROWS)],
                   "sentence2": [f"English sentence {i}" for i in range(ROWS)]})
+
+
+def _spans(text: str, pieces: list[str]) -> list[dict]:
+    """Mewsli-X's sentence spans ({start, end} into ``text``) of consecutive pieces of it."""
+    spans = []
+    for piece in pieces:
+        start = text.index(piece, spans[-1]["end"] if spans else 0)
+        spans.append({"start": start, "end": start + len(piece)})
+    return spans
+
+
+def mewslix_originals() -> dict[str, str]:
+    """get-mewsli-x.sh's five output files in its schema.py's JSON (Entity, ContextualMentions, MentionEntityPair),
+    tiny: 2 * ROWS candidate entities; per test language two WikiNews articles (a headline, a blank line, three
+    sentences) with one mention per sentence: ROWS mentions."""
+    entities = []
+    for i in range(2 * ROWS):
+        pieces = [f"Entity {i} is a thing.", f"It is number {i}."]
+        description = " ".join(pieces)
+        entities.append({"entity_id": f"Q{i}", "title": f"Entity {i}", "description": description,
+                         "sentence_spans": _spans(description, pieces), "description_language": "en",
+                         "description_url": f"https://en.wikipedia.org/wiki/Entity_{i}"})
+
+    def article(lang: str, number: int, first: int) -> dict:
+        pieces = [f"{lang} news {number}", *(f"{lang} sentence {k} names Entity {first + k}." for k in range(1, 4))]
+        text = f"{pieces[0]}\n\n{' '.join(pieces[1:])}"
+        spans = _spans(text, pieces)
+        mentions = []
+        for k, span in enumerate(spans):
+            name = "news" if k == 0 else f"Entity {first + k}"
+            start = text.index(name, span["start"])
+            mentions.append({"example_id": f"{lang}-{number}-{k}", "entity_id": f"Q{first + k}",
+                             "mention_span": {"start": start, "end": start + len(name), "text": name}})
+        return {"context": {"document_title": pieces[0], "document_url": f"https://{lang}.wikinews.org/wiki?curid="
+                            f"{number}", "document_id": f"{lang}-{number}", "language": lang, "text": text,
+                            "sentence_spans": spans}, "mentions": mentions}
+
+    test = [article(lang, n, 4 * n) for lang in T.TASKS["mewslix"].languages for n in range(ROWS // 4)]
+    dev = article("de", 9, 0)
+    pair = {"contextual_mention": {"context": dev["context"], "mention": dev["mentions"][1]}, "entity": entities[1]}
+    return {"candidate_set_entities.jsonl": _jsonl(entities), "wikinews_mentions-dev.jsonl": _jsonl([dev]),
+            "wikinews_mentions-test.jsonl": _jsonl(test), "wikipedia_pairs-dev.jsonl": _jsonl([pair]),
+            "wikipedia_pairs-train.jsonl": _jsonl([pair])}
+
+
+def _jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def write_tar_gz(path: Path, files: dict[str, str]) -> None:
+    """A .tar.gz of {member name: text}, as ``tar czf`` writes one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as archive:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+
+def _mewslix(mirrors: Path) -> None:
+    """izhx/mewsli-x's raw.tar.gz (get-mewsli-x.sh's output, the five files its card lists). The repository's other
+    files (per-language configs and the candidate tarball made by its process.py) are not replicated: the loader
+    does not read them, and their fields could not be confirmed."""
+    write_tar_gz(mirrors / "datasets" / T.TASKS["mewslix"].hub["test"].repo / T.TASKS["mewslix"].hub["test"].path,
+                 mewslix_originals())
 
 
 def _flickr(mirrors: Path) -> None:
@@ -228,6 +298,7 @@ def build_mirrors(mirrors: Path) -> None:
                   {f"{code}-eng": {"test": _bitext(code)}
                    for code in (TATOEBA_CODES.get(lang, get_language(lang).iso3)
                                 for lang in T.TASKS["tatoeba"].languages)})
+    _mewslix(mirrors)
     _flickr(mirrors)
     script = mirrors / "datasets" / SCRIPT_REPO
     script.mkdir(parents=True)

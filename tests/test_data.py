@@ -25,7 +25,7 @@ def test_every_task_kind_has_its_behaviour_in_each_table():
     """Per-kind behaviour lives in tables, one per layer: a task whose kind lacks an entry would fail deep inside a
     run; here it fails at once."""
     from study.data.features import ENCODERS
-    from study.data.sources import HUB_COLUMNS, HUB_NORMALISERS, LOCAL_READERS
+    from study.data.sources import HUB_ARCHIVE_READERS, HUB_COLUMNS, HUB_NORMALISERS, LOCAL_READERS
     from study.data.vme import VIRTUAL_COPIERS
     from study.evaluation import SCORERS
 
@@ -36,8 +36,10 @@ def test_every_task_kind_has_its_behaviour_in_each_table():
             assert task.head is None and task.kind not in SCORERS
         if task.suite == "xtreme-r":
             assert task.name in LOCAL_READERS, task.name
-        if task.hub and task.kind not in T.RETRIEVAL_KINDS:
-            assert task.kind in HUB_NORMALISERS, task.name
+            assert bool(task.hub) != (task.name in T.NO_HUB_PATH), task.name  # a hub path, or why there is none
+        for source in task.hub.values():
+            assert task.name in HUB_ARCHIVE_READERS if isinstance(source, T.HubArchive) else \
+                task.kind in HUB_NORMALISERS, task.name
     assert set(HUB_COLUMNS) == set(HUB_NORMALISERS)  # study.hub check looks for what each normaliser reads
 
 
@@ -271,20 +273,49 @@ def test_long_questions_are_cut_to_fit_and_every_question_keeps_a_window(tiny):
 
 
 def test_mewslix_reader_ranks_entities_by_mention_sentence(tmp_path):
+    """get-mewsli-x.sh's files in their schema (google-research mel/mewsli_x/schema.py: spans are {start, end})."""
     root = tmp_path / "mewslix"
     root.mkdir()
-    entities = [{"entity_id": "Q1", "description": "Skala Richter ..."}, {"entity_id": "Q2", "description": "Paris"}]
+    entities = [{"entity_id": "Q1", "title": "Richter", "description": "Skala Richter ...", "sentence_spans": []},
+                {"entity_id": "Q2", "title": "Paris", "description": "Paris", "sentence_spans": []}]
     text = "Primera frase. Un sismo de 6,8 en la escala de Richter. Otra."
     start = text.index("escala")
-    article = {"context": {"language": "es", "text": text, "sentence_spans": [[0, 14], [15, 55], [56, 61]]},
-               "mentions": [{"entity_id": "Q1", "mention_span": {"start": start, "end": start + 17}}]}
-    other = {"context": {"language": "de", "text": "x", "sentence_spans": [[0, 1]]},
-             "mentions": [{"entity_id": "Q2", "mention_span": {"start": 0, "end": 1}}]}
+    spans = [{"start": 0, "end": 14}, {"start": 15, "end": 55}, {"start": 56, "end": 61}]
+    article = {"context": {"language": "es", "text": text, "sentence_spans": spans},
+               "mentions": [{"example_id": "e1", "entity_id": "Q1",
+                             "mention_span": {"start": start, "end": start + 17, "text": "escala de Richter"}}]}
+    other = {"context": {"language": "de", "text": "x", "sentence_spans": [{"start": 0, "end": 1}]},
+             "mentions": [{"example_id": "e2", "entity_id": "Q2", "mention_span": {"start": 0, "end": 1, "text": "x"}}]}
     (root / "candidate_set_entities.jsonl").write_text("\n".join(json.dumps(e) for e in entities))
     (root / "wikinews_mentions-test.jsonl").write_text(json.dumps(article) + "\n" + json.dumps(other) + "\n")
     ranking = load_split(T.TASKS["mewslix"], "test", "es", tmp_path)
     assert ranking.questions == ["Un sismo de 6,8 en la escala de Richter."] and ranking.relevant == [[0]]
     assert ranking.candidates == ["Skala Richter ...", "Paris"]
+
+
+def test_mewslix_archive_reads_exactly_what_the_data_dir_reads(tmp_path):
+    """The hub's raw.tar.gz (izhx/mewsli-x) holds get-mewsli-x.sh's files: read from the archive, in whatever folder
+    it keeps them and past the members it does not need, they rank exactly as the same files under --data-dir."""
+    from hub_replica import mewslix_originals, write_tar_gz
+
+    from study.data.sources import _mewslix_archive
+
+    files = mewslix_originals()
+    (tmp_path / "mewslix").mkdir()
+    for name, text in files.items():
+        (tmp_path / "mewslix" / name).write_text(text)
+    archive = tmp_path / "raw.tar.gz"
+    write_tar_gz(archive, {f"raw/{name}": text for name, text in reversed(files.items())})
+    for lang in T.TASKS["mewslix"].languages:
+        local = load_split(T.TASKS["mewslix"], "test", lang, tmp_path)
+        assert _mewslix_archive(str(archive), "raw.tar.gz", lang) == local and len(local.questions) == 8
+    assert local.questions[0] == "uk news 0" and local.questions[1] == "uk sentence 1 names Entity 1."
+    write_tar_gz(archive, {name: files[name] for name in ("candidate_set_entities.jsonl",)})
+    with pytest.raises(StudyError, match=r"^raw.tar.gz has no wikinews_mentions-test.jsonl$"):
+        _mewslix_archive(str(archive), "raw.tar.gz", "de")
+    archive.write_bytes(b"not a tarball")
+    with pytest.raises(StudyError, match=r"^raw.tar.gz is not a readable .tar.gz \(.*\): delete its copy"):
+        _mewslix_archive(str(archive), "raw.tar.gz", "de")
 
 
 # --- segment ids (mBERT): training and evaluation give the model the same inputs -------------------------------

@@ -4,6 +4,7 @@ project's public loaders and the real clients; offline from a filled cache; ``st
 errors for what cannot load. The clients read ``HF_ENDPOINT`` / ``HF_HOME`` on import, so each check runs in a
 subprocess."""
 
+import dataclasses
 import gzip
 import json
 import subprocess
@@ -14,31 +15,36 @@ from pathlib import Path
 import pytest
 from conftest import SHARED_DATA
 from helpers import free_port, stop
-from hub_replica import BAD_TAGS_REPO, ROWS, SCRIPT_REPO, hub_env, start_replica
+from hub_replica import BAD_TAGS_REPO, ROWS, SCRIPT_REPO, hub_env, mewslix_originals, start_replica
 
 from study import tasks as T
+from study.data.sources import load_split
 from study.models import REGISTRY
 
 pytestmark = pytest.mark.slow  # each check starts Python with datasets / transformers (seconds)
 
-HUB_TASKS = [t for t in T.TASKS.values() if t.suite == "xtreme-r" and t.name not in ("lareqa", "mewslix")]
+HUB_TASKS = [t for t in T.TASKS.values() if t.suite == "xtreme-r" and t.name not in T.NO_HUB_PATH]
 
 LOAD_EVERY_SPLIT = """
-import json
+import dataclasses, json
 from study import tasks as T
-from study.data.sources import load_split
+from study.data.sources import Bitext, RankingSet, load_split
 from study.errors import run_cli
 
 def main(argv):
     counts, samples = {}, {}
     for task in T.TASKS.values():
-        if task.suite != "xtreme-r" or task.name in ("lareqa", "mewslix"):
+        if task.suite != "xtreme-r" or task.name in T.NO_HUB_PATH:
             continue
         splits = [(s, "en") for s in ("train", "dev") if s in task.hub] + [("test", l) for l in task.languages]
         for split, lang in splits:
-            rows = load_split(task, split, lang)
-            counts[f"{task.name} {split} {lang}"] = len(rows.source) if hasattr(rows, "source") else len(rows)
-            samples[f"{task.name} {split} {lang}"] = rows.source[0] if hasattr(rows, "source") else rows[0]
+            rows, key = load_split(task, split, lang), f"{task.name} {split} {lang}"
+            if isinstance(rows, Bitext):
+                counts[key], samples[key] = len(rows.source), rows.source[0]
+            elif isinstance(rows, RankingSet):  # tiny: all of it
+                counts[key], samples[key] = len(rows.questions), dataclasses.asdict(rows)
+            else:
+                counts[key], samples[key] = len(rows), rows[0]
     print(json.dumps({"counts": counts, "samples": samples}))
 
 run_cli(main)
@@ -86,10 +92,20 @@ def test_every_task_split_and_language_loads_from_the_hub_then_offline_from_the_
     assert loaded["samples"]["panx test de"]["tags"][0] in T.TASKS["panx"].labels  # class labels, decoded
     assert loaded["samples"]["tatoeba test zh"].startswith("cmn ")  # LASER's pair name for Chinese
     assert loaded["samples"]["mlqa test de"]["answers"]["text"] == ["answer 0"]
+    # Mewsli-X from izhx/mewsli-x's raw.tar.gz: exactly what --data-dir reads from the same files
+    local = tmp_path / "data"
+    (local / "mewslix").mkdir(parents=True)
+    for name, text in mewslix_originals().items():
+        (local / "mewslix" / name).write_text(text)
+    for lang in T.TASKS["mewslix"].languages:
+        expected = dataclasses.asdict(load_split(T.TASKS["mewslix"], "test", lang, local))
+        assert loaded["samples"][f"mewslix test {lang}"] == expected and expected["questions"], lang
     # XNLI's per-language test set comes without that language's (machine-translated) training split
     cached = {str(p.relative_to(home)) for p in home.rglob("*.parquet")}
     assert any("xnli" in p and p.endswith("ar/test-00000-of-00001.parquet") for p in cached)
     assert not any("xnli" in p and "ar/train" in p for p in cached)
+    assert [p.name for p in home.rglob("*") if "mewsli-x" in str(p) and p.is_file() and "snapshots" in p.parts] == [
+        "raw.tar.gz"]  # one file, read in place
 
     for env in ({"HF_HUB_OFFLINE": "1"}, {}):  # offline mode, then a hub that does not answer
         endpoint = replica if env else f"http://127.0.0.1:{free_port()}"
@@ -164,21 +180,25 @@ def test_hub_check_resolves_everything_then_prefetch_fills_the_cache_for_an_offl
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
     lines = check.stdout.strip().splitlines()
     assert lines[-1].startswith("201 checked, 0 problem(s)"), lines[-1]
-    assert sum(line.endswith(" ok") for line in lines) == 199  # 195 splits, the captions, 2 models, the tower
-    assert {line.split()[0] for line in lines if "skipped: no hub path" in line} == {"mewslix", "lareqa"}
-    assert not list(home.rglob("*.parquet")) and not list(home.rglob("*.safetensors"))  # metadata only
+    # 195 splits, Mewsli-X's archive, the captions, 2 models, the tower
+    assert sum(line.endswith(" ok") for line in lines) == 200
+    assert [line.split()[:3] for line in lines if "izhx/mewsli-x" in line] == [["mewslix", "test", "izhx/mewsli-x"]]
+    skipped = [line for line in lines if "skipped: no hub path" in line]
+    assert [line.split()[0] for line in skipped] == ["lareqa"] and "google-research-datasets/xquad_r" in skipped[0]
+    assert not [p for pattern in ("*.parquet", "*.safetensors", "*.tar.gz") for p in home.rglob(pattern)]  # metadata
 
-    prefetch = subprocess.run([sys.executable, "-m", "study.hub", "prefetch", "--task", "xnli", "--model", "mbert",
-                               "--vision-tower", "", "--intermediate-data", ""], capture_output=True, text=True,
-                              env=hub_env(replica, home), timeout=300)
+    prefetch = subprocess.run([sys.executable, "-m", "study.hub", "prefetch", "--task", "xnli", "--task", "mewslix",
+                               "--model", "mbert", "--vision-tower", "", "--intermediate-data", ""],
+                              capture_output=True, text=True, env=hub_env(replica, home), timeout=300)
     assert prefetch.returncode == 0, prefetch.stdout[-3000:] + prefetch.stderr[-3000:]
     offline = _python("""
         from study import tasks as T
         from study.data.sources import load_split
         from study.models import get_spec, load_model
-        print(len(load_split(T.TASKS["xnli"], "test", "sw")), type(load_model(get_spec("mbert"))).__name__)
+        nli, mentions = load_split(T.TASKS["xnli"], "test", "sw"), load_split(T.TASKS["mewslix"], "test", "ta")
+        print(len(nli), len(mentions.questions), type(load_model(get_spec("mbert"))).__name__)
     """, hub_env(f"http://127.0.0.1:{free_port()}", home, HF_HUB_OFFLINE="1"))
-    assert offline.stdout.split() == [str(ROWS), "BertModel"], offline.stderr[-3000:]
+    assert offline.stdout.split() == [str(ROWS), str(ROWS), "BertModel"], offline.stderr[-3000:]
 
 
 BROKEN_SOURCE = """
@@ -188,8 +208,9 @@ from study.data.sources import load_split
 from study.errors import run_cli
 
 def main(argv):
-    task, repo, config = T.TASKS[argv[0]], argv[1], argv[2] or None
-    task = dataclasses.replace(task, hub={"test": (repo, config, "test")})
+    task, repo, config = T.TASKS[argv[0]], argv[1], argv[2] or None  # an archive's file name in place of the config
+    archive = isinstance(task.hub.get("test"), T.HubArchive)
+    task = dataclasses.replace(task, hub={"test": T.HubArchive(repo, config) if archive else (repo, config, "test")})
     load_split(task, "test", task.languages[0])
 
 run_cli(main, sys.argv[1:])
@@ -201,7 +222,12 @@ run_cli(main, sys.argv[1:])
     ("udpos", BAD_TAGS_REPO, "en", ("tags outside the task's label set: NOT-A-TAG",)),
     ("udpos", "izhx/xtreme-r-udpos", "xx", ("has no config 'xx'", "it has af, ar")),
     ("xnli", "nobody/no-such-dataset", "", ("dataset nobody/no-such-dataset does not exist on the hub",)),
-], ids=["script-only", "bad-string-tags", "missing-config", "missing-repository"])
+    ("mewslix", "izhx/mewsli-x", "raw.tar", ("dataset izhx/mewsli-x has no file raw.tar on the hub",)),
+    ("mewslix", "nobody/no-such-dataset", "raw.tar.gz", ("dataset nobody/no-such-dataset does not exist on the hub",)),
+    ("lareqa", "", "", ("task 'lareqa' has no hub path (google-research-datasets/xquad_r has only id, context, "
+                        "question and answers", "pass --data-dir")),
+], ids=["script-only", "bad-string-tags", "missing-config", "missing-repository", "missing-archive",
+        "archive-of-missing-repository", "no-hub-path"])
 def test_what_cannot_load_is_one_line_and_exit_2(replica, tmp_path, task, repo, config, fragments):
     _one_line_error(_python(BROKEN_SOURCE, hub_env(replica, tmp_path / "hf"), task, repo, config), *fragments)
 

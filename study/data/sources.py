@@ -1,8 +1,8 @@
 """Read a task's English training/dev data and its per-language test data, into one schema per task kind.
 
-Two paths: the Hugging Face hub (``load_dataset`` with the ids in ``study.tasks``; the real path for users with
-internet), or ``--data-dir``: a directory holding the tasks' original files, laid out as their upstream
-repositories ship them (this is how ``../shared/data`` is laid out):
+Two paths: the Hugging Face hub (the parquet splits, or for Mewsli-X the archive of its original files, named in
+``study.tasks``; the real path for users with internet), or ``--data-dir``: a directory holding the tasks' original
+files, laid out as their upstream repositories ship them (this is how ``../shared/data`` is laid out):
 
     tatoeba/v1/tatoeba.{xxx}-eng.{xxx,eng}          LASER, ISO 639-3 codes
     xcopa/data/{lang}/{test,val}.{lang}.jsonl        cambridgeltl/xcopa; English COPA as copa/{train,val}.jsonl
@@ -24,13 +24,14 @@ import csv
 import gzip
 import json
 import random
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from study import tasks as T
 from study.data.pocket import pocket_retrieval, pocket_topic
 from study.errors import StudyError
-from study.hub import load_hub_split
+from study.hub import download, load_hub_split
 from study.languages import get_language
 
 TATOEBA_CODES = {"fa": "pes", "sw": "swh", "zh": "cmn"}  # LASER's codes where they differ from ISO 639-3 macro
@@ -77,16 +78,41 @@ def _read_json(path: Path):
             raise StudyError(f"malformed JSON in {path}, line {err.lineno}: {err.msg}") from None
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _jsonl_rows(handle, where) -> list[dict]:
     rows = []
-    with _open_text(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise StudyError(f"malformed JSON line in {path}, line {number}: {err.msg}") from None
+    for number, line in enumerate(handle, start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise StudyError(f"malformed JSON line in {where}, line {number}: {err.msg}") from None
     return rows
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with _open_text(path) as handle:
+        return _jsonl_rows(handle, path)
+
+
+def _archive_jsonl(path: str, where: str, names: tuple[str, ...]) -> dict[str, list[dict]]:
+    """{name: rows} of the JSON-lines files ``names`` in a .tar.gz (in whatever folder it keeps them), read in one
+    pass without unpacking the rest (Mewsli-X's raw.tar.gz also holds 300 MB of training pairs)."""
+    found: dict[str, list[dict]] = {}
+    try:
+        with tarfile.open(path, "r|gz") as archive:
+            for member in archive:
+                name = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and name in names:  # lines as bytes, json decodes them (a stream cannot seek)
+                    found[name] = _jsonl_rows(archive.extractfile(member), f"{where}:{member.name}")
+                    if len(found) == len(names):
+                        break
+    except (tarfile.TarError, EOFError, OSError, UnicodeDecodeError) as err:
+        raise StudyError(f"{where} is not a readable .tar.gz ({err}): delete its copy {path} to download it "
+                         "again") from None
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise StudyError(f"{where} has no {', '.join(missing)}")
+    return found
 
 
 def _squad_records(data: dict, path: Path) -> list[dict]:
@@ -232,7 +258,7 @@ LOCAL_READERS = {
     "xcopa": _xcopa_local,
     "xquad": _qa_local, "mlqa": _qa_local, "tydiqa": _qa_local,
     "lareqa": lambda task, split, lang, root: _lareqa_ranking(root, lang),
-    "mewslix": lambda task, split, lang, root: _mewslix_ranking(root / "mewslix", lang),
+    "mewslix": lambda task, split, lang, root: _mewslix_local(root / "mewslix", lang),
     "udpos": lambda task, split, lang, root: [r for f in _udpos_file(root, lang, split) for r in _conllu_records(f)],
     "panx": lambda task, split, lang, root: _conll_records(root / "panx" / lang / split, lang),
     "xnli": _xnli_local,
@@ -284,30 +310,47 @@ def _lareqa_ranking(root: Path, language: str) -> RankingSet:
     return RankingSet([own_questions[q] for q in qids], [answer_ids[q] for q in qids], candidates)
 
 
-def _mewslix_ranking(root: Path, language: str) -> RankingSet:
-    """Mewsli-X (google-research dense_representations_for_entity_retrieval/mel): each WikiNews mention of one
-    language, as the sentence that contains it, ranks the candidate entities' descriptions (any language);
+MEWSLIX_FILES = ("candidate_set_entities.jsonl", "wikinews_mentions-test.jsonl")  # get-mewsli-x.sh's output
+
+
+def _mewslix_local(root: Path, language: str) -> RankingSet:
+    entities, articles = (_read_jsonl(root / name) for name in MEWSLIX_FILES)
+    return _mewslix_ranking(entities, articles, language, str(root))
+
+
+def _mewslix_ranking(entities: list[dict], articles: list[dict], language: str, where: str) -> RankingSet:
+    """Mewsli-X (google-research dense_representations_for_entity_retrieval/mel, schema.py): each WikiNews mention
+    of one language, as the sentence that contains it, ranks the candidate entities' descriptions (any language);
     its gold entity is relevant."""
-    entities = _read_jsonl(root / "candidate_set_entities.jsonl")
     try:
         position = {e["entity_id"]: i for i, e in enumerate(entities)}
         candidates = [e["description"] for e in entities]
         questions, relevant = [], []
-        for article in _read_jsonl(root / "wikinews_mentions-test.jsonl"):
+        for article in articles:
             context = article["context"]
             if context["language"] != language:
                 continue
             if not context["text"]:
-                raise StudyError(f"{root}/wikinews_mentions-test.jsonl has empty article texts: run the dataset's "
-                                 "get-mewsli-x.sh, which fills them from the WikiNews dumps")
+                raise StudyError(f"{where}: wikinews_mentions-test.jsonl has empty article texts: use the output of "
+                                 "the dataset's get-mewsli-x.sh, which fills them from the WikiNews dumps")
+            sentences = [(span["start"], span["end"]) for span in context["sentence_spans"]]
             for mention in article["mentions"]:
                 start = mention["mention_span"]["start"]
-                span = next(((s, e) for s, e in context["sentence_spans"] if s <= start < e), (0, len(context["text"])))
+                span = next(((s, e) for s, e in sentences if s <= start < e), (0, len(context["text"])))
                 questions.append(context["text"][span[0]:span[1]])
                 relevant.append([position[mention["entity_id"]]])
-    except KeyError as err:
-        raise StudyError(f"{root}: not in Mewsli-X format (missing {err})") from None
+    except (KeyError, TypeError) as err:
+        raise StudyError(f"{where}: not in Mewsli-X's format (schema.py): {err.__class__.__name__} {err}") from None
     return RankingSet(questions, relevant, candidates)
+
+
+def _mewslix_archive(path: str, where: str, language: str) -> RankingSet:
+    rows = _archive_jsonl(path, where, MEWSLIX_FILES)
+    return _mewslix_ranking(*(rows[name] for name in MEWSLIX_FILES), language, where)
+
+
+# {task: reader(archive path, where, language)}: tasks whose hub data is a ``HubArchive`` of the original files
+HUB_ARCHIVE_READERS = {"mewslix": _mewslix_archive}
 
 
 # --- hub ------------------------------------------------------------------------------------------------------
@@ -328,8 +371,13 @@ def _hub_names(lang: str) -> dict[str, str]:
 
 
 def _hub(task: T.TaskSpec, split: str, lang: str):
-    if task.kind not in HUB_NORMALISERS:
-        raise StudyError(f"loading {task.name!r} from the hub is not supported yet: use --data-dir")
+    if task.name in T.NO_HUB_PATH:
+        raise StudyError(f"task {task.name!r} has no hub path ({T.NO_HUB_PATH[task.name]}): pass --data-dir with "
+                         "the original files")
+    source = task.hub.get(split)
+    if isinstance(source, T.HubArchive):
+        return HUB_ARCHIVE_READERS[task.name](download(source.repo, source.path), f"dataset file {source.repo}/"
+                                              f"{source.path}", lang)
     repo, config, hub_split = hub_source(task, split, lang)
     rows = load_hub_split(repo, config, hub_split)
     id_prefix = task.hub[split][3:]  # an id prefix keeps one language of a mixed split
