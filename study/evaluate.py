@@ -53,10 +53,10 @@ def main(argv=None) -> int:
     languages = task.check_languages(args.languages.split(",") if args.languages else None)
     if args.json and not os.access(Path(args.json).resolve().parent, os.W_OK):
         raise StudyError(f"--json {args.json}: its directory does not exist or is not writable")
-    trained_on = None
+    trained_on = init_task = None
     if args.checkpoint:
         spec = checkpoint_spec(args.checkpoint)
-        trained_on = checkpoint_task(args.checkpoint)
+        trained_on, init_task = checkpoint_task(args.checkpoint), checkpoint_task(args.checkpoint, "init_task")
         model = load_model(spec, task.head or "base", path=args.checkpoint)
     else:
         spec = get_spec(args.model)
@@ -70,7 +70,8 @@ def main(argv=None) -> int:
     if args.max_length is not None and not 1 <= args.max_length <= positions:
         raise StudyError(f"--max-length {args.max_length} is out of range: 1..{positions} for {spec.key}")
     if task.needs_training:
-        layer, max_length, protocol = None, args.max_length or DEFAULT_MAX_LENGTH, task.protocol
+        layer, max_length = None, args.max_length or DEFAULT_MAX_LENGTH
+        protocol = task.fine_tuned_protocol(init_task)
     else:
         settings = retrieval_settings(task, depth, trained_on=trained_on, layer=args.layer, max_length=args.max_length)
         if settings.max_length > positions:  # the protocol's length does not fit this encoder: say so in the label

@@ -203,13 +203,14 @@ def checkpoint_spec(path: str | Path) -> ModelSpec:
     return replace(base, name=f"{base.name} fine-tuned ({path.name})", source=str(path.resolve()))
 
 
-def checkpoint_task(path: str | Path) -> str | None:
-    """The task a study checkpoint was fine-tuned on (its ``study_model.json``); None for a directory without one
-    (e.g. a stage checkpoint or a plain transformers model)."""
+def checkpoint_task(path: str | Path, key: str = "task") -> str | None:
+    """The task a study checkpoint was fine-tuned on (``key="init_task"``: the task of the checkpoint it started
+    from), from its ``study_model.json``; None for a directory without one (e.g. a plain transformers model) or
+    without the key (e.g. a stage checkpoint)."""
     import json
 
     meta_file = Path(path) / CHECKPOINT_META
-    return json.loads(meta_file.read_text()).get("task") if meta_file.is_file() else None
+    return json.loads(meta_file.read_text()).get(key) if meta_file.is_file() else None
 
 
 # --- hub entries -------------------------------------------------------------------------------------------

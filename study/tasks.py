@@ -21,7 +21,8 @@ QA_RETRIEVAL = "qa-retrieval"  # LAReQA / Mewsli-X: rank candidates, mAP@20
 
 # XTREME-R tasks whose protocol here is not XTREME-R's yet (README: "Per task: metric, averaging and protocol")
 PROXIES = {
-    "xcopa": "proxy, not XTREME-R: trains on COPA only (XTREME-R trains on SIQa, then COPA)",
+    "xcopa": "proxy, not XTREME-R: trains on COPA only (XTREME-R trains on SIQa, then COPA: study.train --task "
+             "siqa, then study.train --task xcopa --init-checkpoint <its model dir>)",
     "tatoeba": "bare-encoder proxy, not XTREME-R (XTREME-R: hidden state 8 of a SQuAD-fine-tuned encoder; "
                "study.evaluate --checkpoint <an xquad or mlqa checkpoint> --task tatoeba runs it)",
     "lareqa": "bare-encoder proxy, not XTREME-R (XTREME-R: a dual encoder fine-tuned on SQuAD)",
@@ -105,7 +106,7 @@ class TaskSpec:
     metric: str  # accuracy | f1 | f1_em | map@20
     languages: tuple[str, ...]  # target languages (English included where XTREME-R lists it)
     train_source: str  # the English training data, in words
-    suite: str = "xtreme-r"  # or "pocket" (never presented as XTREME-R)
+    suite: str = "xtreme-r"  # or "pocket" (never presented as XTREME-R), or "source" (English training data only)
     labels: tuple[str, ...] = ()  # class names for classification / tagging
     hub: dict = field(default_factory=dict, compare=False)  # how study.data loads it from the hub
 
@@ -118,6 +119,8 @@ class TaskSpec:
     def protocol(self) -> str:
         """How this tool's numbers for the task relate to XTREME-R's: its protocol, or the named proxy in use
         (every output that shows a score shows this beside it)."""
+        if self.suite == "source":
+            return "English training source, not an XTREME-R task (its 'test' is its English dev set)"
         if self.suite != "xtreme-r":
             return "pocket suite, not XTREME-R"
         return PROXIES.get(self.name, "XTREME-R")
@@ -126,6 +129,14 @@ class TaskSpec:
     def needs_training(self) -> bool:
         """False for retrieval tasks, which evaluate a bare encoder; True otherwise (fine-tuned head)."""
         return self.kind not in RETRIEVAL_KINDS
+
+    def fine_tuned_protocol(self, init_task: str | None) -> str:
+        """The protocol of a model fine-tuned on this task from a checkpoint fine-tuned on ``init_task`` (None: from
+        the pretrained encoder or an intermediate stage): XCOPA is XTREME-R's only when it continued from a Social
+        IQa checkpoint (scripts/train_xcopa.sh: SIQa first, then COPA, one multiple-choice model throughout)."""
+        if self.name == "xcopa" and init_task == "siqa":
+            return "XTREME-R (SIQa, then COPA)"
+        return self.protocol
 
     def check_languages(self, languages: list[str] | None) -> tuple[str, ...]:
         """Validate a --languages selection (None = all of the task's languages)."""
@@ -154,6 +165,11 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
              "COPA (English train; XTREME trains SIQa first)",
              hub={"train": ("aps/super_glue", "copa", "train"), "dev": ("aps/super_glue", "copa", "validation"),
                   "test": ("cambridgeltl/xcopa", "{lang}", "test")}),
+    # XTREME-R's XCOPA recipe trains on Social IQa first: an English training source, not a zero-shot task (its
+    # labelled test set is not public; its "test" is its English dev set, so a siqa run's numbers are no benchmark)
+    TaskSpec("siqa", MULTIPLE_CHOICE, "accuracy", ("en",), "Social IQa (English train)", suite="source",
+             hub={"train": ("allenai/social_i_qa", None, "train"), "dev": ("allenai/social_i_qa", None, "validation"),
+                  "test": ("allenai/social_i_qa", None, "validation")}),
     TaskSpec("udpos", TAGGING, "f1",
              tuple("af ar bg de el en es et eu fa fi fr he hi hu id it ja kk ko mr nl pt ru ta te th tl tr ur vi "
                    "yo zh lt pl uk wo ro".split()), "English UD treebanks (train)", labels=_UPOS,

@@ -115,12 +115,16 @@ def print_summary(cfg: TrainConfig, result) -> None:
     """Print the step English dev selects (``protocol.select_best`` over the kept checkpoints), its
     per-language and per-family scores, and the checkpoint's model directory."""
     from study.languages import get_language
+    from study.models import checkpoint_task
     from study.tasks import get_task
 
-    metric = get_task(cfg.task).metric
+    task = get_task(cfg.task)
+    metric = task.metric
     best = select_best([m for _, m in result.best_checkpoints], metric)
+    init_task = checkpoint_task(cfg.init_checkpoint) if cfg.init_checkpoint else None
+    print(f"\nprotocol: {task.fine_tuned_protocol(init_task)}")
     checkpoint = next(c for c, m in result.best_checkpoints if m is best)
-    print(f"\nselected on English dev: step {best['step']}, {selection_key(metric)} {best[selection_key(metric)]:.4f}")
+    print(f"selected on English dev: step {best['step']}, {selection_key(metric)} {best[selection_key(metric)]:.4f}")
     print(f"{'language':<10}{'family':<24}{metric:>10}")
     for lang, value in sorted(language_scores(best, metric).items()):
         print(f"{lang:<10}{get_language(lang).family:<24}{value:>10.4f}")

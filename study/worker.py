@@ -157,7 +157,7 @@ class FineTuneRun:
         from study.data.sources import load_split, subsample
         from study.data.vme import build_pairs, collate_pairs
         from study.engine import make_optimizer
-        from study.models import get_spec, load_model, load_tokenizer
+        from study.models import checkpoint_task, get_spec, load_model, load_tokenizer
         from study.tasks import QA, get_task
 
         self.cfg, self.rank, self.world, self.device, self.run_name = cfg, rank, world, device, run_name
@@ -173,8 +173,11 @@ class FineTuneRun:
                              EVAL_SUBSET_SEED)
         self.languages = cfg.languages or self.task.languages
         torch.manual_seed(cfg.seed)  # the head's initialisation
+        # an intermediate encoder gets a fresh head; a checkpoint with this task's head kind keeps it (XCOPA goes on
+        # from the Social IQa model, as XTREME's scripts/train_xcopa.sh does)
         self.model = load_model(self.spec, self.task.head, num_labels=max(len(self.task.labels), 2),
-                                path=cfg.init_checkpoint).to(device)  # an intermediate encoder gets a fresh head
+                                path=cfg.init_checkpoint).to(device)
+        self.init_task = checkpoint_task(cfg.init_checkpoint) if cfg.init_checkpoint else None
         self.reference = cfg.implementation == "reference"
         if self.reference:  # the authors' way: every layer eager, so that it can return its attention map
             self.model.set_attn_implementation("eager")
@@ -254,7 +257,7 @@ class FineTuneRun:
 
         with untrimmed(self.model):  # a full-vocabulary transformers model, whatever was trained
             save_model_dir(self.model, self.tokenizer, self.spec, Path(directory) / MODEL_DIR, task=self.task.name,
-                           init_checkpoint=self.cfg.init_checkpoint)
+                           init_checkpoint=self.cfg.init_checkpoint, init_task=self.init_task)
         torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(), "progress": asdict(self.progress),
                     "rng": {"seed": self.cfg.seed,

@@ -363,3 +363,47 @@ def test_training_pairs_carry_the_segment_ids_that_evaluation_passes(wordpiece):
         for key in ("input_ids", "attention_mask", "token_type_ids"):
             assert trained[key][row][:length].tolist() == evaluated[key][row][:length].tolist(), key
         assert trained["token_type_ids"][row][:length].tolist().count(1) > 0  # the second sentence's segment
+
+
+def test_xcopa_and_social_iqa_inputs_are_xtremes_premise_question_then_each_choice(tiny, tmp_path):
+    """third_party/run_xcopa.py: COPA's first segment is "<premise> What was the <cause|effect>?", Social IQa's
+    "<context> <question>"; the second segment is the choice as written (no connective word)."""
+    from study.data.features import choice_prompt
+    from study.models import load_tokenizer
+
+    assert choice_prompt("The man turned on the faucet.", "effect") == \
+        "The man turned on the faucet. What was the effect?"
+    assert choice_prompt("Tracy stayed out late.", "What will Tracy want to do next?") == \
+        "Tracy stayed out late. What will Tracy want to do next?"
+    tokenizer = load_tokenizer(tiny)
+    record = {"premise": "The man turned on the faucet.", "question": "effect",
+              "choices": ["The toilet filled with water.", "Water flowed from the spout."], "label": 1}
+    features = encode_records(T.TASKS["xcopa"], [record], tokenizer, 64, "prompt-test")
+    first, second = (tokenizer.decode(ids) for ids in features[0]["input_ids"])
+    assert first == "<s> The man turned on the faucet. What was the effect?</s></s> The toilet filled with water.</s>"
+    assert second.endswith("</s></s> Water flowed from the spout.</s>") and features[0]["labels"] == 1
+
+
+def test_social_iqa_release_files_read_with_the_answer_letter_or_the_labels_file(tmp_path):
+    """XTREME's download keeps the answer letter in each row ("correct"); the AllenAI release ships it beside the
+    rows as 1-based -labels.lst. Both read the same; "test" is the dev set (the labelled test set is not public)."""
+    row = {"context": "Tracy stayed out late.", "question": "What will Tracy want to do next?",
+           "answerA": "sleep in", "answerB": "go to work early", "answerC": "buy a car"}
+    with_letter, without = tmp_path / "letter" / "siqa", tmp_path / "lst" / "siqa"
+    for folder in (with_letter, without):
+        folder.mkdir(parents=True)
+    (with_letter / "socialIQa_v1.4_trn.jsonl").write_text(json.dumps({**row, "correct": "A"}) + "\n"
+                                                          + json.dumps({**row, "correct": "C"}) + "\n")
+    (without / "socialIQa_v1.4_trn.jsonl").write_text((json.dumps(row) + "\n") * 2)
+    (without / "socialIQa_v1.4_trn-labels.lst").write_text("1\n3\n")
+    expected = [{"premise": row["context"], "question": row["question"],
+                 "choices": ["sleep in", "go to work early", "buy a car"], "label": label} for label in (0, 2)]
+    for root in (with_letter.parent, without.parent):
+        assert load_split(T.TASKS["siqa"], "train", "en", root) == expected
+    (without / "socialIQa_v1.4_trn-labels.lst").write_text("1\n")
+    with pytest.raises(StudyError, match=r"2 rows but 1 labels in socialIQa_v1.4_trn-labels.lst"):
+        load_split(T.TASKS["siqa"], "train", "en", without.parent)
+    assert T.TASKS["siqa"].protocol.startswith("English training source, not an XTREME-R task")
+    assert T.TASKS["xcopa"].fine_tuned_protocol("siqa") == "XTREME-R (SIQa, then COPA)"
+    assert T.TASKS["xcopa"].fine_tuned_protocol(None).startswith("proxy, not XTREME-R: trains on COPA only")
+    assert T.TASKS["xcopa"].fine_tuned_protocol("xnli") == T.TASKS["xcopa"].protocol

@@ -134,6 +134,26 @@ def test_supervised_tasks_evaluate_a_checkpoint(task, language, head, tiny_check
     assert result["details"][language]["gold_units"] == expected
 
 
+@needs_data
+def test_xcopa_from_a_social_iqa_checkpoint_keeps_its_head_and_is_labelled_xtreme_r(tiny, tmp_path):
+    """scripts/train_xcopa.sh: one multiple-choice model trained on SIQa, then COPA. A COPA run that starts from a
+    siqa checkpoint keeps its head (the scorer of each choice), and its checkpoint's evaluation says XTREME-R; a COPA
+    run from the pretrained encoder stays the named proxy."""
+    siqa = tmp_path / "siqa"
+    model = load_model(tiny, "multiple-choice")
+    with torch.no_grad():
+        model.classifier.weight.fill_(0.25)
+    save_model_dir(model, load_tokenizer(tiny), tiny, siqa, task="siqa")
+    assert torch.equal(load_model(tiny, "multiple-choice", path=str(siqa)).classifier.weight, model.classifier.weight)
+    for init_task, protocol in (("siqa", "XTREME-R (SIQa, then COPA)"), (None, TASKS["xcopa"].protocol)):
+        copa = tmp_path / f"copa-{init_task}"
+        save_model_dir(model, load_tokenizer(tiny), tiny, copa, task="xcopa", init_task=init_task)
+        out = tmp_path / f"{init_task}.json"
+        assert cli.main(["--checkpoint", str(copa), "--task", "xcopa", "--languages", "sw", "--data-dir",
+                         str(SHARED_DATA), "--json", str(out)]) == 0
+        assert json.loads(out.read_text())["protocol"] == protocol
+
+
 def _run(*args):
     return subprocess.run([sys.executable, "-m", "study.evaluate", *args], capture_output=True, text=True,
                           env=os.environ, timeout=300)

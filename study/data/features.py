@@ -16,7 +16,7 @@ from study.cache import cache_dir
 from study.errors import StudyError
 from study.objective import IGNORE_INDEX
 
-ENCODING_VERSION = 3  # part of every cache key: bump it whenever an encoder's output changes
+ENCODING_VERSION = 4  # part of every cache key: bump it whenever an encoder's output changes
 
 
 def _fingerprint(*parts) -> str:
@@ -40,13 +40,22 @@ def _classification(task, tokenizer, max_length):
     return encode
 
 
+COPA_QUESTIONS = ("cause", "effect")
+
+
+def choice_prompt(premise: str, question: str) -> str:
+    """The first segment of every choice's input, as XTREME's third_party/run_xcopa.py builds it: COPA's premise
+    followed by "What was the cause?" or "What was the effect?"; Social IQa's context followed by its own question.
+    The second segment is the choice itself."""
+    return f"{premise} What was the {question}?" if question in COPA_QUESTIONS else f"{premise} {question}"
+
+
 def _multiple_choice(task, tokenizer, max_length):
     def encode(batch):
         firsts, seconds = [], []
         for premise, question, choices in zip(batch["premise"], batch["question"], batch["choices"]):
-            connector = "because" if question == "cause" else "so"  # COPA asks for the cause or the effect
-            firsts += [premise] * len(choices)
-            seconds += [f"{connector} {c}" for c in choices]
+            firsts += [choice_prompt(premise, question)] * len(choices)
+            seconds += list(choices)
         flat = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
         n = len(batch["choices"][0])
         out = {k: [v[i:i + n] for i in range(0, len(v), n)] for k, v in flat.items()}

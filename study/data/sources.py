@@ -6,6 +6,7 @@ files, laid out as their upstream repositories ship them (this is how ``../share
 
     tatoeba/v1/tatoeba.{xxx}-eng.{xxx,eng}          LASER, ISO 639-3 codes
     xcopa/data/{lang}/{test,val}.{lang}.jsonl        cambridgeltl/xcopa; English COPA as copa/{train,val}.jsonl
+    siqa/socialIQa_v1.4_{trn,dev}.jsonl              Social IQa v1.4 (XTREME-R's XCOPA trains on it first)
     xquad/xquad.{lang}.json[.gz]                     deepmind/xquad (SQuAD format); squad/{train,dev}-v1.1.json
     mlqa/test/test-context-{lang}-question-{lang}.json, tydiqa/tydiqa-goldp-dev-{lang}.json   (SQuAD format)
     lareqa/xquad-r/{lang}.json[.gz]                  google-research-datasets/lareqa
@@ -219,6 +220,29 @@ def _xcopa_local(task: T.TaskSpec, split: str, lang: str, root: Path) -> list[di
              "label": int(r["label"])} for r in _read_jsonl(path)]
 
 
+SIQA_LETTERS = {"A": 0, "B": 1, "C": 2}  # the release's "correct" field
+
+
+def _siqa_local(task: T.TaskSpec, split: str, lang: str, root: Path) -> list[dict]:
+    """Social IQa v1.4 as XTREME's download leaves it (siqa/socialIQa_v1.4_{trn,dev}.jsonl, the answer letter in
+    each row's ``correct``; without it, the release's ``-labels.lst`` beside the file, 1-based); its "test" is the
+    dev set (the labelled test set is not public)."""
+    path = root / "siqa" / f"socialIQa_v1.4_{'trn' if split == 'train' else 'dev'}.jsonl"
+    rows = _read_jsonl(path)
+    if rows and "correct" not in rows[0]:
+        with _open_text(path.with_name(f"{path.stem}-labels.lst")) as handle:
+            labels = [line.strip() for line in handle if line.strip()]
+        if len(labels) != len(rows):
+            raise StudyError(f"{path}: {len(rows)} rows but {len(labels)} labels in {path.stem}-labels.lst")
+        rows = [{**r, "correct": "ABC"[int(label) - 1]} for r, label in zip(rows, labels)]
+    try:
+        return [{"premise": r["context"], "question": r["question"],
+                 "choices": [r["answerA"], r["answerB"], r["answerC"]], "label": SIQA_LETTERS[r["correct"]]}
+                for r in rows]
+    except KeyError as err:
+        raise StudyError(f"{path}: not in Social IQa's format (missing or unknown {err})") from None
+
+
 # under --data-dir, the first that exists; {name}: the language's English name in lower case (TyDiQA's upstream files)
 QA_TEST_FILES = {"xquad": ("xquad/xquad.{lang}.json",),
                  "mlqa": ("mlqa/test/test-context-{lang}-question-{lang}.json",),
@@ -256,6 +280,7 @@ def _xnli_local(task: T.TaskSpec, split: str, lang: str, root: Path) -> list[dic
 LOCAL_READERS = {
     "tatoeba": _tatoeba_local,
     "xcopa": _xcopa_local,
+    "siqa": _siqa_local,
     "xquad": _qa_local, "mlqa": _qa_local, "tydiqa": _qa_local,
     "lareqa": lambda task, split, lang, root: _lareqa_ranking(root, lang),
     "mewslix": lambda task, split, lang, root: _mewslix_local(root / "mewslix", lang),
@@ -405,18 +430,25 @@ def _tags_hub(rows, task: T.TaskSpec, repo: str) -> list[dict]:
     return records
 
 
+def _choices_hub(rows) -> list[dict]:
+    """COPA's columns (premise, choice1, choice2, label 0/1) or Social IQa's (context, answerA-C, label "1"-"3")."""
+    if "answerA" in rows.column_names:
+        return [{"premise": r["context"], "question": r["question"], "choices": [r["answerA"], r["answerB"],
+                 r["answerC"]], "label": int(r["label"]) - 1} for r in rows]
+    return [{"premise": r["premise"], "question": r["question"], "choices": [r["choice1"], r["choice2"]],
+             "label": r["label"]} for r in rows]
+
+
 # {task kind: the columns its hub normaliser reads (one of a tuple is enough)}: what `study.hub check` looks for
 HUB_COLUMNS = {T.CLASSIFICATION: ("premise", "hypothesis", "label"),
-               T.MULTIPLE_CHOICE: ("premise", "question", "choice1", "choice2", "label"),
+               T.MULTIPLE_CHOICE: (("premise", "context"), "question", ("choice1", "answerA"), "label"),
                T.TAGGING: ("tokens", TAG_COLUMNS), T.QA: ("id", "context", "question", "answers"),
                T.BITEXT_RETRIEVAL: ("sentence1", "sentence2")}
 # {task kind: normaliser(hub rows, task, repo) -> the kind's schema}
 HUB_NORMALISERS = {
     T.CLASSIFICATION: lambda rows, *_: [{"text_a": r["premise"], "text_b": r["hypothesis"], "label": r["label"]}
                                         for r in rows],
-    T.MULTIPLE_CHOICE: lambda rows, *_: [{"premise": r["premise"], "question": r["question"],
-                                          "choices": [r["choice1"], r["choice2"]], "label": r["label"]}
-                                         for r in rows],
+    T.MULTIPLE_CHOICE: lambda rows, *_: _choices_hub(rows),
     T.TAGGING: _tags_hub,
     T.QA: lambda rows, *_: [{"id": r["id"], "context": r["context"], "question": r["question"],
                              "answers": {"text": r["answers"]["text"], "answer_start": r["answers"]["answer_start"]}}
