@@ -65,10 +65,14 @@ class TrimmedEmbedding(nn.Module):
 
 
 def used_token_ids(sequences: Iterable, tokenizer) -> Tensor:
-    """Every id in the given input ids (tensors or, for multiple choice, nested lists), plus the special tokens."""
+    """Every id in the given input ids (tensors, lists, or for multiple choice one list per choice, of different
+    lengths), plus the special tokens."""
     ids = {int(i) for i in tokenizer.all_special_ids}
     for sequence in sequences:
-        ids.update(torch.as_tensor(sequence).flatten().tolist())
+        if isinstance(sequence, list) and sequence and isinstance(sequence[0], list):
+            ids.update(i for choice in sequence for i in choice)
+        else:
+            ids.update(torch.as_tensor(sequence).flatten().tolist())
     return torch.tensor(sorted(ids), dtype=torch.long)
 
 

@@ -216,3 +216,45 @@ def test_init_checkpoint_from_another_model_is_rejected(tmp_path, tiny):
     save_model_dir(load_model(tiny), load_tokenizer(tiny), e5_like, tmp_path)  # claims to come from e5-small
     with pytest.raises(StudyError, match="trained from model 'e5-small', not 'tiny'"):
         validate(TrainConfig(**{**TOY, "init_checkpoint": str(tmp_path)}))
+
+
+def test_xcopa_goes_on_from_a_social_iqa_run_with_its_head_and_records_it(tmp_path, monkeypatch):
+    """XTREME's scripts/train_xcopa.sh in this tool's terms: a siqa run (3 choices), then an xcopa run (2 choices)
+    with --init-checkpoint at the siqa run's model: the multiple-choice head starts where SIQa left it, and the
+    xcopa checkpoint records init_task siqa, which is what labels its evaluation XTREME-R's protocol."""
+    import json
+
+    import torch
+
+    from conftest import SHARED_DATA
+    from study.models import CHECKPOINT_META, checkpoint_task
+    from study.outbox import OUTBOX_ENV
+    from study.worker import MODEL_DIR, FineTuneRun
+
+    if not (SHARED_DATA / "xcopa").is_dir():
+        pytest.skip(f"XCOPA test data not found under {SHARED_DATA}")
+    monkeypatch.setenv(OUTBOX_ENV, str(tmp_path / "outbox"))
+    data = tmp_path / "data"
+    (data / "siqa").mkdir(parents=True)
+    (data / "copa").mkdir()
+    (data / "xcopa").symlink_to(SHARED_DATA / "xcopa")
+    siqa = [{"context": f"Kai lent Sam {n} books.", "question": "What will Sam want to do next?", "answerA": "read them",
+             "answerB": "sell the house", "answerC": "fly away", "correct": "ABC"[n % 3]} for n in range(12)]
+    copa = [{"premise": f"The glass fell {n} times.", "question": "effect", "choice1": "It broke.",
+             "choice2": "It sang.", "label": n % 2} for n in range(12)]
+    for name, rows in (("siqa/socialIQa_v1.4_trn.jsonl", siqa), ("siqa/socialIQa_v1.4_dev.jsonl", siqa),
+                       ("copa/train.jsonl", copa), ("copa/val.jsonl", copa)):
+        (data / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    options = dict(model="tiny", batch_size=4, max_length=32, max_steps=2, eval_every=2, data_dir=str(data),
+                   max_eval_examples=8, lr=1e-3)
+    first = FineTuneRun(TrainConfig(task="siqa", **options), 0, 1, torch.device("cpu"))
+    first.train(lambda metrics, checkpoint: None)
+    first.save_checkpoint(str(tmp_path / "siqa"), b"{}")
+    siqa_model = tmp_path / "siqa" / MODEL_DIR
+    second = FineTuneRun(TrainConfig(task="xcopa", languages=("sw",), init_checkpoint=str(siqa_model), **options), 0, 1,
+                         torch.device("cpu"))
+    assert second.init_task == "siqa"
+    assert torch.equal(second.model.classifier.weight, first.model.classifier.weight)  # the head goes on
+    second.save_checkpoint(str(tmp_path / "copa"), b"{}")
+    assert checkpoint_task(tmp_path / "copa" / MODEL_DIR, "init_task") == "siqa"
+    assert json.loads((tmp_path / "copa" / MODEL_DIR / CHECKPOINT_META).read_text())["task"] == "xcopa"
