@@ -42,7 +42,9 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -224,8 +226,13 @@ def _rss() -> int:
 def peak_memory_of(variant: str, args) -> int:
     """Bytes a training step adds at its peak: CUDA's peak allocation, or on CPU the peak resident memory of this
     (child) process while it runs two steps, above what it held before them (the model, data and libraries),
-    sampled every millisecond. The first step also allocates gradients and optimizer state, so they count."""
-    spec, batches, num_labels, kept = setup(args)
+    sampled every millisecond. The first step also allocates gradients and optimizer state, so they count. The
+    child reads the parent's batches (``--setup-from``) instead of building them again."""
+    if args.setup_from:
+        spec = get_spec(args.model)
+        batches, num_labels, kept = torch.load(args.setup_from)
+    else:
+        spec, batches, num_labels, kept = setup(args)
     _, step = build(variant, spec, args, kept, num_labels, dropout=True)
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -250,11 +257,11 @@ def peak_memory_of(variant: str, args) -> int:
     return max(peak[0], _rss()) - before
 
 
-def measure_peak_memory(variant: str, argv: list[str]) -> int:
+def measure_peak_memory(variant: str, argv: list[str], setup_file: str) -> int:
     if "--device" in argv and argv[argv.index("--device") + 1] == "cuda":
         return peak_memory_of(variant, parse_args(argv))  # CUDA counts per variant in one process
-    out = subprocess.run([sys.executable, __file__, *argv, "--peak-memory-of", variant], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run([sys.executable, __file__, *argv, "--peak-memory-of", variant, "--setup-from", setup_file],
+                         capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])
 
 
@@ -284,6 +291,7 @@ def parse_args(argv):
     parser.add_argument("--bf16", action="store_true", help="CUDA: ours in bf16 autocast; adds reference-bf16")
     parser.add_argument("--peak-tflops", type=float, help="the card's dense peak for MFU (default: H100 SXM)")
     parser.add_argument("--peak-memory-of", choices=(*VARIANTS, "reference-bf16"), help=argparse.SUPPRESS)
+    parser.add_argument("--setup-from", help=argparse.SUPPRESS)  # the parent's batches, for --peak-memory-of
     return parser.parse_args(argv)
 
 
@@ -329,7 +337,10 @@ def main(argv=None) -> None:
                 times[variant].append(time.perf_counter() - started)
     flops = model_flops_per_example(steps["reference"][0], args.length)
     del steps
-    peak = {v: measure_peak_memory(v, argv) for v in variants}
+    with tempfile.TemporaryDirectory() as scratch:
+        setup_file = str(Path(scratch) / "setup.pt")
+        torch.save((batches, num_labels, kept), setup_file)
+        peak = {v: measure_peak_memory(v, argv, setup_file) for v in variants}
 
     median = {v: statistics.median(t) for v, t in times.items()}
     peak_tflops = args.peak_tflops or PEAK_TFLOPS["bf16" if args.bf16 else "fp32"]

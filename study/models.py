@@ -11,6 +11,7 @@ expect. Two offline entries exist so that the tool runs with no hub access, and 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import struct
 from dataclasses import dataclass
@@ -103,10 +104,16 @@ def model_path(spec: ModelSpec) -> str:
 
 
 def load_tokenizer(spec: ModelSpec):
-    """The model's ``transformers`` tokenizer, from the registry weights' directory or hub id (``model_path``)."""
+    """The model's ``transformers`` tokenizer, from the registry weights' directory or hub id (``model_path``); one
+    object per directory and process (an XLM-R tokenizer takes about 2 s to load; callers only read it)."""
+    return _tokenizer_at(model_path(spec))
+
+
+@functools.lru_cache(maxsize=16)
+def _tokenizer_at(path: str):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model_path(spec))
+    return AutoTokenizer.from_pretrained(path)
 
 
 def load_model(spec: ModelSpec, head: str = "base", num_labels: int | None = None, path: str | None = None):

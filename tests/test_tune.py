@@ -327,13 +327,13 @@ def test_smoke_study_listens_on_loopback_only_but_for_torchs_store(smoke_experim
 
 @pytest.mark.slow
 def test_nan_trial_is_failed_and_the_study_continues(mlflow_server, tmp_path):
-    process = start_study("--arms", "vme-tuned", "--trials", "3", "--seeds", "1", "--storage", str(tmp_path),
+    process = start_study("--arms", "vme-tuned", "--trials", "2", "--seeds", "1", "--storage", str(tmp_path),
                           "--mlflow-uri", mlflow_server, "--experiment", "nan", "--max-concurrent", "1",
                           "--inject-faults", json.dumps({"nan_marker": str(tmp_path / "nan")}))
     output, _ = process.communicate(timeout=900)
     assert process.returncode == 0, output[-3000:]
     _, _, trials = study_runs(mlflow_server, "nan", phase="search")
-    assert sorted(r.info.status for r in trials) == ["FAILED", "FINISHED", "FINISHED"]
+    assert sorted(r.info.status for r in trials) == ["FAILED", "FINISHED"]
     _, _, confirm = study_runs(mlflow_server, "nan", phase="confirm")
     assert [r.info.status for r in confirm] == ["FINISHED"]  # the selection went on without the failed trial
     assert "loss became non-finite" in output
