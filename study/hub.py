@@ -5,7 +5,9 @@ instead of ~25 s of retries and a multi-line traceback. Dataset splits are read 
 ``configs`` (the parquet layout ``datasets`` itself reads) and only that split's files are downloaded: a language's
 XNLI test set does not bring its 393k-row training split, and a caption set only the shards it reads (Mewsli-X,
 whose configs lack the original files, downloads one archive of them: ``study.tasks.HubArchive``). The same files
-are found in the cache (``HF_HOME``) when the hub is unreachable.
+are found in the cache (``HF_HOME``) when the hub is unreachable. LAReQA, which no hub repository holds as released,
+downloads its original files from GitHub at a pinned commit (``study.tasks.ReleaseFiles``, ``release_file``) into
+the datasets cache under the same ``HF_HOME``.
 
 ``python -m study.hub check|prefetch`` (``main``) resolves or downloads everything a study needs.
 """
@@ -22,6 +24,7 @@ from urllib.parse import urlparse
 from study.errors import StudyError
 
 PREFETCH_HINT = "run `python -m study.hub prefetch` where the hub is reachable, with the same HF_HOME"
+RELEASE_BASE_URL = "https://raw.githubusercontent.com"  # serves {owner}/{name}/{commit}/{path}; tests: a replica
 
 
 def hub_unreachable_reason() -> str | None:
@@ -132,6 +135,45 @@ def download(repo: str, path: str) -> str:
         raise StudyError(f"dataset {repo} has no file {path} on the hub {constants.ENDPOINT}") from None
 
 
+def release_base_url() -> str:
+    """Where GitHub repositories' files are served: $STUDY_RELEASE_BASE_URL (the tests' replica), else
+    raw.githubusercontent.com."""
+    return os.environ.get("STUDY_RELEASE_BASE_URL", RELEASE_BASE_URL).rstrip("/")
+
+
+def release_url(repo: str, commit: str, path: str) -> str:
+    """The URL of one file of a GitHub repository at one commit."""
+    return f"{release_base_url()}/{repo}/{commit}/{path}"
+
+
+def release_file(repo: str, commit: str, path: str) -> str:
+    """A local copy of one file of a GitHub repository at a pinned commit, by datasets' own ``cached_path`` into its
+    download cache (HF_DATASETS_CACHE, under HF_HOME). ``use_etag=False`` returns a cached copy without any request
+    (a file at a commit never changes), so offline (HF_HUB_OFFLINE=1, or no network) the cache is read as is."""
+    import aiohttp
+    from datasets import DownloadConfig, config
+    from datasets.utils.file_utils import cached_path
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    url = release_url(repo, commit, path)
+    try:
+        return cached_path(url, download_config=DownloadConfig(use_etag=False))
+    except OfflineModeIsEnabled:
+        problem = "HF_HUB_OFFLINE is set"
+    except (OSError, aiohttp.ClientError) as err:  # fsspec answers any failed request with FileNotFoundError(url)
+        cause = err.__cause__ or err
+        if getattr(cause, "status", None) == 404:
+            raise StudyError(f"release file {url} does not exist (HTTP 404): check STUDY_RELEASE_BASE_URL, or pass "
+                             "--data-dir with the original files") from None
+        problem = f"it cannot be downloaded ({_one_line(cause)})"
+    raise StudyError(f"release file {url} is not in the cache {config.DOWNLOADED_DATASETS_PATH} and {problem}; "
+                     f"{PREFETCH_HINT}, or pass --data-dir with the original files")
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(f"{err.__class__.__name__}: {err}".split())
+
+
 def load_hub_split(repo: str, config: str | None, split: str):
     """One split of a parquet dataset repository as a ``datasets.Dataset`` (features as the files embed them);
     only that split's files are downloaded."""
@@ -144,33 +186,34 @@ def load_hub_split(repo: str, config: str | None, split: str):
 # --- python -m study.hub check|prefetch ------------------------------------------------------------------------
 
 class _Need(NamedTuple):
-    """One hub item a study reads: a parquet split (config, split, the columns its normaliser reads), a file of the
-    repository (``archive``), or, with no ``repo``, a task with no hub path (``why``)."""
+    """One item a study reads: a parquet split of a hub repository (config, split, the columns its normaliser
+    reads), a file of it (``path``), or with ``commit`` a file of a GitHub repository at that commit."""
 
     what: str
-    repo: str = ""
+    repo: str
     config: str | None = None
     split: str = ""
     columns: tuple = ()
-    archive: str = ""
-    why: str = ""
+    path: str = ""
+    commit: str = ""
 
 
 def _data_needs(tasks, caption_source: str | None) -> list[_Need]:
     """Every hub split and file the tasks and the intermediate stage read."""
     from study.data.captions import CAPTION_COLUMNS
     from study.data.sources import HUB_COLUMNS, hub_source
-    from study.tasks import NO_HUB_PATH, HubArchive
+    from study.tasks import HubArchive, ReleaseFiles
 
     needs = []
     for task in tasks:
-        if task.name in NO_HUB_PATH:
-            needs.append(_Need(task.name, why=NO_HUB_PATH[task.name]))
-            continue
         for split in ("train", "dev", "test"):
-            if isinstance(task.hub.get(split), HubArchive):  # every language's data in one file
-                needs.append(_Need(f"{task.name} {split}", task.hub[split].repo, archive=task.hub[split].path))
-            elif split in task.hub:
+            source = task.hub.get(split)
+            if isinstance(source, HubArchive):  # every language's data in one file
+                needs.append(_Need(f"{task.name} {split}", source.repo, path=source.path))
+            elif isinstance(source, ReleaseFiles):  # one file per language; each language's test reads them all
+                needs.extend(_Need(f"{task.name} {split}", source.repo, path=path, commit=source.commit)
+                             for path in source.paths)
+            elif source:
                 for lang in task.languages if split == "test" else ("en",):
                     needs.append(_Need(f"{task.name} {split}" + (f" {lang}" if split == "test" else ""),
                                        *hub_source(task, split, lang), HUB_COLUMNS[task.kind]))
@@ -188,6 +231,22 @@ def _check_archive(repo: str, path: str) -> tuple[str, str]:
     except errors.RepositoryNotFoundError:
         return "", f"dataset {repo} does not exist on the hub {constants.ENDPOINT}"
     return ("1 file(s)", "") if path in listed else ("", f"dataset {repo} has no file {path}")
+
+
+def _check_release(repo: str, commit: str, path: str) -> tuple[str, str]:
+    """(files, problem or ""): whether the release file's URL answers a HEAD request; nothing is downloaded."""
+    import urllib.error
+    import urllib.request
+
+    url = release_url(repo, commit, path)
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=30).close()
+    except urllib.error.HTTPError as err:
+        return "", f"release file {url} does not exist (HTTP 404)" if err.code == 404 else \
+            f"release file {url} answers HTTP {err.code}"
+    except OSError as err:
+        return "", f"release file {url} cannot be reached ({_one_line(err)})"
+    return "1 file(s)", ""
 
 
 def _check_data(repo: str, config: str | None, split: str, columns: tuple) -> tuple[str, str]:
@@ -258,18 +317,16 @@ def main(argv: list[str] | None = None) -> int:
             raise StudyError(f"model {spec.key!r} is not a hub model: choose {hub_models}")
     rows, problems = [], 0
     for need in _data_needs(tasks, args.intermediate_data):
-        if not need.repo:  # read with --data-dir: skipped in the suite, a problem when the task is named
-            note = f"no hub path ({need.why}): pass --data-dir with the original files"
-            rows.append((need.what, "", "", "", "", note if args.task else f"skipped: {note}"))
-            problems += bool(args.task)
-            continue
-        if need.archive:
-            files, problem = _check_archive(need.repo, need.archive)
+        if need.commit:
+            files, problem = _check_release(need.repo, need.commit, need.path)
+        elif need.path:
+            files, problem = _check_archive(need.repo, need.path)
         else:
             files, problem = _check_data(need.repo, need.config, need.split, need.columns)
         if not problem and args.action == "prefetch":
             files = _prefetch_data(need)
-        rows.append((need.what, need.repo, need.config or "", need.archive or need.split, files, problem or "ok"))
+        repo = f"github:{need.repo}@{need.commit[:7]}" if need.commit else need.repo
+        rows.append((need.what, repo, need.config or "", need.path or need.split, files, problem or "ok"))
         problems += bool(problem)
     for what, repo in [(f"model {s.key}", s.source) for s in models] + \
             ([("vision tower", args.vision_tower)] if args.vision_tower else []):
@@ -287,17 +344,21 @@ def main(argv: list[str] | None = None) -> int:
     widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
     for row in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + row[5])
-    print(f"{len(rows)} checked, {problems} problem(s); HF_HOME={hf_home()}")
+    print(f"{len(rows)} checked, {problems} problem(s); HF_HOME={hf_home()}; github: files from {release_base_url()}")
     return 1 if problems else 0
 
 
 def _prefetch_data(need: _Need) -> str:
-    """Download one split's files or one archive (for the caption data: the shards its first rows need)."""
+    """Download one split's files, one archive or one release file (for the caption data: the shards its first rows
+    need)."""
     if need.what == "intermediate data":
         from study.data.captions import dataset_captions
 
         return f"{len(dataset_captions(need.repo, 8).items)} images"
-    files = [need.archive] if need.archive else split_files(need.repo, need.config, need.split)
+    if need.commit:
+        release_file(need.repo, need.commit, need.path)
+        return "1 file(s) cached"
+    files = [need.path] if need.path else split_files(need.repo, need.config, need.split)
     for path in files:
         download(need.repo, path)
     return f"{len(files)} file(s) cached"

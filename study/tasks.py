@@ -90,11 +90,15 @@ class HubArchive:
     path: str
 
 
-# XTREME-R tasks with no hub path, and why (``python -m study.hub check`` prints it); they load with --data-dir
-NO_HUB_PATH = {
-    "lareqa": "google-research-datasets/xquad_r has only id, context, question and answers: it lacks the sentences "
-              "and sentence_breaks of the original XQuAD-R files, which LAReQA's candidates are",
-}
+@dataclass(frozen=True)
+class ReleaseFiles:
+    """A task's data as the original files of a GitHub repository at a pinned commit, downloaded once and read as
+    ``--data-dir`` reads them: for a task no hub repository holds as released (the pinned commit makes the files
+    immutable, so a cached copy never needs checking)."""
+
+    repo: str
+    commit: str
+    paths: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,7 @@ _UPOS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PAR
          "SCONJ", "SYM", "VERB", "X")
 POCKET_TOPICS = ("ai", "botprofile", "conversations", "emotion", "food", "greetings", "health", "history", "humor",
                  "literature", "money", "movies", "politics", "psychology", "science", "sports", "trivia")
+XQUAD_R_LANGUAGES = tuple("ar de el en es hi ru th tr vi zh".split())  # LAReQA's: the files of the release
 _NER = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
 
 TASKS: dict[str, TaskSpec] = {t.name: t for t in (
@@ -199,8 +204,12 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     # output itself (the card lists the files), exactly the files --data-dir reads
     TaskSpec("mewslix", QA_RETRIEVAL, "map@20", tuple("ar de en es fa ja pl ro ta tr uk".split()),
              "English Wikipedia mention-entity pairs", hub={"test": HubArchive("izhx/mewsli-x", "raw.tar.gz")}),
-    TaskSpec("lareqa", QA_RETRIEVAL, "map@20", tuple("ar de el en es hi ru th tr vi zh".split()),
-             "SQuAD v1.1 (train)"),
+    # the hub's XQuAD-R (google-research-datasets/xquad_r) has only id, context, question and answers: its former
+    # loading script dropped the sentences and sentence_breaks that LAReQA's candidates are; XTREME's download
+    # script takes the original files from GitHub, here at the commit that added them
+    TaskSpec("lareqa", QA_RETRIEVAL, "map@20", XQUAD_R_LANGUAGES, "SQuAD v1.1 (train)",
+             hub={"test": ReleaseFiles("google-research-datasets/lareqa", "5405d2a77e83d5ccb47623a3f9e5604c3f103193",
+                                       tuple(f"xquad-r/{lang}.json" for lang in XQUAD_R_LANGUAGES))}),
     TaskSpec("tatoeba", BITEXT_RETRIEVAL, "accuracy",
              tuple("ar he vi id jv tl eu ml ta te af nl de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw zh kk "
                    "tr et fi hu az lt pl uk ro".split()), "none: XTREME-R embeds with a SQuAD-fine-tuned encoder "

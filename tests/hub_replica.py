@@ -4,7 +4,8 @@ real ``huggingface_hub``, ``datasets`` and ``transformers`` clients load them th
 
 Dataset repositories hold parquet written by ``datasets`` (features embedded) and a card whose YAML has ``configs``
 (Mewsli-X: the one archive of the original files the loader reads); model repositories hold tiny random checkpoints
-under the registry's canonical ids.
+under the registry's canonical ids; LAReQA's XQuAD-R files, which the loader takes from GitHub at a pinned commit,
+are served at that commit under ``/releases`` (``STUDY_RELEASE_BASE_URL``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -156,6 +158,40 @@ def mewslix_originals() -> dict[str, str]:
     return {"candidate_set_entities.jsonl": _jsonl(entities), "wikinews_mentions-dev.jsonl": _jsonl([dev]),
             "wikinews_mentions-test.jsonl": _jsonl(test), "wikipedia_pairs-dev.jsonl": _jsonl([pair]),
             "wikipedia_pairs-train.jsonl": _jsonl([pair])}
+
+
+def lareqa_originals() -> dict[str, str]:
+    """The release's ``xquad-r/{lang}.json`` in its format (SQuAD v1.1 plus each paragraph's ``sentences`` and
+    their ``sentence_breaks``, half-open [start, end) offsets into the context), tiny: per language two articles of
+    two three-sentence paragraphs with two questions each (ROWS questions), the same question ids in every
+    language. Chinese sentences abut (no space between them, as mostly in the real zh.json), so an answer at the
+    start of sentence 2 lies at the end of sentence 1's span: it belongs to the sentence starting there."""
+    files = {}
+    for lang in T.TASKS["lareqa"].languages:
+        articles = []
+        for a in range(2):
+            paragraphs = []
+            for p in range(2):
+                sentences = [f"{lang} article {a} paragraph {p} sentence {k} says {a}{p}{k}." for k in range(3)]
+                context = ("" if lang == "zh" else " ").join(sentences)
+                breaks = [[context.index(s), context.index(s) + len(s)] for s in sentences]
+                qas = [{"answers": [{"answer_start": context.index(f"{a}{p}1"), "text": f"{a}{p}1"}],
+                        "id": f"q{a}{p}1", "question": f"{lang}: what does sentence 1 of {a}{p} say?"},
+                       {"answers": [{"answer_start": breaks[2][0], "text": sentences[2][:len(lang)]}],  # at a break
+                        "id": f"q{a}{p}2", "question": f"{lang}: how does sentence 2 of {a}{p} start?"}]
+                paragraphs.append({"context": context, "qas": qas, "sentence_breaks": breaks, "sentences": sentences})
+            articles.append({"paragraphs": paragraphs, "title": f"Article_{a}"})
+        files[lang] = json.dumps({"data": articles, "version": "1.1"}, ensure_ascii=False)
+    return files
+
+
+def write_lareqa_release(mirrors: Path) -> None:
+    """LAReQA's release files, where hub_server.py serves them under ``/releases``."""
+    source = T.TASKS["lareqa"].hub["test"]
+    for lang, text in lareqa_originals().items():
+        path = mirrors / "releases" / source.repo / source.commit / f"xquad-r/{lang}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
 
 
 def _jsonl(rows: list[dict]) -> str:
@@ -299,6 +335,7 @@ def build_mirrors(mirrors: Path) -> None:
                    for code in (TATOEBA_CODES.get(lang, get_language(lang).iso3)
                                 for lang in T.TASKS["tatoeba"].languages)})
     _mewslix(mirrors)
+    write_lareqa_release(mirrors)
     _flickr(mirrors)
     script = mirrors / "datasets" / SCRIPT_REPO
     script.mkdir(parents=True)
@@ -313,12 +350,20 @@ def start_replica(root: Path, port: int):
     """Build the repositories under ``root`` and serve them on 127.0.0.1:``port``; returns (process, endpoint) once
     it answers."""
     build_mirrors(root)
+    return serve(root, port)
+
+
+def serve(root: Path, port: int):
+    """Serve the folder ``root`` (hub_server.py's layout) on 127.0.0.1:``port``; returns (process, endpoint) once it
+    answers."""
     server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("hub_server.py")), str(root), str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     endpoint = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
             urllib.request.urlopen(f"{endpoint}/api/models/{CLIP_TOWER}", timeout=1)
+            return server, endpoint
+        except urllib.error.HTTPError:  # it answers (a folder without that model)
             return server, endpoint
         except OSError:
             if server.poll() is not None:
@@ -329,6 +374,8 @@ def start_replica(root: Path, port: int):
 
 
 def hub_env(endpoint: str, hf_home: Path, **extra) -> dict:
-    """The environment of a subprocess whose Hugging Face clients talk to the replica with their own cache."""
+    """The environment of a subprocess whose Hugging Face clients (and GitHub release downloads) talk to the replica
+    with their own cache."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    return {**env, "HF_ENDPOINT": endpoint, "HF_HOME": str(hf_home), "HF_HUB_DISABLE_TELEMETRY": "1", **extra}
+    return {**env, "HF_ENDPOINT": endpoint, "HF_HOME": str(hf_home), "HF_HUB_DISABLE_TELEMETRY": "1",
+            "STUDY_RELEASE_BASE_URL": f"{endpoint}/releases", **extra}

@@ -1,6 +1,8 @@
 """A minimal Hugging Face hub HTTP API over local folders, for the test suite's replica (``python hub_server.py ROOT
 PORT``): repository info, tree listings and file downloads, with the headers and error codes the real
-``huggingface_hub`` client reads (``X-Repo-Commit``, ``ETag``, ``X-Error-Code``).
+``huggingface_hub`` client reads (``X-Repo-Commit``, ``ETag``, ``X-Error-Code``); and, as raw.githubusercontent.com
+does, plain files of GitHub repositories at a commit, under ``/releases/{owner}/{name}/{commit}/{path}`` (GET and
+HEAD, 404 for anything else).
 
 Why not a package: olah 0.5.4 (a self-hosted hub mirror) serves local git repositories offline, but answers the
 revision-less repository info and every missing optional file (``added_tokens.json``, ...) with 401 "repository
@@ -8,7 +10,7 @@ not found" where the hub says 404 "entry not found", so transformers cannot load
 hf-local-hub 3.0.0's server is a Go binary that its wheel does not ship.
 
 ``ROOT/{models,datasets}/{owner}/{name}/`` holds each repository's files; its one revision is ``main``, whose commit
-id is a hash of the files.
+id is a hash of the files. ``ROOT/releases/{owner}/{name}/{commit}/`` holds a GitHub repository's files at a commit.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ ROOT = Path(".")
 API = re.compile(r"^/api/(models|datasets)/([^/]+/[^/]+)(?:/revision/([^/]+))?/?$")
 TREE = re.compile(r"^/api/(models|datasets)/([^/]+/[^/]+)/tree/([^/]+)/?(.*)$")
 RESOLVE = re.compile(r"^/(datasets/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
+RELEASE = re.compile(r"^/releases/([^/]+/[^/]+/[0-9a-f]{40}/.+)$")
 
 
 def _oid(path: Path) -> str:
@@ -92,6 +95,12 @@ class Handler(BaseHTTPRequestHandler):
             dataset, repo, revision, name = match.groups()
             if (folder := self._repo("datasets" if dataset else "models", repo, revision)) is not None:
                 self._file(folder, name)
+        elif (match := RELEASE.match(path)) and ".." not in match.group(1).split("/"):
+            target = ROOT / "releases" / match.group(1)
+            if target.is_file():
+                self._send(200, target.read_bytes(), {"Content-Type": "text/plain; charset=utf-8"})
+            else:
+                self._send(404, b"404: Not Found", {"Content-Type": "text/plain; charset=utf-8"})
         else:
             self._error("EntryNotFound", f"no route for {path}")
 

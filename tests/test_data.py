@@ -25,7 +25,7 @@ def test_every_task_kind_has_its_behaviour_in_each_table():
     """Per-kind behaviour lives in tables, one per layer: a task whose kind lacks an entry would fail deep inside a
     run; here it fails at once."""
     from study.data.features import ENCODERS
-    from study.data.sources import HUB_ARCHIVE_READERS, HUB_COLUMNS, HUB_NORMALISERS, LOCAL_READERS
+    from study.data.sources import HUB_ARCHIVE_READERS, HUB_COLUMNS, HUB_NORMALISERS, LOCAL_READERS, RELEASE_READERS
     from study.data.vme import VIRTUAL_COPIERS
     from study.evaluation import SCORERS
 
@@ -35,11 +35,10 @@ def test_every_task_kind_has_its_behaviour_in_each_table():
         else:
             assert task.head is None and task.kind not in SCORERS
         if task.suite == "xtreme-r":
-            assert task.name in LOCAL_READERS, task.name
-            assert bool(task.hub) != (task.name in T.NO_HUB_PATH), task.name  # a hub path, or why there is none
+            assert task.name in LOCAL_READERS and task.hub, task.name  # both paths: --data-dir and internet
         for source in task.hub.values():
-            assert task.name in HUB_ARCHIVE_READERS if isinstance(source, T.HubArchive) else \
-                task.kind in HUB_NORMALISERS, task.name
+            readers = {T.HubArchive: HUB_ARCHIVE_READERS, T.ReleaseFiles: RELEASE_READERS}.get(type(source))
+            assert task.name in readers if readers is not None else task.kind in HUB_NORMALISERS, task.name
     assert set(HUB_COLUMNS) == set(HUB_NORMALISERS)  # study.hub check looks for what each normaliser reads
 
 
@@ -169,6 +168,60 @@ def test_lareqa_answer_at_a_sentence_break_belongs_to_the_sentence_starting_ther
                                                "answers": [{"text": "他的专利很多", "answer_start": 7}]}]}]}]}
     candidates, questions = _xquad_r_language(data, Path("zh.json"))
     assert questions["q"] == ("专利?", 1) and candidates[1].startswith("他的专利")
+
+
+def test_lareqa_release_files_download_once_and_read_as_the_data_dir_reads_them(tmp_path, monkeypatch):
+    """study.hub.release_file (datasets' cached_path) against the replica's release route, in-process: each
+    language's ranking equals --data-dir's on the same files; a second read needs no server; a 404, a dead server and
+    offline mode with nothing cached are one line naming the URL."""
+    import dataclasses
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    import datasets.config
+    import hub_server
+    from hub_replica import lareqa_originals
+
+    task = T.TASKS["lareqa"]
+    source = task.hub["test"]
+    assert [Path(p).stem for p in source.paths] == list(task.languages)  # the reader knows a file's language by name
+    for root in (tmp_path / "releases" / source.repo / source.commit / "xquad-r", tmp_path / "data/lareqa/xquad-r"):
+        root.mkdir(parents=True)
+        for lang, text in lareqa_originals().items():
+            (root / f"{lang}.json").write_text(text)
+    monkeypatch.setattr(hub_server, "ROOT", tmp_path)
+    monkeypatch.setattr(datasets.config, "DOWNLOADED_DATASETS_PATH", str(tmp_path / "cache"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), hub_server.Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}/releases"
+    monkeypatch.setenv("STUDY_RELEASE_BASE_URL", base)
+    at = {commit: dataclasses.replace(task, hub={"test": T.ReleaseFiles(source.repo, commit, source.paths)})
+          for commit in ("0" * 40, "1" * 40)}
+    try:
+        online = {lang: load_split(task, "test", lang) for lang in task.languages}
+        with pytest.raises(StudyError, match=rf"^release file {re.escape(base)}/{source.repo}/0{{40}}/xquad-r/ar\.json "
+                                             r"does not exist \(HTTP 404\): [^\n]*--data-dir[^\n]*$"):
+            load_split(at["0" * 40], "test", "de")
+    finally:
+        server.shutdown()
+        server.server_close()
+    for lang in task.languages:
+        assert online[lang] == load_split(task, "test", lang, tmp_path / "data"), lang
+    # q002's answer starts sentence 2 of each language's first paragraph (in zh, where sentence 1's span ends)
+    assert online["zh"].relevant[1] == [12 * i + 2 for i in range(11)]
+    assert load_split(task, "test", "th") == online["th"]  # the cached copies: the server is gone
+
+    def missing(why: str) -> str:
+        return (rf"^release file {re.escape(base)}/{source.repo}/1{{40}}/xquad-r/ar\.json is not in the cache "
+                rf"{re.escape(str(tmp_path / 'cache'))} and {why}; run `python -m study.hub prefetch` [^\n]*, or pass "
+                r"--data-dir with the original files$")
+
+    with pytest.raises(StudyError, match=missing(r"it cannot be downloaded \(ClientConnectorError: [^\n]*\)")):
+        load_split(at["1" * 40], "test", "de")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(StudyError, match=missing("HF_HUB_OFFLINE is set")):
+        load_split(at["1" * 40], "test", "de")
+    assert load_split(task, "test", "ar") == online["ar"]
 
 
 def test_unknown_task_language_and_split_errors(tmp_path):

@@ -1,8 +1,8 @@
 """The real hub path, end to end, against a local replica of the hub (``hub_replica.py``): every task split and
-language, the three text models by their canonical ids, the CLIP tower and the caption data load through the
-project's public loaders and the real clients; offline from a filled cache; ``study.hub check|prefetch``; one-line
-errors for what cannot load. The clients read ``HF_ENDPOINT`` / ``HF_HOME`` on import, so each check runs in a
-subprocess."""
+language (LAReQA: its original files, served as GitHub serves them), the three text models by their canonical ids,
+the CLIP tower and the caption data load through the project's public loaders and the real clients; offline from a
+filled cache; ``study.hub check|prefetch``; one-line errors for what cannot load. The clients read ``HF_ENDPOINT`` /
+``HF_HOME`` on import, so each check runs in a subprocess."""
 
 import dataclasses
 import gzip
@@ -15,7 +15,17 @@ from pathlib import Path
 import pytest
 from conftest import SHARED_DATA
 from helpers import free_port, stop
-from hub_replica import BAD_TAGS_REPO, ROWS, SCRIPT_REPO, hub_env, mewslix_originals, start_replica
+from hub_replica import (
+    BAD_TAGS_REPO,
+    ROWS,
+    SCRIPT_REPO,
+    hub_env,
+    lareqa_originals,
+    mewslix_originals,
+    serve,
+    start_replica,
+    write_lareqa_release,
+)
 
 from study import tasks as T
 from study.data.sources import load_split
@@ -23,7 +33,8 @@ from study.models import REGISTRY
 
 pytestmark = pytest.mark.slow  # each check starts Python with datasets / transformers (seconds)
 
-HUB_TASKS = [t for t in T.TASKS.values() if t.suite == "xtreme-r" and t.name not in T.NO_HUB_PATH]
+HUB_TASKS = [t for t in T.TASKS.values() if t.suite == "xtreme-r"]
+LAREQA = T.TASKS["lareqa"].hub["test"]
 
 LOAD_EVERY_SPLIT = """
 import dataclasses, json
@@ -34,7 +45,7 @@ from study.errors import run_cli
 def main(argv):
     counts, samples = {}, {}
     for task in T.TASKS.values():
-        if task.suite != "xtreme-r" or task.name in T.NO_HUB_PATH:
+        if task.suite != "xtreme-r":
             continue
         splits = [(s, "en") for s in ("train", "dev") if s in task.hub] + [("test", l) for l in task.languages]
         for split, lang in splits:
@@ -63,6 +74,11 @@ def _python(code: str, env: dict, *args: str, timeout: int = 300):
                           env=env, timeout=timeout)
 
 
+def _release_copies(home: Path) -> list[Path]:
+    """The files datasets' ``cached_path`` downloaded under ``home`` (beside each: its .json metadata and .lock)."""
+    return [p for p in (home / "datasets" / "downloads").glob("*") if p.is_file() and not p.suffix]
+
+
 def _one_line_error(result, *fragments: str) -> str:
     """The error line of a CLI that failed with exit 2: the last line on stderr, no traceback (progress bars of
     the downloads before it may stand above it)."""
@@ -76,7 +92,14 @@ def _one_line_error(result, *fragments: str) -> str:
 
 def test_every_task_split_and_language_loads_from_the_hub_then_offline_from_the_cache(replica, tmp_path):
     home = tmp_path / "hf"
-    online = _python(LOAD_EVERY_SPLIT, hub_env(replica, home))
+    # LAReQA's release files from a server of their own, gone for the offline runs (the same URLs, as GitHub's are)
+    write_lareqa_release(tmp_path / "github")
+    github, github_url = serve(tmp_path / "github", free_port())
+    releases = {"STUDY_RELEASE_BASE_URL": f"{github_url}/releases"}
+    try:
+        online = _python(LOAD_EVERY_SPLIT, hub_env(replica, home, **releases))
+    finally:
+        stop(github)
     assert online.returncode == 0, online.stderr[-3000:]
     loaded = json.loads(online.stdout.strip().splitlines()[-1])
     expected = {f"{t.name} {s} {lang}" for t in HUB_TASKS
@@ -92,24 +115,31 @@ def test_every_task_split_and_language_loads_from_the_hub_then_offline_from_the_
     assert loaded["samples"]["panx test de"]["tags"][0] in T.TASKS["panx"].labels  # class labels, decoded
     assert loaded["samples"]["tatoeba test zh"].startswith("cmn ")  # LASER's pair name for Chinese
     assert loaded["samples"]["mlqa test de"]["answers"]["text"] == ["answer 0"]
-    # Mewsli-X from izhx/mewsli-x's raw.tar.gz: exactly what --data-dir reads from the same files
+    # Mewsli-X from izhx/mewsli-x's raw.tar.gz and LAReQA from its release files on GitHub: exactly what --data-dir
+    # reads from the same files
     local = tmp_path / "data"
     (local / "mewslix").mkdir(parents=True)
     for name, text in mewslix_originals().items():
         (local / "mewslix" / name).write_text(text)
-    for lang in T.TASKS["mewslix"].languages:
-        expected = dataclasses.asdict(load_split(T.TASKS["mewslix"], "test", lang, local))
-        assert loaded["samples"][f"mewslix test {lang}"] == expected and expected["questions"], lang
+    (local / "lareqa" / "xquad-r").mkdir(parents=True)
+    for lang, text in lareqa_originals().items():
+        (local / "lareqa" / "xquad-r" / f"{lang}.json").write_text(text)
+    for task in ("mewslix", "lareqa"):
+        for lang in T.TASKS[task].languages:
+            expected = dataclasses.asdict(load_split(T.TASKS[task], "test", lang, local))
+            assert loaded["samples"][f"{task} test {lang}"] == expected and expected["questions"], (task, lang)
+    assert len(loaded["samples"]["lareqa test de"]["candidates"]) == 11 * 12  # the pool: every language's sentences
     # XNLI's per-language test set comes without that language's (machine-translated) training split
     cached = {str(p.relative_to(home)) for p in home.rglob("*.parquet")}
     assert any("xnli" in p and p.endswith("ar/test-00000-of-00001.parquet") for p in cached)
     assert not any("xnli" in p and "ar/train" in p for p in cached)
     assert [p.name for p in home.rglob("*") if "mewsli-x" in str(p) and p.is_file() and "snapshots" in p.parts] == [
         "raw.tar.gz"]  # one file, read in place
+    assert len(_release_copies(home)) == 11  # LAReQA's files, each downloaded once into the datasets cache
 
     for env in ({"HF_HUB_OFFLINE": "1"}, {}):  # offline mode, then a hub that does not answer
         endpoint = replica if env else f"http://127.0.0.1:{free_port()}"
-        offline = _python(LOAD_EVERY_SPLIT, hub_env(endpoint, home, **env))
+        offline = _python(LOAD_EVERY_SPLIT, hub_env(endpoint, home, **env, **releases))
         assert offline.returncode == 0, offline.stderr[-3000:]
         assert json.loads(offline.stdout.strip().splitlines()[-1]) == loaded
 
@@ -179,26 +209,32 @@ def test_hub_check_resolves_everything_then_prefetch_fills_the_cache_for_an_offl
                            env=hub_env(replica, home), timeout=300)
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
     lines = check.stdout.strip().splitlines()
-    assert lines[-1].startswith("201 checked, 0 problem(s)"), lines[-1]
-    # 195 splits, Mewsli-X's archive, the captions, 2 models, the tower
-    assert sum(line.endswith(" ok") for line in lines) == 200
+    assert lines[-1].startswith("211 checked, 0 problem(s)") and lines[-1].endswith(f"from {replica}/releases"), \
+        lines[-1]
+    # 195 splits, Mewsli-X's archive, LAReQA's 11 release files, the captions, 2 models, the tower
+    assert sum(line.endswith(" ok") for line in lines) == 211
     assert [line.split()[:3] for line in lines if "izhx/mewsli-x" in line] == [["mewslix", "test", "izhx/mewsli-x"]]
-    skipped = [line for line in lines if "skipped: no hub path" in line]
-    assert [line.split()[0] for line in skipped] == ["lareqa"] and "google-research-datasets/xquad_r" in skipped[0]
+    assert [line.split()[:4] for line in lines if "lareqa" in line] == [
+        ["lareqa", "test", f"github:{LAREQA.repo}@{LAREQA.commit[:7]}", path] for path in LAREQA.paths]
     assert not [p for pattern in ("*.parquet", "*.safetensors", "*.tar.gz") for p in home.rglob(pattern)]  # metadata
+    assert not _release_copies(home)  # the release files were asked for with HEAD only
 
     prefetch = subprocess.run([sys.executable, "-m", "study.hub", "prefetch", "--task", "xnli", "--task", "mewslix",
-                               "--model", "mbert", "--vision-tower", "", "--intermediate-data", ""],
+                               "--task", "lareqa", "--model", "mbert", "--vision-tower", "", "--intermediate-data", ""],
                               capture_output=True, text=True, env=hub_env(replica, home), timeout=300)
     assert prefetch.returncode == 0, prefetch.stdout[-3000:] + prefetch.stderr[-3000:]
+    assert sum(line.startswith("lareqa") and "1 file(s) cached" in line for line in prefetch.stdout.splitlines()) == 11
+    assert len(_release_copies(home)) == 11
     offline = _python("""
         from study import tasks as T
         from study.data.sources import load_split
         from study.models import get_spec, load_model
         nli, mentions = load_split(T.TASKS["xnli"], "test", "sw"), load_split(T.TASKS["mewslix"], "test", "ta")
-        print(len(nli), len(mentions.questions), type(load_model(get_spec("mbert"))).__name__)
-    """, hub_env(f"http://127.0.0.1:{free_port()}", home, HF_HUB_OFFLINE="1"))
-    assert offline.stdout.split() == [str(ROWS), str(ROWS), "BertModel"], offline.stderr[-3000:]
+        answers = load_split(T.TASKS["lareqa"], "test", "th")
+        print(len(nli), len(mentions.questions), len(answers.questions), type(load_model(get_spec("mbert"))).__name__)
+    """, hub_env(f"http://127.0.0.1:{free_port()}", home, HF_HUB_OFFLINE="1",  # the release URLs prefetched
+                 STUDY_RELEASE_BASE_URL=f"{replica}/releases"))  # (offline, datasets would refuse any request)
+    assert offline.stdout.split() == [str(ROWS), str(ROWS), str(ROWS), "BertModel"], offline.stderr[-3000:]
 
 
 BROKEN_SOURCE = """
@@ -208,10 +244,15 @@ from study.data.sources import load_split
 from study.errors import run_cli
 
 def main(argv):
-    task, repo, config = T.TASKS[argv[0]], argv[1], argv[2] or None  # an archive's file name in place of the config
-    archive = isinstance(task.hub.get("test"), T.HubArchive)
-    task = dataclasses.replace(task, hub={"test": T.HubArchive(repo, config) if archive else (repo, config, "test")})
-    load_split(task, "test", task.languages[0])
+    # in place of the config: an archive's file name, or the commit of release files
+    task, repo, config, source = T.TASKS[argv[0]], argv[1], argv[2] or None, T.TASKS[argv[0]].hub["test"]
+    if isinstance(source, T.HubArchive):
+        source = T.HubArchive(repo, config)
+    elif isinstance(source, T.ReleaseFiles):
+        source = T.ReleaseFiles(repo, config, source.paths)
+    else:
+        source = (repo, config, "test")
+    load_split(dataclasses.replace(task, hub={"test": source}), "test", task.languages[0])
 
 run_cli(main, sys.argv[1:])
 """
@@ -224,12 +265,23 @@ run_cli(main, sys.argv[1:])
     ("xnli", "nobody/no-such-dataset", "", ("dataset nobody/no-such-dataset does not exist on the hub",)),
     ("mewslix", "izhx/mewsli-x", "raw.tar", ("dataset izhx/mewsli-x has no file raw.tar on the hub",)),
     ("mewslix", "nobody/no-such-dataset", "raw.tar.gz", ("dataset nobody/no-such-dataset does not exist on the hub",)),
-    ("lareqa", "", "", ("task 'lareqa' has no hub path (google-research-datasets/xquad_r has only id, context, "
-                        "question and answers", "pass --data-dir")),
+    ("lareqa", LAREQA.repo, "0" * 40, (f"/releases/{LAREQA.repo}/{'0' * 40}/xquad-r/ar.json does not exist (HTTP "
+                                        "404)", "pass --data-dir")),
 ], ids=["script-only", "bad-string-tags", "missing-config", "missing-repository", "missing-archive",
-        "archive-of-missing-repository", "no-hub-path"])
+        "archive-of-missing-repository", "release-files-at-a-missing-commit"])
 def test_what_cannot_load_is_one_line_and_exit_2(replica, tmp_path, task, repo, config, fragments):
     _one_line_error(_python(BROKEN_SOURCE, hub_env(replica, tmp_path / "hf"), task, repo, config), *fragments)
+
+
+@pytest.mark.parametrize("offline", [True, False], ids=["HF_HUB_OFFLINE", "no-server"])
+def test_release_files_with_no_hub_and_no_cache_are_one_line_and_exit_2(replica, tmp_path, offline):
+    endpoint = replica if offline else f"http://127.0.0.1:{free_port()}"  # hub and releases on a dead port
+    env = hub_env(endpoint, tmp_path / "hf", **({"HF_HUB_OFFLINE": "1"} if offline else {}))
+    line = _one_line_error(_python(BROKEN_SOURCE, env, "lareqa", LAREQA.repo, LAREQA.commit),
+                           f"release file {endpoint}/releases/{LAREQA.repo}/{LAREQA.commit}/xquad-r/ar.json is not in "
+                           f"the cache {tmp_path / 'hf' / 'datasets' / 'downloads'} and ",
+                           "python -m study.hub prefetch", "or pass --data-dir with the original files")
+    assert ("HF_HUB_OFFLINE is set" if offline else "cannot be downloaded (ClientConnectorError: ") in line, line
 
 
 @pytest.mark.parametrize("model", ["mbert", "xlmr"])

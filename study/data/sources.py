@@ -1,8 +1,9 @@
 """Read a task's English training/dev data and its per-language test data, into one schema per task kind.
 
-Two paths: the Hugging Face hub (the parquet splits, or for Mewsli-X the archive of its original files, named in
-``study.tasks``; the real path for users with internet), or ``--data-dir``: a directory holding the tasks' original
-files, laid out as their upstream repositories ship them (this is how ``../shared/data`` is laid out):
+Two paths: the Hugging Face hub (the parquet splits, for Mewsli-X the archive of its original files, for LAReQA its
+original files on GitHub at a pinned commit, named in ``study.tasks``; the real path for users with internet), or
+``--data-dir``: a directory holding the tasks' original files, laid out as their upstream repositories ship them
+(this is how ``../shared/data`` is laid out):
 
     tatoeba/v1/tatoeba.{xxx}-eng.{xxx,eng}          LASER, ISO 639-3 codes
     xcopa/data/{lang}/{test,val}.{lang}.jsonl        cambridgeltl/xcopa; English COPA as copa/{train,val}.jsonl
@@ -32,7 +33,7 @@ from pathlib import Path
 from study import tasks as T
 from study.data.pocket import pocket_retrieval, pocket_topic
 from study.errors import StudyError
-from study.hub import download, load_hub_split
+from study.hub import download, load_hub_split, release_file, release_url
 from study.languages import get_language
 
 TATOEBA_CODES = {"fa": "pes", "sw": "swh", "zh": "cmn"}  # LASER's codes where they differ from ISO 639-3 macro
@@ -71,12 +72,13 @@ def _open_text(path: Path):
     return gzip.open(found, "rt", encoding="utf-8") if found.suffix == ".gz" else open(found, encoding="utf-8")
 
 
-def _read_json(path: Path):
+def _read_json(path: Path, where: str | None = None):
+    """The JSON in ``path``; ``where`` names it in errors (default: the path)."""
     with _open_text(path) as handle:
         try:
             return json.load(handle)
         except json.JSONDecodeError as err:
-            raise StudyError(f"malformed JSON in {path}, line {err.lineno}: {err.msg}") from None
+            raise StudyError(f"malformed JSON in {where or path}, line {err.lineno}: {err.msg}") from None
 
 
 def _jsonl_rows(handle, where) -> list[dict]:
@@ -282,7 +284,8 @@ LOCAL_READERS = {
     "xcopa": _xcopa_local,
     "siqa": _siqa_local,
     "xquad": _qa_local, "mlqa": _qa_local, "tydiqa": _qa_local,
-    "lareqa": lambda task, split, lang, root: _lareqa_ranking(root, lang),
+    "lareqa": lambda task, split, lang, root: _lareqa_ranking(
+        {code: root / "lareqa" / "xquad-r" / f"{code}.json" for code in task.languages}, lang),
     "mewslix": lambda task, split, lang, root: _mewslix_local(root / "mewslix", lang),
     "udpos": lambda task, split, lang, root: [r for f in _udpos_file(root, lang, split) for r in _conllu_records(f)],
     "panx": lambda task, split, lang, root: _conll_records(root / "panx" / lang / split, lang),
@@ -297,7 +300,7 @@ def _local(task: T.TaskSpec, split: str, lang: str, root: Path):
     return LOCAL_READERS[task.name](task, split, lang, root)
 
 
-def _xquad_r_language(data: dict, path: Path) -> tuple[list[str], dict[str, tuple[str, int]]]:
+def _xquad_r_language(data: dict, where: str | Path) -> tuple[list[str], dict[str, tuple[str, int]]]:
     """Candidate sentences of one XQuAD-R file, and {question id: (question, index of its answer sentence)}."""
     candidates, questions = [], {}
     try:
@@ -313,19 +316,21 @@ def _xquad_r_language(data: dict, path: Path) -> tuple[list[str], dict[str, tupl
                     index = next((i for i, (s, e) in enumerate(breaks) if s <= start < e), len(breaks) - 1)
                     questions[qa["id"]] = (qa["question"], offset + index)
     except (KeyError, TypeError, IndexError) as err:
-        raise StudyError(f"{path} is not in XQuAD-R format (missing {err})") from None
+        raise StudyError(f"{where} is not in XQuAD-R format (missing {err})") from None
     return candidates, questions
 
 
-def _lareqa_ranking(root: Path, language: str) -> RankingSet:
+def _lareqa_ranking(files: dict[str, Path], language: str, names: dict[str, str] | None = None) -> RankingSet:
     """LAReQA as XTREME-R runs it: questions in one language rank the answer sentences of *all* languages
-    (the multilingual pool); the relevant ones are the answer sentences of the same question in every language."""
+    (the multilingual pool); the relevant ones are the answer sentences of the same question in every language.
+    ``files``: {language: its XQuAD-R file} for every language of the task; ``names``: what errors call them
+    (default: the paths)."""
     candidates: list[str] = []
     answer_ids: dict[str, list[int]] = {}
     own_questions: dict[str, str] = {}
     for lang in T.TASKS["lareqa"].languages:
-        path = root / "lareqa" / "xquad-r" / f"{lang}.json"
-        lang_candidates, questions = _xquad_r_language(_read_json(path), path)
+        where = (names or {}).get(lang, files[lang])
+        lang_candidates, questions = _xquad_r_language(_read_json(files[lang], where), where)
         for qid, (question, index) in questions.items():
             answer_ids.setdefault(qid, []).append(len(candidates) + index)
             if lang == language:
@@ -378,6 +383,16 @@ def _mewslix_archive(path: str, where: str, language: str) -> RankingSet:
 HUB_ARCHIVE_READERS = {"mewslix": _mewslix_archive}
 
 
+def _lareqa_release(files: dict[str, Path], urls: dict[str, str], language: str) -> RankingSet:
+    """The release names each XQuAD-R file by its language (``xquad-r/de.json``)."""
+    return _lareqa_ranking({Path(p).stem: f for p, f in files.items()}, language,
+                           {Path(p).stem: url for p, url in urls.items()})
+
+
+# {task: reader({path: local copy}, {path: URL}, language)}: tasks whose data is ``ReleaseFiles`` on GitHub
+RELEASE_READERS = {"lareqa": _lareqa_release}
+
+
 # --- hub ------------------------------------------------------------------------------------------------------
 
 
@@ -396,13 +411,14 @@ def _hub_names(lang: str) -> dict[str, str]:
 
 
 def _hub(task: T.TaskSpec, split: str, lang: str):
-    if task.name in T.NO_HUB_PATH:
-        raise StudyError(f"task {task.name!r} has no hub path ({T.NO_HUB_PATH[task.name]}): pass --data-dir with "
-                         "the original files")
     source = task.hub.get(split)
     if isinstance(source, T.HubArchive):
         return HUB_ARCHIVE_READERS[task.name](download(source.repo, source.path), f"dataset file {source.repo}/"
                                               f"{source.path}", lang)
+    if isinstance(source, T.ReleaseFiles):
+        return RELEASE_READERS[task.name](
+            {path: Path(release_file(source.repo, source.commit, path)) for path in source.paths},
+            {path: release_url(source.repo, source.commit, path) for path in source.paths}, lang)
     repo, config, hub_split = hub_source(task, split, lang)
     rows = load_hub_split(repo, config, hub_split)
     id_prefix = task.hub[split][3:]  # an id prefix keeps one language of a mixed split
