@@ -87,6 +87,18 @@ def _copa(lang: str):
                   "label": [i % 2 for i in range(ROWS)]}, features)
 
 
+def _siqa():
+    """Social IQa as allenai/social_i_qa's parquet holds it: answerA-C and the label as a string "1"-"3"."""
+    import datasets
+
+    text = datasets.Value("string")
+    features = datasets.Features({name: text for name in ("context", "question", "answerA", "answerB", "answerC",
+                                                            "label")})
+    return _rows({"context": [f"context {i}" for i in range(ROWS)], "question": ["What next?"] * ROWS,
+                  "answerA": ["one"] * ROWS, "answerB": ["two"] * ROWS, "answerC": ["three"] * ROWS,
+                  "label": [str(1 + i % 3) for i in range(ROWS)]}, features)
+
+
 def _tagging(lang: str, names, column: str, as_strings: bool = False):
     import datasets
 
@@ -297,13 +309,14 @@ def build_mirrors(mirrors: Path) -> None:
     datasets.disable_progress_bars()
     transformers.logging.disable_progress_bar()
 
-    hub = {name: task.hub for name, task in T.TASKS.items() if task.suite == "xtreme-r"}
+    hub = {name: task.hub for name, task in T.TASKS.items() if task.suite in ("xtreme-r", "source")}
     xnli_langs = T.TASKS["xnli"].languages
     _dataset_repo(mirrors, hub["xnli"]["test"][0],
                   {lang: {"train": _nli(lang), "validation": _nli(lang), "test": _nli(lang)} for lang in xnli_langs})
     _dataset_repo(mirrors, hub["xcopa"]["train"][0], {"copa": {"train": _copa("en"), "validation": _copa("en")}})
     _dataset_repo(mirrors, hub["xcopa"]["test"][0], {lang: {"validation": _copa(lang), "test": _copa(lang)}
                                                      for lang in T.TASKS["xcopa"].languages})
+    _dataset_repo(mirrors, hub["siqa"]["train"][0], {"default": {"train": _siqa(), "validation": _siqa()}})
     upos, ner = T.TASKS["udpos"].labels, T.TASKS["panx"].labels
     _dataset_repo(mirrors, "google/xtreme",
                   {"udpos.English": {"train": _tagging("en", upos, "pos_tags"),

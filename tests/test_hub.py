@@ -33,7 +33,7 @@ from study.models import REGISTRY
 
 pytestmark = pytest.mark.slow  # each check starts Python with datasets / transformers (seconds)
 
-HUB_TASKS = [t for t in T.TASKS.values() if t.suite == "xtreme-r"]
+HUB_TASKS = [t for t in T.TASKS.values() if t.suite in ("xtreme-r", "source")]  # and XCOPA's Social IQa
 LAREQA = T.TASKS["lareqa"].hub["test"]
 
 LOAD_EVERY_SPLIT = """
@@ -45,7 +45,7 @@ from study.errors import run_cli
 def main(argv):
     counts, samples = {}, {}
     for task in T.TASKS.values():
-        if task.suite != "xtreme-r":
+        if task.suite not in ("xtreme-r", "source"):
             continue
         splits = [(s, "en") for s in ("train", "dev") if s in task.hub] + [("test", l) for l in task.languages]
         for split, lang in splits:
@@ -115,6 +115,8 @@ def test_every_task_split_and_language_loads_from_the_hub_then_offline_from_the_
     assert loaded["samples"]["panx test de"]["tags"][0] in T.TASKS["panx"].labels  # class labels, decoded
     assert loaded["samples"]["tatoeba test zh"].startswith("cmn ")  # LASER's pair name for Chinese
     assert loaded["samples"]["mlqa test de"]["answers"]["text"] == ["answer 0"]
+    assert loaded["samples"]["siqa train en"]["choices"] == ["one", "two", "three"]  # Social IQa, XCOPA's first stage
+    assert loaded["samples"]["siqa train en"]["label"] == 0  # its label "1" is the first answer
     # Mewsli-X from izhx/mewsli-x's raw.tar.gz and LAReQA from its release files on GitHub: exactly what --data-dir
     # reads from the same files
     local = tmp_path / "data"
