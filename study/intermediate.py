@@ -1,4 +1,4 @@
-"""The intermediate training stage: text-only vs multimodal contrastive training on matched English captions.
+"""The intermediate training stage: text-only vs multimodal contrastive training on matched captions.
 
 Controlled design: every modality sees the same images' captions in the same order, for the same steps, batch
 size, learning rate and loss (symmetric InfoNCE over mean-pooled backbone embeddings through a projection head),
@@ -7,12 +7,20 @@ and sends the same captions through the backbone with gradient — one per item 
 * ``multimodal``:          caption  <->  image (a vision tower + its projection head);
 * ``multimodal-shuffled``: caption  <->  the image of another item (a fixed seeded permutation): the control that
   keeps everything of ``multimodal`` but the link between a caption and its image;
-* ``text``:                caption  <->  second caption of the same image, through the same backbone and head with
+* ``text``:                caption  <->  partner caption of the same image, through the same backbone and head with
   no gradient (a stop-gradient partner, so the backbone gets the same gradient-bearing passes as the image arms);
 * ``none``:                no stage.
 
-The stage's captions are English (in every modality): it cannot act as a pivot between languages, so any effect on
-transfer is through the English representation. ``stage.json`` records how many caption pairs of the text arm
+By default (``caption_languages`` ``en``) the captions are English in every modality, the partner the image's second
+English caption: the stage cannot act as a pivot between languages, so any effect on transfer is through the English
+representation. With several caption languages (``--caption-languages en,de,ja``: offline the emoji names' 13
+languages + English, on the real path a dataset's ``caption_<code>`` columns) each item's caption is drawn in one of
+the listed languages the item has and the text arm's partner in another (a translation pair through the shared
+image): the image then links the languages, the setting of the published positive evidence, and the text arm stays
+the matched control (the same captions, the same gradient-bearing passes). The draw is seeded and the same in every
+modality, and made per item *and step*, not once per item, so that over the stage each image is seen with captions
+in several languages (its link between them); items with captions in fewer than two listed languages are left out
+and counted. ``stage.json`` records the captions used per language and how many caption pairs the text arm can draw
 share a word (``caption_pair_word_overlap``: how easy the text task is).
 
 Data (``study.data.captions``): offline, OpenMoji emoji captioned with CLDR names; online, a hub dataset such as
@@ -23,15 +31,18 @@ trained (``vision_train``, a searched option). The multimodal probe retrieves ea
 held-out captions (accuracy@1) in every language the data names its images in (13 + English for emoji).
 
 The stage writes the backbone as a study model directory (``init_checkpoint`` of the fine-tuning), cached by
-(model, modality, data, tower, steps, seed, learning rates, batch) so trials that share a stage do not redo it.
+(model, modality, data, tower, steps, seed, learning rates, batch, caption languages other than the default) so
+trials that share a stage do not redo it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,8 +51,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.cache import atomic_directory, cache_dir
-from study.data.captions import EMOJI, FLICKR30K, CaptionSet, caption_set
+from study.data.captions import EMOJI, FLICKR30K, CaptionedImage, CaptionSet, caption_set
 from study.errors import StudyError
+from study.languages import LANGUAGES
 from study.protocol import SHUFFLED_IMAGES, STAGE_ARTIFACT, STAGE_MODALITIES, StageResult
 
 SCRATCH = "scratch"
@@ -51,6 +63,7 @@ SCRATCH_IMAGE_SIZE = 32
 EMBED_DIM = 128
 STAGE_META = STAGE_ARTIFACT  # in the stage's directory, and logged under the same name
 STAGE_FORMAT = 4  # bump when the stage's training changes, so cached stages of older code are not reused
+ENGLISH = ("en",)  # the default caption languages: the stage as it was before the option existed
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,7 @@ class StageConfig:
     data: str = EMOJI  # see study.data.captions
     vision_tower: str = SCRATCH  # or a CLIP vision model (hub id or directory)
     vision_train: str = "full"  # frozen | last | full (a scratch tower is always trained in full)
+    caption_languages: tuple[str, ...] = ENGLISH  # the languages captions are drawn in (--caption-languages)
 
     def __post_init__(self) -> None:
         if self.modality not in STAGE_MODALITIES:
@@ -87,10 +101,26 @@ class StageConfig:
         if self.vision_tower == SCRATCH and self.vision_train != "full":
             raise StudyError(f"vision_train={self.vision_train} needs a pretrained vision tower: a scratch tower is "
                              f"trained in full (pass --vision-tower {CLIP_TOWER}, or do not search vision_train)")
+        languages, flag = self.caption_languages, f"--caption-languages {','.join(self.caption_languages)}"
+        unknown = [code for code in languages if code not in LANGUAGES]
+        if unknown:
+            raise StudyError(f"{flag}: unknown language code(s) {', '.join(map(repr, unknown))}: use ISO 639-1 codes "
+                             f"of the study's languages ({', '.join(sorted(LANGUAGES))})")
+        repeated = sorted({code for code in languages if languages.count(code) > 1})
+        if repeated:
+            raise StudyError(f"{flag} lists {', '.join(repeated)} more than once: list each language once")
+        if len(languages) < 2 and languages != ENGLISH:
+            raise StudyError(f"{flag}: list en alone (the default) or two or more languages, e.g. en,de,ja: the text "
+                             "arm pairs each caption with one in another listed language")
 
     def key(self, data_fingerprint: str) -> str:
-        """16 hex digits of SHA-256 over the config, the data fingerprint and STAGE_FORMAT: the stage's cache key."""
-        content = [asdict(self), data_fingerprint, STAGE_FORMAT]
+        """16 hex digits of SHA-256 over the config, the data fingerprint and STAGE_FORMAT: the stage's cache key.
+        English captions (the default) leave ``caption_languages`` out, so their stages keep the keys they had
+        before the option existed."""
+        config = asdict(self)
+        if self.caption_languages == ENGLISH:
+            del config["caption_languages"]
+        content = [config, data_fingerprint, STAGE_FORMAT]
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -225,7 +255,7 @@ class ContrastiveModel(nn.Module):
         return self.image_head(self.vision(images))
 
     def forward(self, captions: dict, partner) -> torch.Tensor:
-        """InfoNCE between captions and their partner: images (multimodal) or second captions (text, embedded
+        """InfoNCE between captions and their partner: images (multimodal) or partner captions (text, embedded
         without gradient: one gradient-bearing backbone pass per item, as in the image arms)."""
         if self.vision is not None:
             other = self.embed_image(partner)
@@ -263,9 +293,74 @@ def _caption_batch(tokenizer, texts: list[str], max_length: int, device) -> dict
 
 
 def stage_data(cfg: StageConfig, vision: VisionTower | None = None) -> CaptionSet:
-    """The stage's caption set, with images checked against the size the vision tower takes."""
+    """The stage's caption set, with images checked against the size the vision tower takes and its captions
+    against the caption languages (StudyError naming the languages the data has, before Ray starts)."""
     size = vision.image_size if vision is not None else _tower_image_size(cfg)
-    return caption_set(cfg.data, min_image_side(size))
+    data = caption_set(cfg.data, min_image_side(size))
+    missing = [lang for lang in cfg.caption_languages if lang not in data.probe_languages]
+    if missing:
+        raise StudyError(f"--caption-languages {','.join(cfg.caption_languages)}: {data.description} has no captions "
+                         f"in {', '.join(missing)}; it has {', '.join(data.probe_languages)}: list only those, or "
+                         "give --intermediate-data with a caption_<code> column per language")
+    stage_items(data, cfg.caption_languages)
+    return data
+
+
+def _languages_of(data: CaptionSet, item: CaptionedImage, languages: tuple[str, ...]) -> list[str]:
+    """The listed languages the item has a caption in, in the listed order."""
+    return [lang for lang in languages if data.caption(item, lang)]
+
+
+def stage_items(data: CaptionSet, languages: tuple[str, ...]) -> tuple[list[CaptionedImage], dict[str, int]]:
+    """The stage's training items and what its caption languages skip: every item for English alone; with several
+    languages the items with captions in two of them or more (the text arm's partner is in another language than
+    its caption: one rule for every modality, so all see the same items), the others counted. StudyError when fewer
+    than two are left."""
+    if languages == ENGLISH:
+        return data.train, {}
+    items = [item for item in data.train if len(_languages_of(data, item, languages)) >= 2]
+    if len(items) < 2:
+        raise StudyError(f"--caption-languages {','.join(languages)}: only {len(items)} training image(s) of "
+                         f"{data.description} have captions in two of these languages; the stage needs two or more: "
+                         "list languages most images have")
+    return items, {"fewer than two caption languages": len(data.train) - len(items)}
+
+
+@dataclass(frozen=True)
+class DrawnCaption:
+    """One item's captions at one step: the caption (through the backbone with gradient) and the text arm's
+    partner, each with its language."""
+
+    caption: str
+    language: str
+    partner: str
+    partner_language: str
+
+
+def draw_captions(data: CaptionSet, items: list[CaptionedImage], order: list[list[int]],
+                  languages: tuple[str, ...], seed: int) -> list[list[DrawnCaption]]:
+    """The captions of every step (``order``: item indices per step), the same in every modality and on every rank.
+    English alone: each item's first caption with its second as partner. Several languages: per item and step, a
+    seeded draw of two different languages among the listed ones the item has, the caption's and the partner's."""
+    if languages == ENGLISH:
+        return [[DrawnCaption(items[i].caption, "en", items[i].second_caption, "en") for i in step] for step in order]
+    rng = random.Random(f"caption-languages:{seed}")
+    available = [_languages_of(data, item, languages) for item in items]
+    drawn = []
+    for step in order:
+        pairs = [(i, *rng.sample(available[i], 2)) for i in step]
+        drawn.append([DrawnCaption(data.caption(items[i], first), first, data.caption(items[i], second), second)
+                      for i, first, second in pairs])
+    return drawn
+
+
+def partner_pairs(data: CaptionSet, items: list[CaptionedImage], languages: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The (caption, partner) pairs the text arm can draw: each item's two English captions for English alone, else
+    its captions in every two of its listed languages (translation pairs)."""
+    if languages == ENGLISH:
+        return [(item.caption, item.second_caption) for item in items]
+    return [(data.caption(item, a), data.caption(item, b)) for item in items
+            for a, b in itertools.combinations(_languages_of(data, item, languages), 2)]
 
 
 def _tower_image_size(cfg: StageConfig) -> int:
@@ -288,7 +383,7 @@ def run_stage_worker(cfg: StageConfig, out: Path, rank: int, world: int, device,
     torch.manual_seed(cfg.seed)
     vision = VisionTower(cfg.vision_tower, cfg.vision_train) if cfg.modality != "text" else None
     data = stage_data(cfg, vision)
-    train = data.train
+    train, dropped = stage_items(data, cfg.caption_languages)
     model = ContrastiveModel(load_model(spec, "base"), vision).to(device)
     ddp = model
     if world > 1:
@@ -304,18 +399,19 @@ def run_stage_worker(cfg: StageConfig, out: Path, rank: int, world: int, device,
         if vision.trainable_parameters():
             optimizer.add_param_group({"params": vision.trainable_parameters(), "lr": cfg.vision_lr})
     order = batch_order(len(train), cfg.steps, cfg.batch_size, cfg.seed)
+    drawn = draw_captions(data, train, order, cfg.caption_languages, cfg.seed)
     image_of = shuffled_images(len(train), cfg.seed) if cfg.modality == SHUFFLED_IMAGES else list(range(len(train)))
     captions_seen = hashlib.sha256()
     losses, reported = [], 0
     started = time.perf_counter()
     model.train()  # from_pretrained returns the backbone in eval mode: dropout must be on while training
-    for step, indices in enumerate(order, start=1):
-        batch = [train[i] for i in indices][rank::world]
+    for step, (indices, step_captions) in enumerate(zip(order, drawn), start=1):
+        batch = step_captions[rank::world]
         captions_seen.update("\n".join(b.caption for b in batch).encode())
         captions = _caption_batch(tokenizer, [b.caption for b in batch], cfg.max_length, device)
         partner = (torch.stack([data.image_tensor(train[image_of[i]], vision.image_size)
                                 for i in indices[rank::world]]).to(device) if vision
-                   else _caption_batch(tokenizer, [b.second_caption for b in batch], cfg.max_length, device))
+                   else _caption_batch(tokenizer, [b.partner for b in batch], cfg.max_length, device))
         loss = ddp(captions, partner)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -324,9 +420,13 @@ def run_stage_worker(cfg: StageConfig, out: Path, rank: int, world: int, device,
         if step % 20 == 0 or step == cfg.steps:  # mean loss since the previous report
             report({"intermediate/loss": sum(losses[reported:]) / (step - reported), "intermediate/step": step})
             reported = step
+    every = [b for step_captions in drawn for b in step_captions]  # all ranks' captions
     meta = {"config": asdict(cfg), "losses": losses, "steps": len(losses), "caption_order": captions_seen.hexdigest(),
-            "examples": {"train": len(train), "test": len(data.test), "skipped": data.skipped},
-            "caption_pair_word_overlap": caption_pair_word_overlap(train),
+            "examples": {"train": len(train), "test": len(data.test), "skipped": {**data.skipped, **dropped}},
+            "caption_pair_word_overlap": caption_pair_word_overlap(partner_pairs(data, train, cfg.caption_languages)),
+            "captions_per_language": _per_language(cfg.caption_languages, [b.language for b in every]),
+            "partner_captions_per_language": (_per_language(cfg.caption_languages, [b.partner_language for b in every])
+                                              if cfg.modality == "text" else None),
             "vision_tower": vision.description if vision else None, "data": data.description,
             "seconds": time.perf_counter() - started}
     if rank == 0:
@@ -349,11 +449,18 @@ def shuffled_images(n_items: int, seed: int) -> list[int]:
     return image_of
 
 
-def caption_pair_word_overlap(items) -> float:
-    """The share of items whose two captions share a word (lower-cased whitespace tokens): how close to a copy the
-    text arm's partner is (74 % for the emoji set's CLDR names)."""
-    shared = sum(bool(set(i.caption.lower().split()) & set(i.second_caption.lower().split())) for i in items)
-    return shared / len(items) if items else 0.0
+def _per_language(languages: tuple[str, ...], drawn: list[str]) -> dict[str, int]:
+    """How many of the drawn captions are in each listed language (0 included)."""
+    counts = Counter(drawn)
+    return {lang: counts[lang] for lang in languages}
+
+
+def caption_pair_word_overlap(pairs: list[tuple[str, str]]) -> float:
+    """The share of caption pairs that share a word (lower-cased whitespace tokens, so scripts written without
+    spaces share one only when a whole caption is the same): how close to a copy the text arm's partner is (74 %
+    for the emoji set's two English CLDR names)."""
+    shared = sum(bool(set(a.lower().split()) & set(b.lower().split())) for a, b in pairs)
+    return shared / len(pairs) if pairs else 0.0
 
 
 def _write_stage(backbone, tokenizer, spec, out: Path, meta: dict) -> None:
@@ -386,7 +493,7 @@ def probe(model: ContrastiveModel, tokenizer, data: CaptionSet, max_length: int,
 
 def stage_config(model: str, seed: int, stage: dict, fixed: dict | None = None) -> StageConfig:
     """The stage of a trial from its sampled parameters (search-space names -> StageConfig fields) and the study's
-    fixed choices (``data``, ``vision_tower``)."""
+    fixed choices (``data``, ``vision_tower``, ``caption_languages``)."""
     defaults = StageConfig(model=model, modality="text")
     return StageConfig(model=model, modality=stage["modality"], seed=seed,
                        steps=int(stage.get("intermediate_steps", defaults.steps)),
@@ -395,11 +502,21 @@ def stage_config(model: str, seed: int, stage: dict, fixed: dict | None = None) 
                        vision_train=str(stage.get("vision_train", defaults.vision_train)), **(fixed or {}))
 
 
-def stage_sources(offline_stand_in: bool, data: str | None = None, vision_tower: str | None = None) -> dict:
-    """The stage's fixed image-caption data and vision tower: the given ones, else the offline emoji set and a
-    scratch vision tower for offline stand-in models, Flickr30k and CLIP otherwise."""
+def add_caption_languages_flag(parser) -> None:
+    """``--caption-languages``, the same on ``study.train`` and ``study.tune``."""
+    parser.add_argument("--caption-languages", type=lambda text: tuple(code.strip() for code in text.split(",")),
+                        help="intermediate stage: the languages its captions are drawn in, comma-separated ISO 639-1 "
+                        "codes (default en; e.g. en,de,ja: each image is seen with captions in several languages and "
+                        "the text arm pairs a caption with its translation; the data must have them)")
+
+
+def stage_sources(offline_stand_in: bool, data: str | None = None, vision_tower: str | None = None,
+                  caption_languages: tuple[str, ...] | None = None) -> dict:
+    """The stage's fixed image-caption data, vision tower and caption languages: the given ones, else the offline
+    emoji set and a scratch vision tower for offline stand-in models, Flickr30k and CLIP otherwise, and English."""
     return {"data": data or (EMOJI if offline_stand_in else FLICKR30K),
-            "vision_tower": vision_tower or (SCRATCH if offline_stand_in else CLIP_TOWER)}
+            "vision_tower": vision_tower or (SCRATCH if offline_stand_in else CLIP_TOWER),
+            "caption_languages": caption_languages or ENGLISH}
 
 
 def run_stage(cfg: StageConfig, scaling, storage: str) -> StageResult:
@@ -409,7 +526,7 @@ def run_stage(cfg: StageConfig, scaling, storage: str) -> StageResult:
     from study.ray_setup import torch_trainer
 
     model_path(get_spec(cfg.model))  # build an offline model here, once, before the workers load it
-    key = cfg.key(stage_data(cfg).fingerprint)
+    key = cfg.key(stage_data(cfg).fingerprint_in(cfg.caption_languages))
     out = cache_dir() / "intermediate" / f"{cfg.model}-{cfg.modality}-{key}"
     if (out / STAGE_META).is_file():
         return StageResult(str(out), json.loads((out / STAGE_META).read_text()), True)

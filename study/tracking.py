@@ -462,6 +462,9 @@ def stage_writes(stage: StageResult) -> list[tuple[str, object]]:
     params = {"intermediate.checkpoint": stage.directory, "intermediate.cache_hit": stage.cache_hit,
               "intermediate.vision_tower": meta["vision_tower"] or "none (text)", "intermediate.data": meta["data"],
               "intermediate.train_examples": meta["examples"]["train"],
+              # stages cached before the option existed record neither: they are English
+              "intermediate.caption_languages": ",".join(meta["config"].get("caption_languages", ["en"])),
+              **{f"intermediate.captions.{lang}": n for lang, n in meta.get("captions_per_language", {}).items()},
               **{f"intermediate.skipped.{safe_key(k)}": v for k, v in skipped.items()}}
     return [("metrics", metrics), ("params", params),
             ("artifact", {"name": STAGE_ARTIFACT, "data": json.dumps(meta, indent=1).encode()})]

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dataclasses import fields
 
     from study.config import cli_type
-    from study.intermediate import VISION_TRAIN, StageConfig
+    from study.intermediate import VISION_TRAIN, StageConfig, add_caption_languages_flag
 
     parser = argparse.ArgumentParser(prog="python -m study.train", description="One VME fine-tuning run "
                                      "(a Ray Train TorchTrainer, no Tune), for debugging and single experiments.")
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", help="run name (default: model-task-seed-time); reuse a name to resume it")
     stage = parser.add_argument_group("intermediate stage (as a study trial runs it; default: none)")
     stage.add_argument("--modality", choices=MODALITIES, default=DEFAULT_MODALITY,
-                       help="none, or an English image-caption stage before fine-tuning: text (a second caption) or "
+                       help="none, or an image-caption stage before fine-tuning: text (a partner caption) or "
                        "multimodal (the image)")
     defaults = {f.name: f.default for f in fields(StageConfig)}
     stage.add_argument("--intermediate-steps", type=int, help=f"stage steps (default {defaults['steps']})")
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "Flickr30k otherwise)")
     stage.add_argument("--vision-tower", help="multimodal: scratch or a CLIP vision model (default: scratch for "
                        "offline stand-ins, CLIP otherwise)")
+    add_caption_languages_flag(stage)
     for option in fields(TrainConfig):
         flag, help_text = f"--{option.name.replace('_', '-')}", option.metadata["help"]
         if option.name == "languages":
@@ -106,7 +107,8 @@ def _stage_of(args, cfg: TrainConfig):
 
     searched = {name: getattr(args, name) for name in STAGE_PARAMS if getattr(args, name) is not None}
     stage = stage_config(cfg.model, cfg.seed, searched,
-                         stage_sources(get_spec(cfg.model).offline_stand_in, args.intermediate_data, args.vision_tower))
+                         stage_sources(get_spec(cfg.model).offline_stand_in, args.intermediate_data, args.vision_tower,
+                                       args.caption_languages))
     stage_data(stage)
     return stage
 

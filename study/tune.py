@@ -31,7 +31,7 @@ from study.config import TrainConfig
 from study.data.captions import FLICKR30K
 from study.errors import StudyError, run_cli
 from study.fault_hooks import FaultHooks
-from study.intermediate import CLIP_TOWER, stage_sources
+from study.intermediate import CLIP_TOWER, add_caption_languages_flag, stage_sources
 from study.protocol import (
     ARM_PER_LANGUAGE_ARTIFACT,
     DEFAULT_MODALITY,
@@ -135,6 +135,7 @@ def parse_args(argv):
     parser.add_argument("--vision-tower", help="multimodal stage's vision tower: scratch (a small CNN trained from "
                         f"scratch) or a CLIP vision model id/directory (default: scratch for offline stand-ins, "
                         f"{CLIP_TOWER} otherwise)")
+    add_caption_languages_flag(parser)
     FaultHooks.add_flag(parser)
     return parser.parse_args(argv)
 
@@ -156,7 +157,7 @@ class StudySettings:
     name: str  # the study's name (its directory in storage, its MLflow parent run)
     uri: str  # MLflow tracking URI
     experiment: str  # MLflow experiment
-    stage: dict  # the intermediate stage's fixed data and vision tower (intermediate.stage_sources)
+    stage: dict  # the intermediate stage's fixed data, vision tower, caption languages (intermediate.stage_sources)
     alignment_probe: bool = False  # confirm runs run the alignment probe (--alignment-probe, resolved)
     faults: FaultHooks = FaultHooks()  # the tests' fault injection (--inject-faults); none otherwise
 
@@ -252,14 +253,16 @@ def modality_stage_options(space: SearchSpace) -> dict:
 
 
 def resolve_stage(args, spec, space: SearchSpace, arms_need_stage: bool = False) -> dict:
-    """The intermediate stage's fixed data and vision tower; their data is checked now when a stage can run (a
-    searched modality, or an arm with a stage)."""
-    stage = stage_sources(spec.offline_stand_in, args.intermediate_data, args.vision_tower)
+    """The intermediate stage's fixed data, vision tower and caption languages (checked now); their data is checked
+    now when a stage can run (a searched modality, or an arm with a stage)."""
+    from study.intermediate import StageConfig, stage_data
+
+    stage = stage_sources(spec.offline_stand_in, args.intermediate_data, args.vision_tower, args.caption_languages)
+    StageConfig(model=spec.key, modality="text", **stage)  # a bad --caption-languages stops here, stage or not
     params = {p.name: p for p in space.params}
     searched = "modality" in params and set(params["modality"].choices) != {DEFAULT_MODALITY}
     if not searched and not arms_need_stage:
         return stage
-    from study.intermediate import StageConfig, stage_data
 
     for choice in params["vision_train"].choices if "vision_train" in params else ("full",):
         try:
@@ -318,7 +321,7 @@ def provenance(settings: StudySettings) -> tuple[dict, dict]:
               **{f"{SPACE_PARAM_PREFIX}{p.name}": p.to_json() for p in space.params},
               **{f"base.{k}": v for k, v in settings.base.to_dict().items()},
               **{f"arm.{arm.name}.{k}": v for arm in settings.arms for k, v in arm.fixed.items()},
-              **{f"intermediate.{k}": v for k, v in settings.stage.items()},
+              **{f"intermediate.{k}": ",".join(v) if isinstance(v, tuple) else v for k, v in settings.stage.items()},
               **{f"version.{p}": version(p) for p in ("ray", "torch", "transformers", "optuna", "mlflow", "datasets")}}
     tags = {"model": spec.key, "model_name": spec.name, "offline_stand_in": str(spec.offline_stand_in),
             "task": settings.task.name, "suite": settings.task.suite, "protocol": settings.task.protocol,

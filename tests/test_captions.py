@@ -89,6 +89,50 @@ def test_a_local_dataset_loads_through_datasets(tmp_path):
     assert data.image_tensor(data.items[0], 32).std() > 0.05
 
 
+def test_a_datasets_caption_columns_per_language_train_a_multilingual_stage(tmp_path):
+    """caption_de holds German captions (a string or a list, blank for some images: they are left out of an en,de
+    stage and counted); caption_id holds numbers, not Indonesian captions; a language without a column is one line
+    naming the data and the languages it has."""
+    import io
+
+    import datasets
+
+    images, english, german = [], [], []
+    for number, char in enumerate(EMOJI):
+        buffer = io.BytesIO()
+        captions.render_emoji(char, 48).save(buffer, format="PNG")
+        images.append({"bytes": buffer.getvalue(), "path": None})
+        english.append([f"emoji {number}", f"symbol {number}"])
+        german.append([] if number % 4 == 0 else [f"Bild {number}", f"Symbol {number}"])
+    rows = datasets.Dataset.from_dict({"image": images, "caption": english, "caption_de": german,
+                                       "caption_id": list(range(len(EMOJI)))},
+                                      features=datasets.Features({"image": datasets.Image(),
+                                                                  "caption": [datasets.Value("string")],
+                                                                  "caption_de": [datasets.Value("string")],
+                                                                  "caption_id": datasets.Value("int64")}))
+    (tmp_path / "multi").mkdir()
+    rows.to_parquet(str(tmp_path / "multi" / "train.parquet"))
+    data = captions.caption_set(str(tmp_path / "multi"))
+    assert data.probe_languages == ("en", "de") and data.caption(data.items[1], "de") == "Bild 1"
+    assert data.caption(data.items[0], "de") is None and data.caption(data.items[1], "id") is None
+    cfg = stage.StageConfig(model="tiny", modality="text", steps=2, batch_size=4, data=str(tmp_path / "multi"),
+                            caption_languages=("en", "de"))
+    meta = stage.run_stage_worker(cfg, tmp_path / "out", 0, 1, torch.device("cpu"), report=lambda m: None)
+    without = sum(int(i.image) % 4 == 0 for i in data.train)
+    assert meta["examples"]["skipped"]["fewer than two caption languages"] == without > 0
+    assert meta["examples"]["train"] == len(data.train) - without
+    assert sum(meta["captions_per_language"].values()) == 8 and set(meta["captions_per_language"]) == {"en", "de"}
+    with pytest.raises(StudyError, match=r"^--caption-languages en,fr: dataset .* has no captions in fr; it has "
+                                         r"en, de: list only those"):
+        stage.stage_data(stage.StageConfig(model="tiny", modality="text", data=str(tmp_path / "multi"),
+                                           caption_languages=("en", "fr")))
+    flickr_like = tmp_path / "multi" / "train.parquet"
+    rows.remove_columns(["caption_de"]).to_parquet(str(flickr_like))  # English only, as Flickr30k
+    captions.dataset_captions.cache_clear()
+    with pytest.raises(StudyError, match="has no captions in de; it has en: list only those"):
+        stage.stage_data(cfg)
+
+
 def _clip_tower(tmp_path):
     """A random-initialised, CLIP-architecture vision model saved like a hub one (the hub is offline here)."""
     from transformers import CLIPVisionConfig, CLIPVisionModel

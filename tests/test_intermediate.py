@@ -1,5 +1,6 @@
 """The intermediate stage: matched text vs multimodal contrastive training, caching, hand-off to fine-tuning."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -176,3 +177,124 @@ def test_the_contrastive_loss_and_gradients_do_not_depend_on_the_worker_count(tm
     ddp = torch.load(tmp_path / "ddp.pt")
     assert ddp["loss"].item() == pytest.approx(loss.item(), rel=1e-6)
     assert torch.allclose(ddp["grad"], layer.weight.grad, rtol=1e-5, atol=1e-7)
+
+
+# --- multilingual captions (--caption-languages) -------------------------------------------------------------------
+
+LANGUAGES = ("en", "de", "ja")
+
+
+def _recording_caption_batches(monkeypatch) -> list[list[str]]:
+    """Every text list the stage tokenizes, in order (per step: the captions, then the text arm's partners)."""
+    texts, tokenize = [], stage._caption_batch
+    monkeypatch.setattr(stage, "_caption_batch", lambda tokenizer, batch, *rest: texts.append(list(batch))
+                        or tokenize(tokenizer, batch, *rest))
+    return texts
+
+
+def test_multilingual_captions_cover_the_listed_languages_with_the_recorded_counts(tmp_path, monkeypatch):
+    from study.protocol import StageResult
+    from study.tracking import stage_writes
+
+    texts = _recording_caption_batches(monkeypatch)
+    out, text = _run(tmp_path, "text", steps=4, caption_languages=LANGUAGES)
+    trained, partners = texts[0::2], texts[1::2]
+    data = stage.stage_data(stage.StageConfig(model="tiny", modality="text", caption_languages=LANGUAGES))
+    train, _ = stage.stage_items(data, LANGUAGES)
+    drawn = stage.draw_captions(data, train, stage.batch_order(len(train), 4, 8, 0), LANGUAGES, 0)
+    assert trained == [[d.caption for d in s] for s in drawn] and partners == [[d.partner for d in s] for s in drawn]
+    languages = [d.language for s in drawn for d in s]
+    assert text["captions_per_language"] == {lang: languages.count(lang) for lang in LANGUAGES}
+    assert all(text["captions_per_language"].values()) and sum(text["captions_per_language"].values()) == 4 * 8
+    assert sum(text["partner_captions_per_language"].values()) == 4 * 8
+    assert text["examples"]["skipped"]["fewer than two caption languages"] == 0  # every emoji is named in all 14
+    assert 0 < text["caption_pair_word_overlap"] < 0.5  # translations share fewer words than two English names
+    assert json.loads((out / "stage.json").read_text())["config"]["caption_languages"] == list(LANGUAGES)
+    params = dict(stage_writes(StageResult(str(out), text, False)))["params"]
+    assert params["intermediate.caption_languages"] == "en,de,ja"
+    assert params["intermediate.captions.ja"] == text["captions_per_language"]["ja"]
+    _, multimodal = _run(tmp_path, "multimodal", steps=4, caption_languages=LANGUAGES)
+    assert multimodal["caption_order"] == text["caption_order"]  # the image arm trains on the same captions
+    assert multimodal["captions_per_language"] == text["captions_per_language"]
+    assert set(multimodal["probe"]) == set(data.probe_languages)  # the probe as with English captions
+
+
+def test_caption_draws_are_seeded_and_pair_each_caption_with_the_same_images_caption_in_another_language():
+    data = stage.stage_data(stage.StageConfig(model="tiny", modality="text", caption_languages=LANGUAGES))
+    train, _ = stage.stage_items(data, LANGUAGES)
+    order = stage.batch_order(len(train), 100, 32, 0)  # each image about four times
+    drawn = stage.draw_captions(data, train, order, LANGUAGES, 0)
+    assert drawn == stage.draw_captions(data, train, order, LANGUAGES, 0)
+    assert drawn != stage.draw_captions(data, train, order, LANGUAGES, 1)
+    seen: dict[int, set] = {}
+    for step, step_captions in zip(order, drawn):
+        for i, d in zip(step, step_captions):
+            assert d.language != d.partner_language and {d.language, d.partner_language} <= set(LANGUAGES)
+            assert (d.caption, d.partner) == (data.caption(train[i], d.language),
+                                              data.caption(train[i], d.partner_language))
+            seen.setdefault(i, set()).add(d.language)
+    # drawn per step, not fixed per item: an image meets its captions in several languages
+    assert sum(len(languages) > 1 for languages in seen.values()) > 0.8 * len(seen)
+
+
+def test_english_captions_keep_todays_stage_key_and_captions(tmp_path, monkeypatch):
+    """The default is the stage as it was before --caption-languages: the same cache key (hard-coded from the code
+    before the option, STAGE_FORMAT 4), the same captions and partners, the same data fingerprint."""
+    default = stage.StageConfig(model="tiny", modality="text")
+    assert default.caption_languages == ("en",)
+    assert default.key("0123456789abcdef") == "c984c443fff968ed"
+    assert stage.StageConfig(model="tiny", modality="multimodal", steps=8, batch_size=8).key(
+        "0123456789abcdef") == "41823076748687a9"
+    keys = {stage.StageConfig(model="tiny", modality="text", caption_languages=languages).key("0123456789abcdef")
+            for languages in (("en",), ("en", "de"), ("de", "en"), LANGUAGES)}
+    assert len(keys) == 4  # the languages (and their order, which the draw uses) are in the key
+    data = stage.stage_data(default)
+    assert data.fingerprint_in(("en",)) == data.fingerprint != data.fingerprint_in(LANGUAGES)
+    texts = _recording_caption_batches(monkeypatch)
+    _, meta = _run(tmp_path, "text", steps=3)
+    order = stage.batch_order(len(data.train), 3, 8, 0)
+    assert texts[0::2] == [[data.train[i].caption for i in step] for step in order]
+    assert texts[1::2] == [[data.train[i].second_caption for i in step] for step in order]
+    before = hashlib.sha256()
+    for step in order:
+        before.update("\n".join(data.train[i].caption for i in step).encode())
+    assert meta["caption_order"] == before.hexdigest() and meta["examples"]["skipped"] == data.skipped
+    shared = sum(bool(set(i.caption.lower().split()) & set(i.second_caption.lower().split())) for i in data.train)
+    assert meta["caption_pair_word_overlap"] == shared / len(data.train)
+    assert meta["captions_per_language"] == {"en": 24}
+    from study.protocol import StageResult
+    from study.tracking import stage_writes
+
+    cached = {k: v for k, v in meta.items() if k != "captions_per_language"}  # a stage.json of the code before
+    cached["config"] = {k: v for k, v in meta["config"].items() if k != "caption_languages"}
+    assert dict(stage_writes(StageResult("dir", cached, True)))["params"]["intermediate.caption_languages"] == "en"
+
+
+@pytest.mark.parametrize("languages, message", [
+    (("en", "xx"), "--caption-languages en,xx: unknown language code(s) 'xx': use ISO 639-1 codes"),
+    (("en", "de", "en"), "--caption-languages en,de,en lists en more than once: list each language once"),
+    (("de",), "--caption-languages de: list en alone (the default) or two or more languages"),
+    (("en", "hi"), "--caption-languages en,hi: OpenMoji"),
+])
+def test_bad_caption_languages_are_one_line_naming_the_flag(languages, message):
+    with pytest.raises(StudyError) as error:
+        stage.stage_data(stage.StageConfig(model="tiny", modality="text", caption_languages=languages))
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+    if "hi" in languages:  # the data it lacks: named, with the languages the data has
+        assert "has no captions in hi; it has en, es, ja, ko" in str(error.value)
+
+
+def test_the_caption_languages_flags_reach_the_stage(tmp_path):
+    from study.train import _stage_of, build_parser
+    from study.trial import TrialConfig, tune_constants
+
+    args = build_parser().parse_args(["--model", "tiny", "--modality", "text", "--caption-languages", "en, de,ja"])
+    cfg = TrainConfig(model="tiny")
+    assert _stage_of(args, cfg).caption_languages == LANGUAGES
+    with pytest.raises(StudyError, match="--caption-languages en,de,xx: unknown"):
+        _stage_of(build_parser().parse_args(["--modality", "text", "--caption-languages", "en,de,xx"]), cfg)
+    constants = tune_constants(cfg, stage.stage_sources(True, caption_languages=LANGUAGES), Scaling(), str(tmp_path),
+                               "study-x")
+    assert TrialConfig.from_tune({**constants, "stage": {"modality": "multimodal"}}).stage_config().caption_languages \
+        == LANGUAGES
+    assert stage.stage_sources(True)["caption_languages"] == ("en",)

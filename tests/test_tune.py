@@ -366,6 +366,8 @@ def test_kills_during_a_trial_a_write_and_the_confirm_phase_lose_nothing(tmp_pat
     (["--model", "mbert"], "use --model e5-small"),
     (["--search-space", "FROZEN"], "frozen.yaml: params.vision_train: vision_train=frozen needs a pretrained vision"),
     (["--intermediate-data", "EMPTY"], "captions.tsv has no captions"),
+    (["--caption-languages", "en,de,de"], "--caption-languages en,de,de lists de more than once"),
+    (["--caption-languages", "en,hi"], "(offline) has no captions in hi; it has en, es, ja"),
     (["--workers", "0"], "--workers 0 is invalid: it must be a whole number >= 1"),
     (["--gpus-per-worker", "-1"], "--gpus-per-worker -1 is invalid"),
     (["--cpus-per-worker", "0"], "--cpus-per-worker 0.0 is invalid: it must be > 0"),

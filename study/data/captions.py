@@ -1,6 +1,7 @@
-"""English image-caption data for the intermediate stage: every image with two captions (the text-only control
-contrasts them; the multimodal stage contrasts the first with the image), a deterministic 80/20 train/test split,
-and counts of what was skipped and why.
+"""Image-caption data for the intermediate stage: every image with two English captions (the text-only control
+contrasts them; the multimodal stage contrasts the first with the image), captions in other languages where the
+source has them (``--caption-languages``, and the cross-lingual probe), a deterministic 80/20 train/test split, and
+counts of what was skipped and why.
 
 Three sources, one interface (``caption_set(source, min_side)``):
 
@@ -12,7 +13,8 @@ Three sources, one interface (``caption_set(source, min_side)``):
 * a local dataset directory (given to ``datasets.load_dataset``), or a hub dataset id such as
   ``lmms-lab/flickr30k`` (the real path: five captions per image): only the parquet shards that hold the first
   ``max_images`` rows are downloaded, one at a time (Flickr30k's nine shards are ~4.4 GB); it needs an ``Image``
-  column and a caption column holding a list of strings.
+  column and a caption column holding a list of strings; a column ``<caption column>_<code>`` (e.g. ``caption_de``,
+  a string or a list of strings) holds the captions in the language of that ISO 639-1 code (Flickr30k has none).
 
 Folder and dataset images that are missing, corrupt or smaller than the vision tower can use are skipped and
 counted; when nothing usable is left the stage stops with an error that says why.
@@ -32,6 +34,7 @@ from typing import Callable
 import torch
 
 from study.errors import StudyError
+from study.languages import LANGUAGES
 
 EMOJI = "emoji"
 FLICKR30K = "lmms-lab/flickr30k"  # the real path's default: five English captions per image (parquet, split test)
@@ -59,7 +62,7 @@ class CaptionSet:
     skipped: dict[str, int]
     fingerprint: str  # part of the stage's cache key
     load_image: Callable  # (item.image, size) -> PIL RGB image of size x size
-    probe_languages: tuple[str, ...] = ("en",)
+    probe_languages: tuple[str, ...] = ("en",)  # the languages it names images in: probed, and --caption-languages
     caption_in: Callable | None = None  # (item, language) -> caption in that language, or None
 
     @property
@@ -81,6 +84,16 @@ class CaptionSet:
         if language == "en":
             return item.caption
         return self.caption_in(item, language) if self.caption_in else None
+
+    def fingerprint_in(self, languages: tuple[str, ...]) -> str:
+        """The fingerprint of the data as a stage with these caption languages reads it: ``fingerprint`` for English
+        alone (so English stages keep their cache keys), else also every item's caption in each language (the
+        other-language names can change while the English ones do not, e.g. with the ``emoji`` package)."""
+        if languages == ("en",):
+            return self.fingerprint
+        captions = "".join(f"\n{i.image}\t{lang}\t{self.caption(i, lang) or ''}"
+                           for i in self.items for lang in languages)
+        return hashlib.sha256((self.fingerprint + captions).encode()).hexdigest()[:16]
 
 
 @lru_cache(maxsize=16384)
@@ -250,6 +263,12 @@ def _read_caption_file(folder: Path) -> dict[str, list[str]]:
     return captions
 
 
+def _first_text(value) -> str | None:
+    """The first non-blank string of a caption cell (a string or a list of strings), stripped; None without one."""
+    texts = value if isinstance(value, list) else [value]
+    return next((t.strip() for t in texts if isinstance(t, str) and t.strip()), None)
+
+
 def _two_captions(texts) -> tuple[str, str] | None:
     distinct = list(dict.fromkeys(t.strip() for t in texts if isinstance(t, str) and t.strip()))
     return (distinct[0], distinct[1]) if len(distinct) >= 2 else None
@@ -317,8 +336,11 @@ def dataset_captions(source: str, min_side: int, max_images: int = MAX_IMAGES) -
     if image_column is None or caption_column is None:
         raise StudyError(f"dataset {source!r} ({split}) needs an Image column and a caption column "
                          f"({'/'.join(CAPTION_COLUMNS)}); it has {rows.column_names}")
+    prefix = f"{caption_column}_"  # caption_de: German captions (columns that hold no text, e.g. ids, find none)
+    language_columns = {n[len(prefix):]: n for n in rows.column_names
+                        if n.startswith(prefix) and n[len(prefix):] in LANGUAGES and n[len(prefix):] != "en"}
     raw = rows.cast_column(image_column, datasets.Image(decode=False))
-    items, skipped = [], Counter()
+    items, skipped, translations = [], Counter(), {}
     for index, row in enumerate(raw):
         texts = row[caption_column]
         pair = _two_captions(texts if isinstance(texts, list) else [texts])
@@ -333,7 +355,11 @@ def dataset_captions(source: str, min_side: int, max_images: int = MAX_IMAGES) -
             skipped[why] += 1
             continue
         items.append(CaptionedImage(str(index), *pair, _split_of(f"{source}:{index}")))
+        translations[str(index)] = {lang: text for lang, column in language_columns.items()
+                                    if (text := _first_text(row[column]))}
     _usable_or_fail(f"dataset {source!r}", items, skipped)
+    named = sorted({lang for names in translations.values() for lang in names})
     return CaptionSet(f"dataset {source} ({split}, first {len(rows)} rows)", tuple(items), dict(skipped),
                       _fingerprint(items, f"{source}:{split}"), lambda key, size: _square(rows[int(key)][image_column],
-                                                                                        size))
+                                                                                        size),
+                      ("en", *named), lambda item, language: translations[item.image].get(language))
