@@ -511,3 +511,19 @@ def test_nothing_to_report_is_a_clear_error(tmp_path):
     result = _report(typo, "unrelated", tmp_path / "out")
     assert result.returncode == 2 and f"no MLflow store at {typo}" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "mlfow.db").exists()
+
+
+def test_the_modality_note_says_what_the_stages_captions_could_link():
+    """English-only stages cannot pivot between languages (the default note); stages run with --caption-languages
+    say which languages their images and translation pairs linked."""
+    from types import SimpleNamespace
+
+    from study.report.page import ENGLISH_ONLY_STAGE, stage_languages_note
+
+    def study(*languages):
+        return SimpleNamespace(trials=[SimpleNamespace(params={"intermediate.caption_languages": value} if value
+                                                       else {}) for value in languages])
+
+    assert stage_languages_note(study(None, "en")) == ENGLISH_ONLY_STAGE  # runs without a stage record nothing
+    note = stage_languages_note(study("en", "de,en,ja"))
+    assert note.startswith("The stages drew their captions in de, en, ja") and "English-only" not in note

@@ -23,19 +23,33 @@ CONTRAST_COLUMNS = ["contrast", "family", "languages", "difference", "95% interv
 ENGLISH_ONLY_STAGE = (
     "An English-only intermediate stage cannot act as a pivot between languages: images can link languages only "
     "through captions in several languages, so any effect here works through the English representation.")
+MULTILINGUAL_STAGE = (
+    "The stages drew their captions in {languages} (<code>--caption-languages</code>): an image, and in the text "
+    "arm a translation pair, links those languages, so a stage effect can work through them as well as through "
+    "English.")
+
+
+def stage_languages_note(study) -> str:
+    """What the study's intermediate stages could link: English only, or the caption languages its stage runs
+    recorded (``intermediate.caption_languages``)."""
+    languages = sorted({lang for t in study.trials for lang in
+                        t.params.get("intermediate.caption_languages", "en").split(",")} - {""})
+    return ENGLISH_ONLY_STAGE if languages == ["en"] else MULTILINGUAL_STAGE.format(languages=", ".join(languages))
+
+
 MODALITY_NOTE = (
     "<p>No modality contrast is drawn. Comparing the best search trial of each modality would subtract trials that "
     "differ in every hyperparameter, ASHA stop and number of trials; a modality effect needs the controlled "
     "experiment (<code>study.tune --experiment-design modality</code>: fixed fine-tuning, matched backbone passes, "
     "a shuffled-image control, a stage per seed), which this study did not run. The searched modality of a tuned "
-    f"arm is a hyperparameter like any other. {ENGLISH_ONLY_STAGE}</p>")
+    "arm is a hyperparameter like any other. {stage}</p>")
 MODALITY_EXPERIMENT_NOTE = (
     "<p>The modality experiment: each fixed arm as it is and after a text, multimodal and multimodal-shuffled "
     "intermediate stage (<code>&lt;arm&gt;+&lt;modality&gt;</code>), the fine-tuning fixed, every stage with the "
     "same steps and one gradient-bearing backbone pass per caption, each confirm seed with its own stage seed; its "
     "contrasts (each stage − none, multimodal − text, multimodal − multimodal-shuffled) are in the arm contrasts "
     "above. multimodal − multimodal-shuffled isolates what the caption-image link adds beyond the image tower and "
-    f"the extra training. {ENGLISH_ONLY_STAGE}</p>")
+    "the extra training. {stage}</p>")
 TASK_SCORE_COLUMNS = ["model", "arm", "task", "languages", "all_languages", "zero_shot_target_mean",
                       "xtreme_r_task_score"]
 TYPOLOGY_METHOD = (
@@ -164,7 +178,8 @@ def build_report(study: Study, out: Path, tables: ReportTables | None = None) ->
         ("Per script", _table(groups["script"], ["model", "arm", "script", *GROUP_COLUMNS])),
         ("Model comparison per family (matched arms)", image("comparison") + _table(
             _interval_rows(comparison), CONTRAST_COLUMNS)),
-        ("Modality", MODALITY_EXPERIMENT_NOTE if any("+" in g.arm for g in study.arm_runs()) else MODALITY_NOTE),
+        ("Modality", (MODALITY_EXPERIMENT_NOTE if any("+" in g.arm for g in study.arm_runs()) else MODALITY_NOTE)
+         .format(stage=stage_languages_note(study))),
         ("Transfer gap vs typological distance to English (URIEL+)",
          image("distance") + TYPOLOGY_METHOD
          + "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in typology_summary(fits)) + "</ul>"
