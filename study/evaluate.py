@@ -57,6 +57,7 @@ def main(argv=None) -> int:
     if args.checkpoint:
         spec = checkpoint_spec(args.checkpoint)
         trained_on, init_task = checkpoint_task(args.checkpoint), checkpoint_task(args.checkpoint, "init_task")
+        task.check_checkpoint_head(trained_on, f"--checkpoint {args.checkpoint}")
         model = load_model(spec, task.head or "base", path=args.checkpoint)
     else:
         spec = get_spec(args.model)
@@ -65,19 +66,22 @@ def main(argv=None) -> int:
                              f"(from python -m study.train); a bare --model evaluates retrieval tasks only")
         model = load_model(spec, "base")
     depth, positions = model.config.num_hidden_layers, model_positions(model.config)
+    tokenizer = load_tokenizer(spec) if not args.checkpoint else _checkpoint_tokenizer(args.checkpoint)
+    if args.layer is not None and task.needs_training:
+        raise StudyError(f"--layer applies to retrieval tasks; {task.name!r} is scored by its fine-tuned head")
     if args.layer is not None and not 0 <= args.layer <= depth:
         raise StudyError(f"--layer {args.layer} is out of range: {spec.key} has hidden states 0..{depth}")
-    if args.max_length is not None and not 1 <= args.max_length <= positions:
-        raise StudyError(f"--max-length {args.max_length} is out of range: 1..{positions} for {spec.key}")
+    shortest = tokenizer.num_special_tokens_to_add() + 1  # shorter, the tokenizer cannot cut and returns it whole
+    if args.max_length is not None and not shortest <= args.max_length <= positions:
+        raise StudyError(f"--max-length {args.max_length} is out of range: {shortest}..{positions} for {spec.key}")
     if task.needs_training:
         layer, max_length = None, args.max_length or DEFAULT_MAX_LENGTH
-        protocol = task.fine_tuned_protocol(init_task)
+        protocol = task.fine_tuned_protocol(trained_on, init_task)
     else:
         settings = retrieval_settings(task, depth, trained_on=trained_on, layer=args.layer, max_length=args.max_length)
         if settings.max_length > positions:  # the protocol's length does not fit this encoder: say so in the label
             settings = retrieval_settings(task, depth, trained_on=trained_on, layer=args.layer, max_length=positions)
         layer, max_length, protocol = settings.layer, settings.max_length, settings.protocol
-    tokenizer = load_tokenizer(spec) if not args.checkpoint else _checkpoint_tokenizer(args.checkpoint)
     result = evaluate(task, model, tokenizer, languages, model_name=spec.name, data_dir=args.data_dir,
                       layer=layer, prefix=spec.text_prefix, max_length=max_length, protocol=protocol)
     result["model_offline_stand_in"] = spec.offline_stand_in

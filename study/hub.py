@@ -306,11 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intermediate-data", default=FLICKR30K, help="hub id of the caption data ('' for none)")
     parser.add_argument("--vision-tower", default=CLIP_TOWER, help="hub id of the CLIP tower ('' for none)")
     args = parser.parse_args(argv)
+    tasks = [T.get_task(name) for name in args.task] if args.task else T.tasks_of_suite(args.suite)
+    if any(t.name == "xcopa" for t in tasks) and not any(t.name == "siqa" for t in tasks):
+        tasks.append(T.get_task("siqa"))  # XTREME-R's XCOPA recipe trains on Social IQa first
+    models = [get_spec(key) for key in args.model or ("mbert", "xlmr")]
     reason = hub_unreachable_reason()
     if reason:
         raise StudyError(f"the hub cannot be used: {reason}; {args.action} needs it")
-    tasks = [T.get_task(name) for name in args.task] if args.task else T.tasks_of_suite(args.suite)
-    models = [get_spec(key) for key in args.model or ("mbert", "xlmr")]
     for spec in models:
         if spec.key not in REGISTRY or spec.offline_stand_in:
             hub_models = ", ".join(k for k, s in REGISTRY.items() if not s.offline_stand_in)

@@ -76,6 +76,8 @@ def retrieval_settings(task: "TaskSpec", depth: int, *, trained_on: str | None =
                                       f"SQuAD-fine-tuned encoder (XTREME-R: {rule.layer} and {rule.max_length})")
 
 
+COPA_QUESTIONS = ("cause", "effect")  # what every COPA / XCOPA item asks for
+
 HEAD_FOR_KIND = {CLASSIFICATION: "sequence", MULTIPLE_CHOICE: "multiple-choice", TAGGING: "token", QA: "qa",
                  BITEXT_RETRIEVAL: None, QA_RETRIEVAL: None}
 RETRIEVAL_KINDS = (BITEXT_RETRIEVAL, QA_RETRIEVAL)
@@ -134,18 +136,37 @@ class TaskSpec:
         """False for retrieval tasks, which evaluate a bare encoder; True otherwise (fine-tuned head)."""
         return self.kind not in RETRIEVAL_KINDS
 
-    def fine_tuned_protocol(self, init_task: str | None) -> str:
-        """The protocol of a model fine-tuned on this task from a checkpoint fine-tuned on ``init_task`` (None: from
-        the pretrained encoder or an intermediate stage): XCOPA is XTREME-R's only when it continued from a Social
-        IQa checkpoint (scripts/train_xcopa.sh: SIQa first, then COPA, one multiple-choice model throughout)."""
-        if self.name == "xcopa" and init_task == "siqa":
+    def fine_tuned_protocol(self, trained_on: str | None, init_task: str | None) -> str:
+        """The protocol of this task's scores for a model fine-tuned on ``trained_on`` (None: unknown, e.g. a
+        directory without a study record) from a checkpoint fine-tuned on ``init_task`` (None: the pretrained
+        encoder or an intermediate stage). A model fine-tuned on another task is a proxy whatever this task's
+        protocol; XCOPA is XTREME-R's only when the COPA run continued from a Social IQa checkpoint
+        (scripts/train_xcopa.sh: SIQa first, then COPA, one multiple-choice model throughout)."""
+        if trained_on and trained_on != self.name:
+            return f"proxy, not XTREME-R: a model fine-tuned on {trained_on}, not on {self.name}"
+        if self.name == "xcopa" and trained_on == "xcopa" and init_task == "siqa":
             return "XTREME-R (SIQa, then COPA)"
         return self.protocol
+
+    def check_checkpoint_head(self, trained_on: str | None, where: str) -> None:
+        """StudyError when a checkpoint fine-tuned on ``trained_on`` carries a head this task cannot use (a
+        multiple-choice head for tagging, ...): it would fail deep inside transformers. A checkpoint without a task
+        (an intermediate stage's encoder, a plain transformers model) gets a fresh head, and retrieval reads the
+        encoder only, so both pass."""
+        if not trained_on or trained_on not in TASKS or self.head is None:
+            return
+        head = TASKS[trained_on].head
+        if head is not None and head != self.head:
+            raise StudyError(f"{where} was fine-tuned on {trained_on} (a {head} head); task {self.name!r} needs a "
+                             f"{self.head} head: use a checkpoint of a task with that head, or the pretrained model")
 
     def check_languages(self, languages: list[str] | None) -> tuple[str, ...]:
         """Validate a --languages selection (None = all of the task's languages)."""
         if not languages:
             return self.languages
+        repeated = sorted({code for code in languages if languages.count(code) > 1})
+        if repeated:
+            raise StudyError(f"--languages lists {', '.join(repeated)} more than once: list each language once")
         for code in languages:
             get_language(code)  # unknown code -> clear error
             if code not in self.languages:

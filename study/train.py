@@ -4,12 +4,14 @@ Tune — the pipeline of one study trial (``study.worker.run_pipeline``), for de
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
 import time
 from pathlib import Path
 
+from study.cache import write_json_atomic
 from study.config import TrainConfig
 from study.errors import StudyError, run_cli
 from study.fault_hooks import FaultHooks
@@ -81,6 +83,7 @@ def main(argv=None) -> int:
     stage = _stage_of(args, cfg)
     scaling = Scaling(args.workers, args.gpus_per_worker, args.cpus_per_worker)
     name = args.name or f"{Path(cfg.model).name}-{cfg.task}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    record = claim_run(Path(args.storage) / name, cfg, stage)
     init_ray()
 
     def print_stage(result) -> None:
@@ -90,14 +93,48 @@ def main(argv=None) -> int:
     result = run_pipeline(cfg, stage, scaling, args.storage, name, on_stage=print_stage, faults=args.inject_faults)
     if result.error:
         raise StudyError(f"training failed: {result.error}")
+    write_json_atomic(record, {**json.loads(record.read_text()), "finished": True})
     print_summary(cfg, result)
     return 0
+
+
+RUN_RECORD = "study_train.json"  # in the run's folder: the options it started with, and whether it finished
+
+
+def claim_run(folder: Path, cfg: TrainConfig, stage) -> Path:
+    """The run's record (``folder/RUN_RECORD``), written on first use. Reusing ``--name`` resumes that run, so it
+    must bring the options the run started with (resumed under others, one checkpoint would mix two trainings and
+    carry the new options' record, e.g. an init_checkpoint it never started from) and the run must not have
+    finished (it would train past its last step). StudyError otherwise, before Ray starts."""
+    from dataclasses import asdict
+
+    options = json.loads(json.dumps({"train": asdict(cfg), "stage": asdict(stage) if stage else None}))
+    path = folder / RUN_RECORD
+    if not path.is_file():
+        write_json_atomic(path, options)
+        return path
+    stored = json.loads(path.read_text())
+    if stored.get("finished"):
+        raise StudyError(f"run {folder.name!r} already finished ({path}): choose a new --name")
+    before, now = stored["train"], options["train"]
+    changed = sorted(k for k in {*before, *now} if before.get(k) != now.get(k))
+    changed += ["intermediate stage"] if stored["stage"] != options["stage"] else []
+    if changed:
+        raise StudyError(f"--name {folder.name} resumes a run that started with other options ({', '.join(changed)}): "
+                         "resume it with the same options, or choose a new --name")
+    return path
 
 
 def _stage_of(args, cfg: TrainConfig):
     """The ``StageConfig`` the stage flags ask for (None for ``--modality none``), checked with its data before Ray
     starts, as ``study.tune`` builds a trial's stage."""
     if args.modality == DEFAULT_MODALITY:
+        stage_flags = [flag for flag, value in (("--caption-languages", args.caption_languages),
+                                                ("--intermediate-data", args.intermediate_data),
+                                                ("--vision-tower", args.vision_tower)) if value is not None]
+        if stage_flags:
+            raise StudyError(f"{', '.join(stage_flags)}: only an intermediate stage reads this, and --modality "
+                             f"{DEFAULT_MODALITY} runs none: add --modality text or multimodal, or drop it")
         return None
     if cfg.init_checkpoint:
         raise StudyError("--init-checkpoint and --modality both choose the encoder to start from: pass one of them")
@@ -124,7 +161,7 @@ def print_summary(cfg: TrainConfig, result) -> None:
     metric = task.metric
     best = select_best([m for _, m in result.best_checkpoints], metric)
     init_task = checkpoint_task(cfg.init_checkpoint) if cfg.init_checkpoint else None
-    print(f"\nprotocol: {task.fine_tuned_protocol(init_task)}")
+    print(f"\nprotocol: {task.fine_tuned_protocol(task.name, init_task)}")
     checkpoint = next(c for c, m in result.best_checkpoints if m is best)
     print(f"selected on English dev: step {best['step']}, {selection_key(metric)} {best[selection_key(metric)]:.4f}")
     print(f"{'language':<10}{'family':<24}{metric:>10}")

@@ -90,6 +90,7 @@ def validate(cfg: TrainConfig, workers: int = 1) -> None:
         if origin != spec.key:
             raise StudyError(f"init_checkpoint {cfg.init_checkpoint} was trained from model {origin!r}, "
                              f"not {spec.key!r}: use a checkpoint of the same model")
+        task.check_checkpoint_head(json.loads(meta.read_text()).get("task"), f"init_checkpoint {cfg.init_checkpoint}")
 
 
 # --- [1] Ray Train worker code ----------------------------------------------------------------------------------

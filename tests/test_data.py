@@ -456,7 +456,27 @@ def test_social_iqa_release_files_read_with_the_answer_letter_or_the_labels_file
     (without / "socialIQa_v1.4_trn-labels.lst").write_text("1\n")
     with pytest.raises(StudyError, match=r"2 rows but 1 labels in socialIQa_v1.4_trn-labels.lst"):
         load_split(T.TASKS["siqa"], "train", "en", without.parent)
+    (without / "socialIQa_v1.4_trn-labels.lst").write_text("1\n0\n")  # 1-based: 0 is no answer (it was C)
+    with pytest.raises(StudyError, match=r"labels.lst, line 2: label '0'; expected 1, 2 or 3"):
+        load_split(T.TASKS["siqa"], "train", "en", without.parent)
+    unanswered = {**row, "answerC": None, "correct": "A"}
+    (with_letter / "socialIQa_v1.4_trn.jsonl").write_text(json.dumps(unanswered) + "\n")
+    with pytest.raises(StudyError, match=r"socialIQa_v1.4_trn.jsonl, line 1: context, question and answers must"):
+        load_split(T.TASKS["siqa"], "train", "en", with_letter.parent)
+    copa = tmp_path / "copa-data" / "copa"
+    copa.mkdir(parents=True)
+    for bad, message in (({"label": 2}, "label 2, question 'cause'"),
+                         ({"question": "Cause"}, "label 1, question 'Cause'")):
+        good = {"premise": "p", "question": "cause", "choice1": "a", "choice2": "b", "label": 1}
+        (copa / "train.jsonl").write_text(json.dumps(good) + "\n" + json.dumps({**good, **bad}) + "\n")
+        with pytest.raises(StudyError, match=rf"train.jsonl, line 2: {message}"):
+            load_split(T.TASKS["xcopa"], "train", "en", copa.parent)
     assert T.TASKS["siqa"].protocol.startswith("English training source, not an XTREME-R task")
-    assert T.TASKS["xcopa"].fine_tuned_protocol("siqa") == "XTREME-R (SIQa, then COPA)"
-    assert T.TASKS["xcopa"].fine_tuned_protocol(None).startswith("proxy, not XTREME-R: trains on COPA only")
-    assert T.TASKS["xcopa"].fine_tuned_protocol("xnli") == T.TASKS["xcopa"].protocol
+    xcopa = T.TASKS["xcopa"]
+    assert xcopa.fine_tuned_protocol("xcopa", "siqa") == "XTREME-R (SIQa, then COPA)"
+    assert xcopa.fine_tuned_protocol("xcopa", None).startswith("proxy, not XTREME-R: trains on COPA only")
+    assert xcopa.fine_tuned_protocol("xcopa", "xnli") == xcopa.protocol
+    # a model that never trained on COPA (Social IQa twice, or Social IQa alone) is no XCOPA result of any protocol
+    assert xcopa.fine_tuned_protocol("siqa", "siqa") == \
+        "proxy, not XTREME-R: a model fine-tuned on siqa, not on xcopa"
+    assert T.TASKS["xnli"].fine_tuned_protocol("xnli", None) == "XTREME-R"

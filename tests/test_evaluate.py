@@ -52,7 +52,8 @@ def test_tatoeba_protocol_is_xtreme_rs_only_for_a_squad_fine_tuned_encoder_at_it
     assert retrieval_settings(tatoeba, 12, trained_on="xquad", layer=8, max_length=512) == mbert  # said explicitly
     for override in ({"layer": 12}, {"max_length": 128}):  # anything else is a named proxy
         other = retrieval_settings(tatoeba, 12, trained_on="xquad", **override)
-        assert other.protocol.startswith("proxy, not XTREME-R: hidden state") and "XTREME-R: 8 and 512" in other.protocol
+        assert other.protocol.startswith("proxy, not XTREME-R: hidden state")
+        assert "XTREME-R: 8 and 512" in other.protocol
     bare = retrieval_settings(tatoeba, 12)
     assert (bare.layer, bare.max_length) == (None, 128) and bare.protocol.startswith("bare-encoder proxy")
     assert "fine-tuned on udpos, not SQuAD" in retrieval_settings(tatoeba, 12, trained_on="udpos").protocol
@@ -154,6 +155,17 @@ def test_xcopa_from_a_social_iqa_checkpoint_keeps_its_head_and_is_labelled_xtrem
         assert json.loads(out.read_text())["protocol"] == protocol
 
 
+def test_a_checkpoint_is_evaluated_only_by_a_task_its_head_fits(tiny, tmp_path):
+    """An XCOPA checkpoint on UD-POS, or --layer for a task its head scores: one line, nothing evaluated."""
+    from study.errors import StudyError
+
+    save_model_dir(load_model(tiny, "multiple-choice"), load_tokenizer(tiny), tiny, tmp_path / "copa", task="xcopa")
+    with pytest.raises(StudyError, match=r"was fine-tuned on xcopa \(a multiple-choice head\); task 'udpos' needs"):
+        cli.main(["--checkpoint", str(tmp_path / "copa"), "--task", "udpos", "--languages", "de"])
+    with pytest.raises(StudyError, match="--layer applies to retrieval tasks; 'xcopa' is scored by its fine-tuned"):
+        cli.main(["--checkpoint", str(tmp_path / "copa"), "--task", "xcopa", "--languages", "sw", "--layer", "3"])
+
+
 def _run(*args):
     return subprocess.run([sys.executable, "-m", "study.evaluate", *args], capture_output=True, text=True,
                           env=os.environ, timeout=300)
@@ -166,7 +178,11 @@ def _run(*args):
     (["--model", "tiny", "--task", "pocket-retrieval", "--languages", "de", "--layer", "99"],
      "--layer 99 is out of range: tiny has hidden states 0..6"),
     (["--model", "tiny", "--task", "pocket-retrieval", "--languages", "de", "--max-length", "0"],
-     "--max-length 0 is out of range: 1..512 for tiny"),
+     "--max-length 0 is out of range: 3..512 for tiny"),
+    # two special tokens and one of the sentence: at 1 the tokenizer cannot cut and returns the sentence whole
+    (["--model", "tiny", "--task", "pocket-retrieval", "--languages", "de", "--max-length", "2"],
+     "--max-length 2 is out of range: 3..512 for tiny"),
+    (["--model", "tiny", "--task", "pocket-retrieval", "--languages", "de,de"], "--languages lists de more than once"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     result = _run(*args, "--json", str(tmp_path / "never.json"))

@@ -178,6 +178,9 @@ def test_bad_config_values_are_rejected(options, message):
     (["--batch-size", "0"], "batch_size=0"),
     (["--languages", "de,xx"], "unknown language code 'xx'"),
     (["--modality", "multimodal", "--vision-train", "frozen"], "needs a pretrained vision tower"),
+    (["--caption-languages", "en,de"], "--caption-languages: only an intermediate stage reads this, and --modality "
+                                       "none runs none"),
+    (["--languages", "de,ja,de"], "--languages lists de more than once"),
 ])
 def test_cli_bad_input_fails_before_any_worker(args, message, tmp_path):
     result = subprocess.run([sys.executable, "-m", "study.train", "--model", "tiny", "--storage", str(tmp_path),
@@ -238,8 +241,9 @@ def test_xcopa_goes_on_from_a_social_iqa_run_with_its_head_and_records_it(tmp_pa
     (data / "siqa").mkdir(parents=True)
     (data / "copa").mkdir()
     (data / "xcopa").symlink_to(SHARED_DATA / "xcopa")
-    siqa = [{"context": f"Kai lent Sam {n} books.", "question": "What will Sam want to do next?", "answerA": "read them",
-             "answerB": "sell the house", "answerC": "fly away", "correct": "ABC"[n % 3]} for n in range(12)]
+    siqa = [{"context": f"Kai lent Sam {n} books.", "question": "What will Sam want to do next?",
+             "answerA": "read them", "answerB": "sell the house", "answerC": "fly away", "correct": "ABC"[n % 3]}
+            for n in range(12)]
     copa = [{"premise": f"The glass fell {n} times.", "question": "effect", "choice1": "It broke.",
              "choice2": "It sang.", "label": n % 2} for n in range(12)]
     for name, rows in (("siqa/socialIQa_v1.4_trn.jsonl", siqa), ("siqa/socialIQa_v1.4_dev.jsonl", siqa),
@@ -258,3 +262,38 @@ def test_xcopa_goes_on_from_a_social_iqa_run_with_its_head_and_records_it(tmp_pa
     second.save_checkpoint(str(tmp_path / "copa"), b"{}")
     assert checkpoint_task(tmp_path / "copa" / MODEL_DIR, "init_task") == "siqa"
     assert json.loads((tmp_path / "copa" / MODEL_DIR / CHECKPOINT_META).read_text())["task"] == "xcopa"
+
+
+def test_a_reused_name_resumes_only_the_same_unfinished_run(tmp_path):
+    """--name resumes a run: under other options one checkpoint would mix two trainings and carry the new options'
+    record (a COPA-only model labelled as continuing from Social IQa), and a finished run would train past its
+    last step. Both stop with one line before Ray starts."""
+    import json
+
+    from study.intermediate import StageConfig
+    from study.train import claim_run
+
+    cfg = TrainConfig(**TOY)
+    record = claim_run(tmp_path / "r1", cfg, None)
+    assert json.loads(record.read_text())["train"]["task"] == cfg.task
+    assert claim_run(tmp_path / "r1", TrainConfig(**TOY), None) == record  # the same options resume
+    with pytest.raises(StudyError, match=r"--name r1 resumes a run that started with other options \(init_checkpoint, "
+                                         r"seed\)"):
+        claim_run(tmp_path / "r1", TrainConfig(**{**TOY, "seed": 99, "init_checkpoint": str(tmp_path)}), None)
+    with pytest.raises(StudyError, match=r"other options \(intermediate stage\)"):
+        claim_run(tmp_path / "r1", cfg, StageConfig(model=cfg.model, modality="text", seed=cfg.seed))
+    record.write_text(json.dumps({**json.loads(record.read_text()), "finished": True}))
+    with pytest.raises(StudyError, match="run 'r1' already finished"):
+        claim_run(tmp_path / "r1", cfg, None)
+
+
+def test_a_checkpoint_whose_head_does_not_fit_the_task_stops_before_ray(tmp_path, tiny):
+    """A Social IQa checkpoint (multiple-choice head) cannot start UD-POS (a token head): one line from validate,
+    not a transformers error inside every Ray worker; a stage's encoder (no task) gets a fresh head."""
+    from study.models import load_model, load_tokenizer, save_model_dir
+
+    save_model_dir(load_model(tiny, "multiple-choice"), load_tokenizer(tiny), tiny, tmp_path / "siqa", task="siqa")
+    with pytest.raises(StudyError, match=r"fine-tuned on siqa \(a multiple-choice head\); task 'udpos' needs a token"):
+        validate(TrainConfig(**{**TOY, "task": "udpos", "init_checkpoint": str(tmp_path / "siqa")}))
+    save_model_dir(load_model(tiny), load_tokenizer(tiny), tiny, tmp_path / "stage")  # an encoder without a task
+    validate(TrainConfig(**{**TOY, "task": "udpos", "init_checkpoint": str(tmp_path / "stage")}))

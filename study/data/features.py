@@ -40,14 +40,11 @@ def _classification(task, tokenizer, max_length):
     return encode
 
 
-COPA_QUESTIONS = ("cause", "effect")
-
-
 def choice_prompt(premise: str, question: str) -> str:
     """The first segment of every choice's input, as XTREME's third_party/run_xcopa.py builds it: COPA's premise
     followed by "What was the cause?" or "What was the effect?"; Social IQa's context followed by its own question.
     The second segment is the choice itself."""
-    return f"{premise} What was the {question}?" if question in COPA_QUESTIONS else f"{premise} {question}"
+    return f"{premise} What was the {question}?" if question in T.COPA_QUESTIONS else f"{premise} {question}"
 
 
 def _multiple_choice(task, tokenizer, max_length):

@@ -216,10 +216,21 @@ def _tatoeba_local(task: T.TaskSpec, split: str, lang: str, root: Path) -> Bitex
 
 
 def _xcopa_local(task: T.TaskSpec, split: str, lang: str, root: Path) -> list[dict]:
+    """COPA / XCOPA rows; a label other than 0 or 1, or a question other than cause or effect, names its line."""
     path = root / "copa" / f"{'train' if split == 'train' else 'val'}.jsonl" if lang == "en" and split != "test" \
         else root / "xcopa" / "data" / lang / f"{'val' if split == 'dev' else 'test'}.{lang}.jsonl"
-    return [{"premise": r["premise"], "question": r["question"], "choices": [r["choice1"], r["choice2"]],
-             "label": int(r["label"])} for r in _read_jsonl(path)]
+    records = []
+    for number, r in enumerate(_read_jsonl(path), start=1):
+        try:
+            record = {"premise": r["premise"], "question": r["question"], "choices": [r["choice1"], r["choice2"]],
+                      "label": r["label"]}
+        except KeyError as err:
+            raise StudyError(f"{path}, line {number}: not in COPA's format (missing {err})") from None
+        if record["label"] not in (0, 1, "0", "1") or record["question"] not in T.COPA_QUESTIONS:
+            raise StudyError(f"{path}, line {number}: label {record['label']!r}, question {record['question']!r}; "
+                             f"expected a label 0 or 1 and a question {' or '.join(T.COPA_QUESTIONS)}")
+        records.append({**record, "label": int(record["label"])})
+    return records
 
 
 SIQA_LETTERS = {"A": 0, "B": 1, "C": 2}  # the release's "correct" field
@@ -236,13 +247,22 @@ def _siqa_local(task: T.TaskSpec, split: str, lang: str, root: Path) -> list[dic
             labels = [line.strip() for line in handle if line.strip()]
         if len(labels) != len(rows):
             raise StudyError(f"{path}: {len(rows)} rows but {len(labels)} labels in {path.stem}-labels.lst")
+        bad = next((n for n, label in enumerate(labels, start=1) if label not in ("1", "2", "3")), None)
+        if bad:
+            raise StudyError(f"{path.stem}-labels.lst, line {bad}: label {labels[bad - 1]!r}; expected 1, 2 or 3")
         rows = [{**r, "correct": "ABC"[int(label) - 1]} for r, label in zip(rows, labels)]
-    try:
-        return [{"premise": r["context"], "question": r["question"],
-                 "choices": [r["answerA"], r["answerB"], r["answerC"]], "label": SIQA_LETTERS[r["correct"]]}
-                for r in rows]
-    except KeyError as err:
-        raise StudyError(f"{path}: not in Social IQa's format (missing or unknown {err})") from None
+    records = []
+    for number, r in enumerate(rows, start=1):
+        try:
+            record = {"premise": r["context"], "question": r["question"],
+                      "choices": [r["answerA"], r["answerB"], r["answerC"]], "label": SIQA_LETTERS[r["correct"]]}
+        except KeyError as err:
+            raise StudyError(f"{path}, line {number}: not in Social IQa's format (missing or unknown {err})") \
+                from None
+        if not all(isinstance(text, str) for text in (record["premise"], record["question"], *record["choices"])):
+            raise StudyError(f"{path}, line {number}: context, question and answers must be text")
+        records.append(record)
+    return records
 
 
 # under --data-dir, the first that exists; {name}: the language's English name in lower case (TyDiQA's upstream files)
