@@ -211,10 +211,13 @@ def test_hub_check_resolves_everything_then_prefetch_fills_the_cache_for_an_offl
                            env=hub_env(replica, home), timeout=300)
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
     lines = check.stdout.strip().splitlines()
-    assert lines[-1].startswith("211 checked, 0 problem(s)") and lines[-1].endswith(f"from {replica}/releases"), \
+    assert lines[-1].startswith("214 checked, 0 problem(s)") and lines[-1].endswith(f"from {replica}/releases"), \
         lines[-1]
-    # 195 splits, Mewsli-X's archive, LAReQA's 11 release files, the captions, 2 models, the tower
-    assert sum(line.endswith(" ok") for line in lines) == 211
+    # 195 splits, Social IQa's 3 (XCOPA's recipe trains on it first), Mewsli-X's archive, LAReQA's 11 release files,
+    # the captions, 2 models, the tower
+    assert sum(line.endswith(" ok") for line in lines) == 214
+    assert [line.split()[:2] for line in lines if "social_i_qa" in line] == [
+        ["siqa", "train"], ["siqa", "dev"], ["siqa", "test"]]  # its "test" is the dev set, English only
     assert [line.split()[:3] for line in lines if "izhx/mewsli-x" in line] == [["mewslix", "test", "izhx/mewsli-x"]]
     assert [line.split()[:4] for line in lines if "lareqa" in line] == [
         ["lareqa", "test", f"github:{LAREQA.repo}@{LAREQA.commit[:7]}", path] for path in LAREQA.paths]
