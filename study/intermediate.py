@@ -85,6 +85,8 @@ class StageConfig:
     caption_languages: tuple[str, ...] = ENGLISH  # the languages captions are drawn in (--caption-languages)
 
     def __post_init__(self) -> None:
+        # a study's stored settings come back from JSON with a list: the same languages, one type (``key``, ENGLISH)
+        object.__setattr__(self, "caption_languages", tuple(self.caption_languages))
         if self.modality not in STAGE_MODALITIES:
             raise StudyError(f"intermediate modality {self.modality!r} is invalid: choose one of "
                              f"{', '.join(STAGE_MODALITIES)}")

@@ -270,6 +270,15 @@ def test_english_captions_keep_todays_stage_key_and_captions(tmp_path, monkeypat
     assert dict(stage_writes(StageResult("dir", cached, True)))["params"]["intermediate.caption_languages"] == "en"
 
 
+def test_caption_languages_read_back_from_json_are_the_same_stage():
+    """A resumed study reads its stage sources from stored JSON, where the languages are a list: the same stage
+    (same key), not an error (found by the MLflow-outage test: every confirm run of a resumed study failed)."""
+    for languages in (("en",), ("en", "de")):
+        stored = stage.StageConfig(model="tiny", modality="text", caption_languages=list(languages))
+        fresh = stage.StageConfig(model="tiny", modality="text", caption_languages=languages)
+        assert stored == fresh and stored.key("data") == fresh.key("data")
+
+
 @pytest.mark.parametrize("languages, message", [
     (("en", "xx"), "--caption-languages en,xx: unknown language code(s) 'xx': use ISO 639-1 codes"),
     (("en", "de", "en"), "--caption-languages en,de,en lists en more than once: list each language once"),
