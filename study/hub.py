@@ -310,13 +310,13 @@ def main(argv: list[str] | None = None) -> int:
     if any(t.name == "xcopa" for t in tasks) and not any(t.name == "siqa" for t in tasks):
         tasks.append(T.get_task("siqa"))  # XTREME-R's XCOPA recipe trains on Social IQa first
     models = [get_spec(key) for key in args.model or ("mbert", "xlmr")]
-    reason = hub_unreachable_reason()
-    if reason:
-        raise StudyError(f"the hub cannot be used: {reason}; {args.action} needs it")
     for spec in models:
         if spec.key not in REGISTRY or spec.offline_stand_in:
             hub_models = ", ".join(k for k, s in REGISTRY.items() if not s.offline_stand_in)
             raise StudyError(f"model {spec.key!r} is not a hub model: choose {hub_models}")
+    reason = hub_unreachable_reason()  # after the arguments: a wrong one is named even without a network
+    if reason:
+        raise StudyError(f"the hub cannot be used: {reason}; {args.action} needs it")
     rows, problems = [], 0
     for need in _data_needs(tasks, args.intermediate_data):
         if need.commit:

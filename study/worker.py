@@ -86,11 +86,11 @@ def validate(cfg: TrainConfig, workers: int = 1) -> None:
         if not meta.is_file():
             raise StudyError(f"init_checkpoint {cfg.init_checkpoint} is not a study model directory ({meta.name} "
                              "missing)")
-        origin = json.loads(meta.read_text())["model_key"]
-        if origin != spec.key:
-            raise StudyError(f"init_checkpoint {cfg.init_checkpoint} was trained from model {origin!r}, "
+        record = json.loads(meta.read_text())
+        if record["model_key"] != spec.key:
+            raise StudyError(f"init_checkpoint {cfg.init_checkpoint} was trained from model {record['model_key']!r}, "
                              f"not {spec.key!r}: use a checkpoint of the same model")
-        task.check_checkpoint_head(json.loads(meta.read_text()).get("task"), f"init_checkpoint {cfg.init_checkpoint}")
+        task.check_checkpoint_head(record.get("task"), f"init_checkpoint {cfg.init_checkpoint}")
 
 
 # --- [1] Ray Train worker code ----------------------------------------------------------------------------------
