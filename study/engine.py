@@ -23,6 +23,14 @@ def head_logits(outputs) -> Tensor | tuple[Tensor, Tensor]:
     return outputs.logits
 
 
+def pooled_cls(outputs) -> Tensor:
+    """A dual encoder's embedding (B, hidden) from a bare encoder's output: the L2-normalised pooled output (the
+    pooler's dense+tanh of the [CLS] state, as XTREME-R's ``BertForRetrieval``), or the [CLS] state of an encoder
+    without a pooler."""
+    pooled = getattr(outputs, "pooler_output", None)
+    return nn.functional.normalize(outputs.last_hidden_state[:, 0] if pooled is None else pooled, dim=-1)
+
+
 def _split(value, size: int):
     if isinstance(value, tuple):
         return tuple(v[:size] for v in value), tuple(v[size:] for v in value)

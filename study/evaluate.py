@@ -28,7 +28,8 @@ def parse_args(argv):
     parser.add_argument("--layer", type=int, help="hidden state to pool for retrieval, 0 = embeddings (default: "
                         "Tatoeba on an xquad/mlqa checkpoint XTREME-R's 8 of 12; otherwise the last)")
     parser.add_argument("--max-length", type=int, help="max tokens per input (default: 128; Tatoeba on an "
-                        "xquad/mlqa checkpoint XTREME-R's 512; QA: 384 is usual)")
+                        "xquad/mlqa checkpoint XTREME-R's 512; a LAReQA / Mewsli-X dual encoder's candidates "
+                        "XTREME-R's 256 / 64; QA: 384 is usual)")
     return parser.parse_args(argv)
 
 
@@ -74,6 +75,7 @@ def main(argv=None) -> int:
     shortest = tokenizer.num_special_tokens_to_add() + 1  # shorter, the tokenizer cannot cut and returns it whole
     if args.max_length is not None and not shortest <= args.max_length <= positions:
         raise StudyError(f"--max-length {args.max_length} is out of range: {shortest}..{positions} for {spec.key}")
+    query_max_length = None
     if task.needs_training:
         layer, max_length = None, args.max_length or DEFAULT_MAX_LENGTH
         protocol = task.fine_tuned_protocol(trained_on, init_task)
@@ -82,8 +84,12 @@ def main(argv=None) -> int:
         if settings.max_length > positions:  # the protocol's length does not fit this encoder: say so in the label
             settings = retrieval_settings(task, depth, trained_on=trained_on, layer=args.layer, max_length=positions)
         layer, max_length, protocol = settings.layer, settings.max_length, settings.protocol
+        query_max_length = settings.query_max_length
+    # a dual encoder was fine-tuned on unprefixed texts, as XTREME-R's are
+    prefix = "" if query_max_length else spec.text_prefix
     result = evaluate(task, model, tokenizer, languages, model_name=spec.name, data_dir=args.data_dir,
-                      layer=layer, prefix=spec.text_prefix, max_length=max_length, protocol=protocol)
+                      layer=layer, prefix=prefix, max_length=max_length, protocol=protocol,
+                      query_max_length=query_max_length)
     result["model_offline_stand_in"] = spec.offline_stand_in
     print_table(result)
     if args.json:

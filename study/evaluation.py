@@ -131,15 +131,37 @@ def sentence_embeddings(model, padded: Padded, *, layer: int | None = None,
     return torch.nn.functional.normalize(pooled, dim=-1).numpy()
 
 
+def pooled_cls_embeddings(model, padded: Padded, token_budget: int = TOKEN_BUDGET) -> np.ndarray:
+    """A dual encoder's embeddings (n, hidden), as XTREME-R's ``BertForRetrieval`` reads them: the L2-normalised
+    pooled output (the pooler's dense+tanh of the [CLS] state; the [CLS] state itself for an encoder without a
+    pooler), in the order of ``padded``'s rows."""
+    from study.engine import pooled_cls
+
+    return run_batches(lambda inputs: pooled_cls(model.base_model(**inputs)), padded, model.device,
+                       token_budget).numpy()
+
+
 def score_retrieval(task: T.TaskSpec, data, model, tokenizer, *, layer: int | None, prefix: str, max_length: int,
-                    key: str, token_budget: int = TOKEN_BUDGET) -> tuple[float, dict]:
-    """Score a bare encoder on one language's ``Bitext`` (accuracy xx -> en; details add en -> xx) or
-    ``RankingSet`` (mAP@20): (metric value, details with ``examples``). Each side is tokenised once into the
-    Arrow cache under ``{key}-{side}``."""
+                    key: str, query_max_length: int | None = None,
+                    token_budget: int = TOKEN_BUDGET) -> tuple[float, dict]:
+    """Score an encoder on one language's ``Bitext`` (accuracy xx -> en; details add en -> xx) or ``RankingSet``
+    (mAP@20): (metric value, details with ``examples``). A bare encoder embeds mean-pooled ``layer`` states of
+    ``prefix + text``; ``query_max_length`` set, a fine-tuned dual encoder embeds the set's dual-encoder texts with
+    ``pooled_cls_embeddings``, queries cut at ``query_max_length`` tokens and candidates at ``max_length``. Each side
+    is tokenised once into the Arrow cache under ``{key}-{side}``."""
     def embed(texts, side):
         features = encode_texts(task, [prefix + t for t in texts], tokenizer, max_length, f"{key}-{side}")
         return sentence_embeddings(model, padded_inputs(features, tokenizer), layer=layer, token_budget=token_budget)
 
+    if query_max_length is not None:
+        assert isinstance(data, RankingSet)
+        queries, candidates = ((data.dual_encoder_questions, query_max_length, "dual-questions"),
+                               (data.dual_encoder_candidates, max_length, "dual-candidates"))
+        embedded = [pooled_cls_embeddings(model, padded_inputs(encode_texts(task, texts, tokenizer, length,
+                                                                            f"{key}-{side}"), tokenizer),
+                                          token_budget) for texts, length, side in (queries, candidates)]
+        return metrics.mean_average_precision_at_k(embedded[0] @ embedded[1].T, data.relevant, k=20), {
+            "examples": len(data.questions), "gold_units": len(data.questions)}
     if isinstance(data, Bitext):
         both = metrics.nearest_neighbour_accuracy(embed(data.source, "source") @ embed(data.english, "english").T)
         return both["xx_to_en"], {"en_to_xx": both["en_to_xx"], "examples": len(data.source),
@@ -244,10 +266,12 @@ SCORERS = {T.CLASSIFICATION: _label_scores, T.MULTIPLE_CHOICE: _label_scores, T.
 
 def evaluate_languages(task: T.TaskSpec, model, tokenizer, languages: tuple[str, ...], *, data_dir=None,
                        max_length: int = 128, limit: int | None = None, seed: int = 0, layer: int | None = None,
-                       prefix: str = "", log: Callable[[str], None] | None = None) -> dict[str, tuple[float, dict]]:
+                       prefix: str = "", query_max_length: int | None = None,
+                       log: Callable[[str], None] | None = None) -> dict[str, tuple[float, dict]]:
     """{language: (score, details)} on each language's test split — every example, or a seeded subset of ``limit``
     (``subsample``). One loop for the training worker and ``study.evaluate``. Supervised tasks need a model with
-    the task's head; retrieval tasks use ``layer`` (None: last) and ``prefix``. ``log`` gets one line per language."""
+    the task's head; retrieval tasks use ``layer`` (None: last) and ``prefix``, or with ``query_max_length`` a dual
+    encoder's protocol (``score_retrieval``). ``log`` gets one line per language."""
     model.eval()
     results = {}
     for lang in languages:
@@ -258,7 +282,8 @@ def evaluate_languages(task: T.TaskSpec, model, tokenizer, languages: tuple[str,
                                             f"test-{lang}", lang=lang)
         else:
             score, extra = score_retrieval(task, data, model, tokenizer, layer=layer, prefix=prefix,
-                                           max_length=max_length, key=f"test-{lang}")
+                                           max_length=max_length, key=f"test-{lang}",
+                                           query_max_length=query_max_length)
         results[lang] = score, extra
         if log:
             log(f"[evaluate] {task.name} {lang}: {task.metric} {score:.4f} "
@@ -268,16 +293,16 @@ def evaluate_languages(task: T.TaskSpec, model, tokenizer, languages: tuple[str,
 
 def evaluate(task: T.TaskSpec, model, tokenizer, languages: tuple[str, ...], *, model_name: str,
              data_dir=None, layer: int | None = None, prefix: str = "", max_length: int = 128,
-             protocol: str | None = None,
+             protocol: str | None = None, query_max_length: int | None = None,
              log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> dict:
     """Evaluate every language on its whole test split; the JSON-ready result: task, suite, protocol (``protocol``,
     else the task's), model, metric, the retrieval layer and max length, ``details`` per language and the scores of
     ``summarise_languages``."""
     results = evaluate_languages(task, model, tokenizer, languages, data_dir=data_dir, max_length=max_length,
-                                 layer=layer, prefix=prefix, log=log)
+                                 layer=layer, prefix=prefix, query_max_length=query_max_length, log=log)
     per_language = {lang: score for lang, (score, _) in results.items()}
     return {"task": task.name, "suite": task.suite, "protocol": protocol or task.protocol, "model": model_name,
-            "metric": task.metric, "layer": layer, "max_length": max_length,
+            "metric": task.metric, "layer": layer, "max_length": max_length, "query_max_length": query_max_length,
             **summarise_languages(per_language), "details": {lang: extra for lang, (_, extra) in results.items()}}
 
 

@@ -307,8 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vision-tower", default=CLIP_TOWER, help="hub id of the CLIP tower ('' for none)")
     args = parser.parse_args(argv)
     tasks = [T.get_task(name) for name in args.task] if args.task else T.tasks_of_suite(args.suite)
-    if any(t.name == "xcopa" for t in tasks) and not any(t.name == "siqa" for t in tasks):
-        tasks.append(T.get_task("siqa"))  # XTREME-R's XCOPA recipe trains on Social IQa first
+    # XTREME-R's recipes that train on another task's data: XCOPA after Social IQa, LAReQA's dual encoder on SQuAD
+    # v1.1 (the xquad task's training split)
+    for name, trains_on in (("xcopa", "siqa"), ("lareqa", "xquad")):
+        if any(t.name == name for t in tasks) and not any(t.name == trains_on for t in tasks):
+            tasks.append(T.get_task(trains_on))
     models = [get_spec(key) for key in args.model or ("mbert", "xlmr")]
     for spec in models:
         if spec.key not in REGISTRY or spec.offline_stand_in:

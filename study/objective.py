@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -151,3 +152,13 @@ def vme_loss(x: StreamOutputs, xt: StreamOutputs, weights: VMEWeights, ap_mask: 
         ap = attention_pull(x.attention, xt.attention, x.mask, xt.mask, mode=ap_mask)
     total = weights.task * xt.task_loss + weights.robust * x.task_loss + weights.alpha * ep + weights.beta * ap
     return VMELoss(total=total, task=xt.task_loss, robust=x.task_loss, ep=ep, ap=ap)
+
+
+def in_batch_softmax(queries: Tensor, candidates: Tensor, logit_scale: Tensor) -> Tensor:
+    """The dual-encoder retrieval loss XTREME-R fine-tunes LAReQA's and Mewsli-X's encoders with
+    (google-research/xtreme third_party/bert.py ``BertForRetrieval``): row i of ``queries`` (B, D) should pick row i
+    of ``candidates`` (B, D) among the batch's candidates; both L2-normalised here, so the logits are cosine
+    similarities times ``logit_scale`` (a learnt scalar, initialised to 100 there). Mean cross-entropy over the
+    batch; the other rows are the negatives."""
+    logits = F.normalize(queries, dim=-1) @ F.normalize(candidates, dim=-1).T * logit_scale
+    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))

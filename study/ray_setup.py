@@ -46,6 +46,11 @@ class Scaling:
         if not self.cpus_per_worker > 0:
             raise StudyError(f"--cpus-per-worker {self.cpus_per_worker} is invalid: it must be > 0")
 
+    @classmethod
+    def from_args(cls, args, threads: int = 0) -> "Scaling":
+        """The flags of ``add_scaling_flags``, checked."""
+        return cls(args.workers, args.gpus_per_worker, args.cpus_per_worker, threads)
+
     def ray_config(self):
         """Ray Train's ``ScalingConfig``."""
         import ray.train
@@ -68,6 +73,13 @@ def worker_env(threads: int) -> dict:
     env = {THREADS_ENV: str(threads), "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
     env.update({k: v for k, v in os.environ.items() if k in FORWARDED_ENV})
     return env
+
+
+def add_scaling_flags(parser, workers_help: str = "Ray Train workers (DDP ranks)") -> None:
+    """--workers, --gpus-per-worker, --cpus-per-worker: the flags ``Scaling.from_args`` reads."""
+    parser.add_argument("--workers", type=int, default=1, help=workers_help)
+    parser.add_argument("--gpus-per-worker", type=int, default=0, help="GPUs per worker (0: CPU workers)")
+    parser.add_argument("--cpus-per-worker", type=float, default=0.5, help="CPU share per worker without GPUs")
 
 
 def set_worker_threads() -> None:

@@ -25,8 +25,10 @@ PROXIES = {
              "siqa, then study.train --task xcopa --init-checkpoint <its model dir>)",
     "tatoeba": "bare-encoder proxy, not XTREME-R (XTREME-R: hidden state 8 of a SQuAD-fine-tuned encoder; "
                "study.evaluate --checkpoint <an xquad or mlqa checkpoint> --task tatoeba runs it)",
-    "lareqa": "bare-encoder proxy, not XTREME-R (XTREME-R: a dual encoder fine-tuned on SQuAD)",
-    "mewslix": "bare-encoder proxy, not XTREME-R (XTREME-R: a dual encoder fine-tuned on mention-entity pairs)",
+    "lareqa": "bare-encoder proxy, not XTREME-R (XTREME-R: a dual encoder fine-tuned on SQuAD; python -m "
+              "study.dual_encoder --task lareqa trains one, study.evaluate --checkpoint <its model dir> scores it)",
+    "mewslix": "bare-encoder proxy, not XTREME-R (XTREME-R: a dual encoder fine-tuned on mention-entity pairs; "
+               "python -m study.dual_encoder --task mewslix trains one, study.evaluate --checkpoint scores it)",
 }
 
 # XTREME-R's Tatoeba protocol (google-research/xtreme scripts/run_tatoeba.sh, third_party/evaluate_retrieval.py):
@@ -40,14 +42,44 @@ TATOEBA_MAX_LENGTH = 512
 DEFAULT_MAX_LENGTH = 128  # this tool's input length where no protocol fixes one (bare-encoder proxies)
 
 
+# XTREME-R's dual-encoder protocol for LAReQA and Mewsli-X (google-research/xtreme scripts/train_lareqa.sh,
+# run_eval_lareqa.sh, train_mewslix.sh, run_eval_mewslix.sh; third_party/run_retrieval_qa.py, run_retrieval_el.py):
+# one encoder for both sides, the L2-normalised pooled [CLS] output, in-batch softmax over cosine similarities
+# times a learnt scale (study.objective.in_batch_softmax), AdamW without weight decay or warm-up, gradients clipped
+# at 1; the texts of study.data.dual_encoder.
+@dataclass(frozen=True)
+class DualEncoderPreset:
+    """One task's dual-encoder settings as XTREME-R's scripts run mBERT: tokens per query and per candidate,
+    epochs, learning rate, the per-worker batch (its rows are each other's negatives) and gradient accumulation."""
+
+    query_max_length: int
+    candidate_max_length: int
+    epochs: int
+    lr: float
+    batch_size: int
+    grad_accum: int
+
+
+DUAL_ENCODER = {"lareqa": DualEncoderPreset(96, 256, 3, 2e-5, 4, 4),
+                "mewslix": DualEncoderPreset(64, 64, 2, 2e-5, 64, 4)}
+DUAL_ENCODER_LARGE = {"mewslix": DualEncoderPreset(64, 64, 2, 1e-5, 8, 4)}  # the scripts' XLM-R large settings
+
+
+def dual_encoder_preset(task: str, depth: int) -> DualEncoderPreset:
+    """The preset of ``task`` for an encoder of ``depth`` layers (24: the scripts' XLM-R large settings)."""
+    return (DUAL_ENCODER_LARGE if depth == 24 else {}).get(task, DUAL_ENCODER[task])
+
+
 @dataclass(frozen=True)
 class RetrievalSettings:
     """How a retrieval task embeds its sentences: ``layer`` (hidden-state index; None = last layer),
-    ``max_length`` in tokens, and the protocol label every output shows beside the score."""
+    ``max_length`` in tokens (a dual encoder's candidates), and the protocol label every output shows beside the
+    score. ``query_max_length`` set: XTREME-R's dual encoder (its pooled output and its texts), queries cut there."""
 
     layer: int | None
     max_length: int
     protocol: str
+    query_max_length: int | None = None
 
 
 def retrieval_settings(task: "TaskSpec", depth: int, *, trained_on: str | None = None, layer: int | None = None,
@@ -56,7 +88,11 @@ def retrieval_settings(task: "TaskSpec", depth: int, *, trained_on: str | None =
     ``trained_on`` (a task name; None = the bare pretrained encoder), with the user's ``layer`` / ``max_length``
     (None = the protocol's). Tatoeba on an encoder fine-tuned on SQuAD v1.1 (xquad, mlqa) with 12 or 24 layers gets
     XTREME-R's protocol (hidden state 8 / 14, 512 tokens) and is labelled XTREME-R only when nothing overrides it;
-    every other case is a named proxy (bare encoder: the last layer, 128 tokens)."""
+    every other case is a named proxy (bare encoder: the last layer, 128 tokens). LAReQA and Mewsli-X on a dual
+    encoder fine-tuned for that task (``study.dual_encoder``) get XTREME-R's dual-encoder protocol (``DUAL_ENCODER``);
+    StudyError when ``layer`` is asked of one (it is scored on its pooled output)."""
+    if task.name in DUAL_ENCODER and trained_on == task.name:
+        return _dual_encoder_settings(task.name, depth, layer, max_length)
     official = task.name == "tatoeba" and trained_on in SQUAD_TRAINED_TASKS and depth in TATOEBA_HIDDEN_STATE
     if not official:
         protocol = task.protocol
@@ -65,6 +101,9 @@ def retrieval_settings(task: "TaskSpec", depth: int, *, trained_on: str | None =
                         f"one has {depth}")
         elif task.name == "tatoeba" and trained_on:
             protocol = f"proxy, not XTREME-R: an encoder fine-tuned on {trained_on}, not SQuAD v1.1 (xquad, mlqa)"
+        elif trained_on:
+            protocol = (f"proxy, not XTREME-R: mean-pooled states of an encoder fine-tuned on {trained_on} (XTREME-R: "
+                        f"a dual encoder fine-tuned for {task.name}, python -m study.dual_encoder)")
         return RetrievalSettings(layer, max_length or DEFAULT_MAX_LENGTH, protocol)
     rule = RetrievalSettings(TATOEBA_HIDDEN_STATE[depth], TATOEBA_MAX_LENGTH,
                              f"XTREME-R (encoder fine-tuned on SQuAD v1.1 via {trained_on}; hidden state "
@@ -74,6 +113,22 @@ def retrieval_settings(task: "TaskSpec", depth: int, *, trained_on: str | None =
         return rule
     return RetrievalSettings(*chosen, f"proxy, not XTREME-R: hidden state {chosen[0]} and {chosen[1]} tokens of a "
                                       f"SQuAD-fine-tuned encoder (XTREME-R: {rule.layer} and {rule.max_length})")
+
+
+def _dual_encoder_settings(task: str, depth: int, layer: int | None, max_length: int | None) -> RetrievalSettings:
+    if layer is not None:
+        raise StudyError(f"--layer: a {task} dual encoder is scored on its pooled [CLS] output, not a hidden state")
+    preset = dual_encoder_preset(task, depth)
+    chosen = max_length or preset.candidate_max_length
+    sources = {"lareqa": "SQuAD v1.1 (answer sentences split by pysbd, not XTREME's sb_sed)",
+               "mewslix": "English Wikipedia mention-entity pairs"}
+    if chosen == preset.candidate_max_length:
+        protocol = (f"XTREME-R (dual encoder fine-tuned on {sources[task]}; normalised pooled [CLS], queries "
+                    f"{preset.query_max_length} tokens, candidates {chosen})")
+    else:
+        protocol = (f"proxy, not XTREME-R: candidates cut at {chosen} tokens (XTREME-R: "
+                    f"{preset.candidate_max_length}) of a {task} dual encoder")
+    return RetrievalSettings(None, chosen, protocol, query_max_length=preset.query_max_length)
 
 
 COPA_QUESTIONS = ("cause", "effect")  # what every COPA / XCOPA item asks for
@@ -224,7 +279,8 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     # izhx/mewsli-x's per-language configs are its process.py's conversion; its raw.tar.gz holds get-mewsli-x.sh's
     # output itself (the card lists the files), exactly the files --data-dir reads
     TaskSpec("mewslix", QA_RETRIEVAL, "map@20", tuple("ar de en es fa ja pl ro ta tr uk".split()),
-             "English Wikipedia mention-entity pairs", hub={"test": HubArchive("izhx/mewsli-x", "raw.tar.gz")}),
+             "English Wikipedia mention-entity pairs",
+             hub=dict.fromkeys(("train", "dev", "test"), HubArchive("izhx/mewsli-x", "raw.tar.gz"))),
     # the hub's XQuAD-R (google-research-datasets/xquad_r) has only id, context, question and answers: its former
     # loading script dropped the sentences and sentence_breaks that LAReQA's candidates are; XTREME's download
     # script takes the original files from GitHub, here at the commit that added them

@@ -25,7 +25,7 @@ from study.protocol import (
     selection_key,
     target_average_key,
 )
-from study.ray_setup import Scaling, init_ray
+from study.ray_setup import Scaling, add_scaling_flags, init_ray
 from study.worker import MODEL_DIR, run_pipeline, validate
 
 # --- CLI: python -m study.train -------------------------------------------------------------------------------
@@ -41,9 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="python -m study.train", description="One VME fine-tuning run "
                                      "(a Ray Train TorchTrainer, no Tune), for debugging and single experiments.")
-    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP ranks)")
-    parser.add_argument("--gpus-per-worker", type=int, default=0, help="GPUs per worker (0: CPU workers)")
-    parser.add_argument("--cpus-per-worker", type=float, default=0.5, help="CPU share per worker without GPUs")
+    add_scaling_flags(parser)
     parser.add_argument("--storage", default=os.environ.get("STUDY_STORAGE", str(Path("runs").resolve())),
                         help="checkpoint storage: dir or s3://... (default $STUDY_STORAGE or ./runs)")
     parser.add_argument("--name", help="run name (default: model-task-seed-time); reuse a name to resume it")
@@ -81,7 +79,7 @@ def main(argv=None) -> int:
     cfg = TrainConfig.from_dict({k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
     validate(cfg, args.workers)
     stage = _stage_of(args, cfg)
-    scaling = Scaling(args.workers, args.gpus_per_worker, args.cpus_per_worker)
+    scaling = Scaling.from_args(args)
     name = args.name or f"{Path(cfg.model).name}-{cfg.task}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     record = claim_run(Path(args.storage) / name, cfg, stage)
     init_ray()

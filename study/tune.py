@@ -43,7 +43,7 @@ from study.protocol import (
     selection_key,
     target_average_key,
 )
-from study.ray_setup import DRIVER_RESOURCE, Scaling, check_cluster, init_ray, ray_logs_dir
+from study.ray_setup import DRIVER_RESOURCE, Scaling, add_scaling_flags, check_cluster, init_ray, ray_logs_dir
 from study.reference_lines import print_reference_lines, reference_lines
 from study.reference_lines import supported as reference_lines_supported
 from study.search_space import SPACE_PARAM_PREFIX, SearchSpace, load_search_space
@@ -110,9 +110,7 @@ def parse_args(argv):
                         "(bitext retrieval, centroid distances to English; study/alignment_probe.py; alignment_pairs "
                         "pairs a language) for the report's alignment section (default: on for the pocket suite, "
                         "off for XTREME-R, whose Tatoeba sentences it would read)")
-    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial")
-    parser.add_argument("--gpus-per-worker", type=int, default=0)
-    parser.add_argument("--cpus-per-worker", type=float, default=0.5, help="CPU share per worker without GPUs")
+    add_scaling_flags(parser, "Ray Train workers per trial")
     parser.add_argument("--verbose", action="store_true", help="show Ray's own output (progress tables, the workers' "
                         "logs) on the console instead of only in Ray's log files")
     parser.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (bound to 127.0.0.1) with "
@@ -183,7 +181,7 @@ def resolve(args) -> StudySettings:
     base = TrainConfig.from_dict({**space.preset(preset, task.name), "model": args.model, "task": task.name,
                                   "data_dir": args.data_dir, "implementation": args.implementation})
     validate(base, args.workers)  # global_batch must split over --workers
-    Scaling(args.workers, args.gpus_per_worker, args.cpus_per_worker)  # bad scaling flags stop before Ray starts
+    Scaling.from_args(args)  # bad scaling flags stop before Ray starts
     arms = parse_arms(args.arms, OFFLINE_DEFAULT_ARMS if spec.offline_stand_in else DEFAULT_ARMS)
     if args.experiment_design == "modality":
         arms = modality_arms(parse_arms(args.arms, OFFLINE_DEFAULT_ARMS), modality_stage_options(space))
@@ -406,7 +404,7 @@ def _run(args, settings: StudySettings) -> int:
     from study.tracking import MLflowTrialCallback, StudyRun, per_language_csv
 
     max_concurrent, threads = concurrency(args.workers, args.gpus_per_worker, args.max_concurrent)
-    scaling = Scaling(args.workers, args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker, threads=threads)
+    scaling = Scaling.from_args(args, threads)
     params, tags = provenance(settings)
     metric = settings.task.metric
     trainable = ray.tune.with_resources(train_driver_fn, {"CPU": DRIVER_CPU, DRIVER_RESOURCE: 1})

@@ -56,10 +56,13 @@ def validate(cfg: TrainConfig, workers: int = 1) -> None:
 
     from study.data.features import qa_window
     from study.models import CHECKPOINT_META, get_spec, model_path, model_positions
-    from study.tasks import QA, get_task
+    from study.tasks import DUAL_ENCODER, QA, get_task
 
     cfg.accumulation(workers)  # global_batch must split over the workers
     task, spec = get_task(cfg.task), get_spec(cfg.model)
+    if task.name in DUAL_ENCODER:
+        raise StudyError(f"task {task.name!r} is scored by a dual encoder, which python -m study.dual_encoder --task "
+                         f"{task.name} fine-tunes; study.train fine-tunes tasks with a head")
     if not task.needs_training:
         raise StudyError(f"task {task.name!r} is a retrieval task with no English training data: fine-tune on a "
                          f"task with a head (e.g. xnli, pocket-topic) and evaluate retrieval with study.evaluate")

@@ -166,8 +166,8 @@ def test_lareqa_answer_at_a_sentence_break_belongs_to_the_sentence_starting_ther
                                       "sentence_breaks": [[0, 7], [7, 14]],
                                       "qas": [{"id": "q", "question": "专利?",
                                                "answers": [{"text": "他的专利很多", "answer_start": 7}]}]}]}]}
-    candidates, questions = _xquad_r_language(data, Path("zh.json"))
-    assert questions["q"] == ("专利?", 1) and candidates[1].startswith("他的专利")
+    candidates, paragraphs, questions = _xquad_r_language(data, Path("zh.json"))
+    assert questions["q"] == ("专利?", 1) and candidates[1].startswith("他的专利") and paragraphs == [context] * 2
 
 
 def test_lareqa_release_files_download_once_and_read_as_the_data_dir_reads_them(tmp_path, monkeypatch):
@@ -361,14 +361,14 @@ def test_mewslix_archive_reads_exactly_what_the_data_dir_reads(tmp_path):
     write_tar_gz(archive, {f"raw/{name}": text for name, text in reversed(files.items())})
     for lang in T.TASKS["mewslix"].languages:
         local = load_split(T.TASKS["mewslix"], "test", lang, tmp_path)
-        assert _mewslix_archive(str(archive), "raw.tar.gz", lang) == local and len(local.questions) == 8
+        assert _mewslix_archive(str(archive), "raw.tar.gz", lang, "test") == local and len(local.questions) == 8
     assert local.questions[0] == "uk news 0" and local.questions[1] == "uk sentence 1 names Entity 1."
     write_tar_gz(archive, {name: files[name] for name in ("candidate_set_entities.jsonl",)})
     with pytest.raises(StudyError, match=r"^raw.tar.gz has no wikinews_mentions-test.jsonl$"):
-        _mewslix_archive(str(archive), "raw.tar.gz", "de")
+        _mewslix_archive(str(archive), "raw.tar.gz", "de", "test")
     archive.write_bytes(b"not a tarball")
     with pytest.raises(StudyError, match=r"^raw.tar.gz is not a readable .tar.gz \(.*\): delete its copy"):
-        _mewslix_archive(str(archive), "raw.tar.gz", "de")
+        _mewslix_archive(str(archive), "raw.tar.gz", "de", "test")
 
 
 # --- segment ids (mBERT): training and evaluation give the model the same inputs -------------------------------

@@ -211,14 +211,15 @@ def test_hub_check_resolves_everything_then_prefetch_fills_the_cache_for_an_offl
                            env=hub_env(replica, home), timeout=300)
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
     lines = check.stdout.strip().splitlines()
-    assert lines[-1].startswith("214 checked, 0 problem(s)") and lines[-1].endswith(f"from {replica}/releases"), \
+    assert lines[-1].startswith("216 checked, 0 problem(s)") and lines[-1].endswith(f"from {replica}/releases"), \
         lines[-1]
-    # 195 splits, Social IQa's 3 (XCOPA's recipe trains on it first), Mewsli-X's archive, LAReQA's 11 release files,
-    # the captions, 2 models, the tower
-    assert sum(line.endswith(" ok") for line in lines) == 214
+    # 195 splits, Social IQa's 3 (XCOPA's recipe trains on it first), Mewsli-X's archive (its train, dev and test
+    # files), LAReQA's 11 release files, the captions, 2 models, the tower
+    assert sum(line.endswith(" ok") for line in lines) == 216
     assert [line.split()[:2] for line in lines if "social_i_qa" in line] == [
         ["siqa", "train"], ["siqa", "dev"], ["siqa", "test"]]  # its "test" is the dev set, English only
-    assert [line.split()[:3] for line in lines if "izhx/mewsli-x" in line] == [["mewslix", "test", "izhx/mewsli-x"]]
+    assert [line.split()[:3] for line in lines if "izhx/mewsli-x" in line] == [
+        ["mewslix", split, "izhx/mewsli-x"] for split in ("train", "dev", "test")]
     assert [line.split()[:4] for line in lines if "lareqa" in line] == [
         ["lareqa", "test", f"github:{LAREQA.repo}@{LAREQA.commit[:7]}", path] for path in LAREQA.paths]
     assert not [p for pattern in ("*.parquet", "*.safetensors", "*.tar.gz") for p in home.rglob(pattern)]  # metadata
@@ -236,10 +237,14 @@ def test_hub_check_resolves_everything_then_prefetch_fills_the_cache_for_an_offl
         from study.models import get_spec, load_model
         nli, mentions = load_split(T.TASKS["xnli"], "test", "sw"), load_split(T.TASKS["mewslix"], "test", "ta")
         answers = load_split(T.TASKS["lareqa"], "test", "th")
-        print(len(nli), len(mentions.questions), len(answers.questions), type(load_model(get_spec("mbert"))).__name__)
+        squad = load_split(T.TASKS["xquad"], "train")  # LAReQA's dual encoder trains on it: prefetched with lareqa
+        pairs = load_split(T.TASKS["mewslix"], "train")  # Mewsli-X's dual encoder's English pairs
+        print(len(nli), len(mentions.questions), len(answers.questions), len(squad), len(pairs),
+              type(load_model(get_spec("mbert"))).__name__)
     """, hub_env(f"http://127.0.0.1:{free_port()}", home, HF_HUB_OFFLINE="1",  # the release URLs prefetched
                  STUDY_RELEASE_BASE_URL=f"{replica}/releases"))  # (offline, datasets would refuse any request)
-    assert offline.stdout.split() == [str(ROWS), str(ROWS), str(ROWS), "BertModel"], offline.stderr[-3000:]
+    assert offline.stdout.split() == [str(ROWS), str(ROWS), str(ROWS), str(ROWS), "1", "BertModel"], \
+        offline.stderr[-3000:]
 
 
 BROKEN_SOURCE = """

@@ -13,11 +13,13 @@ original files on GitHub at a pinned commit, named in ``study.tasks``; the real 
     lareqa/xquad-r/{lang}.json[.gz]                  google-research-datasets/lareqa
     udpos/UD_*/{lang}_*-ud-{train,dev,test}.conllu[.gz]   UniversalDependencies (UPOS = column 4)
     xnli/XNLI-1.0/xnli.{dev,test}.tsv, xnli/multinli.train.en.tsv (XNLI-MT)
-    mewslix/{candidate_set_entities,wikinews_mentions-test}.jsonl   the dataset's get-mewsli-x.sh output
+    mewslix/{candidate_set_entities,wikinews_mentions-test}.jsonl   the dataset's get-mewsli-x.sh output; its
+        wikipedia_pairs-{train,dev}.jsonl are the dual encoder's English mention-entity pairs
     panx/{lang}/{train,dev,test}                     "token<TAB>tag" lines, blank line between sentences
 
 Schemas: classification {text_a, text_b, label}; multiple-choice {premise, question, choices, label};
-tagging {tokens, tags}; qa {id, context, question, answers}; retrieval: ``Bitext`` / ``RankingSet``.
+tagging {tokens, tags}; qa {id, context, question, answers}; retrieval: ``Bitext`` / ``RankingSet`` (Mewsli-X train
+and dev: the rows of its mention-entity pairs, ``study.data.dual_encoder.mewslix_pairs`` reads them).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from study import tasks as T
+from study.data.dual_encoder import entity_description, lareqa_candidate, mention_query, spans_of
 from study.data.pocket import pocket_retrieval, pocket_topic
 from study.errors import StudyError
 from study.hub import download, load_hub_split, release_file, release_url
@@ -49,11 +52,16 @@ class Bitext:
 
 @dataclass(frozen=True)
 class RankingSet:
-    """LAReQA-style retrieval: each question's relevant candidate ids among all candidates of the language."""
+    """LAReQA-style retrieval: each question's relevant candidate ids among all candidates of the language.
+    ``dual_encoder_questions`` / ``dual_encoder_candidates``: the same items as XTREME-R's fine-tuned dual encoder
+    reads them (``study.data.dual_encoder``: LAReQA candidates with their paragraph, Mewsli-X queries with the
+    mention marked)."""
 
     questions: list[str]
     relevant: list[list[int]]
     candidates: list[str]
+    dual_encoder_questions: list[str]
+    dual_encoder_candidates: list[str]
 
 
 # --- file helpers ---------------------------------------------------------------------------------------------
@@ -306,7 +314,7 @@ LOCAL_READERS = {
     "xquad": _qa_local, "mlqa": _qa_local, "tydiqa": _qa_local,
     "lareqa": lambda task, split, lang, root: _lareqa_ranking(
         {code: root / "lareqa" / "xquad-r" / f"{code}.json" for code in task.languages}, lang),
-    "mewslix": lambda task, split, lang, root: _mewslix_local(root / "mewslix", lang),
+    "mewslix": lambda task, split, lang, root: _mewslix_local(root / "mewslix", lang, split),
     "udpos": lambda task, split, lang, root: [r for f in _udpos_file(root, lang, split) for r in _conllu_records(f)],
     "panx": lambda task, split, lang, root: _conll_records(root / "panx" / lang / split, lang),
     "xnli": _xnli_local,
@@ -320,14 +328,16 @@ def _local(task: T.TaskSpec, split: str, lang: str, root: Path):
     return LOCAL_READERS[task.name](task, split, lang, root)
 
 
-def _xquad_r_language(data: dict, where: str | Path) -> tuple[list[str], dict[str, tuple[str, int]]]:
-    """Candidate sentences of one XQuAD-R file, and {question id: (question, index of its answer sentence)}."""
-    candidates, questions = [], {}
+def _xquad_r_language(data: dict, where: str | Path) -> tuple[list[str], list[str], dict[str, tuple[str, int]]]:
+    """Candidate sentences of one XQuAD-R file, the paragraph of each, and {question id: (question, index of its
+    answer sentence)}."""
+    candidates, paragraphs, questions = [], [], {}
     try:
         for article in data["data"]:
             for paragraph in article["paragraphs"]:
                 offset = len(candidates)
                 candidates.extend(paragraph["sentences"])
+                paragraphs.extend([paragraph["context"]] * len(paragraph["sentences"]))
                 breaks = paragraph["sentence_breaks"]
                 for qa in paragraph["qas"]:
                     start = qa["answers"][0]["answer_start"]
@@ -337,7 +347,7 @@ def _xquad_r_language(data: dict, where: str | Path) -> tuple[list[str], dict[st
                     questions[qa["id"]] = (qa["question"], offset + index)
     except (KeyError, TypeError, IndexError) as err:
         raise StudyError(f"{where} is not in XQuAD-R format (missing {err})") from None
-    return candidates, questions
+    return candidates, paragraphs, questions
 
 
 def _lareqa_ranking(files: dict[str, Path], language: str, names: dict[str, str] | None = None) -> RankingSet:
@@ -346,24 +356,33 @@ def _lareqa_ranking(files: dict[str, Path], language: str, names: dict[str, str]
     ``files``: {language: its XQuAD-R file} for every language of the task; ``names``: what errors call them
     (default: the paths)."""
     candidates: list[str] = []
+    paragraphs: list[str] = []
     answer_ids: dict[str, list[int]] = {}
     own_questions: dict[str, str] = {}
     for lang in T.TASKS["lareqa"].languages:
         where = (names or {}).get(lang, files[lang])
-        lang_candidates, questions = _xquad_r_language(_read_json(files[lang], where), where)
+        lang_candidates, lang_paragraphs, questions = _xquad_r_language(_read_json(files[lang], where), where)
         for qid, (question, index) in questions.items():
             answer_ids.setdefault(qid, []).append(len(candidates) + index)
             if lang == language:
                 own_questions[qid] = question
         candidates.extend(lang_candidates)
+        paragraphs.extend(lang_paragraphs)
     qids = sorted(own_questions)
-    return RankingSet([own_questions[q] for q in qids], [answer_ids[q] for q in qids], candidates)
+    questions = [own_questions[q] for q in qids]
+    return RankingSet(questions, [answer_ids[q] for q in qids], candidates, questions,
+                      [lareqa_candidate(c, p) for c, p in zip(candidates, paragraphs)])
 
 
 MEWSLIX_FILES = ("candidate_set_entities.jsonl", "wikinews_mentions-test.jsonl")  # get-mewsli-x.sh's output
+# the English mention-entity pairs XTREME-R's dual encoder trains (train) and is checked (dev) on
+MEWSLIX_PAIRS = {"train": "wikipedia_pairs-train.jsonl", "dev": "wikipedia_pairs-dev.jsonl"}
 
 
-def _mewslix_local(root: Path, language: str) -> RankingSet:
+def _mewslix_local(root: Path, language: str, split: str) -> RankingSet | list[dict]:
+    """The test split as a RankingSet; train and dev as the rows of the English mention-entity pairs."""
+    if split in MEWSLIX_PAIRS:
+        return _read_jsonl(root / MEWSLIX_PAIRS[split])
     entities, articles = (_read_jsonl(root / name) for name in MEWSLIX_FILES)
     return _mewslix_ranking(entities, articles, language, str(root))
 
@@ -371,11 +390,13 @@ def _mewslix_local(root: Path, language: str) -> RankingSet:
 def _mewslix_ranking(entities: list[dict], articles: list[dict], language: str, where: str) -> RankingSet:
     """Mewsli-X (google-research dense_representations_for_entity_retrieval/mel, schema.py): each WikiNews mention
     of one language, as the sentence that contains it, ranks the candidate entities' descriptions (any language);
-    its gold entity is relevant."""
+    its gold entity is relevant. The dual encoder's texts: the mention marked in its sentence, the descriptions'
+    sentences."""
     try:
         position = {e["entity_id"]: i for i, e in enumerate(entities)}
         candidates = [e["description"] for e in entities]
-        questions, relevant = [], []
+        marked_candidates = [entity_description(e["description"], spans_of(e["sentence_spans"])) for e in entities]
+        questions, marked_questions, relevant = [], [], []
         for article in articles:
             context = article["context"]
             if context["language"] != language:
@@ -383,23 +404,26 @@ def _mewslix_ranking(entities: list[dict], articles: list[dict], language: str, 
             if not context["text"]:
                 raise StudyError(f"{where}: wikinews_mentions-test.jsonl has empty article texts: use the output of "
                                  "the dataset's get-mewsli-x.sh, which fills them from the WikiNews dumps")
-            sentences = [(span["start"], span["end"]) for span in context["sentence_spans"]]
+            sentences = spans_of(context["sentence_spans"])
             for mention in article["mentions"]:
-                start = mention["mention_span"]["start"]
+                start, end = mention["mention_span"]["start"], mention["mention_span"]["end"]
                 span = next(((s, e) for s, e in sentences if s <= start < e), (0, len(context["text"])))
                 questions.append(context["text"][span[0]:span[1]])
+                marked_questions.append(mention_query(context["text"], sentences, start, end))
                 relevant.append([position[mention["entity_id"]]])
     except (KeyError, TypeError) as err:
         raise StudyError(f"{where}: not in Mewsli-X's format (schema.py): {err.__class__.__name__} {err}") from None
-    return RankingSet(questions, relevant, candidates)
+    return RankingSet(questions, relevant, candidates, marked_questions, marked_candidates)
 
 
-def _mewslix_archive(path: str, where: str, language: str) -> RankingSet:
+def _mewslix_archive(path: str, where: str, language: str, split: str) -> RankingSet | list[dict]:
+    if split in MEWSLIX_PAIRS:
+        return _archive_jsonl(path, where, (MEWSLIX_PAIRS[split],))[MEWSLIX_PAIRS[split]]
     rows = _archive_jsonl(path, where, MEWSLIX_FILES)
     return _mewslix_ranking(*(rows[name] for name in MEWSLIX_FILES), language, where)
 
 
-# {task: reader(archive path, where, language)}: tasks whose hub data is a ``HubArchive`` of the original files
+# {task: reader(archive path, where, language, split)}: tasks whose hub data is a ``HubArchive`` of the original files
 HUB_ARCHIVE_READERS = {"mewslix": _mewslix_archive}
 
 
@@ -434,7 +458,7 @@ def _hub(task: T.TaskSpec, split: str, lang: str):
     source = task.hub.get(split)
     if isinstance(source, T.HubArchive):
         return HUB_ARCHIVE_READERS[task.name](download(source.repo, source.path), f"dataset file {source.repo}/"
-                                              f"{source.path}", lang)
+                                              f"{source.path}", lang, split)
     if isinstance(source, T.ReleaseFiles):
         return RELEASE_READERS[task.name](
             {path: Path(release_file(source.repo, source.commit, path)) for path in source.paths},

@@ -1,0 +1,230 @@
+"""XTREME-R's dual-encoder protocol for LAReQA and Mewsli-X: the texts both sides read (golden values computed by
+hand from google-research/xtreme's rules), the in-batch softmax loss, the protocol settings and labels, and a real
+fine-tuning run of each task scored by study.evaluate under the protocol, every question scored."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from study import tasks as T
+from study.data.dual_encoder import (
+    entity_description,
+    lareqa_candidate,
+    mention_query,
+    mewslix_pairs,
+    sentence_splitter,
+    squad_pairs,
+)
+from study.data.sources import load_split
+from study.errors import StudyError
+from study.objective import in_batch_softmax
+from study.tasks import retrieval_settings
+
+# --- texts --------------------------------------------------------------------------------------------------------
+
+
+def test_mention_query_marks_the_mention_in_its_sentence_and_prepends_it():
+    """utils_mewslix.preprocess_mention: f"{mention}: {left} {{ {mention} }} {right}" over the mention's sentence,
+    then line breaks -> spaces and one pass of "  " -> " ". The docstring's example, by that rule (the space before
+    the comma is the rule's: right starts with it)."""
+    text = "The verdict came back for Smith, who stepped down as AG of Fictitious County in February, 2012. Next."
+    first = text.index(" Next.")
+    start = text.index("Smith")
+    assert mention_query(text, [(0, first), (first + 1, len(text))], start, start + 5) == (
+        "Smith: The verdict came back for { Smith } , who stepped down as AG of Fictitious County in February, 2012.")
+
+
+def test_mention_query_turns_braces_into_parentheses_and_line_breaks_into_spaces():
+    text = "Headline\n\nA {quoted} note on Paris\nFrance."
+    start = text.index("Paris")
+    # left "A {quoted} note on " -> "A (quoted) note on "; right "\nFrance."; the line break becomes a space
+    assert mention_query(text, [(0, 8), (10, len(text))], start, start + 5) == (
+        "Paris: A (quoted) note on { Paris } France.")
+
+
+def test_mention_query_of_a_mention_across_sentences_reads_the_whole_text():
+    text = "One. Two three."
+    start = text.index(". Two") - 3  # "One. Two": crosses the break
+    assert mention_query(text, [(0, 4), (5, 15)], start, start + 8) == "One. Two: { One. Two } three."
+
+
+def test_entity_description_joins_its_sentences_with_single_spaces():
+    description = "Paris is the capital.  It is\nlarge. (unspanned)"
+    assert entity_description(description, [(0, 21), (23, 35)]) == "Paris is the capital. It is large."
+
+
+def test_lareqa_candidate_is_the_sentence_then_its_paragraph_without_newlines():
+    assert lareqa_candidate("B b.", "A a.\nB b.") == "B b.A a.B b."
+
+
+def test_squad_pairs_take_the_answer_sentence_half_open_and_count_what_they_skip():
+    context = "Alpha is first. Beta is second. Gamma is third."
+    records = [{"question": "What is second?", "context": context,
+                "answers": {"text": ["Beta"], "answer_start": [context.index("Beta")]}},  # starts sentence 2
+               {"question": "Which is third?", "context": context,
+                "answers": {"text": ["Gamma is third"], "answer_start": [context.index("Gamma")]}},
+               {"question": "Misplaced?", "context": context,  # the file's offset does not hold the answer
+                "answers": {"text": ["Delta"], "answer_start": [0]}}]
+    pairs = squad_pairs(records, sentence_splitter())
+    assert pairs.queries == ["What is second?", "Which is third?"] and pairs.skipped == 1
+    assert pairs.candidates == [f"Beta is second.{context}", f"Gamma is third.{context}"]
+
+
+def test_mewslix_training_pairs_read_the_schema_and_name_the_file_on_another_format():
+    from hub_replica import mewslix_originals
+
+    rows = [json.loads(line) for line in mewslix_originals()["wikipedia_pairs-train.jsonl"].splitlines()]
+    pairs = mewslix_pairs(rows, "pairs.jsonl")
+    assert pairs.queries[0] == "Entity 1: de sentence 1 names { Entity 1 } ."
+    assert pairs.candidates[0] == "Entity 1 is a thing. It is number 1."
+    with pytest.raises(StudyError, match=r"^pairs.jsonl: not a Mewsli-X mention-entity pair"):
+        mewslix_pairs([{"entity": {}}], "pairs.jsonl")
+
+
+def test_ranking_sets_carry_the_dual_encoder_texts(tmp_path):
+    from hub_replica import lareqa_originals, mewslix_originals
+
+    for lang, text in lareqa_originals().items():
+        (tmp_path / "lareqa/xquad-r").mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"lareqa/xquad-r/{lang}.json").write_text(text)
+    (tmp_path / "mewslix").mkdir()
+    for name, text in mewslix_originals().items():
+        (tmp_path / "mewslix" / name).write_text(text)
+    lareqa = load_split(T.TASKS["lareqa"], "test", "de", tmp_path)
+    assert lareqa.dual_encoder_questions == lareqa.questions
+    first_paragraph = " ".join(lareqa.candidates[:3])  # the replica's paragraphs are their sentences
+    assert lareqa.dual_encoder_candidates[1] == lareqa.candidates[1] + first_paragraph
+    mewslix = load_split(T.TASKS["mewslix"], "test", "de", tmp_path)
+    assert mewslix.questions[1] == "de sentence 1 names Entity 1."
+    assert mewslix.dual_encoder_questions[1] == "Entity 1: de sentence 1 names { Entity 1 } ."
+    assert mewslix.dual_encoder_candidates[0] == "Entity 0 is a thing. It is number 0."
+    assert load_split(T.TASKS["mewslix"], "train", "en", tmp_path)[0]["entity"]["entity_id"] == "Q1"
+
+
+# --- the loss -----------------------------------------------------------------------------------------------------
+
+
+def test_in_batch_softmax_against_hand_computed_values():
+    eye = torch.eye(2)
+    # cosine logits [[1, 0], [0, 1]] at scale 1: each row's CE is log(1 + e^-1)
+    assert in_batch_softmax(eye, 3 * eye, torch.tensor(1.0)).item() == pytest.approx(math.log(1 + math.exp(-1)))
+    # the candidates swapped, scale 2: logits [[0, 2], [2, 0]], each row's CE is log(1 + e^2)
+    assert in_batch_softmax(eye, eye.flip(0), torch.tensor(2.0)).item() == pytest.approx(math.log(1 + math.exp(2)))
+
+
+# --- settings and labels ------------------------------------------------------------------------------------------
+
+
+def test_a_dual_encoder_of_the_task_gets_xtreme_r_settings_and_anything_else_is_a_named_proxy():
+    lareqa, mewslix = T.TASKS["lareqa"], T.TASKS["mewslix"]
+    rule = retrieval_settings(lareqa, 12, trained_on="lareqa")
+    assert (rule.layer, rule.query_max_length, rule.max_length) == (None, 96, 256)
+    assert rule.protocol.startswith("XTREME-R (dual encoder fine-tuned on SQuAD v1.1") and "pysbd" in rule.protocol
+    assert retrieval_settings(mewslix, 12, trained_on="mewslix").protocol.startswith("XTREME-R (")
+    assert (retrieval_settings(mewslix, 12, trained_on="mewslix").query_max_length,
+            retrieval_settings(mewslix, 12, trained_on="mewslix").max_length) == (64, 64)
+    assert T.dual_encoder_preset("mewslix", 24).lr == 1e-5 and T.dual_encoder_preset("mewslix", 12).batch_size == 64
+    shorter = retrieval_settings(lareqa, 12, trained_on="lareqa", max_length=128)
+    assert shorter.protocol.startswith("proxy, not XTREME-R: candidates cut at 128") and shorter.max_length == 128
+    assert retrieval_settings(mewslix, 12, trained_on="lareqa").protocol.startswith(
+        "proxy, not XTREME-R: mean-pooled states of an encoder fine-tuned on lareqa")
+    assert retrieval_settings(lareqa, 12).protocol.startswith("bare-encoder proxy")
+    with pytest.raises(StudyError, match="--layer: a lareqa dual encoder is scored on its pooled"):
+        retrieval_settings(lareqa, 12, trained_on="lareqa", layer=8)
+
+
+def test_bad_options_stop_before_ray_with_one_line(tmp_path):
+    from study.dual_encoder import build_parser, config_from_args
+
+    def config(*extra):
+        return config_from_args(build_parser().parse_args(["--model", "tiny", "--task", "lareqa", *extra]))
+
+    assert config().candidate_max_length == 256 and config("--lr", "1e-4").lr == 1e-4
+    for extra, message in ((["--batch-size", "1"], "in-batch softmax needs at least 2"),
+                           (["--query-max-length", "1"], "--query-max-length 1 is out of range"),
+                           (["--candidate-max-length", "100000"], "--candidate-max-length 100000 is out of range"),
+                           (["--epochs", "0"], "--epochs 0 is invalid"),
+                           (["--lr", "0"], "--lr 0.0 is invalid"),
+                           (["--data-dir", str(tmp_path / "none")], "is not a directory")):
+        with pytest.raises(StudyError, match=message):
+            config(*extra)
+    from study.config import TrainConfig
+    from study.worker import validate
+
+    with pytest.raises(StudyError, match="python -m study.dual_encoder --task mewslix fine-tunes"):
+        validate(TrainConfig(model="tiny", task="mewslix"))  # study.train points to the dual encoder's command
+
+
+# --- a real run ---------------------------------------------------------------------------------------------------
+
+
+def _squad_train(n: int) -> dict:
+    paragraphs = []
+    for p in range(n // 2):
+        context = f"Topic {p} began in {1900 + p}. It was led by person {p}. Nobody knows more."
+        paragraphs.append({"context": context, "qas": [
+            {"id": f"{p}a", "question": f"When did topic {p} begin?",
+             "answers": [{"text": str(1900 + p), "answer_start": context.index(str(1900 + p))}]},
+            {"id": f"{p}b", "question": f"Who led topic {p}?",
+             "answers": [{"text": f"person {p}", "answer_start": context.index(f"person {p}")}]}]})
+    return {"data": [{"title": "t", "paragraphs": paragraphs}], "version": "1.1"}
+
+
+@pytest.mark.slow
+def test_fine_tuned_dual_encoders_are_scored_under_xtreme_r_protocol_on_every_question(tmp_path):
+    """study.dual_encoder trains each task's dual encoder on its English pairs (tiny model, 2 steps) and writes a
+    model directory; study.evaluate --checkpoint scores it under XTREME-R's label, every question of every
+    language scored."""
+    from hub_replica import lareqa_originals, mewslix_originals
+
+    data = tmp_path / "data"
+    (data / "squad").mkdir(parents=True)
+    (data / "squad/train-v1.1.json").write_text(json.dumps(_squad_train(8)))
+    (data / "lareqa/xquad-r").mkdir(parents=True)
+    for lang, text in lareqa_originals().items():
+        (data / f"lareqa/xquad-r/{lang}.json").write_text(text)
+    (data / "mewslix").mkdir()
+    for name, text in mewslix_originals().items():
+        (data / "mewslix" / name).write_text(text)
+    pair = (data / "mewslix/wikipedia_pairs-train.jsonl").read_text()
+    (data / "mewslix/wikipedia_pairs-train.jsonl").write_text(pair * 4)
+    for task, pairs in (("lareqa", 8), ("mewslix", 4)):
+        run = subprocess.run([sys.executable, "-m", "study.dual_encoder", "--model", "tiny", "--task", task,
+                              "--data-dir", str(data), "--max-steps", "2", "--batch-size", "2", "--grad-accum", "1",
+                              "--log-every", "1", "--storage", str(tmp_path / "runs"), "--name", task],
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert f"{task}: {pairs} training pairs" in run.stderr and "step 2/2: loss" in run.stderr
+        model_dir = next(line.split(": ", 1)[1] for line in run.stdout.splitlines() if line.startswith("model: "))
+        record = json.loads((tmp_path / "runs" / task / "study_dual_encoder.json").read_text())
+        assert record["pairs"] == pairs and record["final"]["step"] == 2
+        out = tmp_path / f"{task}.json"
+        scored = subprocess.run([sys.executable, "-m", "study.evaluate", "--checkpoint", model_dir, "--task", task,
+                                 "--data-dir", str(data), "--json", str(out)], capture_output=True, text=True,
+                                timeout=600)
+        assert scored.returncode == 0, scored.stderr[-3000:]
+        result = json.loads(out.read_text())
+        assert result["protocol"].startswith("XTREME-R (dual encoder") and "protocol: XTREME-R" in scored.stdout
+        assert (result["query_max_length"], result["max_length"]) == ((96, 256) if task == "lareqa" else (64, 64))
+        for lang in T.TASKS[task].languages:
+            questions = len(load_split(T.TASKS[task], "test", lang, data).questions)
+            assert result["details"][lang]["gold_units"] == questions > 0
+            assert 0 <= result["per_language"][lang] <= 1
+    again = subprocess.run([sys.executable, "-m", "study.dual_encoder", "--model", "tiny", "--task", "mewslix",
+                            "--data-dir", str(data), "--storage", str(tmp_path / "runs"), "--name", "mewslix"],
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode != 0 and "run 'mewslix' already exists" in again.stderr
+
+
+def test_every_flag_is_in_the_readme():
+    from pathlib import Path
+
+    from study.dual_encoder import build_parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    flags = [o for action in build_parser()._actions for o in action.option_strings if o.startswith("--")]
+    assert len(flags) > 15 and [f for f in flags if f"`{f}" not in readme and f != "--help"] == []
