@@ -23,18 +23,29 @@ def client(uri: str, fail_fast: bool = False):
     not after MLflow's default ~2 minutes of retries per request (its writes are buffered meanwhile); it sets
     MLFLOW_HTTP_REQUEST_MAX_RETRIES=2 and MLFLOW_HTTP_REQUEST_TIMEOUT=20 s for this process unless the user set
     them."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     if fail_fast:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    return MlflowClient(uri)
+    try:
+        return MlflowClient(uri)
+    except MlflowException as err:  # e.g. a file: store, which MLflow 3 refuses: one line, not its traceback
+        message = " ".join(str(err).split())
+        raise StudyError(f"MLflow cannot use the tracking URI {uri}: {message}") from None
 
 
 def check_server(uri: str, attempts: int = 3, timeout_s: float = 10.0) -> None:
     """Fail fast (one line) when an http(s) tracking server does not answer. A refused connection or an unknown
     host fails at once; a server that accepted the connection but is slow to answer (a loaded machine) gets
-    ``attempts`` tries of ``timeout_s`` seconds each before the study gives up."""
+    ``attempts`` tries of ``timeout_s`` seconds each before the study gives up. A file store (a ``file:`` URI or a
+    bare path), which MLflow 3 refuses unless told otherwise, fails here too, before anything starts."""
+    from urllib.parse import urlparse
+
+    if urlparse(uri).scheme in ("", "file"):
+        client(uri)  # MLflow's refusal, as one line; nothing is written
+        return
     if not uri.startswith(("http://", "https://")):
         return
     import urllib.request

@@ -287,3 +287,19 @@ def test_a_trial_tune_ended_while_the_driver_died_is_ended_in_mlflow_after_the_p
     down = MLflowTrialCallback(MLflowWriter(f"http://127.0.0.1:{free_port()}", "e", parent, str(tmp_path / "down"),
                                             "study"), {"model": "tiny"}, "dev_en/accuracy", "accuracy")
     assert down.reconcile([(result, report)]) == 0  # MLflow not answering: nothing, no error (--resume does it)
+
+
+def test_a_tracking_uri_mlflow_refuses_is_one_line_naming_it(tmp_path):
+    """MLflow 3 refuses a file: store unless told otherwise; the study says so in one line before Ray starts."""
+    import subprocess
+    import sys
+
+    from study.mlflow_store import client
+
+    with pytest.raises(StudyError, match=r"^MLflow cannot use the tracking URI file:.*maintenance mode"):
+        client(f"file:{tmp_path / 'mlruns'}")
+    run = subprocess.run([sys.executable, "-m", "study.tune", "--model", "tiny", "--storage", str(tmp_path / "runs"),
+                          "--mlflow-uri", f"file:{tmp_path / 'mlruns'}"], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert "MLflow cannot use the tracking URI file:" in run.stderr and "Ray" not in run.stderr  # before Ray starts
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "runs").exists()  # nothing half-written

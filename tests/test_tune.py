@@ -184,6 +184,22 @@ def test_the_hub_models_share_one_space():
     assert (mbert.params, mbert.presets, mbert.task, mbert.seed) == (xlmr.params, xlmr.presets, xlmr.task, xlmr.seed)
 
 
+def test_every_presets_languages_belong_to_its_task():
+    """A preset that names languages does so for one task (``<preset>.<task>``): ``--task xquad`` with the tiny model
+    once stopped on pocket-topic's ``ja``."""
+    from study.tasks import TASKS
+
+    included = "xtreme-r-base.yaml"  # not a space of its own: mbert.yaml and xlmr.yaml include it
+    for path in sorted(p for p in (ROOT / "search_spaces").glob("*.yaml") if p.name != included):
+        space = load_search_space(path)
+        for preset in ("smoke", "paper"):
+            for task in TASKS.values():
+                chosen = space.preset(preset, task.name).get("languages", ())
+                assert set(chosen) <= set(task.languages), (path.name, preset, task.name, chosen)
+    assert load_search_space(ROOT / "search_spaces" / "tiny.yaml").preset("smoke", "pocket-topic")["languages"] == [
+        "en", "de", "ja", "uk"]
+
+
 def test_the_paper_preset_is_xtreme_rs_per_task():
     """google-research/xtreme scripts/train_{xnli,udpos,panx,qa}.sh for base models."""
     space = load_search_space(ROOT / "search_spaces" / "mbert.yaml")
