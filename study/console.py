@@ -8,11 +8,23 @@ from __future__ import annotations
 import math
 import sys
 import time
+from pathlib import Path
 
 from ray.tune import Callback
 
+from study.errors import last_error_line
 from study.protocol import TOTAL_STEPS_KEY, selection_key, target_average_key
 from study.trial import TrialConfig
+
+
+def error_line(trial) -> str:
+    """The last line of a failed trial's error, e.g. ``StudyError: 24 training pairs give no full optimizer step
+    ...`` (its whole traceback stays in the trial's error.txt). Tune writes that file locally before it reaches the
+    trial's storage, so the local copy is read when the stored one is not there yet."""
+    text = trial.get_error()
+    if not text and trial.error_file and Path(trial.error_file).is_file():
+        text = Path(trial.error_file).read_text()
+    return last_error_line(text) or "see the log files"
 
 
 def short(value) -> str:
@@ -82,9 +94,7 @@ class ConsoleCallback(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         """``failed``, with the error's last line; then progress."""
-        error = trial.get_error()
-        message = str(error).strip().splitlines()[-1] if error and str(error).strip() else "see the log files"
-        self._end(trial, f"FAILED: {message[:300]}")
+        self._end(trial, f"FAILED: {error_line(trial)[:300]}")
 
     def _end(self, trial, what: str) -> None:
         self.done += 1

@@ -249,7 +249,7 @@ def config_from_args(args) -> DualEncoderConfig:
 
 def main(argv=None) -> int:
     """Train one dual encoder and print where its model directory is and how to score it."""
-    from study.ray_setup import Scaling, init_ray, torch_trainer
+    from study.ray_setup import Scaling, fit_or_fail, init_ray, torch_trainer
 
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
@@ -266,10 +266,9 @@ def main(argv=None) -> int:
     print(f"[dual-encoder] {cfg.task}: {len(pairs.queries)} training pairs from {pairs.source}{skipped}; "
           f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     init_ray()
-    result = torch_trainer(train_fn_per_worker, {"cfg": asdict(cfg), "pairs": (pairs.queries, pairs.candidates)},
-                           scaling, args.storage, name).fit()
-    if result.error:
-        raise StudyError(f"dual-encoder training failed: {result.error}")
+    trainer = torch_trainer(train_fn_per_worker, {"cfg": asdict(cfg), "pairs": (pairs.queries, pairs.candidates)},
+                            scaling, args.storage, name)
+    result = fit_or_fail(trainer.fit, "dual-encoder training")
     model_dir = Path(result.checkpoint.path) / MODEL_DIR
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RECORD).write_text(json.dumps({"config": asdict(cfg), "pairs": len(pairs.queries),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 
@@ -18,3 +19,11 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code or 0)
+
+
+def last_error_line(text: str) -> str:
+    """The line a person needs from an error's text (a traceback, Ray's worker-error snippet): its last non-empty
+    line, the exception class without its module (``study.errors.StudyError: x`` -> ``StudyError: x``); "" for an
+    empty text."""
+    lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
+    return re.sub(r"^(?:\w+\.)+(\w+: )", r"\1", lines[-1]) if lines else ""

@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from study.errors import StudyError
+from study.errors import StudyError, last_error_line
 
 DRIVER_RESOURCE = "study_driver"  # head-only on a cluster: trial drivers never land on (spot) GPU workers
 THREADS_ENV = "STUDY_TORCH_THREADS"  # torch threads of each worker process
@@ -73,6 +73,21 @@ def worker_env(threads: int) -> dict:
     env = {THREADS_ENV: str(threads), "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
     env.update({k: v for k, v in os.environ.items() if k in FORWARDED_ENV})
     return env
+
+
+def fit_or_fail(fit: Callable[[], object], what: str):
+    """``fit()``'s Ray Train Result; StudyError ``<what> failed: <the workers' last error line>`` when the run
+    failed, whether Ray raised the workers' error or returned it in ``Result.error`` (the traceback stays in Ray's
+    output)."""
+    import ray.train
+
+    try:
+        result = fit()
+    except ray.train.TrainingFailedError as err:
+        raise StudyError(f"{what} failed: {last_error_line(str(err))}") from None
+    if result.error:
+        raise StudyError(f"{what} failed: {last_error_line(str(result.error))}")
+    return result
 
 
 def add_scaling_flags(parser, workers_help: str = "Ray Train workers (DDP ranks)") -> None:

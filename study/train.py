@@ -25,7 +25,7 @@ from study.protocol import (
     selection_key,
     target_average_key,
 )
-from study.ray_setup import Scaling, add_scaling_flags, init_ray
+from study.ray_setup import Scaling, add_scaling_flags, fit_or_fail, init_ray
 from study.worker import MODEL_DIR, run_pipeline, validate
 
 # --- CLI: python -m study.train -------------------------------------------------------------------------------
@@ -88,9 +88,8 @@ def main(argv=None) -> int:
         print(f"[train] intermediate stage ({stage.modality}): {result.directory}"
               f"{' (cached)' if result.cache_hit else ''}; fine-tuning starts from it", file=sys.stderr, flush=True)
 
-    result = run_pipeline(cfg, stage, scaling, args.storage, name, on_stage=print_stage, faults=args.inject_faults)
-    if result.error:
-        raise StudyError(f"training failed: {result.error}")
+    result = fit_or_fail(lambda: run_pipeline(cfg, stage, scaling, args.storage, name, on_stage=print_stage,
+                                              faults=args.inject_faults), "training")
     write_json_atomic(record, {**json.loads(record.read_text()), "finished": True})
     print_summary(cfg, result)
     return 0

@@ -385,6 +385,8 @@ def main(argv=None) -> int:
     if not args.verbose:  # the console is study.console's; Tune's tables and MLflow's notices stay out of it
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose 0: Tune's legacy reporter, which is silent
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        # a failed trial's traceback goes to its error.txt only: the console shows its last line (study.console)
+        os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     settings = resolve(args)
     init_ray(dashboard=args.dashboard, log_to_driver=args.verbose)  # before this process imports ray (see init_ray)
     import ray
@@ -454,7 +456,7 @@ def _run(args, settings: StudySettings) -> int:
             if not finished:
                 study_run.log_summary(summary)
                 raise StudyError(f"no search trial of arm {arm.name} in study {settings.name!r} finished; see the "
-                                 "errors above")
+                                 f"errors above (each failed trial's traceback: error.txt in its folder under {path})")
             best, report = best_trial(finished, metric)
             selected[arm.name] = best.config
             summary[f"search/{arm.name}/{selection_key(metric)}"] = report[selection_key(metric)]
@@ -575,8 +577,8 @@ def _confirm(args, settings, selected: dict, callbacks: list, trainable, max_con
                 summary[f"confirm/{arm}/{key}/mean"] = statistics.fmean(values)
                 summary[f"confirm/{arm}/{key}/std"] = statistics.pstdev(values)
         if not arm_reports:
-            print(f"[study] no confirm run of arm {arm} finished ({settings.seeds} tried); see the errors above",
-                  file=sys.stderr)
+            print(f"[study] no confirm run of arm {arm} finished ({settings.seeds} tried); see the errors above "
+                  "(each failed run's traceback: error.txt in its folder under the study's confirm/)", file=sys.stderr)
     return summary, {arm: r for arm, r in reports.items() if r}, results
 
 

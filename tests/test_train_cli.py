@@ -101,3 +101,27 @@ def test_the_stage_checks_its_learning_rates():
     for name in ("lr", "head_lr", "vision_lr"):
         with pytest.raises(StudyError, match=f"intermediate {name}=0 must be in"):
             StageConfig(model="tiny", modality="text", **{name: 0})
+
+
+def test_a_failed_ray_train_run_is_one_line_with_the_workers_error():
+    """Ray Train raises the workers' error (a traceback per rank) or returns it in Result.error; study.train and
+    study.dual_encoder say its last line, the StudyError a person can act on."""
+    from types import SimpleNamespace
+
+    import ray.train
+
+    from study.ray_setup import fit_or_fail
+
+    snippet = ("Training failed due to worker errors:\n[Rank 0 Error Snippet]:\nTraceback (most recent call last):\n"
+               "  File \"worker.py\", line 234, in _total_steps\n"
+               "study.errors.StudyError: 8 training pairs give no full optimizer step\n")
+
+    def raising():
+        raise ray.train.TrainingFailedError(snippet)
+
+    for fit in (raising, lambda: SimpleNamespace(error=RuntimeError(snippet))):
+        with pytest.raises(StudyError, match=r"^training failed: StudyError: 8 training pairs give no full optimizer "
+                                             r"step$"):
+            fit_or_fail(fit, "training")
+    done = SimpleNamespace(error=None)
+    assert fit_or_fail(lambda: done, "training") is done

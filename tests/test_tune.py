@@ -599,6 +599,19 @@ def test_the_time_profile_splits_each_trial_into_its_phases(capsys):
     assert "training steps" in shown and "50.0 %" in shown and "MLflow writes" in shown
 
 
+def test_a_failed_runs_line_is_its_errors_last_line_read_locally_before_storage_has_it(tmp_path):
+    """Tune writes error.txt locally before it reaches the trial's storage (get_error is still None then): the
+    console reads the local copy, and names the error class without its module."""
+    from study.console import error_line
+
+    local = tmp_path / "error.txt"
+    local.write_text("Failure # 1\nTraceback (most recent call last):\n  File ...\n"
+                     "study.errors.StudyError: 24 training pairs give no full optimizer step\n\n")
+    assert error_line(StandInTrial(get_error=lambda: None, error_file=str(local))) == (
+        "StudyError: 24 training pairs give no full optimizer step")
+    assert error_line(StandInTrial(get_error=lambda: None, error_file=None)) == "see the log files"
+
+
 def test_the_console_prints_one_line_per_run_event_and_the_progress():
     """Stand-in trials through ConsoleCallback: started (phase, arm, seed, searched values in short form),
     evaluated (English dev and target mean), finished or stopped early (a last step before the planned ones),
@@ -615,7 +628,8 @@ def test_the_console_prints_one_line_per_run_event_and_the_progress():
     stream = io.StringIO()
     console = ConsoleCallback("accuracy", total=3, stream=stream)
     runs = [StandInTrial(trial_id=f"t{i}", config=config, last_result={"step": step, "train/total_steps": 6},
-                        get_error=lambda: RuntimeError("Traceback ...\nStudyError: loss became non-finite"))
+                        get_error=lambda: RuntimeError("Traceback ...\nStudyError: loss became non-finite"),
+                        error_file=None)
             for i, step in enumerate((6, 2, 4))]
     for trial in runs:
         console.on_trial_start(0, [], trial)
