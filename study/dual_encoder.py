@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -153,6 +154,9 @@ def train_fn_per_worker(config: dict) -> None:
                 break
             loss = ddp({k: v.to(device) for k, v in query_batch.items()},
                        {k: v.to(device) for k, v in candidate_batch.items()}) / cfg.grad_accum
+            if not math.isfinite(loss.item()):
+                raise StudyError(f"the loss became non-finite ({loss.item() * cfg.grad_accum}) at step {step + 1}: "
+                                 f"lower --lr (now {cfg.lr})")
             loss.backward()
             window.append(loss.item() * cfg.grad_accum)
             if (micro + 1) % cfg.grad_accum:
@@ -237,11 +241,11 @@ def config_from_args(args) -> DualEncoderConfig:
         raise StudyError(f"--batch-size {cfg.batch_size}: in-batch softmax needs at least 2 pairs per batch (the "
                          "other pairs are each pair's negatives)")
     for flag, value in (("--epochs", cfg.epochs), ("--grad-accum", cfg.grad_accum), ("--log-every", cfg.log_every),
-                        ("--max-steps", cfg.max_steps or 1), ("--max-train-examples", args.max_train_examples or 1)):
-        if value < 1:
+                        ("--max-steps", cfg.max_steps), ("--max-train-examples", args.max_train_examples)):
+        if value is not None and value < 1:
             raise StudyError(f"{flag} {value} is invalid: it must be at least 1")
-    if not cfg.lr > 0:
-        raise StudyError(f"--lr {cfg.lr} is invalid: it must be > 0")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise StudyError(f"--lr {cfg.lr} is invalid: it must be a finite number > 0")
     if args.data_dir and not Path(args.data_dir).is_dir():
         raise StudyError(f"--data-dir {args.data_dir} is not a directory")
     return cfg
@@ -259,8 +263,15 @@ def main(argv=None) -> int:
     folder = Path(args.storage) / name
     if (folder / RECORD).exists():
         raise StudyError(f"run {name!r} already exists ({folder / RECORD}): choose a new --name")
+    try:  # an unusable --storage stops here, not after training
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StudyError(f"--storage {args.storage}: cannot create the run's folder ({err.strerror})") from None
     started = time.perf_counter()
     pairs = training_pairs(cfg.task, args.data_dir, args.max_train_examples, cfg.seed)
+    if len(pairs.queries) // (cfg.batch_size * scaling.workers) < cfg.grad_accum:
+        raise StudyError(f"{len(pairs.queries)} training pairs give no full step of batch {cfg.batch_size} x "
+                         f"{scaling.workers} workers x grad_accum {cfg.grad_accum}: lower --batch-size or --grad-accum")
     skipped = (f" ({pairs.skipped} examples without one: answer in no sentence or not where the file says)"
                if pairs.skipped else "")
     print(f"[dual-encoder] {cfg.task}: {len(pairs.queries)} training pairs from {pairs.source}{skipped}; "
@@ -270,7 +281,6 @@ def main(argv=None) -> int:
                             scaling, args.storage, name)
     result = fit_or_fail(trainer.fit, "dual-encoder training")
     model_dir = Path(result.checkpoint.path) / MODEL_DIR
-    folder.mkdir(parents=True, exist_ok=True)
     (folder / RECORD).write_text(json.dumps({"config": asdict(cfg), "pairs": len(pairs.queries),
                                              "skipped": pairs.skipped, "source": pairs.source,
                                              "final": result.metrics, "model_dir": str(model_dir)}, indent=1))

@@ -54,10 +54,12 @@ def main(argv=None) -> int:
     languages = task.check_languages(args.languages.split(",") if args.languages else None)
     if args.json and not os.access(Path(args.json).resolve().parent, os.W_OK):
         raise StudyError(f"--json {args.json}: its directory does not exist or is not writable")
-    trained_on = init_task = None
+    trained_on = init_task = trained_lengths = None
     if args.checkpoint:
         spec = checkpoint_spec(args.checkpoint)
         trained_on, init_task = checkpoint_task(args.checkpoint), checkpoint_task(args.checkpoint, "init_task")
+        dual = checkpoint_task(args.checkpoint, "dual_encoder")  # a study.dual_encoder run's settings
+        trained_lengths = (dual["query_max_length"], dual["candidate_max_length"]) if dual else None
         task.check_checkpoint_head(trained_on, f"--checkpoint {args.checkpoint}")
         model = load_model(spec, task.head or "base", path=args.checkpoint)
     else:
@@ -80,9 +82,11 @@ def main(argv=None) -> int:
         layer, max_length = None, args.max_length or DEFAULT_MAX_LENGTH
         protocol = task.fine_tuned_protocol(trained_on, init_task)
     else:
-        settings = retrieval_settings(task, depth, trained_on=trained_on, layer=args.layer, max_length=args.max_length)
+        settings = retrieval_settings(task, depth, trained_on=trained_on, layer=args.layer, max_length=args.max_length,
+                                      trained_lengths=trained_lengths)
         if settings.max_length > positions:  # the protocol's length does not fit this encoder: say so in the label
-            settings = retrieval_settings(task, depth, trained_on=trained_on, layer=args.layer, max_length=positions)
+            settings = retrieval_settings(task, depth, trained_on=trained_on, layer=args.layer, max_length=positions,
+                                          trained_lengths=trained_lengths)
         layer, max_length, protocol = settings.layer, settings.max_length, settings.protocol
         query_max_length = settings.query_max_length
     # a dual encoder was fine-tuned on unprefixed texts, as XTREME-R's are

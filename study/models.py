@@ -210,10 +210,11 @@ def checkpoint_spec(path: str | Path) -> ModelSpec:
     return replace(base, name=f"{base.name} fine-tuned ({path.name})", source=str(path.resolve()))
 
 
-def checkpoint_task(path: str | Path, key: str = "task") -> str | None:
+def checkpoint_task(path: str | Path, key: str = "task"):
     """The task a study checkpoint was fine-tuned on (``key="init_task"``: the task of the checkpoint it started
-    from), from its ``study_model.json``; None for a directory without one (e.g. a plain transformers model) or
-    without the key (e.g. a stage checkpoint)."""
+    from; ``key="dual_encoder"``: a ``study.dual_encoder`` run's settings, a dict), from its ``study_model.json``;
+    None for a directory without one (e.g. a plain transformers model) or without the key (e.g. a stage
+    checkpoint)."""
     import json
 
     meta_file = Path(path) / CHECKPOINT_META

@@ -83,16 +83,18 @@ class RetrievalSettings:
 
 
 def retrieval_settings(task: "TaskSpec", depth: int, *, trained_on: str | None = None, layer: int | None = None,
-                       max_length: int | None = None) -> RetrievalSettings:
+                       max_length: int | None = None,
+                       trained_lengths: tuple[int, int] | None = None) -> RetrievalSettings:
     """The settings of a retrieval evaluation of an encoder with ``depth`` transformer layers, fine-tuned on
     ``trained_on`` (a task name; None = the bare pretrained encoder), with the user's ``layer`` / ``max_length``
     (None = the protocol's). Tatoeba on an encoder fine-tuned on SQuAD v1.1 (xquad, mlqa) with 12 or 24 layers gets
     XTREME-R's protocol (hidden state 8 / 14, 512 tokens) and is labelled XTREME-R only when nothing overrides it;
     every other case is a named proxy (bare encoder: the last layer, 128 tokens). LAReQA and Mewsli-X on a dual
-    encoder fine-tuned for that task (``study.dual_encoder``) get XTREME-R's dual-encoder protocol (``DUAL_ENCODER``);
-    StudyError when ``layer`` is asked of one (it is scored on its pooled output)."""
+    encoder fine-tuned for that task (``study.dual_encoder``) get XTREME-R's dual-encoder protocol (``DUAL_ENCODER``),
+    read at the (query, candidate) ``trained_lengths`` the run trained with (None: the protocol's) and labelled
+    XTREME-R only at the protocol's; StudyError when ``layer`` is asked of one (it is scored on its pooled output)."""
     if task.name in DUAL_ENCODER and trained_on == task.name:
-        return _dual_encoder_settings(task.name, depth, layer, max_length)
+        return _dual_encoder_settings(task.name, depth, layer, max_length, trained_lengths)
     official = task.name == "tatoeba" and trained_on in SQUAD_TRAINED_TASKS and depth in TATOEBA_HIDDEN_STATE
     if not official:
         protocol = task.protocol
@@ -115,20 +117,23 @@ def retrieval_settings(task: "TaskSpec", depth: int, *, trained_on: str | None =
                                       f"SQuAD-fine-tuned encoder (XTREME-R: {rule.layer} and {rule.max_length})")
 
 
-def _dual_encoder_settings(task: str, depth: int, layer: int | None, max_length: int | None) -> RetrievalSettings:
+def _dual_encoder_settings(task: str, depth: int, layer: int | None, max_length: int | None,
+                           trained: tuple[int, int] | None) -> RetrievalSettings:
     if layer is not None:
         raise StudyError(f"--layer: a {task} dual encoder is scored on its pooled [CLS] output, not a hidden state")
     preset = dual_encoder_preset(task, depth)
-    chosen = max_length or preset.candidate_max_length
+    rule = (preset.query_max_length, preset.candidate_max_length)
+    query, candidate = trained or rule
+    chosen = max_length or candidate
     sources = {"lareqa": "SQuAD v1.1 (answer sentences split by pysbd, not XTREME's sb_sed)",
                "mewslix": "English Wikipedia mention-entity pairs"}
-    if chosen == preset.candidate_max_length:
+    if (query, candidate, chosen) == (*rule, rule[1]):
         protocol = (f"XTREME-R (dual encoder fine-tuned on {sources[task]}; normalised pooled [CLS], queries "
-                    f"{preset.query_max_length} tokens, candidates {chosen})")
+                    f"{query} tokens, candidates {chosen})")
     else:
-        protocol = (f"proxy, not XTREME-R: candidates cut at {chosen} tokens (XTREME-R: "
-                    f"{preset.candidate_max_length}) of a {task} dual encoder")
-    return RetrievalSettings(None, chosen, protocol, query_max_length=preset.query_max_length)
+        protocol = (f"proxy, not XTREME-R: a {task} dual encoder trained with queries of {query} and candidates of "
+                    f"{candidate} tokens, scored with candidates of {chosen} (XTREME-R: {rule[0]}, {rule[1]})")
+    return RetrievalSettings(None, chosen, protocol, query_max_length=query)
 
 
 COPA_QUESTIONS = ("cause", "effect")  # what every COPA / XCOPA item asks for

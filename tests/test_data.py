@@ -170,6 +170,28 @@ def test_lareqa_answer_at_a_sentence_break_belongs_to_the_sentence_starting_ther
     assert questions["q"] == ("专利?", 1) and candidates[1].startswith("他的专利") and paragraphs == [context] * 2
 
 
+def test_lareqa_candidates_are_the_contexts_slices_and_every_question_is_placed_or_the_read_stops():
+    """XTREME's utils_lareqa cuts the candidates out of the context by sentence_breaks (the files' "sentences" list
+    differs from those slices twice in tr.json); a question whose answer lies in no sentence (XTREME skips it; the
+    released files have none) or an id given twice stops the read instead of being scored against a wrong sentence
+    or merged."""
+    from study.data.sources import _xquad_r_language
+
+    context = "One two. Three four."
+
+    def file(breaks, ids=("q",), start=9, sentences=("stale", "list")):
+        qas = [{"id": i, "question": "?", "answers": [{"text": "Three", "answer_start": start}]} for i in ids]
+        return {"data": [{"paragraphs": [{"context": context, "sentences": list(sentences),
+                                          "sentence_breaks": breaks, "qas": qas}]}]}
+
+    candidates, paragraphs, questions = _xquad_r_language(file([[0, 8], [9, 20]]), Path("tr.json"))
+    assert candidates == ["One two.", "Three four."] and questions["q"] == ("?", 1)
+    with pytest.raises(StudyError, match=r"^tr.json: question 'q' has its answer at 8, in no sentence"):
+        _xquad_r_language(file([[0, 8], [9, 20]], start=8), Path("tr.json"))  # the space between the sentences
+    with pytest.raises(StudyError, match=r"^tr.json: question id 'q' occurs twice"):
+        _xquad_r_language(file([[0, 8], [9, 20]], ids=("q", "q")), Path("tr.json"))
+
+
 def test_lareqa_release_files_download_once_and_read_as_the_data_dir_reads_them(tmp_path, monkeypatch):
     """study.hub.release_file (datasets' cached_path) against the replica's release route, in-process: each
     language's ranking equals --data-dir's on the same files; a second read needs no server; a 404, a dead server and
@@ -344,6 +366,11 @@ def test_mewslix_reader_ranks_entities_by_mention_sentence(tmp_path):
     ranking = load_split(T.TASKS["mewslix"], "test", "es", tmp_path)
     assert ranking.questions == ["Un sismo de 6,8 en la escala de Richter."] and ranking.relevant == [[0]]
     assert ranking.candidates == ["Skala Richter ...", "Paris"]
+    article["mentions"][0]["entity_id"] = "Q999"
+    (root / "wikinews_mentions-test.jsonl").write_text(json.dumps(article) + "\n")
+    with pytest.raises(StudyError, match=r"mention 'e1' links entity 'Q999', which candidate_set_entities.jsonl "
+                                         r"does not hold$"):
+        load_split(T.TASKS["mewslix"], "test", "es", tmp_path)
 
 
 def test_mewslix_archive_reads_exactly_what_the_data_dir_reads(tmp_path):

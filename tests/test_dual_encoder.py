@@ -75,6 +75,31 @@ def test_squad_pairs_take_the_answer_sentence_half_open_and_count_what_they_skip
     assert pairs.candidates == [f"Beta is second.{context}", f"Gamma is third.{context}"]
 
 
+def test_squad_examples_without_a_usable_answer_stop_with_one_line():
+    base = {"id": "q1", "question": "?", "context": "A b."}
+    with pytest.raises(StudyError, match=r"^SQuAD example 'q1' has no answer: .*SQuAD v2"):
+        squad_pairs([{**base, "answers": {"text": [], "answer_start": []}}], sentence_splitter())
+    with pytest.raises(StudyError, match=r"^SQuAD example 'q1': answer_start '2'"):
+        squad_pairs([{**base, "answers": {"text": ["b"], "answer_start": ["2"]}}], sentence_splitter())
+
+
+def test_mewslix_mentions_are_checked_as_its_schema_checks_them():
+    """schema.py refuses a span outside its text, an empty or reversed one, and a mention text that is not the text
+    at its span: so does the reader (training pairs and test mentions), naming the file and row."""
+    from hub_replica import mewslix_originals
+
+    row = json.loads(mewslix_originals()["wikipedia_pairs-train.jsonl"].splitlines()[0])
+    span = row["contextual_mention"]["mention"]["mention_span"]
+    length = len(row["contextual_mention"]["context"]["text"])
+    for broken, message in (({"start": length - 1, "end": length + 5}, r"is not a non-empty span"),
+                            ({"start": 20, "end": 10}, r"is not a non-empty span"),
+                            ({"start": span["start"] + 1, "end": span["end"] + 1}, r"mention text 'Entity 1' is not")):
+        bad = json.loads(json.dumps(row))
+        bad["contextual_mention"]["mention"]["mention_span"] = {**span, **broken}
+        with pytest.raises(StudyError, match=rf"^pairs.jsonl row 1: .*{message}"):
+            mewslix_pairs([bad], "pairs.jsonl")
+
+
 def test_mewslix_training_pairs_read_the_schema_and_name_the_file_on_another_format():
     from hub_replica import mewslix_originals
 
@@ -130,7 +155,15 @@ def test_a_dual_encoder_of_the_task_gets_xtreme_r_settings_and_anything_else_is_
             retrieval_settings(mewslix, 12, trained_on="mewslix").max_length) == (64, 64)
     assert T.dual_encoder_preset("mewslix", 24).lr == 1e-5 and T.dual_encoder_preset("mewslix", 12).batch_size == 64
     shorter = retrieval_settings(lareqa, 12, trained_on="lareqa", max_length=128)
-    assert shorter.protocol.startswith("proxy, not XTREME-R: candidates cut at 128") and shorter.max_length == 128
+    assert shorter.protocol.startswith("proxy, not XTREME-R: a lareqa dual encoder trained with queries of 96 and "
+                                       "candidates of 256 tokens, scored with candidates of 128") and \
+        shorter.max_length == 128
+    # a run trained at other lengths is read at them, and named a proxy even when scored at XTREME-R's
+    trained = retrieval_settings(lareqa, 12, trained_on="lareqa", trained_lengths=(8, 16))
+    assert (trained.query_max_length, trained.max_length) == (8, 16) and trained.protocol.startswith("proxy")
+    assert retrieval_settings(lareqa, 12, trained_on="lareqa", trained_lengths=(8, 16),
+                              max_length=256).protocol.startswith("proxy")
+    assert retrieval_settings(lareqa, 12, trained_on="lareqa", trained_lengths=(96, 256)) == rule
     assert retrieval_settings(mewslix, 12, trained_on="lareqa").protocol.startswith(
         "proxy, not XTREME-R: mean-pooled states of an encoder fine-tuned on lareqa")
     assert retrieval_settings(lareqa, 12).protocol.startswith("bare-encoder proxy")
@@ -146,6 +179,9 @@ def test_bad_options_stop_before_ray_with_one_line(tmp_path):
 
     assert config().candidate_max_length == 256 and config("--lr", "1e-4").lr == 1e-4
     for extra, message in ((["--batch-size", "1"], "in-batch softmax needs at least 2"),
+                           (["--lr", "inf"], "--lr inf is invalid: it must be a finite number"),
+                           (["--max-steps", "0"], "--max-steps 0 is invalid"),
+                           (["--max-train-examples", "0"], "--max-train-examples 0 is invalid"),
                            (["--query-max-length", "1"], "--query-max-length 1 is out of range"),
                            (["--candidate-max-length", "100000"], "--candidate-max-length 100000 is out of range"),
                            (["--epochs", "0"], "--epochs 0 is invalid"),
@@ -218,7 +254,18 @@ def test_fine_tuned_dual_encoders_are_scored_under_xtreme_r_protocol_on_every_qu
     again = subprocess.run([sys.executable, "-m", "study.dual_encoder", "--model", "tiny", "--task", "mewslix",
                             "--data-dir", str(data), "--storage", str(tmp_path / "runs"), "--name", "mewslix"],
                            capture_output=True, text=True, timeout=600)
-    assert again.returncode != 0 and "run 'mewslix' already exists" in again.stderr
+    assert again.returncode == 2 and "run 'mewslix' already exists" in again.stderr
+    few = subprocess.run([sys.executable, "-m", "study.dual_encoder", "--model", "tiny", "--task", "lareqa",
+                          "--data-dir", str(data), "--storage", str(tmp_path / "runs"), "--name", "few"],
+                         capture_output=True, text=True, timeout=600)  # 8 pairs, XTREME-R's 4 x 4 per step
+    assert few.returncode == 2 and "Ray" not in few.stderr, few.stderr[-2000:]  # stopped before Ray started
+    assert "error: 8 training pairs give no full step of batch 4 x 1 workers x grad_accum 4" in few.stderr
+    diverged = subprocess.run([sys.executable, "-m", "study.dual_encoder", "--model", "tiny", "--task", "lareqa",
+                               "--data-dir", str(data), "--max-steps", "3", "--batch-size", "2", "--grad-accum", "1",
+                               "--lr", "1e30", "--storage", str(tmp_path / "runs"), "--name", "diverged"],
+                              capture_output=True, text=True, timeout=600)
+    assert diverged.returncode == 2 and "the loss became non-finite" in diverged.stderr, diverged.stderr[-2000:]
+    assert not (tmp_path / "runs/diverged/study_dual_encoder.json").exists()  # no model to score
 
 
 def test_every_flag_is_in_the_readme():

@@ -37,6 +37,19 @@ def lareqa_candidate(sentence: str, paragraph: str) -> str:
     return (sentence + paragraph).replace("\n", "")
 
 
+def check_mention(text: str, span: dict, where: str) -> tuple[int, int]:
+    """A Mewsli-X ``mention_span`` ({start, end[, text]}) as (start, end), checked as its schema.py checks it: a
+    non-empty span inside ``text`` whose ``text``, when given, is ``text[start:end]``. StudyError naming ``where``."""
+    start, end = span["start"], span["end"]
+    if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text)):
+        raise StudyError(f"{where}: mention span [{start}, {end}) is not a non-empty span of its "
+                         f"{len(text)}-character text")
+    if "text" in span and span["text"] != text[start:end]:
+        raise StudyError(f"{where}: mention text {span['text']!r} is not the text at [{start}, {end}): "
+                         f"{text[start:end]!r}")
+    return start, end
+
+
 def mention_query(text: str, sentence_spans: list[tuple[int, int]], start: int, end: int) -> str:
     """A Mewsli-X query: ``"<mention>: <left> { <mention> } <right>"`` where left and right are the rest of the first
     sentence span ``[s, e)`` that holds the whole mention ``text[start:end]``; braces in left and right become
@@ -103,7 +116,14 @@ def squad_pairs(records: list[dict], split_sentences) -> TrainingPairs:
     queries, candidates, skipped, spans = [], [], 0, {}
     for record in records:
         context = record["context"]
-        start, answer = record["answers"]["answer_start"][0], record["answers"]["text"][0]
+        starts, texts = record["answers"]["answer_start"], record["answers"]["text"]
+        if not starts or not texts:
+            raise StudyError(f"SQuAD example {record.get('id')!r} has no answer: LAReQA trains on SQuAD v1.1, where "
+                             "every question has one (a SQuAD v2 file?)")
+        start, answer = starts[0], texts[0]
+        if not isinstance(start, int) or not isinstance(answer, str):
+            raise StudyError(f"SQuAD example {record.get('id')!r}: answer_start {start!r} / text {answer!r} are not "
+                             "a whole number and a string")
         if context not in spans:
             spans[context] = split_sentences(context)
         sentence = next((context[s:e] for s, e in spans[context] if s <= start < e), None)
@@ -120,12 +140,11 @@ def mewslix_pairs(rows: list[dict], where: str) -> TrainingPairs:
     ``(mention_query, entity_description)``. StudyError naming ``where`` on a row in another format."""
     queries, candidates = [], []
     try:
-        for row in rows:
+        for number, row in enumerate(rows, 1):
             context, mention, entity = (row["contextual_mention"]["context"], row["contextual_mention"]["mention"],
                                         row["entity"])
-            span = mention["mention_span"]
-            queries.append(mention_query(context["text"], spans_of(context["sentence_spans"]), span["start"],
-                                         span["end"]))
+            start, end = check_mention(context["text"], mention["mention_span"], f"{where} row {number}")
+            queries.append(mention_query(context["text"], spans_of(context["sentence_spans"]), start, end))
             candidates.append(entity_description(entity["description"], spans_of(entity["sentence_spans"])))
     except (KeyError, TypeError) as err:
         raise StudyError(f"{where}: not a Mewsli-X mention-entity pair (schema.py MentionEntityPair): "

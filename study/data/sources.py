@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from study import tasks as T
-from study.data.dual_encoder import entity_description, lareqa_candidate, mention_query, spans_of
+from study.data.dual_encoder import check_mention, entity_description, lareqa_candidate, mention_query, spans_of
 from study.data.pocket import pocket_retrieval, pocket_topic
 from study.errors import StudyError
 from study.hub import download, load_hub_split, release_file, release_url
@@ -335,15 +335,21 @@ def _xquad_r_language(data: dict, where: str | Path) -> tuple[list[str], list[st
     try:
         for article in data["data"]:
             for paragraph in article["paragraphs"]:
-                offset = len(candidates)
-                candidates.extend(paragraph["sentences"])
-                paragraphs.extend([paragraph["context"]] * len(paragraph["sentences"]))
-                breaks = paragraph["sentence_breaks"]
+                offset, context, breaks = len(candidates), paragraph["context"], paragraph["sentence_breaks"]
+                # the sentences are the context's [start, end) slices, as XTREME's utils_lareqa cuts them (the
+                # files' own "sentences" list differs from them twice in tr.json)
+                candidates.extend(context[s:e] for s, e in breaks)
+                paragraphs.extend([context] * len(breaks))
                 for qa in paragraph["qas"]:
                     start = qa["answers"][0]["answer_start"]
                     # half-open [start, end) sentences, as XTREME's LAReQA code: an answer at a break belongs to
                     # the sentence that starts there
-                    index = next((i for i, (s, e) in enumerate(breaks) if s <= start < e), len(breaks) - 1)
+                    index = next((i for i, (s, e) in enumerate(breaks) if s <= start < e), None)
+                    if index is None:  # XTREME skips such a question; none is in the released files
+                        raise StudyError(f"{where}: question {qa['id']!r} has its answer at {start}, in no sentence "
+                                         "of its paragraph's sentence_breaks")
+                    if qa["id"] in questions:
+                        raise StudyError(f"{where}: question id {qa['id']!r} occurs twice")
                     questions[qa["id"]] = (qa["question"], offset + index)
     except (KeyError, TypeError, IndexError) as err:
         raise StudyError(f"{where} is not in XQuAD-R format (missing {err})") from None
@@ -406,10 +412,14 @@ def _mewslix_ranking(entities: list[dict], articles: list[dict], language: str, 
                                  "the dataset's get-mewsli-x.sh, which fills them from the WikiNews dumps")
             sentences = spans_of(context["sentence_spans"])
             for mention in article["mentions"]:
-                start, end = mention["mention_span"]["start"], mention["mention_span"]["end"]
+                start, end = check_mention(context["text"], mention["mention_span"],
+                                           f"{where}: mention {mention.get('example_id')!r}")
                 span = next(((s, e) for s, e in sentences if s <= start < e), (0, len(context["text"])))
                 questions.append(context["text"][span[0]:span[1]])
                 marked_questions.append(mention_query(context["text"], sentences, start, end))
+                if mention["entity_id"] not in position:
+                    raise StudyError(f"{where}: mention {mention.get('example_id')!r} links entity "
+                                     f"{mention['entity_id']!r}, which candidate_set_entities.jsonl does not hold")
                 relevant.append([position[mention["entity_id"]]])
     except (KeyError, TypeError) as err:
         raise StudyError(f"{where}: not in Mewsli-X's format (schema.py): {err.__class__.__name__} {err}") from None
