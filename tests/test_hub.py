@@ -106,9 +106,12 @@ def test_every_task_split_and_language_loads_from_the_hub_then_offline_from_the_
                 for s, lang in [(s, "en") for s in ("train", "dev") if s in t.hub] + [("test", x) for x in t.languages]}
     assert set(loaded["counts"]) == expected
     # every split has the replica's rows; TyDiQA's mixed GoldP split is cut to one language by id prefix; SQuAD's
-    # dev set (MLQA's and TyDiQA's) has twice as many, and XQuAD's leaves out its half that is XQuAD's English test
+    # dev set (MLQA's and TyDiQA's) has twice as many, and XQuAD's leaves out its half that is XQuAD's English test;
+    # Mewsli-X's train and dev are its archive's English mention-entity pairs (the dual encoder's), one each there
     assert {k: n for k, n in loaded["counts"].items() if n != ROWS} == {"mlqa dev en": 2 * ROWS,
-                                                                        "tydiqa dev en": 2 * ROWS}
+                                                                        "tydiqa dev en": 2 * ROWS,
+                                                                        "mewslix train en": 1, "mewslix dev en": 1}
+    assert loaded["samples"]["mewslix train en"]["entity"]["entity_id"] == "Q1"
     assert loaded["samples"]["tydiqa test ar"]["id"].startswith("arabic-")
     assert loaded["samples"]["tydiqa train en"]["id"].startswith("english-")
     assert set(loaded["samples"]["udpos test ja"]["tags"]) <= set(T.TASKS["udpos"].labels)  # string tags, checked
