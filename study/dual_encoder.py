@@ -95,11 +95,12 @@ def _collate(pad_id: int):
     """Batches of (query features, candidate features) padded to each side's longest row."""
     import torch
 
+    from study.data.vme import _pad
+
     def pad(rows: list[dict]) -> dict:
         width = max(len(r["input_ids"]) for r in rows)
-        batch = {key: torch.tensor([r[key] + [pad_id if key == "input_ids" else 0] * (width - len(r[key]))
-                                    for r in rows]) for key in rows[0]}
-        return batch
+        return {key: torch.tensor([_pad(r[key], width, pad_id if key == "input_ids" else 0) for r in rows])
+                for key in rows[0]}
 
     def collate(items):
         return pad([q for q, _ in items]), pad([c for _, c in items])
