@@ -3,7 +3,7 @@ task's target sets, side by side in one run.
 
 The reference is written here, as issue #20 measured it: texts in file order, batches of ``--batch-size`` padded per
 batch by the tokenizer, ``inference_mode``, the mean-pooled last layer (retrieval) or the head's argmax
-(classification). The project's path is what ``study.evaluate`` and the training worker call per language
+(classification). The project's path is what ``study.cli.evaluate`` and the training worker call per language
 (``score_retrieval`` / ``score_supervised``): tokens from the Arrow cache, rows in batches of similar length cut to a
 token budget, outputs put back in the original order before scoring. Both paths start from the same texts and
 include their tokenisation: ours into a fresh cache in the first run, as at a trial's first evaluation, and from it
@@ -63,10 +63,11 @@ def reference_predictions(model, tokenizer, records, max_length, batch_size, dev
 def tatoeba(args, spec, tokenizer, device):
     """(reference seconds, our seconds, our mean accuracy, max |accuracy difference|, sentences, None) over the
     Tatoeba languages."""
-    from study.data.sources import Bitext, load_split
-    from study.evaluation import score_retrieval
-    from study.models import load_model
-    from study.tasks import TASKS
+    from study.data.formats import Bitext
+    from study.data.sources import load_split
+    from study.data.tasks import TASKS
+    from study.evaluation.scoring import score_retrieval
+    from study.models.registry import load_model
 
     task, model = TASKS["tatoeba"], load_model(spec, "base").to(device).eval()
     data = {lang: load_split(task, "test", lang, args.data_dir) for lang in args.languages.split(",")}
@@ -94,9 +95,9 @@ def classification(args, spec, tokenizer, device):
     """(reference seconds, our seconds, our mean accuracy, max |accuracy difference|, examples, examples whose
     prediction differs) over the classification task's target languages."""
     from study.data.sources import load_split
-    from study.evaluation import score_supervised
-    from study.models import load_model
-    from study.tasks import TASKS
+    from study.data.tasks import TASKS
+    from study.evaluation.scoring import score_supervised
+    from study.models.registry import load_model
 
     task = TASKS[args.task]
     torch.manual_seed(0)  # the untrained head
@@ -141,7 +142,7 @@ def compare(reference, ours, languages, repeat: int, model, tokenizer, device):
 
 
 def main() -> None:
-    from study.evaluation import TOKEN_BUDGET
+    from study.evaluation.scoring import TOKEN_BUDGET
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="e5-small")
@@ -162,7 +163,7 @@ def main() -> None:
     os.environ["STUDY_CACHE_DIR"] = tempfile.mkdtemp(prefix="eval-bench-")  # ours tokenises into a fresh cache
     torch.set_num_threads(args.threads)
 
-    from study.models import get_spec, load_tokenizer
+    from study.models.registry import get_spec, load_tokenizer
 
     spec = get_spec(args.model)
     tokenizer, device = load_tokenizer(spec), torch.device(args.device)

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 
-from study.protocol import DEFAULT_MODALITY
+from study.core.protocol import DEFAULT_MODALITY
 
 
 def main() -> None:

@@ -49,8 +49,11 @@ def main() -> None:
     import ray
     import ray.tune
 
-    from study.ray_setup import Scaling, init_ray
-    from study.tune import build_tuner, concurrency, parse_args, resolve, train_driver_fn
+    from study.cli.tune import parse_args
+    from study.train.ray_setup import Scaling, init_ray
+    from study.tune.driver import build_tuner, concurrency
+    from study.tune.settings import resolve
+    from study.tune.trial import train_driver_fn
 
     storage = tempfile.mkdtemp(prefix="study-bench-")
     study_args = parse_args(["--model", args.model, "--trials", str(args.trials), "--storage", storage,

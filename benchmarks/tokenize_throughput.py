@@ -26,8 +26,8 @@ def main() -> None:
 
     from study.data.features import encode_records
     from study.data.pocket import pocket_retrieval
-    from study.models import xlmr_tokenizer
-    from study.tasks import TASKS
+    from study.data.tasks import TASKS
+    from study.models.offline import xlmr_tokenizer
 
     tokenizer = xlmr_tokenizer()  # XLM-R / e5-small vocabulary
     records = [{"text_a": source, "text_b": english, "label": 0}

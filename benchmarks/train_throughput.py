@@ -16,9 +16,10 @@ import time
 
 import torch
 
-from study.config import TrainConfig
-from study.ray_setup import Scaling, init_ray
-from study.worker import FineTuneRun, build_trainer
+from study.train.config import TrainConfig
+from study.train.finetune import FineTuneRun
+from study.train.pipeline import build_trainer
+from study.train.ray_setup import Scaling, init_ray
 
 
 def main() -> None:

@@ -26,11 +26,11 @@ import time
 
 import torch
 
-from study.augment import load_synonyms, virtual_copies
-from study.capture import VMECapture
-from study.engine import make_optimizer, vme_forward
-from study.models import get_spec, load_model, load_tokenizer
-from study.objective import VMEWeights, masked_mean, task_cross_entropy
+from study.data.augment import load_synonyms, virtual_copies
+from study.models.registry import get_spec, load_model, load_tokenizer
+from study.vme.capture import VMECapture
+from study.vme.engine import make_optimizer, vme_forward
+from study.vme.objective import VMEWeights, masked_mean, task_cross_entropy
 
 SENTENCES = [
     "The committee approved the new budget after a long debate.",

@@ -5,7 +5,7 @@ separate forward/backward passes for x̃ and x, eager attention with ``output_at
 ``output_hidden_states=True`` on every layer, CE(x̃) + CE(x) + alpha * EP + beta * AP, clipping at 1.0, and torch's
 default dense AdamW (eps 1e-8, no weight decay) over every parameter, fp32.
 
-The project's step (``study.engine`` / ``study.trim``, the training loop's default ``--implementation fast``): one
+The project's step (``study.vme.engine`` / ``study.vme.trim``, the training loop's default ``--implementation fast``): one
 forward pass over the concatenated [x; x̃] batch, SDPA on every layer but ``ap_layer`` (which alone keeps its
 probabilities), the fused AdamW kernel, and the embedding matrix trimmed to the token ids of the run's training data
 (here: the benchmark batch plus the English training set of ``--task``). "fast-full" is the same without trimming.
@@ -48,15 +48,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-import study.capture
-from study.capture import CAPTURE_ATTENTION, VMECapture
-from study.engine import make_optimizer, vme_forward
-from study.exactness import compare_weights, gradient_excess, undetermined
-from study.models import get_spec, load_model, load_tokenizer
-from study.objective import VMEWeights
-from study.trim import full_gradients, trim_vocabulary, untrimmed, used_token_ids
 from vme_overhead import make_batches
+
+import study.vme.capture
+from study.models.registry import get_spec, load_model, load_tokenizer
+from study.vme.capture import CAPTURE_ATTENTION, VMECapture
+from study.vme.engine import make_optimizer, vme_forward
+from study.vme.exactness import compare_weights, gradient_excess, undetermined
+from study.vme.objective import VMEWeights
+from study.vme.trim import full_gradients, trim_vocabulary, untrimmed, used_token_ids
 
 VARIANTS = ("reference", "fast-full", "fast")
 LR = 2e-5
@@ -101,7 +101,7 @@ def _timed(function):
 # the capturing kernel is looked up by name at every call: time it under its registered name
 from transformers import AttentionInterface  # noqa: E402
 
-AttentionInterface.register(CAPTURE_ATTENTION, _timed(study.capture._capturing_attention))
+AttentionInterface.register(CAPTURE_ATTENTION, _timed(study.vme.capture._capturing_attention))
 
 
 def build(variant: str, spec, args, kept_ids, num_labels: int, dropout: bool):
@@ -172,10 +172,10 @@ def _pocket_batches(spec, args, count: int) -> tuple[list[dict], int]:
     collated both ways; and the number of labels."""
     import random
 
-    from study.augment import load_synonyms
+    from study.data.augment import load_synonyms
+    from study.data.pairs import build_pairs, collate_pairs
     from study.data.sources import load_split
-    from study.data.vme import build_pairs, collate_pairs
-    from study.tasks import get_task
+    from study.data.tasks import get_task
 
     task, tokenizer = get_task(args.task), load_tokenizer(spec)
     records = load_split(task, "train", "en", None)
@@ -198,7 +198,7 @@ def _pocket_batches(spec, args, count: int) -> tuple[list[dict], int]:
 
 def setup(args):
     from study.data.sources import load_split
-    from study.tasks import get_task
+    from study.data.tasks import get_task
 
     torch.set_num_threads(args.threads)
     spec = get_spec(args.model)

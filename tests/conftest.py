@@ -9,7 +9,7 @@ SHARED_DATA = Path(os.environ.get("STUDY_SHARED_DATA", Path(__file__).resolve().
 @pytest.fixture(scope="session")
 def e5_small():
     """The converted offline e5-small spec (built into the cache on first use)."""
-    from study.models import get_spec, model_path
+    from study.models.registry import get_spec, model_path
 
     spec = get_spec("e5-small")
     model_path(spec)
@@ -18,7 +18,7 @@ def e5_small():
 
 @pytest.fixture(scope="session")
 def tiny():
-    from study.models import get_spec
+    from study.models.registry import get_spec
 
     return get_spec("tiny")
 

@@ -54,7 +54,7 @@ def start_mlflow_server(root: Path, port: int):
     import time
     import urllib.request
 
-    from study.serve_mlflow import server_command
+    from study.cli.serve_mlflow import server_command
 
     server = subprocess.Popen(server_command("127.0.0.1", port, f"sqlite:///{root}/mlflow.db", str(root / "artifacts")),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

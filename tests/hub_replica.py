@@ -21,12 +21,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from study import tasks as T
+from study.core.languages import get_language
+from study.data import tasks as T
 from study.data.captions import FLICKR30K
 from study.data.sources import TATOEBA_CODES
-from study.intermediate import CLIP_TOWER
-from study.languages import get_language
-from study.models import REGISTRY
+from study.models.registry import REGISTRY
+from study.train.stage import CLIP_TOWER
 
 ROWS = 8  # rows of every split: enough for a smoke trial's batches
 LAYERS = 9  # the hub models' search space pulls attention of layers up to 8
@@ -274,7 +274,7 @@ def _save_xlmr(out: Path) -> None:
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
-    from study.models import xlmr_tokenizer
+    from study.models.offline import xlmr_tokenizer
 
     tokenizer = xlmr_tokenizer()
     torch.manual_seed(0)

@@ -1,15 +1,15 @@
-"""The alignment probe's measures (``study.alignment``) on hand-made embeddings."""
+"""The alignment probe's measures (``study.evaluation.alignment``) on hand-made embeddings."""
 
 import numpy as np
 import pytest
 from conftest import SHARED_DATA
 
-from study import alignment
-from study.alignment_probe import figure_languages, probe_data, probe_layers, run_probe
-from study.errors import StudyError
-from study.evaluation import evaluate
-from study.models import load_model, load_tokenizer
-from study.tasks import TASKS
+from study.core.errors import StudyError
+from study.data.tasks import TASKS
+from study.evaluation import alignment
+from study.evaluation.probe import figure_languages, probe_data, probe_layers, run_probe
+from study.evaluation.scoring import evaluate
+from study.models.registry import load_model, load_tokenizer
 
 
 def _rotation(d: int, angle: float) -> np.ndarray:
@@ -112,7 +112,7 @@ needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real test dat
 @pytest.mark.slow
 @needs_data
 def test_probe_of_pretrained_e5_small_reproduces_study_evaluate_on_tatoeba(e5_small):
-    """Same sentences, tokenizer, prefix, layer and pooling as study.evaluate: the same retrieval accuracies."""
+    """Same sentences, tokenizer, prefix, layer and pooling as study.cli.evaluate: the same retrieval accuracies."""
     model, tokenizer, prefix = load_model(e5_small).eval(), load_tokenizer(e5_small), e5_small.text_prefix
     data = probe_data(TASKS["xnli"], ("en", "de", "sw"), SHARED_DATA)  # English is the source: not probed
     assert data.task.name == "tatoeba" and list(data.bitexts) == ["de", "sw"]
@@ -152,13 +152,13 @@ def test_figure_languages_take_one_language_per_family():
 
 
 def test_pretrained_probe_is_computed_once_then_read_from_the_cache(tiny, tmp_path, monkeypatch):
-    import study.cache
-    import study.models
-    from study.alignment_probe import pretrained_probe
+    import study.core.cache
+    import study.models.registry
+    from study.evaluation.probe import pretrained_probe
 
-    monkeypatch.setattr(study.cache, "cache_dir", lambda: tmp_path)
-    loads, original = [], study.models.load_model
-    monkeypatch.setattr(study.models, "load_model", lambda *a, **k: loads.append(a) or original(*a, **k))
+    monkeypatch.setattr(study.core.cache, "cache_dir", lambda: tmp_path)
+    loads, original = [], study.models.registry.load_model
+    monkeypatch.setattr(study.models.registry, "load_model", lambda *a, **k: loads.append(a) or original(*a, **k))
     data, tokenizer = probe_data(TASKS["pocket-topic"], ("de", "ja"), limit=16), load_tokenizer(tiny)
     first = pretrained_probe(tiny, tokenizer, data, (3, 6), max_length=32)
     second = pretrained_probe(tiny, tokenizer, data, (3, 6), max_length=32)
@@ -177,9 +177,7 @@ def test_training_run_reports_the_probe_at_every_evaluation(tmp_path, monkeypatc
 
     import torch
 
-    from study.config import TrainConfig
-    from study.outbox import OUTBOX_ENV
-    from study.protocol import (
+    from study.core.protocol import (
         ALIGNMENT_EMBEDDINGS_ARTIFACT,
         ALIGNMENT_UNITS,
         EXAMPLES_ARTIFACT,
@@ -187,7 +185,9 @@ def test_training_run_reports_the_probe_at_every_evaluation(tmp_path, monkeypatc
         alignment_layers,
         alignment_scores,
     )
-    from study.worker import FineTuneRun
+    from study.track.outbox import OUTBOX_ENV
+    from study.train.config import TrainConfig
+    from study.train.finetune import FineTuneRun
 
     monkeypatch.setenv(OUTBOX_ENV, str(tmp_path))
     cfg = TrainConfig(model="tiny", task="pocket-topic", ap_layer=2, batch_size=8, max_length=32, max_train_examples=32,

@@ -2,9 +2,9 @@
 
 import pytest
 
-from study.arms import ARMS, VME_REFERENCE_POINT, arm_contrasts, modality_arms, parse_arms
-from study.config import TrainConfig
-from study.errors import StudyError
+from study.core.arms import ARMS, VME_REFERENCE_POINT, arm_contrasts, modality_arms, parse_arms
+from study.core.errors import StudyError
+from study.train.config import TrainConfig
 
 
 def test_vme_reference_is_the_authors_point_and_plain_differs_only_in_the_objective():

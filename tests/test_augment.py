@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from study.augment import Synonyms, load_neighbour_file, load_synonyms, roget_neighbours, virtual_copies
-from study.errors import StudyError
+from study.core.errors import StudyError
+from study.data.augment import Synonyms, load_neighbour_file, load_synonyms, roget_neighbours, virtual_copies
 
 TEXT = "The quick brown fox jumps over the lazy dog, and the movie was great."
 
@@ -145,7 +145,7 @@ def test_counter_fitted_is_downloaded_once_checked_and_cached(counter_fitted, tm
     import hashlib
     import urllib.request
 
-    from study import augment
+    from study.data import augment
 
     payload = gzip.decompress(counter_fitted.read_bytes())
     assert hashlib.sha256(payload).hexdigest() == augment.COUNTER_FITTED_SHA256  # the pinned file is the local copy
@@ -211,7 +211,7 @@ def test_counter_fitted_offline_or_corrupted_is_one_clear_line(tmp_path, monkeyp
 
 
 def test_synonym_source_labels_name_substitutes():
-    from study.augment import synonym_source_label
+    from study.data.augment import synonym_source_label
 
     assert synonym_source_label("roget") == "roget (offline substitute for counter-fitted)"
     assert synonym_source_label("/data/neighbours.json.gz") == "file neighbours.json.gz (in place of counter-fitted)"

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from study import intermediate as stage
+from study.core.errors import StudyError
 from study.data import captions
-from study.errors import StudyError
+from study.train import stage
 
 EMOJI = ["😀", "🐶", "🍎", "🚗", "🌳", "⚽", "🎸", "🏠", "🌙", "🔥", "📚", "🐟"]
 

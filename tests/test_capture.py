@@ -4,11 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from study.capture import VMECapture
-from study.engine import head_logits, vme_forward
-from study.errors import StudyError
-from study.models import load_model, load_tokenizer
-from study.objective import VMEWeights, masked_mean, task_cross_entropy
+from study.core.errors import StudyError
+from study.models.registry import load_model, load_tokenizer
+from study.vme.capture import VMECapture
+from study.vme.engine import head_logits, vme_forward
+from study.vme.objective import VMEWeights, masked_mean, task_cross_entropy
 
 X = ["The movie was great and the actors were brilliant.", "Where is the station?"]
 XT = ["The film was grand and the actors were brilliant.", "Where is the terminal?"]

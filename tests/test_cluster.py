@@ -27,7 +27,7 @@ from helpers import (
     trials_past_first_report,
 )
 
-from study.ray_setup import NODE_ON_LOOPBACK
+from study.train.ray_setup import NODE_ON_LOOPBACK
 
 ROOT = Path(__file__).resolve().parents[1]
 ON_LOOPBACK = {"node_ip_address": "127.0.0.1"}  # test clusters' nodes, like the study's own Ray
@@ -91,7 +91,7 @@ def test_cluster_storage_is_shared_when_workers_exist_and_has_no_credentials():
 def test_cluster_services_bind_loopback_and_ray_uses_token_auth():
     config = _cluster_config()
     head = " ".join(config["head_start_ray_commands"])
-    assert "--dashboard-host=127.0.0.1" in head and "study.serve_mlflow --host 127.0.0.1" in head
+    assert "--dashboard-host=127.0.0.1" in head and "study.cli.serve_mlflow --host 127.0.0.1" in head
     for command in config["head_start_ray_commands"][1:] + config["worker_start_ray_commands"][1:]:
         if "ray start" in command:
             assert "RAY_AUTH_MODE=token" in command, command
@@ -102,7 +102,7 @@ def test_cluster_services_bind_loopback_and_ray_uses_token_auth():
 def test_mlflow_server_listens_on_loopback_only_and_refuses_a_public_address_unless_asked(tmp_path):
     """Every socket of the server's process tree (the server and any worker it starts) is on loopback."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "study.serve_mlflow", "--port", str(port), "--backend-store-uri",
+    server = subprocess.Popen([sys.executable, "-m", "study", "serve-mlflow", "--port", str(port), "--backend-store-uri",
                                f"sqlite:///{tmp_path}/mlflow.db", "--artifacts-destination", str(tmp_path / "a")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -116,7 +116,7 @@ def test_mlflow_server_listens_on_loopback_only_and_refuses_a_public_address_unl
         assert all(s.ip in LOOPBACK for s in seen), "; ".join(map(str, seen))
     finally:
         stop(server)
-    public = subprocess.run([sys.executable, "-m", "study.serve_mlflow", "--host", "0.0.0.0", "--port", str(port)],
+    public = subprocess.run([sys.executable, "-m", "study", "serve-mlflow", "--host", "0.0.0.0", "--port", str(port)],
                             capture_output=True, text=True, timeout=60)
     assert public.returncode == 2 and "--allow-remote" in public.stderr
 
@@ -125,7 +125,7 @@ def test_local_ray_with_its_dashboard_listens_on_loopback_only_and_token_auth_is
     """init_ray on its own (the variable it sets is not in the environment): every socket of the Ray instance's
     process tree, dashboard included, is on loopback, and Ray's token authentication is on."""
     probe = """
-from study.ray_setup import init_ray
+from study.train.ray_setup import init_ray
 init_ray(num_cpus=1, dashboard=True)
 import json, time, urllib.request
 from ray._private.worker import get_dashboard_url
@@ -168,7 +168,7 @@ def test_local_ray_started_after_ray_was_imported_is_refused():
             outward = "127.0.0.1"
     if outward.startswith("127."):
         pytest.skip("this machine has no outward address for Ray to pick")
-    probe = "import ray; from study.ray_setup import init_ray; init_ray(num_cpus=1)"
+    probe = "import ray; from study.train.ray_setup import init_ray; init_ray(num_cpus=1)"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", NODE_ON_LOOPBACK)}
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode != 0
@@ -276,7 +276,7 @@ def test_mlflow_outage_loses_nothing_and_resume_writes_the_rest(tmp_path):
 
 
 def test_outbox_round_trip_on_a_directory_and_a_uri(tmp_path):
-    from study.outbox import outbox_location, outbox_take, put
+    from study.track.outbox import outbox_location, outbox_take, put
 
     for storage in (str(tmp_path / "plain"), f"file://{tmp_path}/uri"):
         put(outbox_location(storage, "study-x", "trial-1"), "per_example.json", b'{"units": {}}')
@@ -292,7 +292,7 @@ def test_local_study_ray_never_joins_another_cluster_on_the_machine():
 
     other = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False, **ON_LOOPBACK})
     other_address = other.address
-    probe = ("from study.ray_setup import init_ray; init_ray(num_cpus=1); import ray; "
+    probe = ("from study.train.ray_setup import init_ray; init_ray(num_cpus=1); import ray; "
              "print(ray.get_runtime_context().gcs_address); ray.shutdown()")
     try:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}

@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import SHARED_DATA
-from study import tasks as T
+
+from study.core.errors import StudyError
+from study.data import tasks as T
 from study.data.features import encode_records
+from study.data.formats import Bitext, RankingSet
 from study.data.pocket import pocket_retrieval, pocket_topic
-from study.data.sources import Bitext, RankingSet, load_split
-from study.errors import StudyError
+from study.data.sources import load_split
 
 DOC = SHARED_DATA.parent / "docs" / "xtreme_r.md"
 needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real test data not found at {SHARED_DATA}")
@@ -25,9 +26,10 @@ def test_every_task_kind_has_its_behaviour_in_each_table():
     """Per-kind behaviour lives in tables, one per layer: a task whose kind lacks an entry would fail deep inside a
     run; here it fails at once."""
     from study.data.features import ENCODERS
-    from study.data.sources import HUB_ARCHIVE_READERS, HUB_COLUMNS, HUB_NORMALISERS, LOCAL_READERS, RELEASE_READERS
-    from study.data.vme import VIRTUAL_COPIERS
-    from study.evaluation import SCORERS
+    from study.data.pairs import VIRTUAL_COPIERS
+    from study.data.rankings import HUB_ARCHIVE_READERS, RELEASE_READERS
+    from study.data.sources import HUB_COLUMNS, HUB_NORMALISERS, LOCAL_READERS
+    from study.evaluation.scoring import SCORERS
 
     for task in T.TASKS.values():
         if task.needs_training:
@@ -39,7 +41,7 @@ def test_every_task_kind_has_its_behaviour_in_each_table():
         for source in task.hub.values():
             readers = {T.HubArchive: HUB_ARCHIVE_READERS, T.ReleaseFiles: RELEASE_READERS}.get(type(source))
             assert task.name in readers if readers is not None else task.kind in HUB_NORMALISERS, task.name
-    assert set(HUB_COLUMNS) == set(HUB_NORMALISERS)  # study.hub check looks for what each normaliser reads
+    assert set(HUB_COLUMNS) == set(HUB_NORMALISERS)  # study.data.hub check looks for what each normaliser reads
 
 
 @pytest.mark.skipif(not DOC.is_file(), reason=f"{DOC} not found")
@@ -159,7 +161,7 @@ def test_qa_training_and_selection_sources_are_xtreme_rs(tmp_path):
 
 def test_lareqa_answer_at_a_sentence_break_belongs_to_the_sentence_starting_there():
     """#16 item 12: sentences are half-open [start, end), as XTREME's LAReQA code reads them."""
-    from study.data.sources import _xquad_r_language
+    from study.data.rankings import _xquad_r_language
 
     context = "他出生于巴黎。他的专利很多。"
     data = {"data": [{"paragraphs": [{"context": context, "sentences": ["他出生于巴黎。", "他的专利很多。"],
@@ -175,7 +177,7 @@ def test_lareqa_candidates_are_the_contexts_slices_and_every_question_is_placed_
     differs from those slices twice in tr.json); a question whose answer lies in no sentence (XTREME skips it; the
     released files have none) or an id given twice stops the read instead of being scored against a wrong sentence
     or merged."""
-    from study.data.sources import _xquad_r_language
+    from study.data.rankings import _xquad_r_language
 
     context = "One two. Three four."
 
@@ -193,7 +195,7 @@ def test_lareqa_candidates_are_the_contexts_slices_and_every_question_is_placed_
 
 
 def test_lareqa_release_files_download_once_and_read_as_the_data_dir_reads_them(tmp_path, monkeypatch):
-    """study.hub.release_file (datasets' cached_path) against the replica's release route, in-process: each
+    """study.data.hub.release_file (datasets' cached_path) against the replica's release route, in-process: each
     language's ranking equals --data-dir's on the same files; a second read needs no server; a 404, a dead server and
     offline mode with nothing cached are one line naming the URL."""
     import dataclasses
@@ -235,7 +237,7 @@ def test_lareqa_release_files_download_once_and_read_as_the_data_dir_reads_them(
 
     def missing(why: str) -> str:
         return (rf"^release file {re.escape(base)}/{source.repo}/1{{40}}/xquad-r/ar\.json is not in the cache "
-                rf"{re.escape(str(tmp_path / 'cache'))} and {why}; run `python -m study.hub prefetch` [^\n]*, or pass "
+                rf"{re.escape(str(tmp_path / 'cache'))} and {why}; run `study hub prefetch` [^\n]*, or pass "
                 r"--data-dir with the original files$")
 
     with pytest.raises(StudyError, match=missing(r"it cannot be downloaded \(ClientConnectorError: [^\n]*\)")):
@@ -294,7 +296,7 @@ def test_pocket_retrieval_has_30_plus_clean_languages():
 
 @needs_data
 def test_tagging_labels_sit_on_first_subtoken(tiny):
-    from study.models import load_tokenizer
+    from study.models.registry import load_tokenizer
 
     tokenizer = load_tokenizer(tiny)
     records = [{"tokens": ["Unbelievably", "good", "."], "tags": ["ADV", "ADJ", "PUNCT"]}]
@@ -306,7 +308,7 @@ def test_tagging_labels_sit_on_first_subtoken(tiny):
 
 @needs_data
 def test_qa_spans_map_back_to_the_answer_and_cache_is_reused(tiny):
-    from study.models import load_tokenizer
+    from study.models.registry import load_tokenizer
 
     tokenizer = load_tokenizer(tiny)
     records = load_split(T.TASKS["xquad"], "test", "en", SHARED_DATA)[:40]
@@ -326,10 +328,10 @@ def test_qa_spans_map_back_to_the_answer_and_cache_is_reused(tiny):
 def test_long_questions_are_cut_to_fit_and_every_question_keeps_a_window(tiny):
     """A question that leaves a window no more than a stride of context made the fast tokenizer panic; now it is cut
     to XTREME's query budget, and every question still gets at least one window (every gold unit is scored)."""
-    from study.config import TrainConfig
     from study.data.features import qa_window
-    from study.models import load_tokenizer
-    from study.worker import validate
+    from study.models.registry import load_tokenizer
+    from study.train.config import TrainConfig
+    from study.train.pipeline import validate
 
     tokenizer = load_tokenizer(tiny)
     context = "Paris is the capital of France and its largest city by far. " * 6
@@ -378,7 +380,7 @@ def test_mewslix_archive_reads_exactly_what_the_data_dir_reads(tmp_path):
     it keeps them and past the members it does not need, they rank exactly as the same files under --data-dir."""
     from hub_replica import mewslix_originals, write_tar_gz
 
-    from study.data.sources import _mewslix_archive
+    from study.data.rankings import _mewslix_archive
 
     files = mewslix_originals()
     (tmp_path / "mewslix").mkdir()
@@ -417,11 +419,11 @@ def test_training_pairs_carry_the_segment_ids_that_evaluation_passes(wordpiece):
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from study.augment import Synonyms
-    from study.data.vme import build_pairs, collate_pairs
-    from study.engine import split_batch
-    from study.evaluation import score_supervised
-    from study.tasks import get_task
+    from study.data.augment import Synonyms
+    from study.data.pairs import build_pairs, collate_pairs
+    from study.data.tasks import get_task
+    from study.evaluation.scoring import score_supervised
+    from study.vme.engine import split_batch
 
     task = get_task("xnli")
     records = [{"text_a": "the cat sat on a mat", "text_b": "a dog ran", "label": 0},
@@ -449,7 +451,7 @@ def test_xcopa_and_social_iqa_inputs_are_xtremes_premise_question_then_each_choi
     """third_party/run_xcopa.py: COPA's first segment is "<premise> What was the <cause|effect>?", Social IQa's
     "<context> <question>"; the second segment is the choice as written (no connective word)."""
     from study.data.features import choice_prompt
-    from study.models import load_tokenizer
+    from study.models.registry import load_tokenizer
 
     assert choice_prompt("The man turned on the faucet.", "effect") == \
         "The man turned on the faucet. What was the effect?"

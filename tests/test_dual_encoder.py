@@ -1,6 +1,6 @@
 """XTREME-R's dual-encoder protocol for LAReQA and Mewsli-X: the texts both sides read (golden values computed by
 hand from google-research/xtreme's rules), the in-batch softmax loss, the protocol settings and labels, and a real
-fine-tuning run of each task scored by study.evaluate under the protocol, every question scored."""
+fine-tuning run of each task scored by study.cli.evaluate under the protocol, every question scored."""
 
 import json
 import math
@@ -9,10 +9,11 @@ import sys
 
 import pytest
 import torch
-
 from conftest import SHARED_DATA
-from study import tasks as T
-from study.data.dual_encoder import (
+
+from study.core.errors import StudyError
+from study.data import tasks as T
+from study.data.retrieval_pairs import (
     entity_description,
     lareqa_candidate,
     mention_query,
@@ -21,9 +22,8 @@ from study.data.dual_encoder import (
     squad_pairs,
 )
 from study.data.sources import load_split
-from study.errors import StudyError
-from study.objective import in_batch_softmax
-from study.tasks import retrieval_settings
+from study.data.tasks import retrieval_settings
+from study.vme.objective import in_batch_softmax
 
 # --- texts --------------------------------------------------------------------------------------------------------
 
@@ -172,7 +172,7 @@ def test_a_dual_encoder_of_the_task_gets_xtreme_r_settings_and_anything_else_is_
 
 
 def test_bad_options_stop_before_ray_with_one_line(tmp_path):
-    from study.dual_encoder import build_parser, config_from_args
+    from study.cli.dual_encoder import build_parser, config_from_args
 
     def config(*extra):
         return config_from_args(build_parser().parse_args(["--model", "tiny", "--task", "lareqa", *extra]))
@@ -189,11 +189,11 @@ def test_bad_options_stop_before_ray_with_one_line(tmp_path):
                            (["--data-dir", str(tmp_path / "none")], "is not a directory")):
         with pytest.raises(StudyError, match=message):
             config(*extra)
-    from study.config import TrainConfig
-    from study.worker import validate
+    from study.train.config import TrainConfig
+    from study.train.pipeline import validate
 
-    with pytest.raises(StudyError, match="python -m study.dual_encoder --task mewslix fine-tunes"):
-        validate(TrainConfig(model="tiny", task="mewslix"))  # study.train points to the dual encoder's command
+    with pytest.raises(StudyError, match="study dual-encoder --task mewslix fine-tunes"):
+        validate(TrainConfig(model="tiny", task="mewslix"))  # study.cli.train points to the dual encoder's command
 
 
 # --- a real run ---------------------------------------------------------------------------------------------------
@@ -213,8 +213,8 @@ def _squad_train(n: int) -> dict:
 
 @pytest.mark.slow
 def test_fine_tuned_dual_encoders_are_scored_under_xtreme_r_protocol_on_every_question(tmp_path):
-    """study.dual_encoder trains each task's dual encoder on its English pairs (tiny model, 2 steps) and writes a
-    model directory; study.evaluate --checkpoint scores it under XTREME-R's label, every question of every
+    """study.train.dual_encoder trains each task's dual encoder on its English pairs (tiny model, 2 steps) and writes a
+    model directory; study.cli.evaluate --checkpoint scores it under XTREME-R's label, every question of every
     language scored."""
     from hub_replica import lareqa_originals, mewslix_originals
 
@@ -230,7 +230,7 @@ def test_fine_tuned_dual_encoders_are_scored_under_xtreme_r_protocol_on_every_qu
     pair = (data / "mewslix/wikipedia_pairs-train.jsonl").read_text()
     (data / "mewslix/wikipedia_pairs-train.jsonl").write_text(pair * 4)
     for task, pairs in (("lareqa", 8), ("mewslix", 4)):
-        run = subprocess.run([sys.executable, "-m", "study.dual_encoder", "--model", "tiny", "--task", task,
+        run = subprocess.run([sys.executable, "-m", "study", "dual-encoder", "--model", "tiny", "--task", task,
                               "--data-dir", str(data), "--max-steps", "2", "--batch-size", "2", "--grad-accum", "1",
                               "--log-every", "1", "--storage", str(tmp_path / "runs"), "--name", task],
                              capture_output=True, text=True, timeout=600)
@@ -240,7 +240,7 @@ def test_fine_tuned_dual_encoders_are_scored_under_xtreme_r_protocol_on_every_qu
         record = json.loads((tmp_path / "runs" / task / "study_dual_encoder.json").read_text())
         assert record["pairs"] == pairs and record["final"]["step"] == 2
         out = tmp_path / f"{task}.json"
-        scored = subprocess.run([sys.executable, "-m", "study.evaluate", "--checkpoint", model_dir, "--task", task,
+        scored = subprocess.run([sys.executable, "-m", "study", "evaluate", "--checkpoint", model_dir, "--task", task,
                                  "--data-dir", str(data), "--json", str(out)], capture_output=True, text=True,
                                 timeout=600)
         assert scored.returncode == 0, scored.stderr[-3000:]
@@ -251,16 +251,16 @@ def test_fine_tuned_dual_encoders_are_scored_under_xtreme_r_protocol_on_every_qu
             questions = len(load_split(T.TASKS[task], "test", lang, data).questions)
             assert result["details"][lang]["gold_units"] == questions > 0
             assert 0 <= result["per_language"][lang] <= 1
-    again = subprocess.run([sys.executable, "-m", "study.dual_encoder", "--model", "tiny", "--task", "mewslix",
+    again = subprocess.run([sys.executable, "-m", "study", "dual-encoder", "--model", "tiny", "--task", "mewslix",
                             "--data-dir", str(data), "--storage", str(tmp_path / "runs"), "--name", "mewslix"],
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 2 and "run 'mewslix' already exists" in again.stderr
-    few = subprocess.run([sys.executable, "-m", "study.dual_encoder", "--model", "tiny", "--task", "lareqa",
+    few = subprocess.run([sys.executable, "-m", "study", "dual-encoder", "--model", "tiny", "--task", "lareqa",
                           "--data-dir", str(data), "--storage", str(tmp_path / "runs"), "--name", "few"],
                          capture_output=True, text=True, timeout=600)  # 8 pairs, XTREME-R's 4 x 4 per step
     assert few.returncode == 2 and "Ray" not in few.stderr, few.stderr[-2000:]  # stopped before Ray started
     assert "error: 8 training pairs give no full step of batch 4 x 1 workers x grad_accum 4" in few.stderr
-    diverged = subprocess.run([sys.executable, "-m", "study.dual_encoder", "--model", "tiny", "--task", "lareqa",
+    diverged = subprocess.run([sys.executable, "-m", "study", "dual-encoder", "--model", "tiny", "--task", "lareqa",
                                "--data-dir", str(data), "--max-steps", "3", "--batch-size", "2", "--grad-accum", "1",
                                "--lr", "1e30", "--storage", str(tmp_path / "runs"), "--name", "diverged"],
                               capture_output=True, text=True, timeout=600)
@@ -271,7 +271,7 @@ def test_fine_tuned_dual_encoders_are_scored_under_xtreme_r_protocol_on_every_qu
 def test_every_flag_is_in_the_readme():
     from pathlib import Path
 
-    from study.dual_encoder import build_parser
+    from study.cli.dual_encoder import build_parser
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     flags = [o for action in build_parser()._actions for o in action.option_strings if o.startswith("--")]
@@ -285,7 +285,8 @@ def test_pysbd_finds_the_answer_sentence_xquad_r_ships_for_nearly_every_english_
     pairs here) puts 1,157 of 1,190 English answers (97.2 %) in the same sentence, and splits 215 of 240 paragraphs
     identically (the rest: reference marks such as ``success.:121,154 He``, where the shipped breaks keep one
     sentence; abbreviations such as ``E.I. du Pont``, where they cut one)."""
-    from study.data.sources import _read_json, _xquad_r_language
+    from study.data.formats import _read_json
+    from study.data.rankings import _xquad_r_language
 
     path = SHARED_DATA / "lareqa/xquad-r/en.json"
     data = _read_json(path, path)

@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import SHARED_DATA
 from sklearn.metrics import f1_score
 
-from conftest import SHARED_DATA
-from study import evaluate as cli
-from study import evaluation
+from study.cli import evaluate as cli
 from study.data.features import encode_records, encode_texts
-from study.data.sources import Bitext, load_split
-from study.evaluation import length_batches, padded_inputs, run_batches, score_retrieval, sentence_embeddings
-from study.models import load_model, load_tokenizer, save_model_dir
-from study.tasks import TASKS
+from study.data.formats import Bitext
+from study.data.sources import load_split
+from study.data.tasks import TASKS
+from study.evaluation import scoring as evaluation
+from study.evaluation.scoring import length_batches, padded_inputs, run_batches, score_retrieval, sentence_embeddings
+from study.models.registry import load_model, load_tokenizer, save_model_dir
 
 needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real test data not found at {SHARED_DATA}")
 
@@ -42,7 +43,7 @@ def test_real_tatoeba_retrieval_with_e5_small_is_far_above_chance(e5_small, tmp_
 def test_tatoeba_protocol_is_xtreme_rs_only_for_a_squad_fine_tuned_encoder_at_its_layer_and_length():
     """scripts/run_tatoeba.sh + third_party/evaluate_retrieval.py: --specific_layer 7 of the layers' outputs (the
     embeddings excluded) of a 12-layer encoder is hidden state 8; LAYER=13 of 24 is hidden state 14; MAXL=512."""
-    from study.tasks import TASKS, retrieval_settings
+    from study.data.tasks import TASKS, retrieval_settings
 
     tatoeba = TASKS["tatoeba"]
     mbert = retrieval_settings(tatoeba, 12, trained_on="xquad")
@@ -65,7 +66,7 @@ def test_tatoeba_protocol_is_xtreme_rs_only_for_a_squad_fine_tuned_encoder_at_it
 
 @needs_data
 def test_tatoeba_on_a_squad_checkpoint_embeds_hidden_state_8_of_512_tokens_as_xtreme_r(e5_small, tmp_path):
-    """study.evaluate on an xquad checkpoint (12 layers) runs XTREME-R's Tatoeba protocol and labels it so; the
+    """study.cli.evaluate on an xquad checkpoint (12 layers) runs XTREME-R's Tatoeba protocol and labels it so; the
     accuracy equals a plain transformers loop written from the official rules on the LASER files themselves."""
     from transformers import AutoModel, AutoTokenizer
 
@@ -158,7 +159,7 @@ def test_xcopa_from_a_social_iqa_checkpoint_keeps_its_head_and_is_labelled_xtrem
 
 def test_a_checkpoint_is_evaluated_only_by_a_task_its_head_fits(tiny, tmp_path):
     """An XCOPA checkpoint on UD-POS, or --layer for a task its head scores: one line, nothing evaluated."""
-    from study.errors import StudyError
+    from study.core.errors import StudyError
 
     save_model_dir(load_model(tiny, "multiple-choice"), load_tokenizer(tiny), tiny, tmp_path / "copa", task="xcopa")
     with pytest.raises(StudyError, match=r"was fine-tuned on xcopa \(a multiple-choice head\); task 'udpos' needs"):
@@ -168,7 +169,7 @@ def test_a_checkpoint_is_evaluated_only_by_a_task_its_head_fits(tiny, tmp_path):
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "study.evaluate", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "study", "evaluate", *args], capture_output=True, text=True,
                           env=os.environ, timeout=300)
 
 
@@ -212,11 +213,11 @@ def test_word_windows_fit_the_budget_and_keep_every_word():
 def test_every_word_of_a_long_sentence_is_scored(tiny):
     """A 40-word sentence at max_length 16 used to score the 14 words of its first window; now all 40 are scored,
     a word the tokenizer drops entirely (a zero-width space) included, and training pairs its windows."""
-    from study.augment import Synonyms
+    from study.data.augment import Synonyms
     from study.data.features import encode_records
-    from study.data.vme import build_pairs
-    from study.evaluation import score_supervised
-    from study.tasks import get_task
+    from study.data.pairs import build_pairs
+    from study.data.tasks import get_task
+    from study.evaluation.scoring import score_supervised
 
     task = get_task("udpos")
     tokenizer = load_tokenizer(tiny)
@@ -235,8 +236,8 @@ def test_every_word_of_a_long_sentence_is_scored(tiny):
 
 def test_qa_answers_are_scored_by_the_test_language_rules(tiny, monkeypatch):
     """MLQA's test languages go through MLQA's own scorer (metrics.answer_normalizer), with the language."""
-    from study import metrics
-    from study.evaluation import score_supervised
+    from study.core import metrics
+    from study.evaluation.scoring import score_supervised
 
     asked = []
     real = metrics.answer_normalizer

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from study.exactness import compare_weights, determined_share, gradient_excess, gradient_scale, undetermined
+from study.vme.exactness import compare_weights, determined_share, gradient_excess, gradient_scale, undetermined
 
 
 def test_gradient_tolerance_is_scaled_to_the_step_and_the_element():

@@ -10,29 +10,29 @@ elsewhere (e.g. the attention key biases, whose true gradient is zero) only Adam
 import pytest
 import torch
 
-from study.config import TrainConfig
-from study.engine import make_optimizer
-from study.exactness import (
-    compare_weights,
-    determined_share,
-    gradient_excess,
-    undetermined,
-)
-from study.models import (
+from study.models.registry import (
     checkpoint_spec,
     get_spec,
     load_model,
     load_tokenizer,
     save_model_dir,
 )
-from study.trim import (
+from study.train.config import TrainConfig
+from study.train.finetune import FineTuneRun
+from study.vme.engine import make_optimizer
+from study.vme.exactness import (
+    compare_weights,
+    determined_share,
+    gradient_excess,
+    undetermined,
+)
+from study.vme.trim import (
     TrimmedEmbedding,
     full_gradients,
     trim_vocabulary,
     untrimmed,
     used_token_ids,
 )
-from study.worker import FineTuneRun
 
 TEXTS = ["The cat sat on the mat.", "Where is the station, please?"]
 UNSEEN = ["Völlig unbekannte Wörter erscheinen hier.", "Где находится вокзал?"]
@@ -191,8 +191,8 @@ def test_global_batch_stays_32_with_1_2_and_4_workers(monkeypatch):
 
 
 def test_global_batch_that_does_not_split_is_one_clear_error():
-    from study.errors import StudyError
-    from study.worker import validate
+    from study.core.errors import StudyError
+    from study.train.pipeline import validate
 
     with pytest.raises(StudyError, match="global_batch=32 cannot be split over 3 worker.s. x batch_size 8: choose "
                                          "batch_size and --workers whose product divides 32"):
@@ -207,14 +207,14 @@ def test_global_batch_that_does_not_split_is_one_clear_error():
     ({"global_batch": 0}, "global_batch=0 is invalid: it must be an integer >= 1 or unset"),
 ])
 def test_faithful_options_are_validated(options, message):
-    from study.errors import StudyError
+    from study.core.errors import StudyError
 
     with pytest.raises(StudyError, match=message):
         TrainConfig(**options)
 
 
 def test_unknown_implementation_is_a_clear_error():
-    from study.errors import StudyError
+    from study.core.errors import StudyError
 
     with pytest.raises(StudyError, match="implementation='eager' is invalid: choose one of fast, reference"):
         TrainConfig(implementation="eager")

@@ -1,7 +1,7 @@
 """The real hub path, end to end, against a local replica of the hub (``hub_replica.py``): every task split and
 language (LAReQA: its original files, served as GitHub serves them), the three text models by their canonical ids,
 the CLIP tower and the caption data load through the project's public loaders and the real clients; offline from a
-filled cache; ``study.hub check|prefetch``; one-line errors for what cannot load. The clients read ``HF_ENDPOINT`` /
+filled cache; ``study.data.hub check|prefetch``; one-line errors for what cannot load. The clients read ``HF_ENDPOINT`` /
 ``HF_HOME`` on import, so each check runs in a subprocess."""
 
 import dataclasses
@@ -27,9 +27,9 @@ from hub_replica import (
     write_lareqa_release,
 )
 
-from study import tasks as T
+from study.data import tasks as T
 from study.data.sources import load_split
-from study.models import REGISTRY
+from study.models.registry import REGISTRY
 
 pytestmark = pytest.mark.slow  # each check starts Python with datasets / transformers (seconds)
 
@@ -38,9 +38,9 @@ LAREQA = T.TASKS["lareqa"].hub["test"]
 
 LOAD_EVERY_SPLIT = """
 import dataclasses, json
-from study import tasks as T
+from study.data import tasks as T
 from study.data.sources import Bitext, RankingSet, load_split
-from study.errors import run_cli
+from study.core.errors import run_cli
 
 def main(argv):
     counts, samples = {}, {}
@@ -149,14 +149,14 @@ def test_every_task_split_and_language_loads_from_the_hub_then_offline_from_the_
         assert json.loads(offline.stdout.strip().splitlines()[-1]) == loaded
 
     empty = _python(LOAD_EVERY_SPLIT, hub_env(replica, tmp_path / "empty", HF_HUB_OFFLINE="1"))
-    _one_line_error(empty, "is not in the cache", "HF_HUB_OFFLINE is set", "python -m study.hub prefetch")
+    _one_line_error(empty, "is not in the cache", "HF_HUB_OFFLINE is set", "study hub prefetch")
 
 
 MODELS = """
 import sys
-from study.errors import run_cli
-from study.intermediate import CLIP_TOWER, VisionTower
-from study.models import get_spec, load_model, load_tokenizer
+from study.core.errors import run_cli
+from study.train.stage import CLIP_TOWER, VisionTower
+from study.models.registry import get_spec, load_model, load_tokenizer
 
 def main(argv):
     for key in ("mbert", "xlmr", "xlmr-large"):
@@ -186,7 +186,7 @@ def test_models_load_by_canonical_ids_and_the_clip_tower_from_a_full_checkpoint(
 CAPTIONS = """
 import sys
 from study.data.captions import FLICKR30K, caption_set
-from study.errors import run_cli
+from study.core.errors import run_cli
 
 def main(argv):
     data = caption_set(FLICKR30K, 8, int(argv[0]))
@@ -210,7 +210,7 @@ def test_caption_data_downloads_only_the_shards_its_rows_need(replica, tmp_path)
 
 def test_hub_check_resolves_everything_then_prefetch_fills_the_cache_for_an_offline_run(replica, tmp_path):
     home = tmp_path / "hf"
-    check = subprocess.run([sys.executable, "-m", "study.hub", "check"], capture_output=True, text=True,
+    check = subprocess.run([sys.executable, "-m", "study", "hub", "check"], capture_output=True, text=True,
                            env=hub_env(replica, home), timeout=300)
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
     lines = check.stdout.strip().splitlines()
@@ -228,16 +228,16 @@ def test_hub_check_resolves_everything_then_prefetch_fills_the_cache_for_an_offl
     assert not [p for pattern in ("*.parquet", "*.safetensors", "*.tar.gz") for p in home.rglob(pattern)]  # metadata
     assert not _release_copies(home)  # the release files were asked for with HEAD only
 
-    prefetch = subprocess.run([sys.executable, "-m", "study.hub", "prefetch", "--task", "xnli", "--task", "mewslix",
+    prefetch = subprocess.run([sys.executable, "-m", "study", "hub", "prefetch", "--task", "xnli", "--task", "mewslix",
                                "--task", "lareqa", "--model", "mbert", "--vision-tower", "", "--intermediate-data", ""],
                               capture_output=True, text=True, env=hub_env(replica, home), timeout=300)
     assert prefetch.returncode == 0, prefetch.stdout[-3000:] + prefetch.stderr[-3000:]
     assert sum(line.startswith("lareqa") and "1 file(s) cached" in line for line in prefetch.stdout.splitlines()) == 11
     assert len(_release_copies(home)) == 11
     offline = _python("""
-        from study import tasks as T
+        from study.data import tasks as T
         from study.data.sources import load_split
-        from study.models import get_spec, load_model
+        from study.models.registry import get_spec, load_model
         nli, mentions = load_split(T.TASKS["xnli"], "test", "sw"), load_split(T.TASKS["mewslix"], "test", "ta")
         answers = load_split(T.TASKS["lareqa"], "test", "th")
         squad = load_split(T.TASKS["xquad"], "train")  # LAReQA's dual encoder trains on it: prefetched with lareqa
@@ -252,9 +252,9 @@ def test_hub_check_resolves_everything_then_prefetch_fills_the_cache_for_an_offl
 
 BROKEN_SOURCE = """
 import dataclasses, sys
-from study import tasks as T
+from study.data import tasks as T
 from study.data.sources import load_split
-from study.errors import run_cli
+from study.core.errors import run_cli
 
 def main(argv):
     # in place of the config: an archive's file name, or the commit of release files
@@ -293,7 +293,7 @@ def test_release_files_with_no_hub_and_no_cache_are_one_line_and_exit_2(replica,
     line = _one_line_error(_python(BROKEN_SOURCE, env, "lareqa", LAREQA.repo, LAREQA.commit),
                            f"release file {endpoint}/releases/{LAREQA.repo}/{LAREQA.commit}/xquad-r/ar.json is not in "
                            f"the cache {tmp_path / 'hf' / 'datasets' / 'downloads'} and ",
-                           "python -m study.hub prefetch", "or pass --data-dir with the original files")
+                           "study hub prefetch", "or pass --data-dir with the original files")
     assert ("HF_HUB_OFFLINE is set" if offline else "cannot be downloaded (ClientConnectorError: ") in line, line
 
 

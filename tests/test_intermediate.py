@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from study import intermediate as stage
-from study.config import TrainConfig
+from study.core.errors import StudyError
 from study.data import captions
-from study.errors import StudyError
-from study.ray_setup import Scaling
-from study.worker import validate
+from study.train import stage
+from study.train.config import TrainConfig
+from study.train.pipeline import validate
+from study.train.ray_setup import Scaling
 
 
 def _run(tmp_path, modality, steps=8, **options):
@@ -55,7 +55,7 @@ def test_the_shuffled_control_pairs_every_caption_with_another_items_image():
 def test_the_text_arm_sends_one_caption_per_item_through_the_backbone_with_gradient():
     """The second caption is embedded without gradient, so the backbone gets as many gradient-bearing caption
     passes as in the image arms (one per item)."""
-    from study.models import get_spec, load_model, load_tokenizer
+    from study.models.registry import get_spec, load_model, load_tokenizer
 
     model = stage.ContrastiveModel(load_model(get_spec("tiny"), "base"), None)
     passes = []
@@ -93,12 +93,12 @@ def test_stage_checkpoint_starts_the_fine_tuning(tmp_path):
     cfg = TrainConfig(model="tiny", task="pocket-topic", init_checkpoint=str(out), max_train_examples=16,
                       batch_size=8, max_length=32)
     validate(cfg)
-    from study.models import get_spec, load_model
-    from study.worker import FineTuneRun
+    from study.models.registry import get_spec, load_model
+    from study.train.finetune import FineTuneRun
 
     run = FineTuneRun(cfg, 0, 1, torch.device("cpu"))
     saved = load_model(get_spec("tiny"), "base", path=str(out))
-    from study.trim import untrimmed
+    from study.vme.trim import untrimmed
 
     with untrimmed(run.model):  # the fine-tuning trains a trimmed vocabulary; its full matrix is the stage's
         assert torch.equal(run.model.base_model.embeddings.word_embeddings.weight,
@@ -148,7 +148,7 @@ def _contrastive_worker(rank, world, port, a, b, out):
     backward through DDP; rank 0 saves the loss and the averaged gradient."""
     import torch.distributed as dist
 
-    from study.intermediate import gathered, info_nce
+    from study.train.stage_model import gathered, info_nce
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.manual_seed(0)
@@ -166,7 +166,7 @@ def test_the_contrastive_loss_and_gradients_do_not_depend_on_the_worker_count(tm
     import torch.multiprocessing as mp
     from helpers import free_port
 
-    from study.intermediate import info_nce
+    from study.train.stage_model import info_nce
 
     a, b = torch.randn(8, 6, generator=torch.Generator().manual_seed(1)), torch.randn(8, 6)
     torch.manual_seed(0)
@@ -193,8 +193,8 @@ def _recording_caption_batches(monkeypatch) -> list[list[str]]:
 
 
 def test_multilingual_captions_cover_the_listed_languages_with_the_recorded_counts(tmp_path, monkeypatch):
-    from study.protocol import StageResult
-    from study.tracking import stage_writes
+    from study.core.protocol import StageResult
+    from study.tune.callbacks import stage_writes
 
     texts = _recording_caption_batches(monkeypatch)
     out, text = _run(tmp_path, "text", steps=4, caption_languages=LANGUAGES)
@@ -262,8 +262,8 @@ def test_english_captions_keep_todays_stage_key_and_captions(tmp_path, monkeypat
     shared = sum(bool(set(i.caption.lower().split()) & set(i.second_caption.lower().split())) for i in data.train)
     assert meta["caption_pair_word_overlap"] == shared / len(data.train)
     assert meta["captions_per_language"] == {"en": 24}
-    from study.protocol import StageResult
-    from study.tracking import stage_writes
+    from study.core.protocol import StageResult
+    from study.tune.callbacks import stage_writes
 
     cached = {k: v for k, v in meta.items() if k != "captions_per_language"}  # a stage.json of the code before
     cached["config"] = {k: v for k, v in meta["config"].items() if k != "caption_languages"}
@@ -294,8 +294,8 @@ def test_bad_caption_languages_are_one_line_naming_the_flag(languages, message):
 
 
 def test_the_caption_languages_flags_reach_the_stage(tmp_path):
-    from study.train import _stage_of, build_parser
-    from study.trial import TrialConfig, tune_constants
+    from study.cli.train import _stage_of, build_parser
+    from study.tune.trial import TrialConfig, tune_constants
 
     args = build_parser().parse_args(["--model", "tiny", "--modality", "text", "--caption-languages", "en, de,ja"])
     cfg = TrainConfig(model="tiny")

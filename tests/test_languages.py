@@ -4,8 +4,8 @@ integrated and imputed database, each with the number of features it rests on.""
 import numpy as np
 import pytest
 
-from study.errors import StudyError
-from study.languages import (
+from study.core.errors import StudyError
+from study.core.languages import (
     LANGUAGES,
     MIN_SHARED_FEATURES,
     XTREME_R_LANGUAGES,
@@ -15,7 +15,7 @@ from study.languages import (
     group_means,
     shared_features,
 )
-from study.tasks import TASKS
+from study.data.tasks import TASKS
 
 
 def test_the_50_xtreme_r_languages():

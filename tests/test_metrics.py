@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from study import metrics
+from study.core import metrics
 
 
 def test_accuracy():

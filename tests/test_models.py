@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
-from study.errors import StudyError
-from study.models import REGISTRY, get_spec, load_model, load_tokenizer
-from study.objective import masked_mean
+from study.core.errors import StudyError
+from study.models.registry import REGISTRY, get_spec, load_model, load_tokenizer
+from study.vme.objective import masked_mean
 
 
 def test_every_entry_says_what_it_is():
@@ -55,14 +55,14 @@ def test_unknown_key_names_the_choices():
 
 
 def test_local_directory_is_accepted_as_a_model(tiny):
-    from study.models import model_path
+    from study.models.registry import model_path
 
     spec = get_spec(model_path(tiny))
     assert spec.architecture == "xlm-roberta" and spec.name.startswith("local:")
 
 
 def _cli(*args, **env):
-    return subprocess.run([sys.executable, "-m", "study.models", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "study", "models", *args], capture_output=True, text=True,
                           env={**os.environ, **env}, timeout=120)
 
 
@@ -84,7 +84,8 @@ def test_cli_lists_registry_and_rejects_unknown_key():
 
 
 def test_offline_build_is_atomic_and_cached(tmp_path, monkeypatch):
-    from study import models
+    from study.models import offline
+    from study.models import registry as models
 
     monkeypatch.setenv("STUDY_CACHE_DIR", str(tmp_path))
 
@@ -93,10 +94,10 @@ def test_offline_build_is_atomic_and_cached(tmp_path, monkeypatch):
         raise RuntimeError("interrupted")
 
     with pytest.raises(RuntimeError):
-        models._ensure_built("tiny-xlmr", broken_build)
+        offline.ensure_built("tiny-xlmr", broken_build)
     # nothing half-written is left behind (the build's lock file stays by design: unlinking it could let two
     # builders race again)
     assert [p.name for p in tmp_path.iterdir()] == [".tiny-xlmr.lock"]
     built = models.model_path(get_spec("tiny"))
     assert (tmp_path / "tiny-xlmr" / "config.json").is_file() and built == str(tmp_path / "tiny-xlmr")
-    assert models._ensure_built("tiny-xlmr", broken_build) == tmp_path / "tiny-xlmr"  # cache hit: no rebuild
+    assert offline.ensure_built("tiny-xlmr", broken_build) == tmp_path / "tiny-xlmr"  # cache hit: no rebuild

@@ -5,8 +5,14 @@ import math
 import pytest
 import torch
 
-from study.objective import (
-    StreamOutputs, VMEWeights, attention_pull, embedding_push, masked_mean, task_cross_entropy, vme_loss,
+from study.vme.objective import (
+    StreamOutputs,
+    VMEWeights,
+    attention_pull,
+    embedding_push,
+    masked_mean,
+    task_cross_entropy,
+    vme_loss,
 )
 
 
@@ -87,7 +93,7 @@ def test_negative_or_nan_weights_are_rejected_with_the_name(name):
 def test_padded_attention_pull_equals_the_mean_over_maps_padded_with_zero_columns():
     """Maps of a batch (L = 3) plus the rows padding to 5 adds: the same as the plain MSE over the 5 x 5 maps, whose
     key columns past 3 are padding (probability 0) in both streams."""
-    from study.objective import padded_attention_pull
+    from study.vme.objective import padded_attention_pull
 
     torch.manual_seed(0)
     att_x, att_xt = torch.rand(2, 4, 3, 3), torch.rand(2, 4, 3, 3)

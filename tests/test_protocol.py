@@ -1,6 +1,6 @@
 """The run's contract (study/protocol.py) and that every consumer follows it: on hand-made reports where English dev
-and the test sets disagree, the worker, study.train, the Tune driver, the MLflow callback and the report all pick the
-step (and trial) English dev picks; the English rule gives the same family means in study.evaluate, the worker and
+and the test sets disagree, the worker, study.cli.train, the Tune driver, the MLflow callback and the report all pick the
+step (and trial) English dev picks; the English rule gives the same family means in study.cli.evaluate, the worker and
 the report; the report's tables on hand-made trials match values computed by hand."""
 
 import json
@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from study import protocol
-from study.protocol import (
+from study.core import protocol
+from study.core.protocol import (
     EXAMPLES_ARTIFACT,
     SELECTED_STEP_TAG,
     evaluation_metrics,
@@ -97,7 +97,7 @@ def test_english_is_the_source_never_a_target():
 
 
 def test_the_english_rule_is_the_same_in_evaluate_worker_and_report():
-    from study.evaluation import summarise_languages
+    from study.evaluation.scoring import summarise_languages
     from study.report.load import Study, TrialRun
     from study.report.tables import group_rows
 
@@ -118,8 +118,8 @@ def test_the_english_rule_is_the_same_in_evaluate_worker_and_report():
 
 def test_the_worker_keeps_the_examples_of_the_english_dev_step(tmp_path, monkeypatch):
     """The per-example scores the report resamples are those of the step English dev selects."""
-    from study.outbox import OUTBOX_ENV, get
-    from study.worker import FineTuneRun, Progress
+    from study.track.outbox import OUTBOX_ENV, get
+    from study.train.finetune import FineTuneRun, Progress
 
     monkeypatch.setenv(OUTBOX_ENV, str(tmp_path))
     run = object.__new__(FineTuneRun)  # the reporting logic alone: no model, no data
@@ -136,8 +136,8 @@ def test_the_worker_keeps_the_examples_of_the_english_dev_step(tmp_path, monkeyp
 
 
 def test_study_train_prints_the_english_dev_step(capsys):
-    from study.config import TrainConfig
-    from study.train import print_summary
+    from study.cli.train import print_summary
+    from study.train.config import TrainConfig
 
     result = SimpleNamespace(best_checkpoints=[(SimpleNamespace(path=f"/ckpt/{r['step']}"), r) for r in REPORTS])
     print_summary(TrainConfig(task="pocket-topic"), result)
@@ -152,7 +152,7 @@ def _tune_result(reports: list[dict]):
 
 
 def test_the_tune_driver_selects_the_english_dev_step_and_the_earlier_trial_on_ties():
-    from study.tune import best_trial, selected_report
+    from study.tune.driver import best_trial, selected_report
 
     assert selected_report(_tune_result(REPORTS), METRIC)["step"] == 2
     later_tie = _tune_result([_report(1, 0.70, {"de": 0.99})])  # same dev as the first trial, better test
@@ -174,10 +174,10 @@ class _Writer:
 
 
 def test_the_mlflow_callback_logs_the_english_dev_step(tmp_path):
-    from study.config import TrainConfig
-    from study.ray_setup import Scaling
-    from study.tracking import MLflowTrialCallback
-    from study.trial import tune_constants
+    from study.train.config import TrainConfig
+    from study.train.ray_setup import Scaling
+    from study.tune.callbacks import MLflowTrialCallback
+    from study.tune.trial import tune_constants
 
     writer = _Writer(tmp_path)
     callback = MLflowTrialCallback(writer, {}, DEV, METRIC)
@@ -251,7 +251,8 @@ def golden_study():
 
 
 def test_golden_report_tables(golden_study):
-    from study.report.tables import arm_rows, comparison_rows, group_rows, per_language_rows
+    from study.report.rows import per_language_rows
+    from study.report.tables import arm_rows, comparison_rows, group_rows
 
     # per language: the mean over an arm's confirm runs (search trials t2, t4 never enter); gap from the same runs
     rows = {(r["model"], r["arm"], r["language"]): (r["score"], r["gap_to_en"], r["seeds"])
@@ -306,7 +307,7 @@ def test_task_score_counts_english_and_the_overall_score_needs_every_task(golden
 def test_an_experiment_with_two_tasks_gets_an_overall_page_and_a_report_per_task(golden_study, tmp_path):
     from dataclasses import replace
 
-    from study.report.__main__ import write_report
+    from study.cli.report import write_report
 
     retrieval = replace(golden_study, task="pocket-retrieval")
     files = write_report([golden_study, retrieval], tmp_path)
@@ -342,8 +343,8 @@ def test_the_page_shows_every_figure_of_the_list_or_says_why_not(golden_study, t
 
 
 def test_the_math_and_the_contract_load_neither_ray_nor_mlflow():
-    code = ("import sys; import study.objective, study.metrics, study.capture, study.engine, study.trim, "
-            "study.protocol, study.exactness, study.analysis; "
+    code = ("import sys; import study.vme.objective, study.core.metrics, study.vme.capture, study.vme.engine, study.vme.trim, "
+            "study.core.protocol, study.vme.exactness, study.report.analysis; "
             "print(sorted(m for m in ('ray', 'mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
@@ -352,8 +353,8 @@ def test_the_math_and_the_contract_load_neither_ray_nor_mlflow():
 def test_the_report_and_the_mlflow_helpers_load_neither_ray_nor_the_training_loop_nor_mlflow_settings():
     """The report reads MLflow only: importing it starts no Ray, loads no training code and changes no MLflow
     client setting (the study writer's short timeouts are set when the writer makes its client)."""
-    code = ("import os, sys; import study.report.page, study.report.__main__, study.mlflow_store; "
-            "loaded = ('ray', 'torch', 'study.train', 'study.worker', 'study.tracking'); "
+    code = ("import os, sys; import study.report.page, study.cli.report, study.track.mlflow_store; "
+            "loaded = ('ray', 'torch', 'study.cli.train', 'study.train.finetune', 'study.track.writer'); "
             "print(sorted(m for m in loaded if m in sys.modules), "
             "sorted(k for k in os.environ if k.startswith('MLFLOW_HTTP')))")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP")}

@@ -2,13 +2,13 @@
 
 import pytest
 
-from study import protocol
-from study.config import TrainConfig
-from study.protocol import target_average_key
+from study.core import protocol
+from study.core.protocol import target_average_key
+from study.train.config import TrainConfig
 
 
 def test_reference_lines_score_the_runs_items_and_are_cached(tmp_path, monkeypatch):
-    from study import reference_lines as R
+    from study.tune import reference_lines as R
 
     monkeypatch.setenv("STUDY_CACHE_DIR", str(tmp_path))
     cfg = TrainConfig(model="tiny", task="pocket-topic", max_length=32, max_train_examples=96, max_eval_examples=24,
@@ -32,8 +32,8 @@ def test_reference_lines_score_the_runs_items_and_are_cached(tmp_path, monkeypat
 
 
 def test_only_classification_tasks_get_reference_lines():
-    from study.reference_lines import supported
-    from study.tasks import get_task
+    from study.data.tasks import get_task
+    from study.tune.reference_lines import supported
 
     assert supported(get_task("pocket-topic")) and supported(get_task("xnli"))
     assert not any(supported(get_task(t)) for t in ("udpos", "xquad", "xcopa"))

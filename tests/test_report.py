@@ -12,7 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from study.analysis import Side, holm, paired_difference_by_group, slope_permutation_test, subword_overlap, units_score
+from study.report.analysis import (
+    Side,
+    holm,
+    paired_difference_by_group,
+    slope_permutation_test,
+    subword_overlap,
+    units_score,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("STUDY_TEST_ARTIFACTS", ROOT / "test-artifacts"))
@@ -22,7 +29,7 @@ ARTIFACTS = Path(os.environ.get("STUDY_TEST_ARTIFACTS", ROOT / "test-artifacts")
 
 
 def test_units_give_the_metric_and_tagging_f1_exactly():
-    from study import metrics
+    from study.core import metrics
 
     assert units_score([[1, 1], [0, 1], [1, 1], [1, 1]]) == 0.75
     gold = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG"]]
@@ -197,7 +204,7 @@ def test_subword_overlap_counts_tokens_seen_in_english():
 def _typology_points(rng, n, gaps=None, fixed=None, missing=()):
     """One model's points for ``typology_fits``: n languages l0..l{n-1}, random distances except the ``fixed``
     {kind: values}, noise gaps unless given, and (language, kind) pairs without a distance in ``missing``."""
-    from study.languages import DISTANCE_KINDS
+    from study.core.languages import DISTANCE_KINDS
 
     points = []
     for i in range(n):
@@ -214,7 +221,7 @@ def _typology_points(rng, n, gaps=None, fixed=None, missing=()):
 
 
 def test_typology_fits_share_one_language_set_and_correct_across_kinds():
-    from study.report.tables import typology_fits, typology_summary
+    from study.report.typology import typology_fits, typology_summary
 
     rng = np.random.default_rng(4)
     points = _typology_points(rng, 14, missing={("l3", "phonological"), ("l7", "inventory")})
@@ -240,9 +247,9 @@ def _importance_study(n_trials: int, rng):
     """A model's search: dev rises with log10(lr) (log-sampled), alpha exists only on the vme branch and is noise."""
     from types import SimpleNamespace
 
-    from study.protocol import SEARCH_PHASE
+    from study.core.protocol import SEARCH_PHASE
     from study.report.load import Study, TrialRun
-    from study.search_space import Param
+    from study.tune.search_space import Param
 
     space = [Param("lr", "float", 1e-5, 1e-3, log=True), Param("objective", "categorical", choices=("vme", "plain")),
              Param("alpha", "float", 0.01, 1.0, log=True, when=(("objective", ("vme",)),))]
@@ -259,7 +266,7 @@ def _importance_study(n_trials: int, rng):
 
 
 def test_importance_needs_twenty_trials_and_ranks_the_parameter_that_matters():
-    from study.report.tables import importance_rows
+    from study.report.search import importance_rows
 
     rng = np.random.default_rng(0)
     few = importance_rows(_importance_study(19, rng))
@@ -273,8 +280,8 @@ def test_importance_needs_twenty_trials_and_ranks_the_parameter_that_matters():
 def test_importance_inputs_use_the_searched_scale_and_mark_inactive_branches():
     import optuna.distributions as D
 
-    from study.report.tables import INACTIVE, importance_inputs
-    from study.search_space import Param
+    from study.report.search import INACTIVE, importance_inputs
+    from study.tune.search_space import Param
 
     space = {"lr": Param("lr", "float", 1e-5, 1e-3, log=True),
              "alpha": Param("alpha", "float", 0.0, 1.0, when=(("objective", ("vme",)),)),
@@ -292,7 +299,7 @@ def _arm_study(effects: dict, stand_in: bool = False, search_effect: float = 0.0
     """A hand-made study of model m on de, fr, ja: per arm, 2 confirm runs (seeds) scored on the same 300 items per
     language, the arm's effect added to every item's chance of being right; plus one search trial per arm whose
     scores are off by ``search_effect`` (comparisons must not see it)."""
-    from study.protocol import CONFIRM_PHASE, SEARCH_PHASE
+    from study.core.protocol import CONFIRM_PHASE, SEARCH_PHASE
     from study.report.load import Study, TrialRun
 
     rng = np.random.default_rng(5)

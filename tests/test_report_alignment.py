@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from study.alignment_probe import figure_artifact
-from study.protocol import ALIGNMENT_UNITS, alignment_metrics, language_key
+from study.core.protocol import ALIGNMENT_UNITS, alignment_metrics, language_key
+from study.evaluation.probe import figure_artifact
 from study.report import alignment as R
+from study.report.figures import alignment_figure
 
 LAYER = 12
 
@@ -91,9 +92,9 @@ def test_the_figure_has_one_panel_per_encoder(tmp_path):
     panels = R.figure_panels(figures)
     assert list(panels) == ["pretrained", "plain", "vme"]
     assert np.allclose(panels["pretrained"]["de/target"], pretrained["de/target"].astype(np.float64))
-    assert R.alignment_figure(panels, tmp_path) == "alignment_pca.png"
+    assert alignment_figure(panels, tmp_path) == "alignment_pca.png"
     assert (tmp_path / "alignment_pca.png").stat().st_size > 10_000
-    assert R.alignment_figure({}, tmp_path) is None
+    assert alignment_figure({}, tmp_path) is None
 
 
 def _probed_run(run_id, arm, seed, values, hits):
@@ -109,8 +110,8 @@ def _probed_run(run_id, arm, seed, values, hits):
 def test_the_report_tables_draw_alignment_from_probed_confirm_runs_as_hand_computed():
     """Two seeds an arm; by hand: centred Δ plain de (-0.1, +0.1) ja (0, 0), vme de (-0.3, -0.3) ja (-0.2, 0);
     xx_to_en hits plain de 1/2, ja 0/2, vme de 2/2, ja 1/2 in both seeds."""
+    from study.report.alignment import alignment_rows
     from study.report.load import Study
-    from study.report.tables import alignment_rows
 
     plain_hits, vme_hits = {"de": [1, 0], "ja": [0, 0]}, {"de": [1, 1], "ja": [1, 0]}
     runs = [_probed_run("p1", "plain", 1, {"de": (0.5, 0.4), "ja": (0.9, 0.9)}, plain_hits),
@@ -134,8 +135,8 @@ def test_the_report_tables_draw_alignment_from_probed_confirm_runs_as_hand_compu
 
 
 def test_runs_without_the_probe_give_no_alignment_tables():
+    from study.report.alignment import alignment_rows
     from study.report.load import Study, TrialRun
-    from study.report.tables import alignment_rows
 
     runs = [TrialRun(f"r{i}", "confirm", arm, "S", "m", "model m", False, "none", {}, 0.5, i, {"de": 0.5})
             for i, arm in enumerate(("plain", "plain", "vme-reference", "vme-reference"))]

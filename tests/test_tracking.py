@@ -9,11 +9,11 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from study import tracking
-from study.errors import StudyError
-from study.mlflow_store import PARENT_TAG
-from study.protocol import RUN_KIND_TAG, SELECTED_STEP_TAG, TRIAL_RUN
-from study.tracking import MLflowWriter, StudyRun
+from study.core.errors import StudyError
+from study.core.protocol import RUN_KIND_TAG, SELECTED_STEP_TAG, TRIAL_RUN
+from study.track import writer as tracking
+from study.track.mlflow_store import PARENT_TAG
+from study.track.writer import MLflowWriter, StudyRun
 
 PARAMS = {f"p{i:03d}": i for i in range(150)}  # two of MLflow's batches of 100
 LOSSES = [("intermediate/loss", 1.0 / step, 2000, step) for step in range(1, 601)]  # two batches of 500
@@ -256,11 +256,11 @@ def test_a_trial_tune_ended_while_the_driver_died_is_ended_in_mlflow_after_the_p
     a run already FINISHED is left alone."""
     from types import SimpleNamespace
 
-    from study.config import TrainConfig
-    from study.protocol import evaluation_metrics
-    from study.ray_setup import Scaling
-    from study.tracking import MLflowTrialCallback
-    from study.trial import tune_constants
+    from study.core.protocol import evaluation_metrics
+    from study.train.config import TrainConfig
+    from study.train.ray_setup import Scaling
+    from study.tune.callbacks import MLflowTrialCallback
+    from study.tune.trial import tune_constants
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     real = MlflowClient(uri)
@@ -294,7 +294,7 @@ def test_a_tracking_uri_mlflow_refuses_is_one_line_naming_it(tmp_path):
     import subprocess
     import sys
 
-    from study.mlflow_store import client
+    from study.track.mlflow_store import client
 
     with pytest.raises(StudyError, match=r"^MLflow cannot use the tracking URI file:.*maintenance mode"):
         client(f"file:{tmp_path / 'mlruns'}")

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from study.config import TrainConfig
-from study.errors import StudyError
-from study.fault_hooks import FaultHooks
-from study.protocol import selection_key
-from study.ray_setup import Scaling
-from study.worker import build_trainer, validate
+from study.core.errors import StudyError
+from study.core.faults import FaultHooks
+from study.core.protocol import selection_key
+from study.train.config import TrainConfig
+from study.train.pipeline import build_trainer, validate
+from study.train.ray_setup import Scaling
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +85,7 @@ def test_resume_from_a_checkpoint_continues_exactly_with_dropout_on(tmp_path):
     import ray.train
     import torch
 
-    from study.worker import FineTuneRun
+    from study.train.finetune import FineTuneRun
 
     cfg = TrainConfig(**{**TOY, "max_train_examples": 48, "epochs": 2, "eval_every": 2, "max_steps": 6, "lr": 5e-4})
     saved = tmp_path / "step-2"
@@ -124,10 +124,10 @@ def test_selection_ignores_corrupted_target_labels(monkeypatch):
     """Two in-process runs that differ only in corrupted target-language test labels select the same step."""
     import torch
 
-    from study import evaluation
+    from study.core.protocol import select_best
     from study.data import sources
-    from study.protocol import select_best
-    from study.worker import FineTuneRun
+    from study.evaluation import scoring as evaluation
+    from study.train.finetune import FineTuneRun
 
     def run(corrupt: bool) -> list[dict]:
         original = sources.load_split
@@ -183,20 +183,20 @@ def test_bad_config_values_are_rejected(options, message):
     (["--languages", "de,ja,de"], "--languages lists de more than once"),
 ])
 def test_cli_bad_input_fails_before_any_worker(args, message, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "study.train", "--model", "tiny", "--storage", str(tmp_path),
+    result = subprocess.run([sys.executable, "-m", "study", "train", "--model", "tiny", "--storage", str(tmp_path),
                              *args], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "TrainController" not in result.stderr and not list(tmp_path.iterdir())
 
 
 def test_cli_runs_a_trials_pipeline_stage_then_fine_tuning(tmp_path):
-    """``study.train --modality text`` runs what a study trial runs: the (cached) stage, then fine-tuning from it."""
+    """``study.cli.train --modality text`` runs what a study trial runs: the (cached) stage, then fine-tuning from it."""
     import json
     import re
 
     def train(name):
         result = subprocess.run(
-            [sys.executable, "-m", "study.train", "--model", "tiny", "--task", "pocket-topic", "--modality", "text",
+            [sys.executable, "-m", "study", "train", "--model", "tiny", "--task", "pocket-topic", "--modality", "text",
              "--intermediate-steps", "4", "--max-steps", "2", "--batch-size", "8", "--max-length", "32",
              "--max-train-examples", "32", "--max-eval-examples", "16", "--languages", "en,de", "--head-lr", "1e-2",
              "--storage", str(tmp_path / "runs"), "--name", name], capture_output=True, text=True, timeout=600,
@@ -213,7 +213,7 @@ def test_cli_runs_a_trials_pipeline_stage_then_fine_tuning(tmp_path):
 
 
 def test_init_checkpoint_from_another_model_is_rejected(tmp_path, tiny):
-    from study.models import get_spec, load_model, load_tokenizer, save_model_dir
+    from study.models.registry import get_spec, load_model, load_tokenizer, save_model_dir
 
     e5_like = get_spec("e5-small")
     save_model_dir(load_model(tiny), load_tokenizer(tiny), e5_like, tmp_path)  # claims to come from e5-small
@@ -228,11 +228,11 @@ def test_xcopa_goes_on_from_a_social_iqa_run_with_its_head_and_records_it(tmp_pa
     import json
 
     import torch
-
     from conftest import SHARED_DATA
-    from study.models import CHECKPOINT_META, checkpoint_task
-    from study.outbox import OUTBOX_ENV
-    from study.worker import MODEL_DIR, FineTuneRun
+
+    from study.models.registry import CHECKPOINT_META, checkpoint_task
+    from study.track.outbox import OUTBOX_ENV
+    from study.train.finetune import MODEL_DIR, FineTuneRun
 
     if not (SHARED_DATA / "xcopa").is_dir():
         pytest.skip(f"XCOPA test data not found under {SHARED_DATA}")
@@ -270,8 +270,8 @@ def test_a_reused_name_resumes_only_the_same_unfinished_run(tmp_path):
     last step. Both stop with one line before Ray starts."""
     import json
 
-    from study.intermediate import StageConfig
-    from study.train import claim_run
+    from study.cli.train import claim_run
+    from study.train.stage import StageConfig
 
     cfg = TrainConfig(**TOY)
     record = claim_run(tmp_path / "r1", cfg, None)
@@ -290,7 +290,7 @@ def test_a_reused_name_resumes_only_the_same_unfinished_run(tmp_path):
 def test_a_checkpoint_whose_head_does_not_fit_the_task_stops_before_ray(tmp_path, tiny):
     """A Social IQa checkpoint (multiple-choice head) cannot start UD-POS (a token head): one line from validate,
     not a transformers error inside every Ray worker; a stage's encoder (no task) gets a fresh head."""
-    from study.models import load_model, load_tokenizer, save_model_dir
+    from study.models.registry import load_model, load_tokenizer, save_model_dir
 
     save_model_dir(load_model(tiny, "multiple-choice"), load_tokenizer(tiny), tiny, tmp_path / "siqa", task="siqa")
     with pytest.raises(StudyError, match=r"fine-tuned on siqa \(a multiple-choice head\); task 'udpos' needs a token"):

@@ -1,5 +1,5 @@
 """``python -m study.train`` takes its training flags from ``TrainConfig``: one per field, with its help and default;
-the fault hooks the tests inject come from a hidden flag of ``study.train`` and ``study.tune``."""
+the fault hooks the tests inject come from a hidden flag of ``study.cli.train`` and ``study.tune.driver``."""
 
 import json
 import re
@@ -9,10 +9,10 @@ from dataclasses import fields
 
 import pytest
 
-from study.config import TrainConfig
-from study.errors import StudyError
-from study.fault_hooks import FaultHooks
-from study.train import build_parser
+from study.cli.train import build_parser
+from study.core.errors import StudyError
+from study.core.faults import FaultHooks
+from study.train.config import TrainConfig
 
 
 def _config(argv: list[str]) -> TrainConfig:
@@ -36,7 +36,7 @@ def test_flags_parse_to_typed_config_values():
 
 
 def test_fault_hooks_come_from_a_hidden_flag_of_both_clis():
-    from study.tune import parse_args
+    from study.cli.tune import parse_args
 
     hooks = FaultHooks(fail_at_step=3, fail_marker="/tmp/m", step_delay_s=0.5)
     flag = ["--inject-faults", json.dumps(hooks.to_dict())]
@@ -59,7 +59,7 @@ def test_the_nan_hook_picks_one_run_and_the_failure_hook_kills_once(tmp_path):
     assert [nan.forced_nan(name) for name in ("a", "b", "a")] == [True, False, True]  # run a, on every attempt
     assert not FaultHooks().forced_nan("a")
     marker = tmp_path / "failed"
-    script = (f"from study.fault_hooks import FaultHooks; h = FaultHooks(fail_at_step=2, fail_marker={str(marker)!r}); "
+    script = (f"from study.core.faults import FaultHooks; h = FaultHooks(fail_at_step=2, fail_marker={str(marker)!r}); "
               "h.after_step(1); h.after_step(2); print('survived')")
     first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert first.returncode == 1 and "survived" not in first.stdout and marker.read_text() == "failed after step 2\n"
@@ -71,8 +71,8 @@ def test_the_nan_hook_picks_one_run_and_the_failure_hook_kills_once(tmp_path):
 
 
 @pytest.mark.parametrize("build, message", [
-    (lambda: __import__("study.ray_setup").ray_setup.Scaling(workers=0), "--workers 0 is invalid"),
-    (lambda: __import__("study.ray_setup").ray_setup.Scaling(cpus_per_worker=0), "--cpus-per-worker 0 is invalid"),
+    (lambda: __import__("study.train.ray_setup", fromlist=["Scaling"]).Scaling(workers=0), "--workers 0 is invalid"),
+    (lambda: __import__("study.train.ray_setup", fromlist=["Scaling"]).Scaling(cpus_per_worker=0), "--cpus-per-worker 0 is invalid"),
     (lambda: TrainConfig(epochs=True), "epochs=True is invalid: it must be an integer >= 1"),
     (lambda: TrainConfig(alpha=float("inf")), "loss weight alpha=inf is invalid"),
     (lambda: TrainConfig(warmup_ratio=1.5), "warmup_ratio=1.5 is invalid: it must be in [0, 1)"),
@@ -89,14 +89,14 @@ def test_bad_values_name_the_option(build, message):
     ({"data_dir": "/no/such/dir"}, "--data-dir /no/such/dir is not a directory"),
 ])
 def test_the_driver_checks_files_and_lengths_before_ray(options, message):
-    from study.worker import validate
+    from study.train.pipeline import validate
 
     with pytest.raises(StudyError, match=re.escape(message)):
         validate(TrainConfig(model="tiny", **options))
 
 
 def test_the_stage_checks_its_learning_rates():
-    from study.intermediate import StageConfig
+    from study.train.stage import StageConfig
 
     for name in ("lr", "head_lr", "vision_lr"):
         with pytest.raises(StudyError, match=f"intermediate {name}=0 must be in"):
@@ -104,17 +104,17 @@ def test_the_stage_checks_its_learning_rates():
 
 
 def test_a_failed_ray_train_run_is_one_line_with_the_workers_error():
-    """Ray Train raises the workers' error (a traceback per rank) or returns it in Result.error; study.train and
-    study.dual_encoder say its last line, the StudyError a person can act on."""
+    """Ray Train raises the workers' error (a traceback per rank) or returns it in Result.error; study.cli.train and
+    study.train.dual_encoder say its last line, the StudyError a person can act on."""
     from types import SimpleNamespace
 
     import ray.train
 
-    from study.ray_setup import fit_or_fail
+    from study.train.ray_setup import fit_or_fail
 
     snippet = ("Training failed due to worker errors:\n[Rank 0 Error Snippet]:\nTraceback (most recent call last):\n"
                "  File \"worker.py\", line 234, in _total_steps\n"
-               "study.errors.StudyError: 8 training pairs give no full optimizer step\n")
+               "study.core.errors.StudyError: 8 training pairs give no full optimizer step\n")
 
     def raising():
         raise ray.train.TrainingFailedError(snippet)

@@ -11,11 +11,10 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
-
 from helpers import LOOPBACK, start_study, study_runs
 
-from study.errors import StudyError
-from study.search_space import load_search_space
+from study.core.errors import StudyError
+from study.tune.search_space import load_search_space
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,11 +76,11 @@ def test_optuna_search_puts_each_searched_value_in_its_section_of_the_trial_conf
     effective training options (base overridden by searched), the stage, the scaling and the fault hooks."""
     from ray.tune.search.optuna import OptunaSearch
 
-    from study.config import TrainConfig
-    from study.fault_hooks import FaultHooks
-    from study.ray_setup import Scaling
-    from study.trial import TrialConfig, confirm_config, tune_constants
-    from study.tune import DefineByRun
+    from study.core.faults import FaultHooks
+    from study.train.config import TrainConfig
+    from study.train.ray_setup import Scaling
+    from study.tune.driver import DefineByRun
+    from study.tune.trial import TrialConfig, confirm_config, tune_constants
 
     path = tmp_path / "space.yaml"
     path.write_text(CONDITIONAL)
@@ -187,7 +186,7 @@ def test_the_hub_models_share_one_space():
 def test_every_presets_languages_belong_to_its_task():
     """A preset that names languages does so for one task (``<preset>.<task>``): ``--task xquad`` with the tiny model
     once stopped on pocket-topic's ``ja``."""
-    from study.tasks import TASKS
+    from study.data.tasks import TASKS
 
     included = "xtreme-r-base.yaml"  # not a space of its own: mbert.yaml and xlmr.yaml include it
     for path in sorted(p for p in (ROOT / "search_spaces").glob("*.yaml") if p.name != included):
@@ -311,9 +310,9 @@ def test_confirm_runs_carry_the_alignment_probe_unless_it_is_switched_off(smoke_
 
 
 def test_the_alignment_probe_is_on_by_default_where_parallel_sentences_are_at_hand(capsys):
-    from study.config import TrainConfig
-    from study.tasks import get_task
-    from study.tune import resolve_alignment_probe
+    from study.data.tasks import get_task
+    from study.train.config import TrainConfig
+    from study.tune.settings import resolve_alignment_probe
 
     pocket, xnli = get_task("pocket-topic"), get_task("xnli")
     base = TrainConfig(model="tiny", task="pocket-topic", languages=["en", "de"], max_eval_examples=8)
@@ -429,7 +428,7 @@ def test_bad_input_exits_2_before_ray_or_mlflow(args, message, tmp_path):
 def test_resume_without_name_takes_the_newest_study_not_a_trial_run(tmp_path):
     from argparse import Namespace
 
-    from study.tune import _default_name
+    from study.tune.settings import _default_name
 
     for name, phase in (("study-m-t-smoke-20260101-000000", "search-vme-tuned"),
                         ("study-m-t-smoke-20260102-000000", "confirm")):
@@ -450,7 +449,7 @@ def test_mlflow_check_waits_for_a_slow_server_and_fails_at_once_on_a_refused_one
 
     from helpers import free_port
 
-    from study.mlflow_store import check_server
+    from study.track.mlflow_store import check_server
 
     calls = []
 
@@ -496,7 +495,7 @@ class StandInTuner:
         self.callback, self.config, self.trials, self.raises = callback, config, trials, raises
 
     def fit(self) -> list:
-        from study.protocol import evaluation_metrics
+        from study.core.protocol import evaluation_metrics
 
         trials = {trial_id: StandInTrial(trial_id=trial_id, config=self.config) for trial_id in self.trials}
         for trial in trials.values():
@@ -539,16 +538,18 @@ def test_every_end_of_the_study_leaves_its_runs_in_mlflow_terminal(tmp_path, mon
                                                                   raised, expected):
     from mlflow.tracking import MlflowClient
 
-    from study import tune
-    from study.ray_setup import Scaling
-    from study.tracking import StudyRun
-    from study.trial import tune_constants
+    from study.cli.tune import parse_args
+    from study.track.writer import StudyRun
+    from study.train.ray_setup import Scaling
+    from study.tune import driver as tune
+    from study.tune.settings import resolve
+    from study.tune.trial import tune_constants
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    args = tune.parse_args(["--model", "tiny", "--arms", "vme-tuned", "--trials", "2", "--seeds", "2",
+    args = parse_args(["--model", "tiny", "--arms", "vme-tuned", "--trials", "2", "--seeds", "2",
                             "--storage", str(tmp_path / "runs"), "--name", "study-x", "--mlflow-uri", uri,
                             "--experiment", "end"])
-    settings = tune.resolve(args)
+    settings = resolve(args)
     config = {**tune_constants(settings.base, settings.stage, Scaling(), settings.storage, settings.name,
                                arm="vme-tuned"),
               "train_loop_config": {"alpha": 0.1}, "stage": {"modality": "none"}}
@@ -582,7 +583,8 @@ def test_every_end_of_the_study_leaves_its_runs_in_mlflow_terminal(tmp_path, mon
 def test_the_time_profile_splits_each_trial_into_its_phases(capsys):
     """Hand-made last reports: trial a started at unix 100, ran a 5 s intermediate stage, and its workers started at
     112 (7 s of start-up); trial b was not seen starting (a resumed study), so its start-up counts under "other"."""
-    from study.tune import PROFILE_PHASES, print_time_profile, time_profile
+    from study.tune.console import print_time_profile
+    from study.tune.driver import PROFILE_PHASES, time_profile
 
     a = SimpleNamespace(metrics={"trial_id": "a", "time_total_s": 60.0, "time/worker_start_unix": 112.0,
                                  "time/train_s": 30.0, "time/eval_s": 10.0, "time/checkpoint_s": 2.0})
@@ -602,11 +604,11 @@ def test_the_time_profile_splits_each_trial_into_its_phases(capsys):
 def test_a_failed_runs_line_is_its_errors_last_line_read_locally_before_storage_has_it(tmp_path):
     """Tune writes error.txt locally before it reaches the trial's storage (get_error is still None then): the
     console reads the local copy, and names the error class without its module."""
-    from study.console import error_line
+    from study.tune.console import error_line
 
     local = tmp_path / "error.txt"
     local.write_text("Failure # 1\nTraceback (most recent call last):\n  File ...\n"
-                     "study.errors.StudyError: 24 training pairs give no full optimizer step\n\n")
+                     "study.core.errors.StudyError: 24 training pairs give no full optimizer step\n\n")
     assert error_line(StandInTrial(get_error=lambda: None, error_file=str(local))) == (
         "StudyError: 24 training pairs give no full optimizer step")
     assert error_line(StandInTrial(get_error=lambda: None, error_file=None)) == "see the log files"
@@ -618,10 +620,10 @@ def test_the_console_prints_one_line_per_run_event_and_the_progress():
     failed (the error's last line), and after each end the runs done of the total with an ETA."""
     import io
 
-    from study.config import TrainConfig
-    from study.console import ConsoleCallback
-    from study.ray_setup import Scaling
-    from study.trial import tune_constants
+    from study.train.config import TrainConfig
+    from study.train.ray_setup import Scaling
+    from study.tune.console import ConsoleCallback
+    from study.tune.trial import tune_constants
 
     config = {**tune_constants(TrainConfig(model="tiny", seed=8), {}, Scaling(), "/runs", "s", arm="vme-tuned"),
               "train_loop_config": {"alpha": 0.123456}, "stage": {"modality": "text"}}

@@ -33,8 +33,8 @@ from typing import Callable
 
 import torch
 
-from study.errors import StudyError
-from study.languages import LANGUAGES
+from study.core.errors import StudyError
+from study.core.languages import LANGUAGES
 
 EMOJI = "emoji"
 FLICKR30K = "lmms-lab/flickr30k"  # the real path's default: five English captions per image (parquet, split test)
@@ -308,7 +308,7 @@ def _first_rows(source: str, max_images: int):
     read shard by shard, so that only the shards holding those rows are downloaded."""
     import datasets
 
-    from study.hub import config_splits, download, hub_unreachable_reason, split_files
+    from study.data.hub import config_splits, download, hub_unreachable_reason, split_files
 
     if Path(source).expanduser().exists():
         loaded = datasets.load_dataset(source)

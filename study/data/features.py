@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 
-from study import tasks as T
-from study.cache import cache_dir
-from study.errors import StudyError
-from study.objective import IGNORE_INDEX
+from study.core.cache import cache_dir
+from study.core.errors import StudyError
+from study.data import tasks as T
+from study.vme.objective import IGNORE_INDEX
 
 ENCODING_VERSION = 4  # part of every cache key: bump it whenever an encoder's output changes
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from study.errors import StudyError
+from study.core.errors import StudyError
 
 # chatterbot-corpus folder -> ISO 639-1; hinglish (code-mixed) and traditionalchinese (script copy of zh) excluded
 CHATTERBOT_LANGUAGES = {

@@ -1,7 +1,7 @@
 """Read a task's English training/dev data and its per-language test data, into one schema per task kind.
 
 Two paths: the Hugging Face hub (the parquet splits, for Mewsli-X the archive of its original files, for LAReQA its
-original files on GitHub at a pinned commit, named in ``study.tasks``; the real path for users with internet), or
+original files on GitHub at a pinned commit, named in ``study.data.tasks``; the real path for users with internet), or
 ``--data-dir``: a directory holding the tasks' original files, laid out as their upstream repositories ship them
 (this is how ``../shared/data`` is laid out):
 
@@ -19,194 +19,42 @@ original files on GitHub at a pinned commit, named in ``study.tasks``; the real 
 
 Schemas: classification {text_a, text_b, label}; multiple-choice {premise, question, choices, label};
 tagging {tokens, tags}; qa {id, context, question, answers}; retrieval: ``Bitext`` / ``RankingSet`` (Mewsli-X train
-and dev: the rows of its mention-entity pairs, ``study.data.dual_encoder.mewslix_pairs`` reads them).
+and dev: the rows of its mention-entity pairs, ``study.data.retrieval_pairs.mewslix_pairs`` reads them).
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import json
 import random
-import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from study import tasks as T
-from study.data.dual_encoder import check_mention, entity_description, lareqa_candidate, mention_query, spans_of
+from study.core.errors import StudyError
+from study.core.languages import get_language
+from study.data import tasks as T
+from study.data.formats import (
+    Bitext,
+    _conll_records,
+    _conllu_records,
+    _on_disk,
+    _open_text,
+    _read_json,
+    _read_jsonl,
+    _squad_records,
+    _udpos_file,
+    _xnli_records,
+)
+from study.data.hub import download, load_hub_split, release_file, release_url
 from study.data.pocket import pocket_retrieval, pocket_topic
-from study.errors import StudyError
-from study.hub import download, load_hub_split, release_file, release_url
-from study.languages import get_language
+from study.data.rankings import (
+    HUB_ARCHIVE_READERS,
+    RELEASE_READERS,
+    _lareqa_ranking,
+    _mewslix_local,
+)
 
 TATOEBA_CODES = {"fa": "pes", "sw": "swh", "zh": "cmn"}  # LASER's codes where they differ from ISO 639-3 macro
 
 
-@dataclass(frozen=True)
-class Bitext:
-    """Tatoeba-style retrieval: source[i] translates english[i]."""
-
-    source: list[str]
-    english: list[str]
-
-
-@dataclass(frozen=True)
-class RankingSet:
-    """LAReQA-style retrieval: each question's relevant candidate ids among all candidates of the language.
-    ``dual_encoder_questions`` / ``dual_encoder_candidates``: the same items as XTREME-R's fine-tuned dual encoder
-    reads them (``study.data.dual_encoder``: LAReQA candidates with their paragraph, Mewsli-X queries with the
-    mention marked)."""
-
-    questions: list[str]
-    relevant: list[list[int]]
-    candidates: list[str]
-    dual_encoder_questions: list[str]
-    dual_encoder_candidates: list[str]
-
-
 # --- file helpers ---------------------------------------------------------------------------------------------
-
-
-def _on_disk(path: Path) -> Path | None:
-    """``path``, or else ``path.gz``, whichever is a file; None when neither is."""
-    return next((c for c in (path, path.with_name(path.name + ".gz")) if c.is_file()), None)
-
-
-def _open_text(path: Path):
-    """Open ``path`` or ``path.gz`` as UTF-8 text; a missing file is a clear error."""
-    found = _on_disk(path)
-    if found is None:
-        raise StudyError(f"missing data file {path} (or {path.name}.gz); see the --data-dir layout in the README")
-    return gzip.open(found, "rt", encoding="utf-8") if found.suffix == ".gz" else open(found, encoding="utf-8")
-
-
-def _read_json(path: Path, where: str | None = None):
-    """The JSON in ``path``; ``where`` names it in errors (default: the path)."""
-    with _open_text(path) as handle:
-        try:
-            return json.load(handle)
-        except json.JSONDecodeError as err:
-            raise StudyError(f"malformed JSON in {where or path}, line {err.lineno}: {err.msg}") from None
-
-
-def _jsonl_rows(handle, where) -> list[dict]:
-    rows = []
-    for number, line in enumerate(handle, start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise StudyError(f"malformed JSON line in {where}, line {number}: {err.msg}") from None
-    return rows
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    with _open_text(path) as handle:
-        return _jsonl_rows(handle, path)
-
-
-def _archive_jsonl(path: str, where: str, names: tuple[str, ...]) -> dict[str, list[dict]]:
-    """{name: rows} of the JSON-lines files ``names`` in a .tar.gz (in whatever folder it keeps them), read in one
-    pass without unpacking the rest (Mewsli-X's raw.tar.gz also holds 300 MB of training pairs)."""
-    found: dict[str, list[dict]] = {}
-    try:
-        with tarfile.open(path, "r|gz") as archive:
-            for member in archive:
-                name = member.name.rsplit("/", 1)[-1]
-                if member.isfile() and name in names:  # lines as bytes, json decodes them (a stream cannot seek)
-                    found[name] = _jsonl_rows(archive.extractfile(member), f"{where}:{member.name}")
-                    if len(found) == len(names):
-                        break
-    except (tarfile.TarError, EOFError, OSError, UnicodeDecodeError) as err:
-        raise StudyError(f"{where} is not a readable .tar.gz ({err}): delete its copy {path} to download it "
-                         "again") from None
-    missing = [name for name in names if name not in found]
-    if missing:
-        raise StudyError(f"{where} has no {', '.join(missing)}")
-    return found
-
-
-def _squad_records(data: dict, path: Path) -> list[dict]:
-    try:
-        return [{"id": qa["id"], "context": paragraph["context"], "question": qa["question"],
-                 "answers": {"text": [a["text"] for a in qa["answers"]],
-                             "answer_start": [a["answer_start"] for a in qa["answers"]]}}
-                for article in data["data"] for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
-    except (KeyError, TypeError) as err:
-        raise StudyError(f"{path} is not in SQuAD format (missing {err})") from None
-
-
-def _conllu_records(path: Path) -> list[dict]:
-    """Sentences of a CoNLL-U file as {tokens, tags} with UPOS tags; multi-word and empty nodes skipped."""
-    records, tokens, tags = [], [], []
-    with _open_text(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\n")
-            if not line:
-                if tokens:
-                    records.append({"tokens": tokens, "tags": tags})
-                tokens, tags = [], []
-            elif not line.startswith("#"):
-                columns = line.split("\t")
-                if len(columns) != 10:
-                    raise StudyError(f"malformed CoNLL-U line in {path}, line {number}: "
-                                     f"expected 10 tab-separated columns, found {len(columns)}")
-                if "-" not in columns[0] and "." not in columns[0]:
-                    tokens.append(columns[1])
-                    tags.append(columns[3])
-    if tokens:
-        records.append({"tokens": tokens, "tags": tags})
-    return records
-
-
-def _conll_records(path: Path, language: str) -> list[dict]:
-    """"token<TAB>tag" lines (PAN-X). XTREME's files prefix every token with its language ("de:Berlin"); only that
-    prefix is removed, so tokens such as "10:30", ":" or "Re:" stay as they are."""
-    records, tokens, tags = [], [], []
-    with _open_text(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                if tokens:
-                    records.append({"tokens": tokens, "tags": tags})
-                tokens, tags = [], []
-                continue
-            parts = line.split("\t")
-            if len(parts) < 2:
-                raise StudyError(f"malformed tagging line in {path}, line {number}: expected token<TAB>tag")
-            token = parts[0].removeprefix(f"{language}:")
-            tokens.append(token)
-            tags.append(parts[-1])
-    if tokens:
-        records.append({"tokens": tokens, "tags": tags})
-    return records
-
-
-def _udpos_file(data_dir: Path, lang: str, split: str) -> list[Path]:
-    files = sorted((data_dir / "udpos").glob(f"UD_*/{lang}_*-ud-{split}.conllu*"))
-    if not files:
-        raise StudyError(f"missing data file {data_dir}/udpos/UD_*/{lang}_*-ud-{split}.conllu[.gz]")
-    return [f.with_suffix("") if f.suffix == ".gz" else f for f in files]
-
-
-XNLI_LABEL_ALIASES = {"contradictory": "contradiction"}  # the XNLI-MT English training file's spelling
-
-
-def _xnli_records(path: Path, language: str | None) -> list[dict]:
-    labels = {name: i for i, name in enumerate(T.TASKS["xnli"].labels)}
-    with _open_text(path) as handle:
-        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        rows = []
-        for number, row in enumerate(reader, start=2):
-            if language and row.get("language") != language:
-                continue
-            label = row.get("gold_label") or row.get("label")
-            label = XNLI_LABEL_ALIASES.get(label, label)
-            if label not in labels:
-                raise StudyError(f"bad label {label!r} in {path}, line {number}: expected one of {list(labels)}")
-            rows.append({"text_a": row.get("sentence1") or row.get("premise"),
-                         "text_b": row.get("sentence2") or row.get("hypo"), "label": labels[label]})
-    return rows
 
 
 # --- local directory ------------------------------------------------------------------------------------------
@@ -328,125 +176,6 @@ def _local(task: T.TaskSpec, split: str, lang: str, root: Path):
     return LOCAL_READERS[task.name](task, split, lang, root)
 
 
-def _xquad_r_language(data: dict, where: str | Path) -> tuple[list[str], list[str], dict[str, tuple[str, int]]]:
-    """Candidate sentences of one XQuAD-R file, the paragraph of each, and {question id: (question, index of its
-    answer sentence)}."""
-    candidates, paragraphs, questions = [], [], {}
-    try:
-        for article in data["data"]:
-            for paragraph in article["paragraphs"]:
-                offset, context, breaks = len(candidates), paragraph["context"], paragraph["sentence_breaks"]
-                # the sentences are the context's [start, end) slices, as XTREME's utils_lareqa cuts them (the
-                # files' own "sentences" list differs from them twice in tr.json)
-                candidates.extend(context[s:e] for s, e in breaks)
-                paragraphs.extend([context] * len(breaks))
-                for qa in paragraph["qas"]:
-                    start = qa["answers"][0]["answer_start"]
-                    # half-open [start, end) sentences, as XTREME's LAReQA code: an answer at a break belongs to
-                    # the sentence that starts there
-                    index = next((i for i, (s, e) in enumerate(breaks) if s <= start < e), None)
-                    if index is None:  # XTREME skips such a question; none is in the released files
-                        raise StudyError(f"{where}: question {qa['id']!r} has its answer at {start}, in no sentence "
-                                         "of its paragraph's sentence_breaks")
-                    if qa["id"] in questions:
-                        raise StudyError(f"{where}: question id {qa['id']!r} occurs twice")
-                    questions[qa["id"]] = (qa["question"], offset + index)
-    except (KeyError, TypeError, IndexError) as err:
-        raise StudyError(f"{where} is not in XQuAD-R format (missing {err})") from None
-    return candidates, paragraphs, questions
-
-
-def _lareqa_ranking(files: dict[str, Path], language: str, names: dict[str, str] | None = None) -> RankingSet:
-    """LAReQA as XTREME-R runs it: questions in one language rank the answer sentences of *all* languages
-    (the multilingual pool); the relevant ones are the answer sentences of the same question in every language.
-    ``files``: {language: its XQuAD-R file} for every language of the task; ``names``: what errors call them
-    (default: the paths)."""
-    candidates: list[str] = []
-    paragraphs: list[str] = []
-    answer_ids: dict[str, list[int]] = {}
-    own_questions: dict[str, str] = {}
-    for lang in T.TASKS["lareqa"].languages:
-        where = (names or {}).get(lang, files[lang])
-        lang_candidates, lang_paragraphs, questions = _xquad_r_language(_read_json(files[lang], where), where)
-        for qid, (question, index) in questions.items():
-            answer_ids.setdefault(qid, []).append(len(candidates) + index)
-            if lang == language:
-                own_questions[qid] = question
-        candidates.extend(lang_candidates)
-        paragraphs.extend(lang_paragraphs)
-    qids = sorted(own_questions)
-    questions = [own_questions[q] for q in qids]
-    return RankingSet(questions, [answer_ids[q] for q in qids], candidates, questions,
-                      [lareqa_candidate(c, p) for c, p in zip(candidates, paragraphs)])
-
-
-MEWSLIX_FILES = ("candidate_set_entities.jsonl", "wikinews_mentions-test.jsonl")  # get-mewsli-x.sh's output
-# the English mention-entity pairs XTREME-R's dual encoder trains (train) and is checked (dev) on
-MEWSLIX_PAIRS = {"train": "wikipedia_pairs-train.jsonl", "dev": "wikipedia_pairs-dev.jsonl"}
-
-
-def _mewslix_local(root: Path, language: str, split: str) -> RankingSet | list[dict]:
-    """The test split as a RankingSet; train and dev as the rows of the English mention-entity pairs."""
-    if split in MEWSLIX_PAIRS:
-        return _read_jsonl(root / MEWSLIX_PAIRS[split])
-    entities, articles = (_read_jsonl(root / name) for name in MEWSLIX_FILES)
-    return _mewslix_ranking(entities, articles, language, str(root))
-
-
-def _mewslix_ranking(entities: list[dict], articles: list[dict], language: str, where: str) -> RankingSet:
-    """Mewsli-X (google-research dense_representations_for_entity_retrieval/mel, schema.py): each WikiNews mention
-    of one language, as the sentence that contains it, ranks the candidate entities' descriptions (any language);
-    its gold entity is relevant. The dual encoder's texts: the mention marked in its sentence, the descriptions'
-    sentences."""
-    try:
-        position = {e["entity_id"]: i for i, e in enumerate(entities)}
-        candidates = [e["description"] for e in entities]
-        marked_candidates = [entity_description(e["description"], spans_of(e["sentence_spans"])) for e in entities]
-        questions, marked_questions, relevant = [], [], []
-        for article in articles:
-            context = article["context"]
-            if context["language"] != language:
-                continue
-            if not context["text"]:
-                raise StudyError(f"{where}: wikinews_mentions-test.jsonl has empty article texts: use the output of "
-                                 "the dataset's get-mewsli-x.sh, which fills them from the WikiNews dumps")
-            sentences = spans_of(context["sentence_spans"])
-            for mention in article["mentions"]:
-                start, end = check_mention(context["text"], mention["mention_span"],
-                                           f"{where}: mention {mention.get('example_id')!r}")
-                span = next(((s, e) for s, e in sentences if s <= start < e), (0, len(context["text"])))
-                questions.append(context["text"][span[0]:span[1]])
-                marked_questions.append(mention_query(context["text"], sentences, start, end))
-                if mention["entity_id"] not in position:
-                    raise StudyError(f"{where}: mention {mention.get('example_id')!r} links entity "
-                                     f"{mention['entity_id']!r}, which candidate_set_entities.jsonl does not hold")
-                relevant.append([position[mention["entity_id"]]])
-    except (KeyError, TypeError) as err:
-        raise StudyError(f"{where}: not in Mewsli-X's format (schema.py): {err.__class__.__name__} {err}") from None
-    return RankingSet(questions, relevant, candidates, marked_questions, marked_candidates)
-
-
-def _mewslix_archive(path: str, where: str, language: str, split: str) -> RankingSet | list[dict]:
-    if split in MEWSLIX_PAIRS:
-        return _archive_jsonl(path, where, (MEWSLIX_PAIRS[split],))[MEWSLIX_PAIRS[split]]
-    rows = _archive_jsonl(path, where, MEWSLIX_FILES)
-    return _mewslix_ranking(*(rows[name] for name in MEWSLIX_FILES), language, where)
-
-
-# {task: reader(archive path, where, language, split)}: tasks whose hub data is a ``HubArchive`` of the original files
-HUB_ARCHIVE_READERS = {"mewslix": _mewslix_archive}
-
-
-def _lareqa_release(files: dict[str, Path], urls: dict[str, str], language: str) -> RankingSet:
-    """The release names each XQuAD-R file by its language (``xquad-r/de.json``)."""
-    return _lareqa_ranking({Path(p).stem: f for p, f in files.items()}, language,
-                           {Path(p).stem: url for p, url in urls.items()})
-
-
-# {task: reader({path: local copy}, {path: URL}, language)}: tasks whose data is ``ReleaseFiles`` on GitHub
-RELEASE_READERS = {"lareqa": _lareqa_release}
-
-
 # --- hub ------------------------------------------------------------------------------------------------------
 
 
@@ -509,7 +238,7 @@ def _choices_hub(rows) -> list[dict]:
              "label": r["label"]} for r in rows]
 
 
-# {task kind: the columns its hub normaliser reads (one of a tuple is enough)}: what `study.hub check` looks for
+# {task kind: the columns its hub normaliser reads (one of a tuple is enough)}: what `study.data.hub check` looks for
 HUB_COLUMNS = {T.CLASSIFICATION: ("premise", "hypothesis", "label"),
                T.MULTIPLE_CHOICE: (("premise", "context"), "question", ("choice1", "answerA"), "label"),
                T.TAGGING: ("tokens", TAG_COLUMNS), T.QA: ("id", "context", "question", "answers"),

@@ -4,7 +4,7 @@ contrast of Δ alignment, its relation to the transfer contrast across languages
 Inputs are plain records, so the report wires them in however it groups its runs:
 
 * a run's **report** is the metric dict of the evaluation English dev selected (the ``align*/`` keys of
-  ``study.protocol``, and ``test/<metric>/<language>``); an **arm** is a list of such reports, one per seed;
+  ``study.core.protocol``, and ``test/<metric>/<language>``); an **arm** is a list of such reports, one per seed;
 * a run's **examples** is its ``per_example.json`` (``protocol.EXAMPLES_ARTIFACT``) as a dict, whose
   ``protocol.ALIGNMENT_UNITS`` entry holds the retrieval units;
 * a run's **figure** is the ``protocol.ALIGNMENT_EMBEDDINGS_ARTIFACT`` bytes.
@@ -20,23 +20,35 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 
-from study.analysis import MIN_RUNS, Contrast, Side, SlopeTest, paired_difference_by_group, slope_permutation_test
-from study.languages import group_of
-from study.protocol import (
+from study.core.arms import arm_contrasts
+from study.core.languages import group_of
+from study.core.protocol import (
     ALIGNMENT,
     ALIGNMENT_DELTA,
+    ALIGNMENT_EMBEDDINGS_ARTIFACT,
     ALIGNMENT_PRETRAINED,
     ALIGNMENT_UNITS,
+    alignment_layers,
     alignment_scores,
     alignment_units_key,
     is_target,
+    language_key,
     language_scores,
     target_group_means,
 )
+from study.report.analysis import (
+    MIN_RUNS,
+    Contrast,
+    Side,
+    SlopeTest,
+    paired_difference_by_group,
+    slope_permutation_test,
+)
+from study.report.load import Study, TrialRun
+from study.report.rows import _contrast_row
 
 Report = Mapping[str, float]
 
@@ -173,36 +185,58 @@ def figure_panels(figures: Mapping[str, bytes]) -> dict[str, dict[str, np.ndarra
     return {"pretrained": panels.pop("pretrained"), **panels} if "pretrained" in panels else panels
 
 
-def alignment_figure(panels: Mapping[str, Mapping[str, np.ndarray]], out: Path,
-                     name: str = "alignment_pca.png", title: str = "") -> str | None:
-    """One panel per encoder (e.g. pretrained, plain, VME): English and the target languages' parallel sentences
-    projected onto the first two principal components of that encoder's pooled, centred embeddings
-    (``alignment.project_2d``, same scale in every panel), each language's centroid marked with a large X (English:
-    its sides of every target's pairs). Returns the file name, None without panels."""
-    from study.alignment import project_2d
-    from study.report.figures import _figure
+ALIGNMENT_TABLE_MEASURES = ("xx_to_en", "centred_distance")  # sentence-level match; the language-identity offset
 
-    if not panels:
-        return None
-    languages = sorted({key.split("/")[0] for panel in panels.values() for key in panel})
 
-    def draw(plt):
-        figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False,
-                                    sharex=True, sharey=True)
-        for axis, (label, arrays) in zip(axes[0], panels.items()):
-            groups = {"en": np.concatenate([arrays[f"{k}/english"] for k in languages if f"{k}/english" in arrays]),
-                      **{k: arrays[f"{k}/target"] for k in languages if f"{k}/target" in arrays}}
-            for i, (lang, points) in enumerate(project_2d(groups).items()):
-                color = "grey" if lang == "en" else f"C{i}"
-                axis.scatter(points[:, 0], points[:, 1], s=8, alpha=0.45, label=lang, color=color)
-                centre = points.mean(axis=0)  # where the language sits as a whole: what the centroid distance sees
-                axis.scatter([centre[0]], [centre[1]], s=140, marker="X", color=color, edgecolors="black",
-                             linewidths=1.0, zorder=3)
-            axis.set_title(label, fontsize=9)
-            axis.set_xlabel("PC 1 (in units of the pooled spread)", fontsize=7)
-        axes[0][0].legend(fontsize=7, title="X: centroid", title_fontsize=7)
-        if title:
-            figure.suptitle(title, fontsize=9)
-        return figure
+def _probed(study: Study, model: str) -> dict[str, list[TrialRun]]:
+    """{arm: its confirm runs that logged the alignment probe} of one model, arms in ``arm_runs`` order."""
+    groups = {g.arm: [r for r in g.runs if r.alignment] for g in study.arm_runs() if g.model == model}
+    return {arm: runs for arm, runs in groups.items() if runs}
 
-    return _figure(out / name, draw)
+
+def alignment_rows(study: Study) -> tuple[list[dict], list[dict], list[str]]:
+    """The alignment probe (``study/report/alignment.py``) per model, from the confirm runs that logged it (``study.tune.driver
+    --alignment-probe``): (Δ alignment rows per arm, family, measure and probed layer; contrast rows of each arm
+    contrast — xx_to_en retrieval with the paired bootstrap over sentences and seeds, over all shared targets and per
+    family; the centred distance with seeds resampled, per family; one sentence per contrast for the results summary:
+    where retrieval at the last layer moved, and whether the transfer contrast tracks it across languages)."""
+    deltas, contrasts, summary = [], [], []
+    for model in study.models():
+        probed = _probed(study, model)
+        if not probed:
+            continue
+        first = next(iter(probed.values()))[0]
+        name, layers = first.model_name, alignment_layers(first.alignment)
+        reports = {arm: [r.alignment for r in runs] for arm, runs in probed.items()}
+        deltas += [{"model": name, "measure": measure, "layer": layer, **row} for measure in ALIGNMENT_TABLE_MEASURES
+                   for layer in layers for row in delta_rows(reports, measure, layer)]
+        for left, right in arm_contrasts(list(probed)):
+            label = f"{name}: {left} - {right}"
+            examples = [[{ALIGNMENT_UNITS: r.alignment_units} for r in probed[arm]] for arm in (left, right)]
+            for layer in layers:
+                retrieval = retrieval_contrast(*examples, "xx_to_en", layer)  # per family; the summary's at the last
+                found = [("xx_to_en", retrieval_contrast(*examples, "xx_to_en", layer, by=None)),
+                         ("xx_to_en", retrieval),
+                         ("centred_distance", seed_contrast_by_group(reports[left], reports[right],
+                                                                     "centred_distance", layer))]
+                contrasts += [{"measure": measure, "layer": layer, **_contrast_row(label, "family", group, c)}
+                              for measure, per_group in found for group, c in per_group.items()]
+            last = layers[-1]
+            with_scores = [[{**r.alignment, **{language_key(study.metric, k): v for k, v in r.scores.items()}}
+                            for r in probed[arm]] for arm in (left, right)]
+            fit = transfer_alignment_fit(transfer_alignment_points(*with_scores, study.metric, "xx_to_en", last))
+            summary.append(contrast_sentence(f"{label}, xx→en retrieval of the alignment probe at layer {last}",
+                                             retrieval, fit))
+    return deltas, contrasts, summary
+
+
+def alignment_figures(study: Study) -> dict[str, dict[str, bytes]]:
+    """{model name: {arm: the probe's embedding artifact of the arm's first probed confirm run}}, for the PCA
+    figure (``report.alignment.alignment_figure``); models without a probed run are left out."""
+    out = {}
+    for model in study.models():
+        probed = _probed(study, model)
+        figures = {arm: study.artifact(runs[0].run_id, ALIGNMENT_EMBEDDINGS_ARTIFACT) for arm, runs in probed.items()}
+        if any(data is not None for data in figures.values()):
+            out[next(iter(probed.values()))[0].model_name] = {arm: d for arm, d in figures.items() if d is not None}
+    return out

@@ -4,9 +4,12 @@ wrote (None: too little data); ``FIGURES`` lists them in the page's order."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
-from study.languages import DISTANCE_KINDS
+import numpy as np
+
+from study.core.languages import DISTANCE_KINDS
 from study.report.tables import ReportTables
 
 LOSS_WEIGHTS = ("alpha", "beta", "w_robust")
@@ -182,3 +185,37 @@ def loss_weight_figure(tables: ReportTables, out: Path) -> str | None:
 FIGURES = {"family": family_figure, "arms": arm_figure, "comparison": comparison_figure,
            "distance": distance_figure, "history": history_figure, "importance": importance_figure,
            "weights": loss_weight_figure}
+
+
+def alignment_figure(panels: Mapping[str, Mapping[str, np.ndarray]], out: Path,
+                     name: str = "alignment_pca.png", title: str = "") -> str | None:
+    """One panel per encoder (e.g. pretrained, plain, VME): English and the target languages' parallel sentences
+    projected onto the first two principal components of that encoder's pooled, centred embeddings
+    (``alignment.project_2d``, same scale in every panel), each language's centroid marked with a large X (English:
+    its sides of every target's pairs). Returns the file name, None without panels."""
+    from study.evaluation.alignment import project_2d
+
+    if not panels:
+        return None
+    languages = sorted({key.split("/")[0] for panel in panels.values() for key in panel})
+
+    def draw(plt):
+        figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False,
+                                    sharex=True, sharey=True)
+        for axis, (label, arrays) in zip(axes[0], panels.items()):
+            groups = {"en": np.concatenate([arrays[f"{k}/english"] for k in languages if f"{k}/english" in arrays]),
+                      **{k: arrays[f"{k}/target"] for k in languages if f"{k}/target" in arrays}}
+            for i, (lang, points) in enumerate(project_2d(groups).items()):
+                color = "grey" if lang == "en" else f"C{i}"
+                axis.scatter(points[:, 0], points[:, 1], s=8, alpha=0.45, label=lang, color=color)
+                centre = points.mean(axis=0)  # where the language sits as a whole: what the centroid distance sees
+                axis.scatter([centre[0]], [centre[1]], s=140, marker="X", color=color, edgecolors="black",
+                             linewidths=1.0, zorder=3)
+            axis.set_title(label, fontsize=9)
+            axis.set_xlabel("PC 1 (in units of the pooled spread)", fontsize=7)
+        axes[0][0].legend(fontsize=7, title="X: centroid", title_fontsize=7)
+        if title:
+            figure.suptitle(title, fontsize=9)
+        return figure
+
+    return _figure(out / name, draw)

@@ -9,12 +9,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from study.analysis import units_score
-from study.arms import ARMS
-from study.errors import StudyError
-from study.mlflow_store import PARENT_TAG
-from study.mlflow_store import client as mlflow_client
-from study.protocol import (
+from study.core.arms import ARMS
+from study.core.errors import StudyError
+from study.core.protocol import (
     ALIGNMENT_METRICS,
     ALIGNMENT_UNITS,
     ARM_TAG,
@@ -33,6 +30,9 @@ from study.protocol import (
     selection_key,
     target_mean,
 )
+from study.report.analysis import units_score
+from study.track.mlflow_store import PARENT_TAG
+from study.track.mlflow_store import client as mlflow_client
 
 
 @dataclass
@@ -41,8 +41,8 @@ class TrialRun:
     scores at the step English dev selected."""
 
     run_id: str
-    phase: str  # study.trial.SEARCH_PHASE or CONFIRM_PHASE
-    arm: str  # study.arms
+    phase: str  # study.tune.trial.SEARCH_PHASE or CONFIRM_PHASE
+    arm: str  # study.core.arms
     study_run: str
     model: str
     model_name: str
@@ -71,7 +71,7 @@ class Study:
     metric: str
     studies: list  # the parent runs
     trials: list[TrialRun]
-    task: str  # the task's registry name (study.tasks)
+    task: str  # the task's registry name (study.data.tasks)
 
     def models(self) -> list[str]:
         """The model keys of the experiment's trials, sorted."""
@@ -89,7 +89,7 @@ class Study:
         return artifact_bytes(found, run_id, path)
 
     def arm_runs(self) -> list[ArmRuns]:
-        """Per model and arm (models sorted, arms in ``study.arms.ARMS`` order), its confirm runs in start order:
+        """Per model and arm (models sorted, arms in ``study.core.arms.ARMS`` order), its confirm runs in start order:
         the only runs a comparison draws from."""
         out = []
         for model in self.models():
@@ -125,10 +125,10 @@ class ArmRuns:
 
 
 def load_studies(uri: str, experiment: str) -> list[Study]:
-    """The finished ``study.tune`` runs of ``experiment`` at ``uri``, one ``Study`` per task (sorted by task name).
+    """The finished ``study.tune.driver`` runs of ``experiment`` at ``uri``, one ``Study`` per task (sorted by task name).
     StudyError when the experiment does not exist, has no finished trials, or no trial recorded an English dev
     score."""
-    from study.tasks import get_task
+    from study.data.tasks import get_task
 
     client = mlflow_client(uri)
     found = client.get_experiment_by_name(experiment)

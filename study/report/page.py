@@ -7,14 +7,15 @@ import math
 import re
 from pathlib import Path
 
-from study.analysis import ALPHA, PERMUTATIONS
-from study.languages import DISTANCE_KINDS, MIN_SHARED_FEATURES
-from study.mlflow_store import client
-from study.protocol import REPORT_RUN, RUN_KIND_TAG
-from study.report.alignment import alignment_figure, figure_panels
-from study.report.figures import FIGURES
+from study.core.languages import DISTANCE_KINDS, MIN_SHARED_FEATURES
+from study.core.protocol import REPORT_RUN, RUN_KIND_TAG
+from study.report.alignment import figure_panels
+from study.report.analysis import ALPHA, PERMUTATIONS
+from study.report.figures import FIGURES, alignment_figure
 from study.report.load import Study
-from study.report.tables import ReportTables, header, overall_rows, typology_summary
+from study.report.tables import ReportTables, header, overall_rows
+from study.report.typology import typology_summary
+from study.track.mlflow_store import client
 
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;font-size:13px;"
          "margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}")
@@ -40,7 +41,7 @@ def stage_languages_note(study) -> str:
 MODALITY_NOTE = (
     "<p>No modality contrast is drawn. Comparing the best search trial of each modality would subtract trials that "
     "differ in every hyperparameter, ASHA stop and number of trials; a modality effect needs the controlled "
-    "experiment (<code>study.tune --experiment-design modality</code>: fixed fine-tuning, matched backbone passes, "
+    "experiment (<code>study.tune.driver --experiment-design modality</code>: fixed fine-tuning, matched backbone passes, "
     "a shuffled-image control, a stage per seed), which this study did not run. The searched modality of a tuned "
     "arm is a hyperparameter like any other. {stage}</p>")
 MODALITY_EXPERIMENT_NOTE = (
@@ -85,7 +86,7 @@ def _interval_rows(rows: list[dict]) -> list[dict]:
 
 
 ALIGNMENT_METHOD = (
-    "<p>The alignment probe (<code>study.tune --alignment-probe</code>) embeds each target language's parallel "
+    "<p>The alignment probe (<code>study.tune.driver --alignment-probe</code>) embeds each target language's parallel "
     "sentences and their English translations with every confirm run's selected checkpoint and with the pretrained "
     "encoder (the same sentences, tokenizer and pooling). <b>xx_to_en</b>: share of target sentences whose nearest "
     "English sentence (cosine) is their translation; <b>centred_distance</b>: distance between the language's and "

@@ -1,0 +1,100 @@
+"""``study tune --model mbert`` (also ``python -m study.tune``): a Ray Tune + Optuna study of the VME objective's arms (``study.core.arms``), one
+Ray Train run per trial, every trial in MLflow, resumable.
+
+Two phases. *Search*: each tuned arm's search space, the same number of trials per tuned arm (OptunaSearch, ASHA on
+English dev). *Confirm*: every arm's English-dev-selected configuration (a tuned arm's best search trial, a fixed
+arm's pinned point) re-run on the same fresh seeds at the full budget, no early stopping; only confirm runs enter the
+report's comparisons.
+
+Layers (as in Ray's Train-in-Tune guide): ``train_fn_per_worker`` (study.train.finetune) runs on every worker;
+``train_driver_fn`` below is the Tune trial, building a ``TorchTrainer`` with a stable run name and
+``TuneReportCallback``; the ``Tuner`` wraps the driver with OptunaSearch (TPE, define-by-run from the YAML search
+space), ASHA on the English-dev metric, ``max_concurrent_trials`` from the cluster's resources, and the MLflow
+callback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from study.cli.common import add_data_dir_flag, add_mlflow_uri_flag, add_storage_flag
+from study.core.arms import DEFAULT_ARMS, OFFLINE_DEFAULT_ARMS
+from study.core.faults import FaultHooks
+from study.data.captions import FLICKR30K
+from study.train.ray_setup import add_scaling_flags, check_cluster, init_ray
+from study.train.stage import CLIP_TOWER, add_caption_languages_flag
+from study.tune.driver import _run
+from study.tune.settings import SUITE_TASK, resolve
+
+
+def parse_args(argv):
+    """The ``study tune`` flags."""
+    parser = argparse.ArgumentParser(prog="study tune", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="e5-small", help="registry key; the search space is "
+                        "search_spaces/<model>.yaml (default e5-small, the offline stand-in)")
+    parser.add_argument("--search-space", type=Path, help="a search-space YAML (default: by model)")
+    parser.add_argument("--task", help="XTREME-R or pocket task (default: the search space's)")
+    parser.add_argument("--suite", choices=tuple(SUITE_TASK), help="pocket or xtreme-r (default: the task's)")
+    parser.add_argument("--preset", choices=("smoke", "paper"), help="smoke = minutes on a laptop CPU, paper = the "
+                        "reference scale (default: smoke for offline stand-ins, paper otherwise)")
+    parser.add_argument("--arms", help="comma-separated arms to compare (study.core.arms): plain, vme-reference, vme-tuned "
+                        f"(default: {','.join(OFFLINE_DEFAULT_ARMS)} for offline stand-ins, {','.join(DEFAULT_ARMS)} "
+                        "otherwise)")
+    parser.add_argument("--experiment-design", choices=("arms", "modality"), default="arms",
+                        help="arms: the --arms as they are; modality: the controlled modality experiment, each fixed "
+                        "arm of --arms also after a text, multimodal and multimodal-shuffled intermediate stage")
+    parser.add_argument("--trials", type=int, help="search trials per tuned arm (default: smoke 4, paper 20)")
+    parser.add_argument("--seeds", type=int, help="confirm runs per arm, on fresh seeds shared by every arm (default: "
+                        "smoke 3, paper 5)")
+    parser.add_argument("--alignment-probe", action=argparse.BooleanOptionalAction,
+                        help="probe every confirm run's encoder, and the pretrained one, on parallel sentences "
+                        "(bitext retrieval, centroid distances to English; study/alignment_probe.py; alignment_pairs "
+                        "pairs a language) for the report's alignment section (default: on for the pocket suite, "
+                        "off for XTREME-R, whose Tatoeba sentences it would read)")
+    add_scaling_flags(parser, "Ray Train workers per trial")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's own output (progress tables, the workers' "
+                        "logs) on the console instead of only in Ray's log files")
+    parser.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (bound to 127.0.0.1) with "
+                        "a local Ray instance")
+    parser.add_argument("--max-concurrent", type=int, help="concurrent trials (default: from cluster resources)")
+    add_data_dir_flag(parser)
+    add_storage_flag(parser)
+    parser.add_argument("--name", help="study name (default: study-<model>-<task>-<preset>-<time>; with --resume: "
+                        "the newest such study)")
+    add_mlflow_uri_flag(parser)
+    parser.add_argument("--experiment", help="MLflow experiment (default: vme-<suite>; compare models in one)")
+    parser.add_argument("--resume", action="store_true", help="continue the study of this name after a crash")
+    parser.add_argument("--implementation", choices=("fast", "reference"), default="fast",
+                        help="training step: fast (one pass, one captured layer, fused AdamW, trimmed vocabulary) or "
+                        "reference (the authors' two eager passes), for comparison; same results within fp32")
+    parser.add_argument("--intermediate-data", help="image-caption data of the intermediate stage: emoji (offline), "
+                        "a hub dataset id or local dataset directory, or a folder with captions.jsonl/tsv (default: "
+                        f"emoji for offline stand-ins, {FLICKR30K} otherwise)")
+    parser.add_argument("--vision-tower", help="multimodal stage's vision tower: scratch (a small CNN trained from "
+                        f"scratch) or a CLIP vision model id/directory (default: scratch for offline stand-ins, "
+                        f"{CLIP_TOWER} otherwise)")
+    add_caption_languages_flag(parser)
+    FaultHooks.add_flag(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    """``python -m study.tune``: run (or ``--resume``) a study — search each tuned arm, confirm every arm on fresh
+    seeds — and record everything in MLflow."""
+    args = parse_args(argv)
+    if not args.verbose:  # the console is study.tune.console's; Tune's tables and MLflow's notices stay out of it
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose 0: Tune's legacy reporter, which is silent
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        # a failed trial's traceback goes to its error.txt only: the console shows its last line (study.tune.console)
+        os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    settings = resolve(args)
+    init_ray(dashboard=args.dashboard, log_to_driver=args.verbose)  # before this process imports ray (see init_ray)
+    import ray
+
+    try:
+        check_cluster(settings.storage)
+        return _run(args, settings)
+    finally:
+        ray.shutdown()

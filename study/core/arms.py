@@ -1,0 +1,106 @@
+"""The arms a study compares: each a fixed part of the training configuration, and for a tuned arm the search
+space's parameters on top. Every model of a study gets the same arms, every tuned arm the same number of search
+trials, and every arm is selected on English dev and re-run on the same confirmatory seeds (``study.tune.driver``), so a
+contrast between two arms differs only in what their fixed parts (or searches) differ in. No Ray, no I/O.
+
+The arms:
+
+* ``plain`` — cross-entropy on x only: the matched baseline. It sees the same English examples in the same order,
+  at the same global batch and number of optimizer steps as ``vme-reference`` (the same ``k_copies`` rows of x per
+  example), and the same optimisation settings (the preset's); only the objective differs.
+* ``vme-reference`` — the authors' point (Ding et al. 2022, arXiv 2210.09934; the released code's defaults, see
+  ``../shared/docs/method.md``): alpha 0.1, beta 1, robust weight 1, Attention-Pull at layer 5 over maps padded to
+  ``max_length``, 3 virtual copies, exact case-sensitive synonym matching, a global batch of 32. The learning rate
+  (2e-5 in the paper preset) and the synonym source (counter-fitted neighbours on the real path, Roget offline) come
+  from the preset, shared with ``plain``.
+* ``vme-tuned`` — the VME objective with every parameter of the search space searched (Optuna TPE + ASHA).
+* the modality experiment (``--experiment-design modality``, ``modality_arms``): each fixed arm (``plain``,
+  ``vme-reference``) after an intermediate stage of each modality — ``<arm>+text``, ``<arm>+multimodal``,
+  ``<arm>+multimodal-shuffled`` — beside the arm itself (no stage), every stage with the same options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from study.core.errors import StudyError
+from study.core.protocol import DEFAULT_MODALITY, MODALITY_CONTRASTS, STAGE_MODALITIES
+
+# the authors' objective: the released code's defaults (Ding et al. 2022; ../shared/docs/method.md)
+GLOBAL_BATCH = 32
+VME_REFERENCE_POINT = {"objective": "vme", "w_task": 1.0, "w_robust": 1.0, "alpha": 0.1, "beta": 1.0, "ap_layer": 5,
+                       "ap_mask": "none", "ap_padding": "max_length", "k_copies": 3, "synonym_matching": "exact",
+                       "global_batch": GLOBAL_BATCH}
+# plain sees the same rows of x (k_copies), in the same order and global batches, as vme-reference
+PLAIN_POINT = {"objective": "plain", "k_copies": VME_REFERENCE_POINT["k_copies"], "global_batch": GLOBAL_BATCH}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm: its name, the ``TrainConfig`` options it pins, the intermediate stage's options it pins (``modality``
+    among them) and whether the search space's parameters are searched on top (a tuned arm)."""
+
+    name: str
+    fixed: Mapping[str, object] = field(default_factory=dict)
+    stage: Mapping[str, object] = field(default_factory=lambda: {"modality": DEFAULT_MODALITY})
+    tuned: bool = False
+    description: str = ""
+
+    @property
+    def modality(self) -> str:
+        """The arm's intermediate stage (``none`` without one)."""
+        return str(self.stage.get("modality", DEFAULT_MODALITY))
+
+
+ARMS = {arm.name: arm for arm in (
+    Arm("plain", PLAIN_POINT, description="cross-entropy on x only, the matched baseline"),
+    Arm("vme-reference", VME_REFERENCE_POINT, description="the authors' point, pinned"),
+    Arm("vme-tuned", {"objective": "vme"}, tuned=True, description="VME with the search space searched"),
+)}
+DEFAULT_ARMS = ("plain", "vme-reference", "vme-tuned")
+OFFLINE_DEFAULT_ARMS = ("plain", "vme-reference")  # what the offline default's time budget holds (README)
+REFERENCE_CONTRASTS = (("vme-reference", "plain"), ("vme-tuned", "plain"), ("vme-tuned", "vme-reference"))
+
+
+def parse_arms(text: str | None, default: tuple[str, ...]) -> tuple[Arm, ...]:
+    """The arms of ``--arms`` (comma-separated names of ``ARMS``; ``default`` when unset), in the order given.
+    StudyError for an unknown or repeated name."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip()) if text else default
+    unknown = [n for n in names if n not in ARMS]
+    if unknown or not names:
+        raise StudyError(f"--arms {text!r}: unknown arm(s) {', '.join(unknown) or '(none given)'}; choose from "
+                         f"{', '.join(ARMS)}")
+    if len(set(names)) != len(names):
+        raise StudyError(f"--arms {text!r} names an arm twice")
+    return tuple(ARMS[n] for n in names)
+
+
+def modality_arms(fixed: tuple[Arm, ...], stage: Mapping[str, object]) -> tuple[Arm, ...]:
+    """The controlled modality experiment: each fixed arm as it is (no stage) and after an intermediate stage of
+    each of ``STAGE_MODALITIES`` with the shared ``stage`` options (e.g. its steps), named ``<arm>+<modality>``.
+    StudyError for a tuned arm: its searched configuration would differ between modalities."""
+    tuned = [arm.name for arm in fixed if arm.tuned]
+    if tuned:
+        raise StudyError(f"--experiment-design modality fixes the fine-tuning: arm(s) {', '.join(tuned)} are tuned; "
+                         "use --arms plain,vme-reference")
+    return tuple(arm for base in fixed for arm in (base, *(
+        Arm(modality_arm(base.name, m), base.fixed, {**stage, "modality": m},
+            description=f"{base.name} after a {m} intermediate stage") for m in STAGE_MODALITIES)))
+
+
+def modality_arm(arm: str, modality: str) -> str:
+    """The name of ``arm`` after a ``modality`` stage (the arm itself for no stage)."""
+    return arm if modality == DEFAULT_MODALITY else f"{arm}+{modality}"
+
+
+def arm_contrasts(arms: list[str]) -> list[tuple[str, str]]:
+    """The arm contrasts a report draws among the arms present: VME against plain and tuned against the reference
+    (``REFERENCE_CONTRASTS``), then for each fixed arm the modality contrasts (``protocol.MODALITY_CONTRASTS``:
+    each stage against none, images against text, images against shuffled images)."""
+    present = set(arms)
+    pairs = [(a, b) for a, b in REFERENCE_CONTRASTS if a in present and b in present]
+    for base in ARMS:
+        pairs += [(modality_arm(base, a), modality_arm(base, b)) for a, b in MODALITY_CONTRASTS
+                  if modality_arm(base, a) in present and modality_arm(base, b) in present]
+    return pairs

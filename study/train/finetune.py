@@ -1,0 +1,405 @@
+"""The fine-tuning worker under Ray Train: ``train_fn_per_worker`` (DDP), ``FineTuneRun``, its ``TorchTrainer``
+and ``run_pipeline`` (stage, then fine-tuning), shared by ``study.tune.driver`` and ``python -m study.train``.
+
+Zero-shot protocol: the English dev set is the only signal for checkpoint selection (and for Tune); target-language
+test sets are evaluated at the same points and reported, never used to choose anything.
+
+Determinism and resume: the data order comes from a seeded ``DistributedSampler`` (epoch-dependent) and every
+micro-batch re-seeds the torch generator from (seed, rank, epoch, batch), so a run restored from a checkpoint
+continues at the same step with the same batches and the same dropout draws as a run that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from study.core.errors import StudyError
+from study.core.faults import FaultHooks
+from study.core.protocol import (
+    ALIGNMENT_EMBEDDINGS_ARTIFACT,
+    ALIGNMENT_METRICS,
+    ALIGNMENT_UNITS,
+    ENGLISH_DEV,
+    EVAL_SUBSET_SEED,
+    EXAMPLES_ARTIFACT,
+    TOTAL_STEPS_KEY,
+    evaluation_metrics,
+    improves,
+    selection_key,
+    target_average_key,
+)
+from study.train.config import TrainConfig
+from study.train.ray_setup import set_worker_threads
+
+TRAIN_STATE = "train_state.pt"
+TIME_PHASES = ("train", "eval", "checkpoint")  # reported as time/<phase>_s (study.tune.driver's time profile)
+FAULTS_KEY = "fault_hooks"  # beside the TrainConfig fields in the Train loop config: test-only, not a training option
+MODEL_DIR = "model"
+
+
+# --- validation on the driver, before any worker starts ---------------------------------------------------------
+
+
+# --- [1] Ray Train worker code ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    micro_in_epoch: int = 0  # micro-batches of this epoch already consumed
+    window: dict = field(default_factory=lambda: {"n": 0})  # loss sums since the last report
+    train_seconds: float = 0.0  # time in training steps since the last report (evaluation excluded)
+    train_examples: int = 0
+    best_dev: float = float("-inf")  # English dev of the best evaluation so far (its examples are in the outbox)
+    # cumulative seconds over the whole run (restarts included): training steps, evaluation, checkpoints written
+    # and handed to Ray (the last one's hand-over is not in the last report)
+    seconds: dict = field(default_factory=lambda: dict.fromkeys(TIME_PHASES, 0.0))
+
+
+def train_fn_per_worker(train_loop_config: dict) -> None:
+    """Ray Train's per-worker function: one DDP rank of a fine-tuning run on ``train_loop_config`` (a
+    ``TrainConfig`` dict, plus the run's ``FaultHooks`` under ``FAULTS_KEY``), restored from Ray's latest checkpoint
+    when there is one; reports English dev and test scores with a checkpoint at every evaluation."""
+    started = time.time()  # when the worker group began running user code: start-up ends here
+    import ray.train
+    import ray.train.torch
+
+    options = dict(train_loop_config)
+    faults = FaultHooks.from_dict(options.pop(FAULTS_KEY, None))
+    cfg = TrainConfig.from_dict(options)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    set_worker_threads()
+    run = FineTuneRun(cfg, rank, world, ray.train.torch.get_device(), run_name=context.get_experiment_name(),
+                      started=started, faults=faults)
+    run.restore(ray.train.get_checkpoint())
+    run.train(report=_ray_report(run))
+
+
+def _ray_report(run: FineTuneRun):
+    import ray.train
+
+    def report(metrics: dict, checkpoint_dir: str | None) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        # which node trained it: on a cluster, where a trial ran and where it went after a node was lost
+        ray.train.report({**metrics, "node_id": ray.get_runtime_context().get_node_id()}, checkpoint=checkpoint)
+
+    return report
+
+
+class FineTuneRun:
+    """One worker's view of a fine-tuning run, independent of how it is launched (Ray Train, a test, a benchmark):
+    construction builds it (data pairs, model, optimizer, schedule), ``restore`` resumes from a checkpoint,
+    ``train(report)`` runs it, calling ``report(metrics, checkpoint_dir)`` at every evaluation, and
+    ``save_checkpoint`` writes what ``restore`` reads."""
+
+    alignment = None  # the last evaluation's alignment probe (``alignment_probe.ProbeReport``), when it is on
+
+    def __init__(self, cfg: TrainConfig, rank: int, world: int, device: torch.device, run_name: str = "local",
+                 started: float | None = None, faults: FaultHooks = FaultHooks()):
+        from study.data.augment import load_synonyms
+        from study.data.pairs import build_pairs, collate_pairs
+        from study.data.sources import load_split, subsample
+        from study.data.tasks import QA, get_task
+        from study.models.registry import checkpoint_task, get_spec, load_model, load_tokenizer
+        from study.vme.capture import VMECapture
+        from study.vme.engine import make_optimizer
+
+        self.cfg, self.rank, self.world, self.device, self.run_name = cfg, rank, world, device, run_name
+        self.faults = faults
+        self.started = started or time.time()
+        self.task, self.spec = get_task(cfg.task), get_spec(cfg.model)
+        self.tokenizer = load_tokenizer(self.spec)
+        records = subsample(load_split(self.task, "train", "en", cfg.data_dir), cfg.max_train_examples, cfg.seed)
+        synonyms = load_synonyms(cfg.synonyms, cfg.synonym_matching)
+        self.pairs, self.data_stats = build_pairs(self.task, records, synonyms, self.tokenizer, k=cfg.k_copies,
+                                                  seed=cfg.seed, max_length=cfg.max_length)
+        self.dev = subsample(load_split(self.task, "dev", "en", cfg.data_dir), cfg.max_eval_examples,
+                             EVAL_SUBSET_SEED)
+        self.languages = cfg.languages or self.task.languages
+        torch.manual_seed(cfg.seed)  # the head's initialisation
+        # an intermediate encoder gets a fresh head; a checkpoint with this task's head kind keeps it (XCOPA goes on
+        # from the Social IQa model, as XTREME's scripts/train_xcopa.sh does)
+        self.model = load_model(self.spec, self.task.head, num_labels=max(len(self.task.labels), 2),
+                                path=cfg.init_checkpoint).to(device)
+        self.init_task = checkpoint_task(cfg.init_checkpoint) if cfg.init_checkpoint else None
+        self.reference = cfg.implementation == "reference"
+        if self.reference:  # the authors' way: every layer eager, so that it can return its attention map
+            self.model.set_attn_implementation("eager")
+        elif cfg.weight_decay == 0:  # exact only without weight decay (it would move rows that get no gradient)
+            from study.vme.trim import trim_vocabulary, used_token_ids
+
+            trim_vocabulary(self.model, used_token_ids((p[s]["input_ids"] for p in self.pairs for s in ("x", "xt")),
+                                                       self.tokenizer))
+        # ap_padding=max_length: the reference pads every input to max_length, as the released code does; the fast path
+        # runs the batch's own length and adds the rows padding would add to Attention-Pull's maps (exact, see
+        # study/capture.py), except where a head reads every position (QA's start/end softmax), which pads too
+        self.ap_length = cfg.max_length if cfg.ap_padding == "max_length" else None
+        pad_to = self.ap_length if self.reference or self.task.kind == QA else None
+        self.capture = VMECapture(self.model, cfg.ap_layer, padded_rows=self.ap_length is not None
+                                  and cfg.ap_mask == "none") if cfg.objective == "vme" and not self.reference else None
+        self.grad_accum = cfg.accumulation(world)  # global_batch: the same examples per step whatever the world size
+        self.probe = None  # the alignment probe: only the rank that evaluates runs it
+        if cfg.alignment_probe and rank == 0:
+            from study.evaluation.probe import RunProbe
+
+            self.probe = RunProbe(cfg, self.task, self.spec, self.tokenizer, self.model.config.num_hidden_layers,
+                                  device)
+        self.sampler = torch.utils.data.DistributedSampler(self.pairs, num_replicas=world, rank=rank, shuffle=True,
+                                                           seed=cfg.seed, drop_last=world > 1)
+        self.loader = torch.utils.data.DataLoader(self.pairs, batch_size=cfg.batch_size, sampler=self.sampler,
+                                                  collate_fn=collate_pairs(self.tokenizer.pad_token_id, pad_to),
+                                                  pin_memory=device.type == "cuda")  # faster host-to-GPU copies
+        self.total_steps = self._total_steps()
+        self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, head_lr=cfg.head_lr,
+                                        fused=not self.reference)
+        from transformers import get_linear_schedule_with_warmup
+
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, int(cfg.warmup_ratio * self.total_steps),
+                                                         self.total_steps)
+        self.ddp = self._wrap()
+        self.progress = Progress()
+        self.resumed_from_step = 0  # the checkpoint's step when this worker group restored one (after a failure)
+        self.bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    def _wrap(self):
+        if self.world == 1:
+            return self.model
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(self.model, move_to_device=False)
+
+    def _total_steps(self) -> int:
+        per_epoch = len(self.loader) // self.grad_accum
+        if per_epoch == 0:
+            raise StudyError(f"{len(self.pairs)} training pairs give no full optimizer step with batch "
+                             f"{self.cfg.batch_size} x {self.world} workers x grad_accum {self.grad_accum}")
+        total = per_epoch * self.cfg.epochs
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
+
+    # -- checkpoints --
+
+    def restore(self, checkpoint) -> None:
+        """Continue from a Ray ``Checkpoint`` written by ``save_checkpoint`` (None: start fresh): weights, optimizer,
+        schedule and the position in the data, so the run goes on exactly as if it had not stopped."""
+        if checkpoint is None:
+            return
+        with checkpoint.as_directory() as directory:
+            state = torch.load(Path(directory) / TRAIN_STATE, map_location=self.device, weights_only=False)
+            self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = Progress(**state["progress"])
+        self.resumed_from_step = self.progress.step
+
+    def save_checkpoint(self, directory: str, examples: bytes) -> None:
+        """Write a restorable checkpoint into ``directory``: the model as a full transformers directory (``model/``),
+        ``train_state.pt`` (model, optimizer, scheduler, progress) and the evaluation's per-example units."""
+        from dataclasses import asdict
+
+        from study.models.registry import save_model_dir
+        from study.vme.trim import untrimmed
+
+        with untrimmed(self.model):  # a full-vocabulary transformers model, whatever was trained
+            save_model_dir(self.model, self.tokenizer, self.spec, Path(directory) / MODEL_DIR, task=self.task.name,
+                           init_checkpoint=self.cfg.init_checkpoint, init_task=self.init_task)
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(), "progress": asdict(self.progress),
+                    "rng": {"seed": self.cfg.seed,
+                            "derivation": "torch.manual_seed(hash of seed, rank, epoch, batch)"}},
+                   Path(directory) / TRAIN_STATE)
+        (Path(directory) / EXAMPLES_ARTIFACT).write_bytes(examples)
+
+    def _examples_json(self) -> bytes:
+        """What the report bootstraps over: per example (numerator, denominator) of the metric, per language."""
+        examples = {"step": self.progress.step, "metric": self.task.metric, "units": self.units}
+        if self.alignment:  # the probe's retrieval, per sentence: {"<measure>/layer<n>": {language: units}}
+            examples[ALIGNMENT_UNITS] = self.alignment.units
+            examples[ALIGNMENT_METRICS] = self.alignment.metrics  # the selected step's, exactly (MLflow keeps the last)
+        return json.dumps(examples).encode()
+
+    # -- training --
+
+    def _step_seed(self, micro: int) -> int:
+        return hash((self.cfg.seed, self.rank, self.progress.epoch, micro)) % (2**31)
+
+    def _loss(self, batch):
+        from study.vme.engine import (
+            head_logits,
+            reference_vme_forward,
+            split_batch,
+            vme_forward,
+        )
+        from study.vme.objective import task_cross_entropy
+
+        x_inputs, labels_x = split_batch({k: v.to(self.device) for k, v in batch["x"].items()})
+        xt_inputs, labels_xt = split_batch({k: v.to(self.device) for k, v in batch["xt"].items()})
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        with autocast:
+            if self.cfg.objective == "plain":  # fine-tuning on x only: the matched baseline
+                loss = task_cross_entropy(head_logits(self.ddp(**x_inputs)), labels_x)
+                return loss, {"total": loss.item(), "task": loss.item()}
+            if self.reference:
+                terms = reference_vme_forward(self.ddp, x_inputs, xt_inputs, labels_x, labels_xt, self.cfg.weights,
+                                              self.cfg.ap_layer, self.cfg.ap_mask)
+                return terms.total, terms.detached()
+            terms = vme_forward(self.ddp, self.capture, x_inputs, xt_inputs, labels_x, labels_xt, self.cfg.weights,
+                                self.cfg.ap_mask, ap_length=self.ap_length, pad_id=self.tokenizer.pad_token_id)
+        return terms.total, terms.detached()
+
+    def train(self, report) -> None:
+        """Train to the end, evaluating every ``eval_every`` steps (or each epoch) and at the last step; every
+        evaluation calls ``report(metrics, checkpoint_dir)`` (rank 0 passes a directory, other ranks None)."""
+        cfg, progress = self.cfg, self.progress
+        if self.rank == 0 and progress.step == 0:
+            from study.data.augment import synonym_source_label
+
+            self._log(f"virtual copies: {self.data_stats['changed_fraction']:.1%} changed by "
+                      f"{synonym_source_label(cfg.synonyms)}, {cfg.synonym_matching} matching; "
+                      f"{cfg.batch_size} x {self.grad_accum} x {self.world} = "
+                      f"{cfg.batch_size * self.grad_accum * self.world} examples per optimizer step")
+        self.model.train()  # from_pretrained returns the model in eval mode: dropout must be on from the first step
+        log_started, examples = time.perf_counter(), 0
+        for epoch in range(progress.epoch, cfg.epochs):
+            progress.epoch = epoch
+            self.sampler.set_epoch(epoch)
+            batches = itertools.islice(enumerate(self.loader), progress.micro_in_epoch, None)  # resume mid-epoch
+            for micro, batch in batches:
+                step_started = time.perf_counter()
+                torch.manual_seed(self._step_seed(micro))
+                sync = micro % self.grad_accum == self.grad_accum - 1
+                context = self.ddp.no_sync() if (self.world > 1 and not sync) else contextlib.nullcontext()
+                with context:
+                    loss, terms = self._loss(batch)
+                    if self.faults.forced_nan(self.run_name) or not torch.isfinite(loss):
+                        raise StudyError(f"the loss became non-finite at step {progress.step + 1} "
+                                         f"(terms: {terms}); this run stops")
+                    (loss / self.grad_accum).backward()
+                self._accumulate(terms)
+                batch_examples = batch["x"]["input_ids"].shape[0] * self.world
+                examples += batch_examples
+                progress.micro_in_epoch = micro + 1
+                if sync:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    progress.step += 1
+                step_seconds = time.perf_counter() - step_started
+                progress.train_seconds += step_seconds  # since the last report (throughput)
+                progress.seconds["train"] += step_seconds  # over the whole run (time profile)
+                progress.train_examples += batch_examples
+                if not sync:
+                    continue
+                self.faults.after_step(progress.step)
+                if progress.step % cfg.log_every == 0 and self.rank == 0:
+                    rate = examples / (time.perf_counter() - log_started)
+                    self._log(f"step {progress.step}/{self.total_steps} epoch {epoch} "
+                              + " ".join(f"{k} {v / progress.window['n']:.4f}" for k, v in progress.window.items()
+                                         if k != "n") + f" | {rate:.1f} examples/s")
+                    log_started, examples = time.perf_counter(), 0
+                done = progress.step >= self.total_steps
+                if done or (cfg.eval_every and progress.step % cfg.eval_every == 0):
+                    self._evaluate_and_report(report)
+                if done:
+                    return
+            progress.micro_in_epoch = 0
+            if not cfg.eval_every:
+                progress.epoch = epoch + 1
+                self._evaluate_and_report(report)
+
+    def _accumulate(self, terms: dict) -> None:
+        window = self.progress.window
+        window["n"] += 1
+        for name, value in terms.items():
+            window[name] = window.get(name, 0.0) + value
+
+    def _log(self, line: str) -> None:
+        print(f"[train] {line}", file=sys.stderr, flush=True)
+
+    # -- evaluation and reporting --
+
+    def _evaluate_and_report(self, report) -> None:
+        metrics = self._evaluate() if self.rank == 0 else None
+        if self.world > 1:
+            holder = [metrics]
+            torch.distributed.broadcast_object_list(holder, src=0)
+            metrics = holder[0]
+        self.progress.window = {"n": 0}
+        self.progress.train_seconds, self.progress.train_examples = 0.0, 0
+        if self.rank != 0:
+            report(metrics, None)
+            return
+        examples = self._examples_json()  # serialised once: for the outbox and for the checkpoint
+        if improves(metrics[selection_key(self.task.metric)], self.progress.best_dev):
+            from study.track.outbox import put_from_worker
+
+            # what English dev selects so far: the report bootstraps these examples even if the trial is stopped
+            self.progress.best_dev = metrics[selection_key(self.task.metric)]
+            put_from_worker(EXAMPLES_ARTIFACT, examples)
+            if self.alignment:
+                put_from_worker(ALIGNMENT_EMBEDDINGS_ARTIFACT, self.alignment.figure)
+        with tempfile.TemporaryDirectory(prefix="study-ckpt-") as directory:
+            started = time.perf_counter()
+            self.save_checkpoint(directory, examples)
+            metrics["time/checkpoint_s"] = self.progress.seconds["checkpoint"] + time.perf_counter() - started
+            report(metrics, directory)
+            self.progress.seconds["checkpoint"] += time.perf_counter() - started  # Ray's copy to storage included
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict:
+        from study.evaluation.scoring import evaluate_languages, score_supervised
+
+        started = time.perf_counter()
+        self.model.eval()
+        metric = self.task.metric
+        dev, dev_extra = score_supervised(self.task, self.dev, self.model, self.tokenizer, self.cfg.max_length,
+                                          "dev-en")
+        results = evaluate_languages(self.task, self.model, self.tokenizer, self.languages,
+                                     data_dir=self.cfg.data_dir, max_length=self.cfg.max_length,
+                                     limit=self.cfg.max_eval_examples, seed=EVAL_SUBSET_SEED, log=None)
+        tests = {lang: score for lang, (score, _) in results.items()}
+        self.units = {ENGLISH_DEV: dev_extra["units"], **{lang: extra["units"] for lang, (_, extra) in results.items()}}
+        probe_started = time.perf_counter()
+        self.alignment = self.probe.measure(self.model) if self.probe else None
+        align_seconds = time.perf_counter() - probe_started
+        self.model.train()
+        window, eval_seconds = self.progress.window, time.perf_counter() - started
+        self.progress.seconds["eval"] += eval_seconds
+        metrics = {selection_key(metric): dev, "step": self.progress.step, "epoch": self.progress.epoch,
+                   **evaluation_metrics(metric, tests, english_dev=dev),
+                   "eval_seconds": eval_seconds,
+                   "time/train_s": self.progress.seconds["train"],
+                   "time/eval_s": self.progress.seconds["eval"],
+                   "train/examples_per_s": self.progress.train_examples / max(self.progress.train_seconds, 1e-9),
+                   "time/worker_start_unix": self.started, "time/worker_seconds": time.time() - self.started,
+                   "train/resumed_from_step": self.resumed_from_step, TOTAL_STEPS_KEY: self.total_steps,
+                   # which share of the virtual copies the synonyms changed (method.md asks to record it)
+                   "data/changed_fraction": self.data_stats["changed_fraction"]}
+        metrics.update({f"loss/{k}": v / window["n"] for k, v in window.items() if k != "n" and window["n"]})
+        if self.alignment:
+            metrics.update(self.alignment.metrics)
+            metrics["align_seconds"] = align_seconds  # inside eval_seconds
+        if "macro_f1" in dev_extra:
+            metrics[f"{ENGLISH_DEV}/macro_f1"] = dev_extra["macro_f1"]
+        self._log(f"eval step {self.progress.step}: dev_en {metric} {dev:.4f}, target avg "
+                  f"{metrics[target_average_key(metric)]:.4f} ({len(tests)} languages, "
+                  f"{metrics['eval_seconds']:.0f} s)")
+        return metrics
+
+
+# --- [2] the driver: one Ray Train run ---------------------------------------------------------------------------
+
+

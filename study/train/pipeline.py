@@ -1,0 +1,95 @@
+"""The driver side of one training run: check a config before any worker starts (``validate``), build the Ray
+Train ``TorchTrainer`` (``build_trainer``) and chain the intermediate stage and fine-tuning (``run_pipeline``), as a
+study trial and ``study train`` both run it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from study.core.errors import StudyError
+from study.core.faults import FaultHooks
+from study.core.protocol import selection_key
+from study.train.config import TrainConfig
+from study.train.finetune import FAULTS_KEY, train_fn_per_worker
+from study.train.ray_setup import Scaling, torch_trainer
+
+
+def validate(cfg: TrainConfig, workers: int = 1) -> None:
+    """Everything that can be checked without a worker: task/model fit, ap_layer depth, checkpoint origin, the
+    global batch over ``workers`` ranks."""
+    from transformers import AutoConfig
+
+    from study.data.features import qa_window
+    from study.data.tasks import DUAL_ENCODER, QA, get_task
+    from study.models.registry import CHECKPOINT_META, get_spec, model_path, model_positions
+
+    cfg.accumulation(workers)  # global_batch must split over the workers
+    task, spec = get_task(cfg.task), get_spec(cfg.model)
+    if task.name in DUAL_ENCODER:
+        raise StudyError(f"task {task.name!r} is scored by a dual encoder, which study dual-encoder --task "
+                         f"{task.name} fine-tunes; study.cli.train fine-tunes tasks with a head")
+    if not task.needs_training:
+        raise StudyError(f"task {task.name!r} is a retrieval task with no English training data: fine-tune on a "
+                         f"task with a head (e.g. xnli, pocket-topic) and evaluate retrieval with study.cli.evaluate")
+    task.check_languages(list(cfg.languages) if cfg.languages else None)
+    if task.kind == QA:
+        qa_window(cfg.max_length, 0)  # too short a window stops here, before Ray starts
+    if cfg.data_dir and not Path(cfg.data_dir).is_dir():
+        raise StudyError(f"--data-dir {cfg.data_dir} is not a directory")
+    from study.data.augment import COUNTER_FITTED, counter_fitted_file
+
+    if cfg.synonyms == COUNTER_FITTED:
+        counter_fitted_file()  # downloaded (once) on the driver: offline, the one-line error comes before Ray starts
+    elif cfg.synonyms != "roget" and not Path(cfg.synonyms).is_file():
+        raise StudyError(f"--synonyms {cfg.synonyms}: no such file; pass roget, counter-fitted or a neighbour JSON "
+                         "file")
+    model_config = AutoConfig.from_pretrained(model_path(spec))
+    depth, positions = model_config.num_hidden_layers, model_positions(model_config)
+    if cfg.ap_layer >= depth:
+        raise StudyError(f"ap_layer={cfg.ap_layer} is out of range for {spec.key}: choose 0..{depth - 1}")
+    if cfg.max_length > positions:
+        raise StudyError(f"--max-length {cfg.max_length} is longer than {spec.key} can read: at most {positions}")
+    if cfg.init_checkpoint:
+        meta = Path(cfg.init_checkpoint) / CHECKPOINT_META
+        if not meta.is_file():
+            raise StudyError(f"init_checkpoint {cfg.init_checkpoint} is not a study model directory ({meta.name} "
+                             "missing)")
+        record = json.loads(meta.read_text())
+        if record["model_key"] != spec.key:
+            raise StudyError(f"init_checkpoint {cfg.init_checkpoint} was trained from model {record['model_key']!r}, "
+                             f"not {spec.key!r}: use a checkpoint of the same model")
+        task.check_checkpoint_head(record.get("task"), f"init_checkpoint {cfg.init_checkpoint}")
+
+
+def build_trainer(cfg: TrainConfig, scaling: Scaling, storage: str, name: str, callbacks=(), max_failures: int = 2,
+                  env: dict | None = None, faults: FaultHooks = FaultHooks()):
+    """The ``TorchTrainer`` of one fine-tuning run: ``train_fn_per_worker`` on ``cfg`` (and ``faults``, which tests
+    set), keeping the two checkpoints with the best English dev score, restarted from the last one up to
+    ``max_failures`` times."""
+    import ray.train
+
+    from study.data.tasks import get_task
+
+    checkpoints = ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_order="max",
+                                             checkpoint_score_attribute=selection_key(get_task(cfg.task).metric))
+    loop_config = {**cfg.to_dict(), FAULTS_KEY: faults.to_dict()}
+    return torch_trainer(train_fn_per_worker, loop_config, scaling, storage, name, callbacks=callbacks,
+                         max_failures=max_failures, checkpoint_config=checkpoints, env=env)
+
+
+def run_pipeline(cfg: TrainConfig, stage, scaling: Scaling, storage: str, name: str, *, callbacks=(),
+                 env: dict | None = None, on_stage=None, faults: FaultHooks = FaultHooks()):
+    """One configuration end to end, as a Tune trial runs it and as ``python -m study.train`` runs it alone: the
+    intermediate stage when ``stage`` (an ``intermediate.StageConfig``) is given — cached across runs, then
+    ``on_stage(StageResult)`` — and fine-tuning from its encoder. Returns Ray Train's Result."""
+    if stage is not None:
+        from dataclasses import replace
+
+        from study.train.stage import run_stage
+
+        result = run_stage(stage, scaling, storage)
+        if on_stage:
+            on_stage(result)
+        cfg = replace(cfg, init_checkpoint=result.directory)
+    return build_trainer(cfg, scaling, storage, name, callbacks=callbacks, env=env, faults=faults).fit()

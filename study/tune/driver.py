@@ -1,0 +1,305 @@
+"""The study driver: builds each phase's ``Tuner`` (the search of a tuned arm, the confirm grid of every arm) and
+runs them in order, recording the study in MLflow.
+
+The search phase gives each tuned arm the same number of trials (OptunaSearch, ASHA on English dev); the confirm phase
+re-runs every arm's English-dev-selected configuration on the same fresh seeds at the full budget, and only confirm
+runs enter the report's comparisons."""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from study.core.arms import Arm
+from study.core.errors import StudyError
+from study.core.protocol import (
+    ARM_PER_LANGUAGE_ARTIFACT,
+    SEARCH_PHASE,
+    reference_key,
+    select,
+    select_best,
+    selection_key,
+    target_average_key,
+)
+from study.train.ray_setup import DRIVER_RESOURCE, Scaling, ray_logs_dir
+from study.tune.console import mean_report, print_summary, print_time_profile
+from study.tune.reference_lines import print_reference_lines, reference_lines
+from study.tune.reference_lines import supported as reference_lines_supported
+from study.tune.search_space import SearchSpace
+from study.tune.settings import StudySettings, provenance
+from study.tune.trial import CONFIRM_KEY, TrialConfig, confirm_config, train_driver_fn, tune_constants
+
+DRIVER_CPU = 0.1  # the trial driver only waits on its TorchTrainer
+
+
+# --- [2] the Tune trial: one Ray Train run ----------------------------------------------------------------------
+
+
+# --- [3] the study -------------------------------------------------------------------------------------------
+
+
+def concurrency(workers: int, gpus_per_worker: int, requested: int | None) -> tuple[int, int]:
+    """(max concurrent trials, torch threads per worker) from the cluster's resources."""
+    import ray
+
+    total = ray.cluster_resources()
+    if gpus_per_worker:
+        fit = int(total.get("GPU", 0) // (workers * gpus_per_worker))
+        if fit < 1:
+            raise StudyError(f"a trial needs {workers * gpus_per_worker} GPUs but the cluster has "
+                             f"{total.get('GPU', 0):g}")
+    else:
+        fit = max(1, int(total.get("CPU", 1) // workers))  # about one core per CPU worker
+    trials = min(fit, requested) if requested else fit
+    threads = max(1, int(total.get("CPU", 1) // (trials * workers))) if not gpus_per_worker else 4
+    return trials, threads
+
+
+class DefineByRun:
+    """Optuna define-by-run for OptunaSearch: the YAML's suggestions, plus constants that ride along.
+    A class, not a closure, because Tune pickles the searcher with the study state (for --resume)."""
+
+    def __init__(self, space: SearchSpace, constants: dict):
+        self.space, self.constants = space, constants
+
+    def __call__(self, trial) -> dict:
+        self.space.define_by_run(trial)  # no computation here: Optuna warns above 1 s
+        return self.constants
+
+
+def build_tuner(settings: StudySettings, arm: Arm, scaling: Scaling, max_concurrent: int, callbacks: list, trainable,
+                path: str, verbose: int = 0):
+    """The search ``Tuner`` of a tuned arm: Optuna TPE (seeded, define-by-run; every modality among the first
+    trials), ASHA on English dev, the MLflow callback, ``settings.trials`` trials, at most ``max_concurrent`` at
+    once; stored at ``path`` (``<storage>/<study>/search-<arm>``)."""
+    import optuna
+    import ray.tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory" is not news
+    space: SearchSpace = settings.space
+    metric = selection_key(settings.task.metric)
+    constants = tune_constants(settings.bases[arm.name], settings.stage, scaling, settings.storage, settings.name,
+                               settings.faults, arm=arm.name, phase=SEARCH_PHASE)
+
+    modality = next((p for p in space.params if p.name == "modality"), None)
+    # every modality among the first trials
+    first = [{modality.tune_name: m} for m in modality.choices] if modality else None
+    with warnings.catch_warnings():  # multivariate and group are marked experimental in Optuna; both are needed
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # group: one multivariate model per set of parameters sampled together, so conditional parameters (the
+        # branch of `when:`) are modelled jointly with the rest instead of falling back to independent sampling
+        sampler = optuna.samplers.TPESampler(seed=space.seed, multivariate=True, group=True, constant_liar=True)
+    searcher = OptunaSearch(space=DefineByRun(space, constants), metric=metric, mode="max", points_to_evaluate=first,
+                            sampler=sampler)
+    return ray.tune.Tuner(
+        trainable,
+        tune_config=ray.tune.TuneConfig(
+            metric=metric, mode="max", search_alg=searcher, num_samples=settings.trials,
+            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=100, grace_period=1, reduction_factor=2),
+            max_concurrent_trials=max_concurrent),
+        run_config=ray.tune.RunConfig(
+            name=Path(path).name, storage_path=str(Path(path).parent), callbacks=callbacks,
+            failure_config=ray.tune.FailureConfig(max_failures=0),  # worker failures are retried by Ray Train
+            verbose=verbose))
+
+
+def _run(args, settings: StudySettings) -> int:
+    import ray.tune
+
+    from study.track.outbox import storage_join
+    from study.track.writer import StudyRun, per_language_csv
+    from study.tune.callbacks import MLflowTrialCallback
+    from study.tune.console import ConsoleCallback
+
+    max_concurrent, threads = concurrency(args.workers, args.gpus_per_worker, args.max_concurrent)
+    scaling = Scaling.from_args(args, threads)
+    params, tags = provenance(settings)
+    metric = settings.task.metric
+    trainable = ray.tune.with_resources(train_driver_fn, {"CPU": DRIVER_CPU, DRIVER_RESOURCE: 1})
+    study_path = storage_join(settings.storage, settings.name)
+    tuned = [arm for arm in settings.arms if arm.tuned]
+    with StudyRun(settings.uri, settings.experiment, settings.name, settings.storage, params, tags,
+                  list(settings.space.files)) as study_run:  # FINISHED, FAILED or KILLED however this block ends
+        runs = settings.seeds * len(settings.arms) + settings.trials * len(tuned)
+        callbacks = [MLflowTrialCallback(study_run.writer(settings.faults), tags, selection_key(metric), metric),
+                     ConsoleCallback(metric, runs)]
+        callback = callbacks[0]
+        print(f"[study] {settings.name}: {settings.spec.name} on {settings.task.name} ({settings.task.suite}, "
+              f"preset {settings.preset}); arms {', '.join(a.name for a in settings.arms)}: "
+              + (f"{settings.trials} search trial(s) per tuned arm, " if tuned else "no search (no tuned arm), ")
+              + f"{settings.seeds} confirm seed(s) per arm "
+              f"({runs} runs); {args.workers} worker(s) per run, {max_concurrent} concurrent; MLflow {settings.uri} "
+              f"experiment {settings.experiment}", file=sys.stderr, flush=True)
+        logs = link_ray_logs(study_path)
+        if logs and not args.verbose:
+            print(f"[study] Ray's and the workers' output: {logs} (--verbose shows it here)", file=sys.stderr,
+                  flush=True)
+        started = time.perf_counter()
+        all_results, selected, summary = [], {}, {}
+        if reference_lines_supported(settings.task):  # the frozen probe and the random-init floor, same test items
+            lines = reference_lines(settings.base, log=lambda line: print(line, file=sys.stderr, flush=True))
+            print_reference_lines(lines, metric)
+            summary.update({reference_key(line, k): v for line, scores in lines.items() for k, v in scores.items()})
+        for arm in settings.arms:  # the search phase: tuned arms only; a fixed arm's configuration is its own
+            if not arm.tuned:
+                selected[arm.name] = tune_constants(settings.bases[arm.name], settings.stage, scaling,
+                                                    settings.storage, settings.name, settings.faults, arm=arm.name,
+                                                    phase=SEARCH_PHASE, stage_options=dict(arm.stage))
+                continue
+            path = f"{study_path}/search-{arm.name}"
+            if args.resume and "://" not in path and Path(path, "tuner.pkl").exists():
+                tuner = ray.tune.Tuner.restore(path, trainable=trainable, resume_errored=False)
+            else:
+                tuner = build_tuner(settings, arm, scaling, max_concurrent, callbacks, trainable, path,
+                                    verbose=int(args.verbose))
+            results = list(tuner.fit())
+            callback.reconcile([(r, selected_report(r, metric) if r.metrics else {}) for r in results])
+            study_run.flush()
+            all_results += results
+            finished = [r for r in results if r.error is None and r.metrics and selection_key(metric) in r.metrics]
+            summary.update({f"search/{arm.name}/trials_finished": len(finished),
+                            f"search/{arm.name}/trials_failed": len(results) - len(finished)})
+            if not finished:
+                study_run.log_summary(summary)
+                raise StudyError(f"no search trial of arm {arm.name} in study {settings.name!r} finished; see the "
+                                 f"errors above (each failed trial's traceback: error.txt in its folder under {path})")
+            best, report = best_trial(finished, metric)
+            selected[arm.name] = best.config
+            summary[f"search/{arm.name}/{selection_key(metric)}"] = report[selection_key(metric)]
+        confirm_summary, reports, results = _confirm(args, settings, selected, callbacks, trainable, max_concurrent,
+                                                     study_path)
+        all_results += results
+        summary.update(confirm_summary)
+        summary["study_seconds"] = time.perf_counter() - started
+        profile = time_profile(all_results, callback.trial_started, callback.stage_seconds)
+        summary.update({f"profile/{phase.replace(' ', '_')}_s": seconds for phase, seconds in profile.items()})
+        summary["profile/mlflow_writes_s"] = sum(callback.write_seconds.values())
+        study_run.flush()
+        means = {arm: mean_report(arm_reports) for arm, arm_reports in reports.items()}
+        study_run.log_summary(summary, {ARM_PER_LANGUAGE_ARTIFACT.format(arm=arm): per_language_csv(report, metric)
+                                        for arm, report in means.items()})
+        print_time_profile(profile, summary["profile/mlflow_writes_s"], len(all_results))
+    print_summary(settings, selected, reports, study_run.run_id, logs)
+    return 0
+
+
+# the phases of a trial's time, in order; "other" is what the trial's wall time leaves (Ray's scheduling, data
+# loading and the model build in the workers, the driver's own work)
+PROFILE_PHASES = ("start-up", "intermediate stage", "training steps", "evaluation", "checkpoints", "other")
+
+
+def time_profile(results: list, trial_started: dict, stage_seconds: dict) -> dict[str, float]:
+    """Seconds per phase (``PROFILE_PHASES``) summed over the trials of ``results`` (Tune results: the last report
+    of each, with Tune's ``trial_id`` and ``time_total_s`` and the worker's cumulative ``time/*``): start-up is from
+    the trial's start (``trial_started``, unix s, as the MLflow callback saw it) to its workers' start, less the
+    intermediate stage (``stage_seconds``); trials the callback did not see start (a resumed study) count their
+    start-up under "other"."""
+    totals = dict.fromkeys(PROFILE_PHASES, 0.0)
+    for result in results:
+        metrics = result.metrics or {}
+        if "time_total_s" not in metrics:
+            continue
+        trial_id = metrics.get("trial_id")
+        stage = stage_seconds.get(trial_id, 0.0)
+        started, worker_start = trial_started.get(trial_id), metrics.get("time/worker_start_unix")
+        startup = max(0.0, worker_start - started - stage) if started and worker_start else 0.0
+        known = {"start-up": startup, "intermediate stage": stage,
+                 "training steps": metrics.get("time/train_s", 0.0), "evaluation": metrics.get("time/eval_s", 0.0),
+                 "checkpoints": metrics.get("time/checkpoint_s", 0.0)}
+        for phase, seconds in known.items():
+            totals[phase] += seconds
+        totals["other"] += max(0.0, metrics["time_total_s"] - sum(known.values()))
+    return totals
+
+
+def best_trial(finished: list, metric: str) -> tuple:
+    """(result, selected report) of the trial English dev selects among finished Tune results (in trial order):
+    the best selected English dev score, the earlier trial on ties."""
+    reports = [selected_report(r, metric) for r in finished]
+    position = select(range(len(finished)), score=lambda i: reports[i][selection_key(metric)], order=lambda i: i)
+    return finished[position], reports[position]
+
+
+def selected_report(result, metric: str) -> dict:
+    """The report of a trial that English dev selects (its best step, not necessarily its last)."""
+    frame = result.metrics_dataframe
+    if frame is None or selection_key(metric) not in frame:
+        return result.metrics
+    return dict(select_best(frame.to_dict("records"), metric))
+
+
+def link_ray_logs(study_path: str) -> str | None:
+    """Ray's log directory for this study, linked as ``<study>/ray-logs`` when the study's storage is local (the
+    path people are told to read); None when Ray does not say where its logs are."""
+    logs = ray_logs_dir()
+    if not logs or "://" in study_path:
+        return logs
+    link = Path(study_path) / "ray-logs"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink():
+        link.unlink()  # a resumed study: Ray's new session
+    link.symlink_to(logs, target_is_directory=True)
+    return str(link)
+
+
+def confirm_seeds(base_seed: int, seeds: int) -> list[int]:
+    """The confirm phase's training seeds, shared by every arm (so arms pair by seed) and fresh (the search ran on
+    ``base_seed``)."""
+    return [base_seed + i for i in range(1, seeds + 1)]
+
+
+def _confirm(args, settings, selected: dict, callbacks: list, trainable, max_concurrent, study_path: str):
+    """The confirm phase: every arm's selected configuration on ``confirm_seeds``, at the full budget with no early
+    stopping. Returns (summary metrics: per arm the seed mean and s.d. of English dev and the target average and the
+    runs finished; {arm: the selected report of each finished run}; Tune results). An arm with no finished run is
+    reported (``confirm/<arm>/runs_finished`` 0) and the study goes on to its end."""
+    import statistics
+
+    tuner = confirm_tuner(args, settings, selected, callbacks, trainable, max_concurrent, f"{study_path}/confirm")
+    results = list(tuner.fit())
+    metric = settings.task.metric
+    callbacks[0].reconcile([(r, selected_report(r, metric) if r.metrics else {}) for r in results])
+    reports: dict[str, list[dict]] = {arm: [] for arm in selected}
+    for result in results:
+        if result.error is None and result.metrics and selection_key(metric) in result.metrics:
+            reports[TrialConfig.from_tune(result.config).arm].append(selected_report(result, metric))
+    summary = {}
+    for arm, arm_reports in reports.items():
+        summary[f"confirm/{arm}/runs_finished"] = len(arm_reports)
+        for key in (selection_key(metric), target_average_key(metric)):
+            values = [r[key] for r in arm_reports if key in r]
+            if values:
+                summary[f"confirm/{arm}/{key}/mean"] = statistics.fmean(values)
+                summary[f"confirm/{arm}/{key}/std"] = statistics.pstdev(values)
+        if not arm_reports:
+            print(f"[study] no confirm run of arm {arm} finished ({settings.seeds} tried); see the errors above "
+                  "(each failed run's traceback: error.txt in its folder under the study's confirm/)", file=sys.stderr)
+    return summary, {arm: r for arm, r in reports.items() if r}, results
+
+
+def _confirm_dirname(trial) -> str:
+    """Short trial directories for the confirm phase (the default would spell out its whole config)."""
+    return f"confirm_{trial.trial_id}"
+
+
+def confirm_tuner(args, settings, selected: dict, callbacks: list, trainable, max_concurrent, path: str):
+    """The confirm phase's ``Tuner``: a grid over (arm, seed) of full trial configs (restored on --resume)."""
+    import ray.tune
+
+    if args.resume and "://" not in path and Path(path, "tuner.pkl").exists():
+        return ray.tune.Tuner.restore(path, trainable=trainable)
+    seeds = confirm_seeds(settings.base.seed, settings.seeds)
+    grid = [confirm_config(selected[arm.name], seed, settings.alignment_probe) for arm in settings.arms
+            for seed in seeds]
+    return ray.tune.Tuner(trainable, param_space={CONFIRM_KEY: ray.tune.grid_search(grid)},
+                          tune_config=ray.tune.TuneConfig(metric=selection_key(settings.task.metric), mode="max",
+                                                          max_concurrent_trials=max_concurrent,
+                                                          trial_dirname_creator=_confirm_dirname),
+                          run_config=ray.tune.RunConfig(name=Path(path).name, storage_path=str(Path(path).parent),
+                                                        callbacks=callbacks, verbose=int(args.verbose)))
+
+

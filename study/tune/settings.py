@@ -1,0 +1,201 @@
+"""A study's settings, resolved and validated from the command line before Ray or MLflow start: the search
+space, model, task, preset, arms and their fixed options, storage, name and tracking; and the parent run's provenance."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+from study.core.arms import DEFAULT_ARMS, OFFLINE_DEFAULT_ARMS, Arm, modality_arms, parse_arms
+from study.core.errors import StudyError
+from study.core.faults import FaultHooks
+from study.core.protocol import DEFAULT_MODALITY
+from study.data.augment import synonym_source_label
+from study.track.mlflow_store import default_mlflow_uri
+from study.train.config import TrainConfig
+from study.train.pipeline import validate
+from study.train.ray_setup import Scaling
+from study.train.stage import stage_sources
+from study.tune.search_space import SPACE_PARAM_PREFIX, SearchSpace, load_search_space
+
+SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+DEFAULT_TRIALS = {"smoke": 4, "paper": 20}  # search trials per tuned arm
+DEFAULT_SEEDS = {"smoke": 3, "paper": 5}  # confirm runs per arm
+SUITE_TASK = {"pocket": "pocket-topic", "xtreme-r": "xnli"}
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """A study's settings, resolved and validated from the command line before Ray or MLflow are touched."""
+
+    space: SearchSpace
+    spec: object  # the model's registry entry (study.models.registry)
+    task: object  # its task (study.data.tasks.TaskSpec)
+    preset: str  # smoke | paper
+    base: TrainConfig  # the preset's fixed training options; trials override the searched ones
+    trials: int  # search trials per tuned arm
+    seeds: int  # confirm runs per arm
+    arms: tuple[Arm, ...]
+    bases: dict  # arm name -> its TrainConfig: the preset's with the arm's fixed options
+    storage: str  # Ray storage: an absolute directory or a URI
+    name: str  # the study's name (its directory in storage, its MLflow parent run)
+    uri: str  # MLflow tracking URI
+    experiment: str  # MLflow experiment
+    stage: dict  # the intermediate stage's fixed data, vision tower, caption languages (intermediate.stage_sources)
+    alignment_probe: bool = False  # confirm runs run the alignment probe (--alignment-probe, resolved)
+    faults: FaultHooks = FaultHooks()  # the tests' fault injection (--inject-faults); none otherwise
+
+
+def resolve(args) -> StudySettings:
+    """Validate everything before Ray or MLflow are touched; returns the study's settings."""
+    from study.data.tasks import get_task
+    from study.models.registry import get_spec, model_path
+
+    spec = get_spec(args.model)
+    model_path(spec)  # hub models fail here, fast and in one line, when unreachable
+    space_path = args.search_space or SPACES_DIR / f"{args.model}.yaml"
+    if not space_path.is_file():
+        raise StudyError(f"no search space for model {args.model!r} at {space_path}: pass --search-space FILE "
+                         f"(available: {', '.join(sorted(p.stem for p in SPACES_DIR.glob('*.yaml')))})")
+    space = load_search_space(space_path)
+    task_name = args.task or (SUITE_TASK[args.suite] if args.suite and get_task(space.task).suite != args.suite
+                              else space.task)
+    task = get_task(task_name)
+    if args.suite and task.suite != args.suite:
+        raise StudyError(f"task {task.name!r} belongs to the {task.suite} suite, not {args.suite}")
+    preset = args.preset or ("smoke" if spec.offline_stand_in else "paper")
+    base = TrainConfig.from_dict({**space.preset(preset, task.name), "model": args.model, "task": task.name,
+                                  "data_dir": args.data_dir, "implementation": args.implementation})
+    validate(base, args.workers)  # global_batch must split over --workers
+    Scaling.from_args(args)  # bad scaling flags stop before Ray starts
+    arms = parse_arms(args.arms, OFFLINE_DEFAULT_ARMS if spec.offline_stand_in else DEFAULT_ARMS)
+    if args.experiment_design == "modality":
+        arms = modality_arms(parse_arms(args.arms, OFFLINE_DEFAULT_ARMS), modality_stage_options(space))
+    bases = {arm.name: arm_base(base, arm, args.workers) for arm in arms}
+    trials = DEFAULT_TRIALS[preset] if args.trials is None else args.trials
+    seeds = DEFAULT_SEEDS[preset] if args.seeds is None else args.seeds
+    for flag, value, least in (("--trials", trials, 1), ("--seeds", seeds, 1),
+                               ("--max-concurrent", 1 if args.max_concurrent is None else args.max_concurrent, 1)):
+        if value < least:
+            raise StudyError(f"{flag} {value} is invalid: it must be >= {least}")
+    storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
+    name = args.name or _default_name(args, storage, f"study-{Path(args.model).name}-{task.name}-{preset}")
+    study_dir = Path(storage) / name
+    if "://" not in storage and study_dir.exists() and not args.resume:
+        raise StudyError(f"study {name!r} already exists in {storage}: pass --resume to continue it, or another "
+                         "--name")
+    if args.resume and "://" not in storage and not study_dir.exists():
+        raise StudyError(f"nothing to resume: no study {name!r} in {storage}")
+    uri = args.mlflow_uri or default_mlflow_uri()
+    from study.track.mlflow_store import check_server
+
+    check_server(uri)
+    stage = resolve_stage(args, spec, space, any(arm.modality != DEFAULT_MODALITY for arm in arms))
+    return StudySettings(space, spec, task, preset, base, trials, seeds, arms, bases, storage, name, uri,
+                         args.experiment or f"vme-{task.suite}", stage,
+                         resolve_alignment_probe(args.alignment_probe, task, base),
+                         args.inject_faults)
+
+
+def resolve_alignment_probe(requested: bool | None, task, base: TrainConfig) -> bool:
+    """Whether confirm runs probe alignment: as requested; by default (None) on the pocket suite, whose parallel
+    sentences are always at hand, when a target has them. The sentences are read now, so that a study that cannot
+    probe stops before Ray starts: StudyError when requested and they cannot be read."""
+    from study.evaluation.probe import probe_data, probe_limit
+
+    if requested is False or (requested is None and task.suite != "pocket"):
+        return False
+    try:
+        probe_data(task, base.languages or task.languages, base.data_dir, probe_limit(base))
+    except StudyError as err:
+        if requested:
+            raise
+        print(f"[study] no alignment probe: {err}", file=sys.stderr)
+        return False
+    return True
+
+
+def arm_base(base: TrainConfig, arm: Arm, workers: int) -> TrainConfig:
+    """The preset's training options with the arm's fixed ones; StudyError naming the arm when they do not fit
+    (e.g. a global batch the workers cannot split)."""
+    try:
+        config = TrainConfig.from_dict({**base.to_dict(), **arm.fixed})
+        validate(config, workers)
+    except StudyError as err:
+        raise StudyError(f"arm {arm.name}: {err}") from None
+    return config
+
+
+def modality_stage_options(space: SearchSpace) -> dict:
+    """The stage options every arm of the modality experiment shares: each stage parameter's first choice in the
+    search space (its lowest value for a range), the stage's defaults for the rest."""
+    options = {}
+    for param in space.params:
+        if param.name in ("intermediate_steps", "intermediate_lr", "vision_lr", "vision_train"):
+            options[param.name] = param.choices[0] if param.choices else param.low
+    return options
+
+
+def resolve_stage(args, spec, space: SearchSpace, arms_need_stage: bool = False) -> dict:
+    """The intermediate stage's fixed data, vision tower and caption languages (checked now); their data is checked
+    now when a stage can run (a searched modality, or an arm with a stage)."""
+    from study.train.stage import StageConfig, stage_data
+
+    stage = stage_sources(spec.offline_stand_in, args.intermediate_data, args.vision_tower, args.caption_languages)
+    StageConfig(model=spec.key, modality="text", **stage)  # a bad --caption-languages stops here, stage or not
+    params = {p.name: p for p in space.params}
+    searched = "modality" in params and set(params["modality"].choices) != {DEFAULT_MODALITY}
+    if not searched and not arms_need_stage:
+        return stage
+
+    for choice in params["vision_train"].choices if "vision_train" in params else ("full",):
+        try:
+            StageConfig(model=spec.key, modality="multimodal", vision_train=choice, **stage)
+        except StudyError as err:
+            raise StudyError(f"{space.path}: params.vision_train: {err}") from None
+    stage_data(StageConfig(model=spec.key, modality="text", **stage))
+    return stage
+
+
+def _default_name(args, storage: str, prefix: str) -> str:
+    """A new study gets a timestamped name; --resume without --name takes the newest study with the prefix."""
+    if not args.resume:
+        return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # a study directory holds its phases' Tuners (search-<arm>/, confirm/); its trials' Train runs
+    # (<study>-trial-<id>) do not
+    candidates = sorted({p.parent.parent.name for p in Path(storage).glob(f"{prefix}-*/*/tuner.pkl")}) \
+        if "://" not in storage else []
+    if not candidates:
+        raise StudyError(f"nothing to resume: no study {prefix}-* in {storage} (pass --name for a specific one)")
+    return candidates[-1]
+
+
+def provenance(settings: StudySettings) -> tuple[dict, dict]:
+    """Params and tags of the study's parent run: what ran, on which code and packages."""
+    spec, space = settings.spec, settings.space
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=SPACES_DIR.parent, timeout=10).stdout.strip() or "unknown"
+    except OSError:
+        commit = "unknown"
+    params = {**spec.as_params(), "task": settings.task.name, "suite": settings.task.suite,
+              "preset": settings.preset, "trials": settings.trials, "seeds": settings.seeds,
+              "arms": ",".join(arm.name for arm in settings.arms), "search_space": str(space.path),
+              "alignment_probe": settings.alignment_probe,
+              "search_space_sha256": space.sha256, "git_commit": commit,
+              "searched": ",".join(p.name for p in space.params),
+              "synonyms_source": synonym_source_label(settings.base.synonyms),
+              **{f"{SPACE_PARAM_PREFIX}{p.name}": p.to_json() for p in space.params},
+              **{f"base.{k}": v for k, v in settings.base.to_dict().items()},
+              **{f"arm.{arm.name}.{k}": v for arm in settings.arms for k, v in arm.fixed.items()},
+              **{f"intermediate.{k}": ",".join(v) if isinstance(v, tuple) else v for k, v in settings.stage.items()},
+              **{f"version.{p}": version(p) for p in ("ray", "torch", "transformers", "optuna", "mlflow", "datasets")}}
+    tags = {"model": spec.key, "model_name": spec.name, "offline_stand_in": str(spec.offline_stand_in),
+            "task": settings.task.name, "suite": settings.task.suite, "protocol": settings.task.protocol,
+            "preset": settings.preset,
+            "selection": "English dev only"}
+    return params, tags
