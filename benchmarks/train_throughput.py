@@ -16,8 +16,9 @@ import time
 
 import torch
 
+from study.core.protocol import selection_key
 from study.train.config import TrainConfig
-from study.train.finetune import FineTuneRun
+from study.train.finetune import FineTuneRun, WorkerConfig
 from study.train.pipeline import build_trainer
 from study.train.ray_setup import Scaling, init_ray
 
@@ -45,8 +46,8 @@ def main() -> None:
     storage = tempfile.mkdtemp(prefix="train-bench-")
     for workers in (1, 2):
         started = time.perf_counter()
-        result = build_trainer(cfg, Scaling(workers=workers, cpus_per_worker=cores / (2 * workers)), storage,
-                               f"bench-{workers}").fit()
+        result = build_trainer(WorkerConfig(cfg), Scaling(workers=workers, cpus_per_worker=cores / (2 * workers)),
+                               storage, f"bench-{workers}", checkpoint_metric=selection_key("accuracy")).fit()
         if result.error:
             raise SystemExit(f"Ray run with {workers} workers failed: {result.error}")
         rows.append((f"Ray Train, {workers} worker(s)", result.metrics["train/examples_per_s"],

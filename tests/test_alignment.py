@@ -185,16 +185,14 @@ def test_training_run_reports_the_probe_at_every_evaluation(tmp_path, monkeypatc
         alignment_layers,
         alignment_scores,
     )
-    from study.track.outbox import OUTBOX_ENV
     from study.train.config import TrainConfig
     from study.train.finetune import FineTuneRun
 
-    monkeypatch.setenv(OUTBOX_ENV, str(tmp_path))
     cfg = TrainConfig(model="tiny", task="pocket-topic", ap_layer=2, batch_size=8, max_length=32, max_train_examples=32,
                       max_eval_examples=24, languages=("en", "de", "ja"), eval_every=2, max_steps=4, lr=2e-3,
                       alignment_probe=True)
     reports = []
-    FineTuneRun(cfg, 0, 1, torch.device("cpu")).train(lambda metrics, _: reports.append(metrics))
+    FineTuneRun(cfg, 0, 1, torch.device("cpu"), outbox=str(tmp_path)).train(lambda metrics, _: reports.append(metrics))
     assert len(reports) == 2
     for report in reports:
         assert alignment_layers(report) == [3, 6] and report["align_seconds"] <= report["eval_seconds"]

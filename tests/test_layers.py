@@ -123,3 +123,16 @@ def test_the_rule_itself(edges, expected):
 def test_a_cycle_is_found():
     edges = {"study.data.a": {"study.data.b": "study/data/a.py:1"}, "study.data.b": {"study.data.a": "study/data/b.py:2"}}
     assert cycles(edges) == ["study/data/a.py:1: study.data.a -> study.data.b -> study.data.a"]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("module", ["study.cli.tune", "study.cli.train", "study.cli.dual_encoder", "study.cli"])
+def test_the_commands_that_start_ray_do_not_import_it_first(module):
+    """``init_ray`` sets the variables that keep a local Ray on loopback; Ray reads them when it is first imported,
+    so a command that starts Ray must not import it (through any module) before ``init_ray`` runs."""
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False", f"importing {module} imports ray"

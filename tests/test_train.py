@@ -11,6 +11,7 @@ from study.core.errors import StudyError
 from study.core.faults import FaultHooks
 from study.core.protocol import selection_key
 from study.train.config import TrainConfig
+from study.train.finetune import WorkerConfig
 from study.train.pipeline import build_trainer, validate
 from study.train.ray_setup import Scaling
 
@@ -35,8 +36,8 @@ def ray_local():
 def _fit(tmp_path, name, workers=2, faults=FaultHooks(), **options):
     cfg = TrainConfig(**{**TOY, **options})
     validate(cfg)
-    result = build_trainer(cfg, Scaling(workers=workers, cpus_per_worker=0.5), str(tmp_path), name,
-                           faults=faults).fit()
+    result = build_trainer(WorkerConfig(cfg, faults=faults), Scaling(workers=workers, cpus_per_worker=0.5),
+                           str(tmp_path), name, checkpoint_metric=selection_key("accuracy")).fit()
     assert result.error is None, result.error
     return result
 
@@ -154,7 +155,7 @@ def test_selection_ignores_corrupted_target_labels(monkeypatch):
 
 def test_selection_key_is_english_dev_only():
     cfg = TrainConfig(**TOY)
-    trainer = build_trainer(cfg, Scaling(), "/tmp", "unused")
+    trainer = build_trainer(WorkerConfig(cfg), Scaling(), "/tmp", "unused", checkpoint_metric=selection_key("accuracy"))
     config = trainer.run_config.checkpoint_config
     assert config.checkpoint_score_attribute == selection_key("accuracy") == "dev_en/accuracy"
     assert config.checkpoint_score_order == "max"
@@ -231,12 +232,10 @@ def test_xcopa_goes_on_from_a_social_iqa_run_with_its_head_and_records_it(tmp_pa
     from conftest import SHARED_DATA
 
     from study.models.registry import CHECKPOINT_META, checkpoint_task
-    from study.track.outbox import OUTBOX_ENV
     from study.train.finetune import MODEL_DIR, FineTuneRun
 
     if not (SHARED_DATA / "xcopa").is_dir():
         pytest.skip(f"XCOPA test data not found under {SHARED_DATA}")
-    monkeypatch.setenv(OUTBOX_ENV, str(tmp_path / "outbox"))
     data = tmp_path / "data"
     (data / "siqa").mkdir(parents=True)
     (data / "copa").mkdir()
@@ -251,12 +250,12 @@ def test_xcopa_goes_on_from_a_social_iqa_run_with_its_head_and_records_it(tmp_pa
         (data / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
     options = dict(model="tiny", batch_size=4, max_length=32, max_steps=2, eval_every=2, data_dir=str(data),
                    max_eval_examples=8, lr=1e-3)
-    first = FineTuneRun(TrainConfig(task="siqa", **options), 0, 1, torch.device("cpu"))
+    first = FineTuneRun(TrainConfig(task="siqa", **options), 0, 1, torch.device("cpu"), outbox=str(tmp_path / "outbox"))
     first.train(lambda metrics, checkpoint: None)
     first.save_checkpoint(str(tmp_path / "siqa"), b"{}")
     siqa_model = tmp_path / "siqa" / MODEL_DIR
     second = FineTuneRun(TrainConfig(task="xcopa", languages=("sw",), init_checkpoint=str(siqa_model), **options), 0, 1,
-                         torch.device("cpu"))
+                         torch.device("cpu"), outbox=str(tmp_path / "outbox"))
     assert second.init_task == "siqa"
     assert torch.equal(second.model.classifier.weight, first.model.classifier.weight)  # the head goes on
     second.save_checkpoint(str(tmp_path / "copa"), b"{}")

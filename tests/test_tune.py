@@ -583,8 +583,8 @@ def test_every_end_of_the_study_leaves_its_runs_in_mlflow_terminal(tmp_path, mon
 def test_the_time_profile_splits_each_trial_into_its_phases(capsys):
     """Hand-made last reports: trial a started at unix 100, ran a 5 s intermediate stage, and its workers started at
     112 (7 s of start-up); trial b was not seen starting (a resumed study), so its start-up counts under "other"."""
-    from study.tune.console import print_time_profile
     from study.tune.driver import PROFILE_PHASES, time_profile
+    from study.tune.summary import print_time_profile
 
     a = SimpleNamespace(metrics={"trial_id": "a", "time_total_s": 60.0, "time/worker_start_unix": 112.0,
                                  "time/train_s": 30.0, "time/eval_s": 10.0, "time/checkpoint_s": 2.0})

@@ -14,11 +14,12 @@ from study.core.cache import write_json_atomic
 from study.core.errors import StudyError, run_cli
 from study.core.faults import FaultHooks
 from study.core.protocol import DEFAULT_MODALITY, MODALITIES, language_scores, select_best, selection_key
+from study.data.tasks import get_task
 from study.train.config import TrainConfig
-from study.train.finetune import MODEL_DIR
+from study.train.finetune import MODEL_DIR, WorkerConfig
 from study.train.pipeline import run_pipeline, validate
 from study.train.ray_setup import Scaling, add_scaling_flags, fit_or_fail, init_ray
-from study.tune.console import print_report_families
+from study.tune.summary import print_report_families
 
 # --- CLI: python -m study.train -------------------------------------------------------------------------------
 
@@ -79,8 +80,10 @@ def main(argv=None) -> int:
         print(f"[train] intermediate stage ({stage.modality}): {result.directory}"
               f"{' (cached)' if result.cache_hit else ''}; fine-tuning starts from it", file=sys.stderr, flush=True)
 
-    result = fit_or_fail(lambda: run_pipeline(cfg, stage, scaling, args.storage, name, on_stage=print_stage,
-                                              faults=args.inject_faults), "training")
+    job = WorkerConfig(cfg, faults=args.inject_faults)
+    metric = selection_key(get_task(cfg.task).metric)
+    result = fit_or_fail(lambda: run_pipeline(job, stage, scaling, args.storage, name, checkpoint_metric=metric,
+                                              on_stage=print_stage), "training")
     write_json_atomic(record, {**json.loads(record.read_text()), "finished": True})
     print_summary(cfg, result)
     return 0

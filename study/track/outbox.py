@@ -8,10 +8,7 @@ ASHA, failed). Storage may be a directory or a URI (s3://, gs://, file://), so e
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-
-OUTBOX_ENV = "STUDY_OUTBOX"  # set for a trial's training workers: where rank 0 leaves its per-example scores
 
 
 def storage_fs(storage: str):
@@ -41,12 +38,6 @@ def put(location: str, name: str, data: bytes) -> None:
     with fs.open_output_stream(f"{directory}/{name}.tmp") as out:
         out.write(data)
     fs.move(f"{directory}/{name}.tmp", f"{directory}/{name}")
-
-
-def put_from_worker(name: str, data: bytes) -> None:
-    """From a training worker: write into the outbox its trial set in the environment (nothing without one)."""
-    if os.environ.get(OUTBOX_ENV):
-        put(os.environ[OUTBOX_ENV], name, data)
 
 
 def get(location: str, name: str) -> bytes | None:

@@ -115,13 +115,11 @@ def train_fn_per_worker(config: dict) -> None:
     from transformers import get_linear_schedule_with_warmup
 
     from study.models.registry import get_spec, load_model, load_tokenizer, save_model_dir
-    from study.train.ray_setup import set_worker_threads
 
     cfg = DualEncoderConfig(**config["cfg"])
     queries, candidates = config["pairs"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    set_worker_threads()
     device = ray.train.torch.get_device()
     spec = get_spec(cfg.model)
     tokenizer = load_tokenizer(spec)

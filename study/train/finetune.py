@@ -38,11 +38,9 @@ from study.core.protocol import (
     target_average_key,
 )
 from study.train.config import TrainConfig
-from study.train.ray_setup import set_worker_threads
 
 TRAIN_STATE = "train_state.pt"
 TIME_PHASES = ("train", "eval", "checkpoint")  # reported as time/<phase>_s (study.tune.driver's time profile)
-FAULTS_KEY = "fault_hooks"  # beside the TrainConfig fields in the Train loop config: test-only, not a training option
 MODEL_DIR = "model"
 
 
@@ -68,22 +66,37 @@ class Progress:
     seconds: dict = field(default_factory=lambda: dict.fromkeys(TIME_PHASES, 0.0))
 
 
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a fine-tuning worker reads, parsed once: its training options, where rank 0 leaves the
+    per-example scores and probe embeddings for the study's MLflow callback (None outside a study), and the fault
+    hooks the fault-tolerance tests inject (none otherwise). Crosses Ray's process boundary as ``to_dict``."""
+
+    train: TrainConfig
+    outbox: str | None = None
+    faults: FaultHooks = field(default_factory=FaultHooks)
+
+    def to_dict(self) -> dict:
+        return {"train": self.train.to_dict(), "outbox": self.outbox, "faults": self.faults.to_dict()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> WorkerConfig:
+        return cls(TrainConfig.from_dict(values["train"]), values.get("outbox"), FaultHooks.from_dict(values["faults"]))
+
+
 def train_fn_per_worker(train_loop_config: dict) -> None:
     """Ray Train's per-worker function: one DDP rank of a fine-tuning run on ``train_loop_config`` (a
-    ``TrainConfig`` dict, plus the run's ``FaultHooks`` under ``FAULTS_KEY``), restored from Ray's latest checkpoint
-    when there is one; reports English dev and test scores with a checkpoint at every evaluation."""
+    ``WorkerConfig.to_dict``), restored from Ray's latest checkpoint when there is one; reports English dev and test
+    scores with a checkpoint at every evaluation."""
     started = time.time()  # when the worker group began running user code: start-up ends here
     import ray.train
     import ray.train.torch
 
-    options = dict(train_loop_config)
-    faults = FaultHooks.from_dict(options.pop(FAULTS_KEY, None))
-    cfg = TrainConfig.from_dict(options)
+    job = WorkerConfig.from_dict(train_loop_config)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    set_worker_threads()
-    run = FineTuneRun(cfg, rank, world, ray.train.torch.get_device(), run_name=context.get_experiment_name(),
-                      started=started, faults=faults)
+    run = FineTuneRun(job.train, rank, world, ray.train.torch.get_device(), run_name=context.get_experiment_name(),
+                      started=started, outbox=job.outbox, faults=job.faults)
     run.restore(ray.train.get_checkpoint())
     run.train(report=_ray_report(run))
 
@@ -108,18 +121,27 @@ class FineTuneRun:
     alignment = None  # the last evaluation's alignment probe (``alignment_probe.ProbeReport``), when it is on
 
     def __init__(self, cfg: TrainConfig, rank: int, world: int, device: torch.device, run_name: str = "local",
-                 started: float | None = None, faults: FaultHooks = FaultHooks()):
-        from study.data.augment import load_synonyms
-        from study.data.pairs import build_pairs, collate_pairs
-        from study.data.sources import load_split, subsample
-        from study.data.tasks import QA, get_task
-        from study.models.registry import checkpoint_task, get_spec, load_model, load_tokenizer
-        from study.vme.capture import VMECapture
-        from study.vme.engine import make_optimizer
-
+                 started: float | None = None, outbox: str | None = None, faults: FaultHooks | None = None):
         self.cfg, self.rank, self.world, self.device, self.run_name = cfg, rank, world, device, run_name
-        self.faults = faults
+        self.outbox = outbox  # where rank 0 leaves the selected evaluation's records (None: nowhere)
+        self.faults = faults or FaultHooks()  # the tests' fault injection: a no-op unless a test sets it
         self.started = started or time.time()
+        self._setup_data()
+        self._setup_model()
+        self._setup_optimizer()
+        self.progress = Progress()
+        self.resumed_from_step = 0  # the checkpoint's step when this worker group restored one (after a failure)
+        self.bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    def _setup_data(self) -> None:
+        """The task, the tokenizer, the English training pairs (x, x~) and the English dev subset."""
+        from study.data.augment import load_synonyms
+        from study.data.pairs import build_pairs
+        from study.data.sources import load_split, subsample
+        from study.data.tasks import get_task
+        from study.models.registry import get_spec, load_tokenizer
+
+        cfg = self.cfg
         self.task, self.spec = get_task(cfg.task), get_spec(cfg.model)
         self.tokenizer = load_tokenizer(self.spec)
         records = subsample(load_split(self.task, "train", "en", cfg.data_dir), cfg.max_train_examples, cfg.seed)
@@ -129,11 +151,20 @@ class FineTuneRun:
         self.dev = subsample(load_split(self.task, "dev", "en", cfg.data_dir), cfg.max_eval_examples,
                              EVAL_SUBSET_SEED)
         self.languages = cfg.languages or self.task.languages
+
+    def _setup_model(self) -> None:
+        """The encoder with the task's head (seeded), the trimmed vocabulary of the fast step, the attention
+        capture for Attention-Pull and, on rank 0, the alignment probe."""
+        from study.data.tasks import QA
+        from study.models.registry import checkpoint_task, load_model
+        from study.vme.capture import VMECapture
+
+        cfg = self.cfg
         torch.manual_seed(cfg.seed)  # the head's initialisation
         # an intermediate encoder gets a fresh head; a checkpoint with this task's head kind keeps it (XCOPA goes on
         # from the Social IQa model, as XTREME's scripts/train_xcopa.sh does)
         self.model = load_model(self.spec, self.task.head, num_labels=max(len(self.task.labels), 2),
-                                path=cfg.init_checkpoint).to(device)
+                                path=cfg.init_checkpoint).to(self.device)
         self.init_task = checkpoint_task(cfg.init_checkpoint) if cfg.init_checkpoint else None
         self.reference = cfg.implementation == "reference"
         if self.reference:  # the authors' way: every layer eager, so that it can return its attention map
@@ -143,36 +174,47 @@ class FineTuneRun:
 
             trim_vocabulary(self.model, used_token_ids((p[s]["input_ids"] for p in self.pairs for s in ("x", "xt")),
                                                        self.tokenizer))
-        # ap_padding=max_length: the reference pads every input to max_length, as the released code does; the fast path
-        # runs the batch's own length and adds the rows padding would add to Attention-Pull's maps (exact, see
-        # study/capture.py), except where a head reads every position (QA's start/end softmax), which pads too
+        # ap_padding=max_length: the reference pads every input to max_length, as the released code does; the fast
+        # path runs the batch's own length and adds the rows padding would add to Attention-Pull's maps (exact, see
+        # study/vme/capture.py), except where a head reads every position (QA's start/end softmax), which pads too
         self.ap_length = cfg.max_length if cfg.ap_padding == "max_length" else None
-        pad_to = self.ap_length if self.reference or self.task.kind == QA else None
+        self.pad_to = self.ap_length if self.reference or self.task.kind == QA else None
         self.capture = VMECapture(self.model, cfg.ap_layer, padded_rows=self.ap_length is not None
                                   and cfg.ap_mask == "none") if cfg.objective == "vme" and not self.reference else None
-        self.grad_accum = cfg.accumulation(world)  # global_batch: the same examples per step whatever the world size
         self.probe = None  # the alignment probe: only the rank that evaluates runs it
-        if cfg.alignment_probe and rank == 0:
+        if cfg.alignment_probe and self.rank == 0:
             from study.evaluation.probe import RunProbe
 
             self.probe = RunProbe(cfg, self.task, self.spec, self.tokenizer, self.model.config.num_hidden_layers,
-                                  device)
-        self.sampler = torch.utils.data.DistributedSampler(self.pairs, num_replicas=world, rank=rank, shuffle=True,
-                                                           seed=cfg.seed, drop_last=world > 1)
+                                  self.device)
+
+    def _setup_optimizer(self) -> None:
+        """The seeded data order, the batches, the step budget, AdamW with its linear schedule, and DDP."""
+        from transformers import get_linear_schedule_with_warmup
+
+        from study.data.pairs import collate_pairs
+        from study.vme.engine import make_optimizer
+
+        cfg = self.cfg
+        self.grad_accum = cfg.accumulation(self.world)  # global_batch: the same examples per step at any world size
+        self.sampler = torch.utils.data.DistributedSampler(self.pairs, num_replicas=self.world, rank=self.rank,
+                                                           shuffle=True, seed=cfg.seed, drop_last=self.world > 1)
         self.loader = torch.utils.data.DataLoader(self.pairs, batch_size=cfg.batch_size, sampler=self.sampler,
-                                                  collate_fn=collate_pairs(self.tokenizer.pad_token_id, pad_to),
-                                                  pin_memory=device.type == "cuda")  # faster host-to-GPU copies
+                                                  collate_fn=collate_pairs(self.tokenizer.pad_token_id, self.pad_to),
+                                                  pin_memory=self.device.type == "cuda")  # faster host-to-GPU copies
         self.total_steps = self._total_steps()
         self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, head_lr=cfg.head_lr,
                                         fused=not self.reference)
-        from transformers import get_linear_schedule_with_warmup
-
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, int(cfg.warmup_ratio * self.total_steps),
                                                          self.total_steps)
         self.ddp = self._wrap()
-        self.progress = Progress()
-        self.resumed_from_step = 0  # the checkpoint's step when this worker group restored one (after a failure)
-        self.bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    def _to_outbox(self, name: str, data: bytes) -> None:
+        """Hand one record of the selected evaluation to the study's MLflow callback (nothing outside a study)."""
+        if self.outbox:
+            from study.track.outbox import put
+
+            put(self.outbox, name, data)
 
     def _wrap(self):
         if self.world == 1:
@@ -344,13 +386,11 @@ class FineTuneRun:
             return
         examples = self._examples_json()  # serialised once: for the outbox and for the checkpoint
         if improves(metrics[selection_key(self.task.metric)], self.progress.best_dev):
-            from study.track.outbox import put_from_worker
-
             # what English dev selects so far: the report bootstraps these examples even if the trial is stopped
             self.progress.best_dev = metrics[selection_key(self.task.metric)]
-            put_from_worker(EXAMPLES_ARTIFACT, examples)
+            self._to_outbox(EXAMPLES_ARTIFACT, examples)
             if self.alignment:
-                put_from_worker(ALIGNMENT_EMBEDDINGS_ARTIFACT, self.alignment.figure)
+                self._to_outbox(ALIGNMENT_EMBEDDINGS_ARTIFACT, self.alignment.figure)
         with tempfile.TemporaryDirectory(prefix="study-ckpt-") as directory:
             started = time.perf_counter()
             self.save_checkpoint(directory, examples)

@@ -8,10 +8,8 @@ import json
 from pathlib import Path
 
 from study.core.errors import StudyError
-from study.core.faults import FaultHooks
-from study.core.protocol import selection_key
 from study.train.config import TrainConfig
-from study.train.finetune import FAULTS_KEY, train_fn_per_worker
+from study.train.finetune import WorkerConfig, train_fn_per_worker
 from study.train.ray_setup import Scaling, torch_trainer
 
 
@@ -62,24 +60,21 @@ def validate(cfg: TrainConfig, workers: int = 1) -> None:
         task.check_checkpoint_head(record.get("task"), f"init_checkpoint {cfg.init_checkpoint}")
 
 
-def build_trainer(cfg: TrainConfig, scaling: Scaling, storage: str, name: str, callbacks=(), max_failures: int = 2,
-                  env: dict | None = None, faults: FaultHooks = FaultHooks()):
-    """The ``TorchTrainer`` of one fine-tuning run: ``train_fn_per_worker`` on ``cfg`` (and ``faults``, which tests
-    set), keeping the two checkpoints with the best English dev score, restarted from the last one up to
+def build_trainer(job: WorkerConfig, scaling: Scaling, storage: str, name: str, *, checkpoint_metric: str,
+                  callbacks=(), max_failures: int = 2):
+    """The ``TorchTrainer`` of one fine-tuning run: ``train_fn_per_worker`` on ``job``, keeping the two checkpoints
+    with the best ``checkpoint_metric`` (English dev: ``protocol.selection_key``), restarted from the last one up to
     ``max_failures`` times."""
     import ray.train
 
-    from study.data.tasks import get_task
-
     checkpoints = ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_order="max",
-                                             checkpoint_score_attribute=selection_key(get_task(cfg.task).metric))
-    loop_config = {**cfg.to_dict(), FAULTS_KEY: faults.to_dict()}
-    return torch_trainer(train_fn_per_worker, loop_config, scaling, storage, name, callbacks=callbacks,
-                         max_failures=max_failures, checkpoint_config=checkpoints, env=env)
+                                             checkpoint_score_attribute=checkpoint_metric)
+    return torch_trainer(train_fn_per_worker, job.to_dict(), scaling, storage, name, callbacks=callbacks,
+                         max_failures=max_failures, checkpoint_config=checkpoints)
 
 
-def run_pipeline(cfg: TrainConfig, stage, scaling: Scaling, storage: str, name: str, *, callbacks=(),
-                 env: dict | None = None, on_stage=None, faults: FaultHooks = FaultHooks()):
+def run_pipeline(job: WorkerConfig, stage, scaling: Scaling, storage: str, name: str, *, checkpoint_metric: str,
+                 callbacks=(), on_stage=None):
     """One configuration end to end, as a Tune trial runs it and as ``python -m study.train`` runs it alone: the
     intermediate stage when ``stage`` (an ``intermediate.StageConfig``) is given — cached across runs, then
     ``on_stage(StageResult)`` — and fine-tuning from its encoder. Returns Ray Train's Result."""
@@ -91,5 +86,5 @@ def run_pipeline(cfg: TrainConfig, stage, scaling: Scaling, storage: str, name: 
         result = run_stage(stage, scaling, storage)
         if on_stage:
             on_stage(result)
-        cfg = replace(cfg, init_checkpoint=result.directory)
-    return build_trainer(cfg, scaling, storage, name, callbacks=callbacks, env=env, faults=faults).fit()
+        job = replace(job, train=replace(job.train, init_checkpoint=result.directory))
+    return build_trainer(job, scaling, storage, name, checkpoint_metric=checkpoint_metric, callbacks=callbacks).fit()

@@ -1,8 +1,10 @@
-"""Ray plumbing shared by fine-tuning and the intermediate stage: how a run is spread (``Scaling``), what workers'
-environment carries, one ``TorchTrainer`` factory, and starting or checking the Ray cluster."""
+"""Ray plumbing shared by fine-tuning, the intermediate stage and the dual encoder: how a run is spread
+(``Scaling``), one ``TorchTrainer`` factory whose workers set their torch threads from the scaling, and starting or
+checking the Ray cluster."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from collections.abc import Callable, Sequence
@@ -11,7 +13,6 @@ from dataclasses import dataclass
 from study.core.errors import StudyError, last_error_line
 
 DRIVER_RESOURCE = "study_driver"  # head-only on a cluster: trial drivers never land on (spot) GPU workers
-THREADS_ENV = "STUDY_TORCH_THREADS"  # torch threads of each worker process
 FORWARDED_ENV = ("STUDY_CACHE_DIR", "HF_HOME", "HF_HUB_OFFLINE")  # passed on to workers when set
 # On Linux Ray replaces a loopback node address (``ray.init(_node_ip_address="127.0.0.1")``, ``ray start
 # --node-ip-address``) with the machine's outward address (``resolve_ip_for_localhost`` in ray/_private/services.py),
@@ -66,13 +67,29 @@ class Scaling:
         return self.threads or max(1, (os.cpu_count() or 1) // self.workers)
 
 
-def worker_env(threads: int) -> dict:
-    """Environment for workers: torch threads, and (when set here) the cache and hub variables."""
+def worker_env() -> dict:
+    """Environment for workers: (when set here) the cache and hub variables, which every process of this machine
+    reads."""
     # Train V2 patches print() into its logger, which shows every line twice and breaks libraries that capture
     # stdout (dill, under datasets, then dumps bytecode); plain prints go to the driver through Ray's log stream.
-    env = {THREADS_ENV: str(threads), "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+    env = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
     env.update({k: v for k, v in os.environ.items() if k in FORWARDED_ENV})
     return env
+
+
+class WorkerFn:
+    """A Train worker function that first sets torch's thread count, which arrives with it (from the run's
+    ``Scaling``) rather than through the environment."""
+
+    def __init__(self, fn: Callable[[dict], None], threads: int):
+        self.fn, self.threads = fn, threads
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, config: dict) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, self.threads))
+        self.fn(config)
 
 
 def fit_or_fail(fit: Callable[[], object], what: str):
@@ -97,13 +114,6 @@ def add_scaling_flags(parser, workers_help: str = "Ray Train workers (DDP ranks)
     parser.add_argument("--cpus-per-worker", type=float, default=0.5, help="CPU share per worker without GPUs")
 
 
-def set_worker_threads() -> None:
-    """In a worker: use the torch thread count its environment names (1 when unset)."""
-    import torch
-
-    torch.set_num_threads(max(1, int(os.environ.get(THREADS_ENV, "1"))))
-
-
 def torch_trainer(fn: Callable[[dict], None], loop_config: dict, scaling: Scaling, storage: str, name: str, *,
                   callbacks: Sequence = (), max_failures: int = 0, checkpoint_config=None, env: dict | None = None):
     """A Ray Train ``TorchTrainer`` running ``fn(loop_config)`` on every worker, its run ``name`` under ``storage``
@@ -112,12 +122,12 @@ def torch_trainer(fn: Callable[[dict], None], loop_config: dict, scaling: Scalin
     from ray.train.torch import TorchTrainer
 
     return TorchTrainer(
-        fn, train_loop_config=loop_config, scaling_config=scaling.ray_config(),
+        WorkerFn(fn, scaling.worker_threads()), train_loop_config=loop_config, scaling_config=scaling.ray_config(),
         run_config=ray.train.RunConfig(
             name=name, storage_path=storage, callbacks=list(callbacks),
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=checkpoint_config or ray.train.CheckpointConfig(),
-            worker_runtime_env={"env_vars": {**worker_env(scaling.worker_threads()), **(env or {})}}))
+            worker_runtime_env={"env_vars": {**worker_env(), **(env or {})}}))
 
 
 def init_ray(num_cpus: int | None = None, dashboard: bool = False, log_to_driver: bool = True) -> None:

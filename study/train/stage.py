@@ -147,10 +147,7 @@ def stage_fn_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from study.train.ray_setup import set_worker_threads
-
     context = ray.train.get_context()
-    set_worker_threads()
     run_stage_worker(StageConfig(**config["stage"]), Path(config["out"]), context.get_world_rank(),
                      context.get_world_size(), ray.train.torch.get_device(),
                      report=lambda metrics: ray.train.report(metrics))

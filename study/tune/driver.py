@@ -24,11 +24,11 @@ from study.core.protocol import (
     target_average_key,
 )
 from study.train.ray_setup import DRIVER_RESOURCE, Scaling, ray_logs_dir
-from study.tune.console import mean_report, print_summary, print_time_profile
 from study.tune.reference_lines import print_reference_lines, reference_lines
 from study.tune.reference_lines import supported as reference_lines_supported
 from study.tune.search_space import SearchSpace
 from study.tune.settings import StudySettings, provenance
+from study.tune.summary import mean_report, print_summary, print_time_profile
 from study.tune.trial import CONFIRM_KEY, TrialConfig, confirm_config, train_driver_fn, tune_constants
 
 DRIVER_CPU = 0.1  # the trial driver only waits on its TorchTrainer
@@ -108,83 +108,130 @@ def build_tuner(settings: StudySettings, arm: Arm, scaling: Scaling, max_concurr
 
 
 def _run(args, settings: StudySettings) -> int:
-    import ray.tune
+    """The study in its named steps: the reference lines, the search of each tuned arm, the confirm phase of every
+    arm, the summary; the parent run ends FINISHED, FAILED or KILLED however this ends."""
+    from study.track.writer import StudyRun
 
-    from study.track.outbox import storage_join
-    from study.track.writer import StudyRun, per_language_csv
-    from study.tune.callbacks import MLflowTrialCallback
-    from study.tune.console import ConsoleCallback
-
-    max_concurrent, threads = concurrency(args.workers, args.gpus_per_worker, args.max_concurrent)
-    scaling = Scaling.from_args(args, threads)
+    study = StudyDriver(args, settings)  # the cluster's resources first: too few GPUs stop before MLflow is touched
     params, tags = provenance(settings)
-    metric = settings.task.metric
-    trainable = ray.tune.with_resources(train_driver_fn, {"CPU": DRIVER_CPU, DRIVER_RESOURCE: 1})
-    study_path = storage_join(settings.storage, settings.name)
-    tuned = [arm for arm in settings.arms if arm.tuned]
     with StudyRun(settings.uri, settings.experiment, settings.name, settings.storage, params, tags,
-                  list(settings.space.files)) as study_run:  # FINISHED, FAILED or KILLED however this block ends
-        runs = settings.seeds * len(settings.arms) + settings.trials * len(tuned)
-        callbacks = [MLflowTrialCallback(study_run.writer(settings.faults), tags, selection_key(metric), metric),
-                     ConsoleCallback(metric, runs)]
-        callback = callbacks[0]
+                  list(settings.space.files)) as study_run:
+        study.start(study_run, tags)
+        study.record_reference_lines()
+        selected = {arm.name: study.search_arm(arm) for arm in settings.arms}
+        reports = study.confirm(selected)
+        study.record_summary(reports)
+    print_summary(settings, selected, reports, study_run.run_id, study.logs)
+    return 0
+
+
+class StudyDriver:
+    """One study's run in the driver: what its phases share (scaling, callbacks, the trainable, the summary metrics
+    and every Tune result so far) and its steps, in the order ``_run`` calls them."""
+
+    def __init__(self, args, settings: StudySettings):
+        import ray.tune
+
+        from study.track.outbox import storage_join
+
+        self.args, self.settings = args, settings
+        self.max_concurrent, threads = concurrency(args.workers, args.gpus_per_worker, args.max_concurrent)
+        self.scaling = Scaling.from_args(args, threads)
+        self.metric = settings.task.metric
+        self.trainable = ray.tune.with_resources(train_driver_fn, {"CPU": DRIVER_CPU, DRIVER_RESOURCE: 1})
+        self.path = storage_join(settings.storage, settings.name)
+        self.runs = settings.seeds * len(settings.arms) + settings.trials * sum(arm.tuned for arm in settings.arms)
+        self.summary: dict = {}
+        self.results: list = []
+        self.logs: str | None = None
+        self.started = time.perf_counter()
+
+    def start(self, study_run, tags: dict) -> None:
+        """Attach the study's parent run (its MLflow writer feeds the trial callback) and say what runs, where it
+        is recorded and where Ray's own output goes."""
+        from study.tune.callbacks import MLflowTrialCallback
+        from study.tune.console import ConsoleCallback
+
+        settings, args = self.settings, self.args
+        self.study_run = study_run
+        self.mlflow = MLflowTrialCallback(study_run.writer(settings.faults), tags, selection_key(self.metric),
+                                          self.metric)
+        self.callbacks = [self.mlflow, ConsoleCallback(self.metric, self.runs)]
+        tuned = any(arm.tuned for arm in settings.arms)
         print(f"[study] {settings.name}: {settings.spec.name} on {settings.task.name} ({settings.task.suite}, "
               f"preset {settings.preset}); arms {', '.join(a.name for a in settings.arms)}: "
               + (f"{settings.trials} search trial(s) per tuned arm, " if tuned else "no search (no tuned arm), ")
               + f"{settings.seeds} confirm seed(s) per arm "
-              f"({runs} runs); {args.workers} worker(s) per run, {max_concurrent} concurrent; MLflow {settings.uri} "
-              f"experiment {settings.experiment}", file=sys.stderr, flush=True)
-        logs = link_ray_logs(study_path)
-        if logs and not args.verbose:
-            print(f"[study] Ray's and the workers' output: {logs} (--verbose shows it here)", file=sys.stderr,
+              f"({self.runs} runs); {args.workers} worker(s) per run, {self.max_concurrent} concurrent; MLflow "
+              f"{settings.uri} experiment {settings.experiment}", file=sys.stderr, flush=True)
+        self.logs = link_ray_logs(self.path)
+        if self.logs and not args.verbose:
+            print(f"[study] Ray's and the workers' output: {self.logs} (--verbose shows it here)", file=sys.stderr,
                   flush=True)
-        started = time.perf_counter()
-        all_results, selected, summary = [], {}, {}
-        if reference_lines_supported(settings.task):  # the frozen probe and the random-init floor, same test items
-            lines = reference_lines(settings.base, log=lambda line: print(line, file=sys.stderr, flush=True))
-            print_reference_lines(lines, metric)
-            summary.update({reference_key(line, k): v for line, scores in lines.items() for k, v in scores.items()})
-        for arm in settings.arms:  # the search phase: tuned arms only; a fixed arm's configuration is its own
-            if not arm.tuned:
-                selected[arm.name] = tune_constants(settings.bases[arm.name], settings.stage, scaling,
-                                                    settings.storage, settings.name, settings.faults, arm=arm.name,
-                                                    phase=SEARCH_PHASE, stage_options=dict(arm.stage))
-                continue
-            path = f"{study_path}/search-{arm.name}"
-            if args.resume and "://" not in path and Path(path, "tuner.pkl").exists():
-                tuner = ray.tune.Tuner.restore(path, trainable=trainable, resume_errored=False)
-            else:
-                tuner = build_tuner(settings, arm, scaling, max_concurrent, callbacks, trainable, path,
-                                    verbose=int(args.verbose))
-            results = list(tuner.fit())
-            callback.reconcile([(r, selected_report(r, metric) if r.metrics else {}) for r in results])
-            study_run.flush()
-            all_results += results
-            finished = [r for r in results if r.error is None and r.metrics and selection_key(metric) in r.metrics]
-            summary.update({f"search/{arm.name}/trials_finished": len(finished),
-                            f"search/{arm.name}/trials_failed": len(results) - len(finished)})
-            if not finished:
-                study_run.log_summary(summary)
-                raise StudyError(f"no search trial of arm {arm.name} in study {settings.name!r} finished; see the "
-                                 f"errors above (each failed trial's traceback: error.txt in its folder under {path})")
-            best, report = best_trial(finished, metric)
-            selected[arm.name] = best.config
-            summary[f"search/{arm.name}/{selection_key(metric)}"] = report[selection_key(metric)]
-        confirm_summary, reports, results = _confirm(args, settings, selected, callbacks, trainable, max_concurrent,
-                                                     study_path)
-        all_results += results
-        summary.update(confirm_summary)
-        summary["study_seconds"] = time.perf_counter() - started
-        profile = time_profile(all_results, callback.trial_started, callback.stage_seconds)
-        summary.update({f"profile/{phase.replace(' ', '_')}_s": seconds for phase, seconds in profile.items()})
-        summary["profile/mlflow_writes_s"] = sum(callback.write_seconds.values())
-        study_run.flush()
+        self.started = time.perf_counter()
+
+    def record_reference_lines(self) -> None:
+        """The frozen probe and the random-init floor on the runs' own test items, where the task has them."""
+        if not reference_lines_supported(self.settings.task):
+            return
+        lines = reference_lines(self.settings.base, log=lambda line: print(line, file=sys.stderr, flush=True))
+        print_reference_lines(lines, self.metric)
+        self.summary.update({reference_key(line, k): v for line, scores in lines.items() for k, v in scores.items()})
+
+    def search_arm(self, arm: Arm) -> dict:
+        """The configuration the arm's confirm runs use: a fixed arm's own; a tuned arm's English-dev-best search
+        trial (its search ``Tuner`` built, or restored on ``--resume``). StudyError when no search trial finished."""
+        import ray.tune
+
+        settings, metric = self.settings, self.metric
+        if not arm.tuned:
+            return tune_constants(settings.bases[arm.name], settings.stage, self.scaling, settings.storage,
+                                  settings.name, settings.faults, arm=arm.name, phase=SEARCH_PHASE,
+                                  stage_options=dict(arm.stage))
+        path = f"{self.path}/search-{arm.name}"
+        if self.args.resume and "://" not in path and Path(path, "tuner.pkl").exists():
+            tuner = ray.tune.Tuner.restore(path, trainable=self.trainable, resume_errored=False)
+        else:
+            tuner = build_tuner(settings, arm, self.scaling, self.max_concurrent, self.callbacks, self.trainable, path,
+                                verbose=int(self.args.verbose))
+        results = list(tuner.fit())
+        self.mlflow.reconcile([(r, selected_report(r, metric) if r.metrics else {}) for r in results])
+        self.study_run.flush()
+        self.results += results
+        finished = [r for r in results if r.error is None and r.metrics and selection_key(metric) in r.metrics]
+        self.summary.update({f"search/{arm.name}/trials_finished": len(finished),
+                             f"search/{arm.name}/trials_failed": len(results) - len(finished)})
+        if not finished:
+            self.study_run.log_summary(self.summary)
+            raise StudyError(f"no search trial of arm {arm.name} in study {settings.name!r} finished; see the "
+                             f"errors above (each failed trial's traceback: error.txt in its folder under {path})")
+        best, report = best_trial(finished, metric)
+        self.summary[f"search/{arm.name}/{selection_key(metric)}"] = report[selection_key(metric)]
+        return best.config
+
+    def confirm(self, selected: dict) -> dict:
+        """Every arm's selected configuration on the shared confirm seeds; {arm: its finished runs' reports}."""
+        confirm_summary, reports, results = _confirm(self.args, self.settings, selected, self.callbacks,
+                                                     self.trainable, self.max_concurrent, self.path)
+        self.results += results
+        self.summary.update(confirm_summary)
+        return reports
+
+    def record_summary(self, reports: dict) -> None:
+        """The study's metrics on its parent run (per-arm seed means, the time profile) and each arm's
+        per-language table; the time profile on the console."""
+        from study.track.writer import per_language_csv
+
+        self.summary["study_seconds"] = time.perf_counter() - self.started
+        profile = time_profile(self.results, self.mlflow.trial_started, self.mlflow.stage_seconds)
+        self.summary.update({f"profile/{phase.replace(' ', '_')}_s": seconds for phase, seconds in profile.items()})
+        self.summary["profile/mlflow_writes_s"] = sum(self.mlflow.write_seconds.values())
+        self.study_run.flush()
         means = {arm: mean_report(arm_reports) for arm, arm_reports in reports.items()}
-        study_run.log_summary(summary, {ARM_PER_LANGUAGE_ARTIFACT.format(arm=arm): per_language_csv(report, metric)
-                                        for arm, report in means.items()})
-        print_time_profile(profile, summary["profile/mlflow_writes_s"], len(all_results))
-    print_summary(settings, selected, reports, study_run.run_id, logs)
-    return 0
+        self.study_run.log_summary(self.summary, {
+            ARM_PER_LANGUAGE_ARTIFACT.format(arm=arm): per_language_csv(report, self.metric)
+            for arm, report in means.items()})
+        print_time_profile(profile, self.summary["profile/mlflow_writes_s"], len(self.results))
 
 
 # the phases of a trial's time, in order; "other" is what the trial's wall time leaves (Ray's scheduling, data

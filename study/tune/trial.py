@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from study.core.faults import FaultHooks
-from study.core.protocol import CONFIRM_PHASE, DEFAULT_MODALITY, SEARCH_PHASE, STAGE_RECORD
+from study.core.protocol import CONFIRM_PHASE, DEFAULT_MODALITY, SEARCH_PHASE, STAGE_RECORD, selection_key
 from study.train.config import TrainConfig
 from study.train.pipeline import run_pipeline
 from study.train.ray_setup import Scaling
@@ -74,6 +74,13 @@ class TrialConfig:
                    phase=run.get("phase", SEARCH_PHASE))
 
     @property
+    def checkpoint_metric(self) -> str:
+        """The metric Ray Train keeps checkpoints by: the task's English dev score (``protocol.selection_key``)."""
+        from study.data.tasks import get_task
+
+        return selection_key(get_task(self.train.task).metric)
+
+    @property
     def modality(self) -> str:
         """The trial's intermediate stage: ``none``, ``text`` or ``multimodal``."""
         return self.stage_options["modality"]
@@ -103,7 +110,8 @@ def train_driver_fn(config: dict) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from study.track.outbox import OUTBOX_ENV, outbox_location, put
+    from study.track.outbox import outbox_location, put
+    from study.train.finetune import WorkerConfig
 
     trial = TrialConfig.from_tune(config)
     trial_id = ray.tune.get_context().get_trial_id()
@@ -112,7 +120,6 @@ def train_driver_fn(config: dict) -> None:
     def record_stage(result) -> None:  # the MLflow callback logs it when the trial ends
         put(outbox, STAGE_RECORD, result.to_json())
 
-    run_pipeline(trial.train, trial.stage_config(), trial.scaling, trial.storage,
+    run_pipeline(WorkerConfig(trial.train, outbox, trial.faults), trial.stage_config(), trial.scaling, trial.storage,
                  name=f"{trial.study}-trial-{trial_id}",  # stable across restarts: no timestamps
-                 callbacks=[TuneReportCallback()], env={OUTBOX_ENV: outbox}, on_stage=record_stage,
-                 faults=trial.faults)
+                 checkpoint_metric=trial.checkpoint_metric, callbacks=[TuneReportCallback()], on_stage=record_stage)

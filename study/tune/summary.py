@@ -1,0 +1,63 @@
+"""What the study prints when it ends: per arm its selected configuration and its confirm runs' seed means per family,
+the time profile, and the commands that compare the arms and browse MLflow (no Ray: the CLI imports it before Ray
+starts)."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+from study.core.protocol import gap_key, group_scores_of, selection_key, target_average_key
+from study.tune.settings import StudySettings
+from study.tune.trial import TrialConfig
+
+
+def print_time_profile(totals: dict[str, float], mlflow_seconds: float, trials: int) -> None:
+    """The profile as a person reads it: seconds and share of the trials' summed wall time, then MLflow writes
+    (done by the study driver while trials run)."""
+    whole = sum(totals.values()) or 1.0
+    print(f"\ntime profile over {trials} trial run(s) ({whole:.0f} s of trial wall time):", file=sys.stderr)
+    for phase, seconds in totals.items():
+        print(f"  {phase:<20}{seconds:>9.1f} s  {100 * seconds / whole:5.1f} %", file=sys.stderr)
+    print(f"  {'MLflow writes':<20}{mlflow_seconds:>9.1f} s  (the study driver, alongside the trials)",
+          file=sys.stderr, flush=True)
+
+
+def print_summary(settings: StudySettings, selected: dict, reports: dict, parent_run: str,
+                  logs: str | None = None) -> None:
+    """Per arm: its selected configuration (a tuned arm's searched values), its confirm runs' seed means per
+    family and the target average; then how to compare the arms (the report), browse MLflow and read the logs."""
+    metric = settings.task.metric
+    for arm in settings.arms:
+        arm_reports = reports.get(arm.name, [])
+        print(f"\n=== arm {arm.name} ({arm.description}): {len(arm_reports)} of {settings.seeds} confirm run(s) "
+              "finished")
+        for name, value in TrialConfig.from_tune(selected[arm.name]).searched.items():
+            print(f"  searched {name} = {value}")
+        if arm_reports:
+            mean = mean_report(arm_reports)
+            print(f"seed mean of English dev {selection_key(metric)} = {mean[selection_key(metric)]:.4f}")
+            print_report_families(mean, metric)
+    print(f"\nCompare the arms (paired intervals over shared languages and seeds):\n"
+          f"  python -m study.report --experiment {settings.experiment} --mlflow-uri {settings.uri}\n"
+          f"MLflow: experiment {settings.experiment!r}, study run {parent_run}; browse with\n"
+          f"  mlflow ui --backend-store-uri {settings.uri} --host 127.0.0.1"
+          + (f"\nRay's and the workers' logs: {logs}" if logs else ""))
+
+
+def print_report_families(report: dict, metric: str) -> None:
+    """The per-family means of a report, then the target average and the gap to English."""
+    print(f"\n{'family':<34}{metric:>10}")
+    for family, value in sorted(group_scores_of(report, "family", metric).items()):
+        print(f"{family:<34}{value:>10.4f}")
+    target = report.get(target_average_key(metric), float("nan"))
+    if math.isnan(target):
+        print("\nno target language was evaluated (English only): no target average, no gap to English")
+        return
+    print(f"\ntarget average {target:.4f}, gap to English {report.get(gap_key(metric), float('nan')):.4f}")
+
+
+def mean_report(reports: list[dict]) -> dict:
+    """The mean of each numeric key over the reports that have it (the seed mean of an arm's confirm runs)."""
+    keys = {k for r in reports for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {k: sum(r[k] for r in reports if k in r) / sum(k in r for r in reports) for k in sorted(keys)}
