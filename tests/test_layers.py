@@ -121,7 +121,8 @@ def test_the_rule_itself(edges, expected):
 
 
 def test_a_cycle_is_found():
-    edges = {"study.data.a": {"study.data.b": "study/data/a.py:1"}, "study.data.b": {"study.data.a": "study/data/b.py:2"}}
+    edges = {"study.data.a": {"study.data.b": "study/data/a.py:1"},
+             "study.data.b": {"study.data.a": "study/data/b.py:2"}}
     assert cycles(edges) == ["study/data/a.py:1: study.data.a -> study.data.b -> study.data.a"]
 
 

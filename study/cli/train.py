@@ -1,5 +1,6 @@
-"""``study train`` (also ``python -m study.train``): one fine-tuning run (optionally after its intermediate stage) on Ray Train, without
-Tune — the pipeline of one study trial (``study.train.finetune.run_pipeline``), for debugging and single experiments."""
+"""``study train`` (also ``python -m study.train``): one fine-tuning run (optionally after its intermediate stage)
+on Ray Train, without Tune — the pipeline of one study trial (``study.train.pipeline.run_pipeline``), for debugging
+and single experiments."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from study.tune.summary import print_report_families
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``study.cli.train`` flags: how the run is spread and stored, then every ``TrainConfig`` field with the
+    """The ``study train`` flags: how the run is spread and stored, then every ``TrainConfig`` field with the
     field's own help text and default."""
     from dataclasses import fields
 
@@ -118,7 +119,7 @@ def claim_run(folder: Path, cfg: TrainConfig, stage) -> Path:
 
 def _stage_of(args, cfg: TrainConfig):
     """The ``StageConfig`` the stage flags ask for (None for ``--modality none``), checked with its data before Ray
-    starts, as ``study.tune.driver`` builds a trial's stage."""
+    starts, as ``study tune`` builds a trial's stage."""
     if args.modality == DEFAULT_MODALITY:
         stage_flags = [flag for flag, value in (("--caption-languages", args.caption_languages),
                                                 ("--intermediate-data", args.intermediate_data),

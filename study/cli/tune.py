@@ -1,5 +1,5 @@
-"""``study tune --model mbert`` (also ``python -m study.tune``): a Ray Tune + Optuna study of the VME objective's arms (``study.core.arms``), one
-Ray Train run per trial, every trial in MLflow, resumable.
+"""``study tune --model mbert`` (also ``python -m study.tune``): a Ray Tune + Optuna study of the VME objective's
+arms (``study.core.arms``), one Ray Train run per trial, every trial in MLflow, resumable.
 
 Two phases. *Search*: each tuned arm's search space, the same number of trials per tuned arm (OptunaSearch, ASHA on
 English dev). *Confirm*: every arm's English-dev-selected configuration (a tuned arm's best search trial, a fixed
@@ -39,9 +39,9 @@ def parse_args(argv):
     parser.add_argument("--suite", choices=tuple(SUITE_TASK), help="pocket or xtreme-r (default: the task's)")
     parser.add_argument("--preset", choices=("smoke", "paper"), help="smoke = minutes on a laptop CPU, paper = the "
                         "reference scale (default: smoke for offline stand-ins, paper otherwise)")
-    parser.add_argument("--arms", help="comma-separated arms to compare (study.core.arms): plain, vme-reference, vme-tuned "
-                        f"(default: {','.join(OFFLINE_DEFAULT_ARMS)} for offline stand-ins, {','.join(DEFAULT_ARMS)} "
-                        "otherwise)")
+    parser.add_argument("--arms", help="comma-separated arms to compare (study.core.arms): plain, vme-reference, "
+                        f"vme-tuned (default: {','.join(OFFLINE_DEFAULT_ARMS)} for offline stand-ins, "
+                        f"{','.join(DEFAULT_ARMS)} otherwise)")
     parser.add_argument("--experiment-design", choices=("arms", "modality"), default="arms",
                         help="arms: the --arms as they are; modality: the controlled modality experiment, each fixed "
                         "arm of --arms also after a text, multimodal and multimodal-shuffled intermediate stage")
@@ -50,7 +50,7 @@ def parse_args(argv):
                         "smoke 3, paper 5)")
     parser.add_argument("--alignment-probe", action=argparse.BooleanOptionalAction,
                         help="probe every confirm run's encoder, and the pretrained one, on parallel sentences "
-                        "(bitext retrieval, centroid distances to English; study/alignment_probe.py; alignment_pairs "
+                        "(bitext retrieval, centroid distances to English; study/evaluation/probe.py; alignment_pairs "
                         "pairs a language) for the report's alignment section (default: on for the pocket suite, "
                         "off for XTREME-R, whose Tatoeba sentences it would read)")
     add_scaling_flags(parser, "Ray Train workers per trial")

@@ -1,6 +1,6 @@
 """Fault injection for the fault-tolerance tests: a ``FaultHooks`` config that rides in the trial config to the workers.
 
-The default (every field unset) is a no-op, and no command a user types sets it: ``study.tune.driver`` and ``study.cli.train``
+The default (every field unset) is a no-op, and no command a user types sets it: ``study tune`` and ``study train``
 take it only from a hidden ``--inject-faults JSON`` flag the tests pass. It travels as data (the Tune trial config,
 then the Train loop config), so a multi-node test cluster's workers see the same hooks as a local run.
 """

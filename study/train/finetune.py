@@ -1,5 +1,5 @@
-"""The fine-tuning worker under Ray Train: ``train_fn_per_worker`` (DDP), ``FineTuneRun``, its ``TorchTrainer``
-and ``run_pipeline`` (stage, then fine-tuning), shared by ``study.tune.driver`` and ``python -m study.train``.
+"""The fine-tuning worker under Ray Train: ``train_fn_per_worker`` (one DDP rank) reads its ``WorkerConfig`` and runs a
+``FineTuneRun``, as a study trial and ``study train`` both run it (``study.train.pipeline`` builds the trainer).
 
 Zero-shot protocol: the English dev set is the only signal for checkpoint selection (and for Tune); target-language
 test sets are evaluated at the same points and reported, never used to choose anything.
@@ -40,7 +40,7 @@ from study.core.protocol import (
 from study.train.config import TrainConfig
 
 TRAIN_STATE = "train_state.pt"
-TIME_PHASES = ("train", "eval", "checkpoint")  # reported as time/<phase>_s (study.tune.driver's time profile)
+TIME_PHASES = ("train", "eval", "checkpoint")  # reported as time/<phase>_s (the study's time profile)
 MODEL_DIR = "model"
 
 

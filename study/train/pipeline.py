@@ -26,7 +26,7 @@ def validate(cfg: TrainConfig, workers: int = 1) -> None:
     task, spec = get_task(cfg.task), get_spec(cfg.model)
     if task.name in DUAL_ENCODER:
         raise StudyError(f"task {task.name!r} is scored by a dual encoder, which study dual-encoder --task "
-                         f"{task.name} fine-tunes; study.cli.train fine-tunes tasks with a head")
+                         f"{task.name} fine-tunes; study train fine-tunes tasks with a head")
     if not task.needs_training:
         raise StudyError(f"task {task.name!r} is a retrieval task with no English training data: fine-tune on a "
                          f"task with a head (e.g. xnli, pocket-topic) and evaluate retrieval with study.cli.evaluate")

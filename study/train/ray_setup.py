@@ -48,7 +48,7 @@ class Scaling:
             raise StudyError(f"--cpus-per-worker {self.cpus_per_worker} is invalid: it must be > 0")
 
     @classmethod
-    def from_args(cls, args, threads: int = 0) -> "Scaling":
+    def from_args(cls, args, threads: int = 0) -> Scaling:
         """The flags of ``add_scaling_flags``, checked."""
         return cls(args.workers, args.gpus_per_worker, args.cpus_per_worker, threads)
 

@@ -1,7 +1,7 @@
 """The study's console for people: one line per run event (started, evaluated, stopped early, finished, failed) with
 its phase, arm, modality and searched values in short form and its English-dev and target-mean scores, and a
 progress line (runs done of the study's total, elapsed, ETA) after each run ends. Ray's and the libraries' own
-output goes to log files instead (``study.tune.driver --verbose`` brings it back)."""
+output goes to log files instead (``study tune --verbose`` brings it back)."""
 
 from __future__ import annotations
 

@@ -143,6 +143,14 @@ def _parse_param(path: Path | str, name: str, spec, earlier: dict[str, Param]) -
     if extra:
         _fail(path, key, f"unknown field(s) {', '.join(sorted(extra))} for type {kind}",
               f"allowed: {', '.join(sorted(_SPEC_KEYS[kind]))}")
+    when = _parse_when(path, key, spec, earlier)
+    if kind == "categorical":
+        return _parse_choices(path, key, name, spec, when)
+    return _parse_range(path, key, name, kind, spec, when)
+
+
+def _parse_when(path: Path | str, key: str, spec: dict, earlier: dict[str, Param]) -> tuple:
+    """A parameter's ``when:`` conditions: (earlier categorical parameter, the values it is sampled under)."""
     when = []
     for parent, allowed in (spec.get("when") or {}).items():
         if parent not in earlier or earlier[parent].type != "categorical":
@@ -153,15 +161,24 @@ def _parse_param(path: Path | str, name: str, spec, earlier: dict[str, Param]) -
             _fail(path, f"{key}.when.{parent}", f"values {list(allowed)} are not choices of {parent}",
                   f"use values from {list(earlier[parent].choices)}")
         when.append((parent, allowed))
-    if kind == "categorical":
-        choices = spec.get("choices")
-        if not isinstance(choices, list) or not choices:
-            _fail(path, f"{key}.choices", f"must be a non-empty list, got {choices!r}", "e.g. choices: [none, padding]")
-        if name == "modality":
-            unknown = set(choices) - set(MODALITIES)
-            if unknown:
-                _fail(path, f"{key}.choices", f"unknown modality {sorted(unknown)}", f"use {list(MODALITIES)}")
-        return Param(name, kind, choices=tuple(choices), when=tuple(when))
+    return tuple(when)
+
+
+def _parse_choices(path: Path | str, key: str, name: str, spec: dict, when: tuple) -> Param:
+    """A categorical parameter: a non-empty list of choices (modalities checked by name)."""
+    choices = spec.get("choices")
+    if not isinstance(choices, list) or not choices:
+        _fail(path, f"{key}.choices", f"must be a non-empty list, got {choices!r}", "e.g. choices: [none, padding]")
+    if name == "modality":
+        unknown = set(choices) - set(MODALITIES)
+        if unknown:
+            _fail(path, f"{key}.choices", f"unknown modality {sorted(unknown)}", f"use {list(MODALITIES)}")
+    return Param(name, "categorical", choices=tuple(choices), when=when)
+
+
+def _parse_range(path: Path | str, key: str, name: str, kind: str, spec: dict, when: tuple) -> Param:
+    """A float or int range: ordered bounds, a positive low on a log scale, whole bounds and step for int, and both
+    bounds valid training values."""
     low, high = (_number(path, f"{key}.{b}", spec.get(b), b) for b in ("low", "high"))
     log = bool(spec.get("log", False))
     if not low < high:
@@ -182,7 +199,7 @@ def _parse_param(path: Path | str, name: str, spec, earlier: dict[str, Param]) -
                 TrainConfig.from_dict({name: cast(bound)})
             except StudyError as err:
                 _fail(path, key, f"the range is not valid for training ({err})", "narrow the range")
-    return Param(name, kind, low=low, high=high, log=log, step=step, when=tuple(when))
+    return Param(name, kind, low=low, high=high, log=log, step=step, when=when)
 
 
 def _read_yaml(path: Path) -> tuple[bytes, object]:

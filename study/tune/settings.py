@@ -1,5 +1,5 @@
-"""A study's settings, resolved and validated from the command line before Ray or MLflow start: the search
-space, model, task, preset, arms and their fixed options, storage, name and tracking; and the parent run's provenance."""
+"""A study's settings, resolved and validated from the command line before Ray or MLflow start: the search space,
+model, task, preset, arms and their fixed options, storage, name and tracking; and the parent run's provenance."""
 
 from __future__ import annotations
 

@@ -25,12 +25,12 @@ CONFIRM_KEY = "confirm"  # the confirm phase's Tune config: {CONFIRM_KEY: one of
 
 
 def tune_constants(base: TrainConfig, stage_sources: dict, scaling: Scaling, storage: str, study: str,
-                   faults: FaultHooks = FaultHooks(), arm: str = "", phase: str = SEARCH_PHASE,
+                   faults: FaultHooks | None = None, arm: str = "", phase: str = SEARCH_PHASE,
                    stage_options: dict | None = None) -> dict:
     """The ``run`` section every trial of an arm and phase shares (plain values: Tune stores it with the study);
     ``stage_options`` are a fixed arm's pinned stage options (searched ones arrive in the ``stage`` section)."""
     return {RUN_SECTION: {"base": base.to_dict(), "stage_sources": dict(stage_sources), "scaling": scaling.__dict__,
-                          "storage": storage, "study": study, "faults": faults.to_dict(), "arm": arm,
+                          "storage": storage, "study": study, "faults": (faults or FaultHooks()).to_dict(), "arm": arm,
                           "phase": phase, "stage_options": dict(stage_options or {})}}
 
 
