@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -57,6 +58,16 @@ params:
   intermediate_steps: {type: int, low: 100, high: 1000, when: {modality: [text, multimodal]}}
   vision_lr: {type: float, low: 1.0e-5, high: 1.0e-3, log: true, when: {modality: [multimodal]}}
 """
+
+
+def test_the_closing_commands_name_this_interpreter_and_open_the_runs_table():
+    from study.tune.summary import next_commands
+
+    text = next_commands("vme pocket", "sqlite:////tmp/m.db", "abc", logs="/tmp/logs", experiment_id="7")
+    python = shlex.quote(sys.executable)
+    assert f"{python} -m study report --experiment 'vme pocket' --mlflow-uri sqlite:////tmp/m.db" in text
+    assert f"{python} -m study serve-mlflow --backend-store-uri sqlite:////tmp/m.db --port 5000" in text
+    assert "http://127.0.0.1:5000/#/experiments/7/runs" in text and "/tmp/logs" in text
 
 
 def test_define_by_run_samples_only_the_branch_taken(tmp_path):
@@ -216,9 +227,15 @@ def test_the_paper_preset_is_xtreme_rs_per_task():
 @pytest.mark.slow
 def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
     output = smoke_experiment["outputs"]["tiny"]
-    assert "=== arm vme-tuned" in output and "=== arm plain" in output and "mlflow ui" in output
-    assert "python -m study.report --experiment e2e" in output
+    assert "=== arm vme-tuned" in output and "=== arm plain" in output
+    python = shlex.quote(sys.executable)  # the commands name the interpreter that ran the study: they work as printed
+    assert f"{python} -m study report --experiment e2e" in output
+    assert f"{python} -m study serve-mlflow --backend-store-uri {smoke_experiment['uri']}" in output
     client, parents, trials = study_runs(smoke_experiment["uri"], "e2e", model="tiny", phase="search")
+    assert f"/#/experiments/{parents[0].info.experiment_id}/runs" in output  # opens on the runs table
+    for run in trials:  # named for people, with arm and phase as params the runs table can show
+        assert run.info.run_name.startswith("search · vme-tuned · #") and run.data.params["arm"] == "vme-tuned"
+        assert run.data.params["phase"] == "search"
     assert len(parents) == 1 and len(trials) == 3 and {r.data.tags["arm"] for r in trials} == {"vme-tuned"}
     parent = parents[0]
     assert parent.data.params["model_offline_stand_in"] == "True" and parent.data.params["preset"] == "smoke"
@@ -646,3 +663,16 @@ def test_the_console_prints_one_line_per_run_event_and_the_progress():
     assert lines[6].endswith("t1 stopped early at step 2 of 6 (ASHA)")
     assert lines[8].endswith("t2 FAILED: StudyError: loss became non-finite")
     assert lines[9].startswith("[study] 3/3 runs done") and lines[9].endswith("ETA 0s") and len(lines) == 10
+
+
+def test_runs_are_named_for_people_and_carry_arm_and_phase_as_params():
+    from study.train.config import TrainConfig
+    from study.train.ray_setup import Scaling
+    from study.tune.callbacks import run_name
+    from study.tune.trial import TrialConfig, confirm_config, tune_constants
+
+    base = TrainConfig(model="tiny", task="pocket-topic", seed=7)
+    search = {**tune_constants(base, {}, Scaling(), "/tmp", "s", arm="vme-tuned"), "train_loop_config": {},
+              "stage": {"modality": "none"}}
+    assert run_name(TrialConfig.from_tune(search), "ab12c_00002") == "search · vme-tuned · #3"
+    assert run_name(TrialConfig.from_tune(confirm_config(search, 8)), "ab12c_00000") == "confirm · vme-tuned · seed 8"

@@ -13,6 +13,7 @@ from ray.tune import Callback
 
 from study.core.protocol import (
     ARM_TAG,
+    CONFIRM_PHASE,
     PER_LANGUAGE_ARTIFACT,
     PHASE_TAG,
     RUN_KIND_TAG,
@@ -58,8 +59,10 @@ class MLflowTrialCallback(Callback):
         tags = {RUN_KIND_TAG: TRIAL_RUN, **self.tags, PARENT_TAG: self.writer.parent_run_id,
                 "trial_id": trial.trial_id, "trial_name": str(trial), "modality": config.modality,
                 ARM_TAG: config.arm, PHASE_TAG: config.phase}
-        params = config.params()  # the effective values, not base + overrides
-        self._send(trial.trial_id, "create", {"name": str(trial), "tags": tags, "params": params})
+        # the effective values, not base + overrides; arm and phase as params too, so the runs table can show them
+        params = {**config.params(), ARM_TAG: config.arm, PHASE_TAG: config.phase}
+        self._send(trial.trial_id, "create", {"name": run_name(config, trial.trial_id), "tags": tags,
+                                              "params": params})
         self._started.add(trial.trial_id)
 
     def setup(self, **info):
@@ -142,6 +145,15 @@ class MLflowTrialCallback(Callback):
             self._finish(_EndedTrial(trial_id, result.config), "FINISHED" if result.error is None else "FAILED")
             ended_now += 1
         return ended_now
+
+
+def run_name(config: TrialConfig, trial_id: str) -> str:
+    """A run name a person reads in MLflow's runs table: ``confirm · plain · seed 8``, ``search · vme-tuned · #3``
+    (the trial's number in its phase, from Tune's trial id ``<experiment>_<00002>``)."""
+    if config.phase == CONFIRM_PHASE:
+        return f"{config.phase} · {config.arm} · seed {config.train.seed}"
+    number = trial_id.rsplit("_", 1)[-1]
+    return f"{config.phase} · {config.arm} · #{int(number) + 1 if number.isdigit() else number}"
 
 
 @dataclass(frozen=True)

@@ -38,11 +38,34 @@ def print_summary(settings: StudySettings, selected: dict, reports: dict, parent
             mean = mean_report(arm_reports)
             print(f"seed mean of English dev {selection_key(metric)} = {mean[selection_key(metric)]:.4f}")
             print_report_families(mean, metric)
-    print(f"\nCompare the arms (paired intervals over shared languages and seeds):\n"
-          f"  python -m study.report --experiment {settings.experiment} --mlflow-uri {settings.uri}\n"
-          f"MLflow: experiment {settings.experiment!r}, study run {parent_run}; browse with\n"
-          f"  mlflow ui --backend-store-uri {settings.uri} --host 127.0.0.1"
-          + (f"\nRay's and the workers' logs: {logs}" if logs else ""))
+    print(next_commands(settings.experiment, settings.uri, parent_run, logs))
+
+
+MLFLOW_PORT = 5000  # ``study serve-mlflow``'s default
+
+
+def next_commands(experiment: str, uri: str, parent_run: str, logs: str | None = None,
+                  experiment_id: str | None = None) -> str:
+    """The commands that compare the arms and browse the runs, spelled with the interpreter that ran the study (so
+    they work as printed in a fresh shell, venv or not), and the MLflow link that opens on the runs table."""
+    import shlex
+
+    python = shlex.quote(sys.executable)
+    if experiment_id is None:
+        from study.track.mlflow_store import client
+
+        found = client(uri).get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found else None
+    link = f"http://127.0.0.1:{MLFLOW_PORT}/#/experiments/{experiment_id}/runs" if experiment_id else \
+        f"http://127.0.0.1:{MLFLOW_PORT}"
+    lines = ["", "Compare the arms (paired intervals over shared languages and seeds):",
+             f"  {python} -m study report --experiment {shlex.quote(experiment)} --mlflow-uri {shlex.quote(uri)}",
+             f"Browse the runs (MLflow experiment {experiment!r}, study run {parent_run}):",
+             f"  {python} -m study serve-mlflow --backend-store-uri {shlex.quote(uri)} --port {MLFLOW_PORT}",
+             f"  then open {link}"]
+    if logs:
+        lines.append(f"Ray's and the workers' logs: {logs}")
+    return "\n".join(lines)
 
 
 def print_report_families(report: dict, metric: str) -> None:
