@@ -90,12 +90,11 @@ def _architecture_of(path: Path) -> str:
 
 def model_path(spec: ModelSpec) -> str:
     """A directory (offline entries, built once) or hub id that ``from_pretrained`` accepts."""
-    if spec.key == "e5-small":
-        return str(ensure_built("e5-small", build_e5_small))
-    if spec.key == "tiny":
-        return str(ensure_built("tiny-xlmr", build_tiny))
-    if spec.key == "tiny-bert":
-        return str(ensure_built("tiny-bert", build_tiny_bert))
+    offline = {"e5-small": ("e5-small", build_e5_small), "tiny": ("tiny-xlmr", build_tiny),
+               "tiny-bert": ("tiny-bert", build_tiny_bert)}
+    if spec.key in offline:
+        with quiet_transformers():  # no "Writing model shards" bar on the console while it is built once
+            return str(ensure_built(*offline[spec.key]))
     if spec.key in REGISTRY:
         return _resolve_hub(spec)
     return spec.source

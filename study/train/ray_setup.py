@@ -138,6 +138,9 @@ def init_ray(num_cpus: int | None = None, dashboard: bool = False, log_to_driver
     the local instance came up on another address."""
     if not os.environ.get("RAY_ADDRESS"):
         os.environ.update(LOCAL_RAY_ENV)  # before the first ``import ray``: Ray reads it then
+        # token authentication as Ray chooses it for a local instance, but said explicitly, so Ray does not print its
+        # notice that it chose it on the study's console (RAY_AUTH_MODE=disabled, set by the user, still wins)
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
     if ray.is_initialized():
