@@ -660,11 +660,21 @@ def test_the_console_prints_one_line_per_run_event_and_the_progress():
     console.on_trial_error(0, [], runs[2])
     lines = stream.getvalue().splitlines()
     assert lines[0].endswith("t0 started   search vme-tuned seed 8 modality text alpha=0.1235")
-    assert lines[3].endswith("t0 evaluated step 2: English dev 0.5000, target mean 0.2500")
+    assert "t0 evaluated step 2: English dev 0.5000, target mean 0.2500 (study ETA " in lines[3]
     assert lines[4].endswith("t0 finished") and lines[5].startswith("[study] 1/3 runs done, elapsed ")
     assert lines[6].endswith("t1 stopped early at step 2 of 6 (ASHA)")
     assert lines[8].endswith("t2 FAILED: StudyError: loss became non-finite")
     assert lines[9].startswith("[study] 3/3 runs done") and lines[9].endswith("ETA 0s") and len(lines) == 10
+
+
+def test_the_eta_weighs_runs_by_their_cost_and_counts_runs_in_progress():
+    """The ETA extrapolates cost units, not runs: a finished plain run (1 unit) of a study of one plain and one VME
+    run (1 + 1.7 units) leaves 1.7 units; half of the VME run done leaves 0.85."""
+    from study.tune.console import VME_STEP_COST, eta
+
+    assert eta(1.0, 1.0 + VME_STEP_COST, 60.0) == "1m42s"
+    assert eta(1.0 + VME_STEP_COST / 2, 1.0 + VME_STEP_COST, 111.0) == "51s"
+    assert eta(0.0, 3.0, 5.0) == "?"
 
 
 def test_runs_are_named_for_people_and_carry_arm_and_phase_as_params():

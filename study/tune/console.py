@@ -47,11 +47,21 @@ def duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def eta(done: int, total: int, elapsed: float) -> str:
-    """The time the remaining runs take at the pace so far ("?" before the first run ends)."""
-    if not done:
+VME_STEP_COST = 1.7  # a VME training step's time over a plain one's (1.69x on the CPU benchmark, docs/results.md)
+
+
+def run_cost(config: TrialConfig) -> float:
+    """A run's expected cost relative to a plain run of the same preset: the ETA weighs runs by it, so that a
+    study of VME and plain arms does not extrapolate from whichever arm happened to finish first."""
+    return VME_STEP_COST if config.train.objective == "vme" else 1.0
+
+
+def eta(progress: float, total: float, elapsed: float) -> str:
+    """The time the remaining work takes at the pace so far: ``progress`` of ``total`` cost units done in
+    ``elapsed`` seconds ("?" before any progress)."""
+    if progress <= 0:
         return "?"
-    return duration(elapsed / done * max(0, total - done))
+    return duration(elapsed / progress * max(0.0, total - progress))
 
 
 class ConsoleCallback(Callback):
@@ -59,11 +69,13 @@ class ConsoleCallback(Callback):
     of runs the study will make (search trials and confirm runs); ``done`` runs may already have ended (a resumed
     study, or an earlier phase)."""
 
-    def __init__(self, metric: str, total: int, stream=None):
+    def __init__(self, metric: str, total: int, stream=None, total_cost: float | None = None):
         self.metric, self.total = metric, total
+        self.total_cost = float(total if total_cost is None else total_cost)  # run_cost units (default: 1 a run)
         self.stream = stream  # None: sys.stderr when printing (Tune pickles callbacks with the study state)
-        self.started = time.time()
-        self.done = 0
+        self.started: float | None = None  # the first run's start: the reference lines before it are no run time
+        self.done, self.done_cost = 0, 0.0
+        self.running: dict[str, float] = {}  # trial id -> its cost units done so far (step / planned steps)
 
     def _print(self, trial, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
@@ -77,12 +89,20 @@ class ConsoleCallback(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         """``started``: what the run is."""
+        if self.started is None:
+            self.started = time.time()
+        self.running.setdefault(trial.trial_id, 0.0)
         self._print(trial, f"started   {describe(TrialConfig.from_tune(trial.config))}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        """``evaluated``: the step and its scores."""
+        """``evaluated``: the step of the planned ones, its scores and the study's ETA so far."""
+        step, planned = result.get("step"), result.get(TOTAL_STEPS_KEY)
+        if isinstance(step, (int, float)) and isinstance(planned, (int, float)) and planned > 0:
+            self.running[trial.trial_id] = run_cost(TrialConfig.from_tune(trial.config)) * min(1.0, step / planned)
         if selection_key(self.metric) in result:
-            self._print(trial, f"evaluated step {result.get('step', '?')}: {self._scores(result)}")
+            of = f"/{int(planned)}" if isinstance(planned, (int, float)) else ""
+            self._print(trial, f"evaluated step {result.get('step', '?')}{of}: {self._scores(result)} "
+                               f"(study ETA {self._eta()})")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         """``finished`` (or ``stopped early``, when ASHA ended it before its planned steps), then progress."""
@@ -96,11 +116,17 @@ class ConsoleCallback(Callback):
         """``failed``, with the error's last line; then progress."""
         self._end(trial, f"FAILED: {error_line(trial)[:300]}")
 
+    def _eta(self) -> str:
+        elapsed = time.time() - (self.started or time.time())
+        return eta(self.done_cost + sum(self.running.values()), self.total_cost, elapsed)
+
     def _end(self, trial, what: str) -> None:
         self.done += 1
+        self.running.pop(trial.trial_id, None)
+        self.done_cost += run_cost(TrialConfig.from_tune(trial.config))
         self._print(trial, what)
-        elapsed = time.time() - self.started
-        print(f"[study] {self.done}/{self.total} runs done, elapsed {duration(elapsed)}, "
-              f"ETA {eta(self.done, self.total, elapsed)}", file=self.stream or sys.stderr, flush=True)
+        elapsed = time.time() - (self.started or time.time())
+        print(f"[study] {self.done}/{self.total} runs done, elapsed {duration(elapsed)}, ETA {self._eta()}",
+              file=self.stream or sys.stderr, flush=True)
 
 

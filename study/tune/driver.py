@@ -156,7 +156,7 @@ class StudyDriver:
         self.study_run = study_run
         self.mlflow = MLflowTrialCallback(study_run.writer(settings.faults), tags, selection_key(self.metric),
                                           self.metric)
-        self.callbacks = [self.mlflow, ConsoleCallback(self.metric, self.runs)]
+        self.callbacks = [self.mlflow, ConsoleCallback(self.metric, self.runs, total_cost=self.planned_cost())]
         tuned = any(arm.tuned for arm in settings.arms)
         print(f"[study] {settings.name}: {settings.spec.name} on {settings.task.name} ({settings.task.suite}, "
               f"preset {settings.preset}); arms {', '.join(a.name for a in settings.arms)}: "
@@ -170,10 +170,22 @@ class StudyDriver:
                   flush=True)
         self.started = time.perf_counter()
 
+    def planned_cost(self) -> float:
+        """The study's runs in ``console.run_cost`` units: each arm's search trials and confirm runs, weighed by its
+        objective (what the ETA extrapolates over)."""
+        from study.tune.console import VME_STEP_COST
+
+        settings = self.settings
+        return sum((settings.trials * arm.tuned + settings.seeds)
+                   * (VME_STEP_COST if settings.bases[arm.name].objective == "vme" else 1.0) for arm in settings.arms)
+
     def record_reference_lines(self) -> None:
         """The frozen probe and the random-init floor on the runs' own test items, where the task has them."""
         if not reference_lines_supported(self.settings.task):
             return
+        print(f"[reference] scoring the frozen-encoder probe and the random-init floor on the runs' test items "
+              f"({len(self.settings.base.languages or self.settings.task.languages)} languages) before the first "
+              "run", file=sys.stderr, flush=True)
         lines = reference_lines(self.settings.base, log=lambda line: print(line, file=sys.stderr, flush=True))
         print_reference_lines(lines, self.metric)
         self.summary.update({reference_key(line, k): v for line, scores in lines.items() for k, v in scores.items()})
