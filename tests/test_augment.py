@@ -98,7 +98,7 @@ def test_roget_table_is_cached():
     assert roget_neighbours() is roget_neighbours()
 
 
-# --- the released code's matching and resource (issue #15 item 5) ----------------------------------------------------
+# --- the released code's matching and resource ---------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,7 @@ def test_exact_matching_splits_on_single_spaces_like_the_released_code():
 def test_words_matching_replaces_capitalised_words_where_exact_does_not(counter_fitted):
     words = load_synonyms(str(counter_fitted))
     draws = {words.substitute_text("United States", random.Random(seed))[0] for seed in range(50)}
-    assert {"Unified States", "Unify States"} & draws  # today's default: capitalised words are replaced
+    assert {"Unified States", "Unify States"} & draws  # the default matching: capitalised words are replaced
 
 
 def test_counter_fitted_is_downloaded_once_checked_and_cached(counter_fitted, tmp_path, monkeypatch):

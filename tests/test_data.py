@@ -115,7 +115,7 @@ SQUAD_ONE = {"data": [{"paragraphs": [{"context": "Paris is big.", "qas": [
 
 
 def test_release_files_are_read_as_released(tmp_path):
-    """#16 items 10, 11, 13: the files as the benchmarks ship them."""
+    """XNLI-MT, PAN-X and TyDiQA-GoldP files are read as the benchmarks ship them."""
     # XNLI-MT's English training file spells the label "contradictory"
     (tmp_path / "xnli").mkdir()
     (tmp_path / "xnli/multinli.train.en.tsv").write_text(
@@ -140,7 +140,7 @@ def test_release_files_are_read_as_released(tmp_path):
 
 
 def test_qa_training_and_selection_sources_are_xtreme_rs(tmp_path):
-    """#16 item 7: XQuAD-en's questions are SQuAD v1.1 dev questions, so English dev selection must not see them;
+    """XQuAD-en's questions are SQuAD v1.1 dev questions, so English dev selection must not see them;
     TyDiQA-GoldP trains on its own English data."""
     def squad(ids):
         return {"data": [{"paragraphs": [{"context": "Paris is big.", "qas": [
@@ -160,7 +160,7 @@ def test_qa_training_and_selection_sources_are_xtreme_rs(tmp_path):
 
 
 def test_lareqa_answer_at_a_sentence_break_belongs_to_the_sentence_starting_there():
-    """#16 item 12: sentences are half-open [start, end), as XTREME's LAReQA code reads them."""
+    """Sentences are half-open [start, end), as XTREME's LAReQA code reads them."""
     from study.data.rankings import _xquad_r_language
 
     context = "他出生于巴黎。他的专利很多。"
@@ -326,7 +326,7 @@ def test_qa_spans_map_back_to_the_answer_and_cache_is_reused(tiny):
 
 
 def test_long_questions_are_cut_to_fit_and_every_question_keeps_a_window(tiny):
-    """A question that leaves a window no more than a stride of context made the fast tokenizer panic; now it is cut
+    """A question that leaves a window no more than a stride of context makes the fast tokenizer panic, so it is cut
     to XTREME's query budget, and every question still gets at least one window (every gold unit is scored)."""
     from study.data.features import qa_window
     from study.models.registry import load_tokenizer

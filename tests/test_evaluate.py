@@ -211,8 +211,8 @@ def test_word_windows_fit_the_budget_and_keep_every_word():
 
 
 def test_every_word_of_a_long_sentence_is_scored(tiny):
-    """A 40-word sentence at max_length 16 used to score the 14 words of its first window; now all 40 are scored,
-    a word the tokenizer drops entirely (a zero-width space) included, and training pairs its windows."""
+    """A 40-word sentence at max_length 16 is scored on all 40 words (not only the 14 of its first window), a word
+    the tokenizer drops entirely (a zero-width space) included, and training pairs its windows."""
     from study.data.augment import Synonyms
     from study.data.features import encode_records
     from study.data.pairs import build_pairs
