@@ -1,9 +1,9 @@
-import os
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(os.environ.get("STUDY_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+# Real data cut to what the tests read, laid out as --data-dir reads it (tests/fixtures/README.md: sources, licences)
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
@@ -25,9 +25,9 @@ def tiny():
 
 @pytest.fixture(scope="session")
 def synonym_file():
-    path = SHARED_DATA / "synonyms" / "counterfitted_neighbors.json.gz"
-    if not path.is_file():
-        pytest.skip(f"reference synonym file not found at {path} (set STUDY_SHARED_DATA)")
+    """The reference code's counter-fitted neighbour file (gzip of the released JSON)."""
+    path = FIXTURES / "synonyms" / "counterfitted_neighbors.json.gz"
+    assert path.is_file(), f"the counter-fitted neighbour file is missing at {path}"
     return path
 
 

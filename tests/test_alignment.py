@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
+from conftest import FIXTURES
 
 from study.core.errors import StudyError
 from study.data.tasks import TASKS
@@ -106,15 +106,11 @@ def test_projection_is_centred_and_blind_to_a_shift_or_scale_of_the_space(englis
 
 # --- the probe on a real encoder ------------------------------------------------------------------------------------
 
-needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real test data not found at {SHARED_DATA}")
-
-
 @pytest.mark.slow
-@needs_data
 def test_probe_of_pretrained_e5_small_reproduces_study_evaluate_on_tatoeba(e5_small):
     """Same sentences, tokenizer, prefix, layer and pooling as study.cli.evaluate: the same retrieval accuracies."""
     model, tokenizer, prefix = load_model(e5_small).eval(), load_tokenizer(e5_small), e5_small.text_prefix
-    data = probe_data(TASKS["xnli"], ("en", "de", "sw"), SHARED_DATA)  # English is the source: not probed
+    data = probe_data(TASKS["xnli"], ("en", "de", "sw"), FIXTURES)  # English is the source: not probed
     assert data.task.name == "tatoeba" and list(data.bitexts) == ["de", "sw"]
     depth = model.config.num_hidden_layers
     layers = probe_layers(depth, ap_layer=5)
@@ -122,7 +118,7 @@ def test_probe_of_pretrained_e5_small_reproduces_study_evaluate_on_tatoeba(e5_sm
     probe = run_probe(model, tokenizer, data, layers, prefix=prefix, max_length=128)
     for layer, languages in ((None, ("de", "sw")), (6, ("sw",))):
         expected = evaluate(TASKS["tatoeba"], model, tokenizer, languages, model_name="e5-small",
-                            data_dir=SHARED_DATA, layer=layer, prefix=prefix, log=lambda line: None)
+                            data_dir=FIXTURES, layer=layer, prefix=prefix, log=lambda line: None)
         for lang in languages:
             measured = probe.results[layer or depth][lang]
             assert measured.xx_to_en == expected["per_language"][lang]

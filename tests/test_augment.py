@@ -98,21 +98,11 @@ def test_roget_table_is_cached():
     assert roget_neighbours() is roget_neighbours()
 
 
-# --- the released code's matching and resource (issue #15 item 5) ----------------------------------------------------
+# --- the released code's matching and resource ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def counter_fitted():
-    """The local copy of the reference's neighbours; /work/shared is part of every CI run, so a missing copy fails."""
-    from conftest import SHARED_DATA
-
-    path = SHARED_DATA / "synonyms" / "counterfitted_neighbors.json.gz"
-    assert path.is_file(), f"the counter-fitted neighbour file is missing at {path} (set STUDY_SHARED_DATA)"
-    return path
-
-
-def test_exact_matching_leaves_capitalised_and_punctuated_tokens_untouched(counter_fitted):
-    exact = load_synonyms(str(counter_fitted), "exact")
+def test_exact_matching_leaves_capitalised_and_punctuated_tokens_untouched(synonym_file):
+    exact = load_synonyms(str(synonym_file), "exact")
     assert exact.matching == "exact" and exact.table["united"] == ["unified", "unify"]
     assert sum(1 for v in exact.table.values() if v) == 25_591  # every word with neighbours, as in the file
     text = "United States troops said the movie, a film about the war. The movie was great"
@@ -135,19 +125,19 @@ def test_exact_matching_splits_on_single_spaces_like_the_released_code():
     assert outputs == {"movie\tgreat  great", "movie\tgreat  superb"}
 
 
-def test_words_matching_replaces_capitalised_words_where_exact_does_not(counter_fitted):
-    words = load_synonyms(str(counter_fitted))
+def test_words_matching_replaces_capitalised_words_where_exact_does_not(synonym_file):
+    words = load_synonyms(str(synonym_file))
     draws = {words.substitute_text("United States", random.Random(seed))[0] for seed in range(50)}
-    assert {"Unified States", "Unify States"} & draws  # today's default: capitalised words are replaced
+    assert {"Unified States", "Unify States"} & draws  # the default matching: capitalised words are replaced
 
 
-def test_counter_fitted_is_downloaded_once_checked_and_cached(counter_fitted, tmp_path, monkeypatch):
+def test_counter_fitted_is_downloaded_once_checked_and_cached(synonym_file, tmp_path, monkeypatch):
     import hashlib
     import urllib.request
 
     from study.data import augment
 
-    payload = gzip.decompress(counter_fitted.read_bytes())
+    payload = gzip.decompress(synonym_file.read_bytes())
     assert hashlib.sha256(payload).hexdigest() == augment.COUNTER_FITTED_SHA256  # the pinned file is the local copy
     calls = []
 
@@ -172,7 +162,7 @@ def test_counter_fitted_is_downloaded_once_checked_and_cached(counter_fitted, tm
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
     synonyms = load_synonyms("counter-fitted", "exact")
     assert calls == [augment.COUNTER_FITTED_URL] and synonyms.source == "counter-fitted"
-    assert synonyms.table == load_synonyms(str(counter_fitted), "exact").table
+    assert synonyms.table == load_synonyms(str(synonym_file), "exact").table
     load_synonyms("counter-fitted")
     assert len(calls) == 1  # cached: never downloaded twice
     assert augment.synonym_source_label("counter-fitted").startswith("counter-fitted (Mrkšić et al. 2016")

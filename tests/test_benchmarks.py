@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import FIXTURES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,10 +46,9 @@ def test_vme_vs_reference_benchmark_prints_speed_memory_profile_and_exactness(le
     assert "step memory" in out and out.count(" MiB") == 3
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "tatoeba").is_dir(), reason=f"Tatoeba files not found under {SHARED_DATA}")
 def test_eval_throughput_benchmark_prints_both_speed_ups_and_equal_scores(e5_small):
     out = _run("eval_throughput.py", "--pairs", "20", "--examples", "20", "--topic-languages", "de,ja",
-               "--data-dir", str(SHARED_DATA))
+               "--data-dir", str(FIXTURES))
     assert "speed-up over the plain reference: tatoeba" in out and "pocket-topic" in out.splitlines()[-1]
     rows = [line.split() for line in out.splitlines() if line.startswith(("tatoeba de", "pocket-topic targets"))]
     assert len(rows) == 2

@@ -31,7 +31,8 @@ from study.train.ray_setup import NODE_ON_LOOPBACK
 
 ROOT = Path(__file__).resolve().parents[1]
 ON_LOOPBACK = {"node_ip_address": "127.0.0.1"}  # test clusters' nodes, like the study's own Ray
-# A driver joining a loopback cluster: without it Ray swaps RAY_ADDRESS's 127.0.0.1 for the outward address (ray#59110)
+# A driver joining a loopback cluster: without it Ray swaps RAY_ADDRESS's 127.0.0.1 for the outward address
+# (Ray's GitHub bug 59110)
 LOOPBACK_DRIVER = {NODE_ON_LOOPBACK: "0"}
 
 

@@ -1,4 +1,4 @@
-"""Task registry, local-format loaders on the real files in ../shared/data, pocket suite, tokenisation."""
+"""Task registry, local-format loaders on real files (tests/fixtures), pocket suite, tokenisation."""
 
 import gzip
 import json
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import FIXTURES
 
 from study.core.errors import StudyError
 from study.data import tasks as T
@@ -18,8 +18,7 @@ from study.data.formats import Bitext, RankingSet
 from study.data.pocket import pocket_retrieval, pocket_topic
 from study.data.sources import load_split
 
-DOC = SHARED_DATA.parent / "docs" / "xtreme_r.md"
-needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real test data not found at {SHARED_DATA}")
+DOC = FIXTURES / "xtreme_r_tasks.md"  # the task table of XTREME-R (google-research/xtreme evaluate.py)
 
 
 def test_every_task_kind_has_its_behaviour_in_each_table():
@@ -44,7 +43,6 @@ def test_every_task_kind_has_its_behaviour_in_each_table():
     assert set(HUB_COLUMNS) == set(HUB_NORMALISERS)  # study.data.hub check looks for what each normaliser reads
 
 
-@pytest.mark.skipif(not DOC.is_file(), reason=f"{DOC} not found")
 def test_task_languages_are_exactly_the_reference_lists():
     rows = re.findall(r"^\| \d+ \| .*?\(`(\w+)`\) \|.*?\|.*?\| \d+ \| (.*?) \|$", DOC.read_text(), re.M)
     assert len(rows) == 10
@@ -70,29 +68,27 @@ def _lines(path):
         return handle.read().splitlines()
 
 
-@needs_data
 def test_local_loaders_count_what_the_files_hold():
-    tatoeba = load_split(T.TASKS["tatoeba"], "test", "fa", SHARED_DATA)  # LASER's pes code
+    tatoeba = load_split(T.TASKS["tatoeba"], "test", "fa", FIXTURES)  # LASER's pes code
     assert isinstance(tatoeba, Bitext) and len(tatoeba.source) == len(
-        _lines(SHARED_DATA / "tatoeba/v1/tatoeba.pes-eng.pes"))
-    xcopa = load_split(T.TASKS["xcopa"], "test", "sw", SHARED_DATA)
-    assert len(xcopa) == len(_lines(SHARED_DATA / "xcopa/data/sw/test.sw.jsonl")) == 500
+        _lines(FIXTURES / "tatoeba/v1/tatoeba.pes-eng.pes"))
+    xcopa = load_split(T.TASKS["xcopa"], "test", "sw", FIXTURES)
+    assert len(xcopa) == len(_lines(FIXTURES / "xcopa/data/sw/test.sw.jsonl")) == 500
     assert xcopa[0]["choices"] and xcopa[0]["label"] in (0, 1)
-    xquad = load_split(T.TASKS["xquad"], "test", "de", SHARED_DATA)
+    xquad = load_split(T.TASKS["xquad"], "test", "de", FIXTURES)
     assert len(xquad) == 1190 and all(r["context"][s:].startswith(t) for r in xquad[:50]
                                       for s, t in zip(r["answers"]["answer_start"], r["answers"]["text"]))
-    udpos = load_split(T.TASKS["udpos"], "test", "de", SHARED_DATA)
-    sent_ids = [l for l in _lines(SHARED_DATA / "udpos/UD_German-PUD/de_pud-ud-test.conllu.gz")
+    udpos = load_split(T.TASKS["udpos"], "test", "de", FIXTURES)
+    sent_ids = [l for l in _lines(FIXTURES / "udpos/UD_German-PUD/de_pud-ud-test.conllu.gz")
                 if l.startswith("# sent_id")]
     assert len(udpos) == len(sent_ids) == 1000 and all(len(r["tokens"]) == len(r["tags"]) for r in udpos)
-    lareqa = load_split(T.TASKS["lareqa"], "test", "de", SHARED_DATA)
+    lareqa = load_split(T.TASKS["lareqa"], "test", "de", FIXTURES)
     assert isinstance(lareqa, RankingSet) and len(lareqa.questions) == 1190
     assert all(len(r) == 11 for r in lareqa.relevant)  # one answer sentence per XQuAD-R language
 
 
-@needs_data
 def test_english_train_and_dev_for_tagging():
-    train = load_split(T.TASKS["udpos"], "train", "en", SHARED_DATA)
+    train = load_split(T.TASKS["udpos"], "train", "en", FIXTURES)
     assert len(train) == 3457  # UD English-LinES train
     assert set(t for r in train for t in r["tags"]) <= set(T.TASKS["udpos"].labels)
 
@@ -115,7 +111,7 @@ SQUAD_ONE = {"data": [{"paragraphs": [{"context": "Paris is big.", "qas": [
 
 
 def test_release_files_are_read_as_released(tmp_path):
-    """#16 items 10, 11, 13: the files as the benchmarks ship them."""
+    """XNLI-MT, PAN-X and TyDiQA-GoldP files are read as the benchmarks ship them."""
     # XNLI-MT's English training file spells the label "contradictory"
     (tmp_path / "xnli").mkdir()
     (tmp_path / "xnli/multinli.train.en.tsv").write_text(
@@ -140,7 +136,7 @@ def test_release_files_are_read_as_released(tmp_path):
 
 
 def test_qa_training_and_selection_sources_are_xtreme_rs(tmp_path):
-    """#16 item 7: XQuAD-en's questions are SQuAD v1.1 dev questions, so English dev selection must not see them;
+    """XQuAD-en's questions are SQuAD v1.1 dev questions, so English dev selection must not see them;
     TyDiQA-GoldP trains on its own English data."""
     def squad(ids):
         return {"data": [{"paragraphs": [{"context": "Paris is big.", "qas": [
@@ -160,7 +156,7 @@ def test_qa_training_and_selection_sources_are_xtreme_rs(tmp_path):
 
 
 def test_lareqa_answer_at_a_sentence_break_belongs_to_the_sentence_starting_there():
-    """#16 item 12: sentences are half-open [start, end), as XTREME's LAReQA code reads them."""
+    """Sentences are half-open [start, end), as XTREME's LAReQA code reads them."""
     from study.data.rankings import _xquad_r_language
 
     context = "他出生于巴黎。他的专利很多。"
@@ -294,7 +290,6 @@ def test_pocket_retrieval_has_30_plus_clean_languages():
         assert not any("%" in t or "{" in e for t, e in rows)
 
 
-@needs_data
 def test_tagging_labels_sit_on_first_subtoken(tiny):
     from study.models.registry import load_tokenizer
 
@@ -306,12 +301,11 @@ def test_tagging_labels_sit_on_first_subtoken(tiny):
     assert labelled[1][1] != -100 and labelled[2][1] == -100  # "▁Un" "bel..." : only the first piece
 
 
-@needs_data
 def test_qa_spans_map_back_to_the_answer_and_cache_is_reused(tiny):
     from study.models.registry import load_tokenizer
 
     tokenizer = load_tokenizer(tiny)
-    records = load_split(T.TASKS["xquad"], "test", "en", SHARED_DATA)[:40]
+    records = load_split(T.TASKS["xquad"], "test", "en", FIXTURES)[:40]
     features = encode_records(T.TASKS["xquad"], records, tokenizer, 256, "unit")
     answer = {r["id"]: r["answers"]["text"][0] for r in records}
     found = [f for f in features if f["start_positions"] > 0]
@@ -326,7 +320,7 @@ def test_qa_spans_map_back_to_the_answer_and_cache_is_reused(tiny):
 
 
 def test_long_questions_are_cut_to_fit_and_every_question_keeps_a_window(tiny):
-    """A question that leaves a window no more than a stride of context made the fast tokenizer panic; now it is cut
+    """A question that leaves a window no more than a stride of context makes the fast tokenizer panic, so it is cut
     to XTREME's query budget, and every question still gets at least one window (every gold unit is scored)."""
     from study.data.features import qa_window
     from study.models.registry import load_tokenizer

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import SHARED_DATA
+from conftest import FIXTURES
 
 from study.core.errors import StudyError
 from study.data import tasks as T
@@ -278,7 +278,6 @@ def test_every_flag_is_in_the_readme():
     assert len(flags) > 15 and [f for f in flags if f"`{f}" not in readme and f != "--help"] == []
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "lareqa").is_dir(), reason=f"real XQuAD-R files not found under {SHARED_DATA}")
 def test_pysbd_finds_the_answer_sentence_xquad_r_ships_for_nearly_every_english_question(capsys):
     """The one difference from XTREME's protocol, measured: XQuAD-R's English paragraphs are SQuAD v1.1 dev
     paragraphs with the sentence breaks LAReQA's authors computed; pysbd (which splits SQuAD train for the training
@@ -288,7 +287,7 @@ def test_pysbd_finds_the_answer_sentence_xquad_r_ships_for_nearly_every_english_
     from study.data.formats import _read_json
     from study.data.rankings import _xquad_r_language
 
-    path = SHARED_DATA / "lareqa/xquad-r/en.json"
+    path = FIXTURES / "lareqa/xquad-r/en.json"
     data = _read_json(path, path)
     _, _, questions = _xquad_r_language(data, path)
     split, same, total = sentence_splitter(), 0, 0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SHARED_DATA
+from conftest import FIXTURES
 from sklearn.metrics import f1_score
 
 from study.cli import evaluate as cli
@@ -22,14 +22,10 @@ from study.evaluation import scoring as evaluation
 from study.evaluation.scoring import length_batches, padded_inputs, run_batches, score_retrieval, sentence_embeddings
 from study.models.registry import load_model, load_tokenizer, save_model_dir
 
-needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real test data not found at {SHARED_DATA}")
-
-
-@needs_data
 def test_real_tatoeba_retrieval_with_e5_small_is_far_above_chance(e5_small, tmp_path, capsys):
     out = tmp_path / "tatoeba.json"
     assert cli.main(["--model", "e5-small", "--task", "tatoeba", "--languages", "sw", "--data-dir",
-                     str(SHARED_DATA), "--json", str(out)]) == 0
+                     str(FIXTURES), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result) >= {"task", "model", "metric", "per_language", "per_family", "average"}
     assert result["model"].endswith("[offline stand-in]") and result["metric"] == "accuracy"
@@ -64,7 +60,6 @@ def test_tatoeba_protocol_is_xtreme_rs_only_for_a_squad_fine_tuned_encoder_at_it
     assert (lareqa.layer, lareqa.max_length, lareqa.query_max_length) == (None, 128, None)
 
 
-@needs_data
 def test_tatoeba_on_a_squad_checkpoint_embeds_hidden_state_8_of_512_tokens_as_xtreme_r(e5_small, tmp_path):
     """study.cli.evaluate on an xquad checkpoint (12 layers) runs XTREME-R's Tatoeba protocol and labels it so; the
     accuracy equals a plain transformers loop written from the official rules on the LASER files themselves."""
@@ -74,12 +69,12 @@ def test_tatoeba_on_a_squad_checkpoint_embeds_hidden_state_8_of_512_tokens_as_xt
     save_model_dir(load_model(e5_small, "qa"), load_tokenizer(e5_small), e5_small, checkpoint, task="xquad")
     out = tmp_path / "tatoeba.json"
     assert cli.main(["--checkpoint", str(checkpoint), "--task", "tatoeba", "--languages", "sw", "--data-dir",
-                     str(SHARED_DATA), "--json", str(out)]) == 0
+                     str(FIXTURES), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["protocol"].startswith("XTREME-R (encoder fine-tuned on SQuAD v1.1 via xquad; hidden state 8")
     assert (result["layer"], result["max_length"]) == (8, 512)
 
-    folder = SHARED_DATA / "tatoeba" / "v1"
+    folder = FIXTURES / "tatoeba" / "v1"
     swahili = (folder / "tatoeba.swh-eng.swh").read_text(encoding="utf-8").splitlines()
     english = (folder / "tatoeba.swh-eng.eng").read_text(encoding="utf-8").splitlines()
     model, tokenizer = AutoModel.from_pretrained(checkpoint).eval(), AutoTokenizer.from_pretrained(checkpoint)
@@ -120,24 +115,22 @@ def tiny_checkpoints(tmp_path_factory, tiny):
     return dirs
 
 
-@needs_data
 @pytest.mark.parametrize("task, language, head", [("pocket-topic", "de", "sequence"), ("udpos", "de", "token"),
                                                   ("xquad", "de", "qa"), ("xcopa", "sw", "multiple-choice")])
 def test_supervised_tasks_evaluate_a_checkpoint(task, language, head, tiny_checkpoints, tmp_path):
     out = tmp_path / "r.json"
     args = ["--checkpoint", str(tiny_checkpoints[head]), "--task", task, "--languages", language,
-            "--json", str(out), "--data-dir", str(SHARED_DATA)]
+            "--json", str(out), "--data-dir", str(FIXTURES)]
     assert cli.main(args) == 0
     result = json.loads(out.read_text())
     assert 0.0 <= result["per_language"][language] <= 1.0 and "fine-tuned" in result["model"]
     assert result["metric"] == TASKS[task].metric and len(result["per_family"]) == 1
     # every gold unit of the test set is scored: each word (tagging), question (QA) or example
-    records = load_split(TASKS[task], "test", language, SHARED_DATA)
+    records = load_split(TASKS[task], "test", language, FIXTURES)
     expected = sum(len(r["tokens"]) for r in records) if head == "token" else len(records)
     assert result["details"][language]["gold_units"] == expected
 
 
-@needs_data
 def test_xcopa_from_a_social_iqa_checkpoint_keeps_its_head_and_is_labelled_xtreme_r(tiny, tmp_path):
     """scripts/train_xcopa.sh: one multiple-choice model trained on SIQa, then COPA. A COPA run that starts from a
     siqa checkpoint keeps its head (the scorer of each choice), and its checkpoint's evaluation says XTREME-R; a COPA
@@ -153,7 +146,7 @@ def test_xcopa_from_a_social_iqa_checkpoint_keeps_its_head_and_is_labelled_xtrem
         save_model_dir(model, load_tokenizer(tiny), tiny, copa, task="xcopa", init_task=init_task)
         out = tmp_path / f"{init_task}.json"
         assert cli.main(["--checkpoint", str(copa), "--task", "xcopa", "--languages", "sw", "--data-dir",
-                         str(SHARED_DATA), "--json", str(out)]) == 0
+                         str(FIXTURES), "--json", str(out)]) == 0
         assert json.loads(out.read_text())["protocol"] == protocol
 
 
@@ -211,8 +204,8 @@ def test_word_windows_fit_the_budget_and_keep_every_word():
 
 
 def test_every_word_of_a_long_sentence_is_scored(tiny):
-    """A 40-word sentence at max_length 16 used to score the 14 words of its first window; now all 40 are scored,
-    a word the tokenizer drops entirely (a zero-width space) included, and training pairs its windows."""
+    """A 40-word sentence at max_length 16 is scored on all 40 words (not only the 14 of its first window), a word
+    the tokenizer drops entirely (a zero-width space) included, and training pairs its windows."""
     from study.data.augment import Synonyms
     from study.data.features import encode_records
     from study.data.pairs import build_pairs
@@ -301,10 +294,10 @@ def _plain_embeddings(model, tokenizer, texts, layer=None, batch_size=16):
     return torch.cat(out).numpy()
 
 
-@pytest.mark.parametrize("task", ["pocket-retrieval", pytest.param("tatoeba", marks=needs_data)])
+@pytest.mark.parametrize("task", ["pocket-retrieval", "tatoeba"])
 def test_retrieval_scores_equal_a_plain_loop(task, e5_small):
     model, tokenizer, prefix = load_model(e5_small).eval(), load_tokenizer(e5_small), e5_small.text_prefix
-    full = load_split(TASKS[task], "test", "de", SHARED_DATA)
+    full = load_split(TASKS[task], "test", "de", FIXTURES)
     data = Bitext(full.source[:150], full.english[:150])
     score, extra = score_retrieval(TASKS[task], data, model, tokenizer, layer=None, prefix=prefix, max_length=128,
                                    key="unit", token_budget=300)
@@ -349,9 +342,9 @@ def _plain_batches(lengths, token_budget):
 
 @pytest.mark.parametrize("task, language, records", [
     ("pocket-topic", "fa", 150),
-    pytest.param("xcopa", "sw", 100, marks=needs_data),
-    pytest.param("udpos", "de", 100, marks=needs_data),
-    pytest.param("xquad", "de", 40, marks=needs_data),
+    ("xcopa", "sw", 100),
+    ("udpos", "de", 100),
+    ("xquad", "de", 40),
 ])
 def test_every_scorer_gives_a_plain_loops_scores(task, language, records, tiny, monkeypatch):
     """Each task kind's scorer, fed by length-sorted batches cut to a token budget, gives the per-example units and
@@ -360,7 +353,7 @@ def test_every_scorer_gives_a_plain_loops_scores(task, language, records, tiny, 
     torch.manual_seed(0)
     model = load_model(tiny, task.head, num_labels=len(task.labels) or None).eval()
     tokenizer = load_tokenizer(tiny)
-    rows = load_split(task, "test", language, SHARED_DATA)[:records]
+    rows = load_split(task, "test", language, FIXTURES)[:records]
     score, extra = evaluation.score_supervised(task, rows, model, tokenizer, 128, "unit", token_budget=256)
     monkeypatch.setattr(evaluation, "length_batches", _plain_batches)
     plain_score, plain_extra = evaluation.score_supervised(task, rows, model, tokenizer, 128, "unit")

@@ -168,7 +168,7 @@ def test_vme_reference_ap_equals_a_two_pass_reference_padded_to_max_seq_length()
         with torch.no_grad():
             ap = run._loss(next(iter(run.loader)))[1]["ap"]
         assert ap == pytest.approx(expected, rel=1e-5), impl
-    batch_padded = FineTuneRun(TrainConfig(**options), 0, 1, torch.device("cpu"))  # today's default: ap_padding=batch
+    batch_padded = FineTuneRun(TrainConfig(**options), 0, 1, torch.device("cpu"))  # the default: ap_padding=batch
     batch_padded.model.eval()
     with torch.no_grad():
         ap_batch = batch_padded._loss(batch)[1]["ap"]

@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import FIXTURES
 from helpers import free_port, stop
 from hub_replica import (
     BAD_TAGS_REPO,
@@ -313,7 +313,7 @@ def test_the_users_command_runs_a_smoke_trial_with_the_multimodal_stage_from_the
     # the presets' counter-fitted synonyms come from GitHub, not the hub: a filled cache, as a prefetched one is
     synonyms = tmp_path / "cache" / "synonyms" / "counterfitted_neighbors.json"
     synonyms.parent.mkdir(parents=True)
-    synonyms.write_bytes(gzip.decompress((SHARED_DATA / "synonyms" / "counterfitted_neighbors.json.gz").read_bytes()))
+    synonyms.write_bytes(gzip.decompress((FIXTURES / "synonyms" / "counterfitted_neighbors.json.gz").read_bytes()))
     process = start_study("--preset", "smoke", "--arms", "vme-tuned", "--trials", "1", "--seeds", "1",
                           "--search-space", str(space), "--storage", str(tmp_path / "runs"), "--mlflow-uri", uri,
                           "--experiment", "hub", model=model, env=env, cwd=tmp_path)

@@ -161,7 +161,7 @@ def _contrastive_worker(rank, world, port, a, b, out):
 
 
 def test_the_contrastive_loss_and_gradients_do_not_depend_on_the_worker_count(tmp_path):
-    """Each worker used to take only its own slice as negatives. Gathered, two workers compute the
+    """Negatives are gathered from every worker, not taken from a worker's own slice: two workers compute the
     single worker's loss over the whole batch and, after DDP's averaging, its gradient."""
     import torch.multiprocessing as mp
     from helpers import free_port
@@ -237,9 +237,10 @@ def test_caption_draws_are_seeded_and_pair_each_caption_with_the_same_images_cap
     assert sum(len(languages) > 1 for languages in seen.values()) > 0.8 * len(seen)
 
 
-def test_english_captions_keep_todays_stage_key_and_captions(tmp_path, monkeypatch):
-    """The default is the stage as it was before --caption-languages: the same cache key (hard-coded from the code
-    before the option, STAGE_FORMAT 4), the same captions and partners, the same data fingerprint."""
+def test_english_captions_keep_the_stage_key_and_captions_of_existing_caches(tmp_path, monkeypatch):
+    """The default (English captions only) is the stage that a cache written without --caption-languages holds: the
+    same cache key (hard-coded, STAGE_FORMAT 4), the same captions and partners, the same data fingerprint, so such
+    caches stay valid."""
     default = stage.StageConfig(model="tiny", modality="text")
     assert default.caption_languages == ("en",)
     assert default.key("0123456789abcdef") == "c984c443fff968ed"
@@ -265,14 +266,14 @@ def test_english_captions_keep_todays_stage_key_and_captions(tmp_path, monkeypat
     from study.core.protocol import StageResult
     from study.tune.callbacks import stage_writes
 
-    cached = {k: v for k, v in meta.items() if k != "captions_per_language"}  # a stage.json of the code before
+    cached = {k: v for k, v in meta.items() if k != "captions_per_language"}  # a stage.json without the option
     cached["config"] = {k: v for k, v in meta["config"].items() if k != "caption_languages"}
     assert dict(stage_writes(StageResult("dir", cached, True)))["params"]["intermediate.caption_languages"] == "en"
 
 
 def test_caption_languages_read_back_from_json_are_the_same_stage():
     """A resumed study reads its stage sources from stored JSON, where the languages are a list: the same stage
-    (same key), not an error (found by the MLflow-outage test: every confirm run of a resumed study failed)."""
+    (same key), not an error (otherwise every confirm run of a resumed study would fail)."""
     for languages in (("en",), ("en", "de")):
         stored = stage.StageConfig(model="tiny", modality="text", caption_languages=list(languages))
         fresh = stage.StageConfig(model="tiny", modality="text", caption_languages=languages)

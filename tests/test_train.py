@@ -229,17 +229,15 @@ def test_xcopa_goes_on_from_a_social_iqa_run_with_its_head_and_records_it(tmp_pa
     import json
 
     import torch
-    from conftest import SHARED_DATA
+    from conftest import FIXTURES
 
     from study.models.registry import CHECKPOINT_META, checkpoint_task
     from study.train.finetune import MODEL_DIR, FineTuneRun
 
-    if not (SHARED_DATA / "xcopa").is_dir():
-        pytest.skip(f"XCOPA test data not found under {SHARED_DATA}")
     data = tmp_path / "data"
     (data / "siqa").mkdir(parents=True)
     (data / "copa").mkdir()
-    (data / "xcopa").symlink_to(SHARED_DATA / "xcopa")
+    (data / "xcopa").symlink_to(FIXTURES / "xcopa")
     siqa = [{"context": f"Kai lent Sam {n} books.", "question": "What will Sam want to do next?",
              "answerA": "read them", "answerB": "sell the house", "answerC": "fly away", "correct": "ABC"[n % 3]}
             for n in range(12)]
