@@ -24,6 +24,13 @@ def test_vme_overhead_benchmark_prints_both_ratios():
     assert all(name in out for name in ("plain", "vme", "vme-naive", "reference"))
 
 
+def test_calibration_benchmark_prints_every_scenario():
+    out = _run("calibration.py", "--reps", "40")
+    for scenario in ("3 seeds  shared", "3 seeds  independent", "5 seeds  shared", "5 seeds  independent"):
+        assert scenario in out, scenario
+    assert out.count("power(+2 pt)") == 6 and "paired-by-seed t" in out and "Welch t (unpaired)" in out
+
+
 def test_tokenize_benchmark_prints_throughput_and_cached_load():
     out = _run("tokenize_throughput.py")
     assert "pairs/s" in out and "second load (cached)" in out

@@ -1,4 +1,4 @@
-"""`python -m study.report`: bootstrap statistics on hand-made numbers, the report of two real smoke studies read
+"""`python -m study.report`: seed-level statistics on hand-made numbers, the report of two real smoke studies read
 from MLflow, a headless-Chromium look at the MLflow UI, and clear errors for experiments with nothing to report."""
 
 import csv
@@ -23,6 +23,7 @@ from study.report.analysis import (
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("STUDY_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+T_975_DF2 = 4.302652729911275  # Student's t, 97.5 % quantile, 2 degrees of freedom (tables)
 
 
 # --- statistics -------------------------------------------------------------------------------------------------
@@ -37,50 +38,101 @@ def test_units_give_the_metric_and_tagging_f1_exactly():
     assert units_score(metrics.tagging_units(gold, predicted)) == pytest.approx(metrics.tagging_f1(gold, predicted))
 
 
-def _side(rng, accuracy_by_lang, n=200, seeds=2):
+def _side(rng, accuracy_by_lang, n=200, seeds=3):
     return Side([{lang: [[float(rng.random() < p), 1.0] for _ in range(n)] for lang, p in accuracy_by_lang.items()}
                  for _ in range(seeds)])
 
 
-def test_bootstrap_interval_covers_the_difference_and_shrinks_with_data():
+def _scored(score: float, items: int = 20) -> list[list[float]]:
+    """Units of ``items`` test items of which the first ``score * items`` are right."""
+    right = round(score * items)
+    return [[1.0, 1.0]] * right + [[0.0, 1.0]] * (items - right)
+
+
+def test_interval_covers_the_difference_and_shrinks_with_data():
+    """Runs whose only noise is their items: with 10 times the items, the seed-level interval is narrower (8 seeds a
+    side, so that the widths are not at the mercy of 2 degrees of freedom)."""
     rng = np.random.default_rng(1)
     langs = {"de": 0.8, "fr": 0.7, "ja": 0.6}
-    a, b = _side(rng, langs, n=400), _side(rng, {k: v - 0.2 for k, v in langs.items()}, n=400)
+    a, b = _side(rng, langs, n=400, seeds=8), _side(rng, {k: v - 0.2 for k, v in langs.items()}, n=400, seeds=8)
     wide = paired_difference_by_group(a, b, "family")
     assert set(wide) == {"Indo-European", "Japonic"}
     for contrast in wide.values():
-        assert contrast.low <= contrast.estimate <= contrast.high and contrast.runs == (2, 2)
+        assert contrast.low <= contrast.estimate <= contrast.high and contrast.runs == (8, 8)
         assert contrast.low < 0.2 < contrast.high + 0.1 and contrast.low > 0  # a real 0.2 gap, clearly above 0
+        assert contrast.method.startswith("Welch t, df=") and "seeds not recorded" in contrast.note
     assert wide["Indo-European"].languages == ("de", "fr")
-    small = paired_difference_by_group(_side(rng, langs, n=40), _side(rng, langs, n=40), "family")
+    small = paired_difference_by_group(_side(rng, langs, n=40, seeds=8), _side(rng, langs, n=40, seeds=8), "family")
     assert (small["Japonic"].high - small["Japonic"].low) > (wide["Japonic"].high - wide["Japonic"].low)
 
 
-def test_pairing_resamples_the_same_items_on_both_sides():
-    """A is right on items 0-59 and B on 0-49 of the same 100 items, in both seeds: a paired draw's difference is the
-    share of drawn items among 50-59, Binomial(100, 0.1) / 100, whose 2.5 / 97.5 % quantiles are 0.05 and 0.16
-    (P(X <= 4) = .024, P(X <= 5) = .058, P(X <= 15) = .960, P(X <= 16) = .979). Unpaired, the standard error alone
-    would be sqrt(.6 * .4 + .5 * .5) / 10 = .07, an interval about 0.27 wide."""
-    a = Side([{"de": [[float(i < 60), 1.0] for i in range(100)]}] * 2)
-    b = Side([{"de": [[float(i < 50), 1.0] for i in range(100)]}] * 2)
-    contrast = paired_difference_by_group(a, b, draws=20000)["Indo-European"]
-    assert contrast.estimate == pytest.approx(0.1)
-    assert 0.04 <= contrast.low <= 0.06 and 0.15 <= contrast.high <= 0.17, (contrast.low, contrast.high)
+def test_paired_by_seed_interval_as_hand_computed():
+    """3 seeds, 2 languages, 20 items each. Per seed (a: de, ja | b: de, ja): seed 1 (.60, .40 | .45, .35), seed 2
+    (.70, .50 | .40, .40), seed 3 (.65, .45 | .50, .30): side means .50 - .40, .60 - .40, .55 - .40, differences
+    .10, .20, .15 (b's runs given in another order: pairing is by seed). Mean .15, s.d. .05, s.e. .05 / sqrt 3;
+    t(2) = 4.302653: [.15 - .124207, .15 + .124207]; t = 3 sqrt 3, and with 2 df the two-sided
+    p = 1 - t / sqrt(t² + 2) = 1 - sqrt(27 / 29)."""
+    from scipy.stats import ttest_rel
+
+    a_scores = {1: (0.60, 0.40), 2: (0.70, 0.50), 3: (0.65, 0.45)}
+    b_scores = {3: (0.50, 0.30), 1: (0.45, 0.35), 2: (0.40, 0.40)}
+
+    def side(scores):
+        return Side([{"de": _scored(de), "ja": _scored(ja)} for de, ja in scores.values()], list(scores))
+
+    found = paired_difference_by_group(side(a_scores), side(b_scores), by=None)["all targets"]
+    half = T_975_DF2 * 0.05 / np.sqrt(3)
+    assert found.estimate == pytest.approx(0.15) and found.df == 2 and found.method == "paired-by-seed t, df=2"
+    assert (found.low, found.high) == pytest.approx((0.15 - half, 0.15 + half))
+    assert (found.low, found.high) == pytest.approx((0.025793, 0.274207), abs=1e-6)
+    assert found.p == pytest.approx(1 - np.sqrt(27 / 29)) and found.p == pytest.approx(0.035099, abs=1e-6)
+    assert "3 paired seeds: no distribution-free (sign or permutation) test can reach 0.05" in found.note
+    assert "smallest two-sided p is 0.25" in found.note
+    means = [[np.mean(s[k]) for k in (1, 2, 3)] for s in (a_scores, b_scores)]
+    reference = ttest_rel(*means)
+    assert (found.low, found.high) == pytest.approx(tuple(reference.confidence_interval(0.95)))
+    assert found.p == pytest.approx(reference.pvalue)
+    per_family = paired_difference_by_group(side(a_scores), side(b_scores))
+    assert per_family["Japonic"].estimate == pytest.approx((0.05 + 0.10 + 0.15) / 3)  # ja alone: .05, .10, .15
+
+
+def test_welch_interval_as_hand_computed():
+    """Run means a (.50, .60, .55), b (.40, .50, .30) on different seeds: s_a² = .0025, s_b² = .01, s.e.² =
+    .0125 / 3; Welch–Satterthwaite df = (.0125 / 3)² / ((.0025 / 3)² / 2 + (.01 / 3)² / 2) = .0125² / (.0001063 /
+    2) = 2.941176; checked against scipy's ttest_ind(equal_var=False)."""
+    from scipy.stats import t, ttest_ind
+
+    a = Side([{"de": _scored(v)} for v in (0.50, 0.60, 0.55)], [1, 2, 3])
+    b = Side([{"de": _scored(v)} for v in (0.40, 0.50, 0.30)], [4, 5, 6])
+    found = paired_difference_by_group(a, b, by=None, paired=False)["all targets"]
+    df = 0.0125 ** 2 / ((0.0025 ** 2 + 0.01 ** 2) / 2)
+    assert df == pytest.approx(2.941176, abs=1e-6) and found.df == pytest.approx(df)
+    assert found.method == "Welch t, df=2.9" and found.note == "" and found.estimate == pytest.approx(0.15)
+    half = t.ppf(0.975, df) * np.sqrt(0.0125 / 3)
+    assert (found.low, found.high) == pytest.approx((0.15 - half, 0.15 + half))
+    reference = ttest_ind([0.50, 0.60, 0.55], [0.40, 0.50, 0.30], equal_var=False)
+    assert (found.low, found.high) == pytest.approx(tuple(reference.confidence_interval(0.95)))
+    assert found.p == pytest.approx(reference.pvalue)
+    # asked to pair, but the sides share no seed: no paired interval, and the row says why
+    unpaired = paired_difference_by_group(a, b, by=None)["all targets"]
+    assert not unpaired.has_interval and unpaired.note.startswith("0 seed(s) shared by both sides")
 
 
 def test_contrasts_use_only_the_languages_both_sides_evaluated():
     rng = np.random.default_rng(3)
-    shared = [{lang: [[float(rng.random() < 0.7), 1.0] for _ in range(100)] for lang in ("de", "uk")}] * 2
+    shared = [{lang: [[float(rng.random() < 0.7), 1.0] for _ in range(100)] for lang in ("de", "uk")}] * 3
     extra = [{**run, **{lang: [[1.0, 1.0]] * 100 for lang in ("fr", "es", "it")}} for run in shared]
     contrast = paired_difference_by_group(Side(extra), Side(shared))["Indo-European"]
     assert contrast.languages == ("de", "uk") and contrast.estimate == 0.0  # fr/es/it are not on both sides
-    assert contrast.low == contrast.high == 0.0  # identical items, identical scores: every paired draw is 0
+    assert contrast.low == contrast.high == 0.0 and contrast.p == 1.0  # identical runs: no variance, no difference
 
 
-def test_no_interval_from_one_run_different_items_or_too_few_examples():
+def test_no_interval_below_three_runs_different_items_or_too_few_examples():
     rng = np.random.default_rng(2)
     one = paired_difference_by_group(_side(rng, {"de": 0.7}, seeds=1), _side(rng, {"de": 0.5}))["Indo-European"]
-    assert not one.has_interval and one.note.startswith("1 vs 2 run(s): no interval") and one.estimate > 0
+    assert not one.has_interval and one.note.startswith("1 vs 3 run(s): no interval") and one.estimate > 0
+    two = paired_difference_by_group(_side(rng, {"de": 0.7}, seeds=2), _side(rng, {"de": 0.5}, seeds=2))
+    assert two["Indo-European"].note == "2 vs 2 run(s): no interval (seed variance needs 3 runs per side)"
     mismatched = paired_difference_by_group(_side(rng, {"de": 0.7}, n=100), _side(rng, {"de": 0.5}, n=90))
     assert "different test items" in mismatched["Indo-European"].note
     tiny = paired_difference_by_group(_side(rng, {"ja": 0.5}, n=4), _side(rng, {"ja": 0.5}, n=4))["Japonic"]
@@ -100,29 +152,33 @@ def test_seed_repeats_widen_the_interval():
 
 
 def test_paired_interval_excludes_zero_where_the_unpaired_one_does_not():
-    """A true +4-point difference on 3 languages x 300 items, both sides scored on the same items (an item easy for
-    one is easy for the other): the paired interval excludes 0 and is narrower than the unpaired one (each side
-    resampled on its own), which straddles 0."""
+    """A +4-point difference on 3 languages x 300 items, 3 seeds whose effect both arms share (-6, 0, +6 points)
+    and a seed x arm part of -1, 0, +1 points: per-seed differences .03, .04, .05 give the paired interval
+    .04 ± t(2) .01 / sqrt 3 = [.0152, .0648], excluding 0; Welch on the same runs counts the shared seed effect as
+    noise and straddles 0."""
     rng = np.random.default_rng(0)
     difficulty = {lang: rng.permutation((np.arange(300) + 0.5) / 300) for lang in ("de", "fr", "es")}
-    b_runs = [{lang: [[float(d > 0.5), 1.0] for d in ds] for lang, ds in difficulty.items()}] * 2  # 150 right
-    a_runs = [{lang: [[float(d > 0.46), 1.0] for d in ds] for lang, ds in difficulty.items()}] * 2  # 162 right
-    paired = paired_difference_by_group(Side(a_runs), Side(b_runs))["Indo-European"]
-    assert paired.estimate == pytest.approx(0.04)
-    unpaired = []
-    for _ in range(2000):
-        draws = [np.mean([np.mean(rng.choice(np.array(run[lang])[:, 0], 300)) for lang in difficulty])
-                 for run in (a_runs[0], b_runs[0])]
-        unpaired.append(draws[0] - draws[1])
-    low, high = np.percentile(unpaired, [2.5, 97.5])
-    assert paired.low > 0 and low < 0 < high
-    assert paired.high - paired.low < (high - low) / 2
+
+    def run(threshold):
+        return {lang: [[float(d > threshold), 1.0] for d in ds] for lang, ds in difficulty.items()}
+
+    shifts = {1: -0.06, 2: 0.0, 3: 0.06}
+    b = Side([run(0.5 - s) for s in shifts.values()], list(shifts))
+    a = Side([run(0.46 - s + 0.01 * (2 - seed)) for seed, s in shifts.items()], list(shifts))
+    paired = paired_difference_by_group(a, b)["Indo-European"]
+    half = T_975_DF2 * 0.01 / np.sqrt(3)
+    assert paired.estimate == pytest.approx(0.04) and (paired.low, paired.high) == pytest.approx((0.04 - half,
+                                                                                                0.04 + half))
+    unpaired = paired_difference_by_group(a, b, paired=False)["Indo-European"]
+    assert unpaired.estimate == pytest.approx(0.04) and unpaired.low < 0 < unpaired.high
+    assert paired.low > 0 and unpaired.method.startswith("Welch t")
 
 
 def test_a_configuration_against_itself_over_seeds_is_rarely_significant():
-    """40 comparisons of one configuration with itself: per seed a score offset from N(0, 0.02) (seed noise),
-    3 seeds a side, 3 languages x 300 items. The seeds-first paired interval excludes 0 in at most 3 of 40 (nominal
-    2 of 40); an items-only interval of one run a side would exclude it far more often."""
+    """40 comparisons of one configuration with itself: per seed a score offset from N(0, 0.02) (seed noise), items
+    drawn independently per run, 3 seeds a side (independent), 3 languages x 300 items. The all-targets interval
+    excludes 0 in at most 3 of 40 (nominal 2 of 40), and so does 'some family row differs after Holm's correction'.
+    (tests/test_report_calibration.py does the same with items that keep their difficulty across runs.)"""
     rng = np.random.default_rng(7)
     langs = ("de", "fr", "ja")
 
@@ -133,11 +189,14 @@ def test_a_configuration_against_itself_over_seeds_is_rarely_significant():
             runs.append({lang: [[float(rng.random() < 0.6 + offset), 1.0] for _ in range(300)] for lang in langs})
         return Side(runs)
 
-    significant = 0
-    for i in range(40):
-        contrasts = paired_difference_by_group(side(), side(), by="family", draws=1000, seed=i)
-        significant += any(c.low > 0 or c.high < 0 for c in contrasts.values())
-    assert significant <= 3, significant
+    overall = families = 0
+    for _ in range(40):
+        a, b = side(), side()
+        primary = paired_difference_by_group(a, b, by=None, paired=False)["all targets"]
+        overall += primary.low > 0 or primary.high < 0
+        rows = paired_difference_by_group(a, b, by="family", paired=False)
+        families += min(holm([c.p for c in rows.values()])) <= 0.05
+    assert overall <= 3 and families <= 3, (overall, families)
 
 
 def test_line_fit_recovers_slope_and_refuses_too_few_points():
@@ -295,10 +354,15 @@ def test_importance_inputs_use_the_searched_scale_and_mark_inactive_branches():
     assert Param.from_json("alpha", space["alpha"].to_json()) == space["alpha"]
 
 
+SEED_EFFECT = {1: -0.03, 2: 0.0, 3: 0.03}  # each confirm seed's effect, shared by every arm
+
+
 def _arm_study(effects: dict, stand_in: bool = False, search_effect: float = 0.0):
-    """A hand-made study of model m on de, fr, ja: per arm, 2 confirm runs (seeds) scored on the same 300 items per
-    language, the arm's effect added to every item's chance of being right; plus one search trial per arm whose
-    scores are off by ``search_effect`` (comparisons must not see it)."""
+    """A hand-made study of model m on de, fr, ja: per arm, 3 confirm runs (seeds 1-3, recorded as the runs' ``seed``
+    parameter) scored on the same 300 items per language, each item right when its difficulty is below 0.5 + the
+    seed's effect (shared by the arms) + the arm's effect (which, where non-zero, also varies by 0.4 points per
+    seed: -0.4, 0, +0.4); plus one search trial per arm whose scores are off by ``search_effect`` (comparisons must
+    not see it)."""
     from study.core.protocol import CONFIRM_PHASE, SEARCH_PHASE
     from study.report.load import Study, TrialRun
 
@@ -307,34 +371,108 @@ def _arm_study(effects: dict, stand_in: bool = False, search_effect: float = 0.0
     name = "M [offline stand-in, untrained]" if stand_in else "M"
     trials = []
     for a, (arm, effect) in enumerate(effects.items()):
-        for seed in range(3):
-            phase = SEARCH_PHASE if seed == 2 else CONFIRM_PHASE
-            shift = effect + (search_effect if phase == SEARCH_PHASE else 0.0)
+        for seed in range(4):
+            phase = SEARCH_PHASE if seed == 0 else CONFIRM_PHASE
+            shift = (effect + search_effect if phase == SEARCH_PHASE else
+                     effect + SEED_EFFECT[seed] + (0.004 * (seed - 2) if effect else 0.0))
             units = {lang: [[float(p < 0.5 + shift), 1.0] for p in ps] for lang, ps in base.items()}
             scores = {lang: units_score(u) for lang, u in units.items()}
-            trials.append(TrialRun(f"{arm}{seed}", phase, arm, "S", "m", name, stand_in, "none", {}, 0.5,
-                                   10 * a + seed, scores, units))
+            trials.append(TrialRun(f"{arm}{seed}", phase, arm, "S", "m", name, stand_in, "none", {"seed": str(seed)},
+                                   0.5, 10 * a + seed, scores, units))
     return Study("x", "uri", "accuracy", [], trials, "pocket-topic")
 
 
-def test_arm_contrasts_come_from_confirm_runs_and_are_stated_only_when_the_interval_excludes_zero():
+def test_arm_contrasts_come_from_confirm_runs_paired_by_seed_with_one_primary_contrast():
     from study.report.tables import arm_rows, results_summary
 
     study = _arm_study({"plain": 0.0, "vme-reference": 0.05, "vme-tuned": 0.0}, search_effect=0.3)
     rows = {(r["contrast"], r["family"]): r for r in arm_rows(study)}
     assert {c for c, _ in rows} == {"M: vme-reference - plain", "M: vme-tuned - plain", "M: vme-tuned - vme-reference"}
     real = rows[("M: vme-reference - plain", "Indo-European")]
-    assert real["languages"] == 2 and real["runs"] == "2 vs 2" and real["low"] > 0  # de, fr; search trials unseen
-    assert real["difference"] == pytest.approx(0.05, abs=0.02)
-    null = rows[("M: vme-tuned - plain", "Japonic")]
-    assert null["difference"] == 0.0 and null["low"] == null["high"] == 0.0
-    lines = results_summary(arm_rows(study))
-    assert any(line.startswith("M: vme-reference - plain on Indo-European: +0.0") and "95 % interval" in line
-               for line in lines)
-    assert "M: vme-tuned - plain on Japonic: no detectable difference (n=1 languages, runs 2 vs 2)" in lines
+    assert real["languages"] == 2 and real["runs"] == "3 vs 3" and real["low"] > 0  # de, fr; search trials unseen
+    assert real["difference"] == pytest.approx(0.05, abs=0.02) and real["method"] == "paired-by-seed t, df=2"
+    assert real["role"] == "exploratory" and real["p_holm"] >= real["p"]
+    assert real["correction"].startswith("Holm (1979; statsmodels multipletests) over 2 family rows")
+    assert "no distribution-free (sign or permutation) test can reach 0.05" in real["note"]
+    null = rows[("M: vme-tuned - plain", "Japonic")]  # the same runs seed by seed: every difference is 0
+    assert null["difference"] == 0.0 and null["low"] == null["high"] == 0.0 and null["p"] == 1.0
     overall = rows[("M: vme-reference - plain", "all targets")]  # the primary row: every shared target language
-    assert overall["languages"] == 3 and overall["low"] > 0
-    assert lines[-1].startswith("6 of 9 intervals exclude zero; at 95 % each")  # reference vs plain and vs tuned and "about 0.5" in lines[-1]
+    assert overall["languages"] == 3 and overall["low"] > 0 and overall["role"] == "primary"
+    assert overall["question"] == "M: VME objective" and overall["p_holm"] == overall["p"]  # its question's only one
+    tuned = [r for (c, g), r in rows.items() if g == "all targets" and "vme-tuned" in c]
+    assert {r["role"] for r in tuned} == {"secondary"} and all("over 2 secondary" in r["correction"] for r in tuned)
+    lines = results_summary(arm_rows(study))
+    assert lines[0].startswith("primary: M: vme-reference - plain, all 3 targets: +0.0500 [+0.02")
+    assert "(95 % interval, paired-by-seed t, df=2; runs 3 vs 3; p 0.0" in lines[0] and "): differs" in lines[0]
+    assert lines[1].startswith("secondary: M: vme-tuned - plain, all 3 targets: +0.0000 [+0.0000, +0.0000]")
+    assert "Holm-adjusted over the question's 2 contrasts 1.000): no detectable difference" in lines[1]
+    assert "M: vme-tuned - plain, per family (exploratory, Holm over 2 rows): no detectable difference in any of 2 " \
+           "rows after correction" in lines
+    assert any(line.startswith("M: vme-reference - plain, per family (exploratory, Holm over 2 rows): differs in "
+                               "Indo-European +0.05") for line in lines)
+    assert lines[-1].startswith("4 of 6 exploratory family rows differ after Holm's correction") \
+        and "Gelman & Stern 2006" in lines[-1]
+
+
+def test_the_modality_question_corrects_across_its_primary_contrasts():
+    """The modality design: each stage contrast of a fixed arm over all targets is primary, Holm-corrected across
+    the question's four (multimodal - none, text - none, multimodal - text, multimodal - shuffled)."""
+    from study.report.tables import arm_rows
+
+    study = _arm_study({"plain": 0.0, "plain+text": 0.0, "plain+multimodal": 0.05, "plain+multimodal-shuffled": 0.0})
+    primary = {r["contrast"]: r for r in arm_rows(study) if r["family"] == "all targets"}
+    assert set(primary) == {"M: plain+multimodal - plain", "M: plain+text - plain", "M: plain+multimodal - plain+text",
+                            "M: plain+multimodal - plain+multimodal-shuffled"}
+    assert {r["role"] for r in primary.values()} == {"primary"} and {r["question"] for r in primary.values()} == {
+        "M: modality"}
+    assert all("over 4 primary contrast(s)" in r["correction"] and r["p_holm"] >= r["p"] for r in primary.values())
+    stepped = [min(1.0, (4 - i) * p) for i, p in enumerate(sorted(r["p"] for r in primary.values()))]  # Holm 1979
+    assert sorted(r["p_holm"] for r in primary.values()) == pytest.approx(np.maximum.accumulate(stepped))
+
+
+def test_a_primary_contrast_is_stated_with_its_interval_even_when_it_covers_zero():
+    from study.report.questions import results_summary
+
+    row = {"contrast": "M: vme-reference - plain", "family": "all targets", "question": "M: VME objective",
+           "role": "primary", "languages": 15, "difference": 0.0109, "low": -0.0061, "high": 0.0278,
+           "method": "paired-by-seed t, df=2", "p": 0.12, "p_holm": 0.12, "correction": "", "runs": "3 vs 3",
+           "note": ""}
+    assert results_summary([row]) == [
+        "primary: M: vme-reference - plain, all 15 targets: +0.0109 [-0.0061, +0.0278] (95 % interval, "
+        "paired-by-seed t, df=2; runs 3 vs 3; p 0.120): no detectable difference"]
+    refused = {**row, "low": None, "high": None, "p": None, "p_holm": None, "method": "", "runs": "2 vs 2",
+               "note": "2 vs 2 run(s): no interval (seed variance needs 3 runs per side)"}
+    assert results_summary([refused]) == ["primary: M: vme-reference - plain, all 15 targets: +0.0109; 2 vs 2 run(s): "
+                                          "no interval (seed variance needs 3 runs per side)"]
+    from dataclasses import replace
+
+    from study.report.load import Study
+    from study.report.tables import arm_rows
+
+    study = _arm_study({"plain": 0.0, "vme-reference": 0.05})  # plain logged no per-example scores: one row says so
+    trials = [replace(t, units=None) if t.arm == "plain" else t for t in study.trials]
+    rows = arm_rows(Study("x", "uri", "accuracy", [], trials, "pocket-topic"))
+    assert [(r["family"], r["role"], r["difference"]) for r in rows] == [("all targets", "primary", None)]
+    assert results_summary(rows) == ["primary: M: vme-reference - plain: no interval: a side logged no per-example "
+                                     "scores"]
+
+
+def test_family_tables_average_the_languages_every_arm_scored():
+    """fr is missing from vme-reference's runs: every arm's Indo-European mean is then over de alone, so the rows
+    side by side average the same languages."""
+    from dataclasses import replace
+
+    from study.report.load import Study
+    from study.report.tables import group_rows
+
+    study = _arm_study({"plain": 0.0, "vme-reference": 0.05})
+    trials = [replace(t, scores={k: v for k, v in t.scores.items() if k != "fr"}) if t.arm == "vme-reference" else t
+              for t in study.trials]
+    rows = group_rows(Study("x", "uri", "accuracy", [], trials, "pocket-topic"), "family")
+    european = {r["arm"]: r for r in rows if r["family"] == "Indo-European"}
+    assert {r["languages"] for r in european.values()} == {1}
+    plain = [t for t in trials if t.arm == "plain" and t.phase == "confirm"]
+    assert european["plain"]["score"] == pytest.approx(np.mean([t.scores["de"] for t in plain]))
 
 
 def test_no_model_comparison_with_an_untrained_stand_in_and_only_on_matched_arms():
@@ -349,11 +487,46 @@ def test_no_model_comparison_with_an_untrained_stand_in_and_only_on_matched_arms
     rows = comparison_rows(both)
     assert {r["contrast"] for r in rows} == {"N - M (plain)", "N - M (vme-reference)"}  # never plain vs vme
     assert all(r["difference"] == 0.0 for r in rows)
+    primary = [r for r in rows if r["family"] == "all targets"]  # one per matched arm, Holm across the two
+    assert len(primary) == 2 and {r["role"] for r in primary} == {"primary"}
+    assert all(r["method"].startswith("Welch t, df=") and "over 2 primary" in r["correction"] for r in primary)
+    assert {r["role"] for r in rows if r["family"] != "all targets"} == {"exploratory"}
     untrained = _arm_study({"plain": 0.0}, stand_in=True)
     mixed = Study("x", "uri", "accuracy", [], untrained.trials + [t for t in other if t.arm == "plain"], "pocket-topic")
     refused = comparison_rows(mixed)
     assert len(refused) == 1 and refused[0]["difference"] is None
     assert refused[0]["note"] == "no model comparison: M [offline stand-in, untrained] is an untrained offline stand-in"
+
+
+def test_the_all_targets_model_row_as_hand_computed():
+    """Two models on plain, 3 seeds each on de and ja (20 items each). Run means (de, ja averaged): M .40, .50, .30;
+    N .50, .60, .55 (the same seed numbers: two models still share no seed effect, so Welch, never paired). N - M
+    = .15; s_M² = .01, s_N² = .0025; Welch–Satterthwaite df = .0125² / ((.01² + .0025²) / 2) = 2.941176."""
+    from scipy.stats import ttest_ind
+
+    from study.core.protocol import CONFIRM_PHASE
+    from study.report.load import Study, TrialRun
+    from study.report.tables import comparison_rows
+
+    per_seed = {"m": [(0.45, 0.35), (0.55, 0.45), (0.35, 0.25)], "n": [(0.55, 0.45), (0.65, 0.55), (0.60, 0.50)]}
+    trials = []
+    for model, scores in per_seed.items():
+        for seed, (de, ja) in enumerate(scores, start=1):
+            units = {"en": _scored(0.9), "de": _scored(de), "ja": _scored(ja)}
+            trials.append(TrialRun(f"{model}{seed}", CONFIRM_PHASE, "plain", "S", model, model.upper(), False, "none",
+                                   {"seed": str(seed)}, 0.9, seed, {k: units_score(u) for k, u in units.items()},
+                                   units))
+    rows = {r["family"]: r for r in comparison_rows(Study("x", "uri", "accuracy", [], trials, "pocket-topic"))}
+    assert list(rows) == ["all targets", "Indo-European", "Japonic"]
+    overall = rows["all targets"]
+    reference = ttest_ind([0.50, 0.60, 0.55], [0.40, 0.50, 0.30], equal_var=False)
+    assert overall["contrast"] == "N - M (plain)" and overall["difference"] == pytest.approx(0.15)
+    assert overall["method"] == "Welch t, df=2.9" and overall["languages"] == 2 and overall["runs"] == "3 vs 3"
+    assert (overall["low"], overall["high"]) == pytest.approx(tuple(reference.confidence_interval(0.95)))
+    assert overall["p"] == pytest.approx(reference.pvalue) and overall["p_holm"] == pytest.approx(reference.pvalue)
+    assert overall["role"] == "primary" and overall["question"] == "models" and overall["note"] == ""
+    assert rows["Japonic"]["role"] == "exploratory" and rows["Japonic"]["difference"] == pytest.approx(
+        (0.45 + 0.55 + 0.50) / 3 - (0.35 + 0.45 + 0.25) / 3)
 
 
 # --- the report of real studies -------------------------------------------------------------------------------
@@ -401,11 +574,12 @@ def test_report_has_a_row_per_family_and_intervals_around_estimates(report):
                             ("tiny random BERT [offline stand-in, untrained]", "vme-reference - plain")):
         rows = [r for r in arms if r["contrast"] == f"{model}: {contrast}"]
         assert {r["family"] for r in rows} == families[model] | {"all targets"}, (model, contrast)  # primary row
-    with_interval = [r for r in arms if r["low"]]
-    assert with_interval and len(with_interval) == len(arms)  # per-example scores of 2 runs a side: intervals
-    assert all(r["runs"] == "2 vs 2" and r["note"] == "" for r in arms)
-    for row in with_interval:
-        assert float(row["low"]) <= float(row["difference"]) <= float(row["high"]), row
+    # 2 confirm seeds a side: an estimate in every row, but no interval (the seed-level interval needs 3 runs a side)
+    assert all(r["runs"] == "2 vs 2" and r["difference"] and not r["low"] and not r["p"] for r in arms)
+    assert {r["note"] for r in arms} == {"2 vs 2 run(s): no interval (seed variance needs 3 runs per side)"}
+    roles = {(r["contrast"].split(": ")[1], r["family"] == "all targets"): r["role"] for r in arms}
+    assert roles == {("vme-tuned - plain", True): "secondary", ("vme-reference - plain", True): "primary",
+                     ("vme-tuned - plain", False): "exploratory", ("vme-reference - plain", False): "exploratory"}
     references = _csv(report / "reference_lines.csv")
     assert {(r["model"], r["line"]) for r in references if r["family"] == "all targets"} == {
         (model, line) for model in models for line in ("frozen_probe", "random_init_probe")}
@@ -431,7 +605,7 @@ def test_report_draws_the_alignment_probe_of_the_probed_study_only(report):
     assert {r["contrast"] for r in contrasts} == {f"{bert}: vme-reference - plain"}
     assert {(r["measure"], r["family"]) for r in contrasts} >= {("xx_to_en", "all targets"),
                                                                   ("centred_distance", "Japonic")}
-    assert all(r["runs"] == "2 vs 2" for r in contrasts)
+    assert all(r["runs"] == "2 vs 2" and not r["low"] for r in contrasts)
     page = (report / "report.html").read_text(encoding="utf-8")
     assert "Alignment probe: did the arms pull languages towards English?" in page
     assert f"{bert}: vme-reference - plain, xx→en retrieval of the alignment probe at layer 6" in page
@@ -441,12 +615,18 @@ def test_report_draws_the_alignment_probe_of_the_probed_study_only(report):
 @pytest.mark.slow
 def test_report_html_is_honest_and_references_only_existing_files(report):
     page = (report / "report.html").read_text(encoding="utf-8")
-    for fact in ("OFFLINE STAND-IN", "English dev only", "pocket", "smoke", "Model comparison per family",
-                 "Arm contrasts per family", "Results in words", "from confirm runs only",
+    for fact in ("OFFLINE STAND-IN", "English dev only", "pocket", "smoke", "Model comparison (matched arms): all "
+                 "targets (primary) and per family (exploratory)", "Arm contrasts: all targets (primary or "
+                 "secondary) and per family (exploratory)", "Results in words", "from confirm runs only",
+                 "paired-by-seed t", "Welch t", "Holm (1979)", "Gelman &amp; Stern 2006",
                  "No modality contrast is drawn", "typological distance", "after Holm at 0.05",
                  "parameter importance", "no model comparison", "roget (offline substitute for counter-fitted)"):
         assert fact in page, fact
-    assert "vme-tuned - plain on" in page and "vme-reference - plain on" in page  # each contrast in words
+    # each contrast in words, with its estimate although 2 seeds a side give no interval
+    assert re.search(r"secondary: tiny random XLM-R [^:]*: vme-tuned - plain, all \d+ targets: [+-]\d\.\d{4}; 2 vs 2 "
+                     r"run\(s\): no interval", page)
+    assert re.search(r"primary: tiny random BERT [^:]*: vme-reference - plain, all \d+ targets: [+-]\d\.\d{4}; 2 vs 2 ",
+                     page)
     referenced = set(re.findall(r'(?:src|href)="([^"]+)"', page))
     assert referenced and all((report / name).is_file() for name in referenced), referenced
     assert {"family_scores.png", "arm_contrasts.png", "optimisation_history.png", "loss_weights.png"} <= referenced

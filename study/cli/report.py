@@ -1,14 +1,15 @@
 """``study report --experiment NAME``: the cross-family comparison a researcher reads, from MLflow only.
 
-It reads the finished studies of an MLflow experiment (``study.tune.driver`` runs: the study's parent run, one nested run
-per search trial and per confirm run) through the client API and writes, to ``--out`` and as artifacts of a
-``report`` run in the same experiment:
+It reads the finished studies of an MLflow experiment (``study.tune.driver`` runs: the study's parent run, one
+nested run per search trial and per confirm run) through the client API and writes, to ``--out`` and as artifacts
+of a ``report`` run in the same experiment:
 
-* the results in words: each contrast stated only where its paired interval excludes zero;
-* arm contrasts per family (vme-reference - plain, vme-tuned - plain, vme-tuned - vme-reference) and model
-  comparisons on matched arms (e.g. XLM-R - mBERT), from confirm runs only, with 95 % paired bootstrap intervals
-  (items resampled per language with the same indices on both sides, seeds resampled first) over the languages both
-  sides evaluated;
+* the results in words: each question's primary contrast over all targets with its estimate and interval, and
+  the exploratory family rows that differ after Holm's correction;
+* arm contrasts (vme-reference - plain, vme-tuned - plain, vme-tuned - vme-reference, the modality design's) and
+  model comparisons on matched arms (e.g. XLM-R - mBERT), over all targets and per family, from confirm runs only,
+  with 95 % seed-level t intervals (paired by seed between arms, Welch between models; ``study.report.inference``)
+  over the languages both sides evaluated;
 * per model and arm: the per-language zero-shot scores (seed mean of the confirm runs), with family, branch,
   script and gap to English;
 * transfer gap vs typological distance to English (URIEL+, integrated and imputed): per model and distance kind on
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
     studies = load_studies(args.mlflow_uri, args.experiment)
     print(f"[report] {sum(len(s.trials) for s in studies)} finished trial runs of "
           f"{', '.join(sorted({m for s in studies for m in s.models()}))} on {', '.join(s.task for s in studies)} in "
-          f"{args.experiment!r}; bootstrapping and drawing...", file=sys.stderr, flush=True)
+          f"{args.experiment!r}; computing intervals and drawing...", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix=".report-", dir=args.out.parent if args.out.parent.exists() else None) \
             as scratch:  # written whole, then moved: a failed report leaves no half-written directory
         files = write_report(studies, Path(scratch))

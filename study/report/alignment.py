@@ -1,5 +1,5 @@
-"""The alignment probe in the report (issue #19): Δ alignment per family for each arm, the paired VME − plain
-contrast of Δ alignment, its relation to the transfer contrast across languages, and the 2-D figure.
+"""The alignment probe in the report: Δ alignment per family for each arm, the VME − plain contrast of Δ alignment
+(paired by seed), its relation to the transfer contrast across languages, and the 2-D figure.
 
 Inputs are plain records, so the report wires them in however it groups its runs:
 
@@ -11,9 +11,12 @@ Inputs are plain records, so the report wires them in however it groups its runs
 
 Every arm starts from the same pretrained encoder probed on the same sentences, so the contrast of Δ alignment
 between two arms is the contrast of their alignment: (a − pretrained) − (b − pretrained) = a − b. For retrieval it
-is therefore the paired bootstrap of transfer (``analysis.paired_difference_by_group``: seeds, then sentences,
-resampled) on the per-sentence units; the centroid distances have one number per language and run, so their
-interval resamples seeds only (``seed_contrast_by_group``).
+is therefore the seed-level interval of transfer (``analysis.paired_difference_by_group``) on the per-sentence units:
+each run's value is its mean over the group's languages of its retrieval accuracy on the same sentences, and the
+runs are paired by seed (the arms of one model run the same confirm seeds; Welch's interval where the seeds are not
+recorded). The centroid distances have one number per language and run, and get the same seed-level interval on
+the runs' group means (``seed_contrast_by_group``). Family rows are exploratory and Holm-corrected
+(``questions.assign_corrections``).
 """
 
 from __future__ import annotations
@@ -40,14 +43,17 @@ from study.core.protocol import (
     target_group_means,
 )
 from study.report.analysis import (
-    MIN_RUNS,
+    ALPHA,
     Contrast,
     Side,
     SlopeTest,
+    contrast_of,
+    holm,
     paired_difference_by_group,
     slope_permutation_test,
 )
 from study.report.load import Study, TrialRun
+from study.report.questions import SECONDARY, assign_corrections, label_rows
 from study.report.rows import _contrast_row
 
 Report = Mapping[str, float]
@@ -79,27 +85,35 @@ def delta_rows(arms: Mapping[str, Sequence[Report]], measure: str, layer: int, b
     return rows
 
 
-def retrieval_side(examples: Sequence[Mapping], direction: str, layer: int) -> Side:
+def retrieval_side(examples: Sequence[Mapping], direction: str, layer: int, seeds: Sequence | None = None) -> Side:
     """An ``analysis.Side`` of one retrieval direction (``xx_to_en`` / ``en_to_xx``) and layer: per run, the
-    per-sentence units of its examples' ``ALIGNMENT_UNITS`` (runs without them are left out)."""
+    per-sentence units of its examples' ``ALIGNMENT_UNITS`` (runs without them are left out), with the runs'
+    training ``seeds`` where known (one per example)."""
     key = alignment_units_key(direction, layer)
-    return Side([e[ALIGNMENT_UNITS][key] for e in examples if key in e.get(ALIGNMENT_UNITS, {})])
+    seeds = list(seeds) if seeds is not None else [None] * len(examples)
+    kept = [(e[ALIGNMENT_UNITS][key], s) for e, s in zip(examples, seeds, strict=True)
+            if key in e.get(ALIGNMENT_UNITS, {})]
+    return Side([units for units, _ in kept], [s for _, s in kept])
 
 
 def retrieval_contrast(a_examples: Sequence[Mapping], b_examples: Sequence[Mapping], direction: str, layer: int,
-                       by: str = "family") -> dict[str, Contrast]:
+                       by: str | None = "family", a_seeds: Sequence | None = None,
+                       b_seeds: Sequence | None = None) -> dict[str, Contrast]:
     """a − b of Δ retrieval accuracy per group, which equals a − b of retrieval accuracy (module docstring), with
-    the transfer contrasts' paired bootstrap: seeds resampled, then one draw of sentences per language for every
-    run, over the target languages both arms probed."""
-    return paired_difference_by_group(retrieval_side(a_examples, direction, layer),
-                                      retrieval_side(b_examples, direction, layer), by)
+    the transfer contrasts' seed-level interval (``analysis.paired_difference_by_group``) over the target languages
+    both arms probed: paired by seed when both arms' seeds are given, Welch's on the run means otherwise."""
+    return paired_difference_by_group(retrieval_side(a_examples, direction, layer, a_seeds),
+                                      retrieval_side(b_examples, direction, layer, b_seeds), by)
 
 
 def seed_contrast_by_group(a: Sequence[Report], b: Sequence[Report], measure: str, layer: int, by: str = "family",
-                           draws: int = 2000, seed: int = 0) -> dict[str, Contrast]:
+                           a_seeds: Sequence | None = None, b_seeds: Sequence | None = None,
+                           paired: bool = True) -> dict[str, Contrast]:
     """a − b of Δ ``measure`` (any, e.g. ``centred_distance``) per group over the target languages every run of
-    both arms probed: the difference of seed-mean group means, with a 95 % percentile interval from resampling
-    each arm's runs (no sentence units exist for distances). No interval under ``analysis.MIN_RUNS`` runs a side."""
+    both arms probed. Each run's value is its mean over the group's languages (one number per language and run: no
+    sentence units exist for distances), and ``analysis.contrast_of`` gives the seed-level interval: paired by seed
+    where both arms' ``seeds`` are given (and ``paired``), Welch's otherwise. No interval under
+    ``inference.MIN_RUNS`` runs a side."""
     def per_run(runs):
         return [alignment_scores(r, ALIGNMENT_DELTA, measure, layer) for r in runs]
 
@@ -109,20 +123,11 @@ def seed_contrast_by_group(a: Sequence[Report], b: Sequence[Report], measure: st
     groups: dict[str, list[str]] = {}
     for lang in shared:
         groups.setdefault(group_of(lang, by), []).append(lang)
-    rng = np.random.default_rng(seed)
     out = {}
     for group, langs in sorted(groups.items()):
         a_means = np.array([np.mean([v[k] for k in langs]) for v in a_runs])  # (runs,) group mean per run
         b_means = np.array([np.mean([v[k] for k in langs]) for v in b_runs])
-        estimate, low, high, note = float(a_means.mean() - b_means.mean()), None, None, ""
-        if min(len(a_means), len(b_means)) < MIN_RUNS:
-            note = f"{len(a_means)} vs {len(b_means)} run(s): no interval (seed variance needs {MIN_RUNS} runs)"
-        else:
-            differences = (rng.choice(a_means, (draws, len(a_means))).mean(axis=1)
-                           - rng.choice(b_means, (draws, len(b_means))).mean(axis=1))
-            low, high = (float(v) for v in np.percentile(differences, [2.5, 97.5]))
-        out[group] = Contrast(estimate, low, high, tuple(langs), (len(a_means), len(b_means)),
-                              note or "seeds resampled only: one value per language and run")
+        out[group] = contrast_of(a_means, b_means, langs, a_seeds, b_seeds, paired)
     return out
 
 
@@ -150,20 +155,22 @@ def transfer_alignment_fit(points: Sequence[Mapping]) -> SlopeTest | None:
     return slope_permutation_test([p["delta_alignment"] for p in points], [p["delta_transfer"] for p in points])
 
 
-def contrast_sentence(label: str, contrasts: Mapping[str, Contrast], fit: SlopeTest | None, alpha: float = 0.05
+def contrast_sentence(label: str, contrasts: Mapping[str, Contrast], fit: SlopeTest | None, alpha: float = ALPHA
                       ) -> str:
-    """One sentence for the results summary: in which groups the interval of a − b of Δ alignment excludes 0
-    (and which way), or that no difference was detectable, and whether the transfer contrast tracks it."""
-    up = [g for g, c in contrasts.items() if c.has_interval and c.low > 0]
-    down = [g for g, c in contrasts.items() if c.has_interval and c.high < 0]
+    """One sentence for the results summary: in which groups a − b of Δ alignment differs from 0 after Holm's
+    (1979) correction across the groups with an interval (and which way), or that no difference was detectable,
+    and whether the transfer contrast tracks it."""
     tested = [g for g, c in contrasts.items() if c.has_interval]
+    adjusted = dict(zip(tested, holm([contrasts[g].p for g in tested]), strict=True))
+    up = [g for g in tested if adjusted[g] <= alpha and contrasts[g].estimate > 0]
+    down = [g for g in tested if adjusted[g] <= alpha and contrasts[g].estimate < 0]
     if not tested:
         change = f"{label}: too little data for an interval in any group"
     elif not up and not down:
-        change = f"{label}: no detectable difference in any of {len(tested)} group(s)"
+        change = f"{label}: no detectable difference in any of {len(tested)} group(s) after Holm's correction"
     else:
         change = f"{label}: higher in {', '.join(up) or 'none'}, lower in {', '.join(down) or 'none'} " \
-                 f"(95 % intervals excluding 0; {len(tested)} group(s) tested)"
+                 f"(Holm-adjusted p <= {alpha} across the {len(tested)} group(s) tested)"
     if fit is None:
         return f"{change}; too few languages to relate it to transfer."
     tracks = "tracks" if fit.p <= alpha else "does not detectably track"
@@ -195,11 +202,12 @@ def _probed(study: Study, model: str) -> dict[str, list[TrialRun]]:
 
 
 def alignment_rows(study: Study) -> tuple[list[dict], list[dict], list[str]]:
-    """The alignment probe (``study/report/alignment.py``) per model, from the confirm runs that logged it (``study.tune.driver
-    --alignment-probe``): (Δ alignment rows per arm, family, measure and probed layer; contrast rows of each arm
-    contrast — xx_to_en retrieval with the paired bootstrap over sentences and seeds, over all shared targets and per
-    family; the centred distance with seeds resampled, per family; one sentence per contrast for the results summary:
-    where retrieval at the last layer moved, and whether the transfer contrast tracks it across languages)."""
+    """The alignment probe per model, from the confirm runs that logged it (``study.tune.driver --alignment-probe``):
+    (Δ alignment rows per arm, family, measure and probed layer; contrast rows of each arm contrast, paired by seed —
+    xx_to_en retrieval over all shared targets (secondary) and per family (exploratory), the centred distance per
+    family (exploratory), family rows Holm-corrected per contrast, measure and layer; one sentence per contrast for
+    the results summary: where retrieval at the last layer moved, and whether the transfer contrast tracks it across
+    languages)."""
     deltas, contrasts, summary = [], [], []
     for model in study.models():
         probed = _probed(study, model)
@@ -213,21 +221,24 @@ def alignment_rows(study: Study) -> tuple[list[dict], list[dict], list[str]]:
         for left, right in arm_contrasts(list(probed)):
             label = f"{name}: {left} - {right}"
             examples = [[{ALIGNMENT_UNITS: r.alignment_units} for r in probed[arm]] for arm in (left, right)]
+            seeds = [[r.seed for r in probed[arm]] for arm in (left, right)]
             for layer in layers:
-                retrieval = retrieval_contrast(*examples, "xx_to_en", layer)  # per family; the summary's at the last
-                found = [("xx_to_en", retrieval_contrast(*examples, "xx_to_en", layer, by=None)),
+                retrieval = retrieval_contrast(*examples, "xx_to_en", layer, "family", *seeds)  # the summary's: last
+                found = [("xx_to_en", retrieval_contrast(*examples, "xx_to_en", layer, None, *seeds)),
                          ("xx_to_en", retrieval),
                          ("centred_distance", seed_contrast_by_group(reports[left], reports[right],
-                                                                     "centred_distance", layer))]
-                contrasts += [{"measure": measure, "layer": layer, **_contrast_row(label, "family", group, c)}
-                              for measure, per_group in found for group, c in per_group.items()]
+                                                                     "centred_distance", layer, "family", *seeds))]
+                for measure, per_group in found:
+                    rows = [_contrast_row(label, "family", group, c) for group, c in per_group.items()]
+                    contrasts += [{"measure": measure, "layer": layer, **row} for row in label_rows(
+                        rows, "family", f"{label}: alignment probe, {measure} at layer {layer}", SECONDARY)]
             last = layers[-1]
             with_scores = [[{**r.alignment, **{language_key(study.metric, k): v for k, v in r.scores.items()}}
                             for r in probed[arm]] for arm in (left, right)]
             fit = transfer_alignment_fit(transfer_alignment_points(*with_scores, study.metric, "xx_to_en", last))
             summary.append(contrast_sentence(f"{label}, xx→en retrieval of the alignment probe at layer {last}",
                                              retrieval, fit))
-    return deltas, contrasts, summary
+    return deltas, assign_corrections(contrasts, lambda r: (r["contrast"], r["measure"], r["layer"])), summary
 
 
 def alignment_figures(study: Study) -> dict[str, dict[str, bytes]]:

@@ -1,12 +1,12 @@
-"""The statistics of the report, on plain numbers (no MLflow, no plotting): paired bootstrap intervals of
-contrasts over test examples and seeds, and permutation tests (Holm-corrected) of transfer against typological
-distance.
+"""The statistics of the report, on plain numbers (no MLflow, no plotting): seed-level intervals of contrasts per
+group of languages (``study.report.inference``), and permutation tests (Holm-corrected) of transfer against
+typological distance.
 
 A language's score is sum(numerators) / sum(denominators) of its per-example units (accuracy: (correct, 1); QA:
-(score, 1); tagging F1: (2 * true positives, predicted + gold entities)), so resampling examples resamples the
-metric exactly. Every run of a study scores the same test items (``protocol.EVAL_SUBSET_SEED``), so a contrast
-a - b is a paired bootstrap (Efron & Tibshirani 1993, ch. 16; Koehn 2004 for test sets): each draw resamples the
-seeds of each side first, then one index vector of test items per language, applied to every run of both sides.
+(score, 1); tagging F1: (2 * true positives, predicted + gold entities)). Every run of a study scores the same test
+items (``protocol.EVAL_SUBSET_SEED``), so a contrast a − b compares runs on one test set: each run's value for a
+group is its mean over the group's languages of those scores (items nested in languages), and the interval treats
+runs (seeds) as the replicates — paired by seed where the sides ran the same seeds, Welch where they did not.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import numpy as np
 
 from study.core.languages import group_of
 from study.core.protocol import is_target
+from study.report.inference import LEVEL, MIN_RUNS, seed_contrast
 
 Units = Sequence[Sequence[float]]  # per example: (numerator, denominator)
 MIN_EXAMPLES = 10  # fewer test examples in a group than this: no interval, "too little data"
-MIN_RUNS = 2  # fewer runs (seeds) on a side than this: no interval, since seed variance cannot be estimated
 
 
 def units_score(units: Units) -> float:
@@ -31,16 +31,24 @@ def units_score(units: Units) -> float:
 
 
 class Side:
-    """One configuration's test results: per seed (run), per language, per-example units in test-set order."""
+    """One configuration's test results: per seed (run), per language, per-example units in test-set order; with
+    ``seeds``, each run's training seed (what pairs it with the other side's run of the same seed)."""
 
-    def __init__(self, runs: Sequence[Mapping[str, Units]]):
+    def __init__(self, runs: Sequence[Mapping[str, Units]], seeds: Sequence | None = None):
+        kept = [(r, s) for r, s in zip(runs, seeds if seeds is not None else [None] * len(runs), strict=True)
+                if r]
         self.runs = [{lang: np.asarray(units, dtype=float).reshape(-1, 2) for lang, units in r.items()}
-                     for r in runs if r]
+                     for r, _ in kept]
+        self.seeds = [s for _, s in kept]
         self.languages = sorted(set.intersection(*(set(r) for r in self.runs))) if self.runs else []
 
     def scores(self) -> dict[str, float]:
         """Per language: the mean over seeds of the language's score."""
         return {lang: float(np.mean([units_score(r[lang]) for r in self.runs])) for lang in self.languages}
+
+    def run_means(self, languages: Sequence[str]) -> np.ndarray:
+        """(runs,) each run's mean over ``languages`` of its language scores: the run's value in a contrast."""
+        return np.array([np.mean([units_score(r[lang]) for lang in languages]) for r in self.runs])
 
     def items(self, lang: str) -> set[int]:
         """The numbers of test items the runs scored in ``lang`` (one number when the runs agree)."""
@@ -49,8 +57,10 @@ class Side:
 
 @dataclass(frozen=True)
 class Contrast:
-    """a - b over one group's target languages that both sides evaluated: the point estimate (difference of the
-    seed-mean group means), its 95 % paired-bootstrap interval, or the reason there is none in ``note``."""
+    """a − b over one group's target languages that both sides evaluated: the point estimate (paired: the mean
+    per-seed difference of the runs' group means; else the difference of the seed-mean group means), its 95 %
+    seed-level interval (``inference.seed_contrast``) with its p-value, degrees of freedom and method, or the reason
+    there is none in ``note`` (which also carries what a reader must know of an interval)."""
 
     estimate: float
     low: float | None  # None: no interval (see note)
@@ -58,6 +68,9 @@ class Contrast:
     languages: tuple[str, ...]  # the shared target languages both means are over
     runs: tuple[int, int]  # runs (seeds) on each side
     note: str = ""
+    p: float | None = None  # two-sided p-value of "no difference", by the same method as the interval
+    df: float | None = None
+    method: str = ""  # e.g. "paired-by-seed t, df=2", "Welch t, df=3.8"; empty without an interval
 
     @property
     def has_interval(self) -> bool:
@@ -65,18 +78,24 @@ class Contrast:
         return self.low is not None
 
 
-def _resampled_scores(units: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """(draws,) scores of one run's language: ``counts`` (draws, items) is how often each item is drawn."""
-    numerators, denominators = counts @ units[:, 0], counts @ units[:, 1]
-    return np.divide(numerators, denominators, out=np.zeros(len(counts)), where=denominators > 0)
+def contrast_of(a_values, b_values, languages, a_seeds=None, b_seeds=None, paired: bool = True,
+                level: float = LEVEL, refusal: str = "") -> Contrast:
+    """The ``Contrast`` of two sides' run values (``inference.seed_contrast``) over ``languages``; ``refusal``
+    (non-empty) withholds the interval and says why."""
+    found = seed_contrast(a_values, b_values, a_seeds, b_seeds, paired, level)
+    runs = (len(a_values), len(b_values))
+    if refusal or found.low is None:
+        estimate = float(np.mean(a_values) - np.mean(b_values))
+        too_few = found.low is None and min(runs) < MIN_RUNS  # the runs per side are said first
+        return Contrast(estimate, None, None, tuple(languages), runs, found.note if too_few else refusal or found.note)
+    return Contrast(found.estimate, found.low, found.high, tuple(languages), runs, found.note, found.p, found.df,
+                    found.method)
 
 
 def _no_interval(a: Side, b: Side, languages: list[str]) -> str:
-    """Why the group's contrast gets no interval ('' when it gets one)."""
-    if min(len(a.runs), len(b.runs)) < MIN_RUNS:
-        return f"{len(a.runs)} vs {len(b.runs)} run(s): no interval (seed variance needs {MIN_RUNS} runs per side)"
+    """Why the group's contrast gets no interval on the test items ('' when nothing on the items prevents one)."""
     if any(len(a.items(lang) | b.items(lang)) > 1 for lang in languages):
-        return "no interval: the runs scored different test items, so they cannot be paired"
+        return "no interval: the runs scored different test items, so they cannot be compared"
     examples = sum(len(a.runs[0][lang]) for lang in languages)
     if examples < MIN_EXAMPLES:
         return f"too little data ({examples} test examples)"
@@ -86,44 +105,25 @@ def _no_interval(a: Side, b: Side, languages: list[str]) -> str:
 ALL_TARGETS = "all targets"  # the one group of ``paired_difference_by_group(by=None)``
 
 
-def paired_difference_by_group(a: Side, b: Side, by: str | None = "family", draws: int = 2000,
-                               seed: int = 0) -> dict[str, Contrast]:
-    """a - b per group (``languages.group_of``; ``by`` None: one group, ``ALL_TARGETS``, the mean over every shared
-    target language) over the target languages both sides evaluated, with a 95 %
-    percentile interval from the paired bootstrap of the module docstring. No interval (``note`` says why) with
-    fewer than ``MIN_RUNS`` runs on a side, runs that scored different numbers of items, or under ``MIN_EXAMPLES``
-    test examples in the group."""
+def paired_difference_by_group(a: Side, b: Side, by: str | None = "family", paired: bool = True,
+                               level: float = LEVEL) -> dict[str, Contrast]:
+    """a − b per group (``languages.group_of``; ``by`` None: one group, ``ALL_TARGETS``, every shared target
+    language) over the target languages both sides evaluated, on the same test items: each run's value is its mean
+    over the group's languages, and ``inference.seed_contrast`` gives the interval — paired by seed (``paired``: the
+    sides ran the same seeds, as every arm of one model does) or Welch's (two models). No interval (``note`` says
+    why) under ``MIN_RUNS`` runs a side, with runs that scored different numbers of items, or under
+    ``MIN_EXAMPLES`` test examples in the group."""
     shared = [lang for lang in sorted(set(a.languages) & set(b.languages)) if is_target(lang)]
     groups: dict[str, list[str]] = {}
     for lang in shared:
         groups.setdefault(ALL_TARGETS if by is None else group_of(lang, by), []).append(lang)
-    a_scores, b_scores = a.scores(), b.scores()
-    notes = {group: _no_interval(a, b, langs) for group, langs in groups.items()}
-    rng = np.random.default_rng(seed)
-    a_seeds = rng.integers(0, len(a.runs), size=(draws, len(a.runs)))  # seeds first: each draw's runs per side
-    b_seeds = rng.integers(0, len(b.runs), size=(draws, len(b.runs)))
-    differences: dict[str, np.ndarray] = {}  # (draws,) per language
-    for lang in sorted(lang for group, langs in groups.items() if not notes[group] for lang in langs):
-        items = len(a.runs[0][lang])
-        counts = rng.multinomial(items, np.full(items, 1.0 / items), size=draws).astype(float)  # one per draw
-        per_side = []
-        for side, picks in ((a, a_seeds), (b, b_seeds)):
-            runs = np.stack([_resampled_scores(run[lang], counts) for run in side.runs], axis=1)  # (draws, runs)
-            per_side.append(np.take_along_axis(runs, picks, axis=1).mean(axis=1))
-        differences[lang] = per_side[0] - per_side[1]
-    out = {}
-    for group, langs in sorted(groups.items()):
-        estimate = float(np.mean([a_scores[lang] for lang in langs]) - np.mean([b_scores[lang] for lang in langs]))
-        low = high = None
-        if not notes[group]:
-            low, high = (float(v) for v in np.percentile(np.mean([differences[lang] for lang in langs], axis=0),
-                                                         [2.5, 97.5]))
-        out[group] = Contrast(estimate, low, high, tuple(langs), (len(a.runs), len(b.runs)), notes[group])
-    return out
+    return {group: contrast_of(a.run_means(langs), b.run_means(langs), langs, a.seeds, b.seeds, paired, level,
+                               _no_interval(a, b, langs))
+            for group, langs in sorted(groups.items())}
 
 
 PERMUTATIONS = 9999  # draws of the permutation test: p-values resolve to 1e-4 (exact test when n! is smaller)
-ALPHA = 0.05  # family-wise error rate of the Holm-corrected typology tests
+ALPHA = 0.05  # the level of every test: Holm-corrected family-wise error rate of the typology tests and contrasts
 
 
 @dataclass(frozen=True)

@@ -52,13 +52,14 @@ def family_figure(tables: ReportTables, out: Path) -> str:
 def comparison_figure(tables: ReportTables, out: Path) -> str | None:
     """The model contrasts per family with their intervals (``_difference_figure``)."""
     return _difference_figure(tables.comparison, "family", "model_comparison.png",
-                              "model difference per family (95 % paired bootstrap interval)", out)
+                              "model difference, all targets and per family (95 % Welch t interval on the run "
+                              "means)", out)
 
 
 def arm_figure(tables: ReportTables, out: Path) -> str | None:
     """The arm contrasts per family with their intervals (``_difference_figure``)."""
     return _difference_figure(tables.arms, "family", "arm_contrasts.png",
-                              "arm contrast per family (95 % paired bootstrap interval, seeds resampled)", out)
+                              "arm contrast, all targets and per family (95 % paired-by-seed t interval)", out)
 
 
 def _difference_figure(rows: list[dict], by: str, name: str, title: str, out: Path) -> str | None:
@@ -93,7 +94,7 @@ def distance_figure(tables: ReportTables, out: Path) -> str | None:
 
     def draw(plt):
         figure, axes = plt.subplots(2, 3, figsize=(12, 7))
-        for axis, kind in zip(axes.flat, DISTANCE_KINDS):
+        for axis, kind in zip(axes.flat, DISTANCE_KINDS, strict=False):
             for i, model in enumerate(sorted({p["model"] for p in points})):
                 mine = [p for p in points if p["model"] == model]
                 xs = [p[f"{kind}_distance"] for p in mine]
@@ -202,7 +203,7 @@ def alignment_figure(panels: Mapping[str, Mapping[str, np.ndarray]], out: Path,
     def draw(plt):
         figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False,
                                     sharex=True, sharey=True)
-        for axis, (label, arrays) in zip(axes[0], panels.items()):
+        for axis, (label, arrays) in zip(axes[0], panels.items(), strict=True):
             groups = {"en": np.concatenate([arrays[f"{k}/english"] for k in languages if f"{k}/english" in arrays]),
                       **{k: arrays[f"{k}/target"] for k in languages if f"{k}/target" in arrays}}
             for i, (lang, points) in enumerate(project_2d(groups).items()):

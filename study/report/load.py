@@ -57,6 +57,16 @@ class TrialRun:
     alignment_units: dict[str, dict] = field(default_factory=dict)  # its per-sentence retrieval hits (ALIGNMENT_UNITS)
 
     @property
+    def seed(self) -> int | None:
+        """The run's training seed (its ``seed`` parameter; every arm of a study runs the same confirm seeds, which is
+        what pairs two arms' runs); None where the run did not record one."""
+        value = self.params.get("seed")
+        try:
+            return int(value) if value not in (None, "None") else None
+        except (TypeError, ValueError):
+            return None
+
+    @property
     def target_mean(self) -> float:
         """Mean over the non-English test languages (``protocol.target_mean``); NaN without targets."""
         return target_mean(self.scores)
@@ -125,8 +135,8 @@ class ArmRuns:
 
 
 def load_studies(uri: str, experiment: str) -> list[Study]:
-    """The finished ``study.tune.driver`` runs of ``experiment`` at ``uri``, one ``Study`` per task (sorted by task name).
-    StudyError when the experiment does not exist, has no finished trials, or no trial recorded an English dev
+    """The finished ``study.tune.driver`` runs of ``experiment`` at ``uri``, one ``Study`` per task (sorted by task
+    name). StudyError when the experiment does not exist, has no finished trials, or no trial recorded an English dev
     score."""
     from study.data.tasks import get_task
 

@@ -12,6 +12,7 @@ from study.core.protocol import REPORT_RUN, RUN_KIND_TAG
 from study.report.alignment import figure_panels
 from study.report.analysis import ALPHA, PERMUTATIONS
 from study.report.figures import FIGURES, alignment_figure
+from study.report.inference import MIN_DISTRIBUTION_FREE_PAIRS, MIN_RUNS
 from study.report.load import Study
 from study.report.tables import ReportTables, header, overall_rows
 from study.report.typology import typology_summary
@@ -20,7 +21,8 @@ from study.track.mlflow_store import client
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;font-size:13px;"
          "margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}")
 GROUP_COLUMNS = ["languages", "seeds", "score", "gap_to_en"]  # after the model and the group of a group_rows row
-CONTRAST_COLUMNS = ["contrast", "family", "languages", "difference", "95% interval", "runs"]
+CONTRAST_COLUMNS = ["contrast", "family", "role", "languages", "difference", "95% interval", "method", "p", "p_holm",
+                    "runs", "note"]
 ENGLISH_ONLY_STAGE = (
     "An English-only intermediate stage cannot act as a pivot between languages: images can link languages only "
     "through captions in several languages, so any effect here works through the English representation.")
@@ -41,9 +43,9 @@ def stage_languages_note(study) -> str:
 MODALITY_NOTE = (
     "<p>No modality contrast is drawn. Comparing the best search trial of each modality would subtract trials that "
     "differ in every hyperparameter, ASHA stop and number of trials; a modality effect needs the controlled "
-    "experiment (<code>study.tune.driver --experiment-design modality</code>: fixed fine-tuning, matched backbone passes, "
-    "a shuffled-image control, a stage per seed), which this study did not run. The searched modality of a tuned "
-    "arm is a hyperparameter like any other. {stage}</p>")
+    "experiment (<code>study.tune.driver --experiment-design modality</code>: fixed fine-tuning, matched backbone "
+    "passes, a shuffled-image control, a stage per seed), which this study did not run. The searched modality of a "
+    "tuned arm is a hyperparameter like any other. {stage}</p>")
 MODALITY_EXPERIMENT_NOTE = (
     "<p>The modality experiment: each fixed arm as it is and after a text, multimodal and multimodal-shuffled "
     "intermediate stage (<code>&lt;arm&gt;+&lt;modality&gt;</code>), the fine-tuning fixed, every stage with the "
@@ -81,8 +83,24 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 
 def _interval_rows(rows: list[dict]) -> list[dict]:
-    return [{**r, "95% interval": f"[{r['low']:.4f}, {r['high']:.4f}]" if r["low"] is not None else r["note"]}
+    return [{**r, "95% interval": f"[{r['low']:.4f}, {r['high']:.4f}]" if r["low"] is not None else "none"}
             for r in rows]
+
+
+INFERENCE_METHOD = (
+    "<p>Every interval is a 95 % t interval with the training seed (run) as the replicate: each run's value is its "
+    "mean over the row's languages of its score on the same test items, so the items' noise is inside each run's "
+    "value and is not added again. Arms of one model ran the same confirm seeds and are paired by seed "
+    "(<b>paired-by-seed t</b> on the per-seed differences, df = seeds − 1); two models share no seeds "
+    "(<b>Welch t</b> on the run means, Welch–Satterthwaite df; Welch 1947). No interval below "
+    f"{MIN_RUNS} runs a side; with fewer than {MIN_DISTRIBUTION_FREE_PAIRS} paired seeds no distribution-free test "
+    "can reach 0.05, and the row says so. Each question's contrasts over all targets are fixed in advance: "
+    "VME (vme-reference − plain), the models (each pair on each matched arm), each modality contrast; "
+    "<b>primary</b> rows are corrected by Holm (1979) across the question's primary rows, <b>secondary</b> rows "
+    "(the tuned arm, whose search the other arm did not get) across theirs; <b>exploratory</b> rows per family by "
+    "Holm across the contrast's family rows (statsmodels <code>multipletests</code>); <b>p_holm</b> is the adjusted "
+    "p-value. A family differing where another does not is not a tested difference between them (Gelman &amp; Stern "
+    "2006).</p>")
 
 
 ALIGNMENT_METHOD = (
@@ -92,9 +110,10 @@ ALIGNMENT_METHOD = (
     "English sentence (cosine) is their translation; <b>centred_distance</b>: distance between the language's and "
     "English's centroids divided by the pair's spread (0: the clouds share a centre; unchanged by a shift common to "
     "all languages). <b>delta</b> = checkpoint − pretrained; a contrast of two arms' deltas is the contrast of their "
-    "values (the pretrained term cancels). Retrieval intervals: paired bootstrap over sentences, seeds resampled "
-    "first; distance intervals: seeds resampled only. A smaller distance is necessary for a shared space, not "
-    "sufficient; the relation to transfer across languages is a correlation, not a mechanism.</p>")
+    "values (the pretrained term cancels). Intervals: as for transfer, a t interval paired by seed on each run's "
+    "mean over the row's languages (retrieval: of its accuracy on the same sentences; distance: of its one value per "
+    "language); family rows Holm-corrected per contrast, measure and layer. A smaller distance is necessary for a "
+    "shared space, not sufficient; the relation to transfer across languages is a correlation, not a mechanism.</p>")
 
 
 def _alignment_section(tables: ReportTables, out: Path) -> tuple[str, list[str]]:
@@ -113,9 +132,9 @@ def _alignment_section(tables: ReportTables, out: Path) -> tuple[str, list[str]]
                + _table(tables.alignment_deltas, ["model", "measure", "layer", "arm", "family", "languages", "runs",
                                                   "pretrained", "value", "delta"])
                + "<p>Arm contrasts of the alignment probe:</p>"
-               + _table(_interval_rows(tables.alignment_contrasts), ["contrast", "measure", "layer", "family",
+               + _table(_interval_rows(tables.alignment_contrasts), ["contrast", "measure", "layer", "family", "role",
                                                                     "languages", "difference", "95% interval",
-                                                                    "runs"]))
+                                                                    "method", "p", "p_holm", "runs", "note"]))
     return content, files
 
 
@@ -161,15 +180,15 @@ def build_report(study: Study, out: Path, tables: ReportTables | None = None) ->
            "when <b>xtreme_r_task_score</b> is true: an XTREME-R task with all its languages); "
            "<b>zero_shot_target_mean</b>: mean over the non-English languages only.</p>"),
         ("Results in words", "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in tables.summary)
-         + "</ul><p>A contrast is stated only where its 95 % paired bootstrap interval (items resampled per language, "
-           "the same indices on both sides; seeds resampled first) excludes zero.</p>"),
+         + "</ul>" + INFERENCE_METHOD),
         ("Reference lines (the same test items)", _table(tables.references, ["model", "line", "family", "score",
                                                                            "english_dev"])
          + "<p><b>frozen_probe</b>: the pretrained encoder, frozen, mean-pooled, with a logistic-regression probe "
            "trained on the English training set; <b>random_init_probe</b>: the same with random weights (the floor). "
            "Fine-tuning below the frozen probe means English-only fine-tuning eroded what the encoder transferred "
            "before it.</p>"),
-        ("Arm contrasts per family (confirm runs)", image("arms") + _table(_interval_rows(arms), CONTRAST_COLUMNS)),
+        ("Arm contrasts: all targets (primary or secondary) and per family (exploratory), confirm runs",
+         image("arms") + _table(_interval_rows(arms), CONTRAST_COLUMNS)),
         ("Alignment probe: did the arms pull languages towards English? (confirm runs)", alignment),
         ("Per language (confirm runs, seed mean)",
          _table(languages, ["model", "arm", "language", "name", "family", "branch", "script", "score", "seeds",
@@ -177,8 +196,8 @@ def build_report(study: Study, out: Path, tables: ReportTables | None = None) ->
         ("Per family", image("family") + _table(groups["family"], ["model", "arm", "family", *GROUP_COLUMNS])),
         ("Per branch", _table(groups["branch"], ["model", "arm", "branch", *GROUP_COLUMNS])),
         ("Per script", _table(groups["script"], ["model", "arm", "script", *GROUP_COLUMNS])),
-        ("Model comparison per family (matched arms)", image("comparison") + _table(
-            _interval_rows(comparison), CONTRAST_COLUMNS)),
+        ("Model comparison (matched arms): all targets (primary) and per family (exploratory)",
+         image("comparison") + _table(_interval_rows(comparison), CONTRAST_COLUMNS)),
         ("Modality", (MODALITY_EXPERIMENT_NOTE if any("+" in g.arm for g in study.arm_runs()) else MODALITY_NOTE)
          .format(stage=stage_languages_note(study))),
         ("Transfer gap vs typological distance to English (URIEL+)",

@@ -32,13 +32,18 @@ def per_language_rows(study: Study) -> list[dict]:
     return rows
 
 
-def _refused(label: str, by: str, note: str) -> dict:
-    return {"contrast": label, by: "all", "languages": 0, "difference": None, "low": None, "high": None, "runs": "",
+def _refused(label: str, by: str | None, note: str, group: str = "all") -> dict:
+    """A contrast row without an estimate: the contrast, its group and why (``note``)."""
+    return {"contrast": label, by: group, "question": "", "role": "", "languages": 0, "difference": None,
+            "low": None, "high": None, "method": "", "p": None, "p_holm": None, "correction": "", "runs": "",
             "note": note}
 
 
 def _contrast_row(label: str, by: str, group: str, c) -> dict:
-    """One contrast row: the contrast, its group, the languages in the intersection, the estimate and interval, the
-    runs per side and why there is no interval (``analysis.Contrast``)."""
-    return {"contrast": label, by: group, "languages": len(c.languages), "difference": c.estimate, "low": c.low,
-            "high": c.high, "runs": f"{c.runs[0]} vs {c.runs[1]}", "note": c.note}
+    """One contrast row (``analysis.Contrast``): the contrast, its group, the languages in the intersection, the
+    estimate, interval, method and p-value, the runs per side and what a reader must know (``note``: why there is no
+    interval, or what limits it). The question, role, Holm-adjusted p-value and its correction are filled in by
+    ``questions.assign_corrections``."""
+    return {"contrast": label, by: group, "question": "", "role": "", "languages": len(c.languages),
+            "difference": c.estimate, "low": c.low, "high": c.high, "method": c.method, "p": c.p, "p_holm": None,
+            "correction": "", "runs": f"{c.runs[0]} vs {c.runs[1]}", "note": c.note}

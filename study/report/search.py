@@ -34,7 +34,7 @@ def importance_rows(study: Study) -> list[dict]:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         search = optuna.create_study(direction="maximize")
         search.add_trials([optuna.trial.create_trial(params=v, distributions=distributions, value=t.dev)
-                           for v, t in zip(values, trials)])
+                           for v, t in zip(values, trials, strict=True)])
         importances = optuna.importance.get_param_importances(
             search, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
         rows += [{"model": name, "parameter": n, "importance": v, "note": "conditional" if space[n].when else ""}
@@ -71,13 +71,13 @@ def importance_inputs(space: dict, trial_params: list[dict]) -> tuple[list[dict]
         if param.type == "categorical":
             choices = [str(c) for c in param.choices] + ([INACTIVE] if missing else [])
             distributions[name] = D.CategoricalDistribution(choices)
-            for out, params in zip(values, trial_params):
+            for out, params in zip(values, trial_params, strict=True):
                 out[name] = params.get(name, INACTIVE)
             continue
         scale = math.log10 if param.log else float
         low, high = scale(param.low), scale(param.high)
         inactive = low - (high - low) / 10
         distributions[name] = D.FloatDistribution(inactive if missing else low, high)
-        for out, params in zip(values, trial_params):
+        for out, params in zip(values, trial_params, strict=True):
             out[name] = scale(float(params[name])) if name in params else inactive
     return values, distributions

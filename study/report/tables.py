@@ -1,9 +1,12 @@
 """The report's tables as lists of row dicts, computed from a ``Study``'s confirm runs: per language, per group, arm
-and model contrasts with paired bootstrap intervals, gap vs typological distance (permutation tests, Holm-corrected),
-parameter importance, and the header. Every gap to English subtracts scores of the same runs (seeds)."""
+and model contrasts with seed-level intervals (paired by seed between arms, Welch between models; primary contrasts
+over all targets, family rows exploratory and Holm-corrected: ``questions``), gap vs typological distance
+(permutation tests, Holm-corrected), parameter importance, and the header. Every gap to English subtracts scores of
+the same runs (seeds)."""
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 from study.core.arms import arm_contrasts
@@ -25,10 +28,19 @@ from study.report.alignment import (
     alignment_rows,
 )
 from study.report.analysis import (
+    ALL_TARGETS,
     Side,
     paired_difference_by_group,
 )
 from study.report.load import ArmRuns, Study
+from study.report.questions import (
+    MODEL_QUESTION,
+    PRIMARY,
+    arm_question,
+    assign_corrections,
+    label_rows,
+    results_summary,
+)
 from study.report.rows import _contrast_row, _refused, english_score, per_language_rows
 from study.report.search import (
     importance_rows,
@@ -37,12 +49,14 @@ from study.report.typology import distance_rows
 
 
 def group_rows(study: Study, by: str) -> list[dict]:
-    """Per model and arm, the mean over each group's target languages that all its confirm runs scored
-    (seed-averaged), with the gap to English over the same runs."""
-    rows = []
-    for group in study.arm_runs():
+    """Per model and arm, the mean over each group's target languages that every confirm run of every model and arm
+    scored (seed-averaged), so that the rows side by side average the same languages, with the gap to English over
+    the same runs."""
+    rows, groups = [], study.arm_runs()
+    shared = set.intersection(*(set(r.scores) for g in groups for r in g.runs)) if groups else set()
+    for group in groups:
         runs = group.runs
-        languages = sorted(set.intersection(*(set(r.scores) for r in runs)))
+        languages = sorted(shared)
         scores = {lang: sum(r.scores[lang] for r in runs) / len(runs) for lang in languages}
         english = english_score(runs)
         for name, value in target_group_means(scores, by).items():
@@ -88,13 +102,22 @@ def overall_rows(task_rows: list[dict], tasks: list[str]) -> list[dict]:
 
 
 def _side(group: ArmRuns) -> Side:
-    return Side([r.units for r in group.runs if r.units])
+    """The runs' per-example units with their training seeds (what pairs two arms' runs)."""
+    runs = [r for r in group.runs if r.units]
+    return Side([r.units for r in runs], [r.seed for r in runs])
+
+
+def _all_targets_first(rows: list[dict], by: str) -> list[dict]:
+    """Rows of ``_difference_rows(..., by=None)`` with their group under the ``by`` column."""
+    return [{by if key is None else key: value for key, value in row.items()} for row in rows]
 
 
 def comparison_rows(study: Study, by: str = "family") -> list[dict]:
     """Every pair of models on each arm both ran (matched arms), the later name minus the earlier (so
-    'xlmr - mbert' for the paper's pair), from confirm runs. Refused (one row saying why) when a side is an
-    untrained offline stand-in: random weights have nothing to compare."""
+    'xlmr - mbert' for the paper's pair), from confirm runs: over all shared target languages (the primary row of
+    the models question, Holm-corrected across the question's pairs and arms) and per group (exploratory, Holm
+    across the contrast's rows). Two models share no seeds, so each interval is Welch's on the run means. Refused
+    (one row saying why) when a side is an untrained offline stand-in: random weights have nothing to compare."""
     rows, groups = [], study.arm_runs()
     for i, first in enumerate(groups):
         for second in groups[i + 1:]:
@@ -106,57 +129,39 @@ def comparison_rows(study: Study, by: str = "family") -> list[dict]:
                 rows.append(_refused(label, by, f"no model comparison: {' and '.join(untrained)} is an untrained "
                                                 "offline stand-in"))
                 continue
-            rows += _difference_rows(second, first, by, label)
-    return rows
+            found = _all_targets_first(_difference_rows(second, first, None, label, paired=False), by)
+            found += _difference_rows(second, first, by, label, paired=False)
+            rows += label_rows(found, by, MODEL_QUESTION, PRIMARY)
+    return assign_corrections(rows)
 
 
 def arm_rows(study: Study, by: str = "family") -> list[dict]:
     """Per model, each arm contrast of ``study.core.arms.arm_contrasts`` (VME - plain, tuned - reference, the modality
-    experiment's) over all shared target languages (the group ``all targets``, first) and per group, from the arms'
-    confirm runs: paired over shared items, seeds resampled, shared languages only."""
+    experiment's) over all shared target languages (the group ``all targets``, first: the question's primary or
+    secondary row, ``questions.arm_question``) and per group (exploratory), from the arms' confirm runs on the same
+    test items, paired by seed (the arms of one model run the same confirm seeds), shared languages only; Holm's
+    correction across each contrast's group rows and across each question's all-targets rows."""
     rows = []
     for model in study.models():
         groups = {g.arm: g for g in study.arm_runs() if g.model == model}
         for left, right in arm_contrasts(list(groups)):
             a, b = groups[left], groups[right]
             label = f"{a.model_name}: {left} - {right}"
-            rows += [{by if key is None else key: value for key, value in row.items()}
-                     for row in _difference_rows(a, b, None, label)]
-            rows += _difference_rows(a, b, by, label)
-    return rows
+            found = _all_targets_first(_difference_rows(a, b, None, label), by) + _difference_rows(a, b, by, label)
+            rows += label_rows(found, by, *arm_question(a.model_name, left, right))
+    return assign_corrections(rows)
 
 
-def _difference_rows(a: ArmRuns, b: ArmRuns, by: str, label: str) -> list[dict]:
-    """The contrast rows a - b per group over the target languages both evaluated (``paired_difference_by_group``);
-    every row names the seeds per side and the languages in the intersection."""
+def _difference_rows(a: ArmRuns, b: ArmRuns, by: str | None, label: str, paired: bool = True) -> list[dict]:
+    """The contrast rows a - b per group over the target languages both evaluated (``paired_difference_by_group``,
+    paired by seed or, not ``paired``, Welch's); every row names the seeds per side, the languages in the
+    intersection and the interval's method."""
     side_a, side_b = _side(a), _side(b)
-    if not side_a.runs or not side_b.runs:
-        return [_refused(label, by, "no interval: a side logged no per-example scores")]
-    return [_contrast_row(label, by, g, c) for g, c in paired_difference_by_group(side_a, side_b, by).items()]
-
-
-def results_summary(rows: list[dict], by: str = "family") -> list[str]:
-    """The contrasts in words: a contrast whose paired interval excludes zero is stated with its interval; any
-    other says "no detectable difference" with its languages and runs per side (or why there is no interval). The
-    last line counts them against chance: each interval is at 95 %, with no correction across groups."""
-    lines, tested, excluding = [], 0, 0
-    for row in rows:
-        where = f"{row['contrast']} on {row[by]}"
-        if row["difference"] is None:
-            lines.append(f"{where}: {row['note']}")
-        elif row["low"] is not None and (row["low"] > 0 or row["high"] < 0):
-            tested, excluding = tested + 1, excluding + 1
-            lines.append(f"{where}: {row['difference']:+.4f} (95 % interval [{row['low']:+.4f}, {row['high']:+.4f}]; "
-                         f"{row['languages']} languages, runs {row['runs']})")
-        else:
-            tested += row["low"] is not None
-            why = f"; {row['note']}" if row["note"] else ""
-            lines.append(f"{where}: no detectable difference (n={row['languages']} languages, runs {row['runs']}{why})")
-    if tested:
-        lines.append(f"{excluding} of {tested} intervals exclude zero; at 95 % each, with no correction across groups, "
-                     f"about {0.05 * tested:.1f} would by chance alone: read a lone family-level difference with that "
-                     "in mind (the 'all targets' rows are the primary comparisons)")
-    return lines
+    if not side_a.runs or not side_b.runs:  # one row, the all-targets one, says why
+        return [_refused(label, by, "no interval: a side logged no per-example scores", ALL_TARGETS)] if by is None \
+            else []
+    return [_contrast_row(label, by, g, c)
+            for g, c in paired_difference_by_group(side_a, side_b, by, paired=paired).items()]
 
 
 def reference_rows(study: Study) -> list[dict]:
@@ -179,18 +184,20 @@ def reference_rows(study: Study) -> list[dict]:
 
 
 def reference_summary(study: Study, references: list[dict]) -> list[str]:
-    """Each arm's seed-mean target average against its model's frozen probe on the same items (a point comparison:
-    the probe is one deterministic fit)."""
+    """Each arm's seed-mean target average (with the seeds' sample s.d., n − 1) against its model's frozen probe on
+    the same items (a point comparison: the probe is one deterministic fit)."""
     lines = []
     for group in study.arm_runs():
         probe = next((r["score"] for r in references if r["model"] == group.model_name and r["line"] == "frozen_probe"
                       and r["family"] == "all targets"), None)
         if probe is None:
             continue
-        mean = sum(r.target_mean for r in group.runs) / len(group.runs)
+        values = [r.target_mean for r in group.runs]
+        mean = statistics.fmean(values)
+        spread = f", sample s.d. {statistics.stdev(values):.4f}" if len(values) > 1 else ""
         side = "below" if mean < probe else "at or above"
-        lines.append(f"{group.label}: target average {mean:.4f} over {len(group.runs)} seed(s), {side} the frozen "
-                     f"pretrained encoder with a logistic-regression probe ({probe:.4f})")
+        lines.append(f"{group.label}: target average {mean:.4f} over {len(group.runs)} seed(s){spread}, {side} the "
+                     f"frozen pretrained encoder with a logistic-regression probe ({probe:.4f})")
     return lines
 
 

@@ -68,7 +68,7 @@ def typology_fits(model: str, points: list[dict], overlap_note: str = "",
                                           [[p[c] for p in common] for c in covariates], permutations)
              for kind in DISTANCE_KINDS}
     tested = [kind for kind in DISTANCE_KINDS if tests[kind]]
-    adjusted = dict(zip(tested, holm([tests[kind].p for kind in tested])))
+    adjusted = dict(zip(tested, holm([tests[kind].p for kind in tested]), strict=True))
     rows = []
     for kind in DISTANCE_KINDS:
         test = tests[kind]

@@ -313,9 +313,9 @@ def confirm_seeds(base_seed: int, seeds: int) -> list[int]:
 
 def _confirm(args, settings, selected: dict, callbacks: list, trainable, max_concurrent, study_path: str):
     """The confirm phase: every arm's selected configuration on ``confirm_seeds``, at the full budget with no early
-    stopping. Returns (summary metrics: per arm the seed mean and s.d. of English dev and the target average and the
-    runs finished; {arm: the selected report of each finished run}; Tune results). An arm with no finished run is
-    reported (``confirm/<arm>/runs_finished`` 0) and the study goes on to its end."""
+    stopping. Returns (summary metrics: per arm the seed mean and sample s.d. (n − 1) of English dev and the target
+    average and the runs finished; {arm: the selected report of each finished run}; Tune results). An arm with no
+    finished run is reported (``confirm/<arm>/runs_finished`` 0) and the study goes on to its end."""
     import statistics
 
     tuner = confirm_tuner(args, settings, selected, callbacks, trainable, max_concurrent, f"{study_path}/confirm")
@@ -333,7 +333,8 @@ def _confirm(args, settings, selected: dict, callbacks: list, trainable, max_con
             values = [r[key] for r in arm_reports if key in r]
             if values:
                 summary[f"confirm/{arm}/{key}/mean"] = statistics.fmean(values)
-                summary[f"confirm/{arm}/{key}/std"] = statistics.pstdev(values)
+                # the sample s.d. (n - 1) of the seeds; NaN for one seed
+                summary[f"confirm/{arm}/{key}/std"] = statistics.stdev(values) if len(values) > 1 else float("nan")
         if not arm_reports:
             print(f"[study] no confirm run of arm {arm} finished ({settings.seeds} tried); see the errors above "
                   "(each failed run's traceback: error.txt in its folder under the study's confirm/)", file=sys.stderr)
