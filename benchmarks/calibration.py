@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 
+from study.core.inference import paired_t, welch_t
 from study.report.analysis import ALPHA
 from study.report.calibration import ARM_SD, rates, simulate
-from study.report.inference import paired_t, welch_t
 
 
 def measure(reps: int, seeds: int, shared: bool, seed: int, arm_sd: float = ARM_SD) -> list[str]:

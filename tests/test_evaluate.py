@@ -22,6 +22,7 @@ from study.evaluation import scoring as evaluation
 from study.evaluation.scoring import length_batches, padded_inputs, run_batches, score_retrieval, sentence_embeddings
 from study.models.registry import load_model, load_tokenizer, save_model_dir
 
+
 def test_real_tatoeba_retrieval_with_e5_small_is_far_above_chance(e5_small, tmp_path, capsys):
     out = tmp_path / "tatoeba.json"
     assert cli.main(["--model", "e5-small", "--task", "tatoeba", "--languages", "sw", "--data-dir",

@@ -7,9 +7,9 @@ deterministic, seconds."""
 import numpy as np
 import pytest
 
+from study.core.inference import paired_t, welch_t
 from study.report.analysis import ALPHA, Side, holm, paired_difference_by_group
 from study.report.calibration import AGREEMENT, ITEMS, SEED_SD, rates, simulate
-from study.report.inference import paired_t, welch_t
 
 NULL_REPS, POWER_REPS = 600, 300
 SCENARIOS = [(seeds, shared) for seeds in (3, 5) for shared in (True, False)]

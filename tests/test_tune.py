@@ -233,6 +233,7 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
     python = shlex.quote(sys.executable)  # the commands name the interpreter that ran the study: they work as printed
     assert f"{python} -m study report --experiment e2e" in output
     assert f"{python} -m study serve-mlflow --backend-store-uri {smoke_experiment['uri']}" in output
+    assert output.index("=== the answer: test/accuracy/avg") > output.index("serve-mlflow")  # the answer ends it
     client, parents, trials = study_runs(smoke_experiment["uri"], "e2e", model="tiny", phase="search")
     assert f"/#/experiments/{parents[0].info.experiment_id}/runs" in output  # opens on the runs table
     for run in trials:  # named for people, with arm and phase as params the runs table can show
@@ -688,3 +689,25 @@ def test_runs_are_named_for_people_and_carry_arm_and_phase_as_params():
               "stage": {"modality": "none"}}
     assert run_name(TrialConfig.from_tune(search), "ab12c_00002") == "search · vme-tuned · #3"
     assert run_name(TrialConfig.from_tune(confirm_config(search, 8)), "ab12c_00000") == "confirm · vme-tuned · seed 8"
+
+
+def test_the_study_ends_with_its_answer_computed_by_the_reports_inference():
+    """The console's last lines: the arm contrast with its paired-by-seed interval (also when it covers zero), the
+    runs per side and languages, each arm's mean ± sample s.d., and the reference lines. Hand-computed: per-seed
+    differences 0.01, 0.02, 0.00 -> mean 0.01, s.d. 0.01, se 0.01/sqrt(3), t(2, 0.975) = 4.3027 -> ±0.0248."""
+    from study.tune.summary import SEED_KEY, headline
+
+    key = "test/accuracy/avg"
+    settings = SimpleNamespace(task=SimpleNamespace(metric="accuracy", languages=("en", "de", "ja")),
+                               base=SimpleNamespace(languages=None),
+                               arms=(SimpleNamespace(name="plain"), SimpleNamespace(name="vme-reference")))
+    reports = {"plain": [{key: v, SEED_KEY: s} for v, s in ((0.24, 8), (0.25, 9), (0.26, 10))],
+               "vme-reference": [{key: v, SEED_KEY: s} for v, s in ((0.27, 9), (0.25, 8), (0.26, 10))]}
+    lines, numbers = headline(settings, reports, {"reference/frozen_probe/test/accuracy/avg": 0.51})
+    assert lines[1] == "=== the answer: test/accuracy/avg, the mean over 2 target languages"
+    assert lines[2].startswith("  vme-reference − plain: +0.0100 [-0.0148, +0.0348] (paired-by-seed t, df=2; "
+                               "3 vs 3 runs): no detectable difference")
+    assert lines[3] == "  plain: 0.2500 ± 0.0100 (sample s.d.) over 3 seed(s)"
+    assert lines[-1] == "  reference lines (same test items): frozen probe 0.5100"
+    assert numbers["answer/vme-reference-plain/estimate"] == pytest.approx(0.01)
+    assert numbers["answer/vme-reference-plain/low"] == pytest.approx(-0.014841, abs=1e-5)

@@ -8,7 +8,7 @@ of a ``report`` run in the same experiment:
   the exploratory family rows that differ after Holm's correction;
 * arm contrasts (vme-reference - plain, vme-tuned - plain, vme-tuned - vme-reference, the modality design's) and
   model comparisons on matched arms (e.g. XLM-R - mBERT), over all targets and per family, from confirm runs only,
-  with 95 % seed-level t intervals (paired by seed between arms, Welch between models; ``study.report.inference``)
+  with 95 % seed-level t intervals (paired by seed between arms, Welch between models; ``study.core.inference``)
   over the languages both sides evaluated;
 * per model and arm: the per-language zero-shot scores (seed mean of the confirm runs), with family, branch,
   script and gap to English;

@@ -1,5 +1,5 @@
 """The statistics of the report, on plain numbers (no MLflow, no plotting): seed-level intervals of contrasts per
-group of languages (``study.report.inference``), and permutation tests (Holm-corrected) of transfer against
+group of languages (``study.core.inference``), and permutation tests (Holm-corrected) of transfer against
 typological distance.
 
 A language's score is sum(numerators) / sum(denominators) of its per-example units (accuracy: (correct, 1); QA:
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from study.core.inference import LEVEL, MIN_RUNS, seed_contrast
 from study.core.languages import group_of
 from study.core.protocol import is_target
-from study.report.inference import LEVEL, MIN_RUNS, seed_contrast
 
 Units = Sequence[Sequence[float]]  # per example: (numerator, denominator)
 MIN_EXAMPLES = 10  # fewer test examples in a group than this: no interval, "too little data"

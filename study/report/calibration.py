@@ -1,4 +1,4 @@
-"""Simulated studies with a known truth, to measure what the report's intervals (``study.report.inference``) do:
+"""Simulated studies with a known truth, to measure what the report's intervals (``study.core.inference``) do:
 their false-positive rate when two configurations are the same, their coverage, and their power.
 
 The data model follows the real runs: every run scores the same test items (``LANGUAGES`` × ``ITEMS``), each item

@@ -7,12 +7,12 @@ import math
 import re
 from pathlib import Path
 
+from study.core.inference import MIN_DISTRIBUTION_FREE_PAIRS, MIN_RUNS
 from study.core.languages import DISTANCE_KINDS, MIN_SHARED_FEATURES
 from study.core.protocol import REPORT_RUN, RUN_KIND_TAG
 from study.report.alignment import figure_panels
 from study.report.analysis import ALPHA, PERMUTATIONS
 from study.report.figures import FIGURES, alignment_figure
-from study.report.inference import MIN_DISTRIBUTION_FREE_PAIRS, MIN_RUNS
 from study.report.load import Study
 from study.report.tables import ReportTables, header, overall_rows
 from study.report.typology import typology_summary

@@ -28,7 +28,7 @@ from study.tune.reference_lines import print_reference_lines, reference_lines
 from study.tune.reference_lines import supported as reference_lines_supported
 from study.tune.search_space import SearchSpace
 from study.tune.settings import StudySettings, provenance
-from study.tune.summary import mean_report, print_summary, print_time_profile
+from study.tune.summary import SEED_KEY, headline, mean_report, print_summary, print_time_profile
 from study.tune.trial import CONFIRM_KEY, TrialConfig, confirm_config, train_driver_fn, tune_constants
 
 DRIVER_CPU = 0.1  # the trial driver only waits on its TorchTrainer
@@ -122,6 +122,7 @@ def _run(args, settings: StudySettings) -> int:
         reports = study.confirm(selected)
         study.record_summary(reports)
     print_summary(settings, selected, reports, study_run.run_id, study.logs)
+    print("\n".join(study.answer))
     return 0
 
 
@@ -144,6 +145,7 @@ class StudyDriver:
         self.summary: dict = {}
         self.results: list = []
         self.logs: str | None = None
+        self.answer: list[str] = []
         self.started = time.perf_counter()
 
     def start(self, study_run, tags: dict) -> None:
@@ -244,6 +246,16 @@ class StudyDriver:
             ARM_PER_LANGUAGE_ARTIFACT.format(arm=arm): per_language_csv(report, self.metric)
             for arm, report in means.items()})
         print_time_profile(profile, self.summary["profile/mlflow_writes_s"], len(self.results))
+        self.answer, numbers = headline(self.settings, reports, self.summary)
+        self.study_run.log_summary(numbers)
+        try:  # the answer as the parent run's description, the first thing MLflow shows of it
+            from study.track.mlflow_store import client
+
+            client(self.settings.uri, fail_fast=True).set_tag(self.study_run.run_id, "mlflow.note.content",
+                                                              "\n".join(self.answer).strip())
+        except Exception as err:  # the description is a convenience: the numbers are logged as metrics above
+            print(f"[mlflow] the study run's description was not written ({err.__class__.__name__})",
+                  file=sys.stderr, flush=True)
 
 
 # the phases of a trial's time, in order; "other" is what the trial's wall time leaves (Ray's scheduling, data
@@ -325,7 +337,8 @@ def _confirm(args, settings, selected: dict, callbacks: list, trainable, max_con
     reports: dict[str, list[dict]] = {arm: [] for arm in selected}
     for result in results:
         if result.error is None and result.metrics and selection_key(metric) in result.metrics:
-            reports[TrialConfig.from_tune(result.config).arm].append(selected_report(result, metric))
+            trial = TrialConfig.from_tune(result.config)  # the seed pairs the arms' runs in the headline
+            reports[trial.arm].append({**selected_report(result, metric), SEED_KEY: trial.train.seed})
     summary = {}
     for arm, arm_reports in reports.items():
         summary[f"confirm/{arm}/runs_finished"] = len(arm_reports)

@@ -7,7 +7,14 @@ from __future__ import annotations
 import math
 import sys
 
-from study.core.protocol import gap_key, group_scores_of, selection_key, target_average_key
+from study.core.protocol import (
+    REFERENCE_LINES,
+    gap_key,
+    group_scores_of,
+    reference_key,
+    selection_key,
+    target_average_key,
+)
 from study.tune.settings import StudySettings
 from study.tune.trial import TrialConfig
 
@@ -84,3 +91,47 @@ def mean_report(reports: list[dict]) -> dict:
     """The mean of each numeric key over the reports that have it (the seed mean of an arm's confirm runs)."""
     keys = {k for r in reports for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return {k: sum(r[k] for r in reports if k in r) / sum(k in r for r in reports) for k in sorted(keys)}
+
+
+SEED_KEY = "confirm_seed"  # added to each confirm run's report: the arms' runs pair by it
+
+
+def headline(settings: StudySettings, reports: dict, summary: dict) -> tuple[list[str], dict]:
+    """The study's answer, computed with the report's own seed-level inference (``study.core.inference``): for each
+    arm contrast the report draws (``arms.arm_contrasts``; vme-reference − plain first) the estimate of the target
+    average's difference with its paired-by-seed 95 % interval, the runs per side and the languages — always, also
+    when the interval covers zero; then each arm's mean ± sample s.d. over seeds, and the reference lines. Returns
+    (lines for the console, metrics for the parent run)."""
+    import statistics
+
+    from study.core.arms import arm_contrasts
+    from study.core.inference import seed_contrast
+
+    key = target_average_key(settings.task.metric)
+    targets = [lang for lang in (settings.base.languages or settings.task.languages) if lang != "en"]
+    values = {arm: [r[key] for r in runs if key in r] for arm, runs in reports.items()}
+    seeds = {arm: [r.get(SEED_KEY) for r in runs if key in r] for arm, runs in reports.items()}
+    lines, numbers = ["", f"=== the answer: {key}, the mean over {len(targets)} target languages"], {}
+    for left, right in arm_contrasts([arm.name for arm in settings.arms]):
+        if not (values.get(left) and values.get(right)):
+            lines.append(f"  {left} − {right}: not estimated (no finished confirm run on one side)")
+            continue
+        found = seed_contrast(values[left], values[right], seeds[left], seeds[right], paired=True)
+        runs = f"{len(values[left])} vs {len(values[right])} runs"
+        if found.low is None:
+            lines.append(f"  {left} − {right}: {found.estimate:+.4f}, {found.note} ({runs})")
+        else:
+            verdict = "differs" if found.low > 0 or found.high < 0 else "no detectable difference"
+            lines.append(f"  {left} − {right}: {found.estimate:+.4f} [{found.low:+.4f}, {found.high:+.4f}] "
+                         f"({found.method}; {runs}): {verdict}" + (f"; {found.note}" if found.note else ""))
+            numbers.update({f"answer/{left}-{right}/low": found.low, f"answer/{left}-{right}/high": found.high})
+        numbers[f"answer/{left}-{right}/estimate"] = found.estimate
+    for arm, arm_values in values.items():
+        if arm_values:
+            spread = f" ± {statistics.stdev(arm_values):.4f} (sample s.d.)" if len(arm_values) > 1 else ""
+            lines.append(f"  {arm}: {statistics.fmean(arm_values):.4f}{spread} over {len(arm_values)} seed(s)")
+    references = {line: summary.get(reference_key(line, key)) for line in REFERENCE_LINES}
+    if any(v is not None for v in references.values()):
+        lines.append("  reference lines (same test items): " + ", ".join(
+            f"{line.replace('_', ' ')} {value:.4f}" for line, value in references.items() if value is not None))
+    return lines, numbers
