@@ -1,7 +1,7 @@
 """``study report --experiment NAME``: the cross-family comparison a researcher reads, from MLflow only.
 
-It reads the finished studies of an MLflow experiment (``study.tune.driver`` runs: the study's parent run, one nested run
-per search trial and per confirm run) through the client API and writes, to ``--out`` and as artifacts of a
+It reads the finished studies of an MLflow experiment (``study tune`` runs: the study's parent run, one nested run per
+search trial and per confirm run) through the client API and writes, to ``--out`` and as artifacts of a
 ``report`` run in the same experiment:
 
 * the results in words: each contrast stated only where its paired interval excludes zero;

@@ -1,1 +1,2 @@
-"""MLflow tracking without Ray: the store helpers, the outbox workers leave records in, and the buffered writer of a study's runs."""
+"""MLflow tracking without Ray: the store helpers, the outbox workers leave records in, and the buffered writer of a
+study's runs."""

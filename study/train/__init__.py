@@ -1,1 +1,2 @@
-"""One training run on Ray Train: its config, Ray setup, the fine-tuning worker, the intermediate stage, the pipeline that chains them, and the dual encoder."""
+"""One training run on Ray Train: its config, Ray setup, the fine-tuning worker, the intermediate stage, the pipeline
+that chains them, and the dual encoder."""
