@@ -134,10 +134,10 @@ def verify(workdir: Path, landed: list[str], victims: list, seconds: float) -> d
         return bool(run.info.status == "FINISHED" and client.get_metric_history(run.info.run_id, "dev_en/accuracy")
                     and "per_language.csv" in {a.path for a in client.list_artifacts(run.info.run_id)})
 
-    lost = (max(0, TRIALS - len({k for k, r in zip(search_keys, search) if complete(r)}))
-            + len(expected_confirm - {k for k, r in zip(confirm_keys, confirm) if complete(r)}))
+    lost = (max(0, TRIALS - len({k for k, r in zip(search_keys, search, strict=True) if complete(r)}))
+            + len(expected_confirm - {k for k, r in zip(confirm_keys, confirm, strict=True) if complete(r)}))
     resumed = [max((m.value for m in client.get_metric_history(v, "train/resumed_from_step")), default=0)
-               for kind, v in zip(landed, victims) if kind in ("trial", "confirm")]
+               for kind, v in zip(landed, victims, strict=True) if kind in ("trial", "confirm")]
     return {"kills": len(landed), "kinds": landed, "runs_expected": TRIALS + len(expected_confirm),
             "runs_found": len(found), "runs_lost": lost, "duplicates": duplicates,
             "victims_resumed_from_step": resumed, "seconds": round(seconds, 1)}

@@ -1,7 +1,7 @@
 """Evaluation throughput: this project's scoring against a plain reference loop, on Tatoeba and on a classification
 task's target sets, side by side in one run.
 
-The reference is written here, as issue #20 measured it: texts in file order, batches of ``--batch-size`` padded per
+The reference is written here as a plain evaluation loop: texts in file order, batches of ``--batch-size`` padded per
 batch by the tokenizer, ``inference_mode``, the mean-pooled last layer (retrieval) or the head's argmax
 (classification). The project's path is what ``study.cli.evaluate`` and the training worker call per language
 (``score_retrieval`` / ``score_supervised``): tokens from the Arrow cache, rows in batches of similar length cut to a
@@ -25,13 +25,12 @@ import os
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-DATA_DIR = os.environ.get("STUDY_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")
+DATA_DIR = os.environ.get("STUDY_DATA_DIR")  # None: the hub, as study evaluate reads without --data-dir
 
 
 def reference_embeddings(model, tokenizer, texts, prefix, max_length, batch_size, device) -> np.ndarray:
@@ -107,7 +106,7 @@ def classification(args, spec, tokenizer, device):
 
     def reference(lang):  # 1.0 / 0.0 per example, in file order
         predictions = reference_predictions(model, tokenizer, records[lang], args.max_length, args.batch_size, device)
-        return [float(p == r["label"]) for p, r in zip(predictions, records[lang])]
+        return [float(p == r["label"]) for p, r in zip(predictions, records[lang], strict=True)]
 
     def ours(lang):  # the same, from the units the project reports
         _, extra = score_supervised(task, records[lang], model, tokenizer, args.max_length, f"bench-{lang}",
@@ -157,8 +156,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="interleaved runs of each path; medians are printed")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--data-dir", default=DATA_DIR, help="Tatoeba's files (default $STUDY_DATA_DIR or "
-                        "../shared/data)")
+    parser.add_argument("--data-dir", default=DATA_DIR, help="the tasks' original files (default $STUDY_DATA_DIR; "
+                        "else the hub or the offline suite)")
     args = parser.parse_args()
     os.environ["STUDY_CACHE_DIR"] = tempfile.mkdtemp(prefix="eval-bench-")  # ours tokenises into a fresh cache
     torch.set_num_threads(args.threads)

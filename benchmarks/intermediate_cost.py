@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 from study.core.protocol import DEFAULT_MODALITY
 
@@ -46,7 +47,7 @@ def main() -> None:
             stages += 1
             hit = run.data.params["intermediate.cache_hit"] == "True"
             hits += hit
-            meta = json.loads(open(client.download_artifacts(run.info.run_id, "stage.json", work)).read())
+            meta = json.loads(Path(client.download_artifacts(run.info.run_id, "stage.json", work)).read_text())
             stage_seconds = 0.0 if hit else meta["seconds"]
         rows.append((run.data.tags["trial_id"], modality, stage_seconds, finetune))
     print(f"model {args.model}, {len(rows)} trials (smoke preset), cold stage cache")

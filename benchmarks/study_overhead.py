@@ -1,9 +1,9 @@
 """Where a smoke study's time goes: study wall time vs the time trials spend in their workers, and the fixed
 start-up cost of each trial's Ray Train worker group.
 
-Runs a real smoke study (the same Tuner that ``python -m study.tune`` builds) with a timing callback and prints
-per trial: start-up (from Tune starting the trial to the worker function beginning) and in-worker time; then the
-ratio study wall time / summed in-worker time. Goals from the issue: ratio <= 1.3, start-up <= 8 s (2 cores).
+Runs a real smoke study (the same Tuner that ``study tune`` builds) with a timing callback and prints per trial:
+start-up (from Tune starting the trial to the worker function beginning) and in-worker time; then the ratio study
+wall time / summed in-worker time. Targets: ratio <= 1.3, start-up <= 8 s (2 cores).
 It asserts nothing.
 
     python benchmarks/study_overhead.py                  # tiny model, 4 trials

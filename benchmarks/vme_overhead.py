@@ -72,13 +72,19 @@ def make_batches(spec, batch: int, length: int):
     """Pairs of real English passages (4 sentences each, so 128 tokens are real text), x̃ by Roget substitution."""
     tokenizer = load_tokenizer(spec)
     synonyms = load_synonyms("roget")
-    passage = lambda start: " ".join(SENTENCES[(start + j) % len(SENTENCES)] for j in range(4))
+
+    def passage(start: int) -> str:
+        return " ".join(SENTENCES[(start + j) % len(SENTENCES)] for j in range(4))
+
     first = [passage(i) for i in range(batch)]
     second = [passage(i + 7) for i in range(batch)]
     virtual = [virtual_copies(lambda rng, t=t: synonyms.substitute_text(t, rng)[0], 1, 0, i)[0]
                for i, t in enumerate(first)]
-    encode = lambda a: dict(tokenizer(a, second, padding="max_length", truncation=True, max_length=length,
-                                      return_tensors="pt"))
+
+    def encode(texts: list[str]) -> dict:
+        return dict(tokenizer(texts, second, padding="max_length", truncation=True, max_length=length,
+                              return_tensors="pt"))
+
     labels = torch.arange(batch) % 3
     return encode(first), encode(virtual), labels
 

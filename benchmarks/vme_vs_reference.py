@@ -1,12 +1,12 @@
 """This project's VME training step against a faithful reference step: speed, peak memory, and exactness.
 
-The reference is written here from ../shared/docs/method.md (section 4), not imported from the project: two
+The reference is written here from the authors' loss (Ding et al. 2022; KB-Ding/EAR), not imported from the project: two
 separate forward/backward passes for x̃ and x, eager attention with ``output_attentions=True`` and
 ``output_hidden_states=True`` on every layer, CE(x̃) + CE(x) + alpha * EP + beta * AP, clipping at 1.0, and torch's
 default dense AdamW (eps 1e-8, no weight decay) over every parameter, fp32.
 
-The project's step (``study.vme.engine`` / ``study.vme.trim``, the training loop's default ``--implementation fast``): one
-forward pass over the concatenated [x; x̃] batch, SDPA on every layer but ``ap_layer`` (which alone keeps its
+The project's step (``study.vme.engine`` / ``study.vme.trim``, the training loop's default ``--implementation fast``):
+one forward pass over the concatenated [x; x̃] batch, SDPA on every layer but ``ap_layer`` (which alone keeps its
 probabilities), the fused AdamW kernel, and the embedding matrix trimmed to the token ids of the run's training data
 (here: the benchmark batch plus the English training set of ``--task``). "fast-full" is the same without trimming.
 
@@ -23,7 +23,7 @@ the eager kernel of ``ap_layer`` plus the padded rows), peak memory per variant 
 training steps add in a child process that runs only that variant; CUDA: ``max_memory_allocated``), and exactness
 after ``--check-steps`` steps from the same initialisation (dropout off there: the two formulations draw different
 dropout masks by design): the max absolute difference of the loss terms, the largest gradient difference in units of
-the float-reordering tolerance (at most 1 means equal; ``study/exactness.py``), and the max weight difference where
+the float-reordering tolerance (at most 1 means equal; ``study/vme/exactness.py``), and the max weight difference where
 every step's gradient determined the Adam update and, separately, where noise did (bounded by 2 x lr per step,
 whatever the CPU).
 It asserts nothing: compare the ratios of one run.
@@ -155,7 +155,7 @@ def build(variant: str, spec, args, kept_ids, num_labels: int, dropout: bool):
         sync()
         if phases is not None:
             for name, seconds in zip(PHASES, (forward - started, backward - forward, time.perf_counter() - backward,
-                                              _capture_seconds[0])):
+                                              _capture_seconds[0]), strict=True):
                 phases.setdefault(name, []).append(seconds)
         return {k: v.item() for k, v in terms.items()}
 
@@ -364,10 +364,10 @@ def main(argv=None) -> None:
     fast = {name: statistics.mean(phases["fast"][name]) for name in PHASES[:3]}
     print("reference / fast per phase: " + ", ".join(f"{n} {ref[n] / fast[n]:.2f}x" for n in PHASES[:3]))
     for variant in VARIANTS[1:]:
-        term_diff = max(abs(a[k] - b[k]) for a, b in zip(losses[variant], losses["reference"]) for k in a)
+        term_diff = max(abs(a[k] - b[k]) for a, b in zip(losses[variant], losses["reference"], strict=True) for k in a)
         # step 1 starts from the same weights; later steps from weights that noise-level Adam flips already moved
         first_diff = max(abs(losses[variant][0][k] - losses["reference"][0][k]) for k in losses["reference"][0])
-        excess = max(gradient_excess(a, b)[0] for a, b in zip(gradients[variant], gradients["reference"]))
+        excess = max(gradient_excess(a, b)[0] for a, b in zip(gradients[variant], gradients["reference"], strict=True))
         weights = compare_weights(states[variant], states["reference"], noisy)
         print(f"{variant} vs reference after {args.check_steps} steps: max |loss-term diff| {term_diff:.2e} "
               f"(step 1: {first_diff:.2e}), "

@@ -12,7 +12,7 @@ STORAGE_ENV, DATA_DIR_ENV = "STUDY_STORAGE", "STUDY_DATA_DIR"
 
 
 def add_storage_flag(parser: argparse.ArgumentParser, help: str = "Ray storage: a directory, s3://... or "
-                     "file:///mnt/nfs/runs") -> None:
+                     "file:///mnt/cluster_storage (a path every node mounts)") -> None:
     parser.add_argument("--storage", default=os.environ.get(STORAGE_ENV, str(Path("runs").resolve())),
                         help=f"{help} (default ${STORAGE_ENV} or ./runs)")
 

@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             problems += 1
     widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
     for row in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + row[5])
+        # the first five columns padded to their widths; the last (the status or error) as it is
+        print("  ".join(str(c).ljust(w) for c, w in zip(row[:5], widths, strict=True)) + "  " + row[5])
     print(f"{len(rows)} checked, {problems} problem(s); HF_HOME={hf_home()}; github: files from {release_base_url()}")
     return 1 if problems else 0
 

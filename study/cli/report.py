@@ -1,8 +1,8 @@
 """``study report --experiment NAME``: the cross-family comparison a researcher reads, from MLflow only.
 
-It reads the finished studies of an MLflow experiment (``study.tune.driver`` runs: the study's parent run, one
-nested run per search trial and per confirm run) through the client API and writes, to ``--out`` and as artifacts
-of a ``report`` run in the same experiment:
+It reads the finished studies of an MLflow experiment (``study tune`` runs: the study's parent run, one nested run per
+search trial and per confirm run) through the client API and writes, to ``--out`` and as artifacts of a
+``report`` run in the same experiment:
 
 * the results in words: each question's primary contrast over all targets with its estimate and interval, and
   the exploratory family rows that differ after Holm's correction;

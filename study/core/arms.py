@@ -1,6 +1,6 @@
 """The arms a study compares: each a fixed part of the training configuration, and for a tuned arm the search
 space's parameters on top. Every model of a study gets the same arms, every tuned arm the same number of search
-trials, and every arm is selected on English dev and re-run on the same confirmatory seeds (``study.tune.driver``), so a
+trials, and every arm is selected on English dev and re-run on the same confirmatory seeds (``study tune``), so a
 contrast between two arms differs only in what their fixed parts (or searches) differ in. No Ray, no I/O.
 
 The arms:
@@ -8,11 +8,11 @@ The arms:
 * ``plain`` — cross-entropy on x only: the matched baseline. It sees the same English examples in the same order,
   at the same global batch and number of optimizer steps as ``vme-reference`` (the same ``k_copies`` rows of x per
   example), and the same optimisation settings (the preset's); only the objective differs.
-* ``vme-reference`` — the authors' point (Ding et al. 2022, arXiv 2210.09934; the released code's defaults, see
-  ``../shared/docs/method.md``): alpha 0.1, beta 1, robust weight 1, Attention-Pull at layer 5 over maps padded to
-  ``max_length``, 3 virtual copies, exact case-sensitive synonym matching, a global batch of 32. The learning rate
-  (2e-5 in the paper preset) and the synonym source (counter-fitted neighbours on the real path, Roget offline) come
-  from the preset, shared with ``plain``.
+* ``vme-reference`` — the authors' point (Ding et al. 2022, arXiv 2210.09934; the released code's defaults,
+  KB-Ding/EAR ``scripts/{bert,xlmr}-ept-apt-xnli.sh``): alpha 0.1, beta 1, robust weight 1, Attention-Pull at layer 5
+  over maps padded to ``max_length``, 3 virtual copies, exact case-sensitive synonym matching, a global batch of 32.
+  The learning rate (2e-5 in the paper preset) and the synonym source (counter-fitted neighbours on the real path,
+  Roget offline) come from the preset, shared with ``plain``.
 * ``vme-tuned`` — the VME objective with every parameter of the search space searched (Optuna TPE + ASHA).
 * the modality experiment (``--experiment-design modality``, ``modality_arms``): each fixed arm (``plain``,
   ``vme-reference``) after an intermediate stage of each modality — ``<arm>+text``, ``<arm>+multimodal``,
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from study.core.errors import StudyError
 from study.core.protocol import DEFAULT_MODALITY, MODALITY_CONTRASTS, STAGE_MODALITIES
 
-# the authors' objective: the released code's defaults (Ding et al. 2022; ../shared/docs/method.md)
+# the authors' objective: the released code's defaults (Ding et al. 2022; KB-Ding/EAR scripts/*-ept-apt-*.sh)
 GLOBAL_BATCH = 32
 VME_REFERENCE_POINT = {"objective": "vme", "w_task": 1.0, "w_robust": 1.0, "alpha": 0.1, "beta": 1.0, "ap_layer": 5,
                        "ap_mask": "none", "ap_padding": "max_length", "k_copies": 3, "synonym_matching": "exact",

@@ -1,8 +1,9 @@
-"""Fault injection for the fault-tolerance tests: a ``FaultHooks`` config that rides in the trial config to the workers.
+"""Fault injection for the fault-tolerance tests: a ``FaultHooks`` config that rides in the trial config to the
+workers.
 
-The default (every field unset) is a no-op, and no command a user types sets it: ``study tune`` and ``study train``
-take it only from a hidden ``--inject-faults JSON`` flag the tests pass. It travels as data (the Tune trial config,
-then the Train loop config), so a multi-node test cluster's workers see the same hooks as a local run.
+The default (every field unset, ``NO_FAULTS``) is a no-op, and no command a user types sets it: ``study tune`` and
+``study train`` take it only from a hidden ``--inject-faults JSON`` flag the tests pass. It travels as data (the Tune
+trial config, then the Train loop config), so a multi-node test cluster's workers see the same hooks as a local run.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class FaultHooks:
         """The hidden ``--inject-faults JSON`` flag (parsed into ``args.inject_faults``), for the tests only."""
         import argparse
 
-        parser.add_argument("--inject-faults", type=FaultHooks.from_json, default=FaultHooks(), help=argparse.SUPPRESS)
+        parser.add_argument("--inject-faults", type=FaultHooks.from_json, default=NO_FAULTS, help=argparse.SUPPRESS)
 
     def to_dict(self) -> dict:
         """Plain values, as they cross Ray's process boundaries."""
@@ -99,3 +100,6 @@ class FaultHooks:
         if self.fail_at_step is not None and step == self.fail_at_step and not os.path.exists(self.fail_marker):
             Path(self.fail_marker).write_text(f"failed after step {step}\n")
             os._exit(1)
+
+
+NO_FAULTS = FaultHooks()  # the default everywhere: breaks nothing (frozen, so one instance serves every default)

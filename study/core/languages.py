@@ -1,8 +1,8 @@
 """The languages of the study: the 50 XTREME-R languages (plus the few extra ones of the offline pocket suite),
 their family, branch/genus and script, and typological distances to English from URIEL+.
 
-This is the only place languages are written down; data, metrics and reports import it. Families follow
-``../shared/docs/xtreme_r.md`` §3 (Glottolog/WALS conventions), scripts §4.
+This is the only place languages are written down; data, metrics and reports import it. Families and branches follow
+Glottolog/WALS conventions.
 
 Distances come from the ``urielplus`` package (URIEL+, Khan et al. 2024; database in the wheel, no network):
 syntactic, phonological, inventory, genetic, geographic and featural distance to English, each in [0, 1]. As the

@@ -54,7 +54,8 @@ def _raw_tags_allowed():
 def token_accuracy(labels: Sequence[Sequence[str]], predictions: Sequence[Sequence[str]]) -> float:
     """Share of tokens whose predicted tag equals the gold tag, over all sentences (UD-POS's usual accuracy; not
     XTREME-R's UD-POS metric, which is ``tagging_f1`` on the raw tags)."""
-    pairs = [(g, p) for gold, predicted in zip(labels, predictions) for g, p in zip(gold, predicted)]
+    pairs = [(g, p) for gold, predicted in zip(labels, predictions, strict=True)
+             for g, p in zip(gold, predicted, strict=True)]
     return sum(g == p for g, p in pairs) / len(pairs) if pairs else 0.0
 
 
@@ -167,7 +168,7 @@ def tagging_units(labels: Sequence[Sequence[str]], predictions: Sequence[Sequenc
     from seqeval.metrics.sequence_labeling import get_entities
 
     units = []
-    for gold, predicted in zip(labels, predictions):
+    for gold, predicted in zip(labels, predictions, strict=True):
         with _raw_tags_allowed():
             gold_entities, predicted_entities = set(get_entities(list(gold))), set(get_entities(list(predicted)))
         units.append([2.0 * len(gold_entities & predicted_entities), float(len(gold_entities) +
@@ -192,7 +193,7 @@ def average_precision_at_k(relevant: Iterable[int], ranked: Sequence[int], k: in
 def mean_average_precision_at_k(scores: np.ndarray, relevant: Sequence[Iterable[int]], k: int = 20) -> float:
     """mAP@k for a (queries x candidates) score matrix and the relevant candidate ids of each query."""
     ranked = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return statistics.fmean(average_precision_at_k(r, row.tolist(), k) for r, row in zip(relevant, ranked))
+    return statistics.fmean(average_precision_at_k(r, row.tolist(), k) for r, row in zip(relevant, ranked, strict=True))
 
 
 def nearest_neighbour_hits(similarity: np.ndarray) -> dict[str, np.ndarray]:

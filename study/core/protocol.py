@@ -1,8 +1,8 @@
 """The run's contract: metric keys, the selection rule, the English rule, artifact names, run tags and modalities.
 
-Every module that writes or reads a study's numbers — the training worker, ``study.cli.train``, the Tune driver, the MLflow
-callback, ``study.cli.evaluate`` and the report — takes these from here, so that one rule cannot drift into two. No Ray,
-no MLflow, no I/O.
+Every module that writes or reads a study's numbers — the training worker, ``study.cli.train``, the Tune driver, the
+MLflow callback, ``study.cli.evaluate`` and the report — takes these from here, so that one rule cannot drift into
+two. No Ray, no MLflow, no I/O.
 
 The rules, in one place:
 
@@ -89,19 +89,20 @@ def group_scores_of(report: Mapping[str, object], by: str, metric: str) -> dict[
     return {key[len(prefix):]: float(value) for key, value in report.items() if key.startswith(prefix)}
 
 
-# --- the alignment probe (issue #19): "<namespace>/<measure>/layer<hidden state>/<language>" ------------------------
+# --- the alignment probe: "<namespace>/<measure>/layer<hidden state>/<language>" -----------------------------------
 
 ALIGNMENT = "align"  # the evaluated checkpoint's probe
 ALIGNMENT_PRETRAINED = "align_pretrained"  # the pretrained encoder's probe, same sentences, tokenizer and layer
 ALIGNMENT_DELTA = "align_delta"  # checkpoint minus pretrained: what fine-tuning changed
-ALIGNMENT_MEASURES = ("xx_to_en", "en_to_xx", "centroid_distance", "centred_distance")  # study.evaluation.alignment.Alignment
+# the fields of study.evaluation.alignment.Alignment
+ALIGNMENT_MEASURES = ("xx_to_en", "en_to_xx", "centroid_distance", "centred_distance")
 ALIGNMENT_SENTENCES = "sentences"  # parallel sentences probed (align/ and align_pretrained/ only: no delta)
 ALIGNMENT_RETRIEVAL = ("xx_to_en", "en_to_xx")  # the measures with per-sentence units
 
 
 def alignment_key(namespace: str, measure: str, layer: int, language: str) -> str:
     """``<namespace>/<measure>/layer<n>/<language>``, e.g. ``align_delta/xx_to_en/layer12/de``; ``layer`` is the
-    index into the encoder's hidden states (0: embeddings), as ``study.cli.evaluate --layer`` counts."""
+    index into the encoder's hidden states (0: embeddings), as ``study evaluate --layer`` counts."""
     return f"{namespace}/{measure}/layer{layer}/{language}"
 
 

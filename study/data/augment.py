@@ -228,7 +228,7 @@ class Synonyms:
                 if p_start >= end:
                     shifts[i] += len(new) - (end - start)
         pieces.append(text[cursor:])
-        return "".join(pieces), [(s + d, e + d) for (s, e), d in zip(protected, shifts)]
+        return "".join(pieces), [(s + d, e + d) for (s, e), d in zip(protected, shifts, strict=True)]
 
 
 def virtual_copies(make_copy: Callable[[random.Random], T], k: int, seed: int, example_id: int | str) -> list[T]:

@@ -26,10 +26,10 @@ import hashlib
 import io
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -212,21 +212,20 @@ def _version(package: str) -> str:
 # --- your images and datasets -------------------------------------------------------------------------------------
 
 
-def _open_checked(opener, min_side: int):
-    """(image, None) or (None, why it is skipped)."""
+def _unusable(source, min_side: int) -> str | None:
+    """Why the image at ``source`` (a path or a binary file object) is skipped, or None when it is usable; the
+    image is decoded once to find out, and its file closed again."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        image = opener()
-        image = image if isinstance(image, Image.Image) else Image.open(image)
-        image.load()
+        with Image.open(source) as image:
+            image.load()
+            size = image.size
     except FileNotFoundError:
-        return None, "missing image"
+        return "missing image"
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return None, "corrupt image"
-    if min(image.size) < min_side:
-        return None, f"image smaller than {min_side} px"
-    return image.convert("RGB"), None
+        return "corrupt image"
+    return f"image smaller than {min_side} px" if min(size) < min_side else None
 
 
 def _square(image, size: int):
@@ -286,7 +285,7 @@ def folder_captions(folder: str, min_side: int, max_images: int = MAX_IMAGES) ->
             skipped["fewer than two captions"] += 1
             continue
         path = (root / image).resolve()
-        why = _open_checked(lambda: open(path, "rb"), min_side)[1]
+        why = _unusable(path, min_side)
         if why:
             skipped[why] += 1
             continue
@@ -348,9 +347,7 @@ def dataset_captions(source: str, min_side: int, max_images: int = MAX_IMAGES) -
             skipped["fewer than two captions"] += 1
             continue
         stored = row[image_column] or {}
-        opener = (lambda: io.BytesIO(stored["bytes"])) if stored.get("bytes") else (lambda: open(stored.get("path")
-                                                                                               or "", "rb"))
-        why = _open_checked(opener, min_side)[1]
+        why = _unusable(io.BytesIO(stored["bytes"]) if stored.get("bytes") else stored.get("path") or "", min_side)
         if why:
             skipped[why] += 1
             continue

@@ -50,7 +50,7 @@ def choice_prompt(premise: str, question: str) -> str:
 def _multiple_choice(task, tokenizer, max_length):
     def encode(batch):
         firsts, seconds = [], []
-        for premise, question, choices in zip(batch["premise"], batch["question"], batch["choices"]):
+        for premise, question, choices in zip(batch["premise"], batch["question"], batch["choices"], strict=True):
             firsts += [choice_prompt(premise, question)] * len(choices)
             seconds += list(choices)
         flat = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
@@ -85,9 +85,9 @@ def _tagging(task, tokenizer, max_length):
         flat = [word for words in batch["tokens"] for word in words]
         sizes = [len(ids) for ids in tokenizer(flat, add_special_tokens=False)["input_ids"]] if flat else []
         windows, window_tags, starts, position = [], [], [], 0
-        for words, tags in zip(batch["tokens"], batch["tags"]):
+        for words, tags in zip(batch["tokens"], batch["tags"], strict=True):
             counts, position = sizes[position:position + len(words)], position + len(words)
-            words = [word if count else tokenizer.unk_token for word, count in zip(words, counts)]
+            words = [word if count else tokenizer.unk_token for word, count in zip(words, counts, strict=True)]
             for start, end in word_windows([max(count, 1) for count in counts], budget):
                 windows.append(words[start:end])
                 window_tags.append(tags[start:end])
@@ -133,7 +133,7 @@ def _truncated_questions(tokenizer, questions: list[str], budget: int) -> list[s
     queries to ``max_query_length`` tokens; one batched tokenizer call."""
     questions = [q.lstrip() for q in questions]
     offsets = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    return [q if len(o) <= budget else q[:o[budget - 1][1]] for q, o in zip(questions, offsets)]
+    return [q if len(o) <= budget else q[:o[budget - 1][1]] for q, o in zip(questions, offsets, strict=True)]
 
 
 def _qa(task, tokenizer, max_length):
@@ -167,7 +167,7 @@ def _qa(task, tokenizer, max_length):
                 starts.append(start - 1)
                 ends.append(end + 1)
             example_ids.append(batch["id"][sample])
-            offsets.append([o if s == 1 else None for o, s in zip(offset, sequence_ids)])
+            offsets.append([o if s == 1 else None for o, s in zip(offset, sequence_ids, strict=True)])
         out["offset_mapping"] = offsets
         out["example_id"] = example_ids
         out["start_positions"], out["end_positions"] = starts, ends

@@ -25,7 +25,7 @@ PAIR_FIELDS = ("input_ids", "attention_mask", "token_type_ids", "labels", "start
 def _qa_copy(record: dict, synonyms: Synonyms, rng: random.Random) -> dict:
     """QA: the question and the context substituted, the answer spans protected and moved with the text."""
     answers = record["answers"]
-    spans = [(s, s + len(t)) for s, t in zip(answers["answer_start"], answers["text"])]
+    spans = [(s, s + len(t)) for s, t in zip(answers["answer_start"], answers["text"], strict=True)]
     context, moved = synonyms.substitute_text(record["context"], rng, protected=spans)
     return {**record, "question": _text(record["question"], synonyms, rng), "context": context,
             "answers": {"text": answers["text"], "answer_start": [s for s, _ in moved]}}
@@ -61,19 +61,24 @@ def build_pairs(task: T.TaskSpec, records: list[dict], synonyms: Synonyms, token
             row_id = {"id": f"{index}:{number}"} if task.kind == T.QA else {}  # pairs QA windows per row
             originals.append({**record, **row_id})
             virtuals.append({**copy, **row_id})
-    changed = sum(repr(o) != repr(v) for o, v in zip(originals, virtuals))
+    changed = sum(repr(o) != repr(v) for o, v in zip(originals, virtuals, strict=True))
     x = encode_records(task, originals, tokenizer, max_length, f"train-x-k{k}-s{seed}")
     xt = encode_records(task, virtuals, tokenizer, max_length,
                         f"train-xt-k{k}-s{seed}-{Path(synonyms.source).name}-{synonyms.matching}")
     columns = [c for c in PAIR_FIELDS if c in x.column_names]
     if task.kind == T.QA:
-        pairs = [{"x": a, "xt": b} for a_rows, b_rows in zip(_windows(x, columns), _windows(xt, columns))
-                 for a, b in zip(a_rows, b_rows)]  # a window without a partner is dropped
+        # every record has at least one window on each side; x̃'s context may need more or fewer windows than x's:
+        # the i-th windows are paired and a window without a partner is dropped (strict=False)
+        pairs = [{"x": a, "xt": b}
+                 for a_rows, b_rows in zip(_windows(x, columns), _windows(xt, columns), strict=True)
+                 for a, b in zip(a_rows, b_rows, strict=False)]
     elif task.kind == T.TAGGING:  # long sentences come in word windows; x̃ may window differently
-        pairs = [{"x": a[start], "xt": b[start]} for a, b in zip(_sentences(x, columns), _sentences(xt, columns))
+        pairs = [{"x": a[start], "xt": b[start]}
+                 for a, b in zip(_sentences(x, columns), _sentences(xt, columns), strict=True)
                  for start in a if start in b]  # windows starting at the same word; others have no partner
     else:
-        pairs = [{"x": {c: a[c] for c in columns}, "xt": {c: b[c] for c in columns}} for a, b in zip(x, xt)]
+        pairs = [{"x": {c: a[c] for c in columns}, "xt": {c: b[c] for c in columns}}
+                 for a, b in zip(x, xt, strict=True)]
     stats = {"examples": len(records), "virtual_copies": len(virtuals), "pairs": len(pairs),
              "changed_fraction": changed / max(len(virtuals), 1), "synonyms": synonyms.source,
              "synonym_matching": synonyms.matching}

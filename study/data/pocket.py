@@ -3,14 +3,14 @@
 It is named ``pocket`` everywhere and is never presented as XTREME-R.
 
 * ``pocket-topic`` - topic classification of chatbot utterances (``chatterbot-corpus`` 1.3.3): train on English,
-  test zero-shot on the other languages. The corpus has known problems (``../shared/docs/pocket_suite.md``); each is
-  handled here: topic file names are mapped onto the English topics; Swedish ``conversations.yml`` (untranslated
-  English), Persian ``profile.yml`` (translator names) and Traditional Chinese (a script conversion of the Chinese
-  files) are left out; target items identical to any English string, duplicates and texts that occur under two
-  topics are dropped; the topic comes from the file, not from the ``categories`` field (Telugu's is wrong). English is
-  split train/dev/test **by conversation**; where a target file is a line-by-line translation of the English one
-  (same number of conversations), only the translations of English dev/test conversations are kept, so no test
-  item translates a training item. Languages with fewer than 3 topics or 100 items are dropped.
+  test zero-shot on the other languages. The corpus has known problems, each handled here: topic file names are
+  mapped onto the English topics; Swedish ``conversations.yml`` (untranslated English), Persian ``profile.yml``
+  (translator names) and Traditional Chinese (a script conversion of the Chinese files) are left out; target items
+  identical to any English string, duplicates and texts that occur under two topics are dropped; the topic comes from
+  the file, not from the ``categories`` field (Telugu's is wrong). English is split train/dev/test **by
+  conversation**; where a target file is a line-by-line translation of the English one (same number of
+  conversations), only the translations of English dev/test conversations are kept, so no test item translates a
+  training item. Languages with fewer than 3 topics or 100 items are dropped.
 * ``pocket-retrieval`` - Tatoeba-style parallel sentence retrieval from the gettext catalogues Django ships: English
   message ids and their translations, keeping messages of at least 3 words without placeholders, plural forms or
   context, deduplicated on both sides.
@@ -108,48 +108,66 @@ class PocketTopic:
     dropped: dict  # {reason: count}, reported so that cleaning is visible
 
 
-@lru_cache(maxsize=1)
-def pocket_topic() -> PocketTopic:
-    """Build pocket-topic from ``chatterbot-corpus`` with the cleaning of the module docstring (cached per process)."""
-    root = _package_dir("chatterbot_corpus") / "data"
-    files: dict[str, dict[str, list[list[str]]]] = defaultdict(dict)  # language -> topic -> conversations
+def _corpus_files(root: Path) -> dict[str, dict[str, list[list[str]]]]:
+    """language -> topic -> conversations of the corpus under ``root``: the excluded files left out, topic file
+    names mapped onto the English topics (``TOPIC_ALIASES``)."""
+    files: dict[str, dict[str, list[list[str]]]] = defaultdict(dict)
     for folder, code in CHATTERBOT_LANGUAGES.items():
         for path in sorted((root / folder).glob("*.yml")):
             if (folder, path.stem) in EXCLUDED_FILES:
                 continue
             topic = TOPIC_ALIASES.get(path.stem.lower(), path.stem.lower())
             files[code].setdefault(topic, []).extend(_read_topic_file(path))
+    return files
+
+
+def _language_items(code: str, conversations: dict[str, list[list[str]]], topics: tuple[str, ...], keep,
+                    english_strings: set[str], dropped: Counter) -> list[TopicItem]:
+    """The items of one language: the utterances of the conversations ``keep(topic, index)`` selects, less those
+    under two topics and (targets) those identical to an English string, each drop counted in ``dropped``."""
+    label = {t: i for i, t in enumerate(topics)}
+    seen: dict[str, set[str]] = defaultdict(set)
+    for topic in topics:
+        for index, conversation in enumerate(conversations.get(topic, [])):
+            if keep(topic, index):
+                for utterance in conversation:
+                    seen[utterance].add(topic)
+    result = []
+    for text, text_topics in seen.items():
+        if len(text_topics) > 1:
+            dropped["text under two topics"] += 1
+        elif code != "en" and text.casefold() in english_strings:
+            dropped["target text identical to English"] += 1
+        else:
+            result.append(TopicItem(text, label[next(iter(text_topics))], code))
+    return sorted(result, key=lambda item: (item.label, item.text))
+
+
+def _first_split_only(splits: dict[str, list[TopicItem]], dropped: Counter) -> None:
+    """An utterance repeated in several conversations stays in its first split (train, dev, test order)."""
+    seen_earlier: set[str] = set()
+    for split, _ in SPLIT_FRACTIONS:
+        kept = [item for item in splits[split] if item.text not in seen_earlier]
+        dropped["English text already in an earlier split"] += len(splits[split]) - len(kept)
+        splits[split] = kept
+        seen_earlier |= {item.text for item in kept}
+
+
+@lru_cache(maxsize=1)
+def pocket_topic() -> PocketTopic:
+    """Build pocket-topic from ``chatterbot-corpus`` with the cleaning of the module docstring (cached per process)."""
+    files = _corpus_files(_package_dir("chatterbot_corpus") / "data")
     presence = Counter(topic for per_topic in files.values() for topic in per_topic)
     topics = tuple(sorted(t for t in files["en"] if presence[t] >= MIN_TOPIC_LANGUAGES))
-    label = {t: i for i, t in enumerate(topics)}
     english_strings = {u.casefold() for convs in files["en"].values() for c in convs for u in c}
     held_out = {(t, i) for t in topics for i in range(len(files["en"][t])) if _split_of(t, i) != "train"}
     dropped: Counter = Counter()
 
     def items(code: str, keep) -> list[TopicItem]:
-        seen: dict[str, set[str]] = defaultdict(set)
-        for topic in topics:
-            for index, conversation in enumerate(files[code].get(topic, [])):
-                if keep(topic, index):
-                    for utterance in conversation:
-                        seen[utterance].add(topic)
-        result = []
-        for text, text_topics in seen.items():
-            if len(text_topics) > 1:
-                dropped["text under two topics"] += 1
-            elif code != "en" and text.casefold() in english_strings:
-                dropped["target text identical to English"] += 1
-            else:
-                result.append(TopicItem(text, label[next(iter(text_topics))], code))
-        return sorted(result, key=lambda item: (item.label, item.text))
+        return _language_items(code, files[code], topics, keep, english_strings, dropped)
 
     splits = {split: items("en", lambda t, i, s=split: _split_of(t, i) == s) for split, _ in SPLIT_FRACTIONS}
-    seen_earlier: set[str] = set()
-    for split, _ in SPLIT_FRACTIONS:  # an utterance repeated in several conversations stays in its first split
-        kept = [item for item in splits[split] if item.text not in seen_earlier]
-        dropped["English text already in an earlier split"] += len(splits[split]) - len(kept)
-        splits[split] = kept
-        seen_earlier |= {item.text for item in kept}
+    _first_split_only(splits, dropped)
     targets = {}
     for code in sorted(files):
         if code == "en":

@@ -66,7 +66,7 @@ def _lareqa_ranking(files: dict[str, Path], language: str, names: dict[str, str]
     qids = sorted(own_questions)
     questions = [own_questions[q] for q in qids]
     return RankingSet(questions, [answer_ids[q] for q in qids], candidates, questions,
-                      [lareqa_candidate(c, p) for c, p in zip(candidates, paragraphs)])
+                      [lareqa_candidate(c, p) for c, p in zip(candidates, paragraphs, strict=True)])
 
 
 MEWSLIX_FILES = ("candidate_set_entities.jsonl", "wikinews_mentions-test.jsonl")  # get-mewsli-x.sh's output

@@ -3,7 +3,7 @@
 Two paths: the Hugging Face hub (the parquet splits, for Mewsli-X the archive of its original files, for LAReQA its
 original files on GitHub at a pinned commit, named in ``study.data.tasks``; the real path for users with internet), or
 ``--data-dir``: a directory holding the tasks' original files, laid out as their upstream repositories ship them
-(this is how ``../shared/data`` is laid out):
+(google-research/xtreme's ``scripts/download_data.sh`` fetches the same files):
 
     tatoeba/v1/tatoeba.{xxx}-eng.{xxx,eng}          LASER, ISO 639-3 codes
     xcopa/data/{lang}/{test,val}.{lang}.jsonl        cambridgeltl/xcopa; English COPA as copa/{train,val}.jsonl
@@ -106,7 +106,7 @@ def _siqa_local(task: T.TaskSpec, split: str, lang: str, root: Path) -> list[dic
         bad = next((n for n, label in enumerate(labels, start=1) if label not in ("1", "2", "3")), None)
         if bad:
             raise StudyError(f"{path.stem}-labels.lst, line {bad}: label {labels[bad - 1]!r}; expected 1, 2 or 3")
-        rows = [{**r, "correct": "ABC"[int(label) - 1]} for r, label in zip(rows, labels)]
+        rows = [{**r, "correct": "ABC"[int(label) - 1]} for r, label in zip(rows, labels, strict=True)]
     records = []
     for number, r in enumerate(rows, start=1):
         try:

@@ -109,4 +109,4 @@ def project_2d(embeddings: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     spread = np.sqrt((centred ** 2).sum(axis=1).mean())
     points = PCA(n_components=2, svd_solver="full").fit_transform(centred) / (spread if spread > 0 else 1.0)
     bounds = np.cumsum([0] + [len(embeddings[n]) for n in names])
-    return {n: points[start:stop] for n, start, stop in zip(names, bounds[:-1], bounds[1:])}
+    return {n: points[start:stop] for n, start, stop in zip(names, bounds[:-1], bounds[1:], strict=True)}

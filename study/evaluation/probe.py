@@ -1,7 +1,7 @@
-"""The alignment probe of an encoder (issue #19): each target language's parallel sentences and their English
-translations, embedded through the evaluation's batched path (``study.evaluation.scoring``: the Arrow token cache,
-length-sorted batches, masked mean pooling, the model's text prefix), then measured by ``study.evaluation.alignment`` at
-each probed layer.
+"""The alignment probe of an encoder: each target language's parallel sentences and their English translations,
+embedded through the evaluation's batched path (``study.evaluation.scoring``: the Arrow token cache, length-sorted
+batches, masked mean pooling, the model's text prefix), then measured by ``study.evaluation.alignment`` at each probed
+layer.
 
 Parallel data: the pocket suite's Django catalogues (``pocket-retrieval``) for pocket tasks, Tatoeba for XTREME-R
 tasks, each language subsampled to ``limit`` pairs with ``protocol.EVAL_SUBSET_SEED`` so that every run probes the
@@ -103,7 +103,7 @@ class Probe:
         ``FIGURE_SENTENCES`` pairs of ``languages``."""
         out = {}
         for lang in languages:
-            for side, values in zip(("target", "english"), self.embeddings[lang]):
+            for side, values in zip(("target", "english"), self.embeddings[lang], strict=True):
                 out[f"{lang}/{side}"] = values[:FIGURE_SENTENCES, -1].astype(np.float16)
         return out
 

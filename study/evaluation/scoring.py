@@ -196,7 +196,7 @@ def _label_scores(task: T.TaskSpec, features, records, model, padded, token_budg
                               token_budget).tolist()
     gold = features["labels"]
     extra = {"examples": len(gold), "gold_units": len(gold),
-             "units": [[float(p == g), 1.0] for p, g in zip(predictions, gold)]}
+             "units": [[float(p == g), 1.0] for p, g in zip(predictions, gold, strict=True)]}
     if task.suite == "pocket":  # the label prior is skewed: report a class-balanced view beside accuracy
         from sklearn.metrics import f1_score
 
@@ -215,7 +215,7 @@ def _tag_scores(task: T.TaskSpec, features, records, model, padded, token_budget
     labels, _ = _pad_column(features.with_format("arrow")["labels"], IGNORE_INDEX)  # (n, L), as the inputs
     names, first = np.array(task.labels), labels != IGNORE_INDEX
     predictions: list[list[str]] = []
-    for row, keep, start in zip(tags, first, features["word_start"]):
+    for row, keep, start in zip(tags, first, features["word_start"], strict=True):
         if start == 0:
             predictions.append([])  # a sentence's first window
         predictions[-1] += names[row[keep]].tolist()
@@ -242,7 +242,7 @@ def _qa_scores(task: T.TaskSpec, features, records, model, padded, token_budget,
     context_of = {r["id"]: r["context"] for r in records}
     logits = run_batches(span_logits, padded, model.device, token_budget).tolist()
     for (start_logits, end_logits), offsets, example_id in zip(logits, features["offset_mapping"],
-                                                               features["example_id"]):
+                                                               features["example_id"], strict=True):
         valid = [i for i, o in enumerate(offsets) if o is not None]
         top_starts = sorted(valid, key=lambda i: -start_logits[i])[:20]
         top_ends = sorted(valid, key=lambda i: -end_logits[i])[:20]

@@ -70,7 +70,7 @@ def check_store_exists(uri: str) -> None:
         return check_server(uri)
     path = uri.removeprefix("sqlite:///").removeprefix("file://").removeprefix("file:")  # sqlite:////abs -> /abs
     if not Path(path).exists():
-        raise StudyError(f"no MLflow store at {uri}: pass the --mlflow-uri the study wrote to (study.tune.driver's default is "
+        raise StudyError(f"no MLflow store at {uri}: pass the --mlflow-uri the study wrote to (study tune's default is "
                          "sqlite:///<its working directory>/mlflow.db)")
 
 

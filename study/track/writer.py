@@ -23,7 +23,7 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
 from study.core.errors import StudyError
-from study.core.faults import FaultHooks
+from study.core.faults import NO_FAULTS, FaultHooks
 from study.core.protocol import (
     RUN_KIND_TAG,
     STUDY_RUN,
@@ -70,7 +70,7 @@ class StudyRun:
         self.run_id = start_parent_run(self.uri, self.experiment, self.study, *self._start)
         return self
 
-    def writer(self, faults: FaultHooks = FaultHooks()) -> MLflowWriter:
+    def writer(self, faults: FaultHooks = NO_FAULTS) -> MLflowWriter:
         """A writer for the study's trial runs, holding what an earlier one left in the study's storage."""
         return MLflowWriter(self.uri, self.experiment, self.run_id, self.storage, self.study, faults)
 
@@ -186,7 +186,7 @@ class MLflowWriter:
     and status overwrite themselves."""
 
     def __init__(self, uri: str, experiment: str, parent_run_id: str, storage: str, study: str,
-                 faults: FaultHooks = FaultHooks()):
+                 faults: FaultHooks = NO_FAULTS):
         self.uri, self.experiment, self.parent_run_id = uri, experiment, parent_run_id
         self.storage, self.study, self.faults = storage, study, faults
         self._runs: dict[str, str] = {}

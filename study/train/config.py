@@ -13,7 +13,8 @@ from study.core.errors import StudyError
 from study.vme.objective import AP_MASK_MODES, VMEWeights
 
 OBJECTIVES = ("vme", "plain")  # plain = cross-entropy on x only: the matched-budget baseline
-# fast: one pass over [x; x̃], one captured attention layer, fused AdamW, trimmed vocabulary (study.vme.engine, study.vme.trim)
+# fast: one pass over [x; x̃], one captured attention layer, fused AdamW, trimmed vocabulary (study.vme.engine,
+# study.vme.trim)
 # reference: the authors' way (two eager passes with every attention map, foreach AdamW, full vocabulary)
 IMPLEMENTATIONS = ("fast", "reference")
 # batch: Attention-Pull over maps padded to the batch's longest row; max_length: every map padded to max_length, as
@@ -94,6 +95,20 @@ class TrainConfig:
                                                "seeded subset, also capped by max_eval_examples; unset: all)")
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """StudyError naming the first invalid option: counts, then numeric ranges, then named choices, then
+        ``global_batch`` against ``batch_size``, then the VME loss weights (run on construction)."""
+        self._check_counts()
+        self._check_ranges()
+        self._check_choices()
+        if self.global_batch is not None and self.global_batch % self.batch_size:
+            raise StudyError(f"global_batch={self.global_batch} is not a multiple of batch_size={self.batch_size}: "
+                             "choose a batch_size that divides it")
+        self._vme_weights()
+
+    def _check_counts(self) -> None:
         positive = ("epochs", "batch_size", "grad_accum", "max_length", "k_copies", "log_every")
         for name in positive:
             value = getattr(self, name)
@@ -103,6 +118,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise StudyError(f"{name}={value!r} is invalid: it must be an integer >= 1 or unset")
+
+    def _check_ranges(self) -> None:
         for name in ("lr", "head_lr"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0 < value < 1):
@@ -116,6 +133,8 @@ class TrainConfig:
                 raise StudyError(f"{name}={getattr(self, name)!r} is invalid: it must be {rule}")
         if not isinstance(self.alignment_probe, bool):
             raise StudyError(f"alignment_probe={self.alignment_probe!r} is invalid: it must be true or false")
+
+    def _check_choices(self) -> None:
         if self.objective not in OBJECTIVES:
             raise StudyError(f"objective={self.objective!r} is invalid: choose one of {', '.join(OBJECTIVES)}")
         if self.implementation not in IMPLEMENTATIONS:
@@ -127,10 +146,6 @@ class TrainConfig:
                                      ("synonym_matching", self.synonym_matching, SYNONYM_MATCHINGS)):
             if value not in choices:
                 raise StudyError(f"{name}={value!r} is invalid: choose one of {', '.join(choices)}")
-        if self.global_batch is not None and self.global_batch % self.batch_size:
-            raise StudyError(f"global_batch={self.global_batch} is not a multiple of batch_size={self.batch_size}: "
-                             "choose a batch_size that divides it")
-        self.weights  # validates the loss weights
 
     def accumulation(self, workers: int) -> int:
         """Micro-batches per optimizer step with ``workers`` ranks: ``grad_accum``, or the one that makes
@@ -149,6 +164,9 @@ class TrainConfig:
     @property
     def weights(self) -> VMEWeights:
         """The VME loss weights (w_task, w_robust, alpha, beta); StudyError when VMEWeights rejects them."""
+        return self._vme_weights()
+
+    def _vme_weights(self) -> VMEWeights:
         try:
             return VMEWeights(task=self.w_task, robust=self.w_robust, alpha=self.alpha, beta=self.beta)
         except ValueError as err:

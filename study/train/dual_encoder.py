@@ -1,5 +1,5 @@
-"""The dual encoder of ``study dual-encoder``: fine-tune the dual encoder XTREME-R scores LAReQA or Mewsli-X with, on Ray
-Train, from English data only: SQuAD v1.1 train (LAReQA) or English Wikipedia mention-entity pairs (Mewsli-X).
+"""The dual encoder of ``study dual-encoder``: fine-tune the dual encoder XTREME-R scores LAReQA or Mewsli-X with, on
+Ray Train, from English data only: SQuAD v1.1 train (LAReQA) or English Wikipedia mention-entity pairs (Mewsli-X).
 
 The protocol (``study.data.tasks.DUAL_ENCODER``, ``study.data.retrieval_pairs``): one encoder embeds both sides as its
 normalised pooled [CLS] output; each query should pick its own candidate among the batch's (``in_batch_softmax``,
@@ -104,6 +104,11 @@ def _collate(pad_id: int):
     return collate
 
 
+def _rows(encoded) -> list[dict]:
+    """A tokenizer's batch output (field -> one value per text) as one dict of fields per text."""
+    return [dict(zip(encoded, values, strict=True)) for values in zip(*encoded.values(), strict=True)]
+
+
 def train_fn_per_worker(config: dict) -> None:
     """One DDP rank: tokenise the pairs, train ``in_batch_softmax`` for the configured steps (progress reported
     every ``log_every`` steps), then rank 0 reports the model directory as the run's checkpoint."""
@@ -123,10 +128,9 @@ def train_fn_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
     spec = get_spec(cfg.model)
     tokenizer = load_tokenizer(spec)
-    features = list(zip(*(
-        [dict(zip(encoded, values)) for values in zip(*encoded.values())]
-        for encoded in (tokenizer(queries, truncation=True, max_length=cfg.query_max_length),
-                        tokenizer(candidates, truncation=True, max_length=cfg.candidate_max_length)))))
+    features = list(zip(_rows(tokenizer(queries, truncation=True, max_length=cfg.query_max_length)),
+                        _rows(tokenizer(candidates, truncation=True, max_length=cfg.candidate_max_length)),
+                        strict=True))  # (query, candidate) pairs: one of each per training pair
     torch.manual_seed(cfg.seed)
     module = _dual_encoder_module(load_model(spec, "base")).to(device)
     ddp = ray.train.torch.prepare_model(module, move_to_device=False) if world > 1 else module

@@ -214,7 +214,7 @@ def run_stage_worker(cfg: StageConfig, out: Path, rank: int, world: int, device,
     losses, reported = [], 0
     started = time.perf_counter()
     model.train()  # from_pretrained returns the backbone in eval mode: dropout must be on while training
-    for step, (indices, step_captions) in enumerate(zip(order, drawn), start=1):
+    for step, (indices, step_captions) in enumerate(zip(order, drawn, strict=True), start=1):
         batch = step_captions[rank::world]
         captions_seen.update("\n".join(b.caption for b in batch).encode())
         captions = _caption_batch(tokenizer, [b.caption for b in batch], cfg.max_length, device)
@@ -285,7 +285,7 @@ def stage_config(model: str, seed: int, stage: dict, fixed: dict | None = None) 
 
 
 def add_caption_languages_flag(parser) -> None:
-    """``--caption-languages``, the same on ``study.cli.train`` and ``study.tune.driver``."""
+    """``--caption-languages``, the same on ``study train`` and ``study tune``."""
     parser.add_argument("--caption-languages", type=lambda text: tuple(code.strip() for code in text.split(",")),
                         help="intermediate stage: the languages its captions are drawn in, comma-separated ISO 639-1 "
                         "codes (default en; e.g. en,de,ja: each image is seen with captions in several languages and "

@@ -122,7 +122,7 @@ class VMECapture:
         finally:
             self._in_padded_rows = False
         keys_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L): padding is never a key
-        for layer, (key, value) in zip(self._layers, kept):
+        for layer, (key, value) in zip(self._layers, kept, strict=True):
             attention = layer.attention.self
             query = attention.query(hidden).view(rows, length - real, -1, attention.attention_head_size)
             query = query.transpose(1, 2)  # (B, H, T, dh)

@@ -97,7 +97,7 @@ def split_batch(stream: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], Labels
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0,
                    head_lr: float | None = None, fused: bool = True) -> torch.optim.AdamW:
     """AdamW with the fused kernel: same update rule, but on CPU the 250k-row embedding update drops from
-    ~1-3 s to ~0.1 s per step (measured in ../shared/docs/pocket_suite.md and benchmarks/vme_overhead.py).
+    ~1-3 s to ~0.1 s per step (measured by benchmarks/vme_overhead.py).
 
     The task head (everything outside the encoder) may get its own learning rate: a fresh head needs a larger
     one than the pretrained encoder. ``fused=False`` is torch's default (foreach) kernel, the reference path's."""

@@ -1,8 +1,9 @@
 """The VME (EAR) objective of Ding et al. 2022 as pure tensor functions.
 
 No Ray, no I/O, no model code: every function takes tensors the model already produced, so each term can be
-unit-tested on hand-made tensors and swapped in ablations. Conventions follow the authors' released code
-(``../shared/docs/method.md``): x is the original English input, x̃ ("xt") its synonym-substituted virtual copy.
+unit-tested on hand-made tensors and swapped in ablations. Conventions follow the authors' released code (KB-Ding/EAR,
+the ``Bert_ept_apt`` / ``Xlmr_ept_apt`` models): x is the original English input, x̃ ("xt") its synonym-substituted
+virtual copy.
 
     total = w_task * CE(x̃) + w_robust * CE(x) + alpha * EP + beta * AP
     EP    = -MSE(mean_emb(x), mean_emb(x̃))          (pushes the two embedding means apart)
