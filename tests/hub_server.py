@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 import sys
-from functools import lru_cache
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
@@ -36,7 +36,7 @@ def _oid(path: Path) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # git's blob id, as the hub's oid
 
 
-@lru_cache(maxsize=None)
+@cache
 def _commit(repo_dir: Path) -> str:
     digest = hashlib.sha1()
     for f in sorted(p for p in repo_dir.rglob("*") if p.is_file()):

@@ -106,7 +106,7 @@ def test_projection_is_centred_and_blind_to_a_shift_or_scale_of_the_space(englis
 
 # --- the probe on a real encoder ------------------------------------------------------------------------------------
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_probe_of_pretrained_e5_small_reproduces_study_evaluate_on_tatoeba(e5_small):
     """Same sentences, tokenizer, prefix, layer and pooling as study.cli.evaluate: the same retrieval accuracies."""
     model, tokenizer, prefix = load_model(e5_small).eval(), load_tokenizer(e5_small), e5_small.text_prefix
@@ -134,8 +134,8 @@ def test_probe_data_subsamples_the_same_pairs_and_needs_a_parallel_language():
     part = probe_data(TASKS["pocket-topic"], ("de", "ja"), limit=20)
     assert full.task.name == "pocket-retrieval"
     for lang in ("de", "ja"):
-        pairs = set(zip(full.bitexts[lang].source, full.bitexts[lang].english))
-        chosen = list(zip(part.bitexts[lang].source, part.bitexts[lang].english))
+        pairs = set(zip(full.bitexts[lang].source, full.bitexts[lang].english, strict=True))
+        chosen = list(zip(part.bitexts[lang].source, part.bitexts[lang].english, strict=True))
         assert len(chosen) == 20 and set(chosen) <= pairs
     assert probe_data(TASKS["pocket-topic"], ("de",), limit=20).bitexts["de"] == part.bitexts["de"]
     with pytest.raises(StudyError, match="has parallel sentences"):
@@ -165,7 +165,7 @@ def test_pretrained_probe_is_computed_once_then_read_from_the_cache(tiny, tmp_pa
     assert len(loads) == 2
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_training_run_reports_the_probe_at_every_evaluation(tmp_path, monkeypatch):
     """The worker adds align/, align_pretrained/ and align_delta/ to each report, the retrieval units beside the
     evaluation's, and the figure's embeddings to the outbox."""

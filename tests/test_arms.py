@@ -43,7 +43,8 @@ def test_the_modality_experiment_crosses_fixed_arms_with_every_stage_and_contras
     assert dict(staged.stage) == {"intermediate_steps": 100, "modality": "multimodal-shuffled"}
     pairs = arm_contrasts([a.name for a in arms])
     assert ("vme-reference", "plain") in pairs
-    assert ("plain+multimodal", "plain+multimodal-shuffled") in pairs and ("vme-reference+text", "vme-reference") in pairs
+    assert ("plain+multimodal", "plain+multimodal-shuffled") in pairs
+    assert ("vme-reference+text", "vme-reference") in pairs
     assert ("plain+multimodal", "vme-reference+text") not in pairs  # never across fine-tuning settings
     with pytest.raises(StudyError, match="fixes the fine-tuning"):
         modality_arms(parse_arms("vme-tuned", ()), {})

@@ -24,7 +24,9 @@ def test_roget_source_is_a_real_thesaurus(roget):
 
 
 def test_copies_are_deterministic_for_a_seed_and_differ_across_seeds(roget):
-    draw = lambda rng: roget.substitute_text(TEXT, rng)[0]
+    def draw(rng):
+        return roget.substitute_text(TEXT, rng)[0]
+
     first = virtual_copies(draw, 3, seed=7, example_id=0)
     assert first == virtual_copies(draw, 3, seed=7, example_id=0)
     assert first != virtual_copies(draw, 3, seed=8, example_id=0)
@@ -113,7 +115,7 @@ def test_exact_matching_leaves_capitalised_and_punctuated_tokens_untouched(synon
         tokens = new.split(" ")
         assert len(tokens) == len(text.split(" "))
         assert [tokens[i] for i in (0, 1, 5, 10, 11)] == untouched, new
-        seen.update(t for t, o in zip(tokens, text.split(" ")) if t != o)
+        seen.update(t for t, o in zip(tokens, text.split(" "), strict=True) if t != o)
     assert {"film", "movies"} & seen and "cinema" in seen  # lower-case bare words are replaced ("movie" at the end)
     assert exact.substitute_words(["United", "movie", "movie."], random.Random(3))[::2] == ["United", "movie."]
 

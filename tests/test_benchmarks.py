@@ -18,12 +18,14 @@ def _run(script, *args):
     return result.stdout
 
 
+@pytest.mark.e2e
 def test_vme_overhead_benchmark_prints_both_ratios():
     out = _run("vme_overhead.py", "--model", "tiny", "--steps", "1", "--batch", "4", "--length", "32")
     assert "(a) VME step / plain step" in out and "(b) naive capture / one-layer capture" in out
     assert all(name in out for name in ("plain", "vme", "vme-naive", "reference"))
 
 
+@pytest.mark.e2e
 def test_calibration_benchmark_prints_every_scenario():
     out = _run("calibration.py", "--reps", "40")
     for scenario in ("3 seeds  shared", "3 seeds  independent", "5 seeds  shared", "5 seeds  independent"):
@@ -31,11 +33,13 @@ def test_calibration_benchmark_prints_every_scenario():
     assert out.count("power(+2 pt)") == 6 and "paired-by-seed t" in out and "Welch t (unpaired)" in out
 
 
+@pytest.mark.e2e
 def test_tokenize_benchmark_prints_throughput_and_cached_load():
     out = _run("tokenize_throughput.py")
     assert "pairs/s" in out and "second load (cached)" in out
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("lengths", ["full", "pocket"])
 def test_vme_vs_reference_benchmark_prints_speed_memory_profile_and_exactness(lengths):
     """``pocket``: real lengths, so the reference runs 32 positions and the fast step fewer plus the padded rows."""
@@ -53,6 +57,7 @@ def test_vme_vs_reference_benchmark_prints_speed_memory_profile_and_exactness(le
     assert "step memory" in out and out.count(" MiB") == 3
 
 
+@pytest.mark.e2e
 def test_eval_throughput_benchmark_prints_both_speed_ups_and_equal_scores(e5_small):
     out = _run("eval_throughput.py", "--pairs", "20", "--examples", "20", "--topic-languages", "de,ja",
                "--data-dir", str(FIXTURES))

@@ -24,7 +24,9 @@ def _seeded_model(spec, head, eager=False, **kwargs):
 
 def _batches(spec, length=24):
     tokenizer = load_tokenizer(spec)
-    encode = lambda texts: dict(tokenizer(texts, padding="max_length", max_length=length, return_tensors="pt"))
+    def encode(texts):
+        return dict(tokenizer(texts, padding="max_length", max_length=length, return_tensors="pt"))
+
     return encode(X), encode(XT)
 
 

@@ -100,10 +100,12 @@ def test_cluster_services_bind_loopback_and_ray_uses_token_auth():
     assert config["available_node_types"][config["head_node_type"]]["resources"]["study_driver"] > 0
 
 
+@pytest.mark.e2e
 def test_mlflow_server_listens_on_loopback_only_and_refuses_a_public_address_unless_asked(tmp_path):
     """Every socket of the server's process tree (the server and any worker it starts) is on loopback."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "study", "serve-mlflow", "--port", str(port), "--backend-store-uri",
+    server = subprocess.Popen([sys.executable, "-m", "study", "serve-mlflow", "--port", str(port),
+                               "--backend-store-uri",
                                f"sqlite:///{tmp_path}/mlflow.db", "--artifacts-destination", str(tmp_path / "a")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -122,6 +124,7 @@ def test_mlflow_server_listens_on_loopback_only_and_refuses_a_public_address_unl
     assert public.returncode == 2 and "--allow-remote" in public.stderr
 
 
+@pytest.mark.e2e
 def test_local_ray_with_its_dashboard_listens_on_loopback_only_and_token_auth_is_on():
     """init_ray on its own (the variable it sets is not in the environment): every socket of the Ray instance's
     process tree, dashboard included, is on loopback, and Ray's token authentication is on."""
@@ -158,6 +161,7 @@ ray.shutdown()
         process.communicate("\n", timeout=60)
 
 
+@pytest.mark.e2e
 def test_local_ray_started_after_ray_was_imported_is_refused():
     """Ray reads the loopback setting when first imported: init_ray after ``import ray`` would bring a node up on
     the machine's outward address, so it stops that node and says why."""
@@ -182,7 +186,7 @@ def _trial_nodes(uri: str, experiment: str) -> dict[str, list[str]]:
     return {r.info.run_id: r.data.tags["nodes"].split(",") for r in trials if r.data.tags.get("nodes")}
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_multi_node_study_spreads_trials_and_recovers_from_a_lost_node(mlflow_server, tmp_path):
     """Two trials train at the same time on two worker nodes; the node of one that is past its first report (RUNNING,
     one report, its checkpoint registered by Ray Train) is killed, and that trial must resume from the checkpoint on
@@ -240,7 +244,7 @@ def test_multi_node_study_spreads_trials_and_recovers_from_a_lost_node(mlflow_se
     assert list(storage.glob("study-*-trial-*/checkpoint_*")), "checkpoints are in the shared storage"
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_mlflow_outage_loses_nothing_and_resume_writes_the_rest(tmp_path):
     port, root = free_port(), tmp_path / "mlflow"
     root.mkdir()
@@ -285,6 +289,7 @@ def test_outbox_round_trip_on_a_directory_and_a_uri(tmp_path):
         assert outbox_take(storage, "study-x", "trial-2") == {}  # nothing left: nothing to log
 
 
+@pytest.mark.e2e
 def test_local_study_ray_never_joins_another_cluster_on_the_machine():
     """Without $RAY_ADDRESS the study starts a Ray instance of its own, even when another process has a cluster
     running on this machine (Ray's default would join the one in /tmp/ray/ray_current_cluster: seen when two test

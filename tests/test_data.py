@@ -77,10 +77,10 @@ def test_local_loaders_count_what_the_files_hold():
     assert xcopa[0]["choices"] and xcopa[0]["label"] in (0, 1)
     xquad = load_split(T.TASKS["xquad"], "test", "de", FIXTURES)
     assert len(xquad) == 1190 and all(r["context"][s:].startswith(t) for r in xquad[:50]
-                                      for s, t in zip(r["answers"]["answer_start"], r["answers"]["text"]))
+                                      for s, t in zip(r["answers"]["answer_start"], r["answers"]["text"], strict=True))
     udpos = load_split(T.TASKS["udpos"], "test", "de", FIXTURES)
-    sent_ids = [l for l in _lines(FIXTURES / "udpos/UD_German-PUD/de_pud-ud-test.conllu.gz")
-                if l.startswith("# sent_id")]
+    sent_ids = [line for line in _lines(FIXTURES / "udpos/UD_German-PUD/de_pud-ud-test.conllu.gz")
+                if line.startswith("# sent_id")]
     assert len(udpos) == len(sent_ids) == 1000 and all(len(r["tokens"]) == len(r["tags"]) for r in udpos)
     lareqa = load_split(T.TASKS["lareqa"], "test", "de", FIXTURES)
     assert isinstance(lareqa, RankingSet) and len(lareqa.questions) == 1190
@@ -263,6 +263,7 @@ def test_unreachable_hub_is_one_line_error(monkeypatch):
         load_split(T.TASKS["xnli"], "test", "de")
 
 
+@pytest.mark.e2e
 def test_pocket_topic_is_clean_deterministic_and_zero_shot():
     data = pocket_topic()
     assert data.topics == T.POCKET_TOPICS
@@ -285,7 +286,7 @@ def test_pocket_topic_is_clean_deterministic_and_zero_shot():
 def test_pocket_retrieval_has_30_plus_clean_languages():
     pairs = pocket_retrieval()
     assert len(pairs) >= 30 and set(pairs) == set(T.TASKS["pocket-retrieval"].languages)
-    for lang, rows in pairs.items():
+    for rows in pairs.values():
         assert len({t for t, _ in rows}) == len(rows) == len({e for _, e in rows})
         assert not any("%" in t or "{" in e for t, e in rows)
 
@@ -296,8 +297,10 @@ def test_tagging_labels_sit_on_first_subtoken(tiny):
     tokenizer = load_tokenizer(tiny)
     records = [{"tokens": ["Unbelievably", "good", "."], "tags": ["ADV", "ADJ", "PUNCT"]}]
     row = encode_records(T.TASKS["udpos"], records, tokenizer, 32, "unit")[0]
-    labelled = [(tokenizer.convert_ids_to_tokens(i), l) for i, l in zip(row["input_ids"], row["labels"])]
-    assert [l for _, l in labelled if l != -100] == [T.TASKS["udpos"].labels.index(t) for t in records[0]["tags"]]
+    labelled = [(tokenizer.convert_ids_to_tokens(i), label)
+                for i, label in zip(row["input_ids"], row["labels"], strict=True)]
+    tags = [T.TASKS["udpos"].labels.index(t) for t in records[0]["tags"]]
+    assert [label for _, label in labelled if label != -100] == tags
     assert labelled[1][1] != -100 and labelled[2][1] == -100  # "▁Un" "bel..." : only the first piece
 
 
@@ -404,7 +407,7 @@ def wordpiece(tmp_path_factory):
     from transformers import BertTokenizerFast
 
     vocab = tmp_path_factory.mktemp("wordpiece") / "vocab.txt"
-    words = "the cat sat on a mat dog ran in house big small".split()
+    words = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "in", "house", "big", "small"]
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
     return BertTokenizerFast(vocab_file=str(vocab))
 

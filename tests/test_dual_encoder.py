@@ -211,7 +211,7 @@ def _squad_train(n: int) -> dict:
     return {"data": [{"title": "t", "paragraphs": paragraphs}], "version": "1.1"}
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_fine_tuned_dual_encoders_are_scored_under_xtreme_r_protocol_on_every_question(tmp_path):
     """study.train.dual_encoder trains each task's dual encoder on its English pairs (tiny model, 2 steps) and writes a
     model directory; study.cli.evaluate --checkpoint scores it under XTREME-R's label, every question of every

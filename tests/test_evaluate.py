@@ -167,6 +167,7 @@ def _run(*args):
                           env=os.environ, timeout=300)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("args, message", [
     (["--model", "tiny", "--task", "xnli"], "needs a fine-tuned sequence head"),
     (["--model", "tiny", "--task", "tatoeba", "--languages", "en"], "task 'tatoeba' has no language 'en'"),
@@ -186,6 +187,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     assert not (tmp_path / "never.json").exists()
 
 
+@pytest.mark.e2e
 def test_an_unwritable_json_path_stops_before_evaluating(tmp_path):
     result = _run("--model", "tiny", "--task", "pocket-retrieval", "--languages", "de",
                   "--json", str(tmp_path / "no" / "such" / "dir.json"))
@@ -253,7 +255,7 @@ def test_length_batches_hold_every_row_once_in_order_of_length_within_the_budget
         batches = length_batches(lengths, budget)
         assert sorted(np.concatenate(batches).tolist()) == list(range(500))
         assert all(len(b) == 1 or len(b) * lengths[b].max() <= budget for b in batches)
-        assert all(lengths[a].max() <= lengths[b].min() for a, b in zip(batches, batches[1:]))
+        assert all(lengths[a].max() <= lengths[b].min() for a, b in zip(batches, batches[1:], strict=True))
 
 
 def test_padded_inputs_pad_as_the_tokenizer_and_outputs_come_back_in_row_order(tiny):
@@ -331,7 +333,7 @@ def test_classification_scores_equal_a_plain_loop(tiny):
                                   max_length=128, return_tensors="pt")
                 predictions += model(**batch).logits.argmax(-1).tolist()
         gold = [r["label"] for r in records]
-        assert extra["units"] == [[float(p == g), 1.0] for p, g in zip(predictions, gold)]
+        assert extra["units"] == [[float(p == g), 1.0] for p, g in zip(predictions, gold, strict=True)]
         assert abs(score - np.mean(np.equal(predictions, gold))) <= 1e-6 and extra["examples"] == len(records)
         assert abs(extra["macro_f1"] - f1_score(gold, predictions, average="macro")) <= 1e-6
 

@@ -99,7 +99,7 @@ def test_training_a_trimmed_model_updates_weights_exactly_like_the_full_one(tmp_
 
 def _unpadded(batch) -> list[list[int]]:
     return [row[mask.bool()].tolist() for stream in ("x", "xt")
-            for row, mask in zip(batch[stream]["input_ids"], batch[stream]["attention_mask"])]
+            for row, mask in zip(batch[stream]["input_ids"], batch[stream]["attention_mask"], strict=True)]
 
 
 @pytest.mark.parametrize("model, ap_mask, ap_padding", [("tiny", "none", "batch"), ("tiny", "padding", "batch"),
@@ -153,7 +153,8 @@ def test_vme_reference_ap_equals_a_two_pass_reference_padded_to_max_seq_length()
     reference_model, pad_id = runs["reference"].model.eval(), runs["reference"].tokenizer.pad_token_id
     batch = next(iter(runs["fast"].loader))
     rows = {stream: [row[mask.bool()] for row, mask in zip(batch[stream]["input_ids"],
-                                                           batch[stream]["attention_mask"])] for stream in ("x", "xt")}
+                                                           batch[stream]["attention_mask"], strict=True)]
+            for stream in ("x", "xt")}
     maps = {}
     with torch.no_grad():
         for stream, ids in rows.items():

@@ -1,7 +1,7 @@
 """The real hub path, end to end, against a local replica of the hub (``hub_replica.py``): every task split and
 language (LAReQA: its original files, served as GitHub serves them), the three text models by their canonical ids,
 the CLIP tower and the caption data load through the project's public loaders and the real clients; offline from a
-filled cache; ``study.data.hub check|prefetch``; one-line errors for what cannot load. The clients read ``HF_ENDPOINT`` /
+filled cache; ``study hub check|prefetch``; one-line errors for what cannot load. The clients read ``HF_ENDPOINT`` /
 ``HF_HOME`` on import, so each check runs in a subprocess."""
 
 import dataclasses
@@ -31,7 +31,7 @@ from study.data import tasks as T
 from study.data.sources import load_split
 from study.models.registry import REGISTRY
 
-pytestmark = pytest.mark.slow  # each check starts Python with datasets / transformers (seconds)
+pytestmark = pytest.mark.e2e  # each check starts Python with datasets / transformers (seconds)
 
 HUB_TASKS = [t for t in T.TASKS.values() if t.suite in ("xtreme-r", "source")]  # and XCOPA's Social IQa
 LAREQA = T.TASKS["lareqa"].hub["test"]
@@ -90,6 +90,7 @@ def _one_line_error(result, *fragments: str) -> str:
     return lines[-1]
 
 
+@pytest.mark.e2e
 def test_every_task_split_and_language_loads_from_the_hub_then_offline_from_the_cache(replica, tmp_path):
     home = tmp_path / "hf"
     # LAReQA's release files from a server of their own, gone for the offline runs (the same URLs, as GitHub's are)
@@ -171,6 +172,7 @@ run_cli(main)
 """
 
 
+@pytest.mark.e2e
 def test_models_load_by_canonical_ids_and_the_clip_tower_from_a_full_checkpoint(replica, tmp_path):
     home = tmp_path / "hf"
     expected = ["mbert google-bert/bert-base-multilingual-cased BertForSequenceClassification 1",
@@ -196,6 +198,7 @@ run_cli(main, sys.argv[1:])
 """
 
 
+@pytest.mark.e2e
 def test_caption_data_downloads_only_the_shards_its_rows_need(replica, tmp_path):
     home = tmp_path / "hf"
     first = _python(CAPTIONS, hub_env(replica, home), "5")
@@ -208,6 +211,7 @@ def test_caption_data_downloads_only_the_shards_its_rows_need(replica, tmp_path)
     assert offline.stdout == both.stdout
 
 
+@pytest.mark.e2e
 def test_hub_check_resolves_everything_then_prefetch_fills_the_cache_for_an_offline_run(replica, tmp_path):
     home = tmp_path / "hf"
     check = subprocess.run([sys.executable, "-m", "study", "hub", "check"], capture_output=True, text=True,
@@ -271,6 +275,7 @@ run_cli(main, sys.argv[1:])
 """
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("task, repo, config, fragments", [
     ("udpos", SCRIPT_REPO, "", ("lists no data-file configs", "loading-script repository")),
     ("udpos", BAD_TAGS_REPO, "en", ("tags outside the task's label set: NOT-A-TAG",)),
@@ -286,6 +291,7 @@ def test_what_cannot_load_is_one_line_and_exit_2(replica, tmp_path, task, repo, 
     _one_line_error(_python(BROKEN_SOURCE, hub_env(replica, tmp_path / "hf"), task, repo, config), *fragments)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("offline", [True, False], ids=["HF_HUB_OFFLINE", "no-server"])
 def test_release_files_with_no_hub_and_no_cache_are_one_line_and_exit_2(replica, tmp_path, offline):
     endpoint = replica if offline else f"http://127.0.0.1:{free_port()}"  # hub and releases on a dead port
@@ -297,6 +303,7 @@ def test_release_files_with_no_hub_and_no_cache_are_one_line_and_exit_2(replica,
     assert ("HF_HUB_OFFLINE is set" if offline else "cannot be downloaded (ClientConnectorError: ") in line, line
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("model", ["mbert", "xlmr"])
 def test_the_users_command_runs_a_smoke_trial_with_the_multimodal_stage_from_the_hub(replica, tmp_path, model):
     """``python -m study.tune --model mbert --preset smoke`` as a user with internet types it (tiny random weights

@@ -32,6 +32,7 @@ def test_offline_data_is_real_emoji_with_two_captions():
     assert data.caption(data.test[0], "de") and data.probe_languages[0] == "en"
 
 
+@pytest.mark.e2e
 def test_modalities_see_the_same_captions_in_the_same_order(tmp_path):
     _, text = _run(tmp_path, "text")
     _, multimodal = _run(tmp_path, "multimodal")
@@ -67,6 +68,7 @@ def test_the_text_arm_sends_one_caption_per_item_through_the_backbone_with_gradi
     assert sorted(passes) == [False, True]  # the caption with gradient, its partner without
 
 
+@pytest.mark.e2e
 def test_stage_trains_with_dropout_on(tmp_path, monkeypatch):
     """from_pretrained hands the backbone over in eval mode; every stage step must run in train mode."""
     modes, forward = [], stage.ContrastiveModel.forward
@@ -80,6 +82,7 @@ def test_stage_trains_with_dropout_on(tmp_path, monkeypatch):
     assert modes == [{True}] * 3
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("modality", ["text", "multimodal"])
 def test_contrastive_loss_decreases(tmp_path, modality):
     _, meta = _run(tmp_path, modality, steps=40, lr=1e-3, head_lr=1e-3, vision_lr=3e-3)
@@ -87,6 +90,7 @@ def test_contrastive_loss_decreases(tmp_path, modality):
     assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10, losses
 
 
+@pytest.mark.e2e
 def test_stage_checkpoint_starts_the_fine_tuning(tmp_path):
     out, _ = _run(tmp_path, "multimodal")
     assert json.loads((out / "study_model.json").read_text())["intermediate"] == "multimodal"
@@ -125,7 +129,7 @@ def test_bad_stage_config():
         stage.StageConfig(model="tiny", modality="text", batch_size=1)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_stage_under_ray_is_cached_across_trials(tmp_path, monkeypatch):
     import ray
 
@@ -192,6 +196,7 @@ def _recording_caption_batches(monkeypatch) -> list[list[str]]:
     return texts
 
 
+@pytest.mark.e2e
 def test_multilingual_captions_cover_the_listed_languages_with_the_recorded_counts(tmp_path, monkeypatch):
     from study.core.protocol import StageResult
     from study.tune.callbacks import stage_writes
@@ -227,8 +232,8 @@ def test_caption_draws_are_seeded_and_pair_each_caption_with_the_same_images_cap
     assert drawn == stage.draw_captions(data, train, order, LANGUAGES, 0)
     assert drawn != stage.draw_captions(data, train, order, LANGUAGES, 1)
     seen: dict[int, set] = {}
-    for step, step_captions in zip(order, drawn):
-        for i, d in zip(step, step_captions):
+    for step, step_captions in zip(order, drawn, strict=True):
+        for i, d in zip(step, step_captions, strict=True):
             assert d.language != d.partner_language and {d.language, d.partner_language} <= set(LANGUAGES)
             assert (d.caption, d.partner) == (data.caption(train[i], d.language),
                                               data.caption(train[i], d.partner_language))
@@ -237,6 +242,7 @@ def test_caption_draws_are_seeded_and_pair_each_caption_with_the_same_images_cap
     assert sum(len(languages) > 1 for languages in seen.values()) > 0.8 * len(seen)
 
 
+@pytest.mark.e2e
 def test_english_captions_keep_the_stage_key_and_captions_of_existing_caches(tmp_path, monkeypatch):
     """The default (English captions only) is the stage that a cache written without --caption-languages holds: the
     same cache key (hard-coded, STAGE_FORMAT 4), the same captions and partners, the same data fingerprint, so such

@@ -62,7 +62,7 @@ def test_a_distance_needs_the_minimum_of_shared_features():
     assert checked_distance(None, 0).note == "not in URIEL+"
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_uriel_distances_come_from_integrated_imputed_features_with_their_evidence():
     """The real table (3 minutes on first use, then cached): distances in [0, 1], none exactly 0 but English's own.
     Without integration and imputation hr-en syntax was 0.000 on 12 features, kk-en phonology 0.000 on 2 and sk had

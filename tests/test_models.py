@@ -66,6 +66,7 @@ def _cli(*args, **env):
                           env={**os.environ, **env}, timeout=120)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}],
                          ids=["offline-mode", "hub-unreachable"])
 def test_unreachable_hub_model_gives_one_clear_line_and_exit_2(tmp_path, env):
@@ -76,6 +77,7 @@ def test_unreachable_hub_model_gives_one_clear_line_and_exit_2(tmp_path, env):
     assert "bert-base-multilingual-cased" in lines[0] and "HF_HOME" in lines[0] and "e5-small" in lines[0]
 
 
+@pytest.mark.e2e
 def test_cli_lists_registry_and_rejects_unknown_key():
     listing = _cli()
     assert listing.returncode == 0 and "offline stand-in" in listing.stdout

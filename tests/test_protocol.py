@@ -1,5 +1,5 @@
 """The run's contract (study/protocol.py) and that every consumer follows it: on hand-made reports where English dev
-and the test sets disagree, the worker, study.cli.train, the Tune driver, the MLflow callback and the report all pick the
+and the test sets disagree, the worker, study train, the Tune driver, the MLflow callback and the report all pick the
 step (and trial) English dev picks; the English rule gives the same family means in study.cli.evaluate, the worker and
 the report; the report's tables on hand-made trials match values computed by hand."""
 
@@ -236,16 +236,21 @@ def golden_study():
     search, confirm = protocol.SEARCH_PHASE, protocol.CONFIRM_PHASE
     mbert, xlmr = ("mbert", "mBERT"), ("xlmr", "XLM-R")
     runs = [
-        _trial_run("t1", confirm, "plain", "S1", *mbert, "none", 0.60, 1, {"en": 1.0, "de": 0.75, "nl": 0.5, "ja": 0.25}),
-        _trial_run("r1", confirm, "plain", "S1", *mbert, "none", 0.55, 5, {"en": 0.5, "de": 0.5, "nl": 0.25, "ja": 0.25}),
+        _trial_run("t1", confirm, "plain", "S1", *mbert, "none", 0.60, 1,
+                   {"en": 1.0, "de": 0.75, "nl": 0.5, "ja": 0.25}),
+        _trial_run("r1", confirm, "plain", "S1", *mbert, "none", 0.55, 5,
+                   {"en": 0.5, "de": 0.5, "nl": 0.25, "ja": 0.25}),
         _trial_run("v1", confirm, "vme-reference", "S1", *mbert, "none", 0.6, 7,
                    {"en": 1.0, "de": 0.75, "nl": 0.75, "ja": 0.5}),
         _trial_run("v2", confirm, "vme-reference", "S1", *mbert, "none", 0.6, 8,
                    {"en": 1.0, "de": 1.0, "nl": 0.5, "ja": 0.5}),
-        _trial_run("t2", search, "vme-tuned", "S1", *mbert, "text", 0.50, 2, {"en": 1.0, "de": 1.0, "nl": 1.0, "ja": 1.0}),
+        _trial_run("t2", search, "vme-tuned", "S1", *mbert, "text", 0.50, 2,
+                   {"en": 1.0, "de": 1.0, "nl": 1.0, "ja": 1.0}),
         _trial_run("t3", confirm, "plain", "S2", *xlmr, "none", 0.70, 3, {"en": 1.0, "de": 1.0, "nl": 0.75, "ja": 0.5}),
-        _trial_run("t4", search, "vme-tuned", "S2", *xlmr, "none", 0.70, 4, {"en": 1.0, "de": 1.0, "nl": 1.0, "ja": 1.0}),
-        _trial_run("r3", confirm, "plain", "S2", *xlmr, "none", 0.65, 6, {"en": 1.0, "de": 0.75, "nl": 0.75, "ja": 0.5}),
+        _trial_run("t4", search, "vme-tuned", "S2", *xlmr, "none", 0.70, 4,
+                   {"en": 1.0, "de": 1.0, "nl": 1.0, "ja": 1.0}),
+        _trial_run("r3", confirm, "plain", "S2", *xlmr, "none", 0.65, 6,
+                   {"en": 1.0, "de": 0.75, "nl": 0.75, "ja": 0.5}),
     ]
     return Study("golden", "uri", METRIC, [], runs, "pocket-topic")
 
@@ -344,14 +349,17 @@ def test_the_page_shows_every_figure_of_the_list_or_says_why_not(golden_study, t
 # --- layering -----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_the_math_and_the_contract_load_neither_ray_nor_mlflow():
-    code = ("import sys; import study.vme.objective, study.core.metrics, study.vme.capture, study.vme.engine, study.vme.trim, "
+    code = ("import sys; import study.vme.objective, study.core.metrics, study.vme.capture, study.vme.engine, "
+            "study.vme.trim, "
             "study.core.protocol, study.vme.exactness, study.report.analysis; "
             "print(sorted(m for m in ('ray', 'mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.e2e
 def test_the_report_and_the_mlflow_helpers_load_neither_ray_nor_the_training_loop_nor_mlflow_settings():
     """The report reads MLflow only: importing it starts no Ray, loads no training code and changes no MLflow
     client setting (the study writer's short timeouts are set when the writer makes its client)."""

@@ -550,7 +550,7 @@ def report(smoke_experiment, tmp_path_factory):
     return out
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_report_has_a_row_per_family_and_intervals_around_estimates(report):
     languages = _csv(report / "per_language.csv")
     models = {r["model"] for r in languages}
@@ -592,7 +592,7 @@ def test_report_has_a_row_per_family_and_intervals_around_estimates(report):
         assert len({r["n"] for r in mine}) == 1 and all(not r["p"] or float(r["p_holm"]) >= float(r["p"]) for r in mine)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_report_draws_the_alignment_probe_of_the_probed_study_only(report):
     bert = "tiny random BERT [offline stand-in, untrained]"  # its study probed; tiny's ran --no-alignment-probe
     deltas = _csv(report / "alignment_delta.csv")
@@ -612,7 +612,7 @@ def test_report_draws_the_alignment_probe_of_the_probed_study_only(report):
     assert (report / "alignment_pca_tiny_random_BERT_offline_stand_in_untrained_.png").is_file()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_report_html_is_honest_and_references_only_existing_files(report):
     page = (report / "report.html").read_text(encoding="utf-8")
     for fact in ("OFFLINE STAND-IN", "English dev only", "pocket", "smoke", "Model comparison (matched arms): all "
@@ -632,7 +632,7 @@ def test_report_html_is_honest_and_references_only_existing_files(report):
     assert {"family_scores.png", "arm_contrasts.png", "optimisation_history.png", "loss_weights.png"} <= referenced
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_report_files_are_artifacts_of_a_report_run(report, smoke_experiment):
     from mlflow.tracking import MlflowClient
 
@@ -660,7 +660,7 @@ def _browse(url: str, screenshot: Path) -> str:
     return dom.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_mlflow_ui_shows_the_runs_and_the_report_in_headless_chromium(report, smoke_experiment):
     from mlflow.tracking import MlflowClient
 
@@ -678,6 +678,7 @@ def test_mlflow_ui_shows_the_runs_and_the_report_in_headless_chromium(report, sm
     assert (ARTIFACTS / "mlflow_experiment.png").stat().st_size > 10_000  # a rendered page, not a blank one
 
 
+@pytest.mark.e2e
 def test_nothing_to_report_is_a_clear_error(tmp_path):
     import mlflow
 

@@ -101,6 +101,7 @@ def trial_scenario(uri: str, root: Path, name: str, fault: tuple = (), down: boo
     return faulty.calls, snapshot(real, runs[0].info.run_id, root / name / "artifacts")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("down", [False, True], ids=["retried", "resumed"])
 def test_a_failure_before_or_after_any_write_of_a_trial_leaves_its_run_as_a_clean_one(tmp_path, monkeypatch, down):
     """retried: the failing call alone fails and the writer's next flush goes on; resumed: the server stays down
@@ -118,6 +119,7 @@ def test_a_failure_before_or_after_any_write_of_a_trial_leaves_its_run_as_a_clea
         assert recovered == clean, name
 
 
+@pytest.mark.e2e
 def test_a_driver_killed_in_the_middle_of_a_write_loses_nothing(tmp_path, monkeypatch):
     """The record is in the study's storage before the write starts: a driver that dies inside the write (here the
     client call never returns) leaves it there, and the restarted study's writer writes it."""
@@ -144,6 +146,7 @@ def test_a_driver_killed_in_the_middle_of_a_write_loses_nothing(tmp_path, monkey
     assert MLflowWriter(uri, "e", parent, str(tmp_path), "study").pending == []  # written: nothing left on disk
 
 
+@pytest.mark.e2e
 def test_a_step_sent_again_is_logged_once(tmp_path):
     """A resumed trial repeats the reports made after its last checkpoint, with new timestamps and maybe other
     values; the history keeps the first value of each step (MLflow itself would append the repeat)."""
@@ -193,6 +196,7 @@ def study_scenario(uri: str, root: Path, name: str, monkeypatch, fault: tuple = 
     return faulty.calls, snapshot(real, runs[0].info.run_id, root / name / "artifacts")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("down", [False, True], ids=["retried", "resumed"])
 def test_a_failure_before_or_after_any_write_of_the_study_run_leaves_it_as_a_clean_one(tmp_path, monkeypatch, down):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -222,26 +226,28 @@ def statuses(uri: str, experiment: str) -> dict[str, str]:
     return {run.data.tags.get("trial_id", "study"): run.info.status for run in runs}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("raised, status", [(None, "FINISHED"), (RuntimeError, "FAILED"),
                                             (KeyboardInterrupt, "KILLED")])
 def test_the_study_run_and_its_trials_end_terminal_however_the_block_ends(tmp_path, raised, status):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    with pytest.raises(raised) if raised else nullcontext():
-        with StudyRun(uri, "e", "study-x", str(tmp_path), {}, {}, []) as study_run:
-            start_trials(study_run)
-            if raised:
-                raise raised("injected")
+    with pytest.raises(raised) if raised else nullcontext(), \
+            StudyRun(uri, "e", "study-x", str(tmp_path), {}, {}, []) as study_run:
+        start_trials(study_run)
+        if raised:
+            raise raised("injected")
     assert statuses(uri, "e") == {"study": status, "t1": "KILLED", "t2": "FINISHED"}
 
 
+@pytest.mark.e2e
 def test_mlflow_down_at_the_end_keeps_the_blocks_error_and_resume_ends_the_runs(tmp_path, monkeypatch, capsys):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     real = MlflowClient(uri)
-    with pytest.raises(RuntimeError, match="injected"):
-        with StudyRun(uri, "e", "study-x", str(tmp_path), {}, {}, []) as study_run:
-            start_trials(study_run)
-            monkeypatch.setattr(tracking, "client", lambda uri, fail_fast=False: Faulty(real, 1, down=True))
-            raise RuntimeError("injected")
+    with pytest.raises(RuntimeError, match="injected"), \
+            StudyRun(uri, "e", "study-x", str(tmp_path), {}, {}, []) as study_run:
+        start_trials(study_run)
+        monkeypatch.setattr(tracking, "client", lambda uri, fail_fast=False: Faulty(real, 1, down=True))
+        raise RuntimeError("injected")
     assert "could not be marked FAILED" in capsys.readouterr().err
     assert statuses(uri, "e") == {"study": "RUNNING", "t1": "RUNNING", "t2": "FINISHED"}
     monkeypatch.setattr(tracking, "client", lambda uri, fail_fast=False: real)
@@ -250,6 +256,7 @@ def test_mlflow_down_at_the_end_keeps_the_blocks_error_and_resume_ends_the_runs(
     assert statuses(uri, "e") == {"study": "FINISHED", "t1": "KILLED", "t2": "FINISHED"}
 
 
+@pytest.mark.e2e
 def test_a_trial_tune_ended_while_the_driver_died_is_ended_in_mlflow_after_the_phase(tmp_path):
     """Tune recorded the trial's end, the driver died before the callback wrote it, and the resumed Tune does not
     report that end again: ``reconcile`` after the phase writes it from the Tune result (table, step, FINISHED);
@@ -289,6 +296,7 @@ def test_a_trial_tune_ended_while_the_driver_died_is_ended_in_mlflow_after_the_p
     assert down.reconcile([(result, report)]) == 0  # MLflow not answering: nothing, no error (--resume does it)
 
 
+@pytest.mark.e2e
 def test_a_tracking_uri_mlflow_refuses_is_one_line_naming_it(tmp_path):
     """MLflow 3 refuses a file: store unless told otherwise; the study says so in one line before Ray starts."""
     import subprocess

@@ -1,5 +1,6 @@
 """Fine-tuning under Ray Train: DDP on CPU, dev-only selection, fault tolerance and exact resume."""
 
+import itertools
 import os
 import subprocess
 import sys
@@ -8,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from study.core.errors import StudyError
-from study.core.faults import FaultHooks
+from study.core.faults import NO_FAULTS, FaultHooks
 from study.core.protocol import selection_key
 from study.train.config import TrainConfig
 from study.train.finetune import WorkerConfig
 from study.train.pipeline import build_trainer, validate
 from study.train.ray_setup import Scaling
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 TOY = dict(model="tiny", task="pocket-topic", ap_layer=5, batch_size=8, max_length=32, max_eval_examples=24,
            languages=("en", "de", "ja", "uk"))
@@ -33,7 +34,7 @@ def ray_local():
     del os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]
 
 
-def _fit(tmp_path, name, workers=2, faults=FaultHooks(), **options):
+def _fit(tmp_path, name, workers=2, faults=NO_FAULTS, **options):
     cfg = TrainConfig(**{**TOY, **options})
     validate(cfg)
     result = build_trainer(WorkerConfig(cfg, faults=faults), Scaling(workers=workers, cpus_per_worker=0.5),
@@ -42,6 +43,7 @@ def _fit(tmp_path, name, workers=2, faults=FaultHooks(), **options):
     return result
 
 
+@pytest.mark.e2e
 def test_two_worker_ddp_run_learns_and_reports_every_language_and_family(ray_local, tmp_path):
     result = _fit(tmp_path, "learn", max_train_examples=32, epochs=20, lr=2e-3, head_lr=1e-2, eval_every=10,
                   max_steps=30)
@@ -60,6 +62,7 @@ def test_two_worker_ddp_run_learns_and_reports_every_language_and_family(ray_loc
     assert os.path.isfile(model_dir + "/config.json") and os.path.isfile(model_dir + "/study_model.json")
 
 
+@pytest.mark.e2e
 def test_fault_tolerance_and_exact_resume(ray_local, tmp_path):
     options = dict(max_train_examples=48, epochs=2, eval_every=2, max_steps=6, lr=5e-4)
     clean = _fit(tmp_path, "clean", **options)
@@ -71,7 +74,9 @@ def test_fault_tolerance_and_exact_resume(ray_local, tmp_path):
     assert marker.exists()  # a worker process really died after step 3 ...
     assert crashed.metrics["train/resumed_from_step"] == 2 and clean.metrics["train/resumed_from_step"] == 0
     assert crashed.metrics["step"] == clean.metrics["step"] == 6  # ... and the run went on from step 2
-    by_step = lambda r: {m["step"]: m for _, m in r.best_checkpoints}
+    def by_step(result):
+        return {m["step"]: m for _, m in result.best_checkpoints}
+
     for step, metrics in by_step(clean).items():
         other = by_step(crashed)[step]
         for key in ("loss/total", "loss/ep", "loss/ap", "dev_en/accuracy", "test/accuracy/de"):
@@ -109,7 +114,7 @@ def test_resume_from_a_checkpoint_continues_exactly_with_dropout_on(tmp_path):
     resumed, resumed_modes = run(restore_from=saved)
     assert all(modes) and all(resumed_modes) and len(modes) == 6 and len(resumed_modes) == 4
     assert [m["step"] for m in resumed] == [m["step"] for m in rest] == [4, 6]
-    for went_on, restored in zip(rest, resumed):
+    for went_on, restored in zip(rest, resumed, strict=True):
         for key in ("loss/total", "loss/task", "loss/ep", "loss/ap", "dev_en/accuracy", "test/accuracy/de"):
             assert restored[key] == pytest.approx(went_on[key], rel=1e-6, abs=1e-7), (went_on["step"], key)
     assert first["train/resumed_from_step"] == 0 and resumed[0]["train/resumed_from_step"] == 2
@@ -117,7 +122,7 @@ def test_resume_from_a_checkpoint_continues_exactly_with_dropout_on(tmp_path):
     # time of its own writing, so the restored checkpoint total starts without it)
     for phase in ("train", "eval", "checkpoint"):
         series = [m[f"time/{phase}_s"] for m in (first, *rest)]
-        assert all(0 < a < b for a, b in zip(series, series[1:])), (phase, series)
+        assert all(0 < a < b for a, b in itertools.pairwise(series)), (phase, series)
     assert all(resumed[0][f"time/{phase}_s"] > first[f"time/{phase}_s"] for phase in ("train", "eval"))
 
 
@@ -153,6 +158,7 @@ def test_selection_ignores_corrupted_target_labels(monkeypatch):
     assert select_best(clean, "accuracy")["step"] == select_best(corrupted, "accuracy")["step"]
 
 
+@pytest.mark.e2e
 def test_selection_key_is_english_dev_only():
     cfg = TrainConfig(**TOY)
     trainer = build_trainer(WorkerConfig(cfg), Scaling(), "/tmp", "unused", checkpoint_metric=selection_key("accuracy"))
@@ -173,6 +179,7 @@ def test_bad_config_values_are_rejected(options, message):
         TrainConfig.from_dict({"learning_rate": 1e-3})
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("args, message", [
     (["--ap-layer", "6"], "ap_layer=6 is out of range for tiny: choose 0..5"),
     (["--task", "tatoeba"], "retrieval task"),
@@ -190,8 +197,9 @@ def test_cli_bad_input_fails_before_any_worker(args, message, tmp_path):
     assert "TrainController" not in result.stderr and not list(tmp_path.iterdir())
 
 
+@pytest.mark.e2e
 def test_cli_runs_a_trials_pipeline_stage_then_fine_tuning(tmp_path):
-    """``study.cli.train --modality text`` runs what a study trial runs: the (cached) stage, then fine-tuning from it."""
+    """``study train --modality text`` runs what a study trial runs: the (cached) stage, then fine-tuning from it."""
     import json
     import re
 

@@ -54,6 +54,7 @@ def test_bad_fault_hooks_name_the_problem(text, message):
         FaultHooks.from_json(text)
 
 
+@pytest.mark.e2e
 def test_the_nan_hook_picks_one_run_and_the_failure_hook_kills_once(tmp_path):
     nan = FaultHooks(nan_marker=str(tmp_path / "nan"))
     assert [nan.forced_nan(name) for name in ("a", "b", "a")] == [True, False, True]  # run a, on every attempt
@@ -72,7 +73,8 @@ def test_the_nan_hook_picks_one_run_and_the_failure_hook_kills_once(tmp_path):
 
 @pytest.mark.parametrize("build, message", [
     (lambda: __import__("study.train.ray_setup", fromlist=["Scaling"]).Scaling(workers=0), "--workers 0 is invalid"),
-    (lambda: __import__("study.train.ray_setup", fromlist=["Scaling"]).Scaling(cpus_per_worker=0), "--cpus-per-worker 0 is invalid"),
+    (lambda: __import__("study.train.ray_setup", fromlist=["Scaling"]).Scaling(cpus_per_worker=0),
+     "--cpus-per-worker 0 is invalid"),
     (lambda: TrainConfig(epochs=True), "epochs=True is invalid: it must be an integer >= 1"),
     (lambda: TrainConfig(alpha=float("inf")), "loss weight alpha=inf is invalid"),
     (lambda: TrainConfig(warmup_ratio=1.5), "warmup_ratio=1.5 is invalid: it must be in [0, 1)"),

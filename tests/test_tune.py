@@ -224,7 +224,7 @@ def test_the_paper_preset_is_xtreme_rs_per_task():
 # --- the study end to end (slow) ---------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
     output = smoke_experiment["outputs"]["tiny"]
     assert "=== arm vme-tuned" in output and "=== arm plain" in output
@@ -304,7 +304,7 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
     assert all(len(client.get_metric_history(r.info.run_id, "dev_en/accuracy")) == 3 for r in confirm)  # no stop
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_confirm_runs_carry_the_alignment_probe_unless_it_is_switched_off(smoke_experiment):
     """tiny-bert's study probed by default (a pocket task): each confirm run's selected evaluation logged the probe
     (metrics, per-sentence hits in per_example.json, the figure's embeddings); tiny's ran --no-alignment-probe."""
@@ -346,6 +346,7 @@ def test_the_alignment_probe_is_on_by_default_where_parallel_sentences_are_at_ha
         resolve_alignment_probe(True, pocket, english_only)
 
 
+@pytest.mark.e2e
 def test_smoke_study_listens_on_loopback_only_but_for_torchs_store(smoke_experiment):
     """Every socket the study's processes listened on while it ran (sampled every half second: the driver, GCS,
     raylet, Ray's agents, Tune and Train actors, Train workers mid-trial) was on loopback, but one: the c10d store
@@ -360,7 +361,7 @@ def test_smoke_study_listens_on_loopback_only_but_for_torchs_store(smoke_experim
         assert {s.ip for s in seen if (s.pid, s.port) in stores} <= LOOPBACK | {"::", "0.0.0.0"}
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_nan_trial_is_failed_and_the_study_continues(mlflow_server, tmp_path):
     process = start_study("--arms", "vme-tuned", "--trials", "2", "--seeds", "1", "--storage", str(tmp_path),
                           "--mlflow-uri", mlflow_server, "--experiment", "nan", "--max-concurrent", "1",
@@ -374,7 +375,7 @@ def test_nan_trial_is_failed_and_the_study_continues(mlflow_server, tmp_path):
     assert "loss became non-finite" in output
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_kills_during_a_trial_a_write_and_the_confirm_phase_lose_nothing(tmp_path):
     """benchmarks/chaos.py with 3 SIGKILLs of the driver and everything it started — one while a run is RUNNING past
     its first report with a checkpoint registered, one inside an MLflow write, one while a confirm run is RUNNING —
@@ -394,6 +395,7 @@ def test_kills_during_a_trial_a_write_and_the_confirm_phase_lose_nothing(tmp_pat
     assert result.returncode == 0 and "kills survived: 3 of 3" in result.stdout
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("args, message", [
     (["--search-space", "BAD"], "not valid YAML"),
     (["--model", "roberta"], "unknown model 'roberta'"),
@@ -542,6 +544,7 @@ SEEDS, FAILING_SEEDS = {"s1": 0.55, "s2": 0.65}, {"s1": None, "s2": None}
 DONE = {"t1": "FINISHED", "t2": "FINISHED"}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("search, seeds, flush_fails, raised, expected", [
     ((FINE, RuntimeError("injected in search")), None, False, RuntimeError,
      {"study": "FAILED", "t1": "KILLED", "t2": "KILLED"}),
