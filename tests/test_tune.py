@@ -79,7 +79,7 @@ def test_optuna_search_puts_each_searched_value_in_its_section_of_the_trial_conf
     from study.core.faults import FaultHooks
     from study.train.config import TrainConfig
     from study.train.ray_setup import Scaling
-    from study.tune.driver import DefineByRun
+    from study.tune.phases import DefineByRun
     from study.tune.trial import TrialConfig, confirm_config, tune_constants
 
     path = tmp_path / "space.yaml"
@@ -508,7 +508,7 @@ class StandInTuner:
                 self.callback.on_trial_error(0, [], trials[trial_id])
                 results.append(SimpleNamespace(error=RuntimeError("trial failed"), metrics={}))
                 continue
-            report = {"step": 2, "dev_en/accuracy": dev,
+            report = {"step": 2, "train/total_steps": 2, "dev_en/accuracy": dev,
                       **evaluation_metrics("accuracy", {"en": 0.9, "de": dev}, english_dev=dev)}
             self.callback.on_trial_result(0, [], trials[trial_id], report)
             self.callback.on_trial_complete(0, [], trials[trial_id])
