@@ -72,6 +72,7 @@ class Interrupts:
         self._held = 0
         self.grace_s = grace_s
         self.on_overdue: list[Callable[[], None]] = []  # the watchdog's last steps, in order
+        self._closed = threading.Event()
 
     def _watchdog(self) -> None:
         """After ``grace_s``, or as soon as the local Ray instance is seen gone, when the process is still here: the
@@ -80,7 +81,8 @@ class Interrupts:
 
         deadline = time.monotonic() + self.grace_s
         while time.monotonic() < deadline and not local_ray_lost():
-            time.sleep(0.5)
+            if self._closed.wait(0.5):
+                return
         why = "Ray's processes got it too" if local_ray_lost() else f"not stopped after {self.grace_s:.0f} s"
         _say(f"{signal.Signals(self.signum).name}: {why}; ending the study's records and exiting")
         for step in self.on_overdue:
@@ -145,6 +147,12 @@ class Interrupts:
         finally:
             self._held -= 1
         self.check()
+
+    def close(self) -> None:
+        """Default handlers again and no watchdog (a process that goes on after its study: the tests)."""
+        self._closed.set()
+        for number in SIGNALS:
+            signal.signal(number, signal.SIG_DFL if number == signal.SIGTERM else signal.default_int_handler)
 
     def check(self) -> None:
         """Raise ``StudyInterrupted`` when a signal came."""
