@@ -54,6 +54,24 @@ def test_a_run_is_finished_only_at_its_last_step_or_when_asha_stopped_it(error, 
     assert run_outcome(SimpleNamespace(error=error, metrics=metrics), status, interrupted, early_stops) == outcome
 
 
+def test_the_report_leaves_out_a_confirm_run_recorded_finished_short_of_its_last_step():
+    """Studies before the step check recorded a Ctrl+C'd confirm run FINISHED at step 2 of 6: the report does not
+    count it as a seed; a search trial ASHA stopped early still counts."""
+    from study.report.load import _trial
+
+    client = SimpleNamespace(get_metric_history=lambda run_id, key: [SimpleNamespace(step=2, value=0.5)],
+                             list_artifacts=lambda run_id: [])
+
+    def run(phase, step):
+        return SimpleNamespace(info=SimpleNamespace(run_id="r", start_time=0),
+                               data=SimpleNamespace(tags={"phase": phase}, params={},
+                                                    metrics={"step": step, "train/total_steps": 6}))
+
+    assert _trial(client, run("confirm", 2), "accuracy") is None
+    assert _trial(client, run("confirm", 6), "accuracy").dev == 0.5
+    assert _trial(client, run("search", 2), "accuracy") is not None
+
+
 def test_a_first_signal_stops_tune_gracefully_inside_a_fit_and_raises_outside_a_second_at_once():
     """Real signals to this process: outside a fit the first raises StudyInterrupted (exit status 130 for SIGINT,
     143 for SIGTERM); inside one it reaches the handler Tune keeps on SIGUSR1 (here a stand-in) and nothing is raised
