@@ -114,9 +114,11 @@ def main(argv=None) -> int:
         INTERRUPTS.install()  # ray.init set its own SIGTERM handler
         check_cluster(settings.storage)
         return _run(args, settings)
-    except StudyInterrupted as stop:
+    except KeyboardInterrupt as stop:  # StudyInterrupted, or Ray's own when the second signal came inside its wait
+        if INTERRUPTS.signum is None:
+            INTERRUPTS.signum = signal.SIGINT
         say_interrupted()
-        return stop.exit_code
+        return stop.exit_code if isinstance(stop, StudyInterrupted) else 128 + INTERRUPTS.signum
     finally:
         if "ray" in sys.modules:
             sys.modules["ray"].shutdown()
