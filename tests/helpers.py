@@ -156,3 +156,70 @@ def communicate_watching_listeners(process, timeout: float = 900) -> tuple[str, 
         time.sleep(0.5)
     reader.join()
     return output[0], seen
+
+
+class Console:
+    """A process's combined output, read line by line in a thread, so that a test can wait for a line and then act
+    (send a signal) while the process goes on."""
+
+    def __init__(self, process):
+        self.process, self.lines = process, []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float = 900) -> None:
+        """Until a line holds ``text``; fails when the process ends first or ``timeout`` passes."""
+        deadline = time.time() + timeout
+        while not any(text in line for line in self.lines):
+            if self.process.poll() is not None and not self._reader.is_alive():
+                pytest.fail(f"the process ended before printing {text!r}:\n{self.text()[-3000:]}")
+            if time.time() > deadline:
+                stop(self.process)
+                pytest.fail(f"no {text!r} within {timeout} s:\n{self.text()[-3000:]}")
+            time.sleep(0.2)
+
+    def finish(self, timeout: float = 900) -> tuple[int, str]:
+        """(exit status, whole output) once the process has ended."""
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stop(self.process)
+            pytest.fail(f"still running after {timeout} s:\n{self.text()[-3000:]}")
+        self._reader.join(timeout=30)
+        return code, self.text()
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+S3_BUCKET = "studies"
+
+
+def start_s3_server(port: int):
+    """A real S3 API on 127.0.0.1 (moto's server, a separate process) with one bucket; returns (process, the
+    environment that points pyarrow, boto3 and a study's Ray processes at it)."""
+    import urllib.request
+
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/moto-api/", timeout=1)
+            break
+        except OSError:
+            if time.time() > deadline:
+                stop(server)
+                pytest.fail("moto's S3 server did not answer within 120 s")
+            time.sleep(0.3)
+    import boto3
+
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="test", aws_secret_access_key="test",
+                 region_name="us-east-1").create_bucket(Bucket=S3_BUCKET)
+    return server, env

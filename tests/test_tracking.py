@@ -260,13 +260,15 @@ def test_mlflow_down_at_the_end_keeps_the_blocks_error_and_resume_ends_the_runs(
 def test_a_trial_tune_ended_while_the_driver_died_is_ended_in_mlflow_after_the_phase(tmp_path):
     """Tune recorded the trial's end, the driver died before the callback wrote it, and the resumed Tune does not
     report that end again: ``reconcile`` after the phase writes it from the Tune result (table, step, FINISHED);
-    a run already FINISHED is left alone."""
+    a run already FINISHED is left alone. A run a signal stopped short of its last step (UNFINISHED, whatever Tune
+    says) is never closed FINISHED; one the signal's end marked KILLED although it had finished is."""
     from types import SimpleNamespace
 
     from study.core.protocol import evaluation_metrics
     from study.train.config import TrainConfig
     from study.train.ray_setup import Scaling
     from study.tune.callbacks import MLflowTrialCallback
+    from study.tune.phases import FINISHED, UNFINISHED, run_outcome
     from study.tune.trial import tune_constants
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -277,23 +279,29 @@ def test_a_trial_tune_ended_while_the_driver_died_is_ended_in_mlflow_after_the_p
     config = {**tune_constants(TrainConfig(model="tiny"), {}, Scaling(), str(tmp_path), "study", arm="plain"),
               "stage": {"modality": "none"}}
     trial = SimpleNamespace(trial_id="t1", config=config, __str__=lambda self: "trial_t1")
-    report = {"trial_id": "t1", "step": 4, "dev_en/accuracy": 0.5,
+    report = {"trial_id": "t1", "step": 4, "train/total_steps": 4, "dev_en/accuracy": 0.5,
               **evaluation_metrics("accuracy", {"en": 0.9, "de": 0.4}, english_dev=0.5)}
     callback.on_trial_start(0, [], trial)
     callback.on_trial_result(0, [], trial, report)  # ... then the driver died
     resumed = MLflowTrialCallback(MLflowWriter(uri, "e", parent, str(tmp_path), "study"), {"model": "tiny"},
                                   "dev_en/accuracy", "accuracy")
     result = SimpleNamespace(metrics=report, config=config, error=None)
-    assert resumed.reconcile([(result, report)]) == 1
+    assert resumed.reconcile([(result, report, UNFINISHED)]) == 0  # stopped by a signal: not ended here
     run = real.search_runs([real.get_experiment_by_name("e").experiment_id], "tags.trial_id = 't1'")[0]
+    assert run.info.status == "RUNNING"
+    assert resumed.reconcile([(result, report, run_outcome(result, "TERMINATED", False, False))]) == 1
+    run = real.get_run(run.info.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["selected_step"] == "4"
     assert "per_language.csv" in {a.path for a in real.list_artifacts(run.info.run_id)}
-    assert resumed.reconcile([(result, report)]) == 0  # ended already: nothing to do
+    assert resumed.reconcile([(result, report, FINISHED)]) == 0  # ended already: nothing to do
+    real.set_terminated(run.info.run_id, "KILLED")  # a signal ended the study before the end was written
+    assert resumed.reconcile([(result, report, FINISHED)]) == 1 and real.get_run(run.info.run_id).info.status == (
+        "FINISHED")
     from helpers import free_port
 
     down = MLflowTrialCallback(MLflowWriter(f"http://127.0.0.1:{free_port()}", "e", parent, str(tmp_path / "down"),
                                             "study"), {"model": "tiny"}, "dev_en/accuracy", "accuracy")
-    assert down.reconcile([(result, report)]) == 0  # MLflow not answering: nothing, no error (--resume does it)
+    assert down.reconcile([(result, report, FINISHED)]) == 0  # MLflow not answering: nothing, no error (--resume)
 
 
 @pytest.mark.e2e

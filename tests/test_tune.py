@@ -90,7 +90,7 @@ def test_optuna_search_puts_each_searched_value_in_its_section_of_the_trial_conf
     from study.core.faults import FaultHooks
     from study.train.config import TrainConfig
     from study.train.ray_setup import Scaling
-    from study.tune.driver import DefineByRun
+    from study.tune.phases import DefineByRun
     from study.tune.trial import TrialConfig, confirm_config, tune_constants
 
     path = tmp_path / "space.yaml"
@@ -377,18 +377,23 @@ def test_nan_trial_is_failed_and_the_study_continues(mlflow_server, tmp_path):
 
 @pytest.mark.e2e
 def test_kills_during_a_trial_a_write_and_the_confirm_phase_lose_nothing(tmp_path):
-    """benchmarks/chaos.py with 3 SIGKILLs of the driver and everything it started — one while a run is RUNNING past
-    its first report with a checkpoint registered, one inside an MLflow write, one while a confirm run is RUNNING —
-    each followed by --resume: every search trial and confirm run exists once, FINISHED, with its English-dev history
-    and per-language table, and each interrupted run went on from its checkpoint. The moments are states the script
-    waits for (MLflow, Ray Train's checkpoint snapshot, the write marker), not times."""
+    """benchmarks/chaos.py with 3 signals — SIGKILL of the driver and everything it started, SIGINT to its process
+    group, SIGTERM to it or its group, in a seeded order — one while a run is RUNNING past its first report with a
+    checkpoint registered, one inside an MLflow write, one while a confirm run is RUNNING — each followed by
+    --resume: each SIGINT/SIGTERM ends the study by itself (exit 128 + the signal, KILLED), every search trial and
+    confirm run exists once, FINISHED at its last step, with its English-dev history and per-language table, and each
+    interrupted run went on from its checkpoint. The moments are states the script waits for (MLflow, Ray Train's
+    checkpoint snapshot, the write marker), not times."""
     figures_file = tmp_path / "figures.json"
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "chaos.py"), "--kills", "3", "--seed", "0",
                              "--workdir", str(tmp_path / "study"), "--json", str(figures_file)],
-                            capture_output=True, text=True, timeout=1800)
+                            capture_output=True, text=True, timeout=2400)
     assert figures_file.exists(), result.stderr[-3000:]
     figures = json.loads(figures_file.read_text())
-    assert sorted(figures["kinds"]) == ["confirm", "trial", "write"], (figures, result.stderr[-3000:])
+    assert sorted(k.split("/")[0] for k in figures["kinds"]) == ["confirm", "trial", "write"], (figures,
+                                                                                                result.stderr[-3000:])
+    assert sorted(k.split("/")[1] for k in figures["kinds"]) == ["SIGINT", "SIGKILL", "SIGTERM"], figures
+    assert figures["survived"] == 3 and figures["wrongly_finished"] == 0, (figures, result.stderr[-3000:])
     assert figures["runs_lost"] == 0 and figures["duplicates"] == 0, figures
     assert figures["runs_found"] == figures["runs_expected"] == 7, figures  # 3 search trials, 2 arms x 2 seeds
     assert len(figures["victims_resumed_from_step"]) == 2 and min(figures["victims_resumed_from_step"]) >= 2, figures
@@ -530,7 +535,7 @@ class StandInTuner:
                 self.callback.on_trial_error(0, [], trials[trial_id])
                 results.append(SimpleNamespace(error=RuntimeError("trial failed"), metrics={}))
                 continue
-            report = {"step": 2, "dev_en/accuracy": dev,
+            report = {"step": 2, "train/total_steps": 2, "dev_en/accuracy": dev,
                       **evaluation_metrics("accuracy", {"en": 0.9, "de": dev}, english_dev=dev)}
             self.callback.on_trial_result(0, [], trials[trial_id], report)
             self.callback.on_trial_complete(0, [], trials[trial_id])

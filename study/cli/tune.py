@@ -17,15 +17,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import signal
+import sys
 from pathlib import Path
 
 from study.cli.common import add_data_dir_flag, add_mlflow_uri_flag, add_storage_flag
 from study.core.arms import DEFAULT_ARMS, OFFLINE_DEFAULT_ARMS
+from study.core.errors import StudyError
 from study.core.faults import FaultHooks
 from study.data.captions import FLICKR30K
 from study.train.ray_setup import add_scaling_flags, check_cluster, init_ray
 from study.train.stage import CLIP_TOWER, add_caption_languages_flag
 from study.tune.driver import _run
+from study.tune.interrupts import INTERRUPTS, StudyInterrupted
 from study.tune.settings import SUITE_TASK, resolve
 
 
@@ -82,19 +87,62 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     """``python -m study.tune``: run (or ``--resume``) a study — search each tuned arm, confirm every arm on fresh
-    seeds — and record everything in MLflow."""
+    seeds — and record everything in MLflow. SIGINT or SIGTERM stops it with its runs KILLED (a second one at
+    once), exit status 128 + the signal's number, and the command that resumes it."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     if not args.verbose:  # the console is study.tune.console's; Tune's tables and MLflow's notices stay out of it
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose 0: Tune's legacy reporter, which is silent
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         # a failed trial's traceback goes to its error.txt only: the console shows its last line (study.tune.console)
         os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
-    settings = resolve(args)
-    init_ray(dashboard=args.dashboard, log_to_driver=args.verbose)  # before this process imports ray (see init_ray)
-    import ray
+    INTERRUPTS.install()
+    names: list[str] = []  # the study's name, once resolved: the resume line names it
+    said = []
 
+    def say_interrupted() -> None:  # once, before Ray shuts down (which may hang when Ray got the signal too)
+        if not said:
+            said.append(True)
+            print(interrupted_line(INTERRUPTS.signum, argv, names[0] if names else None, *names[1:]),
+                  file=sys.stderr, flush=True)
+
+    INTERRUPTS.on_overdue.append(say_interrupted)
     try:
+        settings = resolve(args)
+        names += [settings.name, settings.storage]
+        init_ray(dashboard=args.dashboard, log_to_driver=args.verbose)  # before this process imports ray
+        INTERRUPTS.install()  # ray.init set its own SIGTERM handler
         check_cluster(settings.storage)
         return _run(args, settings)
+    except KeyboardInterrupt as stop:  # StudyInterrupted, or Ray's own when the second signal came inside its wait
+        if INTERRUPTS.signum is None:
+            INTERRUPTS.signum = signal.SIGINT
+        say_interrupted()
+        return stop.exit_code if isinstance(stop, StudyInterrupted) else 128 + INTERRUPTS.signum
     finally:
-        ray.shutdown()
+        if "ray" in sys.modules:
+            sys.modules["ray"].shutdown()
+
+
+def interrupted_line(signum: int, argv: list[str], name: str | None, storage: str | None = None) -> str:
+    """The study's last line after a signal: the command that resumes it (the same flags, ``--name`` and
+    ``--resume``), or that the study had not started (nothing in its storage: the same command starts it)."""
+    from study.tune.resume import study_exists
+
+    signame = signal.Signals(signum).name
+    try:
+        started = name is not None and (storage is None or study_exists(storage, name))
+    except StudyError:
+        started = True  # the storage does not answer: the study may be there
+    if not started:
+        return f"interrupted ({signame}) before the study started: run the same command to start it"
+    kept, skip = [], False
+    for arg in argv:
+        if skip or arg == "--resume" or arg.startswith("--name="):
+            skip = False
+            continue
+        if arg == "--name":
+            skip = True
+            continue
+        kept.append(arg)
+    return f"interrupted ({signame}): resume with {shlex.join(['study', 'tune', *kept, '--name', name, '--resume'])}"

@@ -36,6 +36,16 @@ TARGET_AVERAGE = "avg"  # the name of the target average inside the test namespa
 GROUPINGS_REPORTED = ("family", "script")  # the group means every evaluation report carries
 
 
+def reached_last_step(report: Mapping[str, object]) -> bool:
+    """Whether a run's report is from its planned last step (``step`` >= ``TOTAL_STEPS_KEY``): the only proof that a
+    run finished. A run stopped by a signal, or ended early by a scheduler, has reported scores too, and Ray Tune calls
+    a trial it stopped for any reason TERMINATED, so neither having scores nor Tune's status says it trained to the
+    end."""
+    step, total = report.get("step"), report.get(TOTAL_STEPS_KEY)
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (step, total))
+    return numbers and step >= total
+
+
 def selection_key(metric: str) -> str:
     """``dev_en/<metric>``: the English dev score, the only number that selects checkpoints, trials and stops."""
     return f"{ENGLISH_DEV}/{metric}"

@@ -23,9 +23,11 @@ from study.core.protocol import (
     RUN_KIND_TAG,
     SEARCH_PHASE,
     STUDY_RUN,
+    TOTAL_STEPS_KEY,
     TRIAL_RUN,
     language_key,
     language_scores,
+    reached_last_step,
     select,
     selection_key,
     target_mean,
@@ -168,8 +170,14 @@ def load_studies(uri: str, experiment: str) -> list[Study]:
 
 
 def _trial(client, run, metric: str) -> TrialRun | None:
+    """A finished trial as the report reads it; None without an English dev score, or for a confirm run recorded
+    FINISHED short of its planned last step (a run a signal stopped, as studies recorded it before they checked the
+    step: only ASHA ends runs early, and only in the search)."""
     history = client.get_metric_history(run.info.run_id, selection_key(metric))
     if not history:
+        return None
+    if (run.data.tags.get(PHASE_TAG) == CONFIRM_PHASE and TOTAL_STEPS_KEY in run.data.metrics
+            and not reached_last_step(run.data.metrics)):
         return None
     tags, params = run.data.tags, run.data.params
     selected = select(history, score=lambda m: m.value, order=lambda m: m.step)

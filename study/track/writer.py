@@ -65,6 +65,7 @@ class StudyRun:
         self.uri, self.experiment, self.study, self.storage = uri, experiment, study, storage
         self._start = (params, tags, artifacts)
         self.run_id = ""
+        self.ended = False
 
     def __enter__(self) -> StudyRun:
         self.run_id = start_parent_run(self.uri, self.experiment, self.study, *self._start)
@@ -100,6 +101,12 @@ class StudyRun:
                 path.write_text(text)
                 mlflow.log_artifact(self.run_id, str(path))
 
+    def kill(self) -> None:
+        """End the study run and its trial runs KILLED now, unless the block has ended them: the last step of a
+        study that cannot stop in time (``study.tune.interrupts``), from another thread."""
+        if not self.ended:
+            self._end("KILLED")
+
     def __exit__(self, kind, error, traceback) -> bool:
         status = "FINISHED" if kind is None else "FAILED" if issubclass(kind, Exception) else "KILLED"
         try:
@@ -121,6 +128,7 @@ class StudyRun:
                                       f"tags.`{PARENT_TAG}` = '{self.run_id}' and attributes.status = 'RUNNING'"):
             mlflow.set_terminated(run.info.run_id, status="KILLED")
         mlflow.set_terminated(self.run_id, status=status)
+        self.ended = True
 
 
 # --- writes that are safe to repeat -------------------------------------------------------------------------------

@@ -172,6 +172,19 @@ def ray_logs_dir() -> str | None:
         return None
 
 
+def local_ray_lost() -> bool:
+    """Whether the local Ray instance this process started has lost its GCS server or raylet — a signal sent to the
+    study's whole process group ends them (they block SIGINT, not SIGTERM) — so that nothing Ray does for the driver
+    can finish any more. False for a cluster joined by address, and before Ray starts."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    node = getattr(getattr(getattr(ray, "_private", None), "worker", None), "_global_node", None)
+    processes = getattr(node, "all_processes", None) or {}  # no public API says it (Ray 2.60)
+    return any(info.process.poll() is not None for kind in ("gcs_server", "raylet")
+               for info in processes.get(kind, []) if getattr(info, "process", None) is not None)
+
+
 def check_cluster(storage: str) -> None:
     """Fail fast on a cluster that cannot run a study: no head resource for trial drivers, or checkpoints on a
     local path that other nodes cannot see (Ray requires shared storage on multi-node clusters)."""

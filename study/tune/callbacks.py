@@ -23,10 +23,12 @@ from study.core.protocol import (
     TRIAL_RUN,
     StageResult,
     improves,
+    reached_last_step,
 )
 from study.track.mlflow_store import PARENT_TAG, safe_key
 from study.track.outbox import outbox_take
 from study.track.writer import MLflowWriter, per_language_csv
+from study.tune.interrupts import INTERRUPTS
 from study.tune.trial import TrialConfig
 
 
@@ -112,8 +114,13 @@ class MLflowTrialCallback(Callback):
         self._send(trial_id, "terminate", status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        """Log the selected report's table, the outbox's files, and mark the run FINISHED."""
-        self._finish(trial, "FINISHED")
+        """Log the selected report's table, the outbox's files, and mark the run FINISHED: at its last step, or in the
+        search, where ASHA ends trials early. A confirm run Tune ended short of its last step did not finish (only
+        ASHA ends trials on purpose, and the confirm phase has none): KILLED, so that no summary or report counts
+        it."""
+        last = getattr(trial, "last_result", None) or {}
+        finished = reached_last_step(last) or TrialConfig.from_tune(trial.config).phase != CONFIRM_PHASE
+        self._finish(trial, "FINISHED" if finished else "KILLED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         """As ``on_trial_complete``, with status FAILED."""
@@ -124,25 +131,32 @@ class MLflowTrialCallback(Callback):
         self.writer.flush()
 
     def reconcile(self, ended: list[tuple]) -> int:
-        """After a phase's ``fit``: ``ended`` holds (Tune result, its selected report) of every trial Tune ended. A
-        trial whose run is still RUNNING in MLflow — its driver was killed after Tune recorded the end but before
-        this callback wrote it, so the resumed Tune never reports that end again — gets its end written now: the
-        per-language table, the selected step, the outbox's files, FINISHED (FAILED for an errored trial). Returns
-        how many runs it ended. With MLflow not answering it does nothing: the buffered records wait for
-        ``--resume``, which reconciles again."""
+        """After a phase's ``fit``: ``ended`` holds (Tune result, its selected report, its outcome —
+        ``phases.run_outcome``) of every trial of the phase. A trial that ended (FINISHED at its last step, stopped
+        early by ASHA, or FAILED) whose run is still RUNNING in MLflow — its driver was killed after Tune recorded the
+        end but before this callback wrote it, so the resumed Tune never reports that end again — or KILLED — a
+        signal ended the study before its end was written — gets its end written now: the per-language table, the
+        selected step, the outbox's files, FINISHED or FAILED. An UNFINISHED trial (a signal stopped it, whatever
+        Tune's status says) is left as it is: never FINISHED short of its last step. Returns how many runs it ended.
+        With MLflow not answering it does nothing: the buffered records wait for ``--resume``, which reconciles
+        again."""
+        from study.tune.phases import ENDED
+
         ended_now = 0
         if not self.writer.flush():
             return 0
-        for result, report in ended:
+        for result, report, outcome in ended:
             trial_id = (result.metrics or {}).get("trial_id")
+            if outcome not in ENDED or not trial_id:
+                continue
             try:
-                if not trial_id or self.writer.run_status(trial_id) != "RUNNING":
+                if self.writer.run_status(trial_id) not in ("RUNNING", "KILLED"):
                     continue
             except (MlflowException, OSError):
                 return ended_now
             if report and self.selection_key in report:
                 self._best[trial_id] = report
-            self._finish(_EndedTrial(trial_id, result.config), "FINISHED" if result.error is None else "FAILED")
+            self._finish(_EndedTrial(trial_id, result.config), ENDED[outcome])
             ended_now += 1
         return ended_now
 
@@ -154,6 +168,14 @@ def run_name(config: TrialConfig, trial_id: str) -> str:
         return f"{config.phase} · {config.arm} · seed {config.train.seed}"
     number = trial_id.rsplit("_", 1)[-1]
     return f"{config.phase} · {config.arm} · #{int(number) + 1 if number.isdigit() else number}"
+
+
+class ForwardInterrupt(Callback):
+    """A signal that came while a phase's Tuner was still being built or restored, before Tune put its own handler
+    in place, reaches Tune's graceful stop at the first step of Tune's loop (``study.tune.interrupts``)."""
+
+    def on_step_begin(self, iteration, trials, **info):
+        INTERRUPTS.forward()
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,10 @@ runs enter the report's comparisons."""
 
 from __future__ import annotations
 
+import contextlib
+import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from study.core.arms import Arm
@@ -24,20 +25,23 @@ from study.core.protocol import (
     target_average_key,
 )
 from study.train.ray_setup import DRIVER_RESOURCE, Scaling, ray_logs_dir
+from study.tune.interrupts import INTERRUPTS
+from study.tune.phases import (
+    FINISHED,
+    STOPPED_EARLY,
+    build_tuner,
+    confirm_tuner,
+    phase_outcomes,
+    saved_phase,
+)
 from study.tune.reference_lines import print_reference_lines, reference_lines
 from study.tune.reference_lines import supported as reference_lines_supported
-from study.tune.search_space import SearchSpace
-from study.tune.settings import StudySettings, provenance
+from study.tune.resume import record_options
+from study.tune.settings import StudySettings, provenance, study_options
 from study.tune.summary import SEED_KEY, headline, mean_report, print_summary, print_time_profile
-from study.tune.trial import CONFIRM_KEY, TrialConfig, confirm_config, train_driver_fn, tune_constants
+from study.tune.trial import TrialConfig, train_driver_fn, tune_constants
 
 DRIVER_CPU = 0.1  # the trial driver only waits on its TorchTrainer
-
-
-# --- [2] the Tune trial: one Ray Train run ----------------------------------------------------------------------
-
-
-# --- [3] the study -------------------------------------------------------------------------------------------
 
 
 def concurrency(workers: int, gpus_per_worker: int, requested: int | None) -> tuple[int, int]:
@@ -57,65 +61,19 @@ def concurrency(workers: int, gpus_per_worker: int, requested: int | None) -> tu
     return trials, threads
 
 
-class DefineByRun:
-    """Optuna define-by-run for OptunaSearch: the YAML's suggestions, plus constants that ride along.
-    A class, not a closure, because Tune pickles the searcher with the study state (for --resume)."""
-
-    def __init__(self, space: SearchSpace, constants: dict):
-        self.space, self.constants = space, constants
-
-    def __call__(self, trial) -> dict:
-        self.space.define_by_run(trial)  # no computation here: Optuna warns above 1 s
-        return self.constants
-
-
-def build_tuner(settings: StudySettings, arm: Arm, scaling: Scaling, max_concurrent: int, callbacks: list, trainable,
-                path: str, verbose: int = 0):
-    """The search ``Tuner`` of a tuned arm: Optuna TPE (seeded, define-by-run; every modality among the first
-    trials), ASHA on English dev, the MLflow callback, ``settings.trials`` trials, at most ``max_concurrent`` at
-    once; stored at ``path`` (``<storage>/<study>/search-<arm>``)."""
-    import optuna
-    import ray.tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory" is not news
-    space: SearchSpace = settings.space
-    metric = selection_key(settings.task.metric)
-    constants = tune_constants(settings.bases[arm.name], settings.stage, scaling, settings.storage, settings.name,
-                               settings.faults, arm=arm.name, phase=SEARCH_PHASE)
-
-    modality = next((p for p in space.params if p.name == "modality"), None)
-    # every modality among the first trials
-    first = [{modality.tune_name: m} for m in modality.choices] if modality else None
-    with warnings.catch_warnings():  # multivariate and group are marked experimental in Optuna; both are needed
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        # group: one multivariate model per set of parameters sampled together, so conditional parameters (the
-        # branch of `when:`) are modelled jointly with the rest instead of falling back to independent sampling
-        sampler = optuna.samplers.TPESampler(seed=space.seed, multivariate=True, group=True, constant_liar=True)
-    searcher = OptunaSearch(space=DefineByRun(space, constants), metric=metric, mode="max", points_to_evaluate=first,
-                            sampler=sampler)
-    return ray.tune.Tuner(
-        trainable,
-        tune_config=ray.tune.TuneConfig(
-            metric=metric, mode="max", search_alg=searcher, num_samples=settings.trials,
-            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=100, grace_period=1, reduction_factor=2),
-            max_concurrent_trials=max_concurrent),
-        run_config=ray.tune.RunConfig(
-            name=Path(path).name, storage_path=str(Path(path).parent), callbacks=callbacks,
-            failure_config=ray.tune.FailureConfig(max_failures=0),  # worker failures are retried by Ray Train
-            verbose=verbose))
-
-
 def _run(args, settings: StudySettings) -> int:
     """The study in its named steps: the reference lines, the search of each tuned arm, the confirm phase of every
-    arm, the summary; the parent run ends FINISHED, FAILED or KILLED however this ends."""
+    arm, the summary; the parent run ends FINISHED, FAILED or KILLED however this ends (KILLED, with every
+    unfinished run, when a signal stops it: ``StudyInterrupted`` leaves here)."""
     from study.track.writer import StudyRun
 
     study = StudyDriver(args, settings)  # the cluster's resources first: too few GPUs stop before MLflow is touched
     params, tags = provenance(settings)
-    with StudyRun(settings.uri, settings.experiment, settings.name, settings.storage, params, tags,
-                  list(settings.space.files)) as study_run:
+    with contextlib.ExitStack() as stack:
+        with INTERRUPTS.held():  # the parent run is made whole, then a signal ends it KILLED
+            study_run = stack.enter_context(StudyRun(settings.uri, settings.experiment, settings.name,
+                                                     settings.storage, params, tags, list(settings.space.files)))
+            INTERRUPTS.on_overdue.insert(0, study_run.kill)  # a study that cannot stop in time still ends KILLED
         study.start(study_run, tags)
         study.record_reference_lines()
         selected = {arm.name: study.search_arm(arm) for arm in settings.arms}
@@ -149,16 +107,19 @@ class StudyDriver:
         self.started = time.perf_counter()
 
     def start(self, study_run, tags: dict) -> None:
-        """Attach the study's parent run (its MLflow writer feeds the trial callback) and say what runs, where it
-        is recorded and where Ray's own output goes."""
-        from study.tune.callbacks import MLflowTrialCallback
+        """Attach the study's parent run (its MLflow writer feeds the trial callback), record the study's options in
+        its storage (what a ``--resume`` must bring), and say what runs, where it is recorded and where Ray's own
+        output goes."""
+        from study.tune.callbacks import ForwardInterrupt, MLflowTrialCallback
         from study.tune.console import ConsoleCallback
 
         settings, args = self.settings, self.args
         self.study_run = study_run
         self.mlflow = MLflowTrialCallback(study_run.writer(settings.faults), tags, selection_key(self.metric),
                                           self.metric)
-        self.callbacks = [self.mlflow, ConsoleCallback(self.metric, self.runs, total_cost=self.planned_cost())]
+        self.callbacks = [self.mlflow, ConsoleCallback(self.metric, self.runs, total_cost=self.planned_cost()),
+                          ForwardInterrupt()]
+        record_options(settings.storage, settings.name, study_options(settings))
         tuned = any(arm.tuned for arm in settings.arms)
         print(f"[study] {settings.name}: {settings.spec.name} on {settings.task.name} ({settings.task.suite}, "
               f"preset {settings.preset}); arms {', '.join(a.name for a in settings.arms)}: "
@@ -192,6 +153,24 @@ class StudyDriver:
         print_reference_lines(lines, self.metric)
         self.summary.update({reference_key(line, k): v for line, scores in lines.items() for k, v in scores.items()})
 
+    def fit(self, tuner, early_stops: bool) -> list[tuple]:
+        """Run a phase's Tuner; (result, outcome) of each of its trials (``phases.run_outcome``), their ends written
+        to MLflow. A signal stops the phase (``INTERRUPTS``): what finished is written, the rest is left for
+        ``StudyRun`` to end KILLED, and ``StudyInterrupted`` is raised instead of the phase being read as done."""
+        with INTERRUPTS.fitting():
+            try:
+                grid = tuner.fit()
+            except Exception:
+                INTERRUPTS.check()  # a phase a signal broke (e.g. Ray's processes got it too) was interrupted
+                raise
+        outcomes = phase_outcomes(grid, INTERRUPTS.signum is not None, early_stops)
+        self.mlflow.reconcile([(r, selected_report(r, self.metric) if r.metrics else {}, outcome)
+                               for r, outcome in outcomes])
+        INTERRUPTS.check()
+        self.study_run.flush()
+        self.results += [result for result, _ in outcomes]
+        return outcomes
+
     def search_arm(self, arm: Arm) -> dict:
         """The configuration the arm's confirm runs use: a fixed arm's own; a tuned arm's English-dev-best search
         trial (its search ``Tuner`` built, or restored on ``--resume``). StudyError when no search trial finished."""
@@ -203,18 +182,16 @@ class StudyDriver:
                                   settings.name, settings.faults, arm=arm.name, phase=SEARCH_PHASE,
                                   stage_options=dict(arm.stage))
         path = f"{self.path}/search-{arm.name}"
-        if self.args.resume and "://" not in path and Path(path, "tuner.pkl").exists():
+        if self.args.resume and saved_phase(path):
             tuner = ray.tune.Tuner.restore(path, trainable=self.trainable, resume_errored=False)
         else:
             tuner = build_tuner(settings, arm, self.scaling, self.max_concurrent, self.callbacks, self.trainable, path,
                                 verbose=int(self.args.verbose))
-        results = list(tuner.fit())
-        self.mlflow.reconcile([(r, selected_report(r, metric) if r.metrics else {}) for r in results])
-        self.study_run.flush()
-        self.results += results
-        finished = [r for r in results if r.error is None and r.metrics and selection_key(metric) in r.metrics]
+        outcomes = self.fit(tuner, early_stops=True)
+        finished = [r for r, outcome in outcomes if outcome in (FINISHED, STOPPED_EARLY)
+                    and selection_key(metric) in r.metrics]
         self.summary.update({f"search/{arm.name}/trials_finished": len(finished),
-                             f"search/{arm.name}/trials_failed": len(results) - len(finished)})
+                             f"search/{arm.name}/trials_failed": len(outcomes) - len(finished)})
         if not finished:
             self.study_run.log_summary(self.summary)
             raise StudyError(f"no search trial of arm {arm.name} in study {settings.name!r} finished; see the "
@@ -224,12 +201,32 @@ class StudyDriver:
         return best.config
 
     def confirm(self, selected: dict) -> dict:
-        """Every arm's selected configuration on the shared confirm seeds; {arm: its finished runs' reports}."""
-        confirm_summary, reports, results = _confirm(self.args, self.settings, selected, self.callbacks,
-                                                     self.trainable, self.max_concurrent, self.path)
-        self.results += results
-        self.summary.update(confirm_summary)
-        return reports
+        """Every arm's selected configuration on the shared confirm seeds, at the full budget with no early stopping;
+        {arm: the selected report of each run that reached its last step}. The summary gets per arm the seed mean
+        and s.d. of English dev and the target average and the runs finished; an arm with no finished run is
+        reported (``confirm/<arm>/runs_finished`` 0) and the study goes on to its end."""
+        settings, metric = self.settings, self.metric
+        tuner = confirm_tuner(self.args, settings, selected, self.callbacks, self.trainable, self.max_concurrent,
+                              f"{self.path}/confirm")
+        reports: dict[str, list[dict]] = {arm: [] for arm in selected}
+        for result, outcome in self.fit(tuner, early_stops=False):
+            if outcome == FINISHED and selection_key(metric) in result.metrics:
+                trial = TrialConfig.from_tune(result.config)  # the seed pairs the arms' runs in the answer
+                reports[trial.arm].append({**selected_report(result, metric), SEED_KEY: trial.train.seed})
+        for arm, arm_reports in reports.items():
+            self.summary[f"confirm/{arm}/runs_finished"] = len(arm_reports)
+            for key in (selection_key(metric), target_average_key(metric)):
+                values = [r[key] for r in arm_reports if key in r]
+                if values:
+                    self.summary[f"confirm/{arm}/{key}/mean"] = statistics.fmean(values)
+                    # the sample s.d. (n - 1) of the seeds; NaN for one seed
+                    self.summary[f"confirm/{arm}/{key}/std"] = statistics.stdev(values) if len(values) > 1 \
+                        else float("nan")
+            if not arm_reports:
+                print(f"[study] no confirm run of arm {arm} finished ({settings.seeds} tried); see the errors above "
+                      "(each failed run's traceback: error.txt in its folder under the study's confirm/)",
+                      file=sys.stderr)
+        return {arm: r for arm, r in reports.items() if r}
 
     def record_summary(self, reports: dict) -> None:
         """The study's metrics on its parent run (per-arm seed means, the time profile) and each arm's
@@ -315,64 +312,3 @@ def link_ray_logs(study_path: str) -> str | None:
         link.unlink()  # a resumed study: Ray's new session
     link.symlink_to(logs, target_is_directory=True)
     return str(link)
-
-
-def confirm_seeds(base_seed: int, seeds: int) -> list[int]:
-    """The confirm phase's training seeds, shared by every arm (so arms pair by seed) and fresh (the search ran on
-    ``base_seed``)."""
-    return [base_seed + i for i in range(1, seeds + 1)]
-
-
-def _confirm(args, settings, selected: dict, callbacks: list, trainable, max_concurrent, study_path: str):
-    """The confirm phase: every arm's selected configuration on ``confirm_seeds``, at the full budget with no early
-    stopping. Returns (summary metrics: per arm the seed mean and sample s.d. (n − 1) of English dev and the target
-    average and the runs finished; {arm: the selected report of each finished run}; Tune results). An arm with no
-    finished run is reported (``confirm/<arm>/runs_finished`` 0) and the study goes on to its end."""
-    import statistics
-
-    tuner = confirm_tuner(args, settings, selected, callbacks, trainable, max_concurrent, f"{study_path}/confirm")
-    results = list(tuner.fit())
-    metric = settings.task.metric
-    callbacks[0].reconcile([(r, selected_report(r, metric) if r.metrics else {}) for r in results])
-    reports: dict[str, list[dict]] = {arm: [] for arm in selected}
-    for result in results:
-        if result.error is None and result.metrics and selection_key(metric) in result.metrics:
-            trial = TrialConfig.from_tune(result.config)  # the seed pairs the arms' runs in the headline
-            reports[trial.arm].append({**selected_report(result, metric), SEED_KEY: trial.train.seed})
-    summary = {}
-    for arm, arm_reports in reports.items():
-        summary[f"confirm/{arm}/runs_finished"] = len(arm_reports)
-        for key in (selection_key(metric), target_average_key(metric)):
-            values = [r[key] for r in arm_reports if key in r]
-            if values:
-                summary[f"confirm/{arm}/{key}/mean"] = statistics.fmean(values)
-                # the sample s.d. (n - 1) of the seeds; NaN for one seed
-                summary[f"confirm/{arm}/{key}/std"] = statistics.stdev(values) if len(values) > 1 else float("nan")
-        if not arm_reports:
-            print(f"[study] no confirm run of arm {arm} finished ({settings.seeds} tried); see the errors above "
-                  "(each failed run's traceback: error.txt in its folder under the study's confirm/)", file=sys.stderr)
-    return summary, {arm: r for arm, r in reports.items() if r}, results
-
-
-def _confirm_dirname(trial) -> str:
-    """Short trial directories for the confirm phase (the default would spell out its whole config)."""
-    return f"confirm_{trial.trial_id}"
-
-
-def confirm_tuner(args, settings, selected: dict, callbacks: list, trainable, max_concurrent, path: str):
-    """The confirm phase's ``Tuner``: a grid over (arm, seed) of full trial configs (restored on --resume)."""
-    import ray.tune
-
-    if args.resume and "://" not in path and Path(path, "tuner.pkl").exists():
-        return ray.tune.Tuner.restore(path, trainable=trainable)
-    seeds = confirm_seeds(settings.base.seed, settings.seeds)
-    grid = [confirm_config(selected[arm.name], seed, settings.alignment_probe) for arm in settings.arms
-            for seed in seeds]
-    return ray.tune.Tuner(trainable, param_space={CONFIRM_KEY: ray.tune.grid_search(grid)},
-                          tune_config=ray.tune.TuneConfig(metric=selection_key(settings.task.metric), mode="max",
-                                                          max_concurrent_trials=max_concurrent,
-                                                          trial_dirname_creator=_confirm_dirname),
-                          run_config=ray.tune.RunConfig(name=Path(path).name, storage_path=str(Path(path).parent),
-                                                        callbacks=callbacks, verbose=int(args.verbose)))
-
-

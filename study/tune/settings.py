@@ -20,6 +20,7 @@ from study.train.config import TrainConfig
 from study.train.pipeline import validate
 from study.train.ray_setup import Scaling
 from study.train.stage import stage_sources
+from study.tune.resume import check_start, newest_study, normalised
 from study.tune.search_space import SPACE_PARAM_PREFIX, SearchSpace, load_search_space
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -84,21 +85,30 @@ def resolve(args) -> StudySettings:
             raise StudyError(f"{flag} {value} is invalid: it must be >= {least}")
     storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
     name = args.name or _default_name(args, storage, f"study-{Path(args.model).name}-{task.name}-{preset}")
-    study_dir = Path(storage) / name
-    if "://" not in storage and study_dir.exists() and not args.resume:
-        raise StudyError(f"study {name!r} already exists in {storage}: pass --resume to continue it, or another "
-                         "--name")
-    if args.resume and "://" not in storage and not study_dir.exists():
-        raise StudyError(f"nothing to resume: no study {name!r} in {storage}")
     uri = args.mlflow_uri or default_mlflow_uri()
     from study.track.mlflow_store import check_server
 
     check_server(uri)
     stage = resolve_stage(args, spec, space, any(arm.modality != DEFAULT_MODALITY for arm in arms))
-    return StudySettings(space, spec, task, preset, base, trials, seeds, arms, bases, storage, name, uri,
-                         args.experiment or f"vme-{task.suite}", stage,
-                         resolve_alignment_probe(args.alignment_probe, task, base),
-                         args.inject_faults)
+    settings = StudySettings(space, spec, task, preset, base, trials, seeds, arms, bases, storage, name, uri,
+                             args.experiment or f"vme-{task.suite}", stage,
+                             resolve_alignment_probe(args.alignment_probe, task, base),
+                             args.inject_faults)
+    check_start(storage, name, args.resume, study_options(settings))
+    return settings
+
+
+def study_options(settings: StudySettings) -> dict:
+    """What decides the study's results, as its record keeps it (``study.tune.resume``): a ``--resume`` must bring
+    the same. Scaling, concurrency and the MLflow address may change between starts; the experiment may not (the
+    study's runs are found again in it)."""
+    return normalised({
+        "model": settings.spec.key, "task": settings.task.name, "preset": settings.preset, "trials": settings.trials,
+        "seeds": settings.seeds, "arms": ",".join(arm.name for arm in settings.arms),
+        "experiment": settings.experiment, "alignment_probe": settings.alignment_probe,
+        "search_space_sha256": settings.space.sha256, "base": settings.base.to_dict(),
+        "arm": {arm.name: {**arm.fixed, **{f"stage.{k}": v for k, v in arm.stage.items()}} for arm in settings.arms},
+        "intermediate": settings.stage})
 
 
 def resolve_alignment_probe(requested: bool | None, task, base: TrainConfig) -> bool:
@@ -165,13 +175,7 @@ def _default_name(args, storage: str, prefix: str) -> str:
     """A new study gets a timestamped name; --resume without --name takes the newest study with the prefix."""
     if not args.resume:
         return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-    # a study directory holds its phases' Tuners (search-<arm>/, confirm/); its trials' Train runs
-    # (<study>-trial-<id>) do not
-    candidates = sorted({p.parent.parent.name for p in Path(storage).glob(f"{prefix}-*/*/tuner.pkl")}) \
-        if "://" not in storage else []
-    if not candidates:
-        raise StudyError(f"nothing to resume: no study {prefix}-* in {storage} (pass --name for a specific one)")
-    return candidates[-1]
+    return newest_study(storage, prefix)
 
 
 def provenance(settings: StudySettings) -> tuple[dict, dict]:
