@@ -529,6 +529,32 @@ def test_the_all_targets_model_row_as_hand_computed():
         (0.45 + 0.55 + 0.50) / 3 - (0.35 + 0.45 + 0.25) / 3)
 
 
+def test_the_page_and_csvs_of_a_hand_made_two_model_study_name_each_interval(tmp_path):
+    """The whole page on hand-made runs with 3 seeds an arm (the smoke studies below have 2, so no interval): the
+    arm contrasts paired by seed, the model rows Welch, each row's method, role and Holm correction in the CSVs, and
+    the primary contrasts stated in words."""
+    from dataclasses import replace
+
+    from study.report.load import Study
+    from study.report.page import build_report
+
+    trained = _arm_study({"plain": 0.0, "vme-reference": 0.05})
+    other = [replace(t, model="n", model_name="N", run_id="n" + t.run_id) for t in trained.trials]
+    build_report(Study("x", "uri", "accuracy", [], trained.trials + other, "pocket-topic"), tmp_path)
+    arms = _csv(tmp_path / "arm_contrasts.csv")
+    assert {r["method"] for r in arms} == {"paired-by-seed t, df=2"} and all(r["p_holm"] for r in arms)
+    assert {(r["family"], r["role"]) for r in arms} == {("all targets", "primary"), ("Indo-European", "exploratory"),
+                                                        ("Japonic", "exploratory")}
+    models = _csv(tmp_path / "model_comparison.csv")
+    assert {r["family"] for r in models} == {"all targets", "Indo-European", "Japonic"}
+    assert all(r["method"].startswith("Welch t, df=") and r["correction"].startswith("Holm (1979") for r in models)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    for fact in ("primary: M: vme-reference - plain, all 3 targets: +0.0500", "primary: N - M (plain), all 3 "
+                 "targets: +0.0000", "paired-by-seed t, df=2", "exploratory family rows differ after Holm",
+                 "Gelman &amp; Stern 2006", "Welch 1947"):
+        assert fact in page, fact
+
+
 # --- the report of real studies -------------------------------------------------------------------------------
 
 
