@@ -21,6 +21,7 @@ from pathlib import Path
 
 from study.cli.common import add_data_dir_flag, add_mlflow_uri_flag, add_storage_flag
 from study.core.arms import DEFAULT_ARMS, OFFLINE_DEFAULT_ARMS
+from study.core.devices import GPUS
 from study.core.faults import FaultHooks
 from study.data.captions import FLICKR30K
 from study.train.ray_setup import add_scaling_flags, check_cluster, init_ray
@@ -76,6 +77,12 @@ def parse_args(argv):
                         f"scratch) or a CLIP vision model id/directory (default: scratch for offline stand-ins, "
                         f"{CLIP_TOWER} otherwise)")
     add_caption_languages_flag(parser)
+    parser.add_argument("--plan", action="store_true", help="print the study's plan — runs, optimizer steps, "
+                        "training examples and evaluation items per arm and phase, the estimated time on "
+                        "--device-profile with the source of every rate — and exit: no Ray, nothing trained")
+    parser.add_argument("--device-profile", help="the device the plan estimates for (--plan, and the estimate a "
+                        "running study logs as plan/*): cpu (this machine's) or a GPU kind: "
+                        f"{', '.join(GPUS)} (default: cpu, or this machine's GPU with --gpus-per-worker)")
     FaultHooks.add_flag(parser)
     return parser.parse_args(argv)
 
@@ -90,6 +97,13 @@ def main(argv=None) -> int:
         # a failed trial's traceback goes to its error.txt only: the console shows its last line (study.tune.console)
         os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     settings = resolve(args)
+    if args.plan:
+        from study.tune.plan import build_plan
+        from study.tune.plan_table import format_plan, plan_device
+
+        print(format_plan(build_plan(settings, plan_device(args.device_profile, args.gpus_per_worker), args.workers,
+                                     args.gpus_per_worker, args.max_concurrent)))
+        return 0
     init_ray(dashboard=args.dashboard, log_to_driver=args.verbose)  # before this process imports ray (see init_ray)
     import ray
 

@@ -111,17 +111,21 @@ def _run(args, settings: StudySettings) -> int:
     """The study in its named steps: the reference lines, the search of each tuned arm, the confirm phase of every
     arm, the summary; the parent run ends FINISHED, FAILED or KILLED however this ends."""
     from study.track.writer import StudyRun
+    from study.tune.plan_table import plan_for_run, print_versus
 
     study = StudyDriver(args, settings)  # the cluster's resources first: too few GPUs stop before MLflow is touched
     params, tags = provenance(settings)
-    with StudyRun(settings.uri, settings.experiment, settings.name, settings.storage, params, tags,
-                  list(settings.space.files)) as study_run:
+    plan = plan_for_run(args, settings, study.max_concurrent)  # the estimate (plan.*, plan/*) beside the measured
+    with StudyRun(settings.uri, settings.experiment, settings.name, settings.storage, {**params, **plan.params()},
+                  tags, list(settings.space.files)) as study_run:
         study.start(study_run, tags)
+        study.summary.update(plan.metrics())
         study.record_reference_lines()
         selected = {arm.name: study.search_arm(arm) for arm in settings.arms}
         reports = study.confirm(selected)
         study.record_summary(reports)
     print_summary(settings, selected, reports, study_run.run_id, study.logs)
+    print_versus(plan, study.summary["study_seconds"])
     return 0
 
 
