@@ -66,3 +66,18 @@ def test_eval_throughput_benchmark_prints_both_speed_ups_and_equal_scores(e5_sma
     assert len(rows) == 2
     for row in rows:  # the same scores as the plain loop; every prediction agrees
         assert float(row[-2]) <= 1e-6 and row[-1] in ("-", "0"), row
+
+
+def test_gpu_throughput_benchmark_writes_rows_of_the_plans_table_on_the_cpu(tmp_path):
+    """The GPU benchmark's smoke mode on the CPU: a tiny shape's plain, VME and evaluation rows and the task rows, in
+    the throughput table's format; a CPU has no MFU."""
+    import json
+
+    from study.core.throughput import FIXED, Measurement
+
+    out = _run("gpu_throughput.py", "--smoke", "--out", str(tmp_path / "rows.json"))
+    rows = [Measurement(**row) for row in json.loads((tmp_path / "rows.json").read_text())]
+    assert {(r.objective, r.lengths) for r in rows} == {(o, lengths) for o in ("plain", "vme", "eval")
+                                                        for lengths in (FIXED, "pocket-topic")}
+    assert all(r.device == "cpu" and r.model == "tiny" and r.per_s > 0 and r.mfu is None for r in rows)
+    assert "tiny      vme" in out

@@ -256,6 +256,8 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
     profile = {k: v for k, v in summary.items() if k.startswith("profile/")}  # the study's time profile
     assert profile["profile/training_steps_s"] > 0 and profile["profile/evaluation_s"] > 0, profile
     assert "time profile over 7 trial run(s)" in output  # 3 search trials, 2 confirm seeds x 2 arms
+    assert summary["plan/runs"] == 7 and summary["plan/wall_s"] > 0  # the plan's estimate, beside the measured
+    assert "[study] wall time: planned " in output
     # the console a person reads: one line per run event, a progress line per run, none of Ray's noise
     lines = output.splitlines()
     assert sum(" started   search vme-tuned seed 7 " in line for line in lines) == 3
@@ -274,7 +276,8 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
             assert f"test/accuracy/{lang}" in run.data.metrics
         for family in ("Indo-European", "Japonic"):
             assert f"family/accuracy/{family}" in run.data.metrics
-        assert {"dev_en/accuracy", "loss/ep", "loss/ap"} <= set(run.data.metrics)
+        assert {"dev_en/accuracy", "loss/ep", "loss/ap", "train/tokens_per_s", "train/sequences_per_s"} <= set(
+            run.data.metrics)
         assert len(client.get_metric_history(run.info.run_id, "dev_en/accuracy")) == 3  # a step series
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         modality = run.data.params["modality"]
@@ -606,6 +609,10 @@ def test_every_end_of_the_study_leaves_its_runs_in_mlflow_terminal(tmp_path, mon
     if seeds == (FAILING_SEEDS, None):  # no mean over no confirm run: the study says so and ends
         assert next(r for r in runs if "trial_id" not in r.data.tags).data.metrics[
             "confirm/vme-tuned/runs_finished"] == 0
+    parent = next(r for r in runs if "trial_id" not in r.data.tags)
+    assert parent.data.params["plan.device"].startswith("cpu: ")  # the plan's estimate, logged before anything ran
+    if expected["study"] == "FINISHED":  # and its counts beside the study's measured metrics
+        assert parent.data.metrics["plan/runs"] == 4 and "plan/vme-tuned/search/steps_per_run" in parent.data.metrics
 
 
 def test_the_time_profile_splits_each_trial_into_its_phases(capsys):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from study.cli.common import add_data_dir_flag, add_mlflow_uri_flag, add_storage_flag
 from study.core.arms import DEFAULT_ARMS, OFFLINE_DEFAULT_ARMS
+from study.core.devices import GPUS
 from study.core.errors import StudyError
 from study.core.faults import FaultHooks
 from study.data.captions import FLICKR30K
@@ -81,6 +82,12 @@ def parse_args(argv):
                         f"scratch) or a CLIP vision model id/directory (default: scratch for offline stand-ins, "
                         f"{CLIP_TOWER} otherwise)")
     add_caption_languages_flag(parser)
+    parser.add_argument("--plan", action="store_true", help="print the study's plan — runs, optimizer steps, "
+                        "training examples and evaluation items per arm and phase, the estimated time on "
+                        "--device-profile with the source of every rate — and exit: no Ray, nothing trained")
+    parser.add_argument("--device-profile", help="the device the plan estimates for (--plan, and the estimate a "
+                        "running study logs as plan/*): cpu (this machine's) or a GPU kind: "
+                        f"{', '.join(GPUS)} (default: cpu, or this machine's GPU with --gpus-per-worker)")
     FaultHooks.add_flag(parser)
     return parser.parse_args(argv)
 
@@ -109,6 +116,13 @@ def main(argv=None) -> int:
     INTERRUPTS.on_overdue.append(say_interrupted)
     try:
         settings = resolve(args)
+        if args.plan:  # what the study would cost, from its resolved settings: no Ray, nothing trained
+            from study.tune.plan import build_plan
+            from study.tune.plan_table import format_plan, plan_device
+
+            print(format_plan(build_plan(settings, plan_device(args.device_profile, args.gpus_per_worker),
+                                         args.workers, args.gpus_per_worker, args.max_concurrent)))
+            return 0
         names += [settings.name, settings.storage]
         init_ray(dashboard=args.dashboard, log_to_driver=args.verbose)  # before this process imports ray
         INTERRUPTS.install()  # ray.init set its own SIGTERM handler

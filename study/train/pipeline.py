@@ -13,9 +13,10 @@ from study.train.finetune import WorkerConfig, train_fn_per_worker
 from study.train.ray_setup import Scaling, torch_trainer
 
 
-def validate(cfg: TrainConfig, workers: int = 1) -> None:
+def validate(cfg: TrainConfig, workers: int = 1, fetch: bool = True) -> None:
     """Everything that can be checked without a worker: task/model fit, ap_layer depth, checkpoint origin, the
-    global batch over ``workers`` ranks."""
+    global batch over ``workers`` ranks. ``fetch=False`` (a study's plan) downloads nothing and reads a registry
+    model's shape instead of its config (no hub, no weights)."""
     from transformers import AutoConfig
 
     from study.data.features import qa_window
@@ -38,11 +39,12 @@ def validate(cfg: TrainConfig, workers: int = 1) -> None:
     from study.data.augment import COUNTER_FITTED, counter_fitted_file
 
     if cfg.synonyms == COUNTER_FITTED:
-        counter_fitted_file()  # downloaded (once) on the driver: offline, the one-line error comes before Ray starts
+        if fetch:  # downloaded (once) on the driver: offline, the one-line error comes before Ray starts
+            counter_fitted_file()
     elif cfg.synonyms != "roget" and not Path(cfg.synonyms).is_file():
         raise StudyError(f"--synonyms {cfg.synonyms}: no such file; pass roget, counter-fitted or a neighbour JSON "
                          "file")
-    model_config = AutoConfig.from_pretrained(model_path(spec))
+    model_config = spec.shape if spec.shape and not fetch else AutoConfig.from_pretrained(model_path(spec))
     depth, positions = model_config.num_hidden_layers, model_positions(model_config)
     if cfg.ap_layer >= depth:
         raise StudyError(f"ap_layer={cfg.ap_layer} is out of range for {spec.key}: choose 0..{depth - 1}")

@@ -66,20 +66,25 @@ def _run(args, settings: StudySettings) -> int:
     arm, the summary; the parent run ends FINISHED, FAILED or KILLED however this ends (KILLED, with every
     unfinished run, when a signal stops it: ``StudyInterrupted`` leaves here)."""
     from study.track.writer import StudyRun
+    from study.tune.plan_table import plan_for_run, print_versus
 
     study = StudyDriver(args, settings)  # the cluster's resources first: too few GPUs stop before MLflow is touched
     params, tags = provenance(settings)
+    plan = plan_for_run(args, settings, study.max_concurrent)  # the estimate (plan.*, plan/*) beside the measured
     with contextlib.ExitStack() as stack:
         with INTERRUPTS.held():  # the parent run is made whole, then a signal ends it KILLED
             study_run = stack.enter_context(StudyRun(settings.uri, settings.experiment, settings.name,
-                                                     settings.storage, params, tags, list(settings.space.files)))
+                                                     settings.storage, {**params, **plan.params()}, tags,
+                                                     list(settings.space.files)))
             INTERRUPTS.on_overdue.insert(0, study_run.kill)  # a study that cannot stop in time still ends KILLED
         study.start(study_run, tags)
+        study.summary.update(plan.metrics())
         study.record_reference_lines()
         selected = {arm.name: study.search_arm(arm) for arm in settings.arms}
         reports = study.confirm(selected)
         study.record_summary(reports)
     print_summary(settings, selected, reports, study_run.run_id, study.logs)
+    print_versus(plan, study.summary["study_seconds"])
     print("\n".join(study.answer))
     return 0
 

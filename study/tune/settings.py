@@ -52,12 +52,16 @@ class StudySettings:
 
 
 def resolve(args) -> StudySettings:
-    """Validate everything before Ray or MLflow are touched; returns the study's settings."""
+    """Validate everything before Ray or MLflow are touched; returns the study's settings. With ``args.plan`` (the
+    plan only: nothing runs) nothing is downloaded or contacted: no model weights, hub, synonyms, caption data or
+    MLflow server."""
     from study.data.tasks import get_task
     from study.models.registry import get_spec, model_path
 
+    fetch = not getattr(args, "plan", False)
     spec = get_spec(args.model)
-    model_path(spec)  # hub models fail here, fast and in one line, when unreachable
+    if fetch:
+        model_path(spec)  # hub models fail here, fast and in one line, when unreachable
     space_path = args.search_space or SPACES_DIR / f"{args.model}.yaml"
     if not space_path.is_file():
         raise StudyError(f"no search space for model {args.model!r} at {space_path}: pass --search-space FILE "
@@ -71,12 +75,12 @@ def resolve(args) -> StudySettings:
     preset = args.preset or ("smoke" if spec.offline_stand_in else "paper")
     base = TrainConfig.from_dict({**space.preset(preset, task.name), "model": args.model, "task": task.name,
                                   "data_dir": args.data_dir, "implementation": args.implementation})
-    validate(base, args.workers)  # global_batch must split over --workers
+    validate(base, args.workers, fetch)  # global_batch must split over --workers
     Scaling.from_args(args)  # bad scaling flags stop before Ray starts
     arms = parse_arms(args.arms, OFFLINE_DEFAULT_ARMS if spec.offline_stand_in else DEFAULT_ARMS)
     if args.experiment_design == "modality":
         arms = modality_arms(parse_arms(args.arms, OFFLINE_DEFAULT_ARMS), modality_stage_options(space))
-    bases = {arm.name: arm_base(base, arm, args.workers) for arm in arms}
+    bases = {arm.name: arm_base(base, arm, args.workers, fetch) for arm in arms}
     trials = DEFAULT_TRIALS[preset] if args.trials is None else args.trials
     seeds = DEFAULT_SEEDS[preset] if args.seeds is None else args.seeds
     for flag, value, least in (("--trials", trials, 1), ("--seeds", seeds, 1),
@@ -88,13 +92,15 @@ def resolve(args) -> StudySettings:
     uri = args.mlflow_uri or default_mlflow_uri()
     from study.track.mlflow_store import check_server
 
-    check_server(uri)
-    stage = resolve_stage(args, spec, space, any(arm.modality != DEFAULT_MODALITY for arm in arms))
+    if fetch:
+        check_server(uri)
+    stage = resolve_stage(args, spec, space, any(arm.modality != DEFAULT_MODALITY for arm in arms), fetch)
     settings = StudySettings(space, spec, task, preset, base, trials, seeds, arms, bases, storage, name, uri,
                              args.experiment or f"vme-{task.suite}", stage,
                              resolve_alignment_probe(args.alignment_probe, task, base),
                              args.inject_faults)
-    check_start(storage, name, args.resume, study_options(settings))
+    if fetch:  # a plan (``--plan``) reads no storage: it neither claims nor resumes the study
+        check_start(storage, name, args.resume, study_options(settings))
     return settings
 
 
@@ -129,12 +135,12 @@ def resolve_alignment_probe(requested: bool | None, task, base: TrainConfig) -> 
     return True
 
 
-def arm_base(base: TrainConfig, arm: Arm, workers: int) -> TrainConfig:
+def arm_base(base: TrainConfig, arm: Arm, workers: int, fetch: bool = True) -> TrainConfig:
     """The preset's training options with the arm's fixed ones; StudyError naming the arm when they do not fit
     (e.g. a global batch the workers cannot split)."""
     try:
         config = TrainConfig.from_dict({**base.to_dict(), **arm.fixed})
-        validate(config, workers)
+        validate(config, workers, fetch)
     except StudyError as err:
         raise StudyError(f"arm {arm.name}: {err}") from None
     return config
@@ -150,16 +156,16 @@ def modality_stage_options(space: SearchSpace) -> dict:
     return options
 
 
-def resolve_stage(args, spec, space: SearchSpace, arms_need_stage: bool = False) -> dict:
+def resolve_stage(args, spec, space: SearchSpace, arms_need_stage: bool = False, fetch: bool = True) -> dict:
     """The intermediate stage's fixed data, vision tower and caption languages (checked now); their data is checked
-    now when a stage can run (a searched modality, or an arm with a stage)."""
+    now when a stage can run (a searched modality, or an arm with a stage) and ``fetch`` allows reading it."""
     from study.train.stage import StageConfig, stage_data
 
     stage = stage_sources(spec.offline_stand_in, args.intermediate_data, args.vision_tower, args.caption_languages)
     StageConfig(model=spec.key, modality="text", **stage)  # a bad --caption-languages stops here, stage or not
     params = {p.name: p for p in space.params}
     searched = "modality" in params and set(params["modality"].choices) != {DEFAULT_MODALITY}
-    if not searched and not arms_need_stage:
+    if not fetch or (not searched and not arms_need_stage):
         return stage
 
     for choice in params["vision_train"].choices if "vision_train" in params else ("full",):
