@@ -92,7 +92,7 @@ def test_cluster_storage_is_shared_when_workers_exist_and_has_no_credentials():
 def test_cluster_services_bind_loopback_and_ray_uses_token_auth():
     config = _cluster_config()
     head = " ".join(config["head_start_ray_commands"])
-    assert "--dashboard-host=127.0.0.1" in head and "study.cli.serve_mlflow --host 127.0.0.1" in head
+    assert "--dashboard-host=127.0.0.1" in head and "study serve-mlflow --host 127.0.0.1" in head
     for command in config["head_start_ray_commands"][1:] + config["worker_start_ray_commands"][1:]:
         if "ray start" in command:
             assert "RAY_AUTH_MODE=token" in command, command
