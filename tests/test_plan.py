@@ -198,6 +198,9 @@ def test_plan_of_a_tiny_study_counts_what_its_runs_do(monkeypatch):
     assert ("reference lines", "reference lines") in rows
     text = format_plan(plan)
     assert "vme-reference" in text and "rates" in text and "other:" in text
+    # rates measured beside other work are flagged as upper bounds, where the plan uses any
+    loaded = any("load average" in rate.source for rate in plan.rates.values())
+    assert ("caution: some rates below were measured while other jobs shared" in text) == loaded
     metrics = plan.metrics()
     assert metrics["plan/runs"] == 8 and metrics["plan/plain/confirm/steps_per_run"] == rows[("plain", "confirm")] \
         .budget.steps

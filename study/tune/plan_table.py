@@ -55,6 +55,10 @@ def format_plan(plan: Plan) -> str:
                  + f"; wall time {duration(plan.wall_s)} with {plan.concurrency} run(s) at a time"
                  + (" (the reference lines included: they run first, in the study driver, and are cached after)"
                     if any(row.phase == "reference lines" for row in plan.rows) else ""))
+    if any("load average" in rate.source for rate in plan.rates.values()):  # measured beside other work
+        lines.append("caution: some rates below were measured while other jobs shared this machine's cores (their "
+                     "source gives the load): the times above are upper bounds, possibly several times too long on a "
+                     "quiet machine; measure it with benchmarks/gpu_throughput.py to replace them")
     lines.append("rates (training examples or evaluated items per second) and their sources:")
     for name, rate in plan.rates.items():
         figure = f"{rate.per_s:,.4g}/s" if rate.per_s else "none"
