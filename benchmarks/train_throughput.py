@@ -18,9 +18,10 @@ import torch
 
 from study.core.protocol import selection_key
 from study.train.config import TrainConfig
-from study.train.finetune import FineTuneRun, WorkerConfig
+from study.train.finetune import FineTuneRun
 from study.train.pipeline import build_trainer
 from study.train.ray_setup import Scaling, init_ray
+from study.train.worker import WorkerConfig
 
 
 def main() -> None:

@@ -12,9 +12,9 @@ from study.core.errors import StudyError
 from study.core.faults import NO_FAULTS, FaultHooks
 from study.core.protocol import selection_key
 from study.train.config import TrainConfig
-from study.train.finetune import WorkerConfig
 from study.train.pipeline import build_trainer, validate
 from study.train.ray_setup import Scaling
+from study.train.worker import WorkerConfig
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from study.core.errors import StudyError
 from study.train.config import TrainConfig
-from study.train.finetune import WorkerConfig, train_fn_per_worker
 from study.train.ray_setup import Scaling, torch_trainer
+from study.train.worker import WorkerConfig, train_fn_per_worker
 
 
 def validate(cfg: TrainConfig, workers: int = 1, fetch: bool = True) -> None:

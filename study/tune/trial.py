@@ -111,7 +111,7 @@ def train_driver_fn(config: dict) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from study.track.outbox import outbox_location, put
-    from study.train.finetune import WorkerConfig
+    from study.train.worker import WorkerConfig
 
     trial = TrialConfig.from_tune(config)
     trial_id = ray.tune.get_context().get_trial_id()
