@@ -164,7 +164,7 @@ ray.shutdown()
 @pytest.mark.e2e
 def test_local_ray_started_after_ray_was_imported_is_refused():
     """Ray reads the loopback setting when first imported: init_ray after ``import ray`` would bring a node up on
-    the machine's outward address, so it stops that node and says why."""
+    the machine's outward address (or none, under token authentication), so it refuses before any node starts."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         try:
             udp.connect(("192.0.2.1", 9))  # no packet is sent: only the route, as Ray finds its node address

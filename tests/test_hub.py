@@ -39,7 +39,8 @@ LAREQA = T.TASKS["lareqa"].hub["test"]
 LOAD_EVERY_SPLIT = """
 import dataclasses, json
 from study.data import tasks as T
-from study.data.sources import Bitext, RankingSet, load_split
+from study.data.formats import Bitext, RankingSet
+from study.data.sources import load_split
 from study.core.errors import run_cli
 
 def main(argv):

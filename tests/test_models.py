@@ -103,3 +103,18 @@ def test_offline_build_is_atomic_and_cached(tmp_path, monkeypatch):
     built = models.model_path(get_spec("tiny"))
     assert (tmp_path / "tiny-xlmr" / "config.json").is_file() and built == str(tmp_path / "tiny-xlmr")
     assert offline.ensure_built("tiny-xlmr", broken_build) == tmp_path / "tiny-xlmr"  # cache hit: no rebuild
+
+
+def test_quiet_transformers_nests_and_restores_the_progress_bars():
+    """``load_model`` resolves the weights' directory inside its own quiet block: the inner block must not turn the
+    bars back on for the load (they would print "Loading weights" before a one-line error)."""
+    import transformers
+
+    from study.models.registry import quiet_transformers
+
+    assert transformers.logging.is_progress_bar_enabled()
+    with quiet_transformers():
+        with quiet_transformers():
+            pass
+        assert not transformers.logging.is_progress_bar_enabled()
+    assert transformers.logging.is_progress_bar_enabled()

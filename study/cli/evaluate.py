@@ -18,6 +18,7 @@ from study.models.registry import (
     get_spec,
     load_model,
     load_tokenizer,
+    model_config,
     model_positions,
 )
 
@@ -68,14 +69,13 @@ def main(argv=None) -> int:
         dual = checkpoint_task(args.checkpoint, "dual_encoder")  # a study.train.dual_encoder run's settings
         trained_lengths = (dual["query_max_length"], dual["candidate_max_length"]) if dual else None
         task.check_checkpoint_head(trained_on, f"--checkpoint {args.checkpoint}")
-        model = load_model(spec, task.head or "base", path=args.checkpoint)
     else:
         spec = get_spec(args.model)
         if task.needs_training:
             raise StudyError(f"task {task.name!r} needs a fine-tuned {task.head} head: pass --checkpoint DIR "
                              f"(from study train); a bare --model evaluates retrieval tasks only")
-        model = load_model(spec, "base")
-    depth, positions = model.config.num_hidden_layers, model_positions(model.config)
+    config = model_config(spec, path=args.checkpoint)  # the flags are checked before any weights load
+    depth, positions = config.num_hidden_layers, model_positions(config)
     tokenizer = load_tokenizer(spec) if not args.checkpoint else _checkpoint_tokenizer(args.checkpoint)
     if args.layer is not None and task.needs_training:
         raise StudyError(f"--layer applies to retrieval tasks; {task.name!r} is scored by its fine-tuned head")
@@ -84,6 +84,7 @@ def main(argv=None) -> int:
     shortest = tokenizer.num_special_tokens_to_add() + 1  # shorter, the tokenizer cannot cut and returns it whole
     if args.max_length is not None and not shortest <= args.max_length <= positions:
         raise StudyError(f"--max-length {args.max_length} is out of range: {shortest}..{positions} for {spec.key}")
+    model = load_model(spec, task.head or "base", path=args.checkpoint) if args.checkpoint else load_model(spec)
     query_max_length = None
     if task.needs_training:
         layer, max_length = None, args.max_length or DEFAULT_MAX_LENGTH

@@ -152,6 +152,13 @@ def load_model(spec: ModelSpec, head: str = "base", num_labels: int | None = Non
     return model
 
 
+def model_config(spec: ModelSpec, path: str | None = None):
+    """The model's ``transformers`` config (depth, position table) without loading its weights."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(path or model_path(spec))
+
+
 def identity_pooler(model, missing_keys) -> None:
     """A BERT pooler the checkpoint lacks (multilingual-e5-small was converted without one) starts as the identity
     (pooled = tanh(CLS state)) instead of random weights: a random pooler would sit between the pretrained encoder
@@ -171,14 +178,15 @@ def quiet_transformers():
     """No warnings below error level and no per-shard progress bars while loading or saving."""
     import transformers
 
-    previous = transformers.logging.get_verbosity()
+    previous, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     try:
         yield
-    finally:
+    finally:  # the state found, not "on": these nest (``load_model`` resolves ``model_path`` inside one)
         transformers.logging.set_verbosity(previous)
-        transformers.logging.enable_progress_bar()
+        if bars:
+            transformers.logging.enable_progress_bar()
 
 
 def model_positions(config) -> int:

@@ -137,6 +137,7 @@ def init_ray(num_cpus: int | None = None, dashboard: bool = False, log_to_driver
     False keeps the workers' output in Ray's log files (``ray_logs_dir``) instead of this console. StudyError when
     the local instance came up on another address."""
     if not os.environ.get("RAY_ADDRESS"):
+        _refuse_late_loopback_setting()
         os.environ.update(LOCAL_RAY_ENV)  # before the first ``import ray``: Ray reads it then
         # token authentication as Ray chooses it for a local instance, but said explicitly, so Ray does not print its
         # notice that it chose it on the study's console (RAY_AUTH_MODE=disabled, set by the user, still wins)
@@ -159,6 +160,20 @@ def init_ray(num_cpus: int | None = None, dashboard: bool = False, log_to_driver
         raise StudyError(f"the local Ray instance came up on {node_ip}, not on loopback: Ray reads "
                          f"{NODE_ON_LOOPBACK} when it is first imported, and ray was imported before init_ray set "
                          f"it; export {NODE_ON_LOOPBACK}=0 or call init_ray before importing ray")
+
+
+def _refuse_late_loopback_setting() -> None:
+    """Ray reads the loopback setting (and its auth mode) when it is first imported: a local instance started after
+    ``import ray`` without them would come up on the machine's outward address, or not at all. Refused before any
+    process starts, unless the caller exported the setting before importing ray."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None or ray.is_initialized() or os.environ.get(NODE_ON_LOOPBACK) == LOCAL_RAY_ENV[NODE_ON_LOOPBACK]:
+        return
+    raise StudyError(f"a local Ray instance started now would come up on the machine's address, not on loopback: "
+                     f"Ray reads {NODE_ON_LOOPBACK} when it is first imported, and ray was imported before init_ray "
+                     f"set it; export {NODE_ON_LOOPBACK}=0 or call init_ray before importing ray")
 
 
 def ray_logs_dir() -> str | None:
