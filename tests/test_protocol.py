@@ -119,7 +119,8 @@ def test_the_english_rule_is_the_same_in_evaluate_worker_and_report():
 def test_the_worker_keeps_the_examples_of_the_english_dev_step(tmp_path, monkeypatch):
     """The per-example scores the report resamples are those of the step English dev selects."""
     from study.track.outbox import get
-    from study.train.finetune import FineTuneRun, Progress
+    from study.train.checkpoints import Progress
+    from study.train.finetune import FineTuneRun
 
     run = object.__new__(FineTuneRun)  # the reporting logic alone: no model, no data
     run.outbox = str(tmp_path)

@@ -240,7 +240,8 @@ def test_xcopa_goes_on_from_a_social_iqa_run_with_its_head_and_records_it(tmp_pa
     from conftest import FIXTURES
 
     from study.models.registry import CHECKPOINT_META, checkpoint_task
-    from study.train.finetune import MODEL_DIR, FineTuneRun
+    from study.train.checkpoints import MODEL_DIR
+    from study.train.finetune import FineTuneRun
 
     data = tmp_path / "data"
     (data / "siqa").mkdir(parents=True)

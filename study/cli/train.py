@@ -16,8 +16,8 @@ from study.core.errors import StudyError, run_cli
 from study.core.faults import FaultHooks
 from study.core.protocol import DEFAULT_MODALITY, MODALITIES, language_scores, select_best, selection_key
 from study.data.tasks import get_task
+from study.train.checkpoints import MODEL_DIR
 from study.train.config import TrainConfig
-from study.train.finetune import MODEL_DIR
 from study.train.pipeline import run_pipeline, validate
 from study.train.ray_setup import Scaling, add_scaling_flags, fit_or_fail, init_ray
 from study.train.worker import WorkerConfig

@@ -17,8 +17,6 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -38,35 +36,9 @@ from study.core.protocol import (
     selection_key,
     target_average_key,
 )
+from study.train.checkpoints import Progress, load_train_state, save_train_state
 from study.train.config import TrainConfig
 from study.train.throughput import count_batch, device_peak, new_counts, throughput_metrics
-
-TRAIN_STATE = "train_state.pt"
-TIME_PHASES = ("train", "eval", "checkpoint")  # reported as time/<phase>_s (the study's time profile)
-MODEL_DIR = "model"
-
-
-# --- validation on the driver, before any worker starts ---------------------------------------------------------
-
-
-# --- [1] Ray Train worker code ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Progress:
-    """Where training stands; saved in every checkpoint."""
-
-    step: int = 0  # optimizer steps done
-    epoch: int = 0
-    micro_in_epoch: int = 0  # micro-batches of this epoch already consumed
-    window: dict = field(default_factory=lambda: {"n": 0})  # loss sums since the last report
-    train_seconds: float = 0.0  # time in training steps since the last report (evaluation excluded)
-    train_examples: int = 0
-    counts: dict = field(default_factory=new_counts)  # real tokens since the last report (throughput, MFU)
-    best_dev: float = float("-inf")  # English dev of the best evaluation so far (its examples are in the outbox)
-    # cumulative seconds over the whole run (restarts included): training steps, evaluation, checkpoints written
-    # and handed to Ray (the last one's hand-over is not in the last report)
-    seconds: dict = field(default_factory=lambda: dict.fromkeys(TIME_PHASES, 0.0))
 
 
 class FineTuneRun:
@@ -192,33 +164,16 @@ class FineTuneRun:
     def restore(self, checkpoint) -> None:
         """Continue from a Ray ``Checkpoint`` written by ``save_checkpoint`` (None: start fresh): weights, optimizer,
         schedule and the position in the data, so the run goes on exactly as if it had not stopped."""
-        if checkpoint is None:
-            return
-        with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / TRAIN_STATE, map_location=self.device, weights_only=False)
-            self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.progress = Progress(**state["progress"])
-        self.resumed_from_step = self.progress.step
+        if checkpoint is not None:
+            with checkpoint.as_directory() as directory:
+                self.progress = load_train_state(directory, self.model, self.optimizer, self.scheduler, self.device)
+            self.resumed_from_step = self.progress.step
 
     def save_checkpoint(self, directory: str, examples: bytes) -> None:
-        """Write a restorable checkpoint into ``directory``: the model as a full transformers directory (``model/``),
-        ``train_state.pt`` (model, optimizer, scheduler, progress) and the evaluation's per-example units."""
-        from dataclasses import asdict
-
-        from study.models.registry import save_model_dir
-        from study.vme.trim import untrimmed
-
-        with untrimmed(self.model):  # a full-vocabulary transformers model, whatever was trained
-            save_model_dir(self.model, self.tokenizer, self.spec, Path(directory) / MODEL_DIR, task=self.task.name,
-                           init_checkpoint=self.cfg.init_checkpoint, init_task=self.init_task)
-        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), "progress": asdict(self.progress),
-                    "rng": {"seed": self.cfg.seed,
-                            "derivation": "torch.manual_seed(hash of seed, rank, epoch, batch)"}},
-                   Path(directory) / TRAIN_STATE)
-        (Path(directory) / EXAMPLES_ARTIFACT).write_bytes(examples)
+        """Write a restorable checkpoint into ``directory`` (see ``study.train.checkpoints``)."""
+        save_train_state(directory, self.model, self.tokenizer, self.spec, self.optimizer, self.scheduler,
+                         self.progress, examples, task=self.task.name, init_checkpoint=self.cfg.init_checkpoint,
+                         init_task=self.init_task, seed=self.cfg.seed)
 
     def _examples_json(self) -> bytes:
         """What the report bootstraps over: per example (numerator, denominator) of the metric, per language."""
@@ -397,8 +352,4 @@ class FineTuneRun:
                   f"{metrics[target_average_key(metric)]:.4f} ({len(tests)} languages, "
                   f"{metrics['eval_seconds']:.0f} s)")
         return metrics
-
-
-# --- [2] the driver: one Ray Train run ---------------------------------------------------------------------------
-
 
