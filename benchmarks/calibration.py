@@ -7,7 +7,7 @@ Printed per scenario and interval: the false-positive rate of the all-targets ro
 configuration (nominal 5 %), the same pooled over the five exploratory family rows, the chance that any family row
 differs after Holm's correction, the coverage of the true difference (0, then +2 points) and the power for a true
 +2 points. The unpaired (Welch) interval on shared seeds is printed beside the paired one to show what pairing buys.
-It asserts nothing (tests/test_report_calibration.py asserts the false-positive band).
+It asserts nothing (tests/report/test_report_calibration.py asserts the false-positive band).
 
     python benchmarks/calibration.py [--reps 1000] [--seed 0] [--arm-sd 0.0018]
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Headless Chromium (Debian's package) for the browser test of the MLflow UI (tests/test_report.py).
+# Headless Chromium (Debian's package) for the browser test of the MLflow UI (tests/report/test_report.py).
 # Idempotent: does nothing when Chromium is already there; needs root or sudo otherwise.
 set -euo pipefail
 if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then

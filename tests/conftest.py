@@ -1,9 +1,5 @@
-from pathlib import Path
-
 import pytest
-
-# Real data cut to what the tests read, laid out as --data-dir reads it (tests/fixtures/README.md: sources, licences)
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+from helpers import FIXTURES
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+# Real data cut to what the tests read, laid out as --data-dir reads it (tests/fixtures/README.md: sources, licences)
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}  # the last: an IPv6 socket bound to 127.0.0.1
 
 

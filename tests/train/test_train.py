@@ -237,7 +237,7 @@ def test_xcopa_goes_on_from_a_social_iqa_run_with_its_head_and_records_it(tmp_pa
     import json
 
     import torch
-    from conftest import FIXTURES
+    from helpers import FIXTURES
 
     from study.models.registry import CHECKPOINT_META, checkpoint_task
     from study.train.checkpoints import MODEL_DIR

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 from study.core.errors import StudyError
 from study.data import tasks as T
@@ -273,7 +273,7 @@ def test_every_flag_is_documented():
 
     from study.cli.dual_encoder import build_parser
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     readme = "\n".join(p.read_text() for p in (root / "README.md", *sorted((root / "docs").glob("*.md"))))
     flags = [o for action in build_parser()._actions for o in action.option_strings if o.startswith("--")]
     assert len(flags) > 15 and [f for f in flags if f"`{f}" not in readme and f != "--help"] == []

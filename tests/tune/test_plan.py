@@ -17,7 +17,7 @@ from study.core.throughput import EVAL, FIXED, Measurement, load_table, rate
 from study.models.registry import REGISTRY
 from study.train.config import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = REGISTRY["tiny"].shape
 
 

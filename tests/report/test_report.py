@@ -21,7 +21,7 @@ from study.report.analysis import (
     units_score,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("STUDY_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 T_975_DF2 = 4.302652729911275  # Student's t, 97.5 % quantile, 2 degrees of freedom (tables)
 
@@ -178,7 +178,7 @@ def test_a_configuration_against_itself_over_seeds_is_rarely_significant():
     """40 comparisons of one configuration with itself: per seed a score offset from N(0, 0.02) (seed noise), items
     drawn independently per run, 3 seeds a side (independent), 3 languages x 300 items. The all-targets interval
     excludes 0 in at most 3 of 40 (nominal 2 of 40), and so does 'some family row differs after Holm's correction'.
-    (tests/test_report_calibration.py does the same with items that keep their difficulty across runs.)"""
+    (tests/report/test_report_calibration.py does the same with items that keep their difficulty across runs.)"""
     rng = np.random.default_rng(7)
     langs = ("de", "fr", "ja")
 

@@ -17,7 +17,7 @@ from helpers import LOOPBACK, start_study, study_runs
 from study.core.errors import StudyError
 from study.tune.search_space import load_search_space
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # --- search spaces ---------------------------------------------------------------------------------------------

@@ -13,8 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
-from helpers import free_port, stop
+from helpers import FIXTURES, free_port, stop
 from hub_replica import (
     BAD_TAGS_REPO,
     ROWS,
@@ -313,7 +312,7 @@ def test_the_users_command_runs_a_smoke_trial_with_the_multimodal_stage_from_the
     from helpers import start_study, study_runs
 
     space = tmp_path / f"{model}.yaml"  # the model's space (one include level: the shared base) on one branch
-    space.write_text(f"include: {Path(__file__).parents[1] / 'search_spaces' / 'xtreme-r-base.yaml'}\n"
+    space.write_text(f"include: {Path(__file__).parents[2] / 'search_spaces' / 'xtreme-r-base.yaml'}\n"
                      f"model: {model}\nparams:\n  modality: {{type: categorical, choices: [multimodal]}}\n"
                      "  intermediate_steps: {type: categorical, choices: [4]}\n")
     uri = f"sqlite:///{tmp_path}/mlflow.db"

@@ -29,7 +29,7 @@ from helpers import (
 
 from study.train.ray_setup import NODE_ON_LOOPBACK
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ON_LOOPBACK = {"node_ip_address": "127.0.0.1"}  # test clusters' nodes, like the study's own Ray
 # A driver joining a loopback cluster: without it Ray swaps RAY_ADDRESS's 127.0.0.1 for the outward address
 # (Ray's GitHub bug 59110)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FIXTURES
+from helpers import FIXTURES
 from sklearn.metrics import f1_score
 
 from study.cli import evaluate as cli

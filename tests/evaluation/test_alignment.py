@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 from study.core.errors import StudyError
 from study.data.tasks import TASKS
