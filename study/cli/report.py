@@ -6,7 +6,8 @@ search trial and per confirm run) through the client API and writes, to ``--out`
 
 * the results in words: each question's primary contrast over all targets with its estimate and interval, and
   the exploratory family rows that differ after Holm's correction;
-* arm contrasts (vme-reference - plain, vme-tuned - plain, vme-tuned - vme-reference, the modality design's) and
+* arm contrasts (vme-reference - plain, vme-tuned - plain, vme-tuned - vme-reference, vme-tuned - plain-tuned,
+  vme-reference - augmentation-only, the modality design's) and
   model comparisons on matched arms (e.g. XLM-R - mBERT), over all targets and per family, from confirm runs only,
   with 95 % seed-level t intervals (paired by seed between arms, Welch between models; ``study.core.inference``)
   over the languages both sides evaluated;

@@ -46,7 +46,8 @@ def parse_args(argv):
     parser.add_argument("--preset", choices=("smoke", "paper"), help="smoke = minutes on a laptop CPU, paper = the "
                         "reference scale (default: smoke for offline stand-ins, paper otherwise)")
     parser.add_argument("--arms", help="comma-separated arms to compare (study.core.arms): plain, vme-reference, "
-                        f"vme-tuned (default: {','.join(OFFLINE_DEFAULT_ARMS)} for offline stand-ins, "
+                        "vme-tuned, plain-tuned, augmentation-only (default: "
+                        f"{','.join(OFFLINE_DEFAULT_ARMS)} for offline stand-ins, "
                         f"{','.join(DEFAULT_ARMS)} otherwise)")
     parser.add_argument("--experiment-design", choices=("arms", "modality"), default="arms",
                         help="arms: the --arms as they are; modality: the controlled modality experiment, each fixed "

@@ -14,6 +14,13 @@ The arms:
   The learning rate (2e-5 in the paper preset) and the synonym source (counter-fitted neighbours on the real path,
   Roget offline) come from the preset, shared with ``plain``.
 * ``vme-tuned`` — the VME objective with every parameter of the search space searched (Optuna TPE + ASHA).
+* ``plain-tuned`` — ``vme-tuned``'s matched baseline: plain fine-tuning searched with the same number of trials over
+  every parameter of the search space but the VME ones (``VME_OPTIONS``: the lr, ``k_copies`` and the intermediate
+  stage's), its fixed options ``vme-tuned``'s less the VME ones. ``vme-tuned − plain-tuned`` compares the objectives
+  at equal tuning budgets, which ``vme-tuned − plain`` does not.
+* ``augmentation-only`` — ``vme-reference`` with the Embedding-Push and Attention-Pull weights at 0 (alpha = beta
+  = 0): cross-entropy on x and on x̃ alone. ``vme-reference − augmentation-only`` is what the two alignment terms add
+  to training on the virtual copies (the attribution Ding et al. 2022 make by ablation).
 * the modality experiment (``--experiment-design modality``, ``modality_arms``): each fixed arm (``plain``,
   ``vme-reference``) after an intermediate stage of each modality — ``<arm>+text``, ``<arm>+multimodal``,
   ``<arm>+multimodal-shuffled`` — beside the arm itself (no stage), every stage with the same options.
@@ -34,6 +41,12 @@ VME_REFERENCE_POINT = {"objective": "vme", "w_task": 1.0, "w_robust": 1.0, "alph
                        "global_batch": GLOBAL_BATCH}
 # plain sees the same rows of x (k_copies), in the same order and global batches, as vme-reference
 PLAIN_POINT = {"objective": "plain", "k_copies": VME_REFERENCE_POINT["k_copies"], "global_batch": GLOBAL_BATCH}
+# the options only the VME objective reads (plain fine-tuning trains on x alone): a plain arm neither pins nor searches
+# them. k_copies is not among them: it sets how many rows of x an example gives, and so the steps, for both objectives
+VME_OPTIONS = frozenset({"w_task", "w_robust", "alpha", "beta", "ap_layer", "ap_mask", "ap_padding", "synonyms",
+                         "synonym_matching"})
+# the alignment terms, switched off: training on x and x̃ with the reference's every other option
+ALIGNMENT_OFF = {"alpha": 0.0, "beta": 0.0}
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,7 @@ class Arm:
     stage: Mapping[str, object] = field(default_factory=lambda: {"modality": DEFAULT_MODALITY})
     tuned: bool = False
     description: str = ""
+    unsearched: frozenset[str] = frozenset()  # a tuned arm's search space parameters it leaves out
 
     @property
     def modality(self) -> str:
@@ -58,9 +72,33 @@ ARMS = {arm.name: arm for arm in (
     Arm("vme-reference", VME_REFERENCE_POINT, description="the authors' point, pinned"),
     Arm("vme-tuned", {"objective": "vme"}, tuned=True, description="VME with the search space searched"),
 )}
-DEFAULT_ARMS = ("plain", "vme-reference", "vme-tuned")
+DEFAULT_ARMS = ("plain", "vme-reference", "vme-tuned", "plain-tuned", "augmentation-only")
 OFFLINE_DEFAULT_ARMS = ("plain", "vme-reference")  # what the offline default's time budget holds (README)
 REFERENCE_CONTRASTS = (("vme-reference", "plain"), ("vme-tuned", "plain"), ("vme-tuned", "vme-reference"))
+
+
+def _plain_tuned(vme_tuned: Arm) -> Arm:
+    """``vme-tuned``'s matched plain arm: its fixed options less ``VME_OPTIONS``, the plain objective, the same
+    search less the VME parameters (derived, so the two stay matched whatever ``vme-tuned`` pins)."""
+    fixed = {k: v for k, v in vme_tuned.fixed.items() if k not in VME_OPTIONS}
+    return Arm("plain-tuned", {**fixed, "objective": "plain"}, tuned=True, unsearched=VME_OPTIONS,
+               description="plain fine-tuning with the search space's non-VME parameters searched")
+
+
+ARMS["plain-tuned"] = _plain_tuned(ARMS["vme-tuned"])
+ARMS["augmentation-only"] = Arm("augmentation-only", {**ARMS["vme-reference"].fixed, **ALIGNMENT_OFF},
+                                description="the authors' point without Embedding-Push and Attention-Pull")
+# matched budgets (both searched, the same trials) and the attribution of VME's effect to its alignment terms
+MATCHED_CONTRASTS = (("vme-tuned", "plain-tuned"), ("vme-reference", "augmentation-only"))
+# what each contrast's two arms are meant to differ in (``matched_difference``); nothing else may differ
+INTENDED_DIFFERENCES = {("vme-reference", "plain"): VME_OPTIONS | {"objective"},
+                        ("vme-tuned", "plain-tuned"): VME_OPTIONS | {"objective"},
+                        ("vme-reference", "augmentation-only"): frozenset(ALIGNMENT_OFF)}
+
+
+def matched_difference(left: Mapping[str, object], right: Mapping[str, object]) -> set[str]:
+    """The options two resolved configurations (plain dicts of every option) hold different values of."""
+    return {k for k in set(left) | set(right) if left.get(k) != right.get(k)}
 
 
 def parse_arms(text: str | None, default: tuple[str, ...]) -> tuple[Arm, ...]:
@@ -96,10 +134,11 @@ def modality_arm(arm: str, modality: str) -> str:
 
 def arm_contrasts(arms: list[str]) -> list[tuple[str, str]]:
     """The arm contrasts a report draws among the arms present: VME against plain and tuned against the reference
-    (``REFERENCE_CONTRASTS``), then for each fixed arm the modality contrasts (``protocol.MODALITY_CONTRASTS``:
-    each stage against none, images against text, images against shuffled images)."""
+    (``REFERENCE_CONTRASTS``), the matched-budget and attribution contrasts (``MATCHED_CONTRASTS``), then for each
+    fixed arm the modality contrasts (``protocol.MODALITY_CONTRASTS``: each stage against none, images against text,
+    images against shuffled images)."""
     present = set(arms)
-    pairs = [(a, b) for a, b in REFERENCE_CONTRASTS if a in present and b in present]
+    pairs = [(a, b) for a, b in REFERENCE_CONTRASTS + MATCHED_CONTRASTS if a in present and b in present]
     for base in ARMS:
         pairs += [(modality_arm(base, a), modality_arm(base, b)) for a, b in MODALITY_CONTRASTS
                   if modality_arm(base, a) in present and modality_arm(base, b) in present]

@@ -1,13 +1,16 @@
 """The questions the report answers, fixed before any result is seen, and how its contrast rows are corrected and put
 into words.
 
-Each question has its primary contrasts over all target languages: VME (vme-reference − plain), the models (each
-pair of models on each matched arm, later − earlier: XLM-R − mBERT), and the modality design (each stage contrast
-of each fixed arm). Where a question has several, Holm's (1979) step-down correction runs across them. The tuned
-arm's contrasts are secondary (its search gave it a tuning budget the other arm did not have), corrected the same
-way within their own question. A contrast's rows per family are exploratory: Holm across the contrast's family
-rows, and a family that differs where another does not is not a tested difference between the families (Gelman &
-Stern 2006: the difference between "significant" and "not significant" is not itself significant).
+Each question has its primary contrasts over all target languages: VME (vme-reference − plain), tuned VME at
+matched budgets (vme-tuned − plain-tuned: both searched with the same trials), the models (each pair of models on
+each matched arm, later − earlier: XLM-R − mBERT), and the modality design (each stage contrast of each fixed arm).
+Where a question has several, Holm's (1979) step-down correction runs across them. The tuned arm's contrasts with
+an unsearched arm are secondary (its search gave it a tuning budget the other arm did not have), and so is the
+attribution vme-reference − augmentation-only (what the alignment terms add to the virtual copies, read after the
+VME contrast), each corrected the same way within its own question. A contrast's rows per family are exploratory:
+Holm across the contrast's family rows, and a family that differs where another does not is not a tested difference
+between the families (Gelman & Stern 2006: the difference between "significant" and "not significant" is not itself
+significant).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from study.report.analysis import ALL_TARGETS, ALPHA, holm
 PRIMARY, SECONDARY, EXPLORATORY = "primary", "secondary", "exploratory"
 VME_QUESTION, TUNED_QUESTION, MODALITY_QUESTION, MODEL_QUESTION = (
     "VME objective", "tuned VME (budgets differ: only vme-tuned had a search)", "modality", "models")
+MATCHED_QUESTION, ATTRIBUTION_QUESTION = ("tuned VME at matched budgets (both arms searched, the same trials)",
+                                          "alignment terms (Embedding-Push and Attention-Pull beyond the copies)")
 
 
 def arm_question(model_name: str, left: str, right: str) -> tuple[str, str]:
@@ -25,6 +30,10 @@ def arm_question(model_name: str, left: str, right: str) -> tuple[str, str]:
         return f"{model_name}: {MODALITY_QUESTION}", PRIMARY
     if (left, right) == ("vme-reference", "plain"):
         return f"{model_name}: {VME_QUESTION}", PRIMARY
+    if (left, right) == ("vme-tuned", "plain-tuned"):
+        return f"{model_name}: {MATCHED_QUESTION}", PRIMARY
+    if (left, right) == ("vme-reference", "augmentation-only"):  # explains the VME contrast: read after it
+        return f"{model_name}: {ATTRIBUTION_QUESTION}", SECONDARY
     return f"{model_name}: {TUNED_QUESTION}", SECONDARY
 
 

@@ -84,7 +84,7 @@ def build_tuner(settings: StudySettings, arm: Arm, scaling, max_concurrent: int,
     from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory" is not news
-    space: SearchSpace = settings.space
+    space: SearchSpace = settings.space_of(arm)
     metric = selection_key(settings.task.metric)
     constants = tune_constants(settings.bases[arm.name], settings.stage, scaling, settings.storage, settings.name,
                                settings.faults, arm=arm.name, phase=SEARCH_PHASE)

@@ -156,16 +156,17 @@ def build_plan(settings, device: DeviceProfile, workers: int = 1, gpus_per_worke
     stages_seen: set = set()
     for arm in settings.arms:
         base = settings.bases[arm.name]
-        variants = _cost_variants(space, base) if arm.tuned else [base]
+        searches = settings.space_of(arm) if arm.tuned else space
+        variants = _cost_variants(searches, base) if arm.tuned else [base]
         if len(variants) > 1:
-            searched = sorted({p.name for p in space.params if p.name in COST_OPTIONS})
+            searched = sorted({p.name for p in searches.params if p.name in COST_OPTIONS})
             notes.append(f"{arm.name}: the mean over the searched {', '.join(searched)} ({len(variants)} "
                          "combinations, uniformly)")
         phases = ((SEARCH_PHASE, settings.trials, 0), (CONFIRM_PHASE, settings.seeds, probe)) if arm.tuned else \
             ((CONFIRM_PHASE, settings.seeds, probe),)
         for phase, runs, probe_items in phases:
             budget = _mean([run_budget(cfg, task, workers, probe_items) for cfg in variants])
-            stage_steps = _stage_steps(arm, space, settings, phase, stages_seen)
+            stage_steps = _stage_steps(arm, searches, settings, phase, stages_seen)
             budget = replace(budget, stage_steps=stage_steps)
             rows.append(PlanRow(arm.name, phase, runs, budget, seconds(budget, variants[0], runs)))
     if any(arm.tuned for arm in settings.arms):

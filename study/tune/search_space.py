@@ -16,8 +16,9 @@ Format::
       paper: {epochs: 1, batch_size: 8, global_batch: 32, lr: 2.0e-5}
       paper.xquad: {epochs: 3, max_length: 384}   # one task's own settings, over the preset's
 
-The presets are what the fixed arms (``study.core.arms``: plain, vme-reference) train with, beside their own pinned
-options; the tuned arm (vme-tuned) searches ``params`` on top of them. ``when`` makes a parameter conditional: it is
+The presets are what the fixed arms (``study.core.arms``: plain, vme-reference, augmentation-only) train with,
+beside their own pinned options; a tuned arm searches ``params`` on top of them (vme-tuned all of them, plain-tuned
+all but the VME ones: ``SearchSpace.without``). ``when`` makes a parameter conditional: it is
 sampled only when an earlier parameter has one of the listed values (define-by-run), so a trial never carries
 parameters of a branch it did not take. Write floats as ``1.0e-5``:
 YAML reads ``1e-5`` as a string.
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from study.core.errors import StudyError
@@ -111,6 +112,20 @@ class SearchSpace:
             if param.active(sampled):
                 sampled[param.name] = param.suggest(trial)
         return sampled
+
+    def without(self, names) -> SearchSpace:
+        """The space less the parameters ``names`` and those sampled only under one of them (a tuned arm's
+        ``unsearched``: ``study.core.arms``); StudyError when nothing is left to search."""
+        dropped, kept = set(names), []
+        for param in self.params:
+            if param.name in dropped or any(parent in dropped for parent, _ in param.when):
+                dropped.add(param.name)
+            else:
+                kept.append(param)
+        if not kept:
+            raise StudyError(f"{self.path}: every parameter is one of {', '.join(sorted(names))}: nothing is left to "
+                             "search; add a shared parameter (e.g. lr) to params")
+        return replace(self, params=tuple(kept))
 
     def preset(self, name: str, task: str | None = None) -> dict:
         """A copy of the preset's fixed training settings, with the task's own (``<preset>.<task>``) over them;

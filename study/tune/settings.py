@@ -10,7 +10,15 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from study.core.arms import DEFAULT_ARMS, OFFLINE_DEFAULT_ARMS, Arm, modality_arms, parse_arms
+from study.core.arms import (
+    DEFAULT_ARMS,
+    INTENDED_DIFFERENCES,
+    OFFLINE_DEFAULT_ARMS,
+    Arm,
+    matched_difference,
+    modality_arms,
+    parse_arms,
+)
 from study.core.errors import StudyError
 from study.core.faults import FaultHooks
 from study.core.protocol import DEFAULT_MODALITY
@@ -50,6 +58,10 @@ class StudySettings:
     alignment_probe: bool = False  # confirm runs run the alignment probe (--alignment-probe, resolved)
     faults: FaultHooks = FaultHooks()  # the tests' fault injection (--inject-faults); none otherwise
 
+    def space_of(self, arm: Arm) -> SearchSpace:
+        """What a tuned arm searches: the search space less the arm's ``unsearched`` parameters."""
+        return self.space.without(arm.unsearched)
+
 
 def resolve(args) -> StudySettings:
     """Validate everything before Ray or MLflow are touched; returns the study's settings. With ``args.plan`` (the
@@ -81,6 +93,7 @@ def resolve(args) -> StudySettings:
     if args.experiment_design == "modality":
         arms = modality_arms(parse_arms(args.arms, OFFLINE_DEFAULT_ARMS), modality_stage_options(space))
     bases = {arm.name: arm_base(base, arm, args.workers, fetch) for arm in arms}
+    check_matched(bases)
     trials = DEFAULT_TRIALS[preset] if args.trials is None else args.trials
     seeds = DEFAULT_SEEDS[preset] if args.seeds is None else args.seeds
     for flag, value, least in (("--trials", trials, 1), ("--seeds", seeds, 1),
@@ -99,6 +112,9 @@ def resolve(args) -> StudySettings:
                              args.experiment or f"vme-{task.suite}", stage,
                              resolve_alignment_probe(args.alignment_probe, task, base),
                              args.inject_faults)
+    for arm in arms:
+        if arm.tuned:
+            settings.space_of(arm)  # a tuned arm with nothing left to search stops here
     if fetch:  # a plan (``--plan``) reads no storage: it neither claims nor resumes the study
         check_start(storage, name, args.resume, study_options(settings))
     return settings
@@ -144,6 +160,18 @@ def arm_base(base: TrainConfig, arm: Arm, workers: int, fetch: bool = True) -> T
     except StudyError as err:
         raise StudyError(f"arm {arm.name}: {err}") from None
     return config
+
+
+def check_matched(bases: dict) -> None:
+    """StudyError when two arms of a matched contrast (``arms.INTENDED_DIFFERENCES``) would differ in an option they
+    are not meant to differ in: their contrast would measure that too."""
+    for (left, right), intended in INTENDED_DIFFERENCES.items():
+        if left in bases and right in bases:
+            extra = matched_difference(bases[left].to_dict(), bases[right].to_dict()) - intended
+            if extra:
+                raise StudyError(f"arms {left} and {right} differ in {', '.join(sorted(extra))} beyond what their "
+                                 f"contrast compares ({', '.join(sorted(intended))}); pin them alike in "
+                                 "study/core/arms.py")
 
 
 def modality_stage_options(space: SearchSpace) -> dict:
@@ -202,6 +230,8 @@ def provenance(settings: StudySettings) -> tuple[dict, dict]:
               **{f"{SPACE_PARAM_PREFIX}{p.name}": p.to_json() for p in space.params},
               **{f"base.{k}": v for k, v in settings.base.to_dict().items()},
               **{f"arm.{arm.name}.{k}": v for arm in settings.arms for k, v in arm.fixed.items()},
+              **{f"arm.{arm.name}.searched": ",".join(p.name for p in settings.space_of(arm).params)
+                 for arm in settings.arms if arm.tuned},
               **{f"intermediate.{k}": ",".join(v) if isinstance(v, tuple) else v for k, v in settings.stage.items()},
               **{f"version.{p}": version(p) for p in ("ray", "torch", "transformers", "optuna", "mlflow", "datasets")}}
     tags = {"model": spec.key, "model_name": spec.name, "offline_stand_in": str(spec.offline_stand_in),

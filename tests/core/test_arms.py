@@ -48,3 +48,28 @@ def test_the_modality_experiment_crosses_fixed_arms_with_every_stage_and_contras
     assert ("plain+multimodal", "vme-reference+text") not in pairs  # never across fine-tuning settings
     with pytest.raises(StudyError, match="fixes the fine-tuning"):
         modality_arms(parse_arms("vme-tuned", ()), {})
+
+
+def test_plain_tuned_is_vme_tuned_less_the_vme_options_and_augmentation_only_the_reference_without_ep_and_ap():
+    from study.core.arms import INTENDED_DIFFERENCES, MATCHED_CONTRASTS, VME_OPTIONS, matched_difference
+
+    plain_tuned, vme_tuned = ARMS["plain-tuned"], ARMS["vme-tuned"]
+    assert plain_tuned.tuned and plain_tuned.unsearched == VME_OPTIONS and not vme_tuned.unsearched
+    assert dict(plain_tuned.fixed) == {**{k: v for k, v in vme_tuned.fixed.items() if k not in VME_OPTIONS},
+                                       "objective": "plain"}
+    assert {"lr", "k_copies", "modality", "intermediate_steps"}.isdisjoint(VME_OPTIONS)  # shared: searched by both
+    assert {"alpha", "beta", "w_robust", "ap_layer", "ap_mask"} <= VME_OPTIONS
+    augmentation = ARMS["augmentation-only"]
+    assert not augmentation.tuned and augmentation.fixed["alpha"] == augmentation.fixed["beta"] == 0.0
+    assert matched_difference(augmentation.fixed, ARMS["vme-reference"].fixed) == {"alpha", "beta"}
+    assert INTENDED_DIFFERENCES[("vme-reference", "augmentation-only")] == {"alpha", "beta"}
+    pairs = arm_contrasts(["plain", "vme-reference", "vme-tuned", "plain-tuned", "augmentation-only"])
+    assert set(MATCHED_CONTRASTS) <= set(pairs)
+    assert ("plain-tuned", "vme-reference") not in pairs and ("augmentation-only", "plain") not in pairs
+
+
+def test_matched_difference_names_the_options_whose_values_differ():
+    from study.core.arms import matched_difference
+
+    assert matched_difference({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": None}) == {"b"}  # c: unset on one side
+    assert matched_difference({"a": 1}, {"a": 1}) == set()

@@ -414,6 +414,22 @@ def test_arm_contrasts_come_from_confirm_runs_paired_by_seed_with_one_primary_co
         and "Gelman & Stern 2006" in lines[-1]
 
 
+def test_matched_budget_contrast_is_primary_and_the_attribution_secondary():
+    """vme-tuned - plain-tuned (both searched) is its question's primary contrast; vme-reference - augmentation-only
+    (what the alignment terms add to the copies) a secondary one; vme-tuned - plain stays secondary."""
+    from study.report.tables import arm_rows
+
+    study = _arm_study({"plain": 0.0, "vme-reference": 0.05, "vme-tuned": 0.06, "plain-tuned": 0.02,
+                        "augmentation-only": 0.03})
+    rows = {r["contrast"]: r for r in arm_rows(study) if r["family"] == "all targets"}
+    matched, attribution = rows["M: vme-tuned - plain-tuned"], rows["M: vme-reference - augmentation-only"]
+    assert matched["role"] == "primary" and matched["question"].startswith("M: tuned VME at matched budgets")
+    assert attribution["role"] == "secondary" and attribution["question"].startswith("M: alignment terms")
+    assert matched["difference"] == pytest.approx(0.04, abs=0.02) and matched["low"] > 0
+    assert rows["M: vme-reference - plain"]["role"] == "primary" and rows["M: vme-tuned - plain"]["role"] == "secondary"
+    assert "M: plain-tuned - plain" not in rows and "M: augmentation-only - plain" not in rows
+
+
 def test_the_modality_question_corrects_across_its_primary_contrasts():
     """The modality design: each stage contrast of a fixed arm over all targets is primary, Holm-corrected across
     the question's four (multimodal - none, text - none, multimodal - text, multimodal - shuffled)."""

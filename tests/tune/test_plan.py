@@ -255,3 +255,74 @@ def test_plan_metrics_are_json_numbers():
     plan = build_plan(resolve(_plan_args("--seeds", "1")), device_profile("l4"))
     assert all(isinstance(v, (int, float)) for v in plan.metrics().values())
     json.dumps(plan.params())
+
+
+@pytest.mark.parametrize("model, preset", [("tiny", "smoke"), ("mbert", "paper")])
+def test_matched_arms_resolve_to_configs_that_differ_only_in_what_their_contrast_compares(model, preset):
+    """The resolved configurations (preset, arm's fixed options and, for a tuned arm, what it searches) of each
+    matched pair: plain-tuned against vme-tuned only in the objective and the VME options (its search space has
+    none of them), augmentation-only against vme-reference only in alpha and beta (0 and 0)."""
+    from study.core.arms import VME_OPTIONS, matched_difference
+    from study.tune.settings import resolve
+
+    arms = "plain,vme-reference,vme-tuned,plain-tuned,augmentation-only"
+    settings = resolve(_plan_args("--model", model, "--preset", preset, "--arms", arms, "--no-alignment-probe"))
+    configs = {name: cfg.to_dict() for name, cfg in settings.bases.items()}
+    assert matched_difference(configs["vme-tuned"], configs["plain-tuned"]) == {"objective"}
+    assert matched_difference(configs["vme-reference"], configs["augmentation-only"]) == {"alpha", "beta"}
+    assert (configs["augmentation-only"]["alpha"], configs["augmentation-only"]["beta"]) == (0.0, 0.0)
+    assert matched_difference(configs["vme-reference"], configs["plain"]) <= VME_OPTIONS | {"objective"}
+    searched = {arm.name: {p.name for p in settings.space_of(arm).params} for arm in settings.arms if arm.tuned}
+    assert searched["vme-tuned"] == {p.name for p in settings.space.params}
+    assert searched["plain-tuned"] == searched["vme-tuned"] - VME_OPTIONS and not searched["plain-tuned"] & VME_OPTIONS
+    assert {"lr", "modality"} <= searched["plain-tuned"]
+    if model == "mbert":
+        assert "k_copies" in searched["plain-tuned"]  # the rows of x per example: the same training lengths
+
+
+def test_a_tiny_plan_lists_the_matched_budget_and_attribution_arms(tmp_path, capsys):
+    """``study tune --plan`` (in-process: nothing runs, nothing is stored) on tiny with the new arms: plain-tuned
+    gets a search and a confirm row, augmentation-only (fixed) a confirm row."""
+    from study.cli.tune import main
+    from study.tune.plan import build_plan
+    from study.tune.settings import resolve
+
+    argv = ["--arms", "vme-tuned,plain-tuned,vme-reference,augmentation-only", "--trials", "2", "--seeds", "2",
+            "--no-alignment-probe"]
+    rows = {(row.arm, row.phase) for row in build_plan(resolve(_plan_args(*argv)), device_profile("cpu")).rows}
+    assert {("plain-tuned", "search"), ("plain-tuned", "confirm"), ("augmentation-only", "confirm")} <= rows
+    assert ("augmentation-only", "search") not in rows
+    assert main(["--model", "tiny", "--plan", "--mlflow-uri", "http://127.0.0.1:9", "--storage",
+                 str(tmp_path / "runs"), *argv]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("study plan:") and "plain-tuned" in text and "augmentation-only" in text
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_study_refuses_matched_arms_that_differ_beyond_their_contrast(monkeypatch):
+    from study.core import arms
+    from study.core.errors import StudyError
+    from study.tune.settings import check_matched
+
+    bases = {"vme-reference": TrainConfig(**arms.VME_REFERENCE_POINT),
+             "augmentation-only": TrainConfig(**{**arms.VME_REFERENCE_POINT, "alpha": 0.0, "beta": 0.0})}
+    check_matched(bases)
+    bases["augmentation-only"] = TrainConfig(**{**arms.VME_REFERENCE_POINT, "alpha": 0.0, "beta": 0.0, "lr": 1e-4})
+    with pytest.raises(StudyError, match="differ in lr beyond what their contrast compares"):
+        check_matched(bases)
+
+
+def test_plain_tuned_needs_a_parameter_left_to_search(tmp_path):
+    from study.core.arms import ARMS
+    from study.core.errors import StudyError
+    from study.tune.search_space import load_search_space
+
+    path = tmp_path / "only-vme.yaml"
+    path.write_text("model: tiny\ntask: pocket-topic\nparams:\n  alpha: {type: float, low: 0.01, high: 1.0}\n"
+                    "  ap_mask: {type: categorical, choices: [none, padding]}\n"
+                    "  ap_layer: {type: int, low: 0, high: 2, when: {ap_mask: [padding]}}\n")
+    space = load_search_space(path)
+    with pytest.raises(StudyError, match="nothing is left to search"):
+        space.without(ARMS["plain-tuned"].unsearched)
+    kept = load_search_space(path).without({"ap_mask"})  # ap_layer is sampled only under ap_mask: gone with it
+    assert [p.name for p in kept.params] == ["alpha"] and kept.sha256 == space.sha256
