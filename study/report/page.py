@@ -9,11 +9,13 @@ from pathlib import Path
 
 from study.core.inference import MIN_DISTRIBUTION_FREE_PAIRS, MIN_RUNS
 from study.core.languages import DISTANCE_KINDS, MIN_SHARED_FEATURES
+from study.core.mixed import MIN_LANGUAGES_PER_FAMILY
 from study.core.protocol import REPORT_RUN, RUN_KIND_TAG
 from study.report.alignment import figure_panels
 from study.report.analysis import ALPHA, PERMUTATIONS
 from study.report.figures import FIGURES, alignment_figure
 from study.report.load import Study
+from study.report.model_family import DISTANCE_COLUMNS, INTERACTION_COLUMNS
 from study.report.tables import ReportTables, header, overall_rows
 from study.report.typology import typology_summary
 from study.track.mlflow_store import client
@@ -103,6 +105,18 @@ INFERENCE_METHOD = (
     "2006).</p>")
 
 
+MODEL_FAMILY_METHOD = (
+    "<p>Does the model contrast depend on the family? Per arm both models ran: a linear mixed model on per-language, "
+    "per-run scores, score ~ model × family with crossed random intercepts for the language, the run (a model's "
+    "seed) and the language × model (statsmodels <code>MixedLM</code>, variance components in one group), over the "
+    f"families with at least {MIN_LANGUAGES_PER_FAMILY} target languages; the interaction is tested by the "
+    "likelihood ratio of the ML fits with and without it (χ²). With few languages per family and few seeds that "
+    "test is anti-conservative (Pinheiro &amp; Bates 2000): read it with the per-family intervals above. Then each "
+    "language's contrast (seed means) against its URIEL+ syntactic distance to English with script as a covariate, "
+    "tested by permuting whole families (each family one point), since the languages of a family are not "
+    "independent.</p>")
+
+
 ALIGNMENT_METHOD = (
     "<p>The alignment probe (<code>study.tune.driver --alignment-probe</code>) embeds each target language's parallel "
     "sentences and their English translations with every confirm run's selected checkpoint and with the pretrained "
@@ -164,7 +178,10 @@ def build_report(study: Study, out: Path, tables: ReportTables | None = None) ->
              _write_csv(out / "parameter_importance.csv", importance),
              _write_csv(out / "alignment_delta.csv", tables.alignment_deltas),
              _write_csv(out / "alignment_contrasts.csv", tables.alignment_contrasts),
-             *[_write_csv(out / f"by_{by}.csv", rows) for by, rows in groups.items()]]
+             *[_write_csv(out / f"by_{by}.csv", rows) for by, rows in groups.items()],
+             *([_write_csv(out / "model_family.csv", tables.model_family),
+                _write_csv(out / "model_contrast_vs_distance.csv", tables.model_distance)]
+               if tables.model_family else [])]
     figures = {key: draw(tables, out) for key, draw in FIGURES.items()}
     files += [f for f in figures.values() if f]
     alignment, alignment_files = _alignment_section(tables, out)
@@ -198,6 +215,9 @@ def build_report(study: Study, out: Path, tables: ReportTables | None = None) ->
         ("Per script", _table(groups["script"], ["model", "arm", "script", *GROUP_COLUMNS])),
         ("Model comparison (matched arms): all targets (primary) and per family (exploratory)",
          image("comparison") + _table(_interval_rows(comparison), CONTRAST_COLUMNS)),
+        *([("Model × family, tested (two models)", MODEL_FAMILY_METHOD
+            + _table(tables.model_family, INTERACTION_COLUMNS) + _table(tables.model_distance, DISTANCE_COLUMNS))]
+          if tables.model_family else []),
         ("Modality", (MODALITY_EXPERIMENT_NOTE if any("+" in g.arm for g in study.arm_runs()) else MODALITY_NOTE)
          .format(stage=stage_languages_note(study))),
         ("Transfer gap vs typological distance to English (URIEL+)",

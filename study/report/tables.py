@@ -7,7 +7,7 @@ the same runs (seeds)."""
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from study.core.arms import arm_contrasts
 from study.core.languages import GROUPINGS, group_of
@@ -33,6 +33,7 @@ from study.report.analysis import (
     paired_difference_by_group,
 )
 from study.report.load import ArmRuns, Study
+from study.report.model_family import model_family_rows, model_family_summary
 from study.report.questions import (
     MODEL_QUESTION,
     PRIMARY,
@@ -251,6 +252,8 @@ class ReportTables:
     alignment_deltas: list[dict]  # alignment_rows: Δ alignment per model, arm, family, measure and layer
     alignment_contrasts: list[dict]  # alignment_rows: arm contrasts of the alignment probe
     alignment_figures: dict[str, dict[str, bytes]]  # alignment_figures
+    model_family: list[dict] = field(default_factory=list)  # model_family_rows: the interaction test (two models)
+    model_distance: list[dict] = field(default_factory=list)  # model_family_rows: the contrast vs distance
 
     @classmethod
     def compute(cls, study: Study) -> ReportTables:
@@ -258,7 +261,10 @@ class ReportTables:
         points, fits = distance_rows(study)
         comparison, arms, references = comparison_rows(study), arm_rows(study), reference_rows(study)
         deltas, contrasts, alignment_summary = alignment_rows(study)
+        interaction, regression = model_family_rows(study)
         return cls(study, per_language_rows(study), {by: group_rows(study, by) for by in GROUPINGS},
                    task_score_rows(study), comparison, arms,
-                   results_summary(arms + comparison) + reference_summary(study, references) + alignment_summary,
-                   references, points, fits, importance_rows(study), deltas, contrasts, alignment_figures(study))
+                   results_summary(arms + comparison) + reference_summary(study, references) + alignment_summary
+                   + model_family_summary(interaction, regression),
+                   references, points, fits, importance_rows(study), deltas, contrasts, alignment_figures(study),
+                   interaction, regression)

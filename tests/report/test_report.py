@@ -757,3 +757,80 @@ def test_the_modality_note_says_what_the_stages_captions_could_link():
     assert stage_languages_note(study(None, "en")) == ENGLISH_ONLY_STAGE  # runs without a stage record nothing
     note = stage_languages_note(study("en", "de,en,ja"))
     assert note.startswith("The stages drew their captions in de, en, ja") and "English-only" not in note
+
+
+# --- the model x family question ------------------------------------------------------------------------------
+
+MODEL_FAMILY_LANGUAGES = {"de": 0.00, "fr": 0.02, "es": 0.04, "fi": 0.10, "et": 0.12, "hu": 0.14, "id": 0.03,
+                          "ms": 0.05, "sw": 0.20, "yo": 0.16, "tr": 0.30}  # N's lead over M per language
+SYNTAX = {"de": 0.40, "fr": 0.42, "es": 0.38, "fi": 0.55, "et": 0.57, "hu": 0.59, "id": 0.50, "ms": 0.52,
+          "sw": 0.60, "yo": 0.64, "tr": 0.70}
+
+
+def _two_model_study(models=("m", "n")):
+    """Models M and N on arm plain, seeds 1-3, on English and the languages above (every one Latin-script): M scores
+    0.5 + a seed effect everywhere, N that plus its lead in the language; each language's seeds also vary by a
+    noise that sums to 0 over them."""
+    from study.core.protocol import CONFIRM_PHASE
+    from study.report.load import Study, TrialRun
+
+    trials = []
+    for model in models:
+        for seed in (1, 2, 3):
+            scores = {"en": 0.9, **{lang: 0.5 + SEED_EFFECT[seed] + (lead if model == "n" else 0.0)
+                                    + 0.002 * (i % 3 + 1) * (seed - 2)  # 0 over the seeds: seed means as said
+                                    for i, (lang, lead) in enumerate(MODEL_FAMILY_LANGUAGES.items())}}
+            trials.append(TrialRun(f"{model}{seed}", CONFIRM_PHASE, "plain", "S", model, model.upper(), False, "none",
+                                   {"seed": str(seed)}, 0.9, seed, scores))
+    return Study("x", "uri", "accuracy", [], trials, "pocket-topic")
+
+
+def _syntax():
+    from study.core.languages import Distance
+
+    return {lang: {"syntactic": Distance(value, 50)} for lang, value in SYNTAX.items()}
+
+
+def test_the_model_family_question_of_two_models_by_hand():
+    """Families with 2+ languages enter the mixed model (Indo-European, Uralic, Austronesian, Niger-Congo; Turkic's one
+    language is left out): df (2 - 1)(4 - 1) = 3. The distance test is on family means (all Latin: no covariate):
+    its slope is least squares on the five family points, its p from all 5! orderings of the family contrasts
+    against the distances (only the observed one correlates as strongly: p = 2 x 1 / 120)."""
+    import itertools
+
+    from study.report.model_family import model_family_rows, model_family_summary
+
+    interaction, regression = model_family_rows(_two_model_study(), distances=_syntax)
+    (row,), (fit,) = interaction, regression
+    assert (row["arm"], row["contrast"], row["df"], row["families"], row["languages"], row["runs"]) == \
+        ("plain", "N - M", 3, 4, 10, 6)
+    assert row["left_out"] == "Turkic (1)" and row["test"] == "likelihood ratio of ML fits, χ², df=3"
+    assert row["p"] < 0.05  # the leads differ by family far beyond the languages' own spread
+    families = {"Austronesian": ("id", "ms"), "Indo-European": ("de", "fr", "es"), "Niger-Congo": ("sw", "yo"),
+                "Turkic": ("tr",), "Uralic": ("fi", "et", "hu")}
+    lead = [np.mean([MODEL_FAMILY_LANGUAGES[x] for x in members]) for members in families.values()]
+    syntax = [np.mean([SYNTAX[x] for x in members]) for members in families.values()]
+    assert fit["slope_family"] == pytest.approx(np.polyfit(syntax, lead, 1)[0])
+    observed = np.corrcoef(syntax, lead)[0, 1]
+    r = [np.corrcoef(syntax, order)[0, 1] for order in itertools.permutations(lead)]
+    # two-sided as scipy's permutation_test has it: twice the smaller one-sided share, the observed order counted
+    greater, less = (sum(v >= observed - 1e-12 for v in r) / 120, sum(v <= observed + 1e-12 for v in r) / 120)
+    assert fit["p_family_permutation"] == pytest.approx(min(1.0, 2 * min(greater, less))) == pytest.approx(2 / 120)
+    assert (fit["families"], fit["languages"], fit["covariates"]) == (5, 11, "none")
+    languages = list(MODEL_FAMILY_LANGUAGES)
+    assert fit["slope_language"] == pytest.approx(np.polyfit([SYNTAX[x] for x in languages],
+                                                             [MODEL_FAMILY_LANGUAGES[x] for x in languages], 1)[0])
+    lines = model_family_summary(interaction, regression)
+    assert lines[0].startswith("N - M (plain): model × family likelihood ratio of ML fits, χ², df=3 = ")
+    assert "(whole families permuted)" in lines[1]
+
+
+def test_a_single_model_report_has_no_model_family_question(tmp_path):
+    from study.report.model_family import model_family_rows
+    from study.report.page import build_report
+
+    single = _two_model_study(models=("m",))
+    assert model_family_rows(single, distances=_syntax) == ([], [])
+    files = build_report(single, tmp_path)
+    assert "model_family.csv" not in files and not (tmp_path / "model_family.csv").exists()
+    assert "Model × family" not in (tmp_path / "report.html").read_text(encoding="utf-8")
