@@ -38,7 +38,7 @@ from study.core.protocol import (
 )
 from study.train.checkpoints import Progress, load_train_state, save_train_state
 from study.train.config import TrainConfig
-from study.train.throughput import count_batch, device_peak, new_counts, throughput_metrics
+from study.train.throughput import count_batch, device_peak, new_counts, throughput_metrics, torch_settings
 
 
 class FineTuneRun:
@@ -341,7 +341,7 @@ class FineTuneRun:
                    "time/worker_start_unix": self.started, "time/worker_seconds": time.time() - self.started,
                    "train/resumed_from_step": self.resumed_from_step, TOTAL_STEPS_KEY: self.total_steps,
                    # which share of the virtual copies the synonyms changed (method.md asks to record it)
-                   "data/changed_fraction": self.data_stats["changed_fraction"]}
+                   "data/changed_fraction": self.data_stats["changed_fraction"], **torch_settings()}
         metrics.update({f"loss/{k}": v / window["n"] for k, v in window.items() if k != "n" and window["n"]})
         if self.alignment:
             metrics.update(self.alignment.metrics)

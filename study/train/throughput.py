@@ -46,3 +46,15 @@ def throughput_metrics(counts: dict, seconds: float, shape: ModelShape, peak: fl
     if utilisation is not None:
         metrics["train/mfu"] = utilisation
     return metrics
+
+
+def torch_settings() -> dict:
+    """The worker's torch settings that change its speed or its numbers, as metrics of every evaluation: its CPU
+    threads (intra-op), whether deterministic algorithms are enforced, and cuDNN's deterministic and benchmark flags
+    (1 / 0). Two runs that differ here may differ in time, or in their last digits, for that reason alone."""
+    import torch
+
+    return {"torch/num_threads": torch.get_num_threads(),
+            "torch/deterministic_algorithms": int(torch.are_deterministic_algorithms_enabled()),
+            "torch/cudnn_deterministic": int(torch.backends.cudnn.deterministic),
+            "torch/cudnn_benchmark": int(torch.backends.cudnn.benchmark)}

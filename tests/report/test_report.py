@@ -834,3 +834,17 @@ def test_a_single_model_report_has_no_model_family_question(tmp_path):
     files = build_report(single, tmp_path)
     assert "model_family.csv" not in files and not (tmp_path / "model_family.csv").exists()
     assert "Model × family" not in (tmp_path / "report.html").read_text(encoding="utf-8")
+
+
+def test_the_reference_summary_gives_the_seeds_sample_sd():
+    """Target averages 0.24, 0.25, 0.27: mean 0.2533, sample s.d. (n - 1) sqrt(4.6667e-4 / 2) = 0.0153 (the
+    population s.d., 0.0125, would understate the seeds' spread)."""
+    from study.core.protocol import CONFIRM_PHASE
+    from study.report.load import Study, TrialRun
+    from study.report.tables import reference_summary
+
+    trials = [TrialRun(f"m{seed}", CONFIRM_PHASE, "plain", "S", "m", "M", False, "none", {"seed": str(seed)}, 0.9,
+                       seed, {"en": 0.9, "de": value}) for seed, value in enumerate((0.24, 0.25, 0.27), start=1)]
+    references = [{"model": "M", "line": "frozen_probe", "family": "all targets", "score": 0.3}]
+    (line,) = reference_summary(Study("x", "uri", "accuracy", [], trials, "pocket-topic"), references)
+    assert "target average 0.2533 over 3 seed(s), sample s.d. 0.0153, below the frozen" in line

@@ -326,3 +326,30 @@ def test_plain_tuned_needs_a_parameter_left_to_search(tmp_path):
         space.without(ARMS["plain-tuned"].unsearched)
     kept = load_search_space(path).without({"ap_mask"})  # ap_layer is sampled only under ap_mask: gone with it
     assert [p.name for p in kept.params] == ["alpha"] and kept.sha256 == space.sha256
+
+
+def test_every_evaluation_records_the_workers_torch_threads_and_determinism_flags():
+    """The metrics of a real run's evaluation carry torch's thread count and determinism flags as they were in the
+    worker (a run's speed and last digits depend on them); the MLflow callback logs every metric with a '/'."""
+    from study.train.finetune import FineTuneRun
+    from study.train.throughput import torch_settings
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.set_num_threads(1)
+        torch.use_deterministic_algorithms(True)
+        assert torch_settings() == {"torch/num_threads": 1, "torch/deterministic_algorithms": 1,
+                                    "torch/cudnn_deterministic": int(torch.backends.cudnn.deterministic),
+                                    "torch/cudnn_benchmark": int(torch.backends.cudnn.benchmark)}
+        torch.use_deterministic_algorithms(False)
+        cfg = TrainConfig(model="tiny", task="pocket-topic", max_length=32, batch_size=8, max_train_examples=16,
+                          max_eval_examples=8, languages=("de",), max_steps=1)
+        run, reports = FineTuneRun(cfg, 0, 1, torch.device("cpu")), []
+        run.train(lambda metrics, _, out=reports: out.append(metrics))
+        assert reports and {k: reports[-1][k] for k in torch_settings()} == {
+            "torch/num_threads": 1, "torch/deterministic_algorithms": 0,
+            "torch/cudnn_deterministic": int(torch.backends.cudnn.deterministic),
+            "torch/cudnn_benchmark": int(torch.backends.cudnn.benchmark)}
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
