@@ -21,9 +21,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import replica_captions
+
 from study.core.languages import get_language
 from study.data import tasks as T
-from study.data.captions import FLICKR30K
 from study.data.sources import TATOEBA_CODES
 from study.models.registry import REGISTRY
 from study.train.stage import CLIP_TOWER
@@ -229,23 +230,6 @@ def _mewslix(mirrors: Path) -> None:
                  mewslix_originals())
 
 
-def _flickr(mirrors: Path) -> None:
-    """lmms-lab/flickr30k's layout: one ``test`` split in ``data/test-0000k-of-0000n.parquet`` shards, an Image
-    column and the five captions as a list."""
-    import datasets
-    from PIL import Image
-
-    features = datasets.Features({"image": datasets.Image(), "caption": datasets.Sequence(datasets.Value("string")),
-                                  "sentids": datasets.Sequence(datasets.Value("string")),
-                                  "img_id": datasets.Value("string"), "filename": datasets.Value("string")})
-    ids = range(2 * ROWS)
-    rows = _rows({"image": [Image.new("RGB", (40, 40), (i * 29 % 256, i * 53 % 256, i * 97 % 256)) for i in ids],
-                  "caption": [[f"picture {i} of a dog", f"a dog in picture {i}", "a dog"] for i in ids],
-                  "sentids": [[str(i)] for i in ids], "img_id": [str(i) for i in ids],
-                  "filename": [f"{i}.jpg" for i in ids]}, features)
-    _dataset_repo(mirrors, FLICKR30K, {"default": {"test": rows}}, layout="data/{split}", shards=2)
-
-
 def _model_repo(mirrors: Path, repo: str, save) -> None:
     root = mirrors / "models" / repo
     root.mkdir(parents=True)
@@ -349,7 +333,8 @@ def build_mirrors(mirrors: Path) -> None:
                                 for lang in T.TASKS["tatoeba"].languages)})
     _mewslix(mirrors)
     write_lareqa_release(mirrors)
-    _flickr(mirrors)
+    replica_captions.flickr(mirrors, 2 * ROWS)
+    replica_captions.multi30k(mirrors, ROWS)
     script = mirrors / "datasets" / SCRIPT_REPO
     script.mkdir(parents=True)
     (script / "script-only.py").write_text("import datasets\n")

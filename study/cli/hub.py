@@ -36,6 +36,7 @@ class _Need(NamedTuple):
 def _data_needs(tasks, caption_source: str | None) -> list[_Need]:
     """Every hub split and file the tasks and the intermediate stage read."""
     from study.data.captions import CAPTION_COLUMNS
+    from study.data.multi30k import IMAGE_COLUMN, MULTI30K, MULTI30K_LANGUAGES
     from study.data.sources import HUB_COLUMNS, hub_source
     from study.data.tasks import HubArchive, ReleaseFiles
 
@@ -53,7 +54,8 @@ def _data_needs(tasks, caption_source: str | None) -> list[_Need]:
                     needs.append(_Need(f"{task.name} {split}" + (f" {lang}" if split == "test" else ""),
                                        *hub_source(task, split, lang), HUB_COLUMNS[task.kind]))
     if caption_source:
-        needs.append(_Need("intermediate data", caption_source, None, "", ("image", CAPTION_COLUMNS)))
+        columns = (IMAGE_COLUMN, *MULTI30K_LANGUAGES) if caption_source == MULTI30K else ("image", CAPTION_COLUMNS)
+        needs.append(_Need("intermediate data", caption_source, None, "", columns))
     return needs
 
 
@@ -193,9 +195,9 @@ def _prefetch_data(need: _Need) -> str:
     """Download one split's files, one archive or one release file (for the caption data: the shards its first rows
     need)."""
     if need.what == "intermediate data":
-        from study.data.captions import dataset_captions
+        from study.data.caption_sources import caption_set
 
-        return f"{len(dataset_captions(need.repo, 8).items)} images"
+        return f"{len(caption_set(need.repo, 8).items)} images"
     if need.commit:
         release_file(need.repo, need.commit, need.path)
         return "1 file(s) cached"

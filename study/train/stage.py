@@ -50,7 +50,9 @@ from study.core.cache import atomic_directory, cache_dir
 from study.core.errors import StudyError
 from study.core.languages import LANGUAGES
 from study.core.protocol import SHUFFLED_IMAGES, STAGE_ARTIFACT, STAGE_MODALITIES, StageResult
-from study.data.captions import EMOJI, FLICKR30K, CaptionSet, caption_set
+from study.data.caption_sources import caption_set
+from study.data.captions import EMOJI, FLICKR30K, CaptionSet
+from study.data.multi30k import MULTI30K, MULTI30K_LANGUAGES
 from study.train.stage_batches import (
     ENGLISH,
     _per_language,
@@ -167,7 +169,13 @@ def stage_data(cfg: StageConfig, vision: VisionTower | None = None) -> CaptionSe
     if missing:
         raise StudyError(f"--caption-languages {','.join(cfg.caption_languages)}: {data.description} has no captions "
                          f"in {', '.join(missing)}; it has {', '.join(data.probe_languages)}: list only those, or "
-                         "give --intermediate-data with a caption_<code> column per language")
+                         f"give --intermediate-data {MULTI30K} (en, de, fr, cs) or data with a caption_<code> column "
+                         "per language")
+    if cfg.caption_languages == ENGLISH and not data.english_pairs:
+        listed = ",".join(data.probe_languages)
+        raise StudyError(f"--caption-languages en: {data.description} has one English caption per image (the others "
+                         f"are its translations), and an English-only stage needs two: list two or more of {listed}, "
+                         f"e.g. --caption-languages {listed}")
     stage_items(data, cfg.caption_languages)
     return data
 
@@ -295,10 +303,11 @@ def add_caption_languages_flag(parser) -> None:
 def stage_sources(offline_stand_in: bool, data: str | None = None, vision_tower: str | None = None,
                   caption_languages: tuple[str, ...] | None = None) -> dict:
     """The stage's fixed image-caption data, vision tower and caption languages: the given ones, else the offline
-    emoji set and a scratch vision tower for offline stand-in models, Flickr30k and CLIP otherwise, and English."""
-    return {"data": data or (EMOJI if offline_stand_in else FLICKR30K),
-            "vision_tower": vision_tower or (SCRATCH if offline_stand_in else CLIP_TOWER),
-            "caption_languages": caption_languages or ENGLISH}
+    emoji set and a scratch vision tower for offline stand-in models, Flickr30k and CLIP otherwise, and English
+    (Multi30K's four languages on Multi30K, whose single English caption per image cannot make an English pair)."""
+    data = data or (EMOJI if offline_stand_in else FLICKR30K)
+    return {"data": data, "vision_tower": vision_tower or (SCRATCH if offline_stand_in else CLIP_TOWER),
+            "caption_languages": caption_languages or (MULTI30K_LANGUAGES if data == MULTI30K else ENGLISH)}
 
 
 def run_stage(cfg: StageConfig, scaling, storage: str) -> StageResult:

@@ -180,3 +180,23 @@ def test_unreachable_hub_tower_or_data_is_one_clear_line(monkeypatch):
 def test_scratch_tower_cannot_be_frozen():
     with pytest.raises(StudyError, match="vision_train=frozen needs a pretrained vision tower"):
         stage.StageConfig(model="tiny", modality="multimodal", vision_train="frozen")
+
+
+def test_multi30k_stages_default_to_its_four_languages_and_refuse_an_english_only_stage(monkeypatch):
+    """Multi30K has one English caption per image: without --caption-languages a stage on it draws in en, de, fr,
+    cs; asked for English alone it stops with one line naming the languages to list (the hub path: test_hub.py)."""
+    from study.data.multi30k import MULTI30K, MULTI30K_LANGUAGES
+
+    assert stage.stage_sources(False, MULTI30K)["caption_languages"] == MULTI30K_LANGUAGES == ("en", "de", "fr", "cs")
+    assert stage.stage_sources(False, MULTI30K, caption_languages=("en", "de"))["caption_languages"] == ("en", "de")
+    assert stage.stage_sources(False)["caption_languages"] == ("en",)  # Flickr30k keeps its English stage
+    items = tuple(captions.CaptionedImage(str(i), f"a dog {i}", "", "train") for i in range(4))
+    one_english = captions.CaptionSet("dataset romrawinjp/multi30k (train, first 4 rows)", items, {}, "f",
+                                      lambda key, size: None, MULTI30K_LANGUAGES,
+                                      lambda item, lang: f"{lang} {item.image}", english_pairs=False)
+    monkeypatch.setattr(stage, "caption_set", lambda source, min_side: one_english)
+    with pytest.raises(StudyError, match=r"^--caption-languages en: dataset romrawinjp/multi30k .* has one English "
+                                         r"caption per image .* e\.g\. --caption-languages en,de,fr,cs$"):
+        stage.stage_data(stage.StageConfig(model="tiny", modality="text", data=MULTI30K))
+    assert stage.stage_data(stage.StageConfig(model="tiny", modality="text", data=MULTI30K,
+                                              caption_languages=("de", "cs"))) is one_english

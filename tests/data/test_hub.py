@@ -211,6 +211,61 @@ def test_caption_data_downloads_only_the_shards_its_rows_need(replica, tmp_path)
     assert offline.stdout == both.stdout
 
 
+MULTI30K_STAGE = """
+import json, sys
+import torch
+from study.core.errors import run_cli
+from study.data.caption_sources import caption_set
+from study.data.multi30k import MULTI30K
+from study.train import stage
+
+def main(argv):
+    data = caption_set(MULTI30K, 8, int(argv[0]))
+    first = data.train[0]
+    sources = stage.stage_sources(False, MULTI30K, stage.SCRATCH, tuple(argv[1].split(",")) if argv[1] else None)
+    cfg = stage.StageConfig(model="tiny", modality=argv[2], steps=3, batch_size=4, **sources)
+    meta = stage.run_stage_worker(cfg, __import__("pathlib").Path(argv[3]), 0, 1, torch.device("cpu"),
+                                  report=lambda m: None)
+    print(json.dumps({"description": data.description, "items": len(data.items), "skipped": data.skipped,
+                      "languages": data.probe_languages, "first": [first.image] + [data.caption(first, l)
+                                                                   for l in data.probe_languages],
+                      "caption_languages": sources["caption_languages"], "meta": {k: meta[k] for k in (
+                          "captions_per_language", "partner_captions_per_language", "probe", "data")}}))
+
+run_cli(main, sys.argv[1:])
+"""
+
+
+@pytest.mark.e2e
+def test_multi30k_captions_in_the_stages_languages_train_it_from_the_hub(replica, tmp_path):
+    """romrawinjp/multi30k through the real clients: its first rows, each image with its
+    en/de/fr/cs captions, a row without English skipped and counted; by default a stage on it draws captions in
+    all four languages, with the text arm's partner a translation; an English-only stage is one line, exit 2."""
+    from replica_captions import MULTI30K_NO_ENGLISH, multi30k_row
+
+    home = tmp_path / "hf"
+    result = _python(MULTI30K_STAGE, hub_env(replica, home), "8", "", "text", str(tmp_path / "text"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["description"] == "dataset romrawinjp/multi30k (train, first 8 rows)"
+    assert out["items"] == 7 and out["skipped"] == {"no English caption": 1} and MULTI30K_NO_ENGLISH < 8
+    assert out["languages"] == out["caption_languages"] == ["en", "de", "fr", "cs"]
+    row = multi30k_row(int(out["first"][0]))
+    assert out["first"][1:] == [row["en"], row["de"], row["fr"], row["cs"]]
+    meta = out["meta"]
+    assert sum(meta["captions_per_language"].values()) == 12 and set(meta["captions_per_language"]) == \
+        {"en", "de", "fr", "cs"} and sum(meta["partner_captions_per_language"].values()) == 12
+    assert meta["data"] == "dataset romrawinjp/multi30k (train, first 16 rows)"  # the stage reads every row
+    images = _python(MULTI30K_STAGE, hub_env(replica, home, HF_HUB_OFFLINE="1"), "8", "de,fr", "multimodal",
+                     str(tmp_path / "mm"))
+    assert images.returncode == 0, images.stderr[-3000:]
+    meta = json.loads(images.stdout.strip().splitlines()[-1])["meta"]
+    assert set(meta["captions_per_language"]) == {"de", "fr"} and set(meta["probe"]) <= {"en", "de", "fr", "cs"}
+    english = _python(MULTI30K_STAGE, hub_env(replica, home), "8", "en", "text", str(tmp_path / "en"))
+    _one_line_error(english, "--caption-languages en: dataset romrawinjp/multi30k (train, first 16 rows) has one "
+                    "English caption per image", "--caption-languages en,de,fr,cs")
+
+
 @pytest.mark.e2e
 def test_hub_check_resolves_everything_then_prefetch_fills_the_cache_for_an_offline_run(replica, tmp_path):
     home = tmp_path / "hf"
