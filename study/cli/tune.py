@@ -59,8 +59,9 @@ def parse_args(argv):
     parser.add_argument("--alignment-probe", action=argparse.BooleanOptionalAction,
                         help="probe every confirm run's encoder, and the pretrained one, on parallel sentences "
                         "(bitext retrieval, centroid distances to English; study/evaluation/probe.py; alignment_pairs "
-                        "pairs a language) for the report's alignment section (default: on for the pocket suite, "
-                        "off for XTREME-R, whose Tatoeba sentences it would read)")
+                        "pairs a language) for the report's alignment section (default: on for the pocket suite "
+                        "and in --experiment-design modality, which stops before Ray starts when the sentences "
+                        "cannot be read; off otherwise for XTREME-R, whose Tatoeba sentences it would read)")
     add_scaling_flags(parser, "Ray Train workers per trial")
     parser.add_argument("--verbose", action="store_true", help="show Ray's own output (progress tables, the workers' "
                         "logs) on the console instead of only in Ray's log files")

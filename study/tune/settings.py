@@ -110,7 +110,8 @@ def resolve(args) -> StudySettings:
     stage = resolve_stage(args, spec, space, any(arm.modality != DEFAULT_MODALITY for arm in arms), fetch)
     settings = StudySettings(space, spec, task, preset, base, trials, seeds, arms, bases, storage, name, uri,
                              args.experiment or f"vme-{task.suite}", stage,
-                             resolve_alignment_probe(args.alignment_probe, task, base),
+                             resolve_alignment_probe(args.alignment_probe, task, base,
+                                                     args.experiment_design == "modality", fetch),
                              args.inject_faults)
     for arm in arms:
         if arm.tuned:
@@ -133,19 +134,27 @@ def study_options(settings: StudySettings) -> dict:
         "intermediate": settings.stage})
 
 
-def resolve_alignment_probe(requested: bool | None, task, base: TrainConfig) -> bool:
-    """Whether confirm runs probe alignment: as requested; by default (None) on the pocket suite, whose parallel
+def resolve_alignment_probe(requested: bool | None, task, base: TrainConfig, modality_design: bool = False,
+                            fetch: bool = True) -> bool:
+    """Whether confirm runs probe alignment: as requested; by default (None) in the modality experiment, whose
+    question (does a stage align the languages?) the probe measures, and on the pocket suite, whose parallel
     sentences are always at hand, when a target has them. The sentences are read now, so that a study that cannot
-    probe stops before Ray starts: StudyError when requested and they cannot be read."""
+    probe stops before Ray starts: StudyError when requested, or by default in the modality experiment, and they
+    cannot be read. Without ``fetch`` (a plan) nothing is read."""
     from study.evaluation.probe import probe_data, probe_limit
 
-    if requested is False or (requested is None and task.suite != "pocket"):
+    if requested is False or (requested is None and task.suite != "pocket" and not modality_design):
         return False
+    if not fetch and modality_design:
+        return True
     try:
         probe_data(task, base.languages or task.languages, base.data_dir, probe_limit(base))
     except StudyError as err:
         if requested:
             raise
+        if modality_design:
+            raise StudyError(f"--experiment-design modality runs the alignment probe by default, and it cannot run "
+                             f"({err}): give it parallel sentences, or pass --no-alignment-probe") from None
         print(f"[study] no alignment probe: {err}", file=sys.stderr)
         return False
     return True

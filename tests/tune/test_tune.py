@@ -349,6 +349,30 @@ def test_the_alignment_probe_is_on_by_default_where_parallel_sentences_are_at_ha
         resolve_alignment_probe(True, pocket, english_only)
 
 
+def test_the_modality_experiment_probes_alignment_by_default_and_stops_early_without_its_sentences(capsys):
+    """The modality experiment asks whether a stage aligns the languages: its confirm runs carry the probe unless
+    --no-alignment-probe, on XTREME-R too; sentences it cannot read are one StudyError (before Ray), not a warning."""
+    from study.data.tasks import get_task
+    from study.train.config import TrainConfig
+    from study.tune.settings import resolve_alignment_probe
+
+    pocket, udpos = get_task("pocket-topic"), get_task("udpos")
+    base = TrainConfig(model="tiny", task="pocket-topic", languages=["en", "de"], max_eval_examples=8)
+    assert resolve_alignment_probe(None, pocket, base, modality_design=True) is True
+    assert resolve_alignment_probe(False, pocket, base, modality_design=True) is False
+    english_only = TrainConfig(model="tiny", task="pocket-topic", languages=["en"])
+    with pytest.raises(StudyError, match=r"^--experiment-design modality runs the alignment probe by default, and it "
+                                         r"cannot run \(alignment probe: none of the languages en .*\): give it "
+                                         r"parallel sentences, or pass --no-alignment-probe$"):
+        resolve_alignment_probe(None, pocket, english_only, modality_design=True)
+    yoruba = TrainConfig(model="tiny", task="udpos", languages=["en", "yo"])  # XTREME-R: no Tatoeba for yo
+    assert resolve_alignment_probe(None, udpos, yoruba) is False  # the arms design reads nothing here
+    with pytest.raises(StudyError, match="none of the languages en, yo has parallel sentences in tatoeba"):
+        resolve_alignment_probe(None, udpos, yoruba, modality_design=True)
+    assert resolve_alignment_probe(None, udpos, yoruba, modality_design=True, fetch=False) is True  # a plan
+    assert "no alignment probe" not in capsys.readouterr().err
+
+
 @pytest.mark.e2e
 def test_smoke_study_listens_on_loopback_only_but_for_torchs_store(smoke_experiment):
     """Every socket the study's processes listened on while it ran (sampled every half second: the driver, GCS,
@@ -425,6 +449,8 @@ def test_kills_during_a_trial_a_write_and_the_confirm_phase_lose_nothing(tmp_pat
     (["--data-dir", "MISSING"], "is not a directory"),
     (["--search-space", "NOPARALLEL", "--alignment-probe"],
      "alignment probe: none of the languages en, yo has parallel sentences in tatoeba"),
+    (["--search-space", "NOPARALLEL", "--experiment-design", "modality"],
+     "--experiment-design modality runs the alignment probe by default, and it cannot run (alignment probe: none"),
 ])
 def test_bad_input_exits_2_before_ray_or_mlflow(args, message, tmp_path):
     bad = tmp_path / "bad.yaml"
