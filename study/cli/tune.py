@@ -53,6 +53,11 @@ def parse_args(argv):
     parser.add_argument("--experiment-design", choices=("arms", "modality"), default="arms",
                         help="arms: the --arms as they are; modality: the controlled modality experiment, each fixed "
                         "arm of --arms also after a text, multimodal and multimodal-shuffled intermediate stage")
+    parser.add_argument("--stage-dose", type=int, metavar="STEPS",
+                        help="with --experiment-design modality: also run every stage for STEPS steps instead of the "
+                        "configured ones (e.g. half or double), as arms <arm>+<modality>@STEPS, contrasted in the "
+                        "report with the same stage at the configured length (default: off; it adds three arms per "
+                        "fixed arm)")
     parser.add_argument("--trials", type=int, help="search trials per tuned arm (default: smoke 4, paper 20)")
     parser.add_argument("--seeds", type=int, help="confirm runs per arm, on fresh seeds shared by every arm (default: "
                         "smoke 3, paper 5)")

@@ -23,7 +23,8 @@ The arms:
   to training on the virtual copies (the attribution Ding et al. 2022 make by ablation).
 * the modality experiment (``--experiment-design modality``, ``modality_arms``): each fixed arm (``plain``,
   ``vme-reference``) after an intermediate stage of each modality — ``<arm>+text``, ``<arm>+multimodal``,
-  ``<arm>+multimodal-shuffled`` — beside the arm itself (no stage), every stage with the same options.
+  ``<arm>+multimodal-shuffled`` — beside the arm itself (no stage), every stage with the same options; with
+  ``--stage-dose N`` also each stage at N steps instead (``<arm>+<modality>@N``), a two-point stage-length dose.
 """
 
 from __future__ import annotations
@@ -114,17 +115,31 @@ def parse_arms(text: str | None, default: tuple[str, ...]) -> tuple[Arm, ...]:
     return tuple(ARMS[n] for n in names)
 
 
-def modality_arms(fixed: tuple[Arm, ...], stage: Mapping[str, object]) -> tuple[Arm, ...]:
+def modality_arms(fixed: tuple[Arm, ...], stage: Mapping[str, object], dose_steps: int | None = None
+                  ) -> tuple[Arm, ...]:
     """The controlled modality experiment: each fixed arm as it is (no stage) and after an intermediate stage of
-    each of ``STAGE_MODALITIES`` with the shared ``stage`` options (e.g. its steps), named ``<arm>+<modality>``.
-    StudyError for a tuned arm: its searched configuration would differ between modalities."""
+    each of ``STAGE_MODALITIES`` with the shared ``stage`` options (e.g. its steps), named ``<arm>+<modality>``;
+    with ``dose_steps`` (``--stage-dose``) also after each stage run for that many steps instead, named
+    ``<arm>+<modality>@<steps>``: the second point of a two-point stage-length dose. StudyError for a tuned arm:
+    its searched configuration would differ between modalities."""
     tuned = [arm.name for arm in fixed if arm.tuned]
     if tuned:
         raise StudyError(f"--experiment-design modality fixes the fine-tuning: arm(s) {', '.join(tuned)} are tuned; "
                          "use --arms plain,vme-reference")
+    lengths = [("", stage, "")]  # (name suffix, stage options, description suffix)
+    if dose_steps is not None:
+        lengths.append((f"@{dose_steps}", {**stage, "intermediate_steps": dose_steps}, f" of {dose_steps} steps"))
     return tuple(arm for base in fixed for arm in (base, *(
-        Arm(modality_arm(base.name, m), base.fixed, {**stage, "modality": m},
-            description=f"{base.name} after a {m} intermediate stage") for m in STAGE_MODALITIES)))
+        Arm(modality_arm(base.name, m) + suffix, base.fixed, {**options, "modality": m},
+            description=f"{base.name} after a {m} intermediate stage{steps}")
+        for suffix, options, steps in lengths for m in STAGE_MODALITIES)))
+
+
+def dose_arm(arm: str) -> str | None:
+    """The arm a stage-length dose arm (``<arm>+<modality>@<steps>``) is the same as but for its steps (``<arm>+
+    <modality>``); None for any other arm."""
+    name, at, steps = arm.rpartition("@")
+    return name if at and "+" in name and steps.isdigit() else None
 
 
 def modality_arm(arm: str, modality: str) -> str:
@@ -136,10 +151,11 @@ def arm_contrasts(arms: list[str]) -> list[tuple[str, str]]:
     """The arm contrasts a report draws among the arms present: VME against plain and tuned against the reference
     (``REFERENCE_CONTRASTS``), the matched-budget and attribution contrasts (``MATCHED_CONTRASTS``), then for each
     fixed arm the modality contrasts (``protocol.MODALITY_CONTRASTS``: each stage against none, images against text,
-    images against shuffled images)."""
+    images against shuffled images), then each stage-length dose arm against the same stage at the configured
+    length (``<arm>+<modality>@<steps> − <arm>+<modality>``)."""
     present = set(arms)
     pairs = [(a, b) for a, b in REFERENCE_CONTRASTS + MATCHED_CONTRASTS if a in present and b in present]
     for base in ARMS:
         pairs += [(modality_arm(base, a), modality_arm(base, b)) for a, b in MODALITY_CONTRASTS
                   if modality_arm(base, a) in present and modality_arm(base, b) in present]
-    return pairs
+    return pairs + [(arm, dose_arm(arm)) for arm in arms if dose_arm(arm) in present]

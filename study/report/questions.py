@@ -7,25 +7,30 @@ each matched arm, later − earlier: XLM-R − mBERT), and the modality design (
 Where a question has several, Holm's (1979) step-down correction runs across them. The tuned arm's contrasts with
 an unsearched arm are secondary (its search gave it a tuning budget the other arm did not have), and so is the
 attribution vme-reference − augmentation-only (what the alignment terms add to the virtual copies, read after the
-VME contrast), each corrected the same way within its own question. A contrast's rows per family are exploratory:
-Holm across the contrast's family rows, and a family that differs where another does not is not a tested difference
-between the families (Gelman & Stern 2006: the difference between "significant" and "not significant" is not itself
-significant).
+VME contrast), and so is the stage-length dose (each stage at ``--stage-dose`` steps − the same stage at the
+configured steps, a follow-up to the modality question), each corrected the same way within its own question. A
+contrast's rows per family are exploratory: Holm across the contrast's family rows, and a family that differs where
+another does not is not a tested difference between the families (Gelman & Stern 2006: the difference between
+"significant" and "not significant" is not itself significant).
 """
 
 from __future__ import annotations
 
+from study.core.arms import dose_arm
 from study.report.analysis import ALL_TARGETS, ALPHA, holm
 
 PRIMARY, SECONDARY, EXPLORATORY = "primary", "secondary", "exploratory"
 VME_QUESTION, TUNED_QUESTION, MODALITY_QUESTION, MODEL_QUESTION = (
     "VME objective", "tuned VME (budgets differ: only vme-tuned had a search)", "modality", "models")
+DOSE_QUESTION = "stage length (a two-point dose: each stage at a second length minus the configured one)"
 MATCHED_QUESTION, ATTRIBUTION_QUESTION = ("tuned VME at matched budgets (both arms searched, the same trials)",
                                           "alignment terms (Embedding-Push and Attention-Pull beyond the copies)")
 
 
 def arm_question(model_name: str, left: str, right: str) -> tuple[str, str]:
     """(question, role of its all-targets row) of the arm contrast left − right of one model."""
+    if dose_arm(left) == right:  # the same stage at two lengths: a follow-up to the modality question
+        return f"{model_name}: {DOSE_QUESTION}", SECONDARY
     if "+" in left or "+" in right:
         return f"{model_name}: {MODALITY_QUESTION}", PRIMARY
     if (left, right) == ("vme-reference", "plain"):

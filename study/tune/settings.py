@@ -91,7 +91,12 @@ def resolve(args) -> StudySettings:
     Scaling.from_args(args)  # bad scaling flags stop before Ray starts
     arms = parse_arms(args.arms, OFFLINE_DEFAULT_ARMS if spec.offline_stand_in else DEFAULT_ARMS)
     if args.experiment_design == "modality":
-        arms = modality_arms(parse_arms(args.arms, OFFLINE_DEFAULT_ARMS), modality_stage_options(space))
+        stage_options = modality_stage_options(space)
+        arms = modality_arms(parse_arms(args.arms, OFFLINE_DEFAULT_ARMS), stage_options,
+                             dose_steps(getattr(args, "stage_dose", None), stage_options))
+    elif getattr(args, "stage_dose", None) is not None:
+        raise StudyError(f"--stage-dose {args.stage_dose} needs --experiment-design modality: it runs that design's "
+                         "stages at a second length")
     bases = {arm.name: arm_base(base, arm, args.workers, fetch) for arm in arms}
     check_matched(bases)
     trials = DEFAULT_TRIALS[preset] if args.trials is None else args.trials
@@ -191,6 +196,21 @@ def modality_stage_options(space: SearchSpace) -> dict:
         if param.name in ("intermediate_steps", "intermediate_lr", "vision_lr", "vision_train"):
             options[param.name] = param.choices[0] if param.choices else param.low
     return options
+
+
+def dose_steps(requested: int | None, stage_options: dict) -> int | None:
+    """The second stage length of the modality experiment (``--stage-dose``; None without one); StudyError when it is
+    not a positive whole number other than the configured steps (the search space's first ``intermediate_steps``
+    choice, else the stage's default)."""
+    if requested is None:
+        return None
+    from study.train.stage import StageConfig
+
+    configured = int(stage_options.get("intermediate_steps", StageConfig.steps))
+    if requested < 1 or requested == configured:
+        raise StudyError(f"--stage-dose {requested} is invalid: give a number of stage steps >= 1 other than the "
+                         f"configured {configured} (e.g. {configured // 2 or 1} or {2 * configured})")
+    return requested
 
 
 def resolve_stage(args, spec, space: SearchSpace, arms_need_stage: bool = False, fetch: bool = True) -> dict:

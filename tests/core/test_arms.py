@@ -50,6 +50,29 @@ def test_the_modality_experiment_crosses_fixed_arms_with_every_stage_and_contras
         modality_arms(parse_arms("vme-tuned", ()), {})
 
 
+def test_a_stage_length_dose_adds_each_stage_at_a_second_length_contrasted_with_the_first():
+    """--stage-dose N: each fixed arm also after each stage of N steps (``<arm>+<modality>@N``, the other stage
+    options the same), contrasted with the same stage at the configured steps; without it no such arm."""
+    from study.core.arms import dose_arm
+
+    arms = {a.name: a for a in modality_arms(parse_arms("plain,vme-reference", ()), {"intermediate_steps": 100,
+                                                                                     "vision_lr": 1e-3}, 200)}
+    assert [n for n in arms if "@" in n] == ["plain+text@200", "plain+multimodal@200", "plain+multimodal-shuffled@200",
+                                             "vme-reference+text@200", "vme-reference+multimodal@200",
+                                             "vme-reference+multimodal-shuffled@200"]
+    assert dict(arms["plain+multimodal@200"].stage) == {"intermediate_steps": 200, "vision_lr": 1e-3,
+                                                        "modality": "multimodal"}
+    assert dict(arms["plain+multimodal"].stage)["intermediate_steps"] == 100
+    assert arms["plain+multimodal@200"].fixed == ARMS["plain"].fixed
+    pairs = arm_contrasts(list(arms))
+    assert [p for p in pairs if "@" in p[0] or "@" in p[1]] == [
+        (f"{base}+{m}@200", f"{base}+{m}") for base in ("plain", "vme-reference")
+        for m in ("text", "multimodal", "multimodal-shuffled")]
+    assert (dose_arm("plain+multimodal@200"), dose_arm("plain+multimodal"), dose_arm("plain")) == (
+        "plain+multimodal", None, None)
+    assert not any("@" in a.name for a in modality_arms(parse_arms("plain", ()), {"intermediate_steps": 100}))
+
+
 def test_plain_tuned_is_vme_tuned_less_the_vme_options_and_augmentation_only_the_reference_without_ep_and_ap():
     from study.core.arms import INTENDED_DIFFERENCES, MATCHED_CONTRASTS, VME_OPTIONS, matched_difference
 

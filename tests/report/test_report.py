@@ -446,6 +446,27 @@ def test_the_modality_question_corrects_across_its_primary_contrasts():
     assert sorted(r["p_holm"] for r in primary.values()) == pytest.approx(np.maximum.accumulate(stepped))
 
 
+def test_the_stage_length_dose_is_contrasted_apart_from_the_modality_question():
+    """Each stage at --stage-dose steps minus the same stage at the configured steps: paired by seed, a secondary
+    row of its own question (Holm across its contrasts), leaving the modality question's four primary ones as they
+    were."""
+    from study.report.tables import arm_rows
+
+    study = _arm_study({"plain": 0.0, "plain+text": 0.0, "plain+multimodal": 0.05, "plain+multimodal-shuffled": 0.0,
+                        "plain+text@400": 0.0, "plain+multimodal@400": 0.1, "plain+multimodal-shuffled@400": 0.0})
+    rows = {r["contrast"]: r for r in arm_rows(study) if r["family"] == "all targets"}
+    dose = {c: r for c, r in rows.items() if "@" in c}
+    assert set(dose) == {"M: plain+text@400 - plain+text", "M: plain+multimodal@400 - plain+multimodal",
+                         "M: plain+multimodal-shuffled@400 - plain+multimodal-shuffled"}
+    assert {r["role"] for r in dose.values()} == {"secondary"} and {r["question"] for r in dose.values()} == {
+        "M: stage length (a two-point dose: each stage at a second length minus the configured one)"}
+    assert all("over 3 secondary" in r["correction"] for r in dose.values())
+    more = dose["M: plain+multimodal@400 - plain+multimodal"]
+    assert more["difference"] == pytest.approx(0.05, abs=0.02) and more["method"] == "paired-by-seed t, df=2"
+    modality = [r for c, r in rows.items() if "@" not in c]
+    assert len(modality) == 4 and {r["question"] for r in modality} == {"M: modality"}
+
+
 def test_a_primary_contrast_is_stated_with_its_interval_even_when_it_covers_zero():
     from study.report.questions import results_summary
 

@@ -217,6 +217,27 @@ def test_plan_of_the_modality_design_counts_each_shared_stage_once():
     assert all(rate.kind == "analytic" for name, rate in plan.rates.items() if "driver" not in name)
 
 
+def test_a_stage_dose_doubles_the_modality_designs_stages_at_a_second_length():
+    """--stage-dose: three more arms per fixed arm, whose stages (at the second length, shared by the fixed arms)
+    the plan counts once each; a dose equal to the configured steps, or one without the modality design, is a
+    StudyError before anything runs."""
+    from study.core.errors import StudyError
+    from study.tune.plan import build_plan
+    from study.tune.settings import modality_stage_options, resolve
+
+    plain = resolve(_plan_args("--experiment-design", "modality", "--no-alignment-probe"))
+    steps = int(modality_stage_options(plain.space)["intermediate_steps"])
+    settings = resolve(_plan_args("--experiment-design", "modality", "--seeds", "2", "--no-alignment-probe",
+                                  "--stage-dose", str(2 * steps)))
+    assert len(settings.arms) == 14 and f"plain+multimodal@{2 * steps}" in [a.name for a in settings.arms]
+    staged = [row for row in build_plan(settings, device_profile("h100")).rows if row.budget.stage_steps]
+    assert sorted(row.budget.stage_steps for row in staged) == pytest.approx(sorted([steps] * 3 + [2 * steps] * 3))
+    with pytest.raises(StudyError, match=f"--stage-dose {steps} is invalid: .* other than the configured {steps}"):
+        resolve(_plan_args("--experiment-design", "modality", "--stage-dose", str(steps)))
+    with pytest.raises(StudyError, match="--stage-dose 7 needs --experiment-design modality"):
+        resolve(_plan_args("--stage-dose", "7"))
+
+
 def test_plan_device_defaults_to_this_cpu_and_names_unknown_gpus():
     from study.core.errors import StudyError
     from study.tune.plan_table import plan_device
