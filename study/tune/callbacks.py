@@ -199,6 +199,8 @@ def stage_writes(stage: StageResult) -> list[tuple[str, object]]:
     params = {"intermediate.checkpoint": stage.directory, "intermediate.cache_hit": stage.cache_hit,
               "intermediate.vision_tower": meta["vision_tower"] or "none (text)", "intermediate.data": meta["data"],
               "intermediate.train_examples": meta["examples"]["train"],
+              # the stage's seed: the run's own (``seed``), by which the report pairs arms; recorded to be checked
+              "intermediate.seed": meta["config"]["seed"],
               # stages cached before the option existed record neither: they are English
               "intermediate.caption_languages": ",".join(meta["config"].get("caption_languages", ["en"])),
               **{f"intermediate.captions.{lang}": n for lang, n in meta.get("captions_per_language", {}).items()},

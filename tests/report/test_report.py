@@ -465,6 +465,7 @@ def test_the_stage_length_dose_is_contrasted_apart_from_the_modality_question():
     assert more["difference"] == pytest.approx(0.05, abs=0.02) and more["method"] == "paired-by-seed t, df=2"
     modality = [r for c, r in rows.items() if "@" not in c]
     assert len(modality) == 4 and {r["question"] for r in modality} == {"M: modality"}
+    assert {r["method"] for r in rows.values()} == {"paired-by-seed t, df=2"}  # every arm pairs by its seed
 
 
 def test_a_primary_contrast_is_stated_with_its_interval_even_when_it_covers_zero():

@@ -119,6 +119,40 @@ def test_optuna_search_puts_each_searched_value_in_its_section_of_the_trial_conf
     assert (stage.modality, stage.steps, stage.seed, stage.data) == ("text", 200, 3, "emoji")
 
 
+def test_a_modality_arms_confirm_seed_drives_its_stage_and_its_fine_tuning_as_one_seed(tmp_path):
+    """Stage and fine-tuning seeds are paired, not crossed: each confirm run of a modality arm trains its stage and
+    its fine-tuning on the run's seed (the ``seed`` the report pairs arms by, recorded beside the stage's as
+    ``intermediate.seed``), so seed s of every arm shares its stage seed, and another seed is another stage."""
+    from study.core.arms import modality_arms, parse_arms
+    from study.core.protocol import StageResult
+    from study.train.config import TrainConfig
+    from study.train.ray_setup import Scaling
+    from study.tune.callbacks import stage_writes
+    from study.tune.phases import confirm_seeds
+    from study.tune.trial import TrialConfig, confirm_config, tune_constants
+
+    base = TrainConfig(model="tiny", seed=0)
+    sources = {"data": "emoji", "vision_tower": "scratch", "caption_languages": ("en",)}
+    keys = {}
+    for arm in modality_arms(parse_arms("plain,vme-reference", ()), {"intermediate_steps": 4}, 8):
+        constants = tune_constants(TrainConfig.from_dict({**base.to_dict(), **arm.fixed}), sources, Scaling(),
+                                   str(tmp_path), "study-x", arm=arm.name, stage_options=dict(arm.stage))
+        for seed in confirm_seeds(base.seed, 3):
+            trial = TrialConfig.from_tune({"confirm": confirm_config(constants, seed)})
+            stage = trial.stage_config()
+            assert trial.train.seed == seed and trial.params()["seed"] == seed
+            if arm.modality == "none":
+                assert stage is None
+                continue
+            assert stage.seed == seed and stage.modality == arm.modality
+            keys.setdefault((arm.modality, stage.steps), {})[seed] = stage.key("data")
+            meta = {"config": {"seed": stage.seed, "caption_languages": ["en"]}, "losses": [], "examples":
+                    {"train": 1, "skipped": {}}, "vision_tower": None, "data": "d"}
+            assert dict(stage_writes(StageResult("dir", meta, False)))["params"]["intermediate.seed"] == seed
+    # plain+m and vme-reference+m at seed s run one stage (same key); another seed, another stage
+    assert all(len(set(by_seed.values())) == 3 for by_seed in keys.values()) and len(keys) == 6
+
+
 @pytest.mark.parametrize("body, message", [
     ("model: tiny\ntask: pocket-topic\nparams:\n  alpha: {type: float, low: 1e-2, high: 1.0}\n",
      r"params.alpha.low: low must be a number, got '1e-2'; fix: write numbers like 1.0e-5"),
