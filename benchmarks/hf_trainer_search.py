@@ -10,14 +10,18 @@ evaluation, the same trials, search space, Optuna TPE sampler (seed and options)
 and the same torch threads. The selection is English dev's best report of any trial (``RAY_SCOPE=all``), as the
 study selects.
 
-What differs. The search space is the model's YAML less the intermediate stage (``modality`` pinned to none): the
-Trainer has no stage, so both sides search what plain-tuned searches besides it (for the shipped spaces, the learning
-rate). The data order and dropout draws come from each side's own sampler and seeding, so equal seeds do not give
-equal runs. The study also scores its reference lines, runs one confirm seed (``--seeds 1``, the least it allows,
-alignment probe off), writes MLflow (a sqlite store in the temp dir) and starts its own Python and Ray. So the
-headline ratio is the **search phase only**: the study's ``search/plain-tuned/seconds`` (its Tuner built, fitted and
-its runs' ends written) against the Trainer's ``hyperparameter_search`` call, each on an already started Ray; the
-whole command's time is printed beside it, for context, not compared. It asserts nothing.
+What differs. The search space is the model's YAML less the intermediate stage (``modality`` pinned to none: the
+Trainer has none) and less ``k_copies`` (pinned at the preset's: it sets a trial's training rows, which a Trainer
+trial cannot change), so both sides search what plain-tuned searches besides those (for the shipped spaces, the
+learning rate). The data order and dropout draws come from each side's own sampler and seeding, so equal seeds do
+not give equal runs. A Trainer trial trains in its Tune actor; a study trial starts a Ray Train worker group. The
+Trainer's checkpoint per evaluation is the one it hands to Tune (its own copy in ``output_dir`` is skipped). The
+study also scores its reference lines, runs one confirm seed (``--seeds 1``, the least it allows, alignment probe
+off), writes MLflow (a sqlite store in the temp dir) and starts its own Python and Ray. So the headline ratio is the
+**search phase only**: the study's ``search/plain-tuned/seconds`` (its Tuner built, fitted and its runs' ends
+written) against the Trainer's ``hyperparameter_search`` call, each on an already started Ray, the Trainer side
+first, then the study (not interleaved). The whole sides' times are printed beside it, for context, not compared.
+It asserts nothing.
 
 The Trainer needs ``accelerate`` (the ``bench`` extra):
 
@@ -41,22 +45,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ARM = "plain-tuned"
 STAGE_PARAMS = ("modality", "intermediate_steps", "intermediate_lr", "vision_lr", "vision_train")
-TRAINER_NAMES = {"lr": "learning_rate", "weight_decay": "weight_decay", "warmup_ratio": "warmup_ratio",
-                 "head_lr": "head_lr"}  # study option -> the Trainer's (head_lr: read by BenchTrainer)
+# pinned at the preset's value: k_copies sets a trial's training rows, which a Trainer trial cannot change
+PINNED = STAGE_PARAMS + ("k_copies",)
+# a searched study option -> the TrainingArguments field a Trainer trial sets (only these can be searched alike)
+TRAINER_NAMES = {"lr": "learning_rate", "weight_decay": "weight_decay"}
 SMOKE = {"trials": 1, "steps": 2}
 
 
 def derived_space(model: str, steps: int | None, smoke: bool, directory: Path) -> Path:
-    """The model's search space less the intermediate stage and the VME options (what plain-tuned searches, the
-    stage pinned to none), its smoke preset given ``steps``; written to ``directory``. ValueError naming a searched
+    """The model's search space less the VME options and ``PINNED`` (what plain-tuned searches, the stage pinned to
+    none), its smoke preset given ``steps``; written to ``directory``. ValueError naming a searched
     option the Trainer has no equivalent of."""
     import yaml
 
     from study.core.arms import VME_OPTIONS
+    from study.tune.search_space import _with_include
     from study.tune.settings import SPACES_DIR
 
-    raw = yaml.safe_load((SPACES_DIR / f"{model}.yaml").read_text())
-    raw["params"] = {k: v for k, v in raw["params"].items() if k not in VME_OPTIONS and k not in STAGE_PARAMS}
+    path = SPACES_DIR / f"{model}.yaml"
+    raw, _, _ = _with_include(path, yaml.safe_load(path.read_text()))  # one file: its include merged in
+    raw.pop("include", None)
+    raw["params"] = {k: v for k, v in raw["params"].items() if k not in VME_OPTIONS and k not in PINNED}
     unknown = set(raw["params"]) - set(TRAINER_NAMES)
     if unknown:
         raise ValueError(f"{model}: searched option(s) {', '.join(sorted(unknown))} have no Trainer equivalent here")
@@ -171,7 +180,7 @@ def make_trainer(cfg, threads: int, out: Path):
         def create_optimizer(self, model=None):
             if self.optimizer is None:
                 self.optimizer = make_optimizer(self.model, self.args.learning_rate, self.args.weight_decay,
-                                                head_lr=getattr(self.args, "head_lr", None) or cfg.head_lr)
+                                                head_lr=cfg.head_lr)
             return self.optimizer
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
