@@ -81,3 +81,15 @@ def test_gpu_throughput_benchmark_writes_rows_of_the_plans_table_on_the_cpu(tmp_
                                                         for lengths in (FIXED, "pocket-topic")}
     assert all(r.device == "cpu" and r.model == "tiny" and r.per_s > 0 and r.mfu is None for r in rows)
     assert "tiny      vme" in out
+
+
+@pytest.mark.e2e
+def test_hf_trainer_search_benchmark_prints_the_ratio_and_both_selections():
+    """The smoke mode: one trial of two steps through HF Trainer's Ray search and through ``study tune``."""
+    pytest.importorskip("accelerate")  # the bench extra: HF Trainer needs it
+    out = _run("hf_trainer_search.py", "--smoke")
+    assert re.search(r"^wall-time ratio, search phase \(this tool / Trainer\): \d+\.\d+", out, re.M), out
+    for side in ("HF Trainer", "study tune"):
+        assert re.search(rf"^{side} selected: lr=\S+; English dev accuracy [\d.]+, target average [\d.]+;", out,
+                         re.M), out
+    assert re.search(r"^selected scores agree: English dev (yes|no) .*, target average (yes|no) ", out, re.M), out

@@ -187,6 +187,7 @@ class StudyDriver:
                                   settings.name, settings.faults, arm=arm.name, phase=SEARCH_PHASE,
                                   stage_options=dict(arm.stage))
         path = f"{self.path}/search-{arm.name}"
+        started = time.perf_counter()  # the phase's wall time: its Tuner built, fitted and its ends written
         if self.args.resume and saved_phase(path):
             tuner = ray.tune.Tuner.restore(path, trainable=self.trainable, resume_errored=False)
         else:
@@ -196,7 +197,8 @@ class StudyDriver:
         finished = [r for r, outcome in outcomes if outcome in (FINISHED, STOPPED_EARLY)
                     and selection_key(metric) in r.metrics]
         self.summary.update({f"search/{arm.name}/trials_finished": len(finished),
-                             f"search/{arm.name}/trials_failed": len(outcomes) - len(finished)})
+                             f"search/{arm.name}/trials_failed": len(outcomes) - len(finished),
+                             f"search/{arm.name}/seconds": time.perf_counter() - started})
         if not finished:
             self.study_run.log_summary(self.summary)
             raise StudyError(f"no search trial of arm {arm.name} in study {settings.name!r} finished; see the "
