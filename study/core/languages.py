@@ -13,7 +13,8 @@ features. Without that, a pair is compared on whatever few features both languag
 syntax on 12 features came out as 0.000). Imputation does not create evidence, so each distance records how many
 features of its kind both languages have data for before imputation, and a distance resting on fewer than
 ``MIN_SHARED_FEATURES`` is None with the reason. The table is computed once (about 3 minutes) and cached under the
-user cache, keyed by the urielplus version and the settings.
+user cache, keyed by the urielplus version and the settings; the package ships it for its pinned urielplus
+(``uriel_distances.json``, which a test recomputes), so a report does not wait for it.
 """
 
 from __future__ import annotations
@@ -192,19 +193,29 @@ def shared_features(data: np.ndarray, feats: Sequence[str], a: int, b: int, kind
     return int((known[0] & known[1] & of_kind).sum())
 
 
+SHIPPED_DISTANCES = "uriel_distances.json"
+
+
 @lru_cache(maxsize=1)
 def distances_to_english() -> dict[str, dict[str, Distance]]:
-    """{language: {kind: Distance}}, computed once from URIEL+ (``_compute_distances``) and cached as JSON."""
+    """{language: {kind: Distance}}: the table shipped with the package when it was computed with these settings
+    (the pinned urielplus, the study's languages), else computed once from URIEL+ (``_compute_distances``) and
+    cached as JSON."""
     from importlib.metadata import version
+    from importlib.resources import files
 
     settings = {"urielplus": version("urielplus"), "integrate": "all", "imputation": "knn", "k": KNN_NEIGHBOURS,
                 "languages": sorted({URIEL_MEMBER.get(lang.iso3, lang.iso3) for lang in _TABLE})}
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    path = cache_dir() / f"uriel-distances-{settings['urielplus']}-{key}.json"
-    with build_lock(path):  # the report's processes may all miss the cache at once: one computes
-        if not path.is_file():
-            write_json_atomic(path, {"settings": settings, "distances": _compute_distances(settings["languages"])})
-    table = json.loads(path.read_text(encoding="utf-8"))["distances"]
+    shipped = json.loads(files("study.core").joinpath(SHIPPED_DISTANCES).read_text(encoding="utf-8"))
+    if shipped["settings"] == settings:  # the package's own table, computed by ``_compute_distances``
+        table = shipped["distances"]
+    else:  # another urielplus or language set: computed here, once per cache
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+        path = cache_dir() / f"uriel-distances-{settings['urielplus']}-{key}.json"
+        with build_lock(path):  # the report's processes may all miss the cache at once: one computes
+            if not path.is_file():
+                write_json_atomic(path, {"settings": settings, "distances": _compute_distances(settings["languages"])})
+        table = json.loads(path.read_text(encoding="utf-8"))["distances"]
     return {lang.code: {kind: checked_distance(*table[URIEL_MEMBER.get(lang.iso3, lang.iso3)][kind])
                         for kind in DISTANCE_KINDS} for lang in _TABLE}
 

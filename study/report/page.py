@@ -202,8 +202,8 @@ def build_report(study: Study, out: Path, tables: ReportTables | None = None) ->
                                                                            "english_dev"])
          + "<p><b>frozen_probe</b>: the pretrained encoder, frozen, mean-pooled, with a logistic-regression probe "
            "trained on the English training set; <b>random_init_probe</b>: the same with random weights (the floor). "
-           "Fine-tuning below the frozen probe means English-only fine-tuning eroded what the encoder transferred "
-           "before it.</p>"),
+           "Compare fine-tuned runs with these lines only where their English dev scores are comparable: a run "
+           "below the probe on English itself is under-trained, not evidence that fine-tuning eroded transfer.</p>"),
         ("Arm contrasts: all targets (primary or secondary) and per family (exploratory), confirm runs",
          image("arms") + _table(_interval_rows(arms), CONTRAST_COLUMNS)),
         ("Alignment probe: did the arms pull languages towards English? (confirm runs)", alignment),

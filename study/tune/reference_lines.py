@@ -2,8 +2,8 @@
 with a logistic-regression probe trained on the English training set, once with the pretrained weights
 (``frozen_probe``: what the encoder transfers without any fine-tuning) and once with the same architecture at random
 initialisation (``random_init_probe``: the floor that input statistics alone reach). Fine-tuning below the frozen
-probe is a finding (English-only fine-tuning eroding cross-lingual alignment, the effect VME claims to counter),
-not a reason to tune the default until it looks better.
+probe on the targets says something about transfer only when the run also matches the probe on English dev;
+otherwise the run is under-trained.
 
 Classification tasks only (a sentence or a sentence pair read as one input); other task kinds get no reference line.
 """

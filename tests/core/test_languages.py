@@ -1,6 +1,8 @@
 """Typology table: every task language resolves, with family, script and URIEL+ distances in [0, 1] from the
 integrated and imputed database, each with the number of features it rests on."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -62,9 +64,45 @@ def test_a_distance_needs_the_minimum_of_shared_features():
     assert checked_distance(None, 0).note == "not in URIEL+"
 
 
+def _shipped_table() -> dict:
+    from importlib.resources import files
+
+    from study.core.languages import SHIPPED_DISTANCES
+
+    return json.loads(files("study.core").joinpath(SHIPPED_DISTANCES).read_text(encoding="utf-8"))
+
+
+def test_the_shipped_distance_table_is_the_one_read_for_the_pinned_urielplus(monkeypatch):
+    """The package's table has the settings the study asks for (the pinned urielplus, every language of the table),
+    so no report computes it; were they to differ, the table would be computed, not read."""
+    import study.core.languages as languages
+
+    def never(codes):
+        raise AssertionError("computed although the shipped table fits")
+
+    monkeypatch.setattr(languages, "_compute_distances", never)
+    languages.distances_to_english.cache_clear()
+    try:
+        table = languages.distances_to_english()
+    finally:
+        languages.distances_to_english.cache_clear()
+    shipped = _shipped_table()
+    assert set(table) == {lang.code for lang in languages._TABLE}
+    assert table["de"]["genetic"].value == shipped["distances"]["deu"]["genetic"][0]
+
+
 @pytest.mark.e2e
+def test_the_shipped_distance_table_equals_a_fresh_computation():
+    """What the package ships is what ``_compute_distances`` computes from URIEL+ today (3 minutes)."""
+    from study.core.languages import _compute_distances
+
+    shipped = _shipped_table()
+    fresh = json.loads(json.dumps(_compute_distances(shipped["settings"]["languages"])))  # tuples as lists
+    assert fresh == shipped["distances"]
+
+
 def test_uriel_distances_come_from_integrated_imputed_features_with_their_evidence():
-    """The real table (3 minutes on first use, then cached): distances in [0, 1], none exactly 0 but English's own.
+    """The real table (shipped; a test recomputes it): distances in [0, 1], none exactly 0 but English's own.
     Without integration and imputation hr-en syntax was 0.000 on 12 features, kk-en phonology 0.000 on 2 and sk had
     no typological distance. Now each distance records its evidence and exists exactly when that reaches the
     minimum: hr keeps inventory and featural distances (158 and 167 features) but not syntax (9 features), kk only
