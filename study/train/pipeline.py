@@ -5,7 +5,6 @@ study trial and ``study train`` both run it."""
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 from study.core.errors import StudyError
@@ -22,7 +21,7 @@ def validate(cfg: TrainConfig, workers: int = 1, fetch: bool = True) -> None:
 
     from study.data.features import qa_window
     from study.data.tasks import DUAL_ENCODER, QA, get_task
-    from study.models.registry import CHECKPOINT_META, get_spec, model_path, model_positions
+    from study.models.registry import CHECKPOINT_META, get_spec, model_path, model_positions, read_checkpoint_meta
 
     cfg.accumulation(workers)  # global_batch must split over the workers
     task, spec = get_task(cfg.task), get_spec(cfg.model)
@@ -64,7 +63,7 @@ def validate(cfg: TrainConfig, workers: int = 1, fetch: bool = True) -> None:
         if not meta.is_file():
             raise StudyError(f"init_checkpoint {cfg.init_checkpoint} is not a study model directory ({meta.name} "
                              "missing)")
-        record = json.loads(meta.read_text())
+        record = read_checkpoint_meta(cfg.init_checkpoint)
         if record["model_key"] != spec.key:
             raise StudyError(f"init_checkpoint {cfg.init_checkpoint} was trained from model {record['model_key']!r}, "
                              f"not {spec.key!r}: use a checkpoint of the same model")
