@@ -50,11 +50,9 @@ def validate(cfg: TrainConfig, workers: int = 1, fetch: bool = True) -> None:
     if cfg.max_length > positions:
         raise StudyError(f"--max-length {cfg.max_length} is longer than {spec.key} can read: at most {positions}")
     if fetch and task.kind != QA:  # QA's window has its own check above
-        from study.models.registry import load_tokenizer
-
         # a pair's special tokens and a token of each text: shorter, an input holds no word to learn from (a tagging
         # input with no labelled token gives a NaN loss in every worker)
-        shortest = load_tokenizer(spec).num_special_tokens_to_add(pair=True) + 2
+        shortest = _pair_specials(spec.key) + 2
         if cfg.max_length < shortest:
             raise StudyError(f"--max-length {cfg.max_length} is too short for {spec.key} on {task.name}: an input "
                              f"needs at least {shortest} tokens (its special tokens and a word)")
@@ -68,6 +66,15 @@ def validate(cfg: TrainConfig, workers: int = 1, fetch: bool = True) -> None:
             raise StudyError(f"init_checkpoint {cfg.init_checkpoint} was trained from model {record['model_key']!r}, "
                              f"not {spec.key!r}: use a checkpoint of the same model")
         task.check_checkpoint_head(record.get("task"), f"init_checkpoint {cfg.init_checkpoint}")
+
+
+@functools.lru_cache(maxsize=8)
+def _pair_specials(model: str) -> int:
+    """The special tokens the model's tokenizer adds to a pair of texts (loaded once per process: a study validates
+    each searched value)."""
+    from study.models.registry import get_spec, load_tokenizer
+
+    return load_tokenizer(get_spec(model)).num_special_tokens_to_add(pair=True)
 
 
 def _check_data_dir(cfg: TrainConfig, task, fetch: bool) -> None:
