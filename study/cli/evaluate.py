@@ -60,6 +60,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     task = get_task(args.task)
     languages = task.check_languages(args.languages.split(",") if args.languages else None)
+    if args.json and Path(args.json).is_dir():
+        raise StudyError(f"--json {args.json} is a directory: name the JSON file to write, e.g. "
+                         f"{args.json}/scores.json")
     if args.json and not os.access(Path(args.json).resolve().parent, os.W_OK):
         raise StudyError(f"--json {args.json}: its directory does not exist or is not writable")
     trained_on = init_task = trained_lengths = None
@@ -112,7 +115,10 @@ def main(argv=None) -> int:
 def _checkpoint_tokenizer(path):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    from study.models.registry import checkpoint_errors
+
+    with checkpoint_errors(path):
+        return AutoTokenizer.from_pretrained(path)
 
 
 if __name__ == "__main__":

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 from study.cli.common import add_mlflow_uri_flag
 from study.core.errors import run_cli
 from study.report.load import Study, load_studies
+from study.report.output import check_out, publish, scratch_beside
 from study.report.page import build_index, build_report, log_report
 from study.report.tables import ReportTables
 from study.track.mlflow_store import default_mlflow_uri
@@ -48,8 +48,9 @@ def write_report(studies: list[Study], out: Path) -> list[str]:
 
 
 def main(argv=None) -> int:
-    """The CLI: read the experiment from MLflow, write the report whole into ``--out`` and log it as a ``report``
-    run; exit 2 with one line when there is nothing to report."""
+    """The CLI: read the experiment from MLflow, write the report whole beside ``--out`` and log it as a ``report``
+    run, then swap it in for ``--out``; exit 2 with one line when there is nothing to report or ``--out`` holds
+    anything but an earlier report of the same experiment."""
     parser = argparse.ArgumentParser(prog="study report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", required=True, help="the MLflow experiment of the studies (e.g. vme-pocket)")
     add_mlflow_uri_flag(parser, default_mlflow_uri())
@@ -57,18 +58,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from study.track.mlflow_store import check_store_exists
 
+    check_out(args.out, args.experiment)  # before MLflow is read: a directory the report may not replace
     check_store_exists(args.mlflow_uri)
     studies = load_studies(args.mlflow_uri, args.experiment)
     print(f"[report] {sum(len(s.trials) for s in studies)} finished trial runs of "
           f"{', '.join(sorted({m for s in studies for m in s.models()}))} on {', '.join(s.task for s in studies)} in "
           f"{args.experiment!r}; computing intervals and drawing...", file=sys.stderr, flush=True)
-    with tempfile.TemporaryDirectory(prefix=".report-", dir=args.out.parent if args.out.parent.exists() else None) \
-            as scratch:  # written whole, then moved: a failed report leaves no half-written directory
-        files = write_report(studies, Path(scratch))
-        run_id = log_report(studies, Path(scratch))
-        for name in files:
-            (args.out / name).parent.mkdir(parents=True, exist_ok=True)
-            Path(scratch, name).replace(args.out / name)
+    with scratch_beside(args.out) as work:  # written whole, then swapped in: never half a report, never two mixed
+        scratch = Path(work) / "report"
+        scratch.mkdir()
+        files = write_report(studies, scratch)
+        run_id = log_report(studies, scratch)
+        publish(scratch, args.out, args.experiment)
     print(f"report: {args.out.resolve() / 'report.html'} ({len(files)} files); MLflow run {run_id} "
           f"(artifacts) in experiment {args.experiment!r}")
     return 0

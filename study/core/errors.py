@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import csv
+import gzip
+import json
 import re
 import sys
+import zlib
 from collections.abc import Callable
 
 
 class StudyError(Exception):
     """An error the user can fix (bad flag, unreachable model, malformed file). Its message is one line."""
+
+
+# errors that come back on every attempt: malformed or undecodable data, besides the StudyError a person must act on
+NOT_RETRYABLE = (StudyError, UnicodeError, EOFError, gzip.BadGzipFile, zlib.error, json.JSONDecodeError, csv.Error)
+
+
+def cannot_succeed_on_retry(error: BaseException) -> bool:
+    """Whether running the same work again would fail the same way: a StudyError (bad data, a non-finite loss) or
+    a decode or format error of a data file; a lost worker or node (any other error) may succeed on a retry."""
+    return isinstance(error, NOT_RETRYABLE)
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:

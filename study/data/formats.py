@@ -7,6 +7,7 @@ import csv
 import gzip
 import json
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,12 +42,44 @@ def _on_disk(path: Path) -> Path | None:
     return next((c for c in (path, path.with_name(path.name + ".gz")) if c.is_file()), None)
 
 
-def _open_text(path: Path):
+class TextFile:
+    """A data file read as UTF-8 lines (``\r\n`` read as ``\n``): a byte that is not UTF-8, a truncated or corrupt
+    gzip stops with a StudyError naming the file and line, not a decoder's traceback that a retry would repeat."""
+
+    def __init__(self, path: Path):
+        self.path, self.line = path, 0
+        # closed by __exit__: a TextFile is used as a context manager
+        self.raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+
+    def __enter__(self) -> TextFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.raw.close()
+
+    def __iter__(self):
+        try:
+            for raw in self.raw:
+                self.line += 1
+                text = raw.decode("utf-8")
+                yield text[:-2] + "\n" if text.endswith("\r\n") else text
+        except UnicodeDecodeError as err:
+            raise StudyError(f"{self.path}, line {self.line}: not UTF-8 text ({err.reason} at byte {err.start} of "
+                             "the line)") from None
+        except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+            raise StudyError(f"{self.path}, line {self.line + 1}: not a readable gzip file ({err}); the file is "
+                             "truncated or corrupt: fetch it again") from None
+
+    def read(self) -> str:
+        return "".join(self)
+
+
+def _open_text(path: Path) -> TextFile:
     """Open ``path`` or ``path.gz`` as UTF-8 text; a missing file is a clear error."""
     found = _on_disk(path)
     if found is None:
         raise StudyError(f"missing data file {path} (or {path.name}.gz); see the --data-dir layout in the README")
-    return gzip.open(found, "rt", encoding="utf-8") if found.suffix == ".gz" else open(found, encoding="utf-8")
+    return TextFile(found)
 
 
 def _read_json(path: Path, where: str | None = None):
@@ -97,12 +130,17 @@ def _archive_jsonl(path: str, where: str, names: tuple[str, ...]) -> dict[str, l
 
 def _squad_records(data: dict, path: Path) -> list[dict]:
     try:
-        return [{"id": qa["id"], "context": paragraph["context"], "question": qa["question"],
-                 "answers": {"text": [a["text"] for a in qa["answers"]],
-                             "answer_start": [a["answer_start"] for a in qa["answers"]]}}
-                for article in data["data"] for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
+        records = [{"id": qa["id"], "context": paragraph["context"], "question": qa["question"],
+                    "answers": {"text": [a["text"] for a in qa["answers"]],
+                                "answer_start": [a["answer_start"] for a in qa["answers"]]}}
+                   for article in data["data"] for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
     except (KeyError, TypeError) as err:
         raise StudyError(f"{path} is not in SQuAD format (missing {err})") from None
+    unanswered = next((r["id"] for r in records if not r["answers"]["text"]), None)
+    if unanswered is not None:  # SQuAD v1.1's format: every question has an answer to train on or score against
+        raise StudyError(f"{path}: question id {unanswered!r} has no answers; every question of a SQuAD v1.1 file "
+                         "needs one (unanswerable SQuAD v2 questions are not read)")
+    return records
 
 
 def _conllu_records(path: Path) -> list[dict]:

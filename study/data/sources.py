@@ -282,13 +282,33 @@ def load_split(task: T.TaskSpec, split: str, language: str = "en", data_dir: str
         root = Path(data_dir)
         if not root.is_dir():
             raise StudyError(f"--data-dir {root} is not a directory")
-        records = _local(task, split, language, root)
+        try:
+            records = _local(task, split, language, root)
+        except StudyError as err:  # which of the study's files: the task, split and language
+            raise StudyError(f"{task.name} {split} data ({language}): {err}") from None
+        if not _count(records):
+            raise StudyError(f"{task.name} {split} data ({language}) under {root} has no examples: an empty file?")
     else:
         records = _hub(task, split, language)
     if split == "dev" and task.name in DEV_HOLDS_TEST_QUESTIONS:
         test_ids = {r["id"] for r in load_split(task, "test", "en", data_dir)}
         records = [r for r in records if r["id"] not in test_ids]
     return records
+
+
+def _count(records) -> int:
+    """How many examples a split holds (records, a Bitext's sentences, a RankingSet's questions)."""
+    return len(records.source if isinstance(records, Bitext) else getattr(records, "questions", records))
+
+
+def check_local_files(task: T.TaskSpec, languages, data_dir: str | Path) -> None:
+    """Read and parse every file under ``data_dir`` a run of ``task`` reads — English train and dev, each target
+    language's test — so that a missing, truncated or malformed file stops before any worker starts, naming the
+    file, line and language, rather than failing every retry of a training run."""
+    for split in ("train", "dev"):
+        load_split(task, split, "en", data_dir)
+    for language in languages:
+        load_split(task, "test", language, data_dir)
 
 
 def _pocket(task: T.TaskSpec, split: str, language: str):

@@ -146,7 +146,7 @@ def load_model(spec: ModelSpec, head: str = "base", num_labels: int | None = Non
     if head not in classes:
         raise StudyError(f"unknown head {head!r}: choose one of {', '.join(HEADS)}")
     kwargs = {"num_labels": num_labels} if head in ("sequence", "token") and num_labels else {}
-    with quiet_transformers():  # "newly initialised head weights" is expected, not news
+    with quiet_transformers(), checkpoint_errors(path):  # "newly initialised head weights" is expected, not news
         model, info = classes[head].from_pretrained(path or model_path(spec), output_loading_info=True, **kwargs)
     identity_pooler(model, info["missing_keys"])
     return model
@@ -156,7 +156,25 @@ def model_config(spec: ModelSpec, path: str | None = None):
     """The model's ``transformers`` config (depth, position table) without loading its weights."""
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(path or model_path(spec))
+    with checkpoint_errors(path):
+        return AutoConfig.from_pretrained(path or model_path(spec))
+
+
+@contextlib.contextmanager
+def checkpoint_errors(path: str | Path | None):
+    """A saved model directory that does not load (a truncated weights file, a config.json that is not JSON) is one
+    line naming it, not a loader's traceback; registry models are left to their own errors."""
+    if path is None:
+        yield
+        return
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, RuntimeError, EOFError, SafetensorError) as err:
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise StudyError(f"checkpoint {path} cannot be loaded ({type(err).__name__}: {first}): it is damaged or "
+                         "incomplete; use another checkpoint or train it again") from None
 
 
 def identity_pooler(model, missing_keys) -> None:
@@ -212,7 +230,6 @@ def save_model_dir(model, tokenizer, spec: ModelSpec, out: str | Path, **extra) 
 
 def checkpoint_spec(path: str | Path) -> ModelSpec:
     """The registry spec a saved model directory came from (its name says "fine-tuned from ...")."""
-    import json
     from dataclasses import replace
 
     path = Path(path)
@@ -221,7 +238,7 @@ def checkpoint_spec(path: str | Path) -> ModelSpec:
     meta_file = path / CHECKPOINT_META
     if not meta_file.is_file():
         return get_spec(str(path))
-    base = get_spec(json.loads(meta_file.read_text())["model_key"])
+    base = get_spec(read_checkpoint_meta(path)["model_key"])
     return replace(base, name=f"{base.name} fine-tuned ({path.name})", source=str(path.resolve()))
 
 
@@ -230,10 +247,25 @@ def checkpoint_task(path: str | Path, key: str = "task"):
     from; ``key="dual_encoder"``: a ``study.train.dual_encoder`` run's settings, a dict), from its ``study_model.json``;
     None for a directory without one (e.g. a plain transformers model) or without the key (e.g. a stage
     checkpoint)."""
+    meta_file = Path(path) / CHECKPOINT_META
+    return read_checkpoint_meta(path).get(key) if meta_file.is_file() else None
+
+
+def read_checkpoint_meta(path: str | Path) -> dict:
+    """A study checkpoint's ``study_model.json``; StudyError naming the file when it is not a JSON record with the
+    model it came from."""
     import json
 
     meta_file = Path(path) / CHECKPOINT_META
-    return json.loads(meta_file.read_text()).get(key) if meta_file.is_file() else None
+    try:
+        record = json.loads(meta_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise StudyError(f"{meta_file} cannot be read ({type(err).__name__}): the checkpoint is damaged; use another "
+                         "checkpoint or train it again") from None
+    if not isinstance(record, dict) or "model_key" not in record:
+        raise StudyError(f"{meta_file} names no model_key: the checkpoint is damaged; use another checkpoint or train "
+                         "it again")
+    return record
 
 
 # --- hub entries -------------------------------------------------------------------------------------------

@@ -11,26 +11,21 @@ study ends.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from study.core.errors import StudyError
 from study.core.faults import NO_FAULTS, FaultHooks
-from study.core.protocol import (
-    RUN_KIND_TAG,
-    STUDY_RUN,
-    language_scores,
-)
+from study.core.protocol import RUN_KIND_TAG, STUDY_RUN
 from study.track.mlflow_store import PARENT_TAG, client, experiment_id, safe_key
 from study.track.outbox import delete, get, outbox_location, put
+from study.track.repeatable import RecordRefused, log_metrics_once, log_params_once, logged_steps, refused
 
 
 def start_parent_run(uri: str, experiment: str, study_name: str, params: dict, tags: dict,
@@ -131,59 +126,12 @@ class StudyRun:
         self.ended = True
 
 
-# --- writes that are safe to repeat -------------------------------------------------------------------------------
-
-
-def log_params_once(mlflow, run_id: str, params: dict) -> None:
-    """Log the parameters a run does not have yet (in MLflow's batches of 100), so that a retried write completes a
-    half-written run; a parameter it has keeps its value (MLflow rejects a changed one)."""
-    existing = mlflow.get_run(run_id).data.params
-    values = {safe_key(key): str(value)[:6000] for key, value in params.items()}
-    new = [Param(key, value) for key, value in values.items() if key not in existing]
-    for start in range(0, len(new), 100):
-        mlflow.log_batch(run_id, params=new[start:start + 100])
-
-
-def logged_steps(mlflow, run_id: str) -> dict[str, set[int]]:
-    """The steps a run has logged, by metric key, as the server has them."""
-    return {key: {metric.step for metric in mlflow.get_metric_history(run_id, key)}
-            for key in mlflow.get_run(run_id).data.metrics}
-
-
-def log_metrics_once(mlflow, run_id: str, metrics: list, steps: dict[str, set[int]]) -> None:
-    """Log each (key, step) the run does not have yet (``steps``, kept up to date here), in batches of 500. MLflow
-    appends every value it is sent to the metric's history, so without this a write retried after its reply was lost,
-    or a report a resumed trial repeats, would show twice."""
-    seen, new = set(), []
-    for metric in metrics:
-        if metric.step not in steps.get(metric.key, ()) and (metric.key, metric.step) not in seen:
-            seen.add((metric.key, metric.step))
-            new.append(metric)
-    for start in range(0, len(new), 500):
-        batch = new[start:start + 500]
-        mlflow.log_batch(run_id, metrics=batch)
-        for metric in batch:
-            steps.setdefault(metric.key, set()).add(metric.step)
-
-
-def per_language_csv(result: dict, metric: str) -> str:
-    """The per-language table of a report: language, family, branch, script, score."""
-    from study.core.languages import get_language
-
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["language", "name", "family", "branch", "script", metric])
-    for code, value in sorted(language_scores(result, metric).items()):
-        lang = get_language(code)
-        writer.writerow([lang.code, lang.name, lang.family, lang.branch, lang.script, f"{value:.6f}"])
-    return out.getvalue()
-
-
 # --- buffered writes: MLflow down for a while loses nothing ----------------------------------------------------
 
 
 RETRY_EVERY_S = 20.0  # while MLflow is down, try again at most this often
 PENDING_FILE = "pending.pkl"  # the buffer, in the study's outbox
+PARKED_FILE = "parked.pkl"  # the records MLflow refused, with why, in the study's outbox
 
 
 class MLflowWriter:
@@ -204,6 +152,7 @@ class MLflowWriter:
         self._last_try = 0.0
         self.pending: list[tuple] = self._load()
         self._saved = bool(self.pending)
+        self.parked: list[tuple] = self._load(PARKED_FILE)  # (record, run, reason): refused for good
 
     def __getstate__(self):  # the Tuner pickles its callbacks with the experiment state
         return {**self.__dict__, "_client": None}
@@ -213,6 +162,7 @@ class MLflowWriter:
         self._down_since, self._last_try, self._steps = None, 0.0, {}
         self.pending = self._load()
         self._saved = bool(self.pending)
+        self.parked = self._load(PARKED_FILE)
 
     @property
     def client(self):
@@ -221,10 +171,10 @@ class MLflowWriter:
             self._client = client(self.uri, fail_fast=True)
         return self._client
 
-    def _load(self) -> list[tuple]:
+    def _load(self, name: str = PENDING_FILE) -> list[tuple]:
         import pickle
 
-        data = get(outbox_location(self.storage, self.study), PENDING_FILE)
+        data = get(outbox_location(self.storage, self.study), name)
         return pickle.loads(data) if data else []
 
     def _save(self) -> None:
@@ -256,6 +206,9 @@ class MLflowWriter:
                 with self.faults.writing():
                     self._apply(*self.pending[0])
             except (MlflowException, OSError, StudyError) as err:
+                if refused(err):  # a retry gets the same answer: set it aside, the other runs' records go on
+                    self._park(self.pending.pop(0), err)
+                    continue
                 self._steps.clear()  # what the failed write left on the server is unknown: read it again
                 if self._down_since is None:
                     self._down_since = time.time()
@@ -272,6 +225,29 @@ class MLflowWriter:
             self._save()
             self._saved = False
         return True
+
+    def _park(self, record: tuple, error: BaseException) -> None:
+        """Keep a refused record in the study's storage, with its run and why; the first of a run is said in one
+        line."""
+        import pickle
+
+        trial_id = record[0]
+        run = self._runs.get(trial_id) or f"of trial {trial_id}"
+        reason = " ".join(str(error).split())[:300]
+        if not any(parked[0][0] == trial_id for parked in self.parked):
+            print(f"[mlflow] run {run} refused a record for good ({reason}); its records are set aside, the other "
+                  "runs' go on", file=sys.stderr, flush=True)
+        self.parked.append((record, run, reason))
+        put(outbox_location(self.storage, self.study), PARKED_FILE, pickle.dumps(self.parked))
+        self._save()
+
+    def not_recorded(self) -> list[str]:
+        """One line per run with records MLflow refused: the run, how many records of which kinds, and why."""
+        runs: dict[str, list] = {}
+        for (_, op, _), run, reason in self.parked:
+            runs.setdefault(run, []).append((op, reason))
+        return [f"run {run}: {len(items)} record(s) not recorded in MLflow "
+                f"({', '.join(sorted({op for op, _ in items}))}): {items[0][1]}" for run, items in runs.items()]
 
     def run_status(self, trial_id: str) -> str | None:
         """The MLflow status of a trial's run (None: no run yet). Raises MlflowException or OSError when the server
@@ -302,6 +278,8 @@ class MLflowWriter:
             log_params_once(self.client, run_id, payload["params"])
             return
         run_id = self._find_run(trial_id)
+        if run_id is None and any(parked[0][0] == trial_id for parked in self.parked):
+            raise RecordRefused(f"MLflow refused an earlier record of trial {trial_id}, and it has no run")
         if run_id is None:
             raise StudyError(f"no MLflow run yet for trial {trial_id}")
         if op == "metrics":

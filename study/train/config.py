@@ -100,6 +100,7 @@ class TrainConfig:
     def validate(self) -> None:
         """StudyError naming the first invalid option: counts, then numeric ranges, then named choices, then
         ``global_batch`` against ``batch_size``, then the VME loss weights (run on construction)."""
+        self._check_types()
         self._check_counts()
         self._check_ranges()
         self._check_choices()
@@ -107,6 +108,19 @@ class TrainConfig:
             raise StudyError(f"global_batch={self.global_batch} is not a multiple of batch_size={self.batch_size}: "
                              "choose a batch_size that divides it")
         self._vme_weights()
+
+    def _check_types(self) -> None:
+        """Numbers, flags and names of the right kind (a YAML preset or search space may hold ``1e-2``, which YAML
+        reads as text), before any value is compared."""
+        for option in fields(self):
+            value, kind = getattr(self, option.name), str(option.type)
+            if value is None and "None" in kind:
+                continue
+            if kind.startswith("float") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise StudyError(f"{option.name}={value!r} is invalid: it must be a number (YAML reads 1e-2 as text: "
+                                 "write 1.0e-2)")
+            if kind.startswith("str") and not isinstance(value, str):
+                raise StudyError(f"{option.name}={value!r} is invalid: it must be text")
 
     def _check_counts(self) -> None:
         positive = ("epochs", "batch_size", "grad_accum", "max_length", "k_copies", "log_every")

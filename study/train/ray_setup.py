@@ -117,14 +117,17 @@ def add_scaling_flags(parser, workers_help: str = "Ray Train workers (DDP ranks)
 def torch_trainer(fn: Callable[[dict], None], loop_config: dict, scaling: Scaling, storage: str, name: str, *,
                   callbacks: Sequence = (), max_failures: int = 0, checkpoint_config=None, env: dict | None = None):
     """A Ray Train ``TorchTrainer`` running ``fn(loop_config)`` on every worker, its run ``name`` under ``storage``
-    (a directory or a URI), restarted from its last checkpoint up to ``max_failures`` times."""
+    (a directory or a URI), restarted from its last checkpoint up to ``max_failures`` times when a worker or node is
+    lost; an error that would come back on every attempt (``fail_fast``) ends it at once."""
     import ray.train
     from ray.train.torch import TorchTrainer
+
+    from study.train.fail_fast import FailFast
 
     return TorchTrainer(
         WorkerFn(fn, scaling.worker_threads()), train_loop_config=loop_config, scaling_config=scaling.ray_config(),
         run_config=ray.train.RunConfig(
-            name=name, storage_path=storage, callbacks=list(callbacks),
+            name=name, storage_path=storage, callbacks=[FailFast(), *callbacks],
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=checkpoint_config or ray.train.CheckpointConfig(),
             worker_runtime_env={"env_vars": {**worker_env(), **(env or {})}}))

@@ -27,7 +27,8 @@ from study.core.protocol import (
 )
 from study.track.mlflow_store import PARENT_TAG, safe_key
 from study.track.outbox import outbox_take
-from study.track.writer import MLflowWriter, per_language_csv
+from study.track.repeatable import per_language_csv
+from study.track.writer import MLflowWriter
 from study.tune.interrupts import INTERRUPTS
 from study.tune.trial import TrialConfig
 

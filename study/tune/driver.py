@@ -38,7 +38,14 @@ from study.tune.reference_lines import print_reference_lines, reference_lines
 from study.tune.reference_lines import supported as reference_lines_supported
 from study.tune.resume import record_options
 from study.tune.settings import StudySettings, provenance, study_options
-from study.tune.summary import SEED_KEY, headline, mean_report, print_summary, print_time_profile
+from study.tune.summary import (
+    SEED_KEY,
+    headline,
+    mean_report,
+    print_not_recorded,
+    print_summary,
+    print_time_profile,
+)
 from study.tune.trial import TrialConfig, train_driver_fn, tune_constants
 
 DRIVER_CPU = 0.1  # the trial driver only waits on its TorchTrainer
@@ -84,6 +91,7 @@ def _run(args, settings: StudySettings) -> int:
         reports = study.confirm(selected)
         study.record_summary(reports)
     print_summary(settings, selected, reports, study_run.run_id, study.logs)
+    print_not_recorded(study_run.writer().not_recorded())
     print_versus(plan, study.summary["study_seconds"])
     print("\n".join(study.answer))
     return 0
@@ -238,7 +246,7 @@ class StudyDriver:
     def record_summary(self, reports: dict) -> None:
         """The study's metrics on its parent run (per-arm seed means, the time profile) and each arm's
         per-language table; the time profile on the console."""
-        from study.track.writer import per_language_csv
+        from study.track.repeatable import per_language_csv
 
         self.summary["study_seconds"] = time.perf_counter() - self.started
         profile = time_profile(self.results, self.mlflow.trial_started, self.mlflow.stage_seconds)

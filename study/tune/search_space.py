@@ -167,6 +167,9 @@ def _parse_param(path: Path | str, name: str, spec, earlier: dict[str, Param]) -
 def _parse_when(path: Path | str, key: str, spec: dict, earlier: dict[str, Param]) -> tuple:
     """A parameter's ``when:`` conditions: (earlier categorical parameter, the values it is sampled under)."""
     when = []
+    if not isinstance(spec.get("when") or {}, dict):
+        _fail(path, f"{key}.when", f"must be a mapping of earlier parameters to values, got {spec['when']!r}",
+              "e.g. when: {modality: [text, multimodal]}")
     for parent, allowed in (spec.get("when") or {}).items():
         if parent not in earlier or earlier[parent].type != "categorical":
             _fail(path, f"{key}.when", f"{parent!r} is not an earlier categorical parameter",
@@ -188,14 +191,37 @@ def _parse_choices(path: Path | str, key: str, name: str, spec: dict, when: tupl
         unknown = set(choices) - set(MODALITIES)
         if unknown:
             _fail(path, f"{key}.choices", f"unknown modality {sorted(unknown)}", f"use {list(MODALITIES)}")
+    if name in TRAIN_PARAMS:  # every choice must be a value a training run accepts
+        for choice in choices:
+            _training_value(path, f"{key}.choices", name, choice, f"choice {choice!r}", "drop or correct that choice")
     return Param(name, "categorical", choices=tuple(choices), when=when)
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _training_value(path: Path | str, key: str, name: str, value, what: str, fix: str) -> None:
+    """StudyError naming the file and key when ``value`` is not a valid training option ``name``."""
+    try:
+        TrainConfig.from_dict({name: value})
+    except StudyError as err:
+        if isinstance(value, str) and _numeric(value) and "YAML" not in str(err):
+            fix += " (YAML reads 1e-4 as text: write 1.0e-4)"
+        _fail(path, key, f"{what} is not valid for training ({err})", fix)
 
 
 def _parse_range(path: Path | str, key: str, name: str, kind: str, spec: dict, when: tuple) -> Param:
     """A float or int range: ordered bounds, a positive low on a log scale, whole bounds and step for int, and both
     bounds valid training values."""
     low, high = (_number(path, f"{key}.{b}", spec.get(b), b) for b in ("low", "high"))
-    log = bool(spec.get("log", False))
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        _fail(path, f"{key}.log", f"must be true or false, got {log!r}", "write log: true or log: false, unquoted")
     if not low < high:
         _fail(path, key, f"low ({low}) must be below high ({high})", "swap or widen the range")
     if log and low <= 0:
@@ -210,10 +236,7 @@ def _parse_range(path: Path | str, key: str, name: str, kind: str, spec: dict, w
     if name in TRAIN_PARAMS:  # both bounds must be values a training run accepts
         cast = float if kind == "float" else int
         for bound in (low, high):
-            try:
-                TrainConfig.from_dict({name: cast(bound)})
-            except StudyError as err:
-                _fail(path, key, f"the range is not valid for training ({err})", "narrow the range")
+            _training_value(path, key, name, cast(bound), "the range", "narrow the range")
     return Param(name, kind, low=low, high=high, log=log, step=step, when=when)
 
 

@@ -29,7 +29,7 @@ from study.train.pipeline import validate
 from study.train.ray_setup import Scaling
 from study.train.stage import stage_sources
 from study.tune.resume import check_start, newest_study, normalised
-from study.tune.search_space import SPACE_PARAM_PREFIX, SearchSpace, load_search_space
+from study.tune.search_space import SPACE_PARAM_PREFIX, TRAIN_PARAMS, SearchSpace, load_search_space
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 DEFAULT_TRIALS = {"smoke": 4, "paper": 20}  # search trials per tuned arm
@@ -99,6 +99,8 @@ def resolve(args) -> StudySettings:
                          "stages at a second length")
     bases = {arm.name: arm_base(base, arm, args.workers, fetch) for arm in arms}
     check_matched(bases)
+    for config in (base, *(bases[arm.name] for arm in arms if arm.tuned)):  # the file is wrong whichever arms run
+        check_space_fits(space, config, args.workers, fetch)
     trials = DEFAULT_TRIALS[preset] if args.trials is None else args.trials
     seeds = DEFAULT_SEEDS[preset] if args.seeds is None else args.seeds
     for flag, value, least in (("--trials", trials, 1), ("--seeds", seeds, 1),
@@ -106,6 +108,7 @@ def resolve(args) -> StudySettings:
         if value < least:
             raise StudyError(f"{flag} {value} is invalid: it must be >= {least}")
     storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
+    check_names(args.name, args.experiment)
     name = args.name or _default_name(args, storage, f"study-{Path(args.model).name}-{task.name}-{preset}")
     uri = args.mlflow_uri or default_mlflow_uri()
     from study.track.mlflow_store import check_server
@@ -124,6 +127,37 @@ def resolve(args) -> StudySettings:
     if fetch:  # a plan (``--plan``) reads no storage: it neither claims nor resumes the study
         check_start(storage, name, args.resume, study_options(settings))
     return settings
+
+
+def check_names(name: str | None, experiment: str | None) -> None:
+    """--name names a folder of the storage and is quoted in MLflow's searches: letters, digits, ``.``, ``_``, ``-``;
+    --experiment names an MLflow experiment: not empty, no surrounding spaces. Checked before Ray or MLflow."""
+    import re
+
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}", name):
+        raise StudyError(f"--name {name!r} is invalid: use letters, digits, '.', '_' and '-' (it names a folder of "
+                         "the storage and the study's MLflow runs), starting with a letter or digit")
+    if experiment is not None and (not experiment.strip() or experiment != experiment.strip()):
+        raise StudyError(f"--experiment {experiment!r} is invalid: an MLflow experiment name is not empty and has no "
+                         "spaces around it")
+
+
+def check_space_fits(space: SearchSpace, base: TrainConfig, workers: int, fetch: bool) -> None:
+    """Every value the search may sample — each range's bounds, each choice — trains this model: ``ap_layer`` within
+    its depth, ``max_length`` within its positions, a batch the workers can split. StudyError naming the file, the
+    key and the fix."""
+    for param in space.params:
+        if param.name not in TRAIN_PARAMS:
+            continue
+        values = param.choices or (param.low, param.high)
+        cast = {"int": int, "float": float}.get(param.type, lambda value: value)
+        for value in values:
+            try:
+                validate(TrainConfig.from_dict({**base.to_dict(), param.name: cast(value)}), workers, fetch)
+            except StudyError as err:
+                fix = "drop that choice" if param.choices else "narrow the range"
+                raise StudyError(f"{space.path}: params.{param.name}: {value!r} does not fit {base.model} on "
+                                 f"{base.task} ({err}); fix: {fix}") from None
 
 
 def study_options(settings: StudySettings) -> dict:

@@ -48,6 +48,14 @@ def print_summary(settings: StudySettings, selected: dict, reports: dict, parent
     print(next_commands(settings.experiment, settings.uri, parent_run, logs))
 
 
+def print_not_recorded(lines: list[str]) -> None:
+    """What MLflow refused to record for good (a run deleted while the study ran, an invalid value): the records
+    wait in the study's storage (``mlflow-outbox/parked.pkl``), the runs' results are in the summary above."""
+    if lines:
+        print(f"\nnot recorded in MLflow ({len(lines)} run(s)):", *(f"  {line}" for line in lines), sep="\n",
+              file=sys.stderr, flush=True)
+
+
 MLFLOW_PORT = 5000  # ``study serve-mlflow``'s default
 
 

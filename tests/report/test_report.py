@@ -870,3 +870,71 @@ def test_the_reference_summary_gives_the_seeds_sample_sd():
     references = [{"model": "M", "line": "frozen_probe", "family": "all targets", "score": 0.3}]
     (line,) = reference_summary(Study("x", "uri", "accuracy", [], trials, "pocket-topic"), references)
     assert "target average 0.2533 over 3 seed(s), sample s.d. 0.0153, below the frozen" in line
+
+# --- where a report goes --------------------------------------------------------------------------------------
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def _publish(out: Path, experiment: str, files: dict[str, str]) -> None:
+    from study.report.output import publish, scratch_beside
+
+    with scratch_beside(out) as work:
+        report = Path(work) / "report"
+        for name, text in files.items():
+            (report / name).parent.mkdir(parents=True, exist_ok=True)
+            (report / name).write_text(text)
+        publish(report, out, experiment)
+
+
+def test_a_new_report_replaces_the_earlier_one_of_its_experiment_whole(tmp_path):
+    """Two tasks' report, then one task's: the index's overall.csv, the task pages and figures of the first never
+    stay beside the second; nothing else is left beside ``--out``."""
+    from study.report.output import REPORT_RECORD
+
+    out = tmp_path / "report"
+    _publish(out, "vme-xtreme-r", {"report.html": "index", "overall.csv": "task,score\n", "xnli/report.html": "x",
+                                   "xnli/gap_vs_distance.png": "png", "udpos/per_language.csv": "u"})
+    _publish(out, "vme-xtreme-r", {"report.html": "one task", "per_language.csv": "language\n"})
+    assert _tree(out) == {"report.html", "per_language.csv", REPORT_RECORD}
+    assert (out / "report.html").read_text() == "one task"
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no scratch or earlier report left beside it
+
+
+@pytest.mark.parametrize("contents, message", [
+    ({"notes.txt": "mine"}, r"is not empty and is not a study report"),
+    ({".study_report.json": '{"experiment": "vme-pocket"}', "overall.csv": "x"},
+     r"is not empty and is the report of experiment 'vme-pocket': a report replaces only an earlier report of the "
+     r"same experiment \('vme-xtreme-r'\)"),
+    ({".study_report.json": "not json", "report.html": "x"}, r"is not empty and is not a study report"),
+])
+def test_report_refuses_an_out_directory_it_may_not_replace_before_reading_mlflow(tmp_path, contents, message):
+    from study.cli.report import main
+    from study.core.errors import StudyError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, text in contents.items():
+        (out / name).write_text(text)
+    before = _tree(tmp_path)
+    # an MLflow URI that would fail differently: the refusal comes first, and nothing is written
+    with pytest.raises(StudyError, match=rf"^--out {re.escape(str(out))} {message}"):
+        main(["--experiment", "vme-xtreme-r", "--mlflow-uri", f"sqlite:///{tmp_path}/none/mlflow.db", "--out",
+              str(out)])
+    assert _tree(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StudyError, match=r"is a file, not a directory"):
+        main(["--experiment", "vme-xtreme-r", "--out", str(tmp_path / "file")])
+
+
+@pytest.mark.e2e
+def test_study_report_into_a_foreign_directory_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "overall.csv").write_text("another experiment's\n")
+    result = _report(f"sqlite:///{tmp_path}/mlflow.db", "e", tmp_path / "out")
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: --out {tmp_path / 'out'} is not empty and is not a study report: a report replaces only an earlier "
+        "report of the same experiment ('e'); choose a new or empty directory, or delete it"], result.stderr
+    assert _tree(tmp_path) == {"out/overall.csv"}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.exceptions import MlflowException
+from mlflow.protos import databricks_pb2 as codes
 from mlflow.tracking import MlflowClient
 
 from study.core.errors import StudyError
@@ -319,3 +320,55 @@ def test_a_tracking_uri_mlflow_refuses_is_one_line_naming_it(tmp_path):
     assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr[-2000:]
     assert "MLflow cannot use the tracking URI file:" in run.stderr and "Ray" not in run.stderr  # before Ray starts
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "runs").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("error, gives_up", [
+    (MlflowException("The run r1 must be in the 'active' state. Current state is deleted.",
+                     error_code=codes.INVALID_PARAMETER_VALUE), True),
+    (MlflowException("Changing param values is not allowed", error_code=codes.INVALID_PARAMETER_VALUE), True),
+    (MlflowException("No Experiment with id=7 exists", error_code=codes.RESOURCE_DOES_NOT_EXIST), True),
+    (MlflowException("API request failed: too many 500 error responses"), False),  # INTERNAL_ERROR
+    (MlflowException("Service unavailable", error_code=codes.TEMPORARILY_UNAVAILABLE), False),
+    (ConnectionRefusedError("connection refused"), False),
+    (TimeoutError("timed out"), False),
+    (StudyError("no MLflow run yet for trial t1"), False),
+])
+def test_a_refused_write_is_told_from_a_transient_fault(error, gives_up):
+    from study.track.repeatable import refused
+
+    assert refused(error) == gives_up
+
+
+@pytest.mark.e2e
+def test_a_run_deleted_mid_study_is_set_aside_and_the_other_runs_go_on(tmp_path, capsys):
+    """A real MLflow store: a trial's run deleted while the study writes (``delete_run``). Its later records are
+    refused for good; they are set aside with one warning naming the run, the other trial's records are all written,
+    a resumed writer does not try them again, and the study's summary lists what was not recorded."""
+    from study.tune.summary import print_not_recorded
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    real = MlflowClient(uri)
+    parent = real.create_run(real.create_experiment("e")).info.run_id
+    writer = MLflowWriter(uri, "e", parent, str(tmp_path), "study")
+    for trial in ("t1", "t2"):
+        tags = {RUN_KIND_TAG: TRIAL_RUN, PARENT_TAG: parent, "trial_id": trial}
+        writer.send(trial, "create", {"name": trial, "tags": tags, "params": {"lr": 0.1}})
+        writer.send(trial, "metrics", [("dev_en/accuracy", 0.5, 1000, 2)])
+    deleted = writer._find_run("t1")
+    real.delete_run(deleted)
+    for trial in ("t1", "t2"):
+        writer.send(trial, "metrics", [("dev_en/accuracy", 0.75, 2000, 4)])
+        writer.send(trial, "tag", (SELECTED_STEP_TAG, "4"))
+        writer.send(trial, "terminate", "FINISHED")
+    assert writer.flush() and writer.pending == []
+    kept = real.get_run(writer._find_run("t2"))
+    assert kept.info.status == "FINISHED" and kept.data.tags[SELECTED_STEP_TAG] == "4"
+    assert sorted(m.step for m in real.get_metric_history(kept.info.run_id, "dev_en/accuracy")) == [2, 4]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "refused" in line]
+    assert len(warnings) == 1 and deleted in warnings[0] and "must be in the 'active' state" in warnings[0], warnings
+    resumed = MLflowWriter(uri, "e", parent, str(tmp_path), "study")  # --resume: the refused records stay aside
+    assert resumed.pending == [] and resumed.flush()
+    assert resumed.not_recorded() == [f"run {deleted}: 3 record(s) not recorded in MLflow (metrics, tag, terminate): "
+                                      f"The run {deleted} must be in the 'active' state. Current state is deleted."]
+    print_not_recorded(resumed.not_recorded())
+    assert f"not recorded in MLflow (1 run(s)):\n  run {deleted}: 3 record(s)" in capsys.readouterr().err

@@ -83,6 +83,23 @@ def test_fault_tolerance_and_exact_resume(ray_local, tmp_path):
             assert other[key] == pytest.approx(metrics[key], rel=1e-4, abs=1e-6), (step, key)
 
 
+@pytest.mark.e2e
+def test_a_non_finite_loss_fails_the_run_once_without_retries(ray_local, tmp_path):
+    """The error comes back on every attempt: Ray Train's controller ends the run at the first (a controller error,
+    not the worker-group error it raises after max_failures retries), and the CLI says it in one line."""
+    import ray.train
+
+    from study.train.ray_setup import fit_or_fail
+
+    faults = FaultHooks(nan_marker=str(tmp_path / "nan-marker"))
+    with pytest.raises(ray.train.ControllerError) as raised:
+        _fit(tmp_path, "nan", faults=faults, max_train_examples=16, max_steps=4, eval_every=2)
+    assert isinstance(raised.value.controller_failure, StudyError), raised.value
+    with pytest.raises(StudyError, match=r"^training failed: the loss became non-finite at step 1 .*this run stops$"):
+        fit_or_fail(lambda: _fit(tmp_path, "nan-cli", faults=FaultHooks(nan_marker=str(tmp_path / "marker-cli")),
+                                 max_train_examples=16, max_steps=4), "training")
+
+
 def test_resume_from_a_checkpoint_continues_exactly_with_dropout_on(tmp_path):
     """In-process: a new run restored from the step-2 checkpoint reports the same losses and scores as the run that
     went on; every training step runs in train mode (dropout on), before and after the first evaluation."""
