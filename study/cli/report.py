@@ -1,7 +1,7 @@
 """``study report --experiment NAME``: the cross-family comparison a researcher reads, from MLflow only.
 
-It reads the finished studies of an MLflow experiment (``study.tune.driver`` runs: the study's parent run, one nested run
-per search trial and per confirm run) through the client API and writes, to ``--out`` and as artifacts of a
+It reads the finished studies of an MLflow experiment (``study.tune.driver`` runs: the study's parent run, one nested
+run per search trial and per confirm run) through the client API and writes, to ``--out`` and as artifacts of a
 ``report`` run in the same experiment:
 
 * the results in words: each contrast stated only where its paired interval excludes zero;
@@ -34,8 +34,9 @@ from study.track.mlflow_store import default_mlflow_uri
 
 
 def write_report(studies: list[Study], out: Path) -> list[str]:
-    """One task: its report in ``out``. Several: each task's report in ``out/<task>/`` and an index page with the
-    overall score across the tasks. Returns the file names written, relative to ``out``."""
+    """One task: its report in ``out``. Several: each task's report in ``out/<task>/`` and an index page with
+    XTREME-R's category means and named aggregates, each with its value or the tasks it lacks (never one overall
+    score of fewer tasks). Returns the file names written, relative to ``out``."""
     if len(studies) == 1:
         return build_report(studies[0], out)
     files, tables = [], []

@@ -1,4 +1,5 @@
-"""Task metrics and the XTREME-R aggregate. Pure functions over predictions; no models, no I/O.
+"""Task metrics. Pure functions over predictions; no models, no I/O (the aggregates over tasks are
+``study.core.aggregates``).
 
 Libraries where a maintained one installs offline: scikit-learn (accuracy), seqeval (chunk-level F1, as XTREME-R's
 tagging tasks use, on BIO tags for PAN-X and raw UPOS tags for UD-POS). The SQuAD v1.1 and MLQA answer F1/EM and
@@ -54,7 +55,8 @@ def _raw_tags_allowed():
 def token_accuracy(labels: Sequence[Sequence[str]], predictions: Sequence[Sequence[str]]) -> float:
     """Share of tokens whose predicted tag equals the gold tag, over all sentences (UD-POS's usual accuracy; not
     XTREME-R's UD-POS metric, which is ``tagging_f1`` on the raw tags)."""
-    pairs = [(g, p) for gold, predicted in zip(labels, predictions) for g, p in zip(gold, predicted)]
+    pairs = [(g, p) for gold, predicted in zip(labels, predictions, strict=True)
+             for g, p in zip(gold, predicted, strict=True)]
     return sum(g == p for g, p in pairs) / len(pairs) if pairs else 0.0
 
 
@@ -167,7 +169,7 @@ def tagging_units(labels: Sequence[Sequence[str]], predictions: Sequence[Sequenc
     from seqeval.metrics.sequence_labeling import get_entities
 
     units = []
-    for gold, predicted in zip(labels, predictions):
+    for gold, predicted in zip(labels, predictions, strict=True):
         with _raw_tags_allowed():
             gold_entities, predicted_entities = set(get_entities(list(gold))), set(get_entities(list(predicted)))
         units.append([2.0 * len(gold_entities & predicted_entities), float(len(gold_entities) +
@@ -192,12 +194,16 @@ def average_precision_at_k(relevant: Iterable[int], ranked: Sequence[int], k: in
 def mean_average_precision_at_k(scores: np.ndarray, relevant: Sequence[Iterable[int]], k: int = 20) -> float:
     """mAP@k for a (queries x candidates) score matrix and the relevant candidate ids of each query."""
     ranked = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return statistics.fmean(average_precision_at_k(r, row.tolist(), k) for r, row in zip(relevant, ranked))
+    return statistics.fmean(average_precision_at_k(r, row.tolist(), k)
+                            for r, row in zip(relevant, ranked, strict=True))
 
 
 def nearest_neighbour_hits(similarity: np.ndarray) -> dict[str, np.ndarray]:
     """Per sentence, whether row i of a square (source x English) similarity matrix retrieves column i
-    (``xx_to_en``) and column i retrieves row i (``en_to_xx``): boolean (n,) each, the units of a bootstrap."""
+    (``xx_to_en``) and column i retrieves row i (``en_to_xx``): boolean (n,) each, the units of a bootstrap; the
+    first best on ties. ``en_to_xx`` is XTREME-R's Tatoeba rule: ``third_party/evaluate_retrieval.py`` adds the xx
+    sentences to the index and searches it with each English sentence (``utils_retrieve.similarity_search``, L2 on
+    normalised vectors: the cosine ranking)."""
     gold = np.arange(similarity.shape[0])
     return {"xx_to_en": similarity.argmax(axis=1) == gold, "en_to_xx": similarity.argmax(axis=0) == gold}
 
@@ -205,11 +211,3 @@ def nearest_neighbour_hits(similarity: np.ndarray) -> dict[str, np.ndarray]:
 def nearest_neighbour_accuracy(similarity: np.ndarray) -> dict[str, float]:
     """Tatoeba: row i of a (source x English) similarity matrix should retrieve column i, and vice versa."""
     return {direction: float(hits.mean()) for direction, hits in nearest_neighbour_hits(similarity).items()}
-
-
-# --- aggregation ----------------------------------------------------------------------------------------------
-
-
-def xtreme_r_average(per_task: Mapping[str, Mapping[str, float]]) -> float:
-    """Mean over languages within each task, then over tasks (QA tasks already scored by (F1+EM)/2)."""
-    return statistics.fmean(statistics.fmean(scores.values()) for scores in per_task.values())

@@ -26,7 +26,8 @@ PROXIES = {
     "tatoeba": "bare-encoder proxy, not XTREME-R (XTREME-R: hidden state 8 of a SQuAD-fine-tuned encoder; "
                "study.cli.evaluate --checkpoint <an xquad or mlqa checkpoint> --task tatoeba runs it)",
     "lareqa": "bare-encoder proxy, not XTREME-R (XTREME-R: a dual encoder fine-tuned on SQuAD; python -m "
-              "study.train.dual_encoder --task lareqa trains one, study.cli.evaluate --checkpoint <its model dir> scores it)",
+              "study.train.dual_encoder --task lareqa trains one, study.cli.evaluate --checkpoint <its model dir> "
+              "scores it)",
     "mewslix": "bare-encoder proxy, not XTREME-R (XTREME-R: a dual encoder fine-tuned on mention-entity pairs; "
                "study dual-encoder --task mewslix trains one, study.cli.evaluate --checkpoint scores it)",
 }
@@ -35,7 +36,7 @@ PROXIES = {
 # the encoder of a model fine-tuned on SQuAD v1.1; the output of its 8th transformer layer (hidden state 8 of 12:
 # the script's --specific_layer 7 indexes the layers' outputs without the embeddings; 24 layers: 13, hidden state
 # 14); mean over every token of the attention mask, the special tokens included; inputs cut at 512 tokens; each
-# target sentence retrieves its nearest English sentence by cosine similarity (xx -> en, accuracy).
+# English sentence retrieves its nearest target sentence by cosine similarity (en -> xx, accuracy).
 SQUAD_TRAINED_TASKS = ("xquad", "mlqa")  # a checkpoint of these was fine-tuned on SQuAD v1.1
 TATOEBA_HIDDEN_STATE = {12: 8, 24: 14}  # encoder depth -> hidden-state index (0 = embeddings)
 TATOEBA_MAX_LENGTH = 512
@@ -82,7 +83,7 @@ class RetrievalSettings:
     query_max_length: int | None = None
 
 
-def retrieval_settings(task: "TaskSpec", depth: int, *, trained_on: str | None = None, layer: int | None = None,
+def retrieval_settings(task: TaskSpec, depth: int, *, trained_on: str | None = None, layer: int | None = None,
                        max_length: int | None = None,
                        trained_lengths: tuple[int, int] | None = None) -> RetrievalSettings:
     """The settings of a retrieval evaluation of an encoder with ``depth`` transformer layers, fine-tuned on
@@ -90,9 +91,10 @@ def retrieval_settings(task: "TaskSpec", depth: int, *, trained_on: str | None =
     (None = the protocol's). Tatoeba on an encoder fine-tuned on SQuAD v1.1 (xquad, mlqa) with 12 or 24 layers gets
     XTREME-R's protocol (hidden state 8 / 14, 512 tokens) and is labelled XTREME-R only when nothing overrides it;
     every other case is a named proxy (bare encoder: the last layer, 128 tokens). LAReQA and Mewsli-X on a dual
-    encoder fine-tuned for that task (``study.train.dual_encoder``) get XTREME-R's dual-encoder protocol (``DUAL_ENCODER``),
-    read at the (query, candidate) ``trained_lengths`` the run trained with (None: the protocol's) and labelled
-    XTREME-R only at the protocol's; StudyError when ``layer`` is asked of one (it is scored on its pooled output)."""
+    encoder fine-tuned for that task (``study.train.dual_encoder``) get XTREME-R's dual-encoder protocol
+    (``DUAL_ENCODER``), read at the (query, candidate) ``trained_lengths`` the run trained with (None: the
+    protocol's) and labelled XTREME-R only at the protocol's; StudyError when ``layer`` is asked of one (it is
+    scored on its pooled output)."""
     if task.name in DUAL_ENCODER and trained_on == task.name:
         return _dual_encoder_settings(task.name, depth, layer, max_length, trained_lengths)
     official = task.name == "tatoeba" and trained_on in SQUAD_TRAINED_TASKS and depth in TATOEBA_HIDDEN_STATE
@@ -173,6 +175,7 @@ class TaskSpec:
     languages: tuple[str, ...]  # target languages (English included where XTREME-R lists it)
     train_source: str  # the English training data, in words
     suite: str = "xtreme-r"  # or "pocket" (never presented as XTREME-R), or "source" (English training data only)
+    retrieval_direction: str = "xx_to_en"  # bitext retrieval: the headline direction (the other is a detail)
     labels: tuple[str, ...] = ()  # class names for classification / tagging
     hub: dict = field(default_factory=dict, compare=False)  # how study.data loads it from the hub
 
@@ -200,10 +203,14 @@ class TaskSpec:
         """The protocol of this task's scores for a model fine-tuned on ``trained_on`` (None: unknown, e.g. a
         directory without a study record) from a checkpoint fine-tuned on ``init_task`` (None: the pretrained
         encoder or an intermediate stage). A model fine-tuned on another task is a proxy whatever this task's
-        protocol; XCOPA is XTREME-R's only when the COPA run continued from a Social IQa checkpoint
-        (scripts/train_xcopa.sh: SIQa first, then COPA, one multiple-choice model throughout)."""
-        if trained_on and trained_on != self.name:
+        protocol, except between XQuAD and MLQA, which XTREME scores with one SQuAD v1.1 model; XCOPA is
+        XTREME-R's only when the COPA run continued from a Social IQa checkpoint (scripts/train_xcopa.sh: SIQa first,
+        then COPA, one multiple-choice model throughout)."""
+        both_squad = trained_on in SQUAD_TRAINED_TASKS and self.name in SQUAD_TRAINED_TASKS
+        if trained_on and trained_on != self.name and not both_squad:
             return f"proxy, not XTREME-R: a model fine-tuned on {trained_on}, not on {self.name}"
+        if trained_on and trained_on != self.name:  # scripts/train_qa.sh: one SQuAD v1.1 model predicts both
+            return f"{self.protocol} (the SQuAD v1.1 model of {trained_on}: XTREME scores XQuAD and MLQA with one)"
         if self.name == "xcopa" and trained_on == "xcopa" and init_task == "siqa":
             return "XTREME-R (SIQa, then COPA)"
         return self.protocol
@@ -234,20 +241,25 @@ class TaskSpec:
         return tuple(languages)
 
 
+def _codes(text: str) -> tuple[str, ...]:
+    """Language codes written as one space-separated string, in order."""
+    return tuple(text.split())
+
+
 _UPOS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT",
          "SCONJ", "SYM", "VERB", "X")
 POCKET_TOPICS = ("ai", "botprofile", "conversations", "emotion", "food", "greetings", "health", "history", "humor",
                  "literature", "money", "movies", "politics", "psychology", "science", "sports", "trivia")
-XQUAD_R_LANGUAGES = tuple("ar de el en es hi ru th tr vi zh".split())  # LAReQA's: the files of the release
+XQUAD_R_LANGUAGES = _codes("ar de el en es hi ru th tr vi zh")  # LAReQA's: the files of the release
 _NER = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
 
 TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("xnli", CLASSIFICATION, "accuracy",
-             tuple("ar bg de el en es fr hi ru sw th tr ur vi zh".split()), "MultiNLI (English train)",
+             _codes("ar bg de el en es fr hi ru sw th tr ur vi zh"), "MultiNLI (English train)",
              labels=("entailment", "neutral", "contradiction"),
              hub={"train": ("facebook/xnli", "en", "train"), "dev": ("facebook/xnli", "en", "validation"),
                   "test": ("facebook/xnli", "{lang}", "test")}),
-    TaskSpec("xcopa", MULTIPLE_CHOICE, "accuracy", tuple("et ht id it qu sw ta th tr vi zh".split()),
+    TaskSpec("xcopa", MULTIPLE_CHOICE, "accuracy", _codes("et ht id it qu sw ta th tr vi zh"),
              "COPA (English train; XTREME trains SIQa first)",
              hub={"train": ("aps/super_glue", "copa", "train"), "dev": ("aps/super_glue", "copa", "validation"),
                   "test": ("cambridgeltl/xcopa", "{lang}", "test")}),
@@ -257,24 +269,24 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
              hub={"train": ("allenai/social_i_qa", None, "train"), "dev": ("allenai/social_i_qa", None, "validation"),
                   "test": ("allenai/social_i_qa", None, "validation")}),
     TaskSpec("udpos", TAGGING, "f1",
-             tuple("af ar bg de el en es et eu fa fi fr he hi hu id it ja kk ko mr nl pt ru ta te th tl tr ur vi "
-                   "yo zh lt pl uk wo ro".split()), "English UD treebanks (train)", labels=_UPOS,
+             _codes("af ar bg de el en es et eu fa fi fr he hi hu id it ja kk ko mr nl pt ru ta te th tl tr ur vi "
+                    "yo zh lt pl uk wo ro"), "English UD treebanks (train)", labels=_UPOS,
              hub={"train": ("google/xtreme", "udpos.English", "train"),
                   "dev": ("google/xtreme", "udpos.English", "validation"),
                   "test": ("izhx/xtreme-r-udpos", "{lang}", "test")}),
     TaskSpec("panx", TAGGING, "f1",
-             tuple("ar he vi id jv ms tl eu ml ta te af nl en de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw "
-                   "yo my zh kk tr et fi hu qu pl uk az lt pa gu ro".split()), "English WikiANN (train)",
+             _codes("ar he vi id jv ms tl eu ml ta te af nl en de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw "
+                    "yo my zh kk tr et fi hu qu pl uk az lt pa gu ro"), "English WikiANN (train)",
              labels=_NER,
              hub={"train": ("unimelb-nlp/wikiann", "en", "train"), "dev": ("unimelb-nlp/wikiann", "en", "validation"),
                   "test": ("unimelb-nlp/wikiann", "{lang}", "test")}),
-    TaskSpec("xquad", QA, "f1_em", tuple("en es de el ru tr ar vi th zh hi ro".split()), "SQuAD v1.1 (train)",
+    TaskSpec("xquad", QA, "f1_em", _codes("en es de el ru tr ar vi th zh hi ro"), "SQuAD v1.1 (train)",
              hub={"train": ("rajpurkar/squad", None, "train"), "dev": ("rajpurkar/squad", None, "validation"),
                   "test": ("google/xquad", "xquad.{lang}", "validation")}),
-    TaskSpec("mlqa", QA, "f1_em", tuple("en es de ar hi vi zh".split()), "SQuAD v1.1 (train)",
+    TaskSpec("mlqa", QA, "f1_em", _codes("en es de ar hi vi zh"), "SQuAD v1.1 (train)",
              hub={"train": ("rajpurkar/squad", None, "train"), "dev": ("rajpurkar/squad", None, "validation"),
                   "test": ("google/xtreme", "MLQA.{lang}.{lang}", "test")}),
-    TaskSpec("tydiqa", QA, "f1_em", tuple("en ar bn fi id ko ru sw te".split()), "TyDiQA-GoldP (English train)",
+    TaskSpec("tydiqa", QA, "f1_em", _codes("en ar bn fi id ko ru sw te"), "TyDiQA-GoldP (English train)",
              # GoldP mixes languages; a row's id starts with its language's English name ("arabic-..."). XTREME
              # trains on the English rows and tests on each language's dev rows (the English dev is the English
              # test set: selection uses SQuAD v1.1 dev)
@@ -283,7 +295,7 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
                   "test": ("google-research-datasets/tydiqa", "secondary_task", "validation", "{name}-")}),
     # izhx/mewsli-x's per-language configs are its process.py's conversion; its raw.tar.gz holds get-mewsli-x.sh's
     # output itself (the card lists the files), exactly the files --data-dir reads
-    TaskSpec("mewslix", QA_RETRIEVAL, "map@20", tuple("ar de en es fa ja pl ro ta tr uk".split()),
+    TaskSpec("mewslix", QA_RETRIEVAL, "map@20", _codes("ar de en es fa ja pl ro ta tr uk"),
              "English Wikipedia mention-entity pairs",
              hub=dict.fromkeys(("train", "dev", "test"), HubArchive("izhx/mewsli-x", "raw.tar.gz"))),
     # the hub's XQuAD-R (google-research-datasets/xquad_r) has only id, context, question and answers: its former
@@ -292,19 +304,22 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("lareqa", QA_RETRIEVAL, "map@20", XQUAD_R_LANGUAGES, "SQuAD v1.1 (train)",
              hub={"test": ReleaseFiles("google-research-datasets/lareqa", "5405d2a77e83d5ccb47623a3f9e5604c3f103193",
                                        tuple(f"xquad-r/{lang}.json" for lang in XQUAD_R_LANGUAGES))}),
+    # XTREME-R's Tatoeba accuracy is en -> xx: third_party/evaluate_retrieval.py indexes the xx sentences and
+    # searches with each English one (utils_retrieve.similarity_search)
     TaskSpec("tatoeba", BITEXT_RETRIEVAL, "accuracy",
-             tuple("ar he vi id jv tl eu ml ta te af nl de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw zh kk "
-                   "tr et fi hu az lt pl uk ro".split()), "none: XTREME-R embeds with a SQuAD-fine-tuned encoder "
+             _codes("ar he vi id jv tl eu ml ta te af nl de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw zh kk "
+                    "tr et fi hu az lt pl uk ro"), "none: XTREME-R embeds with a SQuAD-fine-tuned encoder "
              "(study.cli.evaluate --checkpoint of an xquad or mlqa run); a bare encoder is the proxy",
+             retrieval_direction="en_to_xx",
              hub={"test": ("mteb/tatoeba-bitext-mining", "{laser}-eng", "test")}),  # LASER's pair names
     # Offline pocket tasks, built from registry packages (study.data.pocket); languages are those the sources have.
     # (languages: those the sources have after cleaning; a test checks them against the built data)
     TaskSpec("pocket-topic", CLASSIFICATION, "accuracy",
-             tuple("en bn de es fa fr he id it ja ko nl pt tr uk zh".split()),
+             _codes("en bn de es fa fr he id it ja ko nl pt tr uk zh"),
              "chatterbot-corpus English conversations (train split)", suite="pocket", labels=POCKET_TOPICS),
     TaskSpec("pocket-retrieval", BITEXT_RETRIEVAL, "accuracy",
-             tuple("af ar az be bg bn ca cs cy da de el es et eu fa fi fr ga gl he hi hr hu hy id is it ja ka kk ko "
-                   "lt lv mk ml mn mr ms nb ne nl pa pl pt ro ru sk sl sq sv sw te th tr uk ur vi zh".split()),
+             _codes("af ar az be bg bn ca cs cy da de el es et eu fa fi fr ga gl he hi hr hu hy id is it ja ka kk ko "
+                    "lt lv mk ml mn mr ms nb ne nl pa pl pt ro ru sk sl sq sv sw te th tr uk ur vi zh"),
              "none (bare encoder)", suite="pocket"),
 )}
 
