@@ -24,6 +24,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 QA_METRIC = "f1_em"  # XTREME-R scores QA tasks by (F1 + EM) / 2
+SCORER_PACKAGES = ("seqeval", "scikit-learn")  # the scores depend on their versions (seqeval 0.0.12 vs 1.2.2: up to
+# 0.15 points of tagging F1 on the same predictions), so every record names them
+
+
+def scorer_versions() -> dict[str, str]:
+    """{package: installed version} of ``SCORER_PACKAGES``, for the record beside every score."""
+    from importlib.metadata import version
+
+    return {package: version(package) for package in SCORER_PACKAGES}
 
 
 def accuracy(labels: Sequence, predictions: Sequence) -> float:

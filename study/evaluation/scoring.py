@@ -310,13 +310,14 @@ def evaluate(task: T.TaskSpec, model, tokenizer, languages: tuple[str, ...], *, 
              protocol: str | None = None, query_max_length: int | None = None,
              log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> dict:
     """Evaluate every language on its whole test split; the JSON-ready result: task, suite, protocol (``protocol``,
-    else the task's), model, metric, the retrieval layer and max length, ``details`` per language and the scores of
-    ``summarise_languages``."""
+    else the task's), model, metric, the retrieval layer and max length, the scorer packages' versions
+    (``metrics.scorer_versions``), ``details`` per language and the scores of ``summarise_languages``."""
     results = evaluate_languages(task, model, tokenizer, languages, data_dir=data_dir, max_length=max_length,
                                  layer=layer, prefix=prefix, query_max_length=query_max_length, log=log)
     per_language = {lang: score for lang, (score, _) in results.items()}
     return {"task": task.name, "suite": task.suite, "protocol": protocol or task.protocol, "model": model_name,
             "metric": task.metric, "layer": layer, "max_length": max_length, "query_max_length": query_max_length,
+            "scorer_versions": metrics.scorer_versions(),
             **summarise_languages(per_language), "details": {lang: extra for lang, (_, extra) in results.items()}}
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from study.core.arms import arm_contrasts
 from study.core.languages import GROUPINGS, group_of
+from study.core.metrics import SCORER_PACKAGES
 from study.core.protocol import (
     REFERENCE_LINES,
     group_key,
@@ -176,12 +177,24 @@ def header(study: Study) -> dict:
             "models": "; ".join(models), "arms": ", ".join(dict.fromkeys(g.arm for g in groups)) or "none",
             "search trials (tuned arms)": _per_model(counts), "confirm runs (seeds) per arm": _per_model(seeds),
             "metric": study.metric,
+            "scorer versions": _scorer_versions(parents),
             "synonyms (virtual copies)": "; ".join(sorted({p.data.params.get("synonyms_source", "?")
                                                            for p in parents})) or "?",
             "selection": "English dev only: every configuration, checkpoint and early stop was chosen on the English "
                          "dev set; target-language test scores were never used to choose anything",
             "comparisons": "from confirm runs only (each arm's selected configuration re-run on the same fresh seeds, "
                            "full budget, no early stopping); search trials only choose configurations"}
+
+
+def _scorer_versions(parents) -> str:
+    """The scorer packages' versions each study recorded (``version.<package>`` parent-run params), e.g.
+    "scikit-learn 1.9.1, seqeval 1.2.2"; "not recorded" for a study from before they were."""
+    found = set()
+    for parent in parents:
+        params = parent.data.params
+        found.add(", ".join(f"{p} {params[f'version.{p}']}" for p in sorted(SCORER_PACKAGES)
+                            if f"version.{p}" in params) or "not recorded")
+    return "; ".join(sorted(found)) or "not recorded"
 
 
 def _per_model(values: dict) -> str:
