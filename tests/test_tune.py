@@ -724,5 +724,6 @@ def test_the_study_ends_with_its_answer_computed_by_the_reports_inference():
                                "3 vs 3 runs): no detectable difference")
     assert lines[3] == "  plain: 0.2500 ± 0.0100 (sample s.d.) over 3 seed(s)"
     assert lines[-1] == "  reference lines (same test items): frozen probe 0.5100"
+    assert not any("overall" in line.lower() or "xtreme-r" in line.lower() for line in lines)  # one task: no aggregate
     assert numbers["answer/vme-reference-plain/estimate"] == pytest.approx(0.01)
     assert numbers["answer/vme-reference-plain/low"] == pytest.approx(-0.014841, abs=1e-5)

@@ -13,6 +13,7 @@ from pathlib import Path
 from study.core.arms import DEFAULT_ARMS, OFFLINE_DEFAULT_ARMS, Arm, modality_arms, parse_arms
 from study.core.errors import StudyError
 from study.core.faults import FaultHooks
+from study.core.metrics import scorer_versions
 from study.core.protocol import DEFAULT_MODALITY
 from study.data.augment import synonym_source_label
 from study.track.mlflow_store import default_mlflow_uri
@@ -203,7 +204,8 @@ def provenance(settings: StudySettings) -> tuple[dict, dict]:
               **{f"base.{k}": v for k, v in settings.base.to_dict().items()},
               **{f"arm.{arm.name}.{k}": v for arm in settings.arms for k, v in arm.fixed.items()},
               **{f"intermediate.{k}": ",".join(v) if isinstance(v, tuple) else v for k, v in settings.stage.items()},
-              **{f"version.{p}": version(p) for p in ("ray", "torch", "transformers", "optuna", "mlflow", "datasets")}}
+              **{f"version.{p}": version(p) for p in ("ray", "torch", "transformers", "optuna", "mlflow", "datasets")},
+              **{f"version.{p}": v for p, v in scorer_versions().items()}}
     tags = {"model": spec.key, "model_name": spec.name, "offline_stand_in": str(spec.offline_stand_in),
             "task": settings.task.name, "suite": settings.task.suite, "protocol": settings.task.protocol,
             "preset": settings.preset,
