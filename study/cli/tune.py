@@ -22,7 +22,7 @@ import signal
 import sys
 from pathlib import Path
 
-from study.cli.common import add_data_dir_flag, add_mlflow_uri_flag, add_storage_flag
+from study.cli.common import add_data_dir_flag, add_hub_lock_flag, add_mlflow_uri_flag, add_storage_flag
 from study.core.arms import DEFAULT_ARMS, OFFLINE_DEFAULT_ARMS
 from study.core.devices import GPUS
 from study.core.errors import StudyError
@@ -66,6 +66,7 @@ def parse_args(argv):
                         "a local Ray instance")
     parser.add_argument("--max-concurrent", type=int, help="concurrent trials (default: from cluster resources)")
     add_data_dir_flag(parser)
+    add_hub_lock_flag(parser)
     add_storage_flag(parser)
     parser.add_argument("--name", help="study name (default: study-<model>-<task>-<preset>-<time>; with --resume: "
                         "the newest such study)")

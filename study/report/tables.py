@@ -185,6 +185,7 @@ def header(study: Study) -> dict:
             "search trials (tuned arms)": _per_model(counts), "confirm runs (seeds) per arm": _per_model(seeds),
             "metric": study.metric,
             "scorer versions": _scorer_versions(parents),
+            "data and model revisions": _revisions(parents),
             "synonyms (virtual copies)": "; ".join(sorted({p.data.params.get("synonyms_source", "?")
                                                            for p in parents})) or "?",
             "selection": "English dev only: every configuration, checkpoint and early stop was chosen on the English "
@@ -202,6 +203,19 @@ def _scorer_versions(parents) -> str:
         found.add(", ".join(f"{p} {params[f'version.{p}']}" for p in sorted(SCORER_PACKAGES)
                             if f"version.{p}" in params) or "not recorded")
     return "; ".join(sorted(found)) or "not recorded"
+
+
+def _revisions(parents) -> str:
+    """The commit of each hub dataset and model the studies read, or the offline stand-in's package
+    (``revision.*`` parent-run params, ``study.tune.settings.revision_params``); "not recorded" for a study from
+    before they were."""
+    found = {}
+    for parent in parents:
+        for key, value in parent.data.params.items():
+            if key.startswith("revision."):
+                found.setdefault(key.removeprefix("revision."), set()).add(value)
+    return "; ".join(f"{key} @ {' / '.join(sorted(values))}" for key, values in sorted(found.items())) or \
+        "not recorded"
 
 
 def _per_model(values: dict) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
@@ -16,6 +16,8 @@ from study.core.faults import FaultHooks
 from study.core.metrics import scorer_versions
 from study.core.protocol import DEFAULT_MODALITY
 from study.data.augment import synonym_source_label
+from study.data.hub import pin
+from study.data.revisions import hub_pins, read_lock, task_provenance
 from study.track.mlflow_store import default_mlflow_uri
 from study.train.config import TrainConfig
 from study.train.pipeline import validate
@@ -50,6 +52,7 @@ class StudySettings:
     stage: dict  # the intermediate stage's fixed data, vision tower, caption languages (intermediate.stage_sources)
     alignment_probe: bool = False  # confirm runs run the alignment probe (--alignment-probe, resolved)
     faults: FaultHooks = FaultHooks()  # the tests' fault injection (--inject-faults); none otherwise
+    revisions: dict = field(default_factory=dict)  # "dataset:<repo>" / "model:<repo>" -> commit or stand-in package
 
 
 def resolve(args) -> StudySettings:
@@ -60,6 +63,8 @@ def resolve(args) -> StudySettings:
     from study.models.registry import get_spec, model_path
 
     fetch = not getattr(args, "plan", False)
+    if getattr(args, "hub_lock", None):
+        pin(read_lock(args.hub_lock))  # before anything is read from the hub
     spec = get_spec(args.model)
     if fetch:
         model_path(spec)  # hub models fail here, fast and in one line, when unreachable
@@ -99,10 +104,21 @@ def resolve(args) -> StudySettings:
     settings = StudySettings(space, spec, task, preset, base, trials, seeds, arms, bases, storage, name, uri,
                              args.experiment or f"vme-{task.suite}", stage,
                              resolve_alignment_probe(args.alignment_probe, task, base),
-                             args.inject_faults)
+                             args.inject_faults, study_revisions(spec, task, base.data_dir) if fetch else {})
     if fetch:  # a plan (``--plan``) reads no storage: it neither claims nor resumes the study
         check_start(storage, name, args.resume, study_options(settings))
     return settings
+
+
+def study_revisions(spec, task, data_dir) -> dict[str, str]:
+    """Every hub dataset and model the study reads, resolved to a commit now (a lock file's pins first), and each
+    offline stand-in's package; the hub commits are pinned for every process the study starts, so all its runs read
+    the same commit even if the hub's main moves meanwhile."""
+    from study.models.registry import model_provenance
+
+    found = {**task_provenance(task, data_dir), **dict([model_provenance(spec)])}
+    pin(hub_pins(found))
+    return found
 
 
 def study_options(settings: StudySettings) -> dict:
@@ -205,9 +221,16 @@ def provenance(settings: StudySettings) -> tuple[dict, dict]:
               **{f"arm.{arm.name}.{k}": v for arm in settings.arms for k, v in arm.fixed.items()},
               **{f"intermediate.{k}": ",".join(v) if isinstance(v, tuple) else v for k, v in settings.stage.items()},
               **{f"version.{p}": version(p) for p in ("ray", "torch", "transformers", "optuna", "mlflow", "datasets")},
-              **{f"version.{p}": v for p, v in scorer_versions().items()}}
+              **{f"version.{p}": v for p, v in scorer_versions().items()},
+              **revision_params(settings.revisions)}
     tags = {"model": spec.key, "model_name": spec.name, "offline_stand_in": str(spec.offline_stand_in),
             "task": settings.task.name, "suite": settings.task.suite, "protocol": settings.task.protocol,
             "preset": settings.preset,
-            "selection": "English dev only"}
+            "selection": "English dev only", **revision_params(settings.revisions)}
     return params, tags
+
+
+def revision_params(revisions: dict[str, str]) -> dict[str, str]:
+    """``revision.<dataset|model|github>.<repo>``: the commit (or the stand-in's package) each run read, as the
+    parent run's params and every run's tags."""
+    return {f"revision.{key.replace(':', '.', 1)}": value for key, value in revisions.items()}
