@@ -48,3 +48,28 @@ def test_the_modality_experiment_crosses_fixed_arms_with_every_stage_and_contras
     assert ("plain+multimodal", "vme-reference+text") not in pairs  # never across fine-tuning settings
     with pytest.raises(StudyError, match="fixes the fine-tuning"):
         modality_arms(parse_arms("vme-tuned", ()), {})
+
+
+@pytest.mark.parametrize("model", ["mbert", "xlmr", "e5-small", "tiny", "tiny-bert"])
+@pytest.mark.parametrize("preset", ["smoke", "paper"])
+def test_vme_tuned_differs_from_vme_reference_only_in_what_it_searches(model, preset):
+    """vme-tuned − vme-reference must measure the search alone: every option the search space does not search (AP
+    padding, synonym matching, the global batch, ...) is the reference's, in the study's resolved configuration
+    (the preset's options with each arm's fixed ones), and a trial's searched values replace only their own."""
+    from study.cli.tune import parse_args
+    from study.tune.settings import resolve
+    from study.tune.trial import TrialConfig
+
+    settings = resolve(parse_args(["--model", model, "--preset", preset, "--arms", "plain,vme-reference,vme-tuned",
+                                   "--plan", "--mlflow-uri", "http://127.0.0.1:9"]))
+    searched = {p.name for p in settings.space.params}
+    tuned, reference = settings.bases["vme-tuned"].to_dict(), settings.bases["vme-reference"].to_dict()
+    differ = {k for k in tuned if tuned[k] != reference[k]}
+    assert not differ, differ  # before the search, the two are one configuration
+    assert {"ap_padding", "synonym_matching"}.isdisjoint(searched)  # the two options the search leaves alone
+    assert (tuned["ap_padding"], tuned["synonym_matching"]) == ("max_length", "exact")
+    trial = TrialConfig.from_tune({"train_loop_config": {"alpha": 0.5, "beta": 4.0},
+                                   "run": {"base": tuned, "stage_options": {}, "stage_sources": {}, "scaling": {},
+                                           "storage": "s", "study": "x", "arm": "vme-tuned", "phase": "search"}})
+    drawn = {k for k, v in trial.train.to_dict().items() if v != reference[k]}
+    assert drawn == {"alpha", "beta"} <= searched

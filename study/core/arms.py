@@ -13,7 +13,9 @@ The arms:
   over maps padded to ``max_length``, 3 virtual copies, exact case-sensitive synonym matching, a global batch of 32.
   The learning rate (2e-5 in the paper preset) and the synonym source (counter-fitted neighbours on the real path,
   Roget offline) come from the preset, shared with ``plain``.
-* ``vme-tuned`` — the VME objective with every parameter of the search space searched (Optuna TPE + ASHA).
+* ``vme-tuned`` — the VME objective with every parameter of the search space searched (Optuna TPE + ASHA), and
+  every option it does not search at the reference's value (Attention-Pull's padding, synonym matching, ...), so
+  that vme-tuned − vme-reference measures the search and nothing else.
 * the modality experiment (``--experiment-design modality``, ``modality_arms``): each fixed arm (``plain``,
   ``vme-reference``) after an intermediate stage of each modality — ``<arm>+text``, ``<arm>+multimodal``,
   ``<arm>+multimodal-shuffled`` — beside the arm itself (no stage), every stage with the same options.
@@ -56,7 +58,10 @@ class Arm:
 ARMS = {arm.name: arm for arm in (
     Arm("plain", PLAIN_POINT, description="cross-entropy on x only, the matched baseline"),
     Arm("vme-reference", VME_REFERENCE_POINT, description="the authors' point, pinned"),
-    Arm("vme-tuned", {"objective": "vme"}, tuned=True, description="VME with the search space searched"),
+    # the reference point as its fixed part: the searched values replace those the search space names
+    # (study.tune.trial.TrialConfig.from_tune), the rest stay the reference's
+    Arm("vme-tuned", VME_REFERENCE_POINT, tuned=True,
+        description="VME with the search space searched, the reference's value for every other option"),
 )}
 DEFAULT_ARMS = ("plain", "vme-reference", "vme-tuned")
 OFFLINE_DEFAULT_ARMS = ("plain", "vme-reference")  # what the offline default's time budget holds (README)
