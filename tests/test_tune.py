@@ -245,6 +245,13 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
     assert parent.data.params["search_space_sha256"] and parent.info.status == "FINISHED"
     assert parent.data.params["arms"] == "plain,vme-tuned" and parent.data.params["arm.plain.objective"] == "plain"
     assert parent.data.params["synonyms_source"] == "roget (offline substitute for counter-fitted)"
+    # where the data and model came from (offline stand-ins: their packages) and the budget, on every run
+    revisions = {k: v for k, v in parent.data.params.items() if k.startswith("revision.")}
+    assert set(revisions) == {"revision.dataset.pocket-topic", "revision.model.tiny"}
+    assert revisions["revision.dataset.pocket-topic"].startswith("offline stand-in: chatterbot-corpus==")
+    assert all(run.data.tags[k] == v for run in [parent, *trials] for k, v in revisions.items())
+    assert parent.data.params["budget"] == "preset" and all(r.data.tags["budget"] == "preset" for r in trials)
+    assert "preset smoke, budget preset); arms plain, vme-tuned" in output
     summary = parent.data.metrics
     assert "search/vme-tuned/dev_en/accuracy" in summary and not any(k.startswith("best/") for k in summary)
     assert summary["confirm/plain/runs_finished"] == summary["confirm/vme-tuned/runs_finished"] == 2

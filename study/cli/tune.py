@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from study.cli.common import add_data_dir_flag, add_hub_lock_flag, add_mlflow_uri_flag, add_storage_flag
-from study.core.arms import DEFAULT_ARMS, OFFLINE_DEFAULT_ARMS
+from study.core.arms import BUDGETS, DEFAULT_ARMS, OFFLINE_DEFAULT_ARMS, PRESET_BUDGET
 from study.core.devices import GPUS
 from study.core.errors import StudyError
 from study.core.faults import FaultHooks
@@ -48,6 +48,9 @@ def parse_args(argv):
     parser.add_argument("--arms", help="comma-separated arms to compare (study.core.arms): plain, vme-reference, "
                         f"vme-tuned (default: {','.join(OFFLINE_DEFAULT_ARMS)} for offline stand-ins, "
                         f"{','.join(DEFAULT_ARMS)} otherwise)")
+    parser.add_argument("--budget", choices=BUDGETS, default=PRESET_BUDGET,
+                        help="training length of every arm: preset = the preset's epochs (paper: XTREME-R's); "
+                        "authors = the VME authors' released scripts (XNLI: 1 epoch over 3 copies)")
     parser.add_argument("--experiment-design", choices=("arms", "modality"), default="arms",
                         help="arms: the --arms as they are; modality: the controlled modality experiment, each fixed "
                         "arm of --arms also after a text, multimodal and multimodal-shuffled intermediate stage")

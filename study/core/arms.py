@@ -109,3 +109,34 @@ def arm_contrasts(arms: list[str]) -> list[tuple[str, str]]:
         pairs += [(modality_arm(base, a), modality_arm(base, b)) for a, b in MODALITY_CONTRASTS
                   if modality_arm(base, a) in present and modality_arm(base, b) in present]
     return pairs
+
+
+# The training length every arm of a study gets (``study tune --budget``): the preset's (XTREME-R's scripts/train_*.sh
+# epochs in the ``paper`` preset), or the VME authors' released scripts, per task. KB-Ding/EAR
+# scripts/{bert,xlmr}-ept-apt-xnli.sh train EPOCH=1 over the training set that utils/perturb_aug_ori.py writes with
+# --num 3 (each English example and its 3 perturbed copies), batch 8 x grad_acc 4, lr 2e-5, 128 tokens; the
+# repository has scripts for XNLI and PAWS-X only (PAWS-X, 30 epochs, is not a task of this study).
+PRESET_BUDGET, AUTHORS_BUDGET = "preset", "authors"
+BUDGETS = (PRESET_BUDGET, AUTHORS_BUDGET)
+AUTHORS_TRAINING = {"xnli": {"epochs": 1, "k_copies": 3}}
+
+
+def budget_options(budget: str, task: str) -> dict[str, object]:
+    """The ``TrainConfig`` options a budget sets for every arm of a study of ``task`` (none for the preset's);
+    StudyError for the authors' budget of a task their released scripts do not train."""
+    if budget == PRESET_BUDGET:
+        return {}
+    if budget != AUTHORS_BUDGET:
+        raise StudyError(f"--budget {budget!r}: choose one of {', '.join(BUDGETS)}")
+    if task not in AUTHORS_TRAINING:
+        raise StudyError(f"--budget {AUTHORS_BUDGET}: the VME authors' released scripts (KB-Ding/EAR) train "
+                         f"{', '.join(AUTHORS_TRAINING)} only, not {task}; use --budget {PRESET_BUDGET}")
+    return dict(AUTHORS_TRAINING[task])
+
+
+def budget_label(budget: str, task: str) -> str:
+    """What a study's budget was, in words, for its record and the report."""
+    if budget == AUTHORS_BUDGET:
+        options = ", ".join(f"{k} {v}" for k, v in budget_options(budget, task).items())
+        return f"the VME authors' released scripts (KB-Ding/EAR, {task}): {options}, every arm"
+    return "the preset's epochs (paper: XTREME-R's scripts/train_*.sh), every arm"

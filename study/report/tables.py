@@ -184,6 +184,7 @@ def header(study: Study) -> dict:
             "models": "; ".join(models), "arms": ", ".join(dict.fromkeys(g.arm for g in groups)) or "none",
             "search trials (tuned arms)": _per_model(counts), "confirm runs (seeds) per arm": _per_model(seeds),
             "metric": study.metric,
+            "training budget": _budgets(parents),
             "scorer versions": _scorer_versions(parents),
             "data and model revisions": _revisions(parents),
             "synonyms (virtual copies)": "; ".join(sorted({p.data.params.get("synonyms_source", "?")
@@ -203,6 +204,12 @@ def _scorer_versions(parents) -> str:
         found.add(", ".join(f"{p} {params[f'version.{p}']}" for p in sorted(SCORER_PACKAGES)
                             if f"version.{p}" in params) or "not recorded")
     return "; ".join(sorted(found)) or "not recorded"
+
+
+def _budgets(parents) -> str:
+    """Which training length the studies ran (``budget_rule`` parent-run params, ``study tune --budget``)."""
+    return "; ".join(sorted({p.data.params.get("budget_rule", "the preset's epochs (a study from before budgets "
+                                                              "were recorded)") for p in parents})) or "not recorded"
 
 
 def _revisions(parents) -> str:

@@ -10,7 +10,16 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
-from study.core.arms import DEFAULT_ARMS, OFFLINE_DEFAULT_ARMS, Arm, modality_arms, parse_arms
+from study.core.arms import (
+    DEFAULT_ARMS,
+    OFFLINE_DEFAULT_ARMS,
+    PRESET_BUDGET,
+    Arm,
+    budget_label,
+    budget_options,
+    modality_arms,
+    parse_arms,
+)
 from study.core.errors import StudyError
 from study.core.faults import FaultHooks
 from study.core.metrics import scorer_versions
@@ -53,6 +62,7 @@ class StudySettings:
     alignment_probe: bool = False  # confirm runs run the alignment probe (--alignment-probe, resolved)
     faults: FaultHooks = FaultHooks()  # the tests' fault injection (--inject-faults); none otherwise
     revisions: dict = field(default_factory=dict)  # "dataset:<repo>" / "model:<repo>" -> commit or stand-in package
+    budget: str = PRESET_BUDGET  # every arm's training length (study.core.arms.BUDGETS)
 
 
 def resolve(args) -> StudySettings:
@@ -79,8 +89,10 @@ def resolve(args) -> StudySettings:
     if args.suite and task.suite != args.suite:
         raise StudyError(f"task {task.name!r} belongs to the {task.suite} suite, not {args.suite}")
     preset = args.preset or ("smoke" if spec.offline_stand_in else "paper")
+    budget = getattr(args, "budget", PRESET_BUDGET)
     base = TrainConfig.from_dict({**space.preset(preset, task.name), "model": args.model, "task": task.name,
-                                  "data_dir": args.data_dir, "implementation": args.implementation})
+                                  "data_dir": args.data_dir, "implementation": args.implementation,
+                                  **budget_options(budget, task.name)})
     validate(base, args.workers, fetch)  # global_batch must split over --workers
     Scaling.from_args(args)  # bad scaling flags stop before Ray starts
     arms = parse_arms(args.arms, OFFLINE_DEFAULT_ARMS if spec.offline_stand_in else DEFAULT_ARMS)
@@ -104,7 +116,7 @@ def resolve(args) -> StudySettings:
     settings = StudySettings(space, spec, task, preset, base, trials, seeds, arms, bases, storage, name, uri,
                              args.experiment or f"vme-{task.suite}", stage,
                              resolve_alignment_probe(args.alignment_probe, task, base),
-                             args.inject_faults, study_revisions(spec, task, base.data_dir) if fetch else {})
+                             args.inject_faults, study_revisions(spec, task, base.data_dir) if fetch else {}, budget)
     if fetch:  # a plan (``--plan``) reads no storage: it neither claims nor resumes the study
         check_start(storage, name, args.resume, study_options(settings))
     return settings
@@ -131,7 +143,8 @@ def study_options(settings: StudySettings) -> dict:
         "experiment": settings.experiment, "alignment_probe": settings.alignment_probe,
         "search_space_sha256": settings.space.sha256, "base": settings.base.to_dict(),
         "arm": {arm.name: {**arm.fixed, **{f"stage.{k}": v for k, v in arm.stage.items()}} for arm in settings.arms},
-        "intermediate": settings.stage})
+        "intermediate": settings.stage,
+        **({"budget": settings.budget} if settings.budget != PRESET_BUDGET else {})})
 
 
 def resolve_alignment_probe(requested: bool | None, task, base: TrainConfig) -> bool:
@@ -213,6 +226,7 @@ def provenance(settings: StudySettings) -> tuple[dict, dict]:
               "preset": settings.preset, "trials": settings.trials, "seeds": settings.seeds,
               "arms": ",".join(arm.name for arm in settings.arms), "search_space": str(space.path),
               "alignment_probe": settings.alignment_probe,
+              "budget": settings.budget, "budget_rule": budget_label(settings.budget, settings.task.name),
               "search_space_sha256": space.sha256, "git_commit": commit,
               "searched": ",".join(p.name for p in space.params),
               "synonyms_source": synonym_source_label(settings.base.synonyms),
@@ -226,7 +240,7 @@ def provenance(settings: StudySettings) -> tuple[dict, dict]:
     tags = {"model": spec.key, "model_name": spec.name, "offline_stand_in": str(spec.offline_stand_in),
             "task": settings.task.name, "suite": settings.task.suite, "protocol": settings.task.protocol,
             "preset": settings.preset,
-            "selection": "English dev only", **revision_params(settings.revisions)}
+            "selection": "English dev only", "budget": settings.budget, **revision_params(settings.revisions)}
     return params, tags
 
 
