@@ -16,6 +16,8 @@ COMMANDS = {
               "study train --model tiny --task pocket-topic"),
     "evaluate": ("study.cli.evaluate", "zero-shot evaluation of a model or checkpoint, per language and family",
                  "study evaluate --checkpoint runs/NAME/model --task xnli"),
+    "aggregate": ("study.cli.aggregate", "XTREME-R's category means and named aggregates from evaluate results",
+                  "study aggregate results/*.json"),
     "report": ("study.cli.report", "compare arms, models and modalities per family with paired intervals",
                "study report --experiment vme-pocket"),
     "hub": ("study.cli.hub", "check or prefetch every dataset and model a study reads from the Hugging Face hub",

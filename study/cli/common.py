@@ -26,3 +26,9 @@ def add_mlflow_uri_flag(parser: argparse.ArgumentParser, default: str | None = N
     """``default`` None: the command resolves ``default_mlflow_uri()`` itself, after its other checks."""
     parser.add_argument("--mlflow-uri", default=default,
                         help="tracking URI (default: sqlite:///<cwd>/mlflow.db, no server needed)")
+
+
+def add_hub_lock_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hub-lock", type=Path, help="read each hub dataset and model at the commit this lock file "
+                        "names (`study hub prefetch --lock PATH` writes it); default: the hub's main, resolved to a "
+                        "commit at the start and recorded")

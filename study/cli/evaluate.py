@@ -10,7 +10,8 @@ from study.cli.common import add_data_dir_flag
 from study.core.cache import write_json_atomic
 from study.core.errors import StudyError, run_cli
 from study.core.languages import get_language
-from study.data.tasks import DEFAULT_MAX_LENGTH, TASKS, get_task, retrieval_settings
+from study.data.qa_features import qa_prediction_settings
+from study.data.tasks import DEFAULT_MAX_LENGTH, QA, TASKS, get_task, retrieval_settings
 from study.evaluation.scoring import evaluate
 from study.models.registry import (
     checkpoint_spec,
@@ -35,9 +36,9 @@ def parse_args(argv):
     parser.add_argument("--json", type=Path, help="write the result as JSON here")
     parser.add_argument("--layer", type=int, help="hidden state to pool for retrieval, 0 = embeddings (default: "
                         "Tatoeba on an xquad/mlqa checkpoint XTREME-R's 8 of 12; otherwise the last)")
-    parser.add_argument("--max-length", type=int, help="max tokens per input (default: 128; Tatoeba on an "
-                        "xquad/mlqa checkpoint XTREME-R's 512; a LAReQA / Mewsli-X dual encoder's candidates "
-                        "XTREME-R's 256 / 64; QA: 384 is usual)")
+    parser.add_argument("--max-length", type=int, help="max tokens per input (default: 128; QA XTREME-R's 384-token "
+                        "windows, doc stride 128, questions of at most 64 tokens; Tatoeba on an xquad/mlqa checkpoint "
+                        "XTREME-R's 512; a LAReQA / Mewsli-X dual encoder's candidates XTREME-R's 256 / 64)")
     return parser.parse_args(argv)
 
 
@@ -89,7 +90,11 @@ def main(argv=None) -> int:
         raise StudyError(f"--max-length {args.max_length} is out of range: {shortest}..{positions} for {spec.key}")
     model = load_model(spec, task.head or "base", path=args.checkpoint) if args.checkpoint else load_model(spec)
     query_max_length = None
-    if task.needs_training:
+    if task.kind == QA:  # XTREME's predict settings (384 / 128 / 64) unless --max-length says otherwise
+        layer = None
+        max_length, protocol = qa_prediction_settings(task, trained_on, init_task, args.max_length, positions,
+                                                      tokenizer.num_special_tokens_to_add(pair=True))
+    elif task.needs_training:
         layer, max_length = None, args.max_length or DEFAULT_MAX_LENGTH
         protocol = task.fine_tuned_protocol(trained_on, init_task)
     else:

@@ -1,8 +1,11 @@
 """``study hub check|prefetch``: resolve (check) or download (prefetch) every dataset split, column and model a
-study reads, so a cluster's GPU nodes start with a warm ``HF_HOME`` and a wrong repository id fails in seconds."""
+study reads, so a cluster's GPU nodes start with a warm ``HF_HOME`` and a wrong repository id fails in seconds.
+``prefetch`` resolves each repository to a commit first, downloads that commit and writes the commits to a lock
+file (``--lock``, default ``hub.lock.json``) that ``study tune --hub-lock`` reads (``study.data.revisions``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 from study.core.errors import StudyError
@@ -13,11 +16,14 @@ from study.data.hub import (
     download,
     hf_home,
     hub_unreachable_reason,
+    pin,
+    pinned,
     release_base_url,
     release_file,
     release_url,
     split_files,
 )
+from study.data.revisions import LOCK_FILE, resolve_commit, write_lock
 
 
 class _Need(NamedTuple):
@@ -112,7 +118,7 @@ def _model_files(repo: str) -> list[str]:
     from huggingface_hub import HfApi, errors
 
     try:
-        siblings = [s.rfilename for s in HfApi().model_info(repo, revision="main").siblings]
+        siblings = [s.rfilename for s in HfApi().model_info(repo, revision=pinned("model", repo) or "main").siblings]
     except errors.RepositoryNotFoundError:
         raise StudyError(f"model {repo} does not exist on the hub") from None
     if "config.json" not in siblings:
@@ -142,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", help="a registry model key (repeatable; default: mbert, xlmr)")
     parser.add_argument("--intermediate-data", default=FLICKR30K, help="hub id of the caption data ('' for none)")
     parser.add_argument("--vision-tower", default=CLIP_TOWER, help="hub id of the CLIP tower ('' for none)")
+    parser.add_argument("--lock", type=Path, default=Path(LOCK_FILE), help="prefetch: write each repository's "
+                        f"commit here, for `study tune --hub-lock` (default ./{LOCK_FILE})")
     args = parser.parse_args(argv)
     tasks = [T.get_task(name) for name in args.task] if args.task else T.tasks_of_suite(args.suite)
     # XTREME-R's recipes that train on another task's data: XCOPA after Social IQa, LAReQA's dual encoder on SQuAD
@@ -158,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         raise StudyError(f"the hub cannot be used: {reason}; {args.action} needs it")
     rows, problems = [], 0
-    for need in _data_needs(tasks, args.intermediate_data):
+    needs = _data_needs(tasks, args.intermediate_data)
+    model_repos = [(f"model {s.key}", s.source) for s in models] + \
+        ([("vision tower", args.vision_tower)] if args.vision_tower else [])
+    commits = _commits(needs, [repo for _, repo in model_repos]) if args.action == "prefetch" else {}
+    for need in needs:
         if need.commit:
             files, problem = _check_release(need.repo, need.commit, need.path)
         elif need.path:
@@ -170,25 +182,46 @@ def main(argv: list[str] | None = None) -> int:
         repo = f"github:{need.repo}@{need.commit[:7]}" if need.commit else need.repo
         rows.append((need.what, repo, need.config or "", need.path or need.split, files, problem or "ok"))
         problems += bool(problem)
-    for what, repo in [(f"model {s.key}", s.source) for s in models] + \
-            ([("vision tower", args.vision_tower)] if args.vision_tower else []):
-        try:
-            files = _model_files(repo)
-            if args.action == "prefetch":
-                from huggingface_hub import hf_hub_download
-
-                for name in files:
-                    hf_hub_download(repo, name)
-            rows.append((what, repo, "", "", f"{len(files)} file(s)", "ok"))
-        except StudyError as err:
-            rows.append((what, repo, "", "", "", str(err)))
-            problems += 1
+    for what, repo in model_repos:
+        row = _model_row(what, repo, args.action == "prefetch")
+        rows.append(row)
+        problems += row[-1] != "ok"
     widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
     for row in rows:
         # the first five columns padded to their widths; the last (the status or error) as it is
         print("  ".join(str(c).ljust(w) for c, w in zip(row[:5], widths, strict=True)) + "  " + row[5])
     print(f"{len(rows)} checked, {problems} problem(s); HF_HOME={hf_home()}; github: files from {release_base_url()}")
+    if args.action == "prefetch" and not problems:
+        print(f"commits of {len(commits)} repositories written to {write_lock(args.lock, commits)}: "
+              f"`study tune --hub-lock {args.lock}` reads them")
     return 1 if problems else 0
+
+
+def _model_row(what: str, repo: str, prefetch: bool) -> tuple:
+    """One model's row: its files found (and with ``prefetch`` downloaded, at its pinned commit) or the problem."""
+    try:
+        files = _model_files(repo)
+        if prefetch:
+            from huggingface_hub import hf_hub_download
+
+            for name in files:
+                hf_hub_download(repo, name, revision=pinned("model", repo))
+        return what, repo, "", "", f"{len(files)} file(s)", "ok"
+    except StudyError as err:
+        return what, repo, "", "", "", str(err)
+
+
+def _commits(needs: list[_Need], models: list[str]) -> dict[str, str]:
+    """Each hub repository resolved to its commit now, and pinned (``study.data.hub.pin``) so everything this
+    prefetch downloads is that commit; a repository that cannot be resolved is left out (its row says why)."""
+    commits = {}
+    for kind, repo in [("dataset", n.repo) for n in needs if not n.commit] + [("model", r) for r in models]:
+        try:
+            commits[f"{kind}:{repo}"] = resolve_commit(kind, repo)
+        except StudyError:
+            continue
+    pin(commits)
+    return commits
 
 
 def _prefetch_data(need: _Need) -> str:

@@ -36,8 +36,9 @@ from study.track.mlflow_store import default_mlflow_uri
 
 
 def write_report(studies: list[Study], out: Path) -> list[str]:
-    """One task: its report in ``out``. Several: each task's report in ``out/<task>/`` and an index page with the
-    overall score across the tasks. Returns the file names written, relative to ``out``."""
+    """One task: its report in ``out``. Several: each task's report in ``out/<task>/`` and an index page with
+    XTREME-R's category means and named aggregates, each with its value or the tasks it lacks (never one overall
+    score of fewer tasks). Returns the file names written, relative to ``out``."""
     if len(studies) == 1:
         return build_report(studies[0], out)
     files, tables = [], []

@@ -22,8 +22,8 @@ import signal
 import sys
 from pathlib import Path
 
-from study.cli.common import add_data_dir_flag, add_mlflow_uri_flag, add_storage_flag
-from study.core.arms import DEFAULT_ARMS, OFFLINE_DEFAULT_ARMS
+from study.cli.common import add_data_dir_flag, add_hub_lock_flag, add_mlflow_uri_flag, add_storage_flag
+from study.core.arms import BUDGETS, DEFAULT_ARMS, OFFLINE_DEFAULT_ARMS, PRESET_BUDGET
 from study.core.devices import GPUS
 from study.core.errors import StudyError
 from study.core.faults import FaultHooks
@@ -50,6 +50,9 @@ def parse_args(argv):
                         "vme-tuned, plain-tuned, augmentation-only (default: "
                         f"{','.join(OFFLINE_DEFAULT_ARMS)} for offline stand-ins, "
                         f"{','.join(DEFAULT_ARMS)} otherwise)")
+    parser.add_argument("--budget", choices=BUDGETS, default=PRESET_BUDGET,
+                        help="training length of every arm: preset = the preset's epochs (paper: XTREME-R's); "
+                        "authors = the VME authors' released scripts (XNLI: 1 epoch over 3 copies)")
     parser.add_argument("--experiment-design", choices=("arms", "modality"), default="arms",
                         help="arms: the --arms as they are; modality: the controlled modality experiment, each fixed "
                         "arm of --arms also after a text, multimodal and multimodal-shuffled intermediate stage")
@@ -74,6 +77,7 @@ def parse_args(argv):
                         "a local Ray instance")
     parser.add_argument("--max-concurrent", type=int, help="concurrent trials (default: from cluster resources)")
     add_data_dir_flag(parser)
+    add_hub_lock_flag(parser)
     add_storage_flag(parser)
     parser.add_argument("--name", help="study name (default: study-<model>-<task>-<preset>-<time>; with --resume: "
                         "the newest such study)")

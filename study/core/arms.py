@@ -13,11 +13,13 @@ The arms:
   over maps padded to ``max_length``, 3 virtual copies, exact case-sensitive synonym matching, a global batch of 32.
   The learning rate (2e-5 in the paper preset) and the synonym source (counter-fitted neighbours on the real path,
   Roget offline) come from the preset, shared with ``plain``.
-* ``vme-tuned`` — the VME objective with every parameter of the search space searched (Optuna TPE + ASHA).
+* ``vme-tuned`` — the VME objective with every parameter of the search space searched (Optuna TPE + ASHA), and
+  every option it does not search at the reference's value (Attention-Pull's padding, synonym matching, ...), so
+  that vme-tuned − vme-reference measures the search and nothing else.
 * ``plain-tuned`` — ``vme-tuned``'s matched baseline: plain fine-tuning searched with the same number of trials over
-  every parameter of the search space but the VME ones (``VME_OPTIONS``: the lr, ``k_copies`` and the intermediate
-  stage's), its fixed options ``vme-tuned``'s less the VME ones. ``vme-tuned − plain-tuned`` compares the objectives
-  at equal tuning budgets, which ``vme-tuned − plain`` does not.
+  every parameter of the search space but the VME ones (``VME_OPTIONS``; on the shipped spaces that leaves the lr,
+  ``k_copies`` and the intermediate stage's), its fixed options ``vme-tuned``'s less the VME ones.
+  ``vme-tuned − plain-tuned`` compares the objectives at equal tuning budgets, which ``vme-tuned − plain`` does not.
 * ``augmentation-only`` — ``vme-reference`` with the Embedding-Push and Attention-Pull weights at 0 (alpha = beta
   = 0): cross-entropy on x and on x̃ alone. ``vme-reference − augmentation-only`` is what the two alignment terms add
   to training on the virtual copies (the attribution Ding et al. 2022 make by ablation).
@@ -71,7 +73,10 @@ class Arm:
 ARMS = {arm.name: arm for arm in (
     Arm("plain", PLAIN_POINT, description="cross-entropy on x only, the matched baseline"),
     Arm("vme-reference", VME_REFERENCE_POINT, description="the authors' point, pinned"),
-    Arm("vme-tuned", {"objective": "vme"}, tuned=True, description="VME with the search space searched"),
+    # the reference point as its fixed part: the searched values replace those the search space names
+    # (study.tune.trial.TrialConfig.from_tune), the rest stay the reference's
+    Arm("vme-tuned", VME_REFERENCE_POINT, tuned=True,
+        description="VME with the search space searched, the reference's value for every other option"),
 )}
 DEFAULT_ARMS = ("plain", "vme-reference", "vme-tuned", "plain-tuned", "augmentation-only")
 OFFLINE_DEFAULT_ARMS = ("plain", "vme-reference")  # what the offline default's time budget holds (README)
@@ -159,3 +164,34 @@ def arm_contrasts(arms: list[str]) -> list[tuple[str, str]]:
         pairs += [(modality_arm(base, a), modality_arm(base, b)) for a, b in MODALITY_CONTRASTS
                   if modality_arm(base, a) in present and modality_arm(base, b) in present]
     return pairs + [(arm, dose_arm(arm)) for arm in arms if dose_arm(arm) in present]
+
+
+# The training length every arm of a study gets (``study tune --budget``): the preset's (XTREME-R's scripts/train_*.sh
+# epochs in the ``paper`` preset), or the VME authors' released scripts, per task. KB-Ding/EAR
+# scripts/{bert,xlmr}-ept-apt-xnli.sh train EPOCH=1 over the training set that utils/perturb_aug_ori.py writes with
+# --num 3 (each English example and its 3 perturbed copies), batch 8 x grad_acc 4, lr 2e-5, 128 tokens; the
+# repository has scripts for XNLI and PAWS-X only (PAWS-X, 30 epochs, is not a task of this study).
+PRESET_BUDGET, AUTHORS_BUDGET = "preset", "authors"
+BUDGETS = (PRESET_BUDGET, AUTHORS_BUDGET)
+AUTHORS_TRAINING = {"xnli": {"epochs": 1, "k_copies": 3}}
+
+
+def budget_options(budget: str, task: str) -> dict[str, object]:
+    """The ``TrainConfig`` options a budget sets for every arm of a study of ``task`` (none for the preset's);
+    StudyError for the authors' budget of a task their released scripts do not train."""
+    if budget == PRESET_BUDGET:
+        return {}
+    if budget != AUTHORS_BUDGET:
+        raise StudyError(f"--budget {budget!r}: choose one of {', '.join(BUDGETS)}")
+    if task not in AUTHORS_TRAINING:
+        raise StudyError(f"--budget {AUTHORS_BUDGET}: the VME authors' released scripts (KB-Ding/EAR) train "
+                         f"{', '.join(AUTHORS_TRAINING)} only, not {task}; use --budget {PRESET_BUDGET}")
+    return dict(AUTHORS_TRAINING[task])
+
+
+def budget_label(budget: str, task: str) -> str:
+    """What a study's budget was, in words, for its record and the report."""
+    if budget == AUTHORS_BUDGET:
+        options = ", ".join(f"{k} {v}" for k, v in budget_options(budget, task).items())
+        return f"the VME authors' released scripts (KB-Ding/EAR, {task}): {options}, every arm"
+    return "the preset's epochs (paper: XTREME-R's scripts/train_*.sh), every arm"

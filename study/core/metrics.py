@@ -1,4 +1,5 @@
-"""Task metrics and the XTREME-R aggregate. Pure functions over predictions; no models, no I/O.
+"""Task metrics. Pure functions over predictions; no models, no I/O (the aggregates over tasks are
+``study.core.aggregates``).
 
 Libraries where a maintained one installs offline: scikit-learn (accuracy), seqeval (chunk-level F1, as XTREME-R's
 tagging tasks use, on BIO tags for PAN-X and raw UPOS tags for UD-POS). The SQuAD v1.1 and MLQA answer F1/EM and
@@ -23,6 +24,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 QA_METRIC = "f1_em"  # XTREME-R scores QA tasks by (F1 + EM) / 2
+SCORER_PACKAGES = ("seqeval", "scikit-learn")  # the scores depend on their versions (seqeval 0.0.12 vs 1.2.2: up to
+# 0.15 points of tagging F1 on the same predictions), so every record names them
+
+
+def scorer_versions() -> dict[str, str]:
+    """{package: installed version} of ``SCORER_PACKAGES``, for the record beside every score."""
+    from importlib.metadata import version
+
+    return {package: version(package) for package in SCORER_PACKAGES}
 
 
 def accuracy(labels: Sequence, predictions: Sequence) -> float:
@@ -198,7 +208,10 @@ def mean_average_precision_at_k(scores: np.ndarray, relevant: Sequence[Iterable[
 
 def nearest_neighbour_hits(similarity: np.ndarray) -> dict[str, np.ndarray]:
     """Per sentence, whether row i of a square (source x English) similarity matrix retrieves column i
-    (``xx_to_en``) and column i retrieves row i (``en_to_xx``): boolean (n,) each, the units of a bootstrap."""
+    (``xx_to_en``) and column i retrieves row i (``en_to_xx``): boolean (n,) each, the units of a bootstrap; the
+    first best on ties. ``en_to_xx`` is XTREME-R's Tatoeba rule: ``third_party/evaluate_retrieval.py`` adds the xx
+    sentences to the index and searches it with each English sentence (``utils_retrieve.similarity_search``, L2 on
+    normalised vectors: the cosine ranking)."""
     gold = np.arange(similarity.shape[0])
     return {"xx_to_en": similarity.argmax(axis=1) == gold, "en_to_xx": similarity.argmax(axis=0) == gold}
 
@@ -206,11 +219,3 @@ def nearest_neighbour_hits(similarity: np.ndarray) -> dict[str, np.ndarray]:
 def nearest_neighbour_accuracy(similarity: np.ndarray) -> dict[str, float]:
     """Tatoeba: row i of a (source x English) similarity matrix should retrieve column i, and vice versa."""
     return {direction: float(hits.mean()) for direction, hits in nearest_neighbour_hits(similarity).items()}
-
-
-# --- aggregation ----------------------------------------------------------------------------------------------
-
-
-def xtreme_r_average(per_task: Mapping[str, Mapping[str, float]]) -> float:
-    """Mean over languages within each task, then over tasks (QA tasks already scored by (F1+EM)/2)."""
-    return statistics.fmean(statistics.fmean(scores.values()) for scores in per_task.values())

@@ -2,8 +2,9 @@
 (``datasets.map(batched=True)`` with the fast tokenizer) and cached as Arrow per (task, split, language, tokenizer,
 max length, data content), so a second load is a file read.
 
-Tagging labels go on the first sub-token of each word (-100 elsewhere); QA contexts are split into windows with a
-doc stride and answers mapped to token start/end positions (or to the <s> token when outside the window).
+Tagging labels go on the first sub-token of each word (-100 elsewhere); QA contexts are split into XTREME's windows
+(``study.data.qa_features``) and answers mapped to token start/end positions (or to the <s> token when outside the
+window).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import json
 from study.core.cache import cache_dir
 from study.core.errors import StudyError
 from study.data import tasks as T
+from study.data.qa_features import MAX_QUERY_TOKENS, MIN_QA_LENGTH, qa_encoder, qa_window  # noqa: F401 (re-exported)
 from study.vme.objective import IGNORE_INDEX
 
-ENCODING_VERSION = 4  # part of every cache key: bump it whenever an encoder's output changes
+ENCODING_VERSION = 5  # part of every cache key: bump it whenever an encoder's output changes
 
 
 def _fingerprint(*parts) -> str:
@@ -112,71 +114,8 @@ def _tagging(task, tokenizer, max_length):
     return encode
 
 
-MAX_QUERY_TOKENS = 64  # XTREME's max_query_length: longer questions are cut to their first 64 tokens
-MIN_QA_LENGTH = 16  # below this, a QA window has no room for a question, the special tokens and the stride
-
-
-def qa_window(max_length: int, special_tokens: int) -> tuple[int, int]:
-    """(question token budget, doc stride) of QA windows of ``max_length`` tokens: the stride is XTREME's 128 at
-    384 (a third of the window, at most 128), and the question keeps at most ``MAX_QUERY_TOKENS`` tokens and leaves
-    more than a stride of context in every window (the fast tokenizer panics natively otherwise; one token of
-    margin for re-tokenising a cut question). StudyError when ``max_length`` is below ``MIN_QA_LENGTH``."""
-    if max_length < MIN_QA_LENGTH:
-        raise StudyError(f"max_length {max_length} is too short for a QA task: use at least {MIN_QA_LENGTH} "
-                         "(XTREME-R uses 384)")
-    stride = min(128, max_length // 3)
-    return min(MAX_QUERY_TOKENS, max_length - special_tokens - stride - 2), stride
-
-
-def _truncated_questions(tokenizer, questions: list[str], budget: int) -> list[str]:
-    """Each question cut after its ``budget``-th token (at that token's last character), as XTREME truncates
-    queries to ``max_query_length`` tokens; one batched tokenizer call."""
-    questions = [q.lstrip() for q in questions]
-    offsets = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    return [q if len(o) <= budget else q[:o[budget - 1][1]] for q, o in zip(questions, offsets, strict=True)]
-
-
-def _qa(task, tokenizer, max_length):
-    budget, doc_stride = qa_window(max_length, tokenizer.num_special_tokens_to_add(pair=True))
-
-    def encode(batch):
-        questions = _truncated_questions(tokenizer, batch["question"], budget)
-        out = tokenizer(questions, batch["context"], truncation="only_second",
-                        max_length=max_length, stride=doc_stride, return_overflowing_tokens=True,
-                        return_offsets_mapping=True, padding=False)
-        sample_of = out.pop("overflow_to_sample_mapping")
-        starts, ends, example_ids, offsets = [], [], [], []
-        for i, offset in enumerate(out["offset_mapping"]):
-            sequence_ids = out.sequence_ids(i)
-            sample = sample_of[i]
-            answers = batch["answers"][sample]
-            context_tokens = [k for k, s in enumerate(sequence_ids) if s == 1]
-            first, last = context_tokens[0], context_tokens[-1]
-            start_char = answers["answer_start"][0] if answers["answer_start"] else -1
-            end_char = start_char + len(answers["text"][0]) if answers["text"] else -1
-            if start_char < 0 or offset[first][0] > start_char or offset[last][1] < end_char:
-                starts.append(0)
-                ends.append(0)
-            else:
-                start = first
-                while start <= last and offset[start][0] <= start_char:
-                    start += 1
-                end = last
-                while end >= first and offset[end][1] >= end_char:
-                    end -= 1
-                starts.append(start - 1)
-                ends.append(end + 1)
-            example_ids.append(batch["id"][sample])
-            offsets.append([o if s == 1 else None for o, s in zip(offset, sequence_ids, strict=True)])
-        out["offset_mapping"] = offsets
-        out["example_id"] = example_ids
-        out["start_positions"], out["end_positions"] = starts, ends
-        return out
-    return encode
-
-
 ENCODERS = {T.CLASSIFICATION: _classification, T.MULTIPLE_CHOICE: _multiple_choice, T.TAGGING: _tagging,
-            T.QA: _qa}
+            T.QA: qa_encoder}
 
 
 def encode_records(task: T.TaskSpec, records: list[dict], tokenizer, max_length: int, cache_key: str):

@@ -15,6 +15,7 @@ the datasets cache under the same ``HF_HOME``.
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import socket
 from pathlib import Path
@@ -24,6 +25,36 @@ from study.core.errors import StudyError
 
 PREFETCH_HINT = "run `study hub prefetch` where the hub is reachable, with the same HF_HOME"
 RELEASE_BASE_URL = "https://raw.githubusercontent.com"  # serves {owner}/{name}/{commit}/{path}; tests: a replica
+# JSON {"dataset:<repo>" | "model:<repo>": commit}: the commits this process reads (``study.data.revisions``)
+REVISIONS_ENV = "STUDY_HUB_REVISIONS"
+
+
+def pinned_revisions() -> dict[str, str]:
+    """{"<kind>:<repo>": commit} this process is pinned to (``STUDY_HUB_REVISIONS``); {} when none."""
+    text = os.environ.get(REVISIONS_ENV, "")
+    return json.loads(text) if text else {}
+
+
+def pinned(kind: str, repo: str) -> str | None:
+    """The commit this process reads of one repository, or None (the hub's ``main``)."""
+    return pinned_revisions().get(f"{kind}:{repo}")
+
+
+def pin(revisions: dict[str, str]) -> None:
+    """Pin this process and the processes it starts (``study.train.ray_setup.FORWARDED_ENV``) to ``revisions``."""
+    os.environ[REVISIONS_ENV] = json.dumps(dict(sorted(revisions.items())))
+
+
+def read_revision(kind: str, repo: str, local_only: bool) -> str | None:
+    """The revision to read a repository at: its pin; offline, when the cache has no ``main`` of it (files read at a
+    pinned commit are stored under that commit only) but exactly one commit, that one; else None (``main``)."""
+    from huggingface_hub import constants
+
+    if (commit := pinned(kind, repo)) is not None or not local_only:
+        return commit
+    folder = Path(constants.HF_HUB_CACHE) / f"{kind}s--{repo.replace('/', '--')}"
+    snapshots = [p.name for p in (folder / "snapshots").glob("*")] if not (folder / "refs" / "main").is_file() else []
+    return snapshots[0] if len(snapshots) == 1 else None
 
 
 def hub_unreachable_reason() -> str | None:
@@ -53,9 +84,12 @@ def _card(repo: str, local_only: bool):
     from huggingface_hub import DatasetCard, constants, errors, hf_hub_download
 
     try:
-        return DatasetCard.load(hf_hub_download(repo, "README.md", repo_type="dataset", local_files_only=local_only))
+        return DatasetCard.load(hf_hub_download(repo, "README.md", repo_type="dataset", local_files_only=local_only,
+                                                revision=read_revision("dataset", repo, local_only)))
     except errors.RepositoryNotFoundError:
         raise StudyError(f"dataset {repo} does not exist on the hub {constants.ENDPOINT}") from None
+    except errors.RevisionNotFoundError:
+        raise _no_such_commit(repo) from None
     except errors.LocalEntryNotFoundError:
         raise StudyError(f"dataset {repo} is not in the cache HF_HOME={hf_home()} and the hub cannot be used "
                          f"({hub_unreachable_reason()}); {PREFETCH_HINT}, or pass --data-dir with the original "
@@ -105,10 +139,11 @@ def split_files(repo: str, config: str | None, split: str) -> list[str]:
     local_only = hub_unreachable_reason() is not None
     patterns = split_patterns(repo, config, split, local_only)
     if local_only:
-        root = Path(snapshot_download(repo, repo_type="dataset", local_files_only=True))
+        root = Path(snapshot_download(repo, repo_type="dataset", local_files_only=True,
+                                      revision=read_revision("dataset", repo, True)))
         listed = [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()]
     else:
-        listed = HfApi().list_repo_files(repo, repo_type="dataset")
+        listed = HfApi().list_repo_files(repo, repo_type="dataset", revision=pinned("dataset", repo))
     files = sorted(f for f in listed if any(fnmatch.fnmatch(f, p) for p in patterns))
     if not files:
         where = f"the cache HF_HOME={hf_home()} ({PREFETCH_HINT})" if local_only else "the repository"
@@ -124,7 +159,8 @@ def download(repo: str, path: str) -> str:
 
     reason = hub_unreachable_reason()
     try:
-        return hf_hub_download(repo, path, repo_type="dataset", local_files_only=reason is not None)
+        return hf_hub_download(repo, path, repo_type="dataset", local_files_only=reason is not None,
+                               revision=read_revision("dataset", repo, reason is not None))
     except errors.LocalEntryNotFoundError:
         raise StudyError(f"dataset file {repo}/{path} is not in the cache HF_HOME={hf_home()} and the hub cannot be "
                          f"used ({reason}); {PREFETCH_HINT}, or pass --data-dir with the original files") from None
@@ -132,6 +168,15 @@ def download(repo: str, path: str) -> str:
         raise StudyError(f"dataset {repo} does not exist on the hub {constants.ENDPOINT}") from None
     except errors.RemoteEntryNotFoundError:
         raise StudyError(f"dataset {repo} has no file {path} on the hub {constants.ENDPOINT}") from None
+    except errors.RevisionNotFoundError:
+        raise _no_such_commit(repo) from None
+
+
+def _no_such_commit(repo: str) -> StudyError:
+    from huggingface_hub import constants
+
+    return StudyError(f"dataset {repo} has no commit {pinned('dataset', repo)} on the hub {constants.ENDPOINT} (the "
+                      "commit this run is pinned to: a hub lock file, or the study's start)")
 
 
 def release_base_url() -> str:

@@ -35,7 +35,7 @@ PROXIES = {
 # the encoder of a model fine-tuned on SQuAD v1.1; the output of its 8th transformer layer (hidden state 8 of 12:
 # the script's --specific_layer 7 indexes the layers' outputs without the embeddings; 24 layers: 13, hidden state
 # 14); mean over every token of the attention mask, the special tokens included; inputs cut at 512 tokens; each
-# target sentence retrieves its nearest English sentence by cosine similarity (xx -> en, accuracy).
+# English sentence retrieves its nearest target sentence by cosine similarity (en -> xx, accuracy).
 SQUAD_TRAINED_TASKS = ("xquad", "mlqa")  # a checkpoint of these was fine-tuned on SQuAD v1.1
 TATOEBA_HIDDEN_STATE = {12: 8, 24: 14}  # encoder depth -> hidden-state index (0 = embeddings)
 TATOEBA_MAX_LENGTH = 512
@@ -174,6 +174,7 @@ class TaskSpec:
     languages: tuple[str, ...]  # target languages (English included where XTREME-R lists it)
     train_source: str  # the English training data, in words
     suite: str = "xtreme-r"  # or "pocket" (never presented as XTREME-R), or "source" (English training data only)
+    retrieval_direction: str = "xx_to_en"  # bitext retrieval: the headline direction (the other is a detail)
     labels: tuple[str, ...] = ()  # class names for classification / tagging
     hub: dict = field(default_factory=dict, compare=False)  # how study.data loads it from the hub
 
@@ -201,10 +202,14 @@ class TaskSpec:
         """The protocol of this task's scores for a model fine-tuned on ``trained_on`` (None: unknown, e.g. a
         directory without a study record) from a checkpoint fine-tuned on ``init_task`` (None: the pretrained
         encoder or an intermediate stage). A model fine-tuned on another task is a proxy whatever this task's
-        protocol; XCOPA is XTREME-R's only when the COPA run continued from a Social IQa checkpoint
-        (scripts/train_xcopa.sh: SIQa first, then COPA, one multiple-choice model throughout)."""
-        if trained_on and trained_on != self.name:
+        protocol, except between XQuAD and MLQA, which XTREME scores with one SQuAD v1.1 model; XCOPA is
+        XTREME-R's only when the COPA run continued from a Social IQa checkpoint (scripts/train_xcopa.sh: SIQa first,
+        then COPA, one multiple-choice model throughout)."""
+        both_squad = trained_on in SQUAD_TRAINED_TASKS and self.name in SQUAD_TRAINED_TASKS
+        if trained_on and trained_on != self.name and not both_squad:
             return f"proxy, not XTREME-R: a model fine-tuned on {trained_on}, not on {self.name}"
+        if trained_on and trained_on != self.name:  # scripts/train_qa.sh: one SQuAD v1.1 model predicts both
+            return f"{self.protocol} (the SQuAD v1.1 model of {trained_on}: XTREME scores XQuAD and MLQA with one)"
         if self.name == "xcopa" and trained_on == "xcopa" and init_task == "siqa":
             return "XTREME-R (SIQa, then COPA)"
         return self.protocol
@@ -298,10 +303,13 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("lareqa", QA_RETRIEVAL, "map@20", XQUAD_R_LANGUAGES, "SQuAD v1.1 (train)",
              hub={"test": ReleaseFiles("google-research-datasets/lareqa", "5405d2a77e83d5ccb47623a3f9e5604c3f103193",
                                        tuple(f"xquad-r/{lang}.json" for lang in XQUAD_R_LANGUAGES))}),
+    # XTREME-R's Tatoeba accuracy is en -> xx: third_party/evaluate_retrieval.py indexes the xx sentences and
+    # searches with each English one (utils_retrieve.similarity_search)
     TaskSpec("tatoeba", BITEXT_RETRIEVAL, "accuracy",
              _codes("ar he vi id jv tl eu ml ta te af nl de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw zh kk "
                     "tr et fi hu az lt pl uk ro"), "none: XTREME-R embeds with a SQuAD-fine-tuned encoder "
              "(study evaluate --checkpoint of an xquad or mlqa run); a bare encoder is the proxy",
+             retrieval_direction="en_to_xx",
              hub={"test": ("mteb/tatoeba-bitext-mining", "{laser}-eng", "test")}),  # LASER's pair names
     # Offline pocket tasks, built from registry packages (study.data.pocket); languages are those the sources have.
     # (languages: those the sources have after cleaning; a test checks them against the built data)

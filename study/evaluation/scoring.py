@@ -145,7 +145,7 @@ def pooled_cls_embeddings(model, padded: Padded, token_budget: int = TOKEN_BUDGE
 def score_retrieval(task: T.TaskSpec, data, model, tokenizer, *, layer: int | None, prefix: str, max_length: int,
                     key: str, query_max_length: int | None = None,
                     token_budget: int = TOKEN_BUDGET) -> tuple[float, dict]:
-    """Score an encoder on one language's ``Bitext`` (accuracy xx -> en; details add en -> xx) or ``RankingSet``
+    """Score an encoder on one language's ``Bitext`` (``bitext_scores``) or ``RankingSet``
     (mAP@20): (metric value, details with ``examples``). A bare encoder embeds mean-pooled ``layer`` states of
     ``prefix + text``; ``query_max_length`` set, a fine-tuned dual encoder embeds the set's dual-encoder texts with
     ``pooled_cls_embeddings``, queries cut at ``query_max_length`` tokens and candidates at ``max_length``. Each side
@@ -164,13 +164,21 @@ def score_retrieval(task: T.TaskSpec, data, model, tokenizer, *, layer: int | No
         return metrics.mean_average_precision_at_k(embedded[0] @ embedded[1].T, data.relevant, k=20), {
             "examples": len(data.questions), "gold_units": len(data.questions)}
     if isinstance(data, Bitext):
-        both = metrics.nearest_neighbour_accuracy(embed(data.source, "source") @ embed(data.english, "english").T)
-        return both["xx_to_en"], {"en_to_xx": both["en_to_xx"], "examples": len(data.source),
-                                   "gold_units": len(data.source)}
+        return bitext_scores(task, embed(data.source, "source") @ embed(data.english, "english").T)
     assert isinstance(data, RankingSet)
     scores = embed(data.questions, "questions") @ embed(data.candidates, "candidates").T
     return metrics.mean_average_precision_at_k(scores, data.relevant, k=20), {"examples": len(data.questions),
                                                                               "gold_units": len(data.questions)}
+
+
+def bitext_scores(task: T.TaskSpec, similarity: np.ndarray) -> tuple[float, dict]:
+    """Nearest-neighbour accuracy of a (source x English) similarity matrix in the task's headline direction
+    (``TaskSpec.retrieval_direction``: Tatoeba's en -> xx, as XTREME-R's ``evaluate_retrieval.py`` indexes the
+    target sentences and queries with the English ones), and details with the other direction under its name."""
+    both = metrics.nearest_neighbour_accuracy(similarity)
+    other = next(d for d in both if d != task.retrieval_direction)
+    return both[task.retrieval_direction], {"direction": task.retrieval_direction, other: both[other],
+                                            "examples": similarity.shape[0], "gold_units": similarity.shape[0]}
 
 
 def score_supervised(task: T.TaskSpec, records: list[dict], model, tokenizer, max_length: int, key: str,
@@ -231,9 +239,12 @@ def _tag_scores(task: T.TaskSpec, features, records, model, padded, token_budget
 
 
 def _qa_scores(task: T.TaskSpec, features, records, model, padded, token_budget, lang) -> tuple[float, dict]:
-    """QA: the best span of at most MAX_ANSWER_TOKENS over the 20 best starts and ends per window, then F1 and EM
-    per question by the task's official rules (``metrics.answer_normalizer``: MLQA's per answer language, SQuAD
-    v1.1's otherwise); the score is (F1 + EM) / 2."""
+    """QA as XTREME's ``run_squad.py`` predicts (transformers 2.x ``squad_metrics.compute_predictions_logits``): per
+    window, the 20 best starts and the 20 best ends among its context tokens; a start counts only in the window
+    where it has its maximum context (``study.data.qa_features.max_context_flags``), a span ends at or after its
+    start and holds at most MAX_ANSWER_TOKENS tokens; the question's answer is its best span (start + end logit)
+    over all its windows. Then F1 and EM per question by the task's official rules (``metrics.answer_normalizer``:
+    MLQA's per answer language, SQuAD v1.1's otherwise); the score is (F1 + EM) / 2."""
     def span_logits(inputs):  # (b, 2, m): start and end logits of each window
         out = model(**inputs)
         return _widen(torch.stack([out.start_logits, out.end_logits], dim=1), padded.width)
@@ -241,12 +252,14 @@ def _qa_scores(task: T.TaskSpec, features, records, model, padded, token_budget,
     best: dict[str, tuple[float, str]] = {}
     context_of = {r["id"]: r["context"] for r in records}
     logits = run_batches(span_logits, padded, model.device, token_budget).tolist()
-    for (start_logits, end_logits), offsets, example_id in zip(logits, features["offset_mapping"],
-                                                               features["example_id"], strict=True):
+    for (start_logits, end_logits), offsets, example_id, max_context in zip(
+            logits, features["offset_mapping"], features["example_id"], features["max_context"], strict=True):
         valid = [i for i, o in enumerate(offsets) if o is not None]
         top_starts = sorted(valid, key=lambda i: -start_logits[i])[:20]
         top_ends = sorted(valid, key=lambda i: -end_logits[i])[:20]
         for s in top_starts:
+            if not max_context[s]:
+                continue
             for e in top_ends:
                 if s <= e < s + MAX_ANSWER_TOKENS:
                     score = start_logits[s] + end_logits[e]
@@ -297,13 +310,14 @@ def evaluate(task: T.TaskSpec, model, tokenizer, languages: tuple[str, ...], *, 
              protocol: str | None = None, query_max_length: int | None = None,
              log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> dict:
     """Evaluate every language on its whole test split; the JSON-ready result: task, suite, protocol (``protocol``,
-    else the task's), model, metric, the retrieval layer and max length, ``details`` per language and the scores of
-    ``summarise_languages``."""
+    else the task's), model, metric, the retrieval layer and max length, the scorer packages' versions
+    (``metrics.scorer_versions``), ``details`` per language and the scores of ``summarise_languages``."""
     results = evaluate_languages(task, model, tokenizer, languages, data_dir=data_dir, max_length=max_length,
                                  layer=layer, prefix=prefix, query_max_length=query_max_length, log=log)
     per_language = {lang: score for lang, (score, _) in results.items()}
     return {"task": task.name, "suite": task.suite, "protocol": protocol or task.protocol, "model": model_name,
             "metric": task.metric, "layer": layer, "max_length": max_length, "query_max_length": query_max_length,
+            "scorer_versions": metrics.scorer_versions(),
             **summarise_languages(per_language), "details": {lang: extra for lang, (_, extra) in results.items()}}
 
 

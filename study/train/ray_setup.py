@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from study.core.errors import StudyError, last_error_line
 
 DRIVER_RESOURCE = "study_driver"  # head-only on a cluster: trial drivers never land on (spot) GPU workers
-FORWARDED_ENV = ("STUDY_CACHE_DIR", "HF_HOME", "HF_HUB_OFFLINE")  # passed on to workers when set
+# passed on to workers when set; STUDY_HUB_REVISIONS: the hub commits a study pinned (study.data.revisions)
+FORWARDED_ENV = ("STUDY_CACHE_DIR", "HF_HOME", "HF_HUB_OFFLINE", "STUDY_HUB_REVISIONS")
 # On Linux Ray replaces a loopback node address (``ray.init(_node_ip_address="127.0.0.1")``, ``ray start
 # --node-ip-address``) with the machine's outward address (``resolve_ip_for_localhost`` in ray/_private/services.py),
 # and its gRPC servers bind the node address. With this variable at 0, Ray runs single-node as it does on macOS and

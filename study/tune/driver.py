@@ -135,7 +135,7 @@ class StudyDriver:
         record_options(settings.storage, settings.name, study_options(settings))
         tuned = any(arm.tuned for arm in settings.arms)
         print(f"[study] {settings.name}: {settings.spec.name} on {settings.task.name} ({settings.task.suite}, "
-              f"preset {settings.preset}); arms {', '.join(a.name for a in settings.arms)}: "
+              f"preset {settings.preset}, budget {settings.budget}); arms {', '.join(a.name for a in settings.arms)}: "
               + (f"{settings.trials} search trial(s) per tuned arm, " if tuned else "no search (no tuned arm), ")
               + f"{settings.seeds} confirm seed(s) per arm "
               f"({self.runs} runs); {args.workers} worker(s) per run, {self.max_concurrent} concurrent; MLflow "

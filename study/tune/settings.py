@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
@@ -14,15 +14,21 @@ from study.core.arms import (
     DEFAULT_ARMS,
     INTENDED_DIFFERENCES,
     OFFLINE_DEFAULT_ARMS,
+    PRESET_BUDGET,
     Arm,
+    budget_label,
+    budget_options,
     matched_difference,
     modality_arms,
     parse_arms,
 )
 from study.core.errors import StudyError
 from study.core.faults import FaultHooks
+from study.core.metrics import scorer_versions
 from study.core.protocol import DEFAULT_MODALITY
 from study.data.augment import synonym_source_label
+from study.data.hub import pin
+from study.data.revisions import hub_pins, read_lock, task_provenance
 from study.track.mlflow_store import default_mlflow_uri
 from study.train.config import TrainConfig
 from study.train.pipeline import validate
@@ -57,6 +63,8 @@ class StudySettings:
     stage: dict  # the intermediate stage's fixed data, vision tower, caption languages (intermediate.stage_sources)
     alignment_probe: bool = False  # confirm runs run the alignment probe (--alignment-probe, resolved)
     faults: FaultHooks = FaultHooks()  # the tests' fault injection (--inject-faults); none otherwise
+    revisions: dict = field(default_factory=dict)  # "dataset:<repo>" / "model:<repo>" -> commit or stand-in package
+    budget: str = PRESET_BUDGET  # every arm's training length (study.core.arms.BUDGETS)
 
     def space_of(self, arm: Arm) -> SearchSpace:
         """What a tuned arm searches: the search space less the arm's ``unsearched`` parameters."""
@@ -71,6 +79,8 @@ def resolve(args) -> StudySettings:
     from study.models.registry import get_spec, model_path
 
     fetch = not getattr(args, "plan", False)
+    if getattr(args, "hub_lock", None):
+        pin(read_lock(args.hub_lock))  # before anything is read from the hub
     spec = get_spec(args.model)
     if fetch:
         model_path(spec)  # hub models fail here, fast and in one line, when unreachable
@@ -85,8 +95,10 @@ def resolve(args) -> StudySettings:
     if args.suite and task.suite != args.suite:
         raise StudyError(f"task {task.name!r} belongs to the {task.suite} suite, not {args.suite}")
     preset = args.preset or ("smoke" if spec.offline_stand_in else "paper")
+    budget = getattr(args, "budget", PRESET_BUDGET)
     base = TrainConfig.from_dict({**space.preset(preset, task.name), "model": args.model, "task": task.name,
-                                  "data_dir": args.data_dir, "implementation": args.implementation})
+                                  "data_dir": args.data_dir, "implementation": args.implementation,
+                                  **budget_options(budget, task.name)})
     validate(base, args.workers, fetch)  # global_batch must split over --workers
     Scaling.from_args(args)  # bad scaling flags stop before Ray starts
     arms = parse_arms(args.arms, OFFLINE_DEFAULT_ARMS if spec.offline_stand_in else DEFAULT_ARMS)
@@ -120,7 +132,7 @@ def resolve(args) -> StudySettings:
                              args.experiment or f"vme-{task.suite}", stage,
                              resolve_alignment_probe(args.alignment_probe, task, base,
                                                      args.experiment_design == "modality", fetch),
-                             args.inject_faults)
+                             args.inject_faults, study_revisions(spec, task, base.data_dir) if fetch else {}, budget)
     for arm in arms:
         if arm.tuned:
             settings.space_of(arm)  # a tuned arm with nothing left to search stops here
@@ -160,6 +172,17 @@ def check_space_fits(space: SearchSpace, base: TrainConfig, workers: int, fetch:
                                  f"{base.task} ({err}); fix: {fix}") from None
 
 
+def study_revisions(spec, task, data_dir) -> dict[str, str]:
+    """Every hub dataset and model the study reads, resolved to a commit now (a lock file's pins first), and each
+    offline stand-in's package; the hub commits are pinned for every process the study starts, so all its runs read
+    the same commit even if the hub's main moves meanwhile."""
+    from study.models.registry import model_provenance
+
+    found = {**task_provenance(task, data_dir), **dict([model_provenance(spec)])}
+    pin(hub_pins(found))
+    return found
+
+
 def study_options(settings: StudySettings) -> dict:
     """What decides the study's results, as its record keeps it (``study.tune.resume``): a ``--resume`` must bring
     the same. Scaling, concurrency and the MLflow address may change between starts; the experiment may not (the
@@ -170,7 +193,8 @@ def study_options(settings: StudySettings) -> dict:
         "experiment": settings.experiment, "alignment_probe": settings.alignment_probe,
         "search_space_sha256": settings.space.sha256, "base": settings.base.to_dict(),
         "arm": {arm.name: {**arm.fixed, **{f"stage.{k}": v for k, v in arm.stage.items()}} for arm in settings.arms},
-        "intermediate": settings.stage})
+        "intermediate": settings.stage,
+        **({"budget": settings.budget} if settings.budget != PRESET_BUDGET else {})})
 
 
 def resolve_alignment_probe(requested: bool | None, task, base: TrainConfig, modality_design: bool = False,
@@ -287,6 +311,7 @@ def provenance(settings: StudySettings) -> tuple[dict, dict]:
               "preset": settings.preset, "trials": settings.trials, "seeds": settings.seeds,
               "arms": ",".join(arm.name for arm in settings.arms), "search_space": str(space.path),
               "alignment_probe": settings.alignment_probe,
+              "budget": settings.budget, "budget_rule": budget_label(settings.budget, settings.task.name),
               "search_space_sha256": space.sha256, "git_commit": commit,
               "searched": ",".join(p.name for p in space.params),
               "synonyms_source": synonym_source_label(settings.base.synonyms),
@@ -296,9 +321,17 @@ def provenance(settings: StudySettings) -> tuple[dict, dict]:
               **{f"arm.{arm.name}.searched": ",".join(p.name for p in settings.space_of(arm).params)
                  for arm in settings.arms if arm.tuned},
               **{f"intermediate.{k}": ",".join(v) if isinstance(v, tuple) else v for k, v in settings.stage.items()},
-              **{f"version.{p}": version(p) for p in ("ray", "torch", "transformers", "optuna", "mlflow", "datasets")}}
+              **{f"version.{p}": version(p) for p in ("ray", "torch", "transformers", "optuna", "mlflow", "datasets")},
+              **{f"version.{p}": v for p, v in scorer_versions().items()},
+              **revision_params(settings.revisions)}
     tags = {"model": spec.key, "model_name": spec.name, "offline_stand_in": str(spec.offline_stand_in),
             "task": settings.task.name, "suite": settings.task.suite, "protocol": settings.task.protocol,
             "preset": settings.preset,
-            "selection": "English dev only"}
+            "selection": "English dev only", "budget": settings.budget, **revision_params(settings.revisions)}
     return params, tags
+
+
+def revision_params(revisions: dict[str, str]) -> dict[str, str]:
+    """``revision.<dataset|model|github>.<repo>``: the commit (or the stand-in's package) each run read, as the
+    parent run's params and every run's tags."""
+    return {f"revision.{key.replace(':', '.', 1)}": value for key, value in revisions.items()}

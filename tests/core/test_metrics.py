@@ -101,6 +101,34 @@ def test_nearest_neighbour_accuracy_both_directions():
     assert both["en_to_xx"] == pytest.approx(1.0)  # every English column's best row is its own
 
 
-def test_xtreme_r_average_is_mean_of_task_means():
-    per_task = {"xnli": {"de": 0.8, "fr": 0.6}, "xquad": {"de": 0.5}}
-    assert metrics.xtreme_r_average(per_task) == pytest.approx((0.7 + 0.5) / 2)
+def test_tatoebas_headline_is_en_to_xx_as_xtreme_rs_evaluate_retrieval():
+    """third_party/evaluate_retrieval.py (tatoeba) + utils_retrieve.similarity_search: the xx sentences go into a
+    faiss IndexFlatL2, each English sentence searches it (L2 on normalised vectors), and the prediction of English
+    sentence j is right when it is xx sentence j. By hand, squared distances 2 - 2 cos:
+    English (0.8, 0.6) to xx (1, 0), (0.96, 0.28), (0, 1): 0.4, 0.128, 0.8 -> xx 1, right; English (1, 0) -> xx 0
+    (0, 0.08, 2); English (0.28, 0.96) -> xx 2 (1.44, 0.9248, 0.08): 3 of 3. The other way, xx (0.96, 0.28) is
+    nearest to English (1, 0) (0.08 against 0.128): xx -> en is 2 of 3."""
+    from study.data.tasks import TASKS
+    from study.evaluation.scoring import bitext_scores
+
+    xx = np.array([[1.0, 0.0], [0.96, 0.28], [0.0, 1.0]])
+    english = np.array([[1.0, 0.0], [0.8, 0.6], [0.28, 0.96]])
+    score, details = bitext_scores(TASKS["tatoeba"], xx @ english.T)
+    assert score == pytest.approx(1.0) and details["direction"] == "en_to_xx"
+    assert details["xx_to_en"] == pytest.approx(2 / 3) and details["gold_units"] == 3
+    pocket, pocket_details = bitext_scores(TASKS["pocket-retrieval"], xx @ english.T)  # unchanged: xx -> en
+    assert pocket == pytest.approx(2 / 3) and pocket_details["en_to_xx"] == pytest.approx(1.0)
+
+
+def test_the_scorer_packages_versions_are_named_for_the_record():
+    """seqeval 0.0.12 and 1.2.2 differ by up to 0.15 points of tagging F1 on the same predictions: every record
+    (a study's parent run params, study evaluate's JSON, the report header) names the versions that scored."""
+    from importlib.metadata import version
+    from types import SimpleNamespace
+
+    from study.report.tables import _scorer_versions
+
+    assert metrics.scorer_versions() == {"seqeval": version("seqeval"), "scikit-learn": version("scikit-learn")}
+    parent = SimpleNamespace(data=SimpleNamespace(params={"version.seqeval": "1.2.2", "version.scikit-learn": "1.5"}))
+    old = SimpleNamespace(data=SimpleNamespace(params={}))
+    assert _scorer_versions([parent, old]) == "not recorded; scikit-learn 1.5, seqeval 1.2.2"

@@ -294,8 +294,8 @@ def test_golden_report_tables(golden_study):
                     "Japonic": ("mBERT: vme-reference - plain", "exploratory", 1, 0.25, None, "2 vs 2", refused)}
 
 
-def test_task_score_counts_english_and_the_overall_score_needs_every_task(golden_study):
-    from study.report.tables import overall_rows, task_score_rows
+def test_task_score_counts_english_and_says_why_it_is_not_xtreme_rs(golden_study):
+    from study.report.tables import task_score_rows
 
     rows = {(r["model"], r["arm"]): r for r in task_score_rows(golden_study)}
     # mBERT plain's seed means: en .75, de .625, nl .375, ja .25; XLM-R plain's: en 1, de .875, nl .75, ja .5
@@ -304,26 +304,34 @@ def test_task_score_counts_english_and_the_overall_score_needs_every_task(golden
     assert rows[("XLM-R", "plain")]["all_languages"] == pytest.approx(3.125 / 4)
     assert rows[("XLM-R", "plain")]["languages"] == "4 of 16"
     assert rows[("XLM-R", "plain")]["xtreme_r_task_score"] is False  # a pocket task
-    task_rows = [{"model": "A", "arm": "plain", "task": "xnli", "all_languages": 0.6, "xtreme_r_task_score": True},
-                 {"model": "A", "arm": "plain", "task": "udpos", "all_languages": 0.8, "xtreme_r_task_score": True},
-                 {"model": "B", "arm": "plain", "task": "xnli", "all_languages": 0.5, "xtreme_r_task_score": True}]
-    overall = {r["model"]: (r["overall"], r["note"]) for r in overall_rows(task_rows, ["udpos", "xnli"])}
-    assert overall == {"A": (pytest.approx(0.7), "XTREME-R overall score"),
-                       "B": (0.5, "mean over 1 task(s), not XTREME-R's: missing udpos")}
+    assert rows[("XLM-R", "plain")]["not_xtreme_r"] == "pocket suite, not an XTREME-R task"
 
 
-def test_an_experiment_with_two_tasks_gets_an_overall_page_and_a_report_per_task(golden_study, tmp_path):
+def test_an_experiment_with_two_tasks_gets_an_aggregates_page_and_a_report_per_task(golden_study, tmp_path):
     from dataclasses import replace
 
     from study.cli.report import write_report
 
     retrieval = replace(golden_study, task="pocket-retrieval")
     files = write_report([golden_study, retrieval], tmp_path)
-    assert {"report.html", "overall.csv", "task_score.csv", "pocket-topic/report.html",
+    assert {"report.html", "aggregates.csv", "task_score.csv", "pocket-topic/report.html",
             "pocket-retrieval/report.html", "pocket-topic/per_language.csv"} <= set(files)
     assert all((tmp_path / f).is_file() for f in files)
     index = (tmp_path / "report.html").read_text()
-    assert 'href="pocket-topic/report.html"' in index and "mean over 2 task(s), not XTREME-R" in index
+    assert 'href="pocket-topic/report.html"' in index and "overall" not in index.lower()
+    assert "not computed: needs a full XTREME-R score of xnli, xcopa, udpos, panx" in index
+
+
+def test_a_one_task_experiment_shows_no_aggregate_and_no_overall_score(golden_study, tmp_path):
+    """XTREME-R's aggregates need all ten tasks: a report of one task writes its task score only, never an
+    aggregate, a category mean or an "overall" XTREME-R score."""
+    from study.cli.report import write_report
+
+    files = write_report([golden_study], tmp_path)
+    assert "aggregates.csv" not in files and not (tmp_path / "aggregates.csv").exists()
+    page = (tmp_path / "report.html").read_text().lower()
+    assert "overall" not in page and "<h2>xtreme-r aggregates</h2>" not in page
+    assert "need all ten tasks: this report has one" in page  # named only to say why they are not shown
 
 
 def test_the_page_shows_every_figure_of_the_list_or_says_why_not(golden_study, tmp_path):
@@ -353,8 +361,7 @@ def test_the_page_shows_every_figure_of_the_list_or_says_why_not(golden_study, t
 @pytest.mark.e2e
 def test_the_math_and_the_contract_load_neither_ray_nor_mlflow():
     code = ("import sys; import study.vme.objective, study.core.metrics, study.vme.capture, study.vme.engine, "
-            "study.vme.trim, "
-            "study.core.protocol, study.vme.exactness, study.report.analysis; "
+            "study.vme.trim, study.core.protocol, study.vme.exactness, study.report.analysis; "
             "print(sorted(m for m in ('ray', 'mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"

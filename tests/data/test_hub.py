@@ -288,7 +288,8 @@ def test_hub_check_resolves_everything_then_prefetch_fills_the_cache_for_an_offl
     assert not _release_copies(home)  # the release files were asked for with HEAD only
 
     prefetch = subprocess.run([sys.executable, "-m", "study", "hub", "prefetch", "--task", "xnli", "--task", "mewslix",
-                               "--task", "lareqa", "--model", "mbert", "--vision-tower", "", "--intermediate-data", ""],
+                               "--task", "lareqa", "--model", "mbert", "--vision-tower", "", "--intermediate-data", "",
+                               "--lock", str(tmp_path / "hub.lock.json")],
                               capture_output=True, text=True, env=hub_env(replica, home), timeout=300)
     assert prefetch.returncode == 0, prefetch.stdout[-3000:] + prefetch.stderr[-3000:]
     assert sum(line.startswith("lareqa") and "1 file(s) cached" in line for line in prefetch.stdout.splitlines()) == 11

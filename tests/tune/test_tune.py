@@ -279,6 +279,13 @@ def test_smoke_study_records_every_trial_in_mlflow(smoke_experiment):
     assert parent.data.params["search_space_sha256"] and parent.info.status == "FINISHED"
     assert parent.data.params["arms"] == "plain,vme-tuned" and parent.data.params["arm.plain.objective"] == "plain"
     assert parent.data.params["synonyms_source"] == "roget (offline substitute for counter-fitted)"
+    # where the data and model came from (offline stand-ins: their packages) and the budget, on every run
+    revisions = {k: v for k, v in parent.data.params.items() if k.startswith("revision.")}
+    assert set(revisions) == {"revision.dataset.pocket-topic", "revision.model.tiny"}
+    assert revisions["revision.dataset.pocket-topic"].startswith("offline stand-in: chatterbot-corpus==")
+    assert all(run.data.tags[k] == v for run in [parent, *trials] for k, v in revisions.items())
+    assert parent.data.params["budget"] == "preset" and all(r.data.tags["budget"] == "preset" for r in trials)
+    assert "preset smoke, budget preset); arms plain, vme-tuned" in output
     summary = parent.data.metrics
     assert "search/vme-tuned/dev_en/accuracy" in summary and not any(k.startswith("best/") for k in summary)
     assert summary["confirm/plain/runs_finished"] == summary["confirm/vme-tuned/runs_finished"] == 2
@@ -784,5 +791,6 @@ def test_the_study_ends_with_its_answer_computed_by_the_reports_inference():
                                "3 vs 3 runs): no detectable difference")
     assert lines[3] == "  plain: 0.2500 ± 0.0100 (sample s.d.) over 3 seed(s)"
     assert lines[-1] == "  reference lines (same test items): frozen probe 0.5100"
+    assert not any("overall" in line.lower() or "xtreme-r" in line.lower() for line in lines)  # one task: no aggregate
     assert numbers["answer/vme-reference-plain/estimate"] == pytest.approx(0.01)
     assert numbers["answer/vme-reference-plain/low"] == pytest.approx(-0.014841, abs=1e-5)
