@@ -390,3 +390,7 @@ def test_the_users_command_runs_a_smoke_trial_with_the_multimodal_stage_from_the
     assert params["modality"] == "multimodal" and "dev_en/accuracy" in metrics and "test/accuracy/sw" in metrics
     assert params["intermediate.data"].startswith("dataset lmms-lab/flickr30k (test")
     assert params["intermediate.vision_tower"].startswith("openai/clip-vit-base-patch32")
+    # the hub commits the study resolved at its start, on the parent run and every trial (the workers read them)
+    commits = {k: v for k, v in parents[0].data.params.items() if k.startswith("revision.")}
+    assert set(commits) == {"revision.dataset.facebook/xnli", f"revision.model.{REGISTRY[model].source}"}
+    assert all(len(v) == 40 and trials[0].data.tags[k] == v for k, v in commits.items())
