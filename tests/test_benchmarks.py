@@ -68,6 +68,7 @@ def test_eval_throughput_benchmark_prints_both_speed_ups_and_equal_scores(e5_sma
         assert float(row[-2]) <= 1e-6 and row[-1] in ("-", "0"), row
 
 
+@pytest.mark.e2e
 def test_gpu_throughput_benchmark_writes_rows_of_the_plans_table_on_the_cpu(tmp_path):
     """The GPU benchmark's smoke mode on the CPU: a tiny shape's plain, VME and evaluation rows and the task rows, in
     the throughput table's format; a CPU has no MFU."""

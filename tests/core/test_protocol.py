@@ -334,6 +334,7 @@ def test_a_one_task_experiment_shows_no_aggregate_and_no_overall_score(golden_st
     assert "need all ten tasks: this report has one" in page  # named only to say why they are not shown
 
 
+@pytest.mark.e2e
 def test_the_page_shows_every_figure_of_the_list_or_says_why_not(golden_study, tmp_path):
     """``figures.FIGURES`` is the page's figure list: each one is drawn from the tables (an image on the page and a
     PNG on disk) or, with too little data, the page says so in its place."""

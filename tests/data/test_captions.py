@@ -144,6 +144,7 @@ def _clip_tower(tmp_path):
     return str(tmp_path / "clip")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("vision_train", ["frozen", "last", "full"])
 def test_clip_tower_is_frozen_or_partly_trained(tmp_path, monkeypatch, vision_train):
     tower = _clip_tower(tmp_path)

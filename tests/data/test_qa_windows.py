@@ -109,6 +109,7 @@ def test_a_squad_model_of_xquad_scores_mlqa_under_xtreme_rs_protocol():
     assert TASKS["tydiqa"].fine_tuned_protocol("xquad", None).startswith("proxy, not XTREME-R")
 
 
+@pytest.mark.e2e
 def test_study_evaluate_scores_a_squad_checkpoint_at_384_under_the_xtreme_r_label(tiny, tmp_path, monkeypatch):
     import json
 

@@ -24,6 +24,7 @@ from study.evaluation.scoring import length_batches, padded_inputs, run_batches,
 from study.models.registry import load_model, load_tokenizer, save_model_dir
 
 
+@pytest.mark.e2e
 def test_real_tatoeba_retrieval_with_e5_small_is_far_above_chance(e5_small, tmp_path, capsys):
     out = tmp_path / "tatoeba.json"
     assert cli.main(["--model", "e5-small", "--task", "tatoeba", "--languages", "sw", "--data-dir",
@@ -63,6 +64,7 @@ def test_tatoeba_protocol_is_xtreme_rs_only_for_a_squad_fine_tuned_encoder_at_it
     assert (lareqa.layer, lareqa.max_length, lareqa.query_max_length) == (None, 128, None)
 
 
+@pytest.mark.e2e
 def test_tatoeba_on_a_squad_checkpoint_embeds_hidden_state_8_of_512_tokens_as_xtreme_r(e5_small, tmp_path):
     """study.cli.evaluate on an xquad checkpoint (12 layers) runs XTREME-R's Tatoeba protocol and labels it so; the
     accuracy equals a plain transformers loop written from the official rules on the LASER files themselves (en ->
@@ -100,6 +102,7 @@ def test_tatoeba_on_a_squad_checkpoint_embeds_hidden_state_8_of_512_tokens_as_xt
     assert result["details"]["sw"]["gold_units"] == len(swahili) == 390
 
 
+@pytest.mark.e2e
 def test_pocket_retrieval_with_e5_small(e5_small, tmp_path):
     out = tmp_path / "pocket.json"
     cli.main(["--model", "e5-small", "--task", "pocket-retrieval", "--languages", "de,ja", "--json", str(out)])
@@ -300,6 +303,7 @@ def _plain_embeddings(model, tokenizer, texts, layer=None, batch_size=16):
     return torch.cat(out).numpy()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("task", ["pocket-retrieval", "tatoeba"])
 def test_retrieval_scores_equal_a_plain_loop(task, e5_small):
     model, tokenizer, prefix = load_model(e5_small).eval(), load_tokenizer(e5_small), e5_small.text_prefix

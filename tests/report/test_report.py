@@ -174,6 +174,7 @@ def test_paired_interval_excludes_zero_where_the_unpaired_one_does_not():
     assert paired.low > 0 and unpaired.method.startswith("Welch t")
 
 
+@pytest.mark.e2e
 def test_a_configuration_against_itself_over_seeds_is_rarely_significant():
     """40 comparisons of one configuration with itself: per seed a score offset from N(0, 0.02) (seed noise), items
     drawn independently per run, 3 seeds a side (independent), 3 languages x 300 items. The all-targets interval
@@ -240,6 +241,7 @@ def test_a_covariate_takes_the_effect_it_explains():
     assert adjusted.slope == pytest.approx(np.linalg.lstsq(design, gap, rcond=None)[0][1])
 
 
+@pytest.mark.e2e
 def test_noise_gaps_are_not_significant_after_holm_although_the_best_r2_looks_large():
     """Six distance kinds of pure noise against noise gaps on 12 languages, 100 times: the best of the six r² is
     large (the old "best distance"), but a Holm-corrected test finds some kind significant at most about 5 % of the
