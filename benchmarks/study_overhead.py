@@ -17,25 +17,30 @@ import statistics
 import tempfile
 import time
 
-from ray.tune import Callback
 
+def timing_callback():
+    """A Tune callback that keeps when each trial started, reported and completed (Ray imported only once
+    ``init_ray`` has set its loopback settings: Ray reads them on its first import)."""
+    from ray.tune import Callback
 
-class Timing(Callback):
-    def __init__(self):
-        self.started: dict[str, float] = {}
-        self.last: dict[str, dict] = {}
-        self.last_result_at: dict[str, float] = {}
-        self.completed: dict[str, float] = {}
+    class Timing(Callback):
+        def __init__(self):
+            self.started: dict[str, float] = {}
+            self.last: dict[str, dict] = {}
+            self.last_result_at: dict[str, float] = {}
+            self.completed: dict[str, float] = {}
 
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.started[trial.trial_id] = time.time()
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.started[trial.trial_id] = time.time()
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.last[trial.trial_id] = result
-        self.last_result_at[trial.trial_id] = time.time()
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.last[trial.trial_id] = result
+            self.last_result_at[trial.trial_id] = time.time()
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.completed[trial.trial_id] = time.time()
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.completed[trial.trial_id] = time.time()
+
+    return Timing()
 
 
 def main() -> None:
@@ -45,9 +50,6 @@ def main() -> None:
     parser.add_argument("--max-concurrent", type=int, default=1)
     args = parser.parse_args()
     started = time.perf_counter()
-
-    import ray
-    import ray.tune
 
     from study.cli.tune import parse_args
     from study.train.ray_setup import Scaling, init_ray
@@ -61,8 +63,11 @@ def main() -> None:
                              str(args.max_concurrent)])
     settings = resolve(study_args)
     init_ray()
+    import ray
+    import ray.tune
+
     max_concurrent, threads = concurrency(1, 0, args.max_concurrent)
-    timing = Timing()
+    timing = timing_callback()
     trainable = ray.tune.with_resources(train_driver_fn, {"CPU": 0.1})
     tuner_started = time.perf_counter()
     build_tuner(settings, Scaling(1, 0, 0.5, threads), max_concurrent, timing, trainable).fit()
