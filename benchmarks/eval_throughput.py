@@ -76,9 +76,10 @@ def tatoeba(args, spec, tokenizer, device):
         return reference_embeddings(model, tokenizer, texts, spec.text_prefix, args.max_length, args.batch_size,
                                     device)
 
-    def reference(lang):  # accuracy xx -> en
+    def reference(lang):  # accuracy in the task's headline direction (Tatoeba: en -> xx, as XTREME-R scores it)
         d = data[lang]
-        return float(np.mean((embed(d.source) @ embed(d.english).T).argmax(1) == np.arange(len(d.source))))
+        queries, index = (d.english, d.source) if task.retrieval_direction == "en_to_xx" else (d.source, d.english)
+        return float(np.mean((embed(queries) @ embed(index).T).argmax(1) == np.arange(len(d.source))))
 
     def ours(lang):
         return score_retrieval(task, data[lang], model, tokenizer, layer=None, prefix=spec.text_prefix,

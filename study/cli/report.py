@@ -29,7 +29,7 @@ from pathlib import Path
 from study.cli.common import add_mlflow_uri_flag
 from study.core.errors import run_cli
 from study.report.load import Study, load_studies
-from study.report.output import check_out, publish, scratch_beside
+from study.report.output import check_out, mark_report, publish, scratch_beside
 from study.report.page import build_index, build_report, log_report
 from study.report.tables import ReportTables
 from study.track.mlflow_store import default_mlflow_uri
@@ -69,6 +69,7 @@ def main(argv=None) -> int:
         scratch = Path(work) / "report"
         scratch.mkdir()
         files = write_report(studies, scratch)
+        mark_report(scratch, args.experiment)
         run_id = log_report(studies, scratch)
         publish(scratch, args.out, args.experiment)
     print(f"report: {args.out.resolve() / 'report.html'} ({len(files)} files); MLflow run {run_id} "

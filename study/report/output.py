@@ -41,11 +41,17 @@ def scratch_beside(out: Path) -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=f".{out.name}-", dir=out.parent)
 
 
+def mark_report(report: Path, experiment: str) -> None:
+    """Write ``REPORT_RECORD`` into a report directory: which experiment it reports (before its files are logged to
+    MLflow, so that the report run's artifacts are the directory's files)."""
+    (report / REPORT_RECORD).write_text(json.dumps({"experiment": experiment}))
+
+
 def publish(report: Path, out: Path, experiment: str) -> None:
     """Make the complete report in ``report`` (a folder of a ``scratch_beside`` directory) the directory ``out``:
     the earlier report is moved aside into that directory, the new one renamed into its place; ``out`` never holds
     files of both."""
-    (report / REPORT_RECORD).write_text(json.dumps({"experiment": experiment}))
+    mark_report(report, experiment)
     check_out(out, experiment)  # the directory may have changed while the report was computed
     if out.exists():
         os.replace(out, report.parent / "previous")
