@@ -64,7 +64,8 @@ class FineTuneRun:
         self.peak = device_peak(device, self.bf16)  # MFU's denominator (None on a CPU)
 
     def _setup_data(self) -> None:
-        """The task, the tokenizer, the English training pairs (x, x~) and the English dev subset."""
+        """The task, the tokenizer, the English training pairs (x, x~), the English dev subset, and every target test
+        set read once (hub data included: ``--data-dir`` files are parsed before Ray starts)."""
         from study.data.augment import load_synonyms
         from study.data.pairs import build_pairs
         from study.data.sources import load_split, subsample
@@ -81,6 +82,8 @@ class FineTuneRun:
         self.dev = subsample(load_split(self.task, "dev", "en", cfg.data_dir), cfg.max_eval_examples,
                              EVAL_SUBSET_SEED)
         self.languages = cfg.languages or self.task.languages
+        for language in self.languages:  # every test set is read now, so a bad file stops the run before step 1
+            load_split(self.task, "test", language, cfg.data_dir)
 
     def _setup_model(self) -> None:
         """The encoder with the task's head (seeded), the trimmed vocabulary of the fast step, the attention

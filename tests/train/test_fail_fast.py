@@ -133,3 +133,18 @@ def test_a_truncated_target_file_stops_study_train_in_one_line_before_ray(tmp_pa
     assert UDPOS_TEST.rsplit("/", 1)[-1] in lines[0]
     assert not (tmp_path / "runs").exists()  # nothing written, Ray never started
     assert time.monotonic() - started < 120
+
+
+def test_a_run_reads_every_target_test_set_before_its_first_step(tmp_path):
+    """Hub data is not parsed before Ray starts (only --data-dir is): the worker reads every test set while it sets
+    up, so a bad file stops the run before its first optimizer step, not after training."""
+    import torch
+
+    from study.train.finetune import FineTuneRun
+
+    data = _udpos_dir(tmp_path)
+    _truncate(data / UDPOS_TEST)
+    cfg = TrainConfig(model="tiny", task="udpos", languages=("de",), data_dir=str(data), max_length=32,
+                      max_train_examples=16, batch_size=8)
+    with pytest.raises(StudyError, match=r"udpos test data \(de\): .*de_pud-ud-test\.conllu\.gz"):
+        FineTuneRun(cfg, 0, 1, torch.device("cpu"))
