@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import json
 import re
@@ -25,12 +26,22 @@ def cannot_succeed_on_retry(error: BaseException) -> bool:
     return isinstance(error, NOT_RETRYABLE)
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left, disk quota exceeded: one line, not a traceback
+
+
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
-    """Run a CLI entry point; turn a ``StudyError`` into ``error: <message>`` and exit status 2."""
+    """Run a CLI entry point; turn a ``StudyError``, or a full disk, into ``error: <message>`` and exit status 2."""
     try:
         code = main(argv)
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        where = f" writing {err.filename}" if err.filename else ""
+        print(f"error: the disk is full{where} ({err.strerror}): free space or write the runs, cache or report "
+              "elsewhere (--storage, STUDY_CACHE_DIR, --out)", file=sys.stderr)
         sys.exit(2)
     sys.exit(code or 0)
 

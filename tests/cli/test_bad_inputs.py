@@ -135,3 +135,27 @@ def test_study_tune_with_a_space_that_does_not_fit_the_model_exits_2_before_ray_
                                                   "pocket-topic (ap_layer=40 is out of range for tiny: choose 0..5); "
                                                   "fix: narrow the range"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]  # no storage, no MLflow store
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EDQUOT"])
+def test_a_full_disk_is_one_line_and_exit_2(capsys, code):
+    """A full disk cannot be foreseen before Ray starts; when a write hits it, the command says so in one line, with
+    where to write instead, not a traceback. Other OS errors are not hidden."""
+    import errno
+
+    from study.core.errors import run_cli
+
+    def full(argv):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), "/runs/study/checkpoint.pt")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(full, [])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1
+    assert lines[0].startswith("error: the disk is full writing /runs/study/checkpoint.pt") and "--storage" in lines[0]
+
+    def denied(argv):
+        raise PermissionError(errno.EACCES, "Permission denied", "/x")
+
+    with pytest.raises(PermissionError):
+        run_cli(denied, [])
